@@ -1,0 +1,49 @@
+"""Shared fixtures: the ../shared data (skipped cleanly when absent) and isolated run roots."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CALIB_SHARED_DIR", ROOT.parent / "shared"))
+CACHE = Path(os.environ.get("CALIB_TEST_CACHE", ROOT / ".cache"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared not present at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(shared_dir: Path) -> Path:
+    """A standard cifar-10-batches-py folder built once from ../shared into .cache/."""
+    target = CACHE / "cifar-10-batches-py"
+    if not (target / "batches.meta").exists():
+        builder = shared_dir / "data" / "make_cifar10_batches.py"
+        if not builder.exists():
+            pytest.skip(f"{builder} missing")
+        subprocess.run([sys.executable, str(builder), "--out", str(target)], check=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def keras_h5(shared_dir: Path) -> Path:
+    path = shared_dir / "models" / "mlperf_tiny_resnet8_pretrained.h5"
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+    return path
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated runs/ root for tests that create run directories."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("CALIB_RUNS_ROOT", str(root))
+    return root
