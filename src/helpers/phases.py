@@ -1,0 +1,77 @@
+"""The phase graph: every phase, its notebook, its upstream phases and its declared outputs.
+
+This is the single place that says which phase reads what. A phase may read only the declared
+outputs of its declared upstream phases (``Phase.input`` enforces it), and writes only its own
+declared outputs (``Phase.out`` enforces it). Output patterns are globs relative to
+``results/<phase id>/``.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.project import project_root
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    id: str
+    title: str
+    upstream: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def notebook(self) -> Path:
+        return project_root() / "notebooks" / f"{self.id}.ipynb"
+
+    def declares(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs)
+
+
+PHASES: tuple[PhaseSpec, ...] = (
+    PhaseSpec("00_environment", "Environment", (), ("environment.json", "isa.png")),
+    PhaseSpec("01_data", "Data and calibration slice", (),
+              ("splits.npz", "calibration_slice.npz", "distribution.json", "samples.png")),
+)
+_BY_ID = {p.id: p for p in PHASES}
+
+
+def get_phase(phase_id: str) -> PhaseSpec:
+    try:
+        return _BY_ID[phase_id]
+    except KeyError:
+        raise ValueError(f"unknown phase {phase_id!r}; phases are: {', '.join(_BY_ID)}") from None
+
+
+def select(selection: str | list[str] | None) -> list[PhaseSpec]:
+    """Phases to run, in dependency order, upstream phases included.
+
+    ``selection`` is None (all), or ids/prefixes like ``"00,01"`` or ``["02_train"]``.
+    """
+    if selection is None:
+        return list(PHASES)
+    items = selection.split(",") if isinstance(selection, str) else list(selection)
+    wanted: set[str] = set()
+    for item in (s.strip() for s in items if s.strip()):
+        matches = [p.id for p in PHASES if p.id == item or p.id.split("_")[0] == item]
+        if not matches:
+            raise ValueError(f"unknown phase {item!r}; phases are: {', '.join(_BY_ID)}")
+        wanted.update(matches)
+    return [p for p in PHASES if p.id in upstream_closure(wanted)]
+
+
+def upstream_closure(phase_ids: set[str]) -> set[str]:
+    """The given phases and everything they (transitively) read from."""
+    out, stack = set(), list(phase_ids)
+    while stack:
+        pid = stack.pop()
+        if pid not in out:
+            out.add(pid)
+            stack.extend(get_phase(pid).upstream)
+    return out
+
+
+def downstream_of(phase_id: str) -> set[str]:
+    """Phases that (transitively) read from ``phase_id``."""
+    return {p.id for p in PHASES if phase_id in upstream_closure({p.id}) - {p.id}}
