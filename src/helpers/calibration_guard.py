@@ -5,8 +5,8 @@ tensors were preprocessed differently from evaluation (pixels divided by 255, me
 normalized, channels reversed, NCHW instead of NHWC) the ranges are wrong by the same factor and
 accuracy collapses after quantization while the FP32 model looks fine. This module owns:
 
-* ``check_calibration_slice`` / ``load_calibration_slice`` -- the slice exists and is uint8 NHWC
-  images (with int64 labels), before any work;
+* ``check_calibration_slice`` / ``load_calibration_slice`` -- the slice (phase 01's indices into
+  the training images) exists, matches the dataset and is uint8 NHWC images with labels;
 * ``channel_stats`` -- per-channel min, max, mean, std of an NHWC tensor;
 * ``check_calibration_inputs`` -- compares the calibration tensors with
   ``helpers.data.preprocess`` of the *same* images and names the likely mistake. ``mode="raise"``
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.data import preprocess
+from helpers.data import preprocess, slice_hash
 
 MODES = ("raise", "warn")
 STATS = ("min", "max", "mean", "std")
-SLICE_KEYS = ("images", "labels")
+SLICE_KEYS = ("indices", "labels")
 
 
 class CalibrationMismatchError(ValueError):
@@ -76,8 +76,14 @@ def check_calibration_slice(images, labels=None, *, image_shape: tuple[int, int,
         raise ValueError(f"calibration labels must lie in [0, {num_classes}), found {labels.min()}..{labels.max()}")
 
 
-def load_calibration_slice(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, labels)`` from a calibration-slice ``.npz`` holding ``images`` and ``labels``."""
+def load_calibration_slice(path: str | Path, train_images: np.ndarray, train_labels: np.ndarray,
+                           expected_hash: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of the slice phase 01 stored as ``indices`` into the training images.
+
+    Checks the file, its keys, that the indices fit ``train_images``, that the stored labels are
+    the dataset's labels at those indices and, given ``expected_hash`` (distribution.json's
+    ``slice_hash``), that the slice is the one phase 01 drew.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"calibration slice {path} does not exist; run phase 01_data first "
@@ -87,7 +93,20 @@ def load_calibration_slice(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         if missing:
             raise ValueError(f"{path} lacks {', '.join(missing)}; it holds {sorted(npz.files)} "
                              f"and a calibration slice needs {', '.join(SLICE_KEYS)}")
-        images, labels = npz["images"], npz["labels"]
+        indices, labels = npz["indices"], npz["labels"]
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or len(indices) != len(labels):
+        raise ValueError(f"{path}: indices must be 1-D integers, one per label, got {indices.dtype} {indices.shape} "
+                         f"and {len(labels)} labels")
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(train_images)):
+        raise ValueError(f"{path}: indices span {indices.min()}..{indices.max()} but the training set has "
+                         f"{len(train_images)} images; the slice was drawn from another dataset")
+    if not np.array_equal(labels, np.asarray(train_labels)[indices]):
+        raise ValueError(f"{path}: the stored labels differ from the dataset's labels at the slice indices; "
+                         "the slice was drawn from another dataset -- rerun phase 01_data")
+    if expected_hash is not None and slice_hash(indices, train_images) != expected_hash:
+        raise ValueError(f"{path}: slice hash differs from {expected_hash[:12]}... (distribution.json); the images "
+                         "at these indices are not the ones phase 01 chose -- load the same dataset")
+    images = train_images[indices]
     check_calibration_slice(images, labels)
     return images, labels.astype(np.int64)
 
