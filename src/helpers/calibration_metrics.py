@@ -138,7 +138,11 @@ def brier_score(logits, labels) -> float:
 
 def ece_bootstrap_ci(logits, labels, n_bins: int = 15, *, n_boot: int = 1000, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the ECE (rows resampled with replacement, seeded)."""
+    """Percentile bootstrap interval of the ECE (rows resampled with replacement, seeded).
+
+    Binned ECE is biased upward on small samples; the interval shows sampling spread around
+    that biased estimator, so it need not contain the point ECE.
+    """
     conf, correct = top_label(logits, labels)
     bins = bin_index(conf, n_bins)
 

@@ -32,7 +32,7 @@ class ScalingFit:
     method: str  # one of METHODS
     optimizer: str  # "lbfgs" or "bounded_search"
     converged: bool
-    iterations: int
+    iterations: int  # of the optimizer that produced the parameters
     nll_before: float = math.nan  # validation NLL of the raw logits
     nll_after: float = math.nan  # ... and of the calibrated logits
     temperature: float | None = None  # temperature_scaling
