@@ -180,6 +180,9 @@ def run(param_files: list[str] = (), overrides: list[str] = (), phases: str | No
             raise ParamError("--resume re-uses the run's own config_resolved.yaml; drop --params/-p "
                              "(start a new run to change parameters)")
         resolved = load_run_config(run_dir)
+        for stale in run_dir.rglob(".tmp-*"):  # left by a killed writer; never read by anything
+            stale.unlink()
+            log(f"removed unfinished temporary file {stale.relative_to(run_dir)}")
         specs = [spec for spec in PHASES if spec.id in resolved]
         if phases:
             specs = [s for s in select(phases) if s.id in resolved]
