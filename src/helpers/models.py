@@ -54,6 +54,16 @@ class InputScale(nn.Module):
         return x.permute(0, 3, 1, 2) * self.factor
 
 
+def global_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C) spatial mean.
+
+    A plain mean rather than ``AdaptiveAvgPool2d(1)`` + flatten: on the channels-last tensors
+    these models carry, flatten exports to ONNX as an ``as_strided`` gather; the mean exports as
+    one ``ReduceMean``.
+    """
+    return x.mean(dim=(2, 3))
+
+
 def keras_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """(before, after) zero padding of Keras/TensorFlow ``padding='same'`` along one axis.
 
@@ -89,12 +99,11 @@ class DigitsCNN(nn.Module):
             nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(self.input_scale(x)))
+        return self.fc(global_average_pool(self.features(self.input_scale(x))))
 
 
 class ResNet8Stack(nn.Module):
@@ -146,13 +155,11 @@ class ResNet8(nn.Module):
             stacks.append(ResNet8Stack(in_ch, out_ch, stride, size, bn_eps))
             in_ch, size = out_ch, math.ceil(size / stride)
         self.stacks = nn.Sequential(*stacks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn(self.conv(self.pad(self.input_scale(x)))))
-        x = self.pool(self.stacks(x)).flatten(1)
-        return self.fc(x)
+        return self.fc(global_average_pool(self.stacks(x)))
 
 
 class BasicBlock(nn.Module):
@@ -186,12 +193,10 @@ class ResNet20(nn.Module):
                 blocks.append(BasicBlock(in_ch, out_ch, 2 if (i > 0 and j == 0) else 1))
                 in_ch = out_ch
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(self.input_scale(x)))
-        return self.fc(self.pool(x).flatten(1))
+        return self.fc(global_average_pool(self.blocks(self.stem(self.input_scale(x)))))
 
 
 class InvertedResidual(nn.Module):
@@ -232,11 +237,10 @@ class MobileNetV2Tiny(nn.Module):
                 in_ch = out_ch
         layers += [nn.Conv2d(in_ch, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU6()]
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(256, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.features(self.input_scale(x))).flatten(1))
+        return self.fc(global_average_pool(self.features(self.input_scale(x))))
 
 
 class MLP(nn.Module):
@@ -251,7 +255,8 @@ class MLP(nn.Module):
             nn.Linear(hidden[0], hidden[1]), nn.ReLU(), nn.Linear(hidden[1], num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.input_scale(x))
+        # contiguous first: flattening the channels-last view would export as an as_strided gather
+        return self.layers(self.input_scale(x).contiguous())
 
 
 @dataclass(frozen=True)
