@@ -207,6 +207,18 @@ def make_splits(ds: Dataset, val_fraction: float, samples_per_class: int, seed: 
     return {"train": train_idx, "val": val_idx, "test": np.arange(len(ds.test_labels)), "calibration": calibration}
 
 
+def load_splits(splits_path: Path, ds: Dataset) -> dict[str, np.ndarray]:
+    """Phase 01's split indices, checked against the dataset they index."""
+    with np.load(splits_path) as f:
+        splits = {name: f[name] for name in ("train", "val", "test")}
+    limits = {"train": len(ds.train_labels), "val": len(ds.train_labels), "test": len(ds.test_labels)}
+    for name, idx in splits.items():
+        if len(idx) and idx.max() >= limits[name]:
+            raise ValueError(f"{splits_path}: {name} indices reach {idx.max()} but {ds.name} has {limits[name]} "
+                             "images: phase 01 ran on another dataset; re-run it with the same dataset/data_dir")
+    return splits
+
+
 def split_table(ds: Dataset, splits: dict[str, np.ndarray]):
     """Per-class counts of every split (rows: classes + total)."""
     import pandas as pd

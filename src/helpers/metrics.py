@@ -124,6 +124,15 @@ def classification_summary(labels, preds, class_names: Sequence[str]) -> dict:
     }
 
 
+def summary_table(summaries: dict[str, dict]):
+    """One row per split/model from :func:`classification_summary` results: n, accuracy (95% CI), MCC."""
+    import pandas as pd
+
+    rows = {name: {"n": s["n"], "accuracy": s["accuracy"], "ci95 low": s["accuracy_ci95"][0],
+                   "ci95 high": s["accuracy_ci95"][1], "MCC": s["mcc"]} for name, s in summaries.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(4)
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], np.ndarray | float], n: int, *,
                  n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                  desc: str = "bootstrap") -> tuple[np.ndarray, np.ndarray]:

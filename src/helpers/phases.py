@@ -20,19 +20,35 @@ class PhaseSpec:
     title: str
     upstream: tuple[str, ...]
     outputs: tuple[str, ...]
+    optional: tuple[str, ...] = ()  # declared outputs a phase may leave out (e.g. no curves for an import)
 
     @property
     def notebook(self) -> Path:
         return project_root() / "notebooks" / f"{self.id}.ipynb"
 
     def declares(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs)
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs + self.optional)
 
 
 PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec("00_environment", "Environment", (), ("environment.json", "isa.png")),
     PhaseSpec("01_data", "Data and calibration slice", (),
               ("splits.npz", "calibration_slice.npz", "distribution.json", "samples.png")),
+    PhaseSpec("02_train", "Baseline model, metrics and ONNX export", ("01_data",),
+              ("model.json", "model.pt", "logits.npz", "metrics.json", "confusion.png", "model.onnx"),
+              optional=("history.json", "curves.png")),
+    PhaseSpec("03_activation_stats", "Activation statistics", ("01_data", "02_train"),
+              ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png")),
+    PhaseSpec("04_quantize", "Post-training quantization", ("01_data", "02_train"),
+              ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "quant.png"),
+              optional=("*.json", "*.png", "*.csv")),
+    PhaseSpec("05_latency", "Latency ground truth", ("02_train", "04_quantize"),
+              ("latency.json", "estimator.json", "latency.png"), optional=("*.json", "*.png", "*.csv", "*.npz")),
+    PhaseSpec("06_confidence", "Confidence calibration", ("01_data", "02_train", "04_quantize"),
+              ("*/scaling_params.json", "calibration_metrics.json", "reliability.png", "calibrated_logits.npz"),
+              optional=("*.png", "*.csv")),
+    PhaseSpec("07_selective", "Selective-prediction threshold", ("01_data", "06_confidence"),
+              ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png")),
 )
 _BY_ID = {p.id: p for p in PHASES}
 

@@ -1,0 +1,44 @@
+"""The trained-model artifact that phase 02 hands to every later phase.
+
+Two files: ``model.json`` (the architecture spec: registry name, classes, NHWC input shape and
+the keyword arguments that rebuild it, e.g. the input scale of an imported Keras model) and
+``model.pt`` (the state dict, loaded with ``weights_only=True``). ``load`` rebuilds the
+architecture from the spec and loads the weights, so a checkpoint can never be paired with the
+wrong architecture silently.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from helpers import atomic
+from helpers.models import build_model
+from helpers.training import load_checkpoint, save_checkpoint
+
+DEFAULT_ARCHITECTURE = {"digits": "digits_cnn", "cifar10": "resnet8"}
+
+
+def spec(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs) -> dict:
+    return {"name": name, "num_classes": int(num_classes), "input_shape": [int(s) for s in input_shape],
+            "kwargs": kwargs}
+
+
+def build(model_spec: dict) -> nn.Module:
+    return build_model(model_spec["name"], model_spec["num_classes"], tuple(model_spec["input_shape"]),
+                       **model_spec.get("kwargs", {}))
+
+
+def save(model: nn.Module, model_spec: dict, spec_path: Path, checkpoint_path: Path) -> None:
+    atomic.write_json(spec_path, model_spec)
+    save_checkpoint(model, checkpoint_path)
+
+
+def load(spec_path: Path, checkpoint_path: Path) -> tuple[nn.Module, dict]:
+    """Rebuild the architecture from ``model.json`` and load ``model.pt`` into it (eval mode)."""
+    if not Path(spec_path).is_file():
+        raise FileNotFoundError(f"model spec {spec_path} is missing: run phase 02 first")
+    model_spec = json.loads(Path(spec_path).read_text())
+    model = load_checkpoint(build(model_spec), checkpoint_path)
+    return model.eval(), model_spec
