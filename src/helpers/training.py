@@ -135,38 +135,49 @@ def _fit(model, images, labels, val_images, val_labels, *, epochs, batch_size, l
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
     history: History = {"epoch": [], "loss": [], "train_acc": [], "val_acc": []}
     model.to(memory_format=torch.channels_last)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        loss_sum, correct = 0.0, 0
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress)
-        for step in bar:
-            idx = order[step * batch_size:(step + 1) * batch_size]
-            batch = augment_batch(images[idx], generator) if augment else images[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = model(torch.from_numpy(preprocess(batch.numpy())))
-            loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}/{epochs}, step "
-                                         f"{step + 1}/{steps} (learning rate {schedule.get_last_lr()[0]:.3g}); "
-                                         "lower lr, or check the model's weights and inputs")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.item()
-            correct += int((logits.argmax(1) == labels[idx]).sum())
-            bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}", refresh=False)
-        val_pred = predict_logits(model, val_images).argmax(1)
-        history["epoch"].append(epoch)
-        history["loss"].append(loss_sum / steps)
-        history["train_acc"].append(correct / (steps * batch_size))
-        history["val_acc"].append(float((val_pred == val_labels).mean()))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
-    model.to(memory_format=torch.contiguous_format)
-    model.eval()
+    try:
+        for epoch in range(1, epochs + 1):
+            loss, train_acc = _train_epoch(model, images, labels, optimizer, schedule, generator, epoch=epoch,
+                                           epochs=epochs, batch_size=batch_size, augment=augment,
+                                           label_smoothing=label_smoothing, precision=precision, progress=progress)
+            history["epoch"].append(epoch)
+            history["loss"].append(loss)
+            history["train_acc"].append(train_acc)
+            history["val_acc"].append(float((predict_logits(model, val_images).argmax(1) == val_labels).mean()))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, history)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+        model.eval()
     return history
+
+
+def _train_epoch(model, images, labels, optimizer, schedule, generator, *, epoch, epochs, batch_size, augment,
+                 label_smoothing, precision, progress) -> tuple[float, float]:
+    """One pass over a fresh shuffle; returns (mean loss, accuracy on the batches as trained)."""
+    model.train()
+    steps = len(images) // batch_size
+    order = torch.randperm(len(images), generator=generator)
+    loss_sum, correct = 0.0, 0
+    bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress)
+    for step in bar:
+        idx = order[step * batch_size:(step + 1) * batch_size]
+        batch = augment_batch(images[idx], generator) if augment else images[idx]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(torch.from_numpy(preprocess(batch.numpy())))
+        loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}/{epochs}, step "
+                                     f"{step + 1}/{steps} (learning rate {schedule.get_last_lr()[0]:.3g}); "
+                                     "lower lr, or check the model's weights and inputs")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.item()
+        correct += int((logits.argmax(1) == labels[idx]).sum())
+        bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}", refresh=False)
+    return loss_sum / steps, correct / (steps * batch_size)
 
 
 def learning_curves_figure(history: History):
