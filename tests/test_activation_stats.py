@@ -12,7 +12,7 @@ from torch import nn
 matplotlib.use("Agg")
 
 from helpers import atomic
-from helpers.activation_stats import (STATS_FILE, TARGETS_FILE, Batch, collect_activation_stats,
+from helpers.activation_stats import (STATS_FILE, TARGETS_FILE, Batch, _spike_threshold, collect_activation_stats,
                                       image_activation_stats, init_model, plot_rates, plot_sigma, resolve_role,
                                       save_stats)
 from helpers.data import load_dataset, preprocess, slice_hash
@@ -104,6 +104,31 @@ def test_streaming_moments_are_stable_far_from_zero_with_uneven_batches():
     rows = as_rows(captured_outputs(model, ["act"], inputs)["act"])
     np.testing.assert_allclose(stats.mu[0], rows.mean(0), rtol=1e-13)
     np.testing.assert_allclose(stats.sigma[0], rows.std(0), rtol=1e-9)
+
+
+def test_float64_activations_are_not_modified_by_the_hooks():
+    """Layer "1" sees layer "0"'s output tensor itself: an in-place reduction on it would show in "1"."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Identity()).double().eval()
+    inputs = [torch.randn(n, 3, dtype=torch.float64) for n in UNEVEN]
+    stats = collect_activation_stats(model, ["0", "1"], [Batch(x) for x in inputs], call_model, role="t",
+                                     slice_sha256="x")
+    rows = as_rows(captured_outputs(model, ["0"], inputs)["0"])
+    np.testing.assert_allclose(stats.mu, [rows.mean(0)] * 2, rtol=1e-12)
+    np.testing.assert_allclose(stats.sigma, [rows.std(0)] * 2, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_zscore_threshold_in_the_activation_dtype_is_exact(dtype):
+    """a > round_down(mu + theta*sigma) in a's dtype agrees with (a - mu)/sigma > theta in float64, at the edge."""
+    rng = np.random.default_rng(0)
+    mu = torch.from_numpy(rng.normal(size=2000) * 10)
+    sigma = torch.from_numpy(rng.uniform(1e-3, 5, size=2000))
+    nearest = (mu + 0.7 * sigma).to(dtype)
+    edge = torch.stack([nearest, torch.nextafter(nearest, nearest + 1), torch.nextafter(nearest, nearest - 1)])
+    expected = (edge.double() - mu) / sigma > 0.7
+    assert torch.equal(edge > _spike_threshold(mu, sigma, 0.7, dtype), expected)
+    assert 0 < int(expected.sum()) < expected.numel()
 
 
 class Tokens(nn.Module):

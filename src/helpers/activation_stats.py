@@ -8,12 +8,14 @@ Owns the inference-only statistics pass over a calibration slice:
   positions; an optional boolean mask of valid positions (the output's shape without the unit
   axis, e.g. a transformer's attention mask ``[N, T]``) drops padding.
 * **Pass 1 (moments).** Each batch is reduced on the fly in float64 with torch (count, mean,
-  M2 = sum of squared deviations) and merged into the running values with the parallel update of
-  Chan, Golub & LeVeque (1979); activations are never stored. ``sigma`` is the population std
+  M2 = sum of squared deviations from the batch mean, two-pass within the batch) and merged into
+  the running values with the parallel update of Chan, Golub & LeVeque (1979); activations are
+  never stored. ``sigma`` is the population std
   (ddof 0); ``sigma < eps`` is clamped to ``eps`` and counted per layer. Pass 1 also counts
   ``positive`` spikes (a > 0) and non-finite values -- any NaN/Inf is an error naming the layer.
 * **Pass 2 (z-score spikes).** With mu and sigma frozen, counts ``zscore`` spikes,
-  (a - mu) / sigma > theta.
+  (a - mu) / sigma > theta, evaluated exactly as a > mu + theta * sigma in the activation's own
+  dtype (see :func:`_spike_threshold`).
 * **Rate targets.** ``r_star[definition][l]`` = spikes / (observations x width): the fraction of
   unit-positions of layer l that spike over the slice.
 * **Inference only.** The model runs in eval mode under ``torch.inference_mode``; every
@@ -101,47 +103,57 @@ class _LayerStats:
         return self.mean.numel()
 
     def add_moments(self, x: torch.Tensor) -> None:
-        """Merge one batch's per-unit count/mean/M2 (Chan et al.); count a > 0 and non-finite values."""
-        dims = [0, *range(2, x.ndim)]
-        n_b = x.numel() // x.shape[1]
+        """Merge one batch ``x [..., d]`` into count/mean/M2 (Chan et al.); count a > 0 and non-finite values."""
+        rows = x.to(torch.float64, memory_format=torch.contiguous_format, copy=True).view(-1, x.shape[-1])
+        n_b = rows.shape[0]
         if n_b == 0:
             return
-        var_b, mean_b = torch.var_mean(x, dim=dims, correction=0)
-        if not torch.isfinite(mean_b).all():  # a sum is finite iff every float32 term is
+        mean_b = rows.sum(0).div_(n_b)
+        m2_b = rows.sub_(mean_b).square_().sum(0)  # two-pass within the batch, in place on the copy
+        if not torch.isfinite(mean_b).all():  # a float64 sum of float32 terms is finite iff every term is
             self.nan += int(torch.isnan(x).sum())
             self.inf += int(torch.isinf(x).sum())
-        self.spikes["positive"] += int((x > 0).sum())
+        self.spikes["positive"] += int(torch.count_nonzero(x > 0))
         if self.count == 0:
-            self.mean, self.m2 = mean_b, var_b * n_b
+            self.mean, self.m2 = mean_b, m2_b
         else:
             n = self.count + n_b
             delta = mean_b - self.mean
             self.mean = self.mean + delta * (n_b / n)
-            self.m2 = self.m2 + var_b * n_b + delta.square() * (self.count * n_b / n)
+            self.m2 = self.m2 + m2_b + delta.square() * (self.count * n_b / n)
         self.count += n_b
 
-    def add_zscore_spikes(self, x: torch.Tensor, sigma: torch.Tensor, theta: float) -> None:
-        """Count (a - mu) / sigma > theta with this layer's frozen mean and the (clamped) ``sigma``."""
-        shape = [1, -1] + [1] * (x.ndim - 2)
-        self.spikes["zscore"] += int(((x - self.mean.view(shape)) / sigma.view(shape) > theta).sum())
+    def add_zscore_spikes(self, x: torch.Tensor, threshold: torch.Tensor) -> None:
+        """Count a > threshold, ``threshold`` from :func:`_spike_threshold` (per unit, x's dtype)."""
+        self.spikes["zscore"] += int(torch.count_nonzero(x > threshold))
+
+
+def _spike_threshold(mu: torch.Tensor, sigma: torch.Tensor, theta: float, dtype: torch.dtype) -> torch.Tensor:
+    """mu + theta * sigma (float64) rounded *down* to ``dtype``.
+
+    (a - mu) / sigma > theta is a > t with t = mu + theta * sigma (sigma > 0). For ``a`` of a
+    coarser dtype, a > t exactly when a > round_down(t): no value of that dtype lies between
+    round_down(t) and t. So pass 2 compares activations in their own dtype, with no conversion.
+    """
+    t = mu + theta * sigma
+    low = t.to(dtype)
+    return torch.where(low.to(torch.float64) > t, torch.nextafter(low, torch.full_like(low, -math.inf)), low)
 
 
 def _observations(output: Any, valid: torch.Tensor | None, name: str) -> torch.Tensor:
-    """A layer output as float64 observations with units on axis 1: [N, C, H, W] or, masked or not 4-D, [M, d]."""
+    """A layer output with units on the last axis (4-D [N, C, H, W] -> [N, H, W, C] view), valid positions only."""
     if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.ndim < 2:
         kind = f"a {output.dtype} tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) \
             else type(output).__name__
         raise ValueError(f"layer {name!r} returned {kind}; declare layers whose output is one floating "
                          "tensor [N, C, H, W] or [..., d] (e.g. a conv, linear or activation module)")
-    if output.ndim == 4 and valid is None:
-        return output.to(torch.float64)
     units_last = output.movedim(1, -1) if output.ndim == 4 else output
     if valid is None:
-        return units_last.reshape(-1, units_last.shape[-1]).to(torch.float64)
+        return units_last
     if tuple(valid.shape) != tuple(units_last.shape[:-1]):
         raise ValueError(f"layer {name!r}: mask shape {tuple(valid.shape)} does not match the output's "
                          f"positions {tuple(units_last.shape[:-1])}; the mask must cover every axis but the unit axis")
-    return units_last[valid].to(torch.float64)
+    return units_last[valid]
 
 
 def state_dict_digests(model: nn.Module) -> dict[str, str]:
@@ -232,9 +244,14 @@ def collect_activation_stats(model: nn.Module, layers: Sequence[str], batches: S
         sigma = {n: s.m2.div(s.count).sqrt() for n, s in stats.items()}
         clamped = {n: sg < eps for n, sg in sigma.items()}
         sigma = {n: sg.clamp(min=eps) for n, sg in sigma.items()}
-        _run_pass(model, modules, batches, forward,
-                  lambda name, x: stats[name].add_zscore_spikes(x, sigma[name], theta),
-                  f"{role}: z-score spikes")
+        thresholds: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+        def count_zscore(name: str, x: torch.Tensor) -> None:
+            if (name, x.dtype) not in thresholds:
+                thresholds[name, x.dtype] = _spike_threshold(stats[name].mean, sigma[name], theta, x.dtype)
+            stats[name].add_zscore_spikes(x, thresholds[name, x.dtype])
+
+        _run_pass(model, modules, batches, forward, count_zscore, f"{role}: z-score spikes")
     finally:
         model.train(was_training)
     _check_unchanged(before, state_dict_digests(model))
