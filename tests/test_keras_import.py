@@ -13,12 +13,12 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from helpers.data import load_dataset
 from helpers.keras_import import import_resnet8
-from helpers.models import count_parameters, predict_logits
+from helpers.models import build_model, count_parameters, predict_logits
+from helpers.training import load_checkpoint, save_checkpoint
 
 
 def _tf_same(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -172,8 +172,11 @@ def test_not_a_keras_model(tmp_path):
         import_resnet8(tmp_path / "missing.h5")
 
 
-def test_imported_model_is_plain_torch(imported):
-    model, _ = imported
+def test_info_rebuilds_the_architecture_from_a_checkpoint(imported, tmp_path):
+    model, info = imported
     assert not model.training
-    x = torch.zeros(1, 32, 32, 3)
-    assert model(x).shape == (1, 10)
+    path = save_checkpoint(model, tmp_path / "imported.pt")
+    rebuilt = load_checkpoint(build_model("resnet8", info["num_classes"], widths=tuple(info["widths"]),
+                                          bn_eps=info["bn_eps"], input_scale=info["input_scale"]), path)
+    images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(predict_logits(rebuilt, images), predict_logits(model, images))

@@ -9,8 +9,9 @@ computes, builds the torch model with the file's widths, input shape and class c
 copies every weight:
 
 * conv kernels HWIO -> OIHW, dense kernels (in, out) -> (out, in);
-* BatchNormalization gamma / beta / moving_mean / moving_variance, with each layer's epsilon
-  (Keras' default is 1e-3, torch's 1e-5) and momentum (torch momentum = 1 - Keras momentum);
+* BatchNormalization gamma / beta / moving_mean / moving_variance, with the file's epsilon
+  (Keras' default is 1e-3, torch's 1e-5; one value for all layers) and momentum (torch
+  momentum = 1 - Keras momentum);
 * Keras ``padding='same'`` is reproduced by ``ResNet8`` itself (asymmetric before strided convs);
 * the input scale: the reference is trained on raw 0-255 pixels and starts with a conv, so the
   imported model's ``InputScale`` factor is 1.0 (a leading ``Rescaling`` layer, if a file had
@@ -173,8 +174,12 @@ def parse_resnet8(layers: dict[str, KerasLayer]) -> tuple[dict, dict[str, KerasL
     mapping["fc"] = _check(graph.next(graph.next(pool, "Flatten"), "Dense"), "Dense", use_bias=True)
     if len(widths) == 0 or mapping["conv"].config["filters"] != widths[0]:
         raise ValueError(f"the stem conv {mapping['conv'].name!r} must have as many filters as the first stack")
+    epsilons = {layer.config["epsilon"] for layer in mapping.values() if layer.class_name == "BatchNormalization"}
+    if len(epsilons) != 1:
+        raise ValueError(f"the BatchNormalization layers use different epsilons {sorted(epsilons)}; "
+                         "ResNet8 takes one bn_eps")
     args = {"num_classes": mapping["fc"].config["units"], "input_shape": (height, width, channels),
-            "widths": tuple(widths), "input_scale": input_scale}
+            "widths": tuple(widths), "bn_eps": float(epsilons.pop()), "input_scale": input_scale}
     return args, mapping
 
 
@@ -209,8 +214,7 @@ def _load_layer(module: nn.Module, layer: KerasLayer, weights: dict[str, np.ndar
         for torch_name, keras_name in (("weight", "gamma"), ("bias", "beta"),
                                        ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
             _copy(getattr(module, torch_name), weights[keras_name], layer, keras_name)
-        module.eps = float(layer.config["epsilon"])
-        module.momentum = 1.0 - float(layer.config["momentum"])
+        module.momentum = 1.0 - float(layer.config["momentum"])  # epsilon came with ResNet8(bn_eps=...)
         return {"gamma", "beta", "moving_mean", "moving_variance"}
     raise ValueError(f"Keras layer {layer.name!r} ({layer.class_name}) cannot load into torch {type(module).__name__}")
 
@@ -219,8 +223,9 @@ def import_resnet8(path: str | Path) -> tuple[ResNet8, dict]:
     """Build ``ResNet8`` from a Keras ``.h5`` (architecture + weights); returns (model in eval mode, info).
 
     ``info`` is JSON-ready: source sha256, keras version, ``input_scale`` (1.0 for the MLPerf
-    reference: raw 0-255 inputs), number of Keras weight elements loaded, and the Keras layer
-    behind each torch module.
+    reference: raw 0-255 inputs), ``widths`` and ``bn_eps`` (with ``num_classes``, the
+    ``build_model("resnet8", ...)`` arguments that rebuild this architecture), the number of
+    Keras weight elements loaded, and the Keras layer behind each torch module.
     """
     path = Path(path)
     layers, attrs = read_model_config(path)
@@ -248,7 +253,7 @@ def import_resnet8(path: str | Path) -> tuple[ResNet8, dict]:
     model.eval()
     info = {"source": path.name, "sha256": sha256_file(path), "keras_version": attrs.get("keras_version"),
             "input_scale": args["input_scale"], "num_classes": args["num_classes"],
-            "widths": list(args["widths"]), "keras_weight_elements": loaded_elements,
+            "widths": list(args["widths"]), "bn_eps": args["bn_eps"], "keras_weight_elements": loaded_elements,
             "output_activation_dropped": layers[mapping["fc"].name].config.get("activation"),
             "layer_map": {torch_name: layer.name for torch_name, layer in mapping.items()}}
     return model, info
