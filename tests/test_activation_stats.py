@@ -12,9 +12,10 @@ from torch import nn
 matplotlib.use("Agg")
 
 from helpers import atomic
-from helpers.activation_stats import (STATS_FILE, TARGETS_FILE, Batch, _spike_threshold, collect_activation_stats,
-                                      image_activation_stats, init_model, plot_rates, plot_sigma, resolve_role,
-                                      save_stats)
+from helpers.activation_stats import (STATS_FILE, TARGETS_FILE, Batch, _spike_threshold, check_params,
+                                      collect_activation_stats, default_layers, image_activation_stats, init_model,
+                                      plot_rates, plot_sigma, plot_sigma_by_role, resolve_role, role_models,
+                                      save_stats, stats_table)
 from helpers.data import load_dataset, preprocess, slice_hash
 
 UNEVEN = (7, 1, 13, 5, 2)
@@ -312,3 +313,66 @@ def test_figures_show_both_definitions_and_roles(digits):
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["trained", "init"]
     sigma_fig = plot_sigma(by_role["init"])
     assert [t.get_text() for t in sigma_fig.axes[0].get_xticklabels()] == ["features.2", "fc"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("digits_cnn", ["features.1", "features.4", "features.8"]),
+    ("resnet8", ["bn", "stacks.0.bn1", "stacks.0.bn2", "stacks.1.bn1", "stacks.1.bn2", "stacks.2.bn1", "stacks.2.bn2"]),
+    ("mlp", ["layers.1", "layers.3"]),
+])
+def test_default_layers_are_the_pre_activations(name, expected):
+    model = init_model(name, 10, seed=0)
+    assert default_layers(model) == expected
+    modules = dict(model.named_modules())
+    assert all(type(modules[n]) in (nn.BatchNorm2d, nn.Linear) for n in expected)
+    with pytest.raises(ValueError, match="declare the layers to hook"):
+        default_layers(nn.Sequential(nn.Linear(3, 2)))
+
+
+def test_role_models_rebuild_the_spec_untrained_and_seeded():
+    from helpers import model_artifact
+
+    spec = model_artifact.spec("resnet8", 10, (32, 32, 3), widths=[8, 16, 32], input_scale=1.0)
+    trained = model_artifact.build(spec)
+    models = role_models(trained, spec, seed=4)
+    assert list(models) == ["trained", "init"] and models["trained"] is trained
+    init = models["init"]
+    assert init.stacks[2].conv2.out_channels == 32 and float(init.input_scale.factor) == 1.0
+    again = role_models(trained, spec, seed=4)["init"]
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in init.state_dict().items())
+    assert not torch.equal(init.fc.weight, role_models(trained, spec, seed=5)["init"].fc.weight)
+
+
+PHASE_PARAMS = {"model_roles": ["trained", "init"], "layers": [], "eps": 1e-6, "theta": 1.0, "stats_batch_size": 256,
+                "transformer_sentences": 0}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model_roles": ["trained", "best"]}, r"unknown model role\(s\) \['best'\]; declared roles: 'trained', 'init'"),
+    ({"model_roles": []}, "non-empty list of distinct roles"),
+    ({"model_roles": ["init", "init"]}, "non-empty list of distinct roles"),
+    ({"layers": "fc"}, "list of module names"),
+    ({"eps": 0.0}, "eps must be a finite float > 0"),
+    ({"theta": float("nan")}, "theta must be a finite float"),
+    ({"stats_batch_size": 0}, "stats_batch_size >= 1"),
+    ({"transformer_sentences": -1}, "transformer_sentences >= 0"),
+])
+def test_phase_params_are_validated(override, message):
+    check_params(PHASE_PARAMS)
+    with pytest.raises(ValueError, match=message):
+        check_params({**PHASE_PARAMS, **override})
+
+
+def test_sigma_panels_and_table_per_role(digits):
+    images, idx = digits
+    by_role = {role: image_activation_stats(init_model("digits_cnn", 10, seed=s), ["features.1", "fc"], images,
+                                            idx, role=role) for role, s in (("trained", 1), ("init", 2))}
+    fig = plot_sigma_by_role(by_role)
+    assert [ax.get_title() for ax in fig.axes] == ["sigma per layer (trained)", "sigma per layer (init)"]
+    table = stats_table(by_role)
+    assert table["layer"].tolist() == ["features.1", "fc"] and table["width"].tolist() == [16, 10]
+    np.testing.assert_array_equal(table["r* positive (init)"], by_role["init"].r_star["positive"])
+    np.testing.assert_array_equal(table["clamped (trained)"], by_role["trained"].clamp_counts)
+    with pytest.raises(ValueError, match="same layers"):
+        stats_table({"a": by_role["init"], "b": image_activation_stats(init_model("digits_cnn", 10, seed=0), ["fc"],
+                                                                        images, idx, role="b")})

@@ -58,6 +58,7 @@ STATS_FILE = "calibration_stats.npz"
 TARGETS_FILE = "rate_targets.json"
 DEFAULT_EPS = 1e-6
 DEFAULT_THETA = 1.0
+MODEL_ROLES = ("trained", "init")
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,10 @@ def _check_args(model: Any, role: str, eps: float, theta: float) -> None:
                          "build it with helpers.models.build_model (or init_model for the 'init' role)")
     if not isinstance(role, str) or not role:
         raise ValueError(f"role must be a non-empty string naming the model role (e.g. 'trained'), got {role!r}")
+    _check_eps_theta(eps, theta)
+
+
+def _check_eps_theta(eps: float, theta: float) -> None:
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite float > 0 (the sigma floor), got {eps!r}")
     if not (isinstance(theta, (int, float)) and math.isfinite(theta)):
@@ -334,6 +339,49 @@ def init_model(name: str, num_classes: int, seed: int, **kwargs) -> nn.Module:
     return model.eval()
 
 
+def default_layers(model: nn.Module) -> list[str]:
+    """Layers hooked when none are declared: the pre-activations feeding the model's nonlinearities.
+
+    Every ``nn.BatchNorm2d`` output in module order (a conv block's pre-activation: ``a > 0`` is
+    exactly its ReLU firing, and the z-score is taken before the rectifier folds half the
+    distribution onto 0); a model without batch norm gets every ``nn.Linear`` but the last (the
+    hidden units before their ReLU; the last one holds the logits).
+    """
+    norms = [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if norms:
+        return norms
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if len(linears) < 2:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm2d and no hidden Linear layer to default to; "
+                         "declare the layers to hook (names from model.named_modules())")
+    return linears[:-1]
+
+
+def role_models(trained: nn.Module, model_spec: Mapping[str, Any], seed: int) -> dict[str, nn.Module]:
+    """The declared roles of a phase-02 model: ``trained`` as loaded, ``init`` its architecture seeded anew."""
+    init = init_model(model_spec["name"], model_spec["num_classes"], seed,
+                      input_shape=tuple(model_spec["input_shape"]), **model_spec.get("kwargs", {}))
+    return {"trained": trained.eval(), "init": init}
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Validate phase 03's parameters before any forward pass."""
+    roles = params["model_roles"]
+    if isinstance(roles, str) or not roles or len(set(roles)) != len(roles):
+        raise ValueError(f"model_roles must be a non-empty list of distinct roles, got {roles!r}; "
+                         f"declared roles: {', '.join(map(repr, MODEL_ROLES))}")
+    unknown = [r for r in roles if r not in MODEL_ROLES]
+    if unknown:
+        raise ValueError(f"unknown model role(s) {unknown}; declared roles: {', '.join(map(repr, MODEL_ROLES))}")
+    if isinstance(params["layers"], str) or not all(isinstance(n, str) and n for n in params["layers"]):
+        raise ValueError(f"layers must be a list of module names (empty: the architecture's default), "
+                         f"got {params['layers']!r}")
+    _check_eps_theta(params["eps"], params["theta"])
+    if params["stats_batch_size"] < 1 or params["transformer_sentences"] < 0:
+        raise ValueError(f"need stats_batch_size >= 1 and transformer_sentences >= 0 (0: skip), got "
+                         f"{params['stats_batch_size']} and {params['transformer_sentences']}")
+
+
 def resolve_role(models: Mapping[str, nn.Module | None], role: str) -> nn.Module:
     """The model declared for ``role``; unknown roles and missing models are errors."""
     if role not in models:
@@ -382,13 +430,38 @@ def plot_rates(stats_by_role: Mapping[str, ActivationStats]) -> Figure:
 
 def plot_sigma(stats: ActivationStats) -> Figure:
     """Distribution of per-unit sigma in each layer (log scale), with the eps floor."""
-    fig = Figure(figsize=(max(6.0, 0.9 * len(stats.layer_names)), 3.6), layout="constrained")
-    ax = fig.subplots()
-    ax.boxplot([stats.sigma[l, :w] for l, w in enumerate(stats.widths)], showfliers=True)
-    ax.axhline(stats.eps, color="tab:red", linestyle="--", linewidth=1, label=f"eps = {stats.eps:g}")
-    ax.set_yscale("log")
-    ax.set_xticks(np.arange(1, len(stats.layer_names) + 1), stats.layer_names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("per-unit sigma")
-    ax.set_title(f"sigma per layer ({stats.role})")
-    ax.legend()
+    return plot_sigma_by_role({stats.role: stats})
+
+
+def plot_sigma_by_role(stats_by_role: Mapping[str, ActivationStats]) -> Figure:
+    """Per-unit sigma in each layer (log scale, eps floor dashed): one panel per role, shared y axis."""
+    if not stats_by_role:
+        raise ValueError("plot_sigma_by_role needs at least one role's statistics")
+    widest = max(len(s.layer_names) for s in stats_by_role.values())
+    fig = Figure(figsize=(max(6.0, 0.9 * widest) * len(stats_by_role), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(stats_by_role), sharey=True))
+    for ax, stats in zip(axes, stats_by_role.values()):
+        ax.boxplot([stats.sigma[l, :w] for l, w in enumerate(stats.widths)], showfliers=True)
+        ax.axhline(stats.eps, color="tab:red", linestyle="--", linewidth=1, label=f"eps = {stats.eps:g}")
+        ax.set_yscale("log")
+        ax.set_xticks(np.arange(1, len(stats.layer_names) + 1), stats.layer_names, rotation=45, ha="right",
+                      fontsize=8)
+        ax.set_title(f"sigma per layer ({stats.role})")
+        ax.legend()
+    axes[0].set_ylabel("per-unit sigma")
     return fig
+
+
+def stats_table(stats_by_role: Mapping[str, ActivationStats]):
+    """One row per layer: width, then r* for each spike definition and the clamp count, per role."""
+    import pandas as pd
+
+    first = next(iter(stats_by_role.values()), None)
+    if first is None or any(s.layer_names != first.layer_names for s in stats_by_role.values()):
+        raise ValueError("stats_table needs at least one role, all with the same layers")
+    columns = {"layer": first.layer_names, "width": first.widths}
+    for role, stats in stats_by_role.items():
+        for definition in SPIKE_DEFINITIONS:
+            columns[f"r* {definition} ({role})"] = stats.r_star[definition]
+        columns[f"clamped ({role})"] = stats.clamp_counts
+    return pd.DataFrame(columns)
