@@ -21,6 +21,7 @@ from helpers import quantize_ort as q
 from helpers.calibration_guard import CalibrationMismatchError
 from helpers.data import load_dataset, preprocess, stratified_slice
 from helpers.models import build_model
+from helpers.onnx_export import export_onnx, onnx_logits
 from helpers.training import train
 
 BINS = 512  # entropy search cost grows with the bin count; 512 > 128 keeps it a real search
@@ -42,10 +43,7 @@ def prepared(tmp_path_factory, digits) -> Path:
     model, _ = train(build_model("digits_cnn", 10), ds.train_images, ds.train_labels, ds.test_images[:100],
                      ds.test_labels[:100], epochs=2, batch_size=64, lr=0.1, seed=0, progress=False)
     root = tmp_path_factory.mktemp("ort")
-    example = torch.from_numpy(preprocess(ds.train_images[:2]))
-    atomic.save_with(root / "fp32.onnx", lambda p: torch.onnx.export(
-        model, (example,), str(p), input_names=["images"], output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False))
+    export_onnx(model, root / "fp32.onnx", (8, 8, 1))
     return q.prepare_model(root / "fp32.onnx", root / "prepared.onnx")
 
 
@@ -56,7 +54,7 @@ def stats(prepared, digits) -> q.CalibrationStatistics:
 
 @pytest.fixture(scope="module")
 def fp32_logits(prepared, digits) -> np.ndarray:
-    return q.predict_onnx(prepared, digits["images"])
+    return onnx_logits(prepared, digits["images"])
 
 
 def _accuracy(logits, labels) -> float:
@@ -112,7 +110,7 @@ def test_every_method_gives_a_u8s8_per_channel_int8_model(prepared, stats, digit
                    and n.input[0] in inits and inits[n.input[0]].ndim == 4]
     assert all(s.shape == (w.shape[0],) for s, w in zip(conv_scales, weights))  # one scale per output channel
     assert report["types_reason"] == q.TYPES_REASON and report["size_bytes"] == (tmp_path / "int8.onnx").stat().st_size
-    int8_logits = q.predict_onnx(tmp_path / "int8.onnx", digits["images"])
+    int8_logits = onnx_logits(tmp_path / "int8.onnx", digits["images"])
     assert _accuracy(fp32_logits, digits["labels"]) - _accuracy(int8_logits, digits["labels"]) < 0.02
     assert np.mean(int8_logits.argmax(1) == fp32_logits.argmax(1)) > 0.97
 
@@ -216,7 +214,7 @@ def test_calibration_size_sweep(prepared, digits):
 
 def test_quant_report_table_and_figure(prepared, stats, digits, fp32_logits, tmp_path):
     info = q.quantize_model(prepared, tmp_path / "int8.onnx", stats, "minmax")
-    logits = q.predict_onnx(tmp_path / "int8.onnx", digits["images"])
+    logits = onnx_logits(tmp_path / "int8.onnx", digits["images"])
     report = q.build_quant_report(digits["labels"], fp32_logits, prepared.stat().st_size,
                                   {"ort_minmax": (logits, info)}, "ort_minmax", calibration=stats.describe())
     fp32, int8 = report["fp32"], report["variants"]["ort_minmax"]

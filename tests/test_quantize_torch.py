@@ -19,7 +19,8 @@ class LoggingConv2d(nn.Conv2d):
 @pytest.fixture(scope="module")
 def digits():
     ds = load_dataset("digits")
-    return {"train": (ds.train_images, ds.train_labels), "calib": ds.train_images[stratified_slice(ds.train_labels, 10, 0)],
+    calibration = stratified_slice(ds.train_labels, 10, seed=0)
+    return {"train": (ds.train_images, ds.train_labels), "calib": ds.train_images[calibration],
             "images": ds.test_images[:270], "labels": ds.test_labels[:270]}
 
 
@@ -56,6 +57,14 @@ def test_every_conv_and_linear_is_quantized(model, converted, digits, fp32_logit
     described = converted.describe()
     float_weight_bytes = 4 * sum(p.numel() for p in model.parameters())
     assert described["size_bytes"] < 0.5 * float_weight_bytes  # int8 weights, not float copies
+
+
+def test_converted_model_round_trips_through_a_file(converted, digits, tmp_path):
+    path = qt.save_converted(converted.module, tmp_path / "pt2e.pt2", digits["calib"][:8])
+    np.testing.assert_array_equal(qt.predict_logits(qt.load_converted(path), digits["images"]),
+                                  qt.predict_logits(converted.module, digits["images"]))
+    with pytest.raises(FileNotFoundError, match="save_converted"):
+        qt.load_converted(tmp_path / "missing.pt2")
 
 
 def test_resnet8_with_keras_padding_has_every_conv_quantized():

@@ -143,7 +143,8 @@ def _diagnose(calib: np.ndarray, reference: np.ndarray, rtol: float) -> GuardFin
     fix = "calibrate on helpers.data.preprocess(images), the function evaluation uses"
     if calib.shape != reference.shape:
         layout = calib.shape == reference.transpose(0, 3, 1, 2).shape
-        what = "NCHW while evaluation feeds NHWC" if layout else f"shaped {calib.shape}, evaluation feeds {reference.shape}"
+        what = ("NCHW while evaluation feeds NHWC" if layout
+                else f"shaped {calib.shape}, evaluation feeds {reference.shape}")
         return GuardFinding("layout" if layout else "shape", f"calibration inputs look {what}; {fix}", {}, {})
     c, r = channel_stats(calib), channel_stats(reference)
     shown_c = {k: v.tolist() for k, v in c.items()}

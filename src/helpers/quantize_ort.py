@@ -49,8 +49,8 @@ from tqdm.auto import tqdm
 from helpers import atomic, metrics
 from helpers.calibration_guard import GuardFinding, check_calibration_inputs, check_calibration_slice
 from helpers.data import preprocess, stratified_slice
+from helpers.onnx_export import INPUT_NAME, onnx_logits
 
-INPUT_NAME = "images"
 METHODS = ("minmax", "entropy", "percentile")
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -258,38 +258,30 @@ def quantize_model(prepared_path: str | Path, out_path: str | Path, stats: Calib
             "sha256": atomic.sha256_file(out_path)}
 
 
-def predict_onnx(model_path: str | Path, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """float32 logits of an ONNX classifier on uint8 NHWC ``images`` (through ``preprocess``)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    batches = range(0, len(images), batch_size)
-    return np.concatenate([session.run(None, {INPUT_NAME: preprocess(images[s:s + batch_size])})[0]
-                           for s in tqdm(batches, desc="onnxruntime", leave=False)])
-
-
 def _accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    return metrics.accuracy(labels, predict_onnx(model_path, images).argmax(axis=1))
+    return metrics.accuracy(labels, onnx_logits(model_path, images).argmax(axis=1))
 
 
 def layer_sensitivity(prepared_path: str | Path, stats: CalibrationStatistics, images: np.ndarray,
                       labels: np.ndarray, method: str = "minmax") -> list[dict]:
     """Quantize one weighted layer at a time; rows sorted most sensitive first.
 
-    Each row: node, op, accuracy with only that layer in INT8, its drop from FP32, and the mean
-    |logit difference| from FP32. Evaluate on a validation split, not the test split.
+    Each row: node, op, weight (the initializer name, e.g. ``stacks.1.conv1.weight``), accuracy
+    with only that layer in INT8, its drop from FP32, and the mean |logit difference| from FP32.
+    Evaluate on a validation split, not the test split.
     """
-    fp32_logits = predict_onnx(prepared_path, images)
+    fp32_logits = onnx_logits(prepared_path, images)
     fp32_accuracy = metrics.accuracy(labels, fp32_logits.argmax(axis=1))
-    ops = {n.name: n.op_type for n in onnx.load(str(prepared_path)).graph.node}
+    nodes = {n.name: n for n in onnx.load(str(prepared_path)).graph.node}
     rows = []
     with tempfile.TemporaryDirectory(prefix="sensitivity-") as tmp:
         for node in tqdm(weighted_nodes(prepared_path), desc="layer sensitivity", leave=False):
             path = Path(tmp) / "one_layer.onnx"
             quantize_model(prepared_path, path, stats, method, nodes_to_quantize=[node])
-            logits = predict_onnx(path, images)
+            logits = onnx_logits(path, images)
             accuracy = metrics.accuracy(labels, logits.argmax(axis=1))
-            rows.append({"node": node, "op": ops[node], "accuracy": accuracy, "accuracy_drop": fp32_accuracy - accuracy,
+            rows.append({"node": node, "op": nodes[node].op_type, "weight": nodes[node].input[1],
+                         "accuracy": accuracy, "accuracy_drop": fp32_accuracy - accuracy,
                          "mean_abs_logit_diff": float(np.abs(logits - fp32_logits).mean())})
     return sorted(rows, key=lambda r: (-r["accuracy_drop"], -r["mean_abs_logit_diff"], r["node"]))
 
@@ -331,7 +323,7 @@ def calibration_size_sweep(prepared_path: str | Path, images: np.ndarray, labels
             subset = stratified_slice(labels, per_class, seed)
             stats = collect_calibration_statistics(prepared_path, images[subset], **stats_options)
             quantize_model(prepared_path, Path(tmp) / "sized.onnx", stats, method)
-            preds = predict_onnx(Path(tmp) / "sized.onnx", eval_images).argmax(axis=1)
+            preds = onnx_logits(Path(tmp) / "sized.onnx", eval_images).argmax(axis=1)
             acc = metrics.accuracy_with_ci(eval_labels, preds)
             rows.append({"samples_per_class": per_class, "samples": len(subset), "accuracy": acc["accuracy"],
                          "accuracy_ci95": [acc["ci_low"], acc["ci_high"]]})
@@ -353,7 +345,7 @@ def wrong_preprocessing_ablation(prepared_path: str | Path, images: np.ndarray, 
     with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
         for name, variant_stats in (("correct", correct), ("divided_by_255", divided)):
             quantize_model(prepared_path, Path(tmp) / f"{name}.onnx", variant_stats, method)
-            acc = metrics.accuracy_with_ci(eval_labels, predict_onnx(Path(tmp) / f"{name}.onnx", eval_images).argmax(1))
+            acc = metrics.accuracy_with_ci(eval_labels, onnx_logits(Path(tmp) / f"{name}.onnx", eval_images).argmax(1))
             result[name] = {"accuracy": acc["accuracy"], "accuracy_ci95": [acc["ci_low"], acc["ci_high"]]}
     return result
 

@@ -33,6 +33,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -44,6 +45,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 from tqdm.auto import tqdm
 
+from helpers import atomic
 from helpers.calibration_guard import check_calibration_slice
 from helpers.data import preprocess
 from helpers.models import InputScale
@@ -173,6 +175,20 @@ def fold_input_scale(model: nn.Module) -> nn.Module:
         next(m for m in folded.modules() if isinstance(m, InputScale)).factor.fill_(1.0)
         next(m for m in folded.modules() if type(m) in (nn.Conv2d, nn.Linear)).weight.mul_(factor)
     return folded
+
+
+def save_converted(module: torch.fx.GraphModule, path: str | Path, images: np.ndarray) -> Path:
+    """Re-export the converted model (dynamic batch, example ``images``) and ``torch.export.save`` it atomically."""
+    example = torch.from_numpy(preprocess(images))
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    return atomic.save_with(path, lambda tmp: torch.export.save(program, str(tmp)))
+
+
+def load_converted(path: str | Path) -> torch.fx.GraphModule:
+    """The converted model written by :func:`save_converted`, ready for :func:`compile_int8`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist; write it with save_converted(result.module, path, images)")
+    return torch.export.load(str(path)).module()
 
 
 @dataclass
