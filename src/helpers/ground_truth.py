@@ -11,7 +11,8 @@ A :class:`MeasurementRecord` is one (model, runtime, precision, batch size) on o
   efficiency against the precision's theoretical peak;
 * ``model_summary`` -- totals over the subgraphs, plus the latency of the whole model measured as
   one call (``end_to_end_latency``), which is *not* the sum of the subgraphs (that sum leaves
-  out the runtime's own work between kernels);
+  out the runtime's own work between kernels), and optionally the calling thread's on-CPU time
+  for the same calls (``end_to_end_cpu_time``, unaffected by other processes);
 * the v2.0 additions to v1.0: ``batch_size``, ``input_shape``, ``model_summary``,
   ``system_state``, ``run_id`` (one UUID per measurement session) and ``run_index`` (the
   record's position within that session, in measuring order);
@@ -215,7 +216,9 @@ class ModelSummary:
     ``total_latency_ms`` sums the subgraphs' mean latencies and ``total_latency_std_ms``
     combines their stds as independent (root of summed variances). ``throughput_fps`` is
     ``batch_size`` images per end-to-end call (per summed subgraph time when there is no
-    end-to-end measurement, as for v1.0 files).
+    end-to-end measurement, as for v1.0 files). ``end_to_end_cpu_time`` (optional) is the
+    on-CPU time of the calling thread for the same calls: for a single-threaded run it is the
+    latency the call would have on an idle machine, whatever else competed for the CPU.
     """
 
     total_flops: int
@@ -225,10 +228,12 @@ class ModelSummary:
     num_subgraphs: int
     throughput_fps: float
     end_to_end_latency: LatencyStats | None = None
+    end_to_end_cpu_time: LatencyStats | None = None
 
     @classmethod
     def from_subgraphs(cls, subgraphs: Sequence[SubgraphMeasurement], batch_size: int,
-                       end_to_end_latency: LatencyStats | None = None) -> ModelSummary:
+                       end_to_end_latency: LatencyStats | None = None,
+                       end_to_end_cpu_time: LatencyStats | None = None) -> ModelSummary:
         if not subgraphs:
             raise ValueError("a model summary needs at least one subgraph")
         total_ms = sum(s.measured_latency.mean for s in subgraphs)
@@ -237,7 +242,7 @@ class ModelSummary:
                    total_latency_ms=total_ms,
                    total_latency_std_ms=math.sqrt(sum(s.measured_latency.std ** 2 for s in subgraphs)),
                    num_subgraphs=len(subgraphs), throughput_fps=batch_size * 1e3 / call_ms,
-                   end_to_end_latency=end_to_end_latency)
+                   end_to_end_latency=end_to_end_latency, end_to_end_cpu_time=end_to_end_cpu_time)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,7 +6,7 @@
 
 ``measure`` reads the sweep profile (default ``params/ground_truth.yaml`` at the project root);
 the options narrow it (``--models``, ``--precisions``, ``--batch-sizes``) or override it
-(``--store``, ``--repeats``). ``main(argv)`` returns the exit status: 0, or 1 when a migration
+(``--store``, ``--repeats``). Afterwards it refreshes the machine's efficiency curves. ``main(argv)`` returns the exit status: 0, or 1 when a migration
 had failures.
 """
 from __future__ import annotations
@@ -72,8 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.summary())
         return 1 if report.failed else 0
     from helpers.latency import run_sweep
+    from helpers.latency_estimator import write_efficiency_curves
 
     result = run_sweep(narrowed_config(args), progress=not args.no_progress)
+    write_efficiency_curves(result.store, result.records[0].hardware_id)
     print(result.table().to_string(index=False))
     for line in result.skipped + result.warnings:
         print(f"note: {line}")

@@ -1,11 +1,15 @@
 """Latency measurement: one model x runtime x precision x batch size -> one ground-truth record.
 
 What is measured
-    *End to end*: the whole model as one call (``session.run`` / ``module(x)``), after
-    ``warmup`` calls, ``repeats`` times, timed with ``perf_counter_ns``; the raw samples are kept.
-    *Subgraphs*: the units the runtime actually executes, timed separately (below), each with
-    its FLOPs and bytes. A coefficient of variation of the end-to-end latency above
-    ``cv_warning`` is returned as a warning: something else was probably using the CPU.
+    *End to end*: the whole model as one call (``session.run`` / ``module(x)``), timed with
+    ``perf_counter_ns``, ``repeats`` times after ``warmup`` calls; the raw samples are kept. With
+    one thread the call's on-CPU time (``thread_time_ns``) is kept too: on a shared machine it is
+    the latency without the time other processes held the core.
+    *Subgraphs*: the units the runtime actually executes, each with its FLOPs and bytes, timed by
+    an instrumented call (profiler or hooks) that alternates with the plain timed call, so both
+    see the same machine. A coefficient of variation of the end-to-end latency above
+    ``cv_warning``, or a median call that spent more than that fraction off the CPU, is returned
+    as a warning: something else was using the CPU.
 
 Subgraphs, onnxruntime (fp32, int8)
     One subgraph = one node of the graph onnxruntime executes *after* its graph optimizations
@@ -26,16 +30,21 @@ Subgraphs, onnxruntime (fp32, int8)
     integer kernels these count operations.
 
 Subgraphs, torch (fp32, bf16 via CPU autocast)
-    One subgraph = one call of a leaf ``nn.Module`` (a module without children), timed by
-    forward pre/post hooks in call order; functional ops between modules (a residual ``+``, a
-    ``flatten``) belong to no subgraph. FLOPs of each call from ``torch.utils.flop_counter``
-    (convolutions and matrix products); modules it does not count are elementwise (one
-    operation per element of their largest tensor) unless pure layout (0). Bytes = inputs +
-    outputs + the module's parameters, at the dtype each tensor had in the call (weights of
-    autocast ops at the autocast dtype).
+    One subgraph = one call of a leaf ``nn.Module`` (a module without children; the inference
+    no-ops ``Identity`` and ``Dropout`` are left out), timed by forward pre/post hooks, in call
+    order; functional ops between modules (a residual ``+``, a ``flatten``) belong to no
+    subgraph. FLOPs of each call from ``torch.utils.flop_counter`` (convolutions and matrix
+    products); modules it does not count are elementwise (one operation per element of their
+    largest tensor) unless pure layout (0). Bytes = inputs + outputs + the module's parameters,
+    at the dtype each tensor had in the call (weights of autocast ops at the autocast dtype).
 
 bf16 runs only where the CPU has native bf16 (``avx512_bf16`` or ``amx_bf16``); elsewhere it
 is skipped with the reason. Inputs are seeded uniform 0-255 float32 NHWC, the input contract.
+
+Entry points: :func:`measure_onnx`, :func:`measure_torch` (one record each);
+:func:`measure_run_models` (phase 05: a run's own fp32/int8 ONNX models, few repetitions, into
+the store); :func:`run_sweep` (the full sweep of ``params/ground_truth.yaml``, behind
+``calib ground-truth measure``).
 """
 from __future__ import annotations
 
@@ -99,19 +108,21 @@ def random_images(shape: Sequence[int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, size=tuple(shape)).astype(np.float32)
 
 
-def _interleaved(plain, instrumented, warmup: int, repeats: int) -> np.ndarray:
-    """Alternate a timed plain call with an instrumented one; the plain calls' ms after warm-up.
+def _interleaved(plain, instrumented, warmup: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Alternate a timed plain call with an instrumented one: the plain calls' (wall, thread CPU) ms.
 
     Alternating puts both kinds of call under the same conditions (a process starting beside
-    them slows both), so the end-to-end and per-subgraph samples stay comparable.
+    them slows both), so the end-to-end and per-subgraph samples stay comparable. The thread's
+    CPU time leaves out the time other processes held the core.
     """
-    samples = np.empty(warmup + repeats)
+    wall, cpu = np.empty(warmup + repeats), np.empty(warmup + repeats)
     for i in range(warmup + repeats):
-        start = time.perf_counter_ns()
+        start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
         plain()
-        samples[i] = (time.perf_counter_ns() - start) / 1e6
+        cpu[i] = (time.thread_time_ns() - start_cpu) / 1e6
+        wall[i] = (time.perf_counter_ns() - start) / 1e6
         instrumented()
-    return samples[warmup:]
+    return wall[warmup:], cpu[warmup:]
 
 
 def _tool_version(runtime: str) -> str:
@@ -124,9 +135,14 @@ def _tool_version(runtime: str) -> str:
 
 
 def _build_record(*, model: str, runtime: str, precision: str, batch_size: int, input_shape: Sequence[int],
-                  subgraphs: list[SubgraphMeasurement], end_to_end_ms: np.ndarray, hardware: HardwareProfile,
-                  run_id: str | None, run_index: int) -> MeasurementRecord:
+                  subgraphs: list[SubgraphMeasurement], end_to_end: tuple[np.ndarray, np.ndarray],
+                  hardware: HardwareProfile, settings: MeasurementSettings, run_id: str | None,
+                  run_index: int) -> MeasurementRecord:
+    """The record; the thread's CPU time is kept only for single-threaded runs (it misses pool threads)."""
     state, _ = system_state()
+    wall_ms, cpu_ms = end_to_end
+    cpu_time = LatencyStats.from_samples(cpu_ms) if settings.threads == 1 else None
+    summary = ModelSummary.from_subgraphs(subgraphs, batch_size, LatencyStats.from_samples(wall_ms), cpu_time)
     return MeasurementRecord(
         schema_version=SCHEMA_VERSION, measurement_type=MEASUREMENT_TYPE, model=model,
         hardware_id=hardware.hardware_id, device=hardware.cpu_model + (f" + {hardware.gpu_name}" if hardware.gpu_name
@@ -134,21 +150,27 @@ def _build_record(*, model: str, runtime: str, precision: str, batch_size: int, 
         precision=precision, thermal_profile=state.power_mode or state.cpu_governor or "unknown",
         theoretical_peak_flops=hardware.theoretical_peak_flops[precision], measurement_date=utc_now_iso(),
         tool_version=_tool_version(runtime), subgraphs=subgraphs, batch_size=batch_size,
-        input_shape=[int(d) for d in input_shape],
-        model_summary=ModelSummary.from_subgraphs(subgraphs, batch_size, LatencyStats.from_samples(end_to_end_ms)),
-        system_state=state, run_id=run_id or new_run_id(), run_index=run_index, runtime=runtime)
+        input_shape=[int(d) for d in input_shape], model_summary=summary, system_state=state,
+        run_id=run_id or new_run_id(), run_index=run_index, runtime=runtime)
 
 
-def _finish(record: MeasurementRecord, end_to_end_ms: np.ndarray, subgraph_ms: np.ndarray,
+def _finish(record: MeasurementRecord, end_to_end: tuple[np.ndarray, np.ndarray], subgraph_ms: np.ndarray,
             settings: MeasurementSettings) -> Measurement:
-    samples = {"end_to_end_ms": end_to_end_ms, "subgraph_ms": subgraph_ms,
+    """Raw samples and warnings: a high CV, or a thread kept off the CPU by other processes."""
+    samples = {"end_to_end_ms": end_to_end[0], "subgraph_ms": subgraph_ms,
                "subgraph_ids": np.array([s.subgraph_id for s in record.subgraphs])}
+    summary, what = record.model_summary, f"{record.key} {record.precision} b{record.batch_size}"
     warnings = []
-    cv = record.model_summary.end_to_end_latency.cv
-    if cv > settings.cv_warning:
-        warnings.append(f"{record.key} {record.precision} b{record.batch_size}: end-to-end latency CV {cv:.1%} "
-                        f"exceeds {settings.cv_warning:.0%}; another heavy process may be running -- re-measure "
-                        "on an idle machine")
+    if summary.end_to_end_latency.cv > settings.cv_warning:
+        warnings.append(f"{what}: end-to-end latency CV {summary.end_to_end_latency.cv:.1%} exceeds "
+                        f"{settings.cv_warning:.0%}; another heavy process may be running -- re-measure on an "
+                        "idle machine")
+    if summary.end_to_end_cpu_time is not None:
+        samples["end_to_end_cpu_ms"] = end_to_end[1]
+        off_cpu = 1 - summary.end_to_end_cpu_time.p50 / summary.end_to_end_latency.p50
+        if off_cpu > settings.cv_warning:
+            warnings.append(f"{what}: the measuring thread was off the CPU for {off_cpu:.0%} of the median call; "
+                            "other processes competed for the core (end_to_end_cpu_time is unaffected)")
     return Measurement(record, samples, warnings)
 
 
@@ -282,8 +304,8 @@ def _profiled_node_times(events: list[dict], warmup: int) -> tuple[list[str], di
 
 
 def _run_profiled(path: Path, feed: dict[str, np.ndarray], settings: MeasurementSettings
-                  ) -> tuple[np.ndarray, list[dict], onnx.GraphProto]:
-    """End-to-end ms, the profiler's events and the optimized graph, from interleaved calls."""
+                  ) -> tuple[tuple[np.ndarray, np.ndarray], list[dict], onnx.GraphProto]:
+    """End-to-end (wall, CPU) ms, the profiler's events and the optimized graph, from interleaved calls."""
     with tempfile.TemporaryDirectory(prefix="calib-latency-") as work:
         optimized = Path(work) / "optimized.onnx"
         plain = _session(path, settings)
@@ -338,8 +360,8 @@ def measure_onnx(onnx_path: str | Path, *, model: str, precision: str, batch_siz
     subgraphs, matrix = _onnx_subgraphs(events, graph, feed, model, hardware.theoretical_peak_flops[precision],
                                         settings.warmup)
     record = _build_record(model=model, runtime="onnxruntime", precision=precision, batch_size=batch_size,
-                           input_shape=shape, subgraphs=subgraphs, end_to_end_ms=end_to_end, hardware=hardware,
-                           run_id=run_id, run_index=run_index)
+                           input_shape=shape, subgraphs=subgraphs, end_to_end=end_to_end, hardware=hardware,
+                           settings=settings, run_id=run_id, run_index=run_index)
     return _finish(record, end_to_end, matrix, settings)
 
 
@@ -442,8 +464,8 @@ def _hooks(module: nn.Module, before, after) -> Iterator[None]:
 
 
 def _torch_timings(module: nn.Module, images: torch.Tensor, precision: str,
-                   settings: MeasurementSettings) -> tuple[np.ndarray, np.ndarray]:
-    """(end-to-end ms, ms matrix of leaf-module calls in order x measured passes), interleaved."""
+                   settings: MeasurementSettings) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """(end-to-end (wall, CPU) ms, ms matrix of leaf-module calls in order x measured passes), interleaved."""
     starts: list[int] = []
     passes: list[list[float]] = []
 
@@ -490,8 +512,8 @@ def measure_torch(module: nn.Module, *, model: str, precision: str, batch_size: 
         flops=flops, total_bytes=nbytes, theoretical_peak_flops=peak, latency_ms=matrix[i],
         node_names=[name], source_model=model) for i, (name, kind, flops, nbytes) in enumerate(work)]
     record = _build_record(model=model, runtime="torch", precision=precision, batch_size=batch_size,
-                           input_shape=shape, subgraphs=subgraphs, end_to_end_ms=end_to_end, hardware=hardware,
-                           run_id=run_id, run_index=run_index)
+                           input_shape=shape, subgraphs=subgraphs, end_to_end=end_to_end, hardware=hardware,
+                           settings=settings, run_id=run_id, run_index=run_index)
     return _finish(record, end_to_end, matrix, settings)
 
 

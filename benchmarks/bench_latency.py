@@ -1,0 +1,106 @@
+"""Latency ground truth: estimator accuracy and measurement repeatability, in one run.
+
+    .venv/bin/python benchmarks/bench_latency.py [--params params/ground_truth.yaml] [--repeats N]
+                                                 [--models ...] [--out DIR]
+
+Runs the sweep of the profile twice, into two fresh stores (the project's calibration_data/ is
+not touched), then prints
+
+(a) the roofline estimator's leave-one-model-out error on end-to-end latency, fitted and
+    validated on the first sweep: median APE over every (model, runtime, precision, batch)
+    (target <= 10%), with the per-model/precision/batch MAPE table;
+(b) repeatability: for every configuration, the coefficient of variation of its end-to-end
+    latency (median of its samples) across the two sweeps: median over configurations (target
+    <= 5%).
+
+``--out DIR`` also writes the validation table (CSV) and the predicted-vs-measured figure.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from helpers import atomic  # noqa: E402
+from helpers.hardware import hardware_id  # noqa: E402
+from helpers.latency import SweepConfig, run_sweep  # noqa: E402
+from helpers.latency_estimator import (leave_one_model_out, mape_table, predicted_vs_measured_figure,  # noqa: E402
+                                       typical_ms)
+
+MAPE_TARGET_PCT, CV_TARGET_PCT = 10.0, 5.0
+
+
+def end_to_end_ms(records) -> pd.Series:
+    return pd.Series({(r.model, r.runtime, r.precision, r.batch_size): typical_ms(r.model_summary.end_to_end_latency)
+                      for r in records})
+
+
+def repeatability(first, second) -> pd.DataFrame:
+    """Per configuration: both sweeps' end-to-end medians and their CV (%)."""
+    pair = pd.DataFrame({"sweep_1_ms": end_to_end_ms(first), "sweep_2_ms": end_to_end_ms(second)}).dropna()
+    values = pair[["sweep_1_ms", "sweep_2_ms"]].to_numpy()
+    pair["cv_pct"] = values.std(axis=1, ddof=1) / values.mean(axis=1) * 100
+    pair.index.names = ["model", "runtime", "precision", "batch_size"]
+    return pair
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=Path, default=ROOT / "params" / "ground_truth.yaml")
+    parser.add_argument("--repeats", type=int, help="timed calls per measurement (default: the profile's)")
+    parser.add_argument("--models", nargs="+", help="only these models of the profile")
+    parser.add_argument("--out", type=Path, help="write validation.csv and predicted_vs_measured.png here")
+    args = parser.parse_args()
+    config = SweepConfig.from_yaml(args.params)
+    if args.repeats:
+        config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, repeats=args.repeats))
+    if args.models:
+        config = dataclasses.replace(config, models=tuple(m for m in config.models if m.name in args.models))
+
+    sweeps, seconds = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        for i in (1, 2):
+            start = time.perf_counter()
+            sweeps.append(run_sweep(config, store=Path(tmp) / f"sweep_{i}"))
+            seconds.append(time.perf_counter() - start)
+    first, second = sweeps
+
+    validation = leave_one_model_out(first.records)
+    repeat = repeatability(first.records, second.records)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 40)
+    print(f"\nmachine {hardware_id()}; {len(first.records)} configurations per sweep; sweeps took "
+          f"{seconds[0]:.0f} s and {seconds[1]:.0f} s; skipped: {first.skipped or 'none'}")
+    print("\nLOMO absolute percentage error of end-to-end latency, per model x runtime/precision/batch:")
+    print(mape_table(validation).round(1).to_string())
+    print("\nmedian APE per runtime/precision:")
+    print(validation.groupby(["runtime", "precision"])["ape_pct"].median().round(1).to_string())
+    print("\nrepeatability across the two sweeps (end-to-end median latency):")
+    print(repeat.round(3).to_string())
+    mape, cv = validation["ape_pct"].median(), repeat["cv_pct"].median()
+    noisy = sum("CV" in w for w in first.warnings + second.warnings)
+    print(f"\n(a) estimator LOMO median MAPE, end-to-end: {mape:.1f}%  (target <= {MAPE_TARGET_PCT:.0f}%: "
+          f"{'met' if mape <= MAPE_TARGET_PCT else 'NOT met'})")
+    print(f"(b) repeatability, median CV across 2 sweeps: {cv:.1f}%  (target <= {CV_TARGET_PCT:.0f}%: "
+          f"{'met' if cv <= CV_TARGET_PCT else 'NOT met'}); {np.mean(repeat['cv_pct'] <= CV_TARGET_PCT):.0%} of "
+          f"configurations within target; {noisy} measurements flagged for high within-run variation")
+    if args.out:
+        atomic.write_text(args.out / "validation.csv", validation.to_csv(index=False))
+        atomic.save_figure(predicted_vs_measured_figure(validation), args.out / "predicted_vs_measured.png")
+
+
+if __name__ == "__main__":
+    main()
