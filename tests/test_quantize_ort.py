@@ -229,3 +229,17 @@ def test_quant_report_table_and_figure(prepared, stats, digits, fp32_logits, tmp
     assert q.report_figure(report).axes
     with pytest.raises(ValueError, match="not one of the variants"):
         q.build_quant_report(digits["labels"], fp32_logits, 1, {"ort_minmax": (logits, info)}, "pt2e")
+
+
+def test_best_variant_takes_the_most_accurate_and_the_first_on_ties(digits):
+    labels = digits["labels"]
+    right = np.eye(10, dtype=np.float32)[labels]
+    wrong = np.eye(10, dtype=np.float32)[(labels + 1) % 10]
+    half = right.copy()
+    half[::2] = wrong[::2]
+    assert q.best_variant(labels, {"a": half, "b": right, "c": wrong}) == "b"
+    assert q.best_variant(labels, {"entropy": right, "minmax": right.copy()}) == "entropy"
+    with pytest.raises(ValueError, match="empty"):
+        q.best_variant(labels, {})
+    with pytest.raises(ValueError, match="variant 'a'"):
+        q.best_variant(labels, {"a": right[:5]})

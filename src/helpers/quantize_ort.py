@@ -367,6 +367,20 @@ def variant_metrics(logits: np.ndarray, labels: np.ndarray, fp32_logits: np.ndar
             "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean())}
 
 
+def best_variant(labels: np.ndarray, logits_by_variant: dict[str, np.ndarray]) -> str:
+    """The variant whose logits reach the highest accuracy on ``labels``; ties go to the first in order."""
+    if not logits_by_variant:
+        raise ValueError("logits_by_variant is empty; pass {variant: logits} for at least one INT8 variant")
+    accuracies = []
+    for name, logits in logits_by_variant.items():
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or len(logits) != len(labels):
+            raise ValueError(f"variant {name!r}: logits must be (N, classes) with N = {len(labels)} labels, "
+                             f"got {logits.shape}")
+        accuracies.append(metrics.accuracy(labels, logits.argmax(axis=1)))
+    return list(logits_by_variant)[int(np.argmax(accuracies))]  # argmax keeps the first of equal maxima
+
+
 def build_quant_report(labels: np.ndarray, fp32_logits: np.ndarray, fp32_size_bytes: int,
                        variants: dict[str, tuple[np.ndarray, dict]], default_variant: str, **sections) -> dict:
     """quant_report.json content: FP32 and every INT8 variant, measured on the same labels.
