@@ -18,6 +18,26 @@ from helpers.models import build_model
 from helpers.training import load_checkpoint, save_checkpoint
 
 DEFAULT_ARCHITECTURE = {"digits": "digits_cnn", "cifar10": "resnet8"}
+SOURCES = ("train", "keras_h5")
+
+
+def check_params(params: dict) -> None:
+    """Validate phase 02's parameters before any kernel starts."""
+    from helpers.models import available_models
+
+    if params["model_source"] not in SOURCES:
+        raise ValueError(f"model_source must be one of {', '.join(SOURCES)}, got {params['model_source']!r}")
+    if params["model_source"] == "keras_h5":
+        if not params["h5_path"] or not Path(params["h5_path"]).is_file():
+            raise FileNotFoundError(f"model_source keras_h5 needs h5_path to be an existing .h5 file, got "
+                                    f"{params['h5_path']!r} (e.g. -p h5_path=../shared/models/mlperf_tiny_resnet8_pretrained.h5)")
+        if params["dataset"] != "cifar10":
+            raise ValueError("the MLPerf Tiny ResNet-8 .h5 is a CIFAR-10 model: use -p dataset=cifar10 with keras_h5")
+    if params["architecture"] and params["architecture"] not in available_models():
+        raise ValueError(f"unknown architecture {params['architecture']!r}; choose one of {', '.join(available_models())}")
+    if params["epochs"] < 1 or params["batch_size"] < 1 or params["lr"] <= 0:
+        raise ValueError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got epochs={params['epochs']}, "
+                         f"batch_size={params['batch_size']}, lr={params['lr']}")
 
 
 def spec(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs) -> dict:

@@ -36,7 +36,7 @@ class PhaseFailed(RuntimeError):
 
 def all_defaults() -> dict[str, dict]:
     """Every phase's notebook defaults (a notebook without a parameters cell is an error here)."""
-    return {spec.id: notebook_parameters(spec.notebook) for spec in PHASES}
+    return {spec.id: notebook_parameters(spec.notebook) for spec in PHASES if spec.notebook.exists()}
 
 
 def resolve_config(param_files: list[str] = (), overrides: list[str] = (), extra: dict | None = None) -> dict:
@@ -49,17 +49,25 @@ def resolve_config(param_files: list[str] = (), overrides: list[str] = (), extra
     layers.append(("-p", parse_overrides(overrides)))
     if extra:
         layers.append(("notebook", extra))
-    resolved = resolve(all_defaults(), layers)
+    resolved = absolute_paths(resolve(all_defaults(), layers))
     precheck(resolved)
     return resolved
 
 
+def absolute_paths(resolved: dict) -> dict:
+    """``*_dir`` / ``*_path`` params relative to the caller's cwd -> absolute (kernels run elsewhere)."""
+    return {pid: {k: str(Path(v).resolve()) if k.endswith(("_dir", "_path")) and isinstance(v, str) and v else v
+                  for k, v in params.items()} for pid, params in resolved.items()}
+
+
 def precheck(resolved: dict) -> None:
     """Phase-specific validation that needs no kernel (paths, choices, ranges)."""
-    from helpers.data import check_params
+    from helpers import data, model_artifact
 
-    if "01_data" in resolved:
-        check_params(resolved["01_data"])
+    checks = {"01_data": data.check_params, "02_train": model_artifact.check_params}
+    for phase_id, check in checks.items():
+        if phase_id in resolved:
+            check(resolved[phase_id])
 
 
 def check_writable(root: Path) -> None:
@@ -189,6 +197,9 @@ def run(param_files: list[str] = (), overrides: list[str] = (), phases: str | No
     else:
         resolved = resolve_config(list(param_files), list(overrides))
         specs = select(phases)
+        missing = [str(s.notebook) for s in specs if s.id not in resolved]
+        if missing:
+            raise ParamError(f"no notebook for phase(s): {', '.join(missing)}")
         run_dir = create_run(resolved, specs, runs_root(root), run_id)
     log(f"run directory: {run_dir}")
     try:
