@@ -15,8 +15,8 @@ from sklearn.metrics import brier_score_loss, log_loss
 from torchmetrics.classification import BinaryCalibrationError, MulticlassCalibrationError
 
 from helpers import atomic
-from helpers.calibration_metrics import (adaptive_calibration_error, bin_index, brier_score,
-                                         calibration_summary, classwise_calibration_error,
+from helpers.calibration_metrics import (adaptive_calibration_error, before_after_table, bin_index,
+                                         brier_score, calibration_summary, improvement, classwise_calibration_error,
                                          confidence_histogram, ece_bootstrap_ci,
                                          expected_calibration_error, maximum_calibration_error,
                                          negative_log_likelihood, reliability_diagram,
@@ -168,3 +168,19 @@ def test_figures_render_before_and_after(tmp_path):
         assert atomic.save_figure(fig, tmp_path / f"{name}.png").stat().st_size > 0
     with pytest.raises(ValueError, match="empty"):
         reliability_diagram(labels, {})
+
+
+def test_improvement_and_before_after_table_of_a_temperature_fix():
+    logits, labels = overconfident_logits(10, 2000, 4, temperature=2.0)
+    pre = calibration_summary(logits, labels, n_boot=50)
+    post = calibration_summary(logits / 2.0, labels, n_boot=50)  # the true temperature undoes the overconfidence
+    gained = improvement(pre, post)
+    assert gained["ece_reduction"] == pytest.approx(pre["ece"] - post["ece"]) and gained["ece_reduction"] > 0
+    assert gained["nll_reduction"] > 0 and 0 < gained["ece_relative_reduction"] <= 1
+    table = before_after_table({"m": {"pre_calibration": pre, "post_calibration": post}}, {"m": 2.0})
+    row = table.loc["m"]
+    assert row["ece_pre"] == round(pre["ece"], 4) and row["ece_post"] == round(post["ece"], 4)
+    assert row["accuracy"] == round(pre["accuracy"], 4) and row["temperature"] == 2.0
+    assert row["ece_post_ci95"].startswith("[") and row["nll_post"] < row["nll_pre"]
+    with pytest.raises(ValueError, match="nll"):
+        improvement({k: v for k, v in pre.items() if k != "nll"}, post)

@@ -14,8 +14,9 @@ from sklearn.metrics import matthews_corrcoef
 
 from helpers import atomic
 from helpers.calibration_metrics import softmax
-from helpers.selective import (aurc, choose_threshold, evaluate_threshold, risk_coverage_curve,
-                               risk_coverage_figure, threshold_sweep, threshold_sweep_figure)
+from helpers.selective import (aurc, check_criterion, choose_threshold, evaluate_threshold, report_table,
+                               risk_coverage_curve, risk_coverage_figure, select_and_evaluate,
+                               threshold_sweep, threshold_sweep_figure)
 
 
 def noisy_logits(seed: int, n: int = 1500, k: int = 5):
@@ -156,3 +157,32 @@ def test_figures_render(tmp_path):
     for name, fig in figures.items():
         assert isinstance(fig, Figure)
         assert atomic.save_figure(fig, tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_select_on_val_evaluate_on_test_and_report_an_unmet_target(tmp_path):
+    logits, labels = noisy_logits(6, n=1200)
+    val, test = slice(0, 600), slice(600, None)
+    report, sweep, choice = select_and_evaluate(logits[val], labels[val], logits[test], labels[test],
+                                                n_boot=50, seed=0)
+    assert choice == choose_threshold(threshold_sweep(logits[val], labels[val]))
+    assert len(sweep) == len(np.unique(softmax(logits[val]).max(axis=1)))
+    again = evaluate_threshold(logits[val], labels[val], report["threshold"], n_boot=10)
+    assert again["mcc"] == pytest.approx(report["val"]["mcc"]) and again["coverage"] == report["val"]["coverage"]
+    assert report["test"] == evaluate_threshold(logits[test], labels[test], report["threshold"], n_boot=50, seed=0)
+    assert report["test_aurc"] == aurc(logits[test], labels[test])
+    logits[0], labels[0] = [100.0, 0, 0, 0, 0], 1  # the most confident val prediction is wrong: risk 0 unreachable
+    unmet, _, _ = select_and_evaluate(logits[val], labels[val], logits[test], labels[test], "target_risk", 0.0,
+                                      n_boot=20)
+    assert unmet["met"] is False and "cannot be met" in unmet["message"]
+    table = report_table({"max_mcc": report, "risk 0": unmet})
+    assert list(table.index) == ["max_mcc", "risk 0"] and not table.loc["risk 0", "met"]
+    atomic.write_json(tmp_path / "threshold.json", {"a": report, "b": unmet})  # JSON-ready
+
+
+def test_check_criterion_refuses_before_any_work():
+    check_criterion("max_mcc")
+    check_criterion("target_coverage", 0.9)
+    with pytest.raises(ValueError, match="needs a target"):
+        check_criterion("target_coverage", 1.5)
+    with pytest.raises(ValueError, match="unknown criterion"):
+        check_criterion("accuracy", 0.5)

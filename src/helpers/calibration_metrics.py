@@ -185,6 +185,38 @@ def calibration_summary(logits, labels, n_bins: int = 15, *, n_boot: int = 1000,
     }
 
 
+SCORED_METRICS = ("ece", "mce", "ace", "classwise_ece", "nll", "brier")  # lower is better
+
+
+def improvement(pre: dict, post: dict) -> dict:
+    """``<metric>_reduction`` = pre - post (positive: calibration helped) for each metric of two
+    ``calibration_summary`` dicts, plus ``ece_relative_reduction`` (share of the ECE removed)."""
+    missing = [m for m in SCORED_METRICS if m not in pre or m not in post]
+    if missing:
+        raise ValueError(f"pre and post must be calibration_summary() dicts; {', '.join(missing)} missing")
+    out = {f"{m}_reduction": pre[m] - post[m] for m in SCORED_METRICS}
+    out["ece_relative_reduction"] = (pre["ece"] - post["ece"]) / pre["ece"] if pre["ece"] > 0 else 0.0
+    return out
+
+
+def before_after_table(results: Mapping[str, dict], temperatures: Mapping[str, float]) -> pd.DataFrame:
+    """One row per model from ``{model: {"pre_calibration": summary, "post_calibration": summary}}``:
+    accuracy, ECE before and after with 95% CIs, the temperature, NLL and Brier before and after."""
+    rows = {}
+    for model, result in results.items():
+        pre, post = result["pre_calibration"], result["post_calibration"]
+        rows[model] = {"accuracy": pre["accuracy"], "ece_pre": pre["ece"],
+                       "ece_pre_ci95": _interval(pre["ece_ci95"]), "ece_post": post["ece"],
+                       "ece_post_ci95": _interval(post["ece_ci95"]), "temperature": temperatures[model],
+                       "nll_pre": pre["nll"], "nll_post": post["nll"],
+                       "brier_pre": pre["brier"], "brier_post": post["brier"]}
+    return pd.DataFrame.from_dict(rows, orient="index").round(4)
+
+
+def _interval(bounds) -> str:
+    return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
 def _panel_count(logits_by_name: Mapping[str, np.ndarray]) -> int:
     if not logits_by_name:
         raise ValueError("logits_by_name is empty; pass e.g. {'uncalibrated': logits}")

@@ -76,6 +76,15 @@ class ThresholdChoice:
         return asdict(self)
 
 
+def check_criterion(criterion: str, target: float | None = None) -> None:
+    """Raise ValueError unless ``criterion`` is one of CRITERIA and, except for max_mcc, ``target``
+    is a coverage / risk in [0, 1]."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose one of {list(CRITERIA)}")
+    if criterion != "max_mcc" and (target is None or not 0 <= target <= 1):
+        raise ValueError(f"criterion {criterion!r} needs a target in [0, 1], got {target!r}")
+
+
 def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc",
                      target: float | None = None) -> ThresholdChoice:
     """Pick a threshold from a validation ``threshold_sweep``.
@@ -84,12 +93,9 @@ def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc",
     threshold whose coverage >= target. target_risk: the highest coverage whose selective
     risk <= target; if no threshold reaches it, the lowest-risk threshold with ``met=False``.
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose one of {list(CRITERIA)}")
+    check_criterion(criterion, target)
     if len(sweep) == 0:
         raise ValueError("the threshold sweep is empty; build it with threshold_sweep(val logits)")
-    if criterion != "max_mcc" and (target is None or not 0 <= target <= 1):
-        raise ValueError(f"criterion {criterion!r} needs a target in [0, 1], got {target!r}")
     if (sweep["accepted"] == 0).all():
         raise ValueError("no threshold in the sweep accepts any sample; sweep lower thresholds")
     thr, cov, risk, mcc = (sweep[c].to_numpy() for c in ("threshold", "coverage",
@@ -151,6 +157,47 @@ def evaluate_threshold(logits, labels, threshold: float, *, n_boot: int = 1000, 
             "ci_level": level,
             "ci": {name: [_finite_or_none(lo), _finite_or_none(hi)]
                    for name, lo, hi in zip(names, low, high)}}
+
+
+def select_and_evaluate(val_logits, val_labels, test_logits, test_labels, criterion: str = "max_mcc",
+                        target: float | None = None, *, n_boot: int = 1000,
+                        seed: int = 0) -> tuple[dict, pd.DataFrame, ThresholdChoice]:
+    """Choose a threshold on VALIDATION logits, evaluate it on TEST: (report, val sweep, choice).
+
+    The report holds the choice (threshold, criterion, target, met, message), its validation
+    coverage / risk / MCC, the test evaluation with bootstrap CIs and the test AURC / E-AURC.
+    An unmet target is recorded (``met`` False), not raised.
+    """
+    check_criterion(criterion, target)
+    sweep = threshold_sweep(val_logits, val_labels)
+    choice = choose_threshold(sweep, criterion, target)
+    report = {"threshold": choice.threshold, "criterion": criterion, "target": target, "met": choice.met,
+              "message": choice.message,
+              "val": {"coverage": choice.coverage, "selective_risk": choice.selective_risk, "mcc": choice.mcc},
+              "test": evaluate_threshold(test_logits, test_labels, choice.threshold, n_boot=n_boot, seed=seed),
+              "test_aurc": aurc(test_logits, test_labels)}
+    return report, sweep, choice
+
+
+def report_table(reports: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per model from ``select_and_evaluate`` reports: threshold, met, validation and test
+    coverage / selective risk / MCC (test with 95% CIs), test AURC and E-AURC."""
+    rows = {}
+    for model, r in reports.items():
+        test = r["test"]
+        rows[model] = {"threshold": r["threshold"], "met": r["met"], "val_coverage": r["val"]["coverage"],
+                       "val_risk": r["val"]["selective_risk"], "val_mcc": r["val"]["mcc"],
+                       **{f"test_{name}": _with_ci(test[key], test["ci"][key])
+                          for name, key in (("coverage", "coverage"), ("risk", "selective_risk"), ("mcc", "mcc"))},
+                       "test_aurc": r["test_aurc"]["aurc"], "test_e_aurc": r["test_aurc"]["e_aurc"]}
+    return pd.DataFrame.from_dict(rows, orient="index").round(4)
+
+
+def _with_ci(value, bounds) -> str:
+    if value is None:
+        return "undefined (nothing accepted)"
+    low, high = ("nan" if b is None else f"{b:.4f}" for b in bounds)
+    return f"{value:.4f} [{low}, {high}]"
 
 
 def _risk_curve(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
