@@ -4,6 +4,8 @@
     calib verify RUN_DIR
     calib ls [--runs-root DIR]
     calib show RUN_DIR
+    calib diff RUN_A RUN_B
+    calib ground-truth {measure,migrate} ...
 """
 from __future__ import annotations
 
@@ -78,6 +80,49 @@ def cmd_show(args) -> int:
     return 0
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def cmd_diff(args) -> int:
+    import pandas as pd
+
+    from helpers.runner import load_run_config
+
+    runs = [Path(args.run_a), Path(args.run_b)]
+    configs = [flatten(load_run_config(r)) for r in runs]
+    records = [run_record.load(r) for r in runs]
+    summaries = [flatten({pid: row.get("summary", {}) for pid, row in rec["phases"].items()}) for rec in records]
+    names = [r.name for r in runs]
+
+    def table(a: dict, b: dict, only_changed: bool):
+        rows = [{"key": k, names[0]: a.get(k, "-"), names[1]: b.get(k, "-")} for k in sorted(set(a) | set(b))
+                if not only_changed or a.get(k) != b.get(k)]
+        for row in rows:
+            x, y = row[names[0]], row[names[1]]
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+            row["delta"] = y - x if numeric else ""
+        return pd.DataFrame(rows)
+
+    params = table(*configs, only_changed=True)
+    print("parameters that differ:" if len(params) else "parameters: identical")
+    if len(params):
+        print(params.drop(columns="delta").to_string(index=False))
+    print("\nkey results:")
+    print(table(*summaries, only_changed=False).to_string(index=False))
+    return 0
+
+
+def cmd_ground_truth(args) -> int:
+    from helpers.ground_truth_cli import main as ground_truth_main
+
+    return ground_truth_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calib", description="calib-lab: the reproducible calibration pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,10 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="phase table and key results of a run")
     show.add_argument("run_dir")
     show.set_defaults(func=cmd_show)
+
+    diff = sub.add_parser("diff", help="parameter differences and metric-by-metric comparison of two runs")
+    diff.add_argument("run_a")
+    diff.add_argument("run_b")
+    diff.set_defaults(func=cmd_diff)
+
+    truth = sub.add_parser("ground-truth", add_help=False, help="latency ground truth: measure, migrate (see --help)")
+    truth.add_argument("rest", nargs=argparse.REMAINDER)
+    truth.set_defaults(func=cmd_ground_truth)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ground-truth"]:  # its own parser, options included (argparse's REMAINDER drops them)
+        return cmd_ground_truth(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
