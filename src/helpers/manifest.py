@@ -40,15 +40,21 @@ def notebook_code_hash(notebook: Path) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-def input_key(phase_id: str, params: dict, notebook: Path, upstream: list[str], run_dir: Path) -> str:
+def input_key(phase_id: str, params: dict, notebook: Path, upstream: list[str], run_dir: Path,
+              soft: bool = False) -> str:
     """Hash of params, upstream manifests, notebook code and helper sources.
 
-    Raises FileNotFoundError when an upstream manifest is missing: the phase cannot run yet.
+    Raises FileNotFoundError when an upstream manifest is missing: the phase cannot run yet --
+    unless ``soft`` (a phase that reports on whatever exists): then a missing upstream counts as
+    absent in the key.
     """
     parts = {"phase": phase_id, "params": params, "notebook": notebook_code_hash(notebook),
              "helpers": helpers_source_hash(), "upstream": {}}
     for up in upstream:
         path = manifest_path(run_dir, up)
+        if not path.exists() and soft:
+            parts["upstream"][up] = None
+            continue
         if not path.exists():
             raise FileNotFoundError(f"phase {phase_id} needs phase {up}, which has no manifest in {run_dir}; "
                                     f"run it first (calib run --resume {run_dir})")

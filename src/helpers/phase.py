@@ -49,7 +49,7 @@ class Phase:
         self.spec, self.run_dir, self.params = spec, run_dir, params
         self.results = manifest.results_dir(run_dir, spec.id)
         self.log_path = run_dir / "logs" / f"{spec.id}.jsonl"
-        self.key = manifest.input_key(spec.id, params, spec.notebook, list(spec.upstream), run_dir)
+        self.key = manifest.input_key(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
         self._started = time.perf_counter()
 
     @classmethod
@@ -98,6 +98,12 @@ class Phase:
             raise RuntimeError(f"{path} was altered after {phase_id} wrote it (sha256 differs from its manifest); "
                                f"re-run with `calib run --resume {self.run_dir}`")
         return path
+
+    def has(self, phase_id: str) -> bool:
+        """Whether a declared upstream phase is present (manifest written and verifying)."""
+        if phase_id not in self.spec.upstream:
+            raise PermissionError(f"{self.spec.id} does not declare {phase_id} upstream")
+        return not manifest.verify(self.run_dir, phase_id)
 
     def upstream_summary(self, phase_id: str) -> dict:
         """The key results an upstream phase recorded in its manifest."""

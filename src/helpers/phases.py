@@ -21,6 +21,7 @@ class PhaseSpec:
     upstream: tuple[str, ...]
     outputs: tuple[str, ...]
     optional: tuple[str, ...] = ()  # declared outputs a phase may leave out (e.g. no curves for an import)
+    soft_upstream: bool = False  # runs on whatever upstream phases exist (the report), naming the missing
 
     @property
     def notebook(self) -> Path:
@@ -49,6 +50,12 @@ PHASES: tuple[PhaseSpec, ...] = (
               optional=("*.png", "*.csv")),
     PhaseSpec("07_selective", "Selective-prediction threshold", ("01_data", "06_confidence"),
               ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png")),
+    PhaseSpec("08_bundle", "Deployment bundle", ("01_data", "02_train", "04_quantize", "06_confidence", "07_selective"),
+              ("bundle/model_fp32.onnx", "bundle/model_int8.onnx", "bundle/bundle.json", "bundle/checksums.json",
+               "validation.json"), optional=("*.png", "*.csv")),
+    PhaseSpec("09_report", "Run report", ("00_environment", "01_data", "02_train", "03_activation_stats",
+                                          "04_quantize", "05_latency", "06_confidence", "07_selective", "08_bundle"),
+              ("report.html",), soft_upstream=True),
 )
 _BY_ID = {p.id: p for p in PHASES}
 

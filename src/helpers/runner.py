@@ -126,7 +126,7 @@ def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bo
     outcome: dict[str, str] = {}
     for spec in specs:
         params = resolved[spec.id]
-        key = manifest.input_key(spec.id, params, spec.notebook, list(spec.upstream), run_dir)
+        key = manifest.input_key(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
         upstream_reran = any(outcome.get(u) == "ran" for u in upstream_closure({spec.id}) - {spec.id})
         existing = manifest.read_manifest(run_dir, spec.id)
         if (resume and not upstream_reran and existing and existing.get("input_key") == key
