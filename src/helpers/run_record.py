@@ -13,7 +13,6 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from helpers import atomic
@@ -39,13 +38,9 @@ def git_state() -> dict:
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from helpers.environment import package_versions
+
+    return {"python": platform.python_version(), **package_versions(VERSIONED)}
 
 
 def host() -> dict:
