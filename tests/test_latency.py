@@ -251,3 +251,33 @@ def test_system_state_explains_every_unknown_field():
     state, reasons = hardware.system_state()
     unknown = {name for name, value in state.to_dict().items() if value is None}
     assert unknown == set(reasons)
+
+
+def test_latency_report_and_figure_agree_with_the_store(onnx_models, profile, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    root = tmp_path / "store"
+    profile.save(hardware_profile_path(root, profile.hardware_id))
+    result = latency.measure_run_models("run_cnn", onnx_models["fp32"], onnx_models["int8"], store=root,
+                                        batch_sizes=(1, 3), settings=FAST, progress=False)
+    report = latency.latency_report(result)
+    loader = GroundTruthLoader(root)
+    assert report["hardware_id"] == profile.hardware_id and report["run_id"] == result.run_id
+    assert [(row["precision"], row["batch_size"]) for row in report["measurements"]] == \
+        [("fp32", 1), ("int8", 1), ("fp32", 3), ("int8", 3)]
+    for row in report["measurements"]:
+        args = (profile.hardware_id, "run_cnn", row["precision"], row["batch_size"])
+        summary = loader.load(*args).model_summary
+        assert root / row["file"] == loader.path(*args)
+        assert row["end_to_end_latency_ms"]["max"] == loader.load_samples(*args)["end_to_end_ms"].max()
+        assert row["end_to_end_latency_ms"] == summary.end_to_end_latency.to_dict()
+        assert row["contention_free_ms"] == summary.end_to_end_cpu_time.min
+        assert row["num_subgraphs"] == summary.num_subgraphs
+    cpu = {(r["precision"], r["batch_size"]): r["end_to_end_cpu_time_ms"]["min"] for r in report["measurements"]}
+    assert report["int8_over_fp32"] == {f"run_cnn/onnxruntime/b{b}": pytest.approx(cpu["int8", b] / cpu["fp32", b])
+                                        for b in (1, 3)}
+    fig = latency.latency_figure(result.records)
+    assert [ax.get_title().split("\n") for ax in fig.axes] == [
+        ["batch 1", f"INT8/FP32 {report['int8_over_fp32']['run_cnn/onnxruntime/b1']:.2f}x"],
+        ["batch 3", f"INT8/FP32 {report['int8_over_fp32']['run_cnn/onnxruntime/b3']:.2f}x"]]
+    assert all(len(ax.patches) == 2 for ax in fig.axes)

@@ -113,3 +113,27 @@ def test_efficiency_curves_are_written_per_precision_and_runtime(stored):
     first = paths[0].read_bytes()
     le.write_efficiency_curves(root, hw)
     assert paths[0].read_bytes() == first  # derived data is deterministic
+
+
+def test_estimator_report_summarises_lomo(stored):
+    records = stored.load_all("test-cpu-2c")
+    report, validation = le.estimator_report(records)
+    expected = le.leave_one_model_out(records)
+    assert report["models"] == ["alpha", "beta", "delta", "gamma"] and report["records"] == 8
+    assert set(report["groups"]) == {"onnxruntime/fp32"}
+    assert report["lomo"]["available"] and report["lomo"]["predictions"] == len(expected) == len(validation)
+    assert report["lomo"]["median_ape_pct"] == pytest.approx(expected["ape_pct"].median())
+    assert set(report["lomo"]["mape_pct_by_model"]) == set(report["models"])
+    assert set(report["lomo"]["mape_pct_by_group"]) == {"onnxruntime/fp32/b1", "onnxruntime/fp32/b8"}
+    json.dumps(report, allow_nan=False)
+
+
+def test_estimator_report_says_why_lomo_is_missing():
+    rng = np.random.default_rng(4)
+    one_model = [synthetic_record("a", b, rng) for b in (1, 8)]
+    report, validation = le.estimator_report(one_model)
+    assert validation is None and not report["lomo"]["available"] and "['a']" in report["lomo"]["reason"]
+    no_shared_group = one_model + [dataclasses.replace(synthetic_record("b", 1, rng), precision="int8")]
+    report, validation = le.estimator_report(no_shared_group)
+    assert validation is None and set(report["groups"]) == {"onnxruntime/fp32", "onnxruntime/int8"}
+    assert "two models" in report["lomo"]["reason"]

@@ -72,6 +72,7 @@ from helpers.ground_truth import LatencyStats, MeasurementRecord, ModelSummary, 
     SCHEMA_VERSION, MEASUREMENT_TYPE, new_run_id, utc_now_iso
 from helpers.ground_truth_store import default_data_dir, hardware_profile_path, rebuild_manifest, save_measurement
 from helpers.hardware import HardwareProfile, cpu_flags, hardware_id, profile_hardware, system_state
+from helpers.latency_estimator import end_to_end_ms
 from helpers.models import ARCHITECTURES, build_model
 
 PROFILER_RESOLUTION_MS = 1e-3
@@ -736,3 +737,63 @@ def fixed_batch_size(onnx_path: str | Path) -> int | None:
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     batch = graph.input[0].type.tensor_type.shape.dim[0]
     return batch.dim_value if batch.HasField("dim_value") else None
+
+
+# ---------------------------------------------------------------- phase-05 results
+
+
+def latency_report(result: SweepResult) -> dict:
+    """latency.json content: per stored record its end-to-end latency (wall clock and on-CPU), throughput
+    and subgraph count, the INT8/FP32 latency ratio per batch size, and what was skipped or flagged.
+
+    Timings: the phase writing this is not byte-deterministic, by nature.
+    """
+    rows = []
+    for record, path in sorted(zip(result.records, result.paths), key=lambda rp: rp[0].run_index):
+        summary = record.model_summary
+        rows.append({"model": record.model, "runtime": record.runtime, "precision": record.precision,
+                     "batch_size": record.batch_size, "file": path.relative_to(result.store).as_posix(),
+                     "end_to_end_latency_ms": summary.end_to_end_latency.to_dict(),
+                     "end_to_end_cpu_time_ms": (summary.end_to_end_cpu_time.to_dict()
+                                                if summary.end_to_end_cpu_time else None),
+                     "contention_free_ms": end_to_end_ms(record), "throughput_fps": summary.throughput_fps,
+                     "num_subgraphs": summary.num_subgraphs, "total_flops": summary.total_flops})
+    return {"hardware_id": result.records[0].hardware_id if result.records else None, "run_id": result.run_id,
+            "measurements": rows, "int8_over_fp32": int8_over_fp32(result.records),
+            "skipped": result.skipped, "warnings": result.warnings}
+
+
+def int8_over_fp32(records: Sequence[MeasurementRecord]) -> dict[str, float]:
+    """INT8 latency as a fraction of FP32 (contention-free, ``latency_estimator.end_to_end_ms``), per
+    ``<model>/<runtime>/b<batch>`` measured at both precisions."""
+    by_config = {(r.model, r.runtime, r.batch_size, r.precision): end_to_end_ms(r) for r in records}
+    return {f"{m}/{rt}/b{b}": by_config[m, rt, b, "int8"] / fp32
+            for (m, rt, b, p), fp32 in sorted(by_config.items())
+            if p == "fp32" and (m, rt, b, "int8") in by_config}
+
+
+def latency_figure(records: Sequence[MeasurementRecord]):
+    """One panel per batch size: mean end-to-end latency per precision with its 95% CI, the
+    contention-free latency as a dot, and the INT8/FP32 ratio in the title."""
+    import matplotlib.pyplot as plt
+    if not records:
+        raise ValueError("no records to plot; measure some first")
+    batches = sorted({r.batch_size for r in records})
+    ratios = int8_over_fp32(records)
+    fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches), 3.6), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        rows = sorted((r for r in records if r.batch_size == batch), key=lambda r: (r.model, r.runtime, r.precision))
+        labels = [f"{r.precision}\n{r.model}" if len({r.model for r in rows}) > 1 else r.precision for r in rows]
+        stats = [r.model_summary.end_to_end_latency for r in rows]
+        means = np.array([s.mean for s in stats])
+        errors = np.array([[s.mean - s.ci_lower for s in stats], [s.ci_upper - s.mean for s in stats]])
+        x = np.arange(len(rows))
+        ax.bar(x, means, yerr=errors, capsize=4, color=["C0" if r.precision == "fp32" else "C1" for r in rows],
+               label="mean wall clock, 95% CI")
+        ax.plot(x, [end_to_end_ms(r) for r in rows], "kD", ms=5, label="contention-free (min on-CPU)")
+        ratio = "; ".join(f"{v:.2f}x" for k, v in ratios.items() if k.endswith(f"/b{batch}"))
+        ax.set(xticks=x, xticklabels=labels, ylabel="end-to-end latency per call (ms)",
+               title=f"batch {batch}" + (f"\nINT8/FP32 {ratio}" if ratio else ""))
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -186,7 +186,33 @@ def leave_one_model_out(records: Sequence[MeasurementRecord]) -> pd.DataFrame:
             rows.append({"model": model, "runtime": record.runtime, "precision": record.precision,
                          "batch_size": record.batch_size, "measured_ms": measured, "predicted_ms": predicted,
                          "ape_pct": abs(predicted - measured) / measured * 100})
-    return pd.DataFrame(rows).sort_values(["model", "runtime", "precision", "batch_size"], ignore_index=True)
+    columns = ["model", "runtime", "precision", "batch_size", "measured_ms", "predicted_ms", "ape_pct"]
+    return pd.DataFrame(rows, columns=columns).sort_values(columns[:4], ignore_index=True)
+
+
+def estimator_report(records: Sequence[MeasurementRecord]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """estimator.json content and the LOMO validation table (None when it cannot be computed).
+
+    The estimator is fitted on all ``records``; the leave-one-model-out summary (median APE, MAPE
+    per model and per runtime/precision/batch) needs two models sharing a runtime/precision group,
+    and otherwise says why it is absent instead of failing.
+    """
+    models = sorted({r.model for r in records})
+    report: dict[str, Any] = {"models": models, "records": len(records),
+                              "groups": RooflineEstimator.fit(records).to_dict()}
+    validation = leave_one_model_out(records) if len(models) >= 2 else None
+    if validation is None or validation.empty:
+        report["lomo"] = {"available": False,
+                          "reason": f"leave-one-model-out needs two models measured in one runtime/precision; the "
+                                    f"store holds {models}. Add models with `calib ground-truth measure`"}
+        return report, None
+    by_group = validation.groupby(["runtime", "precision", "batch_size"])["ape_pct"].mean()
+    report["lomo"] = {"available": True, "predictions": len(validation),
+                      "median_ape_pct": float(validation["ape_pct"].median()),
+                      "mape_pct": float(validation["ape_pct"].mean()),
+                      "mape_pct_by_model": validation.groupby("model")["ape_pct"].mean().to_dict(),
+                      "mape_pct_by_group": {f"{rt}/{p}/b{b}": v for (rt, p, b), v in by_group.items()}}
+    return report, validation
 
 
 def mape_table(validation: pd.DataFrame) -> pd.DataFrame:
