@@ -186,3 +186,16 @@ def test_check_criterion_refuses_before_any_work():
         check_criterion("target_coverage", 1.5)
     with pytest.raises(ValueError, match="unknown criterion"):
         check_criterion("accuracy", 0.5)
+
+
+def test_risk_coverage_markers_sit_at_each_curves_own_threshold():
+    logits, labels = noisy_logits(7, n=400)
+    curves = {"raw": logits, "T=2": logits / 2}
+    fig = risk_coverage_figure(labels, curves, {"raw": 0.9, "T=2": 0.5})
+    markers = {line.get_label(): line.get_xydata()[0] for line in fig.axes[0].lines if line.get_marker() == "o"}
+    for name, t in (("raw", 0.9), ("T=2", 0.5)):
+        expected = evaluate_threshold(curves[name], labels, t, n_boot=1)
+        assert tuple(markers[f"{name}: threshold {t:.4g}"]) == pytest.approx((expected["coverage"],
+                                                                               expected["selective_risk"]))
+    with pytest.raises(ValueError, match="not curves"):
+        risk_coverage_figure(labels, curves, {"other": 0.5})

@@ -237,26 +237,32 @@ def aurc(logits, labels) -> dict:
 
 
 def risk_coverage_figure(labels, logits_by_name: Mapping[str, np.ndarray],
-                         threshold: float | None = None):
+                         threshold: float | Mapping[str, float] | None = None):
     """Risk-coverage curves (one per entry) with the optimal curve; ``threshold`` marks, on each
-    curve, the operating point of that threshold on that data."""
+    curve, the operating point of that threshold on that data -- one threshold for every curve,
+    or ``{name: threshold}`` for each curve its own (e.g. each model's chosen threshold)."""
     import matplotlib.pyplot as plt
 
     if not logits_by_name:
         raise ValueError("logits_by_name is empty; pass e.g. {'calibrated': logits / T}")
+    per_curve = threshold if isinstance(threshold, Mapping) else {name: threshold for name in logits_by_name}
+    unknown = sorted(set(per_curve) - set(logits_by_name))
+    if unknown:
+        raise ValueError(f"thresholds given for {unknown}, which are not curves ({sorted(logits_by_name)})")
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for name, logits in logits_by_name.items():
         coverage, risk = risk_coverage_curve(logits, labels)
         scores = aurc(logits, labels)
-        line, = ax.plot(coverage, risk, label=f"{name} (AURC {scores['aurc']:.4f}, "
-                                              f"E-AURC {scores['e_aurc']:.4f})")
-        if threshold is not None:
+        line, = ax.plot(coverage, risk, label=f"{name} (AURC {scores['aurc']:.3g}, "
+                                              f"E-AURC {scores['e_aurc']:.3g})")
+        if per_curve.get(name) is not None:
             conf, correct = top_label(logits, labels)
-            point = _decision_rates(conf >= threshold, correct)
-            ax.plot(point["coverage"], point["selective_risk"], "o", color=line.get_color())
+            point = _decision_rates(conf >= per_curve[name], correct)
+            ax.plot(point["coverage"], point["selective_risk"], "o", color=line.get_color(),
+                    label=f"{name}: threshold {per_curve[name]:.4g}")
     _, correct = top_label(next(iter(logits_by_name.values())), labels)
     ax.plot(coverage, _optimal_risk(correct), "k:", label="optimal ranking")
-    title = "risk-coverage" + (f" (marker: threshold {threshold:.4g})" if threshold is not None else "")
+    title = "risk-coverage" + ("" if threshold is None else " (markers: operating points)")
     ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage", ylabel="selective risk", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
