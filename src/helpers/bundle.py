@@ -1,0 +1,266 @@
+"""The deployment bundle: two ONNX models, their calibration and threshold, one verifiable folder.
+
+A bundle is a directory holding only relative names::
+
+    model_fp32.onnx     the phase-02 model
+    model_int8.onnx     the most accurate INT8 variant of phase 04 (named in bundle.json)
+    bundle.json         schema_version, class names, the input contract, per precision the model
+                        file, temperature and accept threshold, the selective criterion, the
+                        source run (run id, sha256 of the upstream phase manifests), versions
+    checksums.json      sha256 of every other file, written last
+
+``write_bundle`` writes it (deterministic bytes, through ``helpers.atomic``); ``load`` verifies
+the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` whose
+``predict(images)`` runs uint8 NHWC images through ``helpers.data.preprocess`` and onnxruntime
+(``helpers.onnx_export.onnx_logits``)
+and returns labels, calibrated probabilities (softmax of logits / T) and accept flags
+(calibrated confidence >= threshold). ``validate`` compares a loaded bundle with the pipeline's
+own outputs on the same images; the phase fails unless every check passes.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from helpers import atomic
+from helpers.calibration_metrics import softmax
+from helpers.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
+
+SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "int8")
+MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
+BUNDLE_FILE = "bundle.json"
+CHECKSUMS_FILE = "checksums.json"
+FP32_LOGIT_ATOL = 1e-5  # bundle FP32 logits vs the pipeline's
+PROBABILITY_ATOL = 1e-6  # bundle calibrated probabilities vs the pipeline's
+PREPROCESSING = ("uint8 NHWC pixels cast to float32 (helpers.data.preprocess); no scaling, no normalization: "
+                 "the model scales inside")
+
+
+class BundleError(ValueError):
+    """A bundle that is incomplete, altered, or from a newer schema."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: np.ndarray  # int64 (N,): argmax class index
+    probabilities: np.ndarray  # float64 (N, classes): softmax(logits / T)
+    accept: np.ndarray  # bool (N,): max probability >= threshold
+
+
+def input_contract(input_shape: Sequence[int]) -> dict:
+    """What the models take: name, dtype, layout, shape (dynamic batch), value range, preprocessing."""
+    return {"name": INPUT_NAME, "dtype": "float32", "layout": "NHWC", "shape": [None, *map(int, input_shape)],
+            "range": [0, 255], "caller_dtype": "uint8", "preprocessing": PREPROCESSING, "output": OUTPUT_NAME}
+
+
+def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
+    """The run a bundle comes from: its id and the sha256 of each named phase's manifest."""
+    from helpers.manifest import manifest_path
+
+    return {"run_id": Path(run_dir).name,
+            "manifests_sha256": {pid: atomic.sha256_file(manifest_path(Path(run_dir), pid)) for pid in phase_ids}}
+
+
+def _check_build_args(model_paths, class_names, temperatures, thresholds) -> None:
+    for precision in PRECISIONS:
+        path = Path(model_paths.get(precision, ""))
+        if not path.is_file():
+            raise FileNotFoundError(f"{precision} model {path} does not exist; pass the phase-02 model.onnx (fp32) "
+                                    "and the phase-04 model_int8_<variant>.onnx (int8)")
+        t = temperatures.get(precision)
+        if t is None or not (math.isfinite(t) and t > 0):
+            raise ValueError(f"temperature for {precision} must be a finite number > 0, got {t!r}")
+        thr = thresholds.get(precision)
+        if thr is None or not 0 <= thr <= 1:
+            raise ValueError(f"threshold for {precision} must be a confidence in [0, 1], got {thr!r}")
+    if len(class_names) < 2 or len(set(class_names)) != len(class_names):
+        raise ValueError(f"class_names must be >= 2 distinct names, got {list(class_names)!r}")
+
+
+def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path], int8_variant: str,
+                 class_names: Sequence[str], input_shape: Sequence[int], temperatures: Mapping[str, float],
+                 thresholds: Mapping[str, float], criterion: str, source: dict, versions: dict) -> dict:
+    """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json."""
+    _check_build_args(model_paths, class_names, temperatures, thresholds)
+    bundle_dir = Path(bundle_dir)
+    for precision in PRECISIONS:
+        atomic.write_bytes(bundle_dir / MODEL_FILES[precision], Path(model_paths[precision]).read_bytes())
+    doc = {"schema_version": SCHEMA_VERSION, "class_names": list(class_names), "input": input_contract(input_shape),
+           "models": {p: {"file": MODEL_FILES[p], "temperature": float(temperatures[p]),
+                          "threshold": float(thresholds[p])} for p in PRECISIONS},
+           "selective": {"criterion": criterion, "accept": "max calibrated probability >= threshold"},
+           "source": source, "versions": versions}
+    doc["models"]["int8"]["variant"] = int8_variant
+    atomic.write_json(bundle_dir / BUNDLE_FILE, doc)
+    names = [*MODEL_FILES.values(), BUNDLE_FILE]
+    atomic.write_json(bundle_dir / CHECKSUMS_FILE,
+                      {"algorithm": "sha256", "files": {n: atomic.sha256_file(bundle_dir / n) for n in names}})
+    return doc
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: a bundle directory holds {BUNDLE_FILE}, {CHECKSUMS_FILE} and "
+                          "the two models; rebuild it with phase 08 (calib run --phases 08)")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged, rebuild it") from exc
+
+
+def _check_schema(doc: dict, path: Path) -> None:
+    version = doc.get("schema_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{path} has no integer schema_version; it is not a calib-lab bundle")
+    if version > SCHEMA_VERSION:
+        raise BundleError(f"{path} has schema_version {version}, newer than this helpers.bundle reads "
+                          f"({SCHEMA_VERSION}); update calib-lab to load it")
+
+
+def verify_checksums(bundle_dir: Path) -> None:
+    """Raise BundleError naming the first file that is missing or whose sha256 differs."""
+    listed = _read_json(bundle_dir / CHECKSUMS_FILE).get("files", {})
+    for name in [*MODEL_FILES.values(), BUNDLE_FILE]:
+        if name not in listed:
+            raise BundleError(f"{bundle_dir / CHECKSUMS_FILE} does not list {name}; the bundle is incomplete")
+    for name, expected in sorted(listed.items()):
+        path = bundle_dir / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{CHECKSUMS_FILE} names {name!r}; a bundle uses relative names inside it only")
+        if not path.is_file():
+            raise BundleError(f"bundle file {name} is missing from {bundle_dir}")
+        if atomic.sha256_file(path) != expected:
+            raise BundleError(f"bundle file {name} was altered: its sha256 differs from {CHECKSUMS_FILE}; "
+                              "rebuild the bundle (calib run --phases 08) or restore the file")
+
+
+class Bundle:
+    """A verified bundle: ``predict(images, precision)`` and ``logits(images, precision)``."""
+
+    def __init__(self, directory: Path, doc: dict):
+        self.directory, self.doc = directory, doc
+        self.class_names: list[str] = doc["class_names"]
+        self.image_shape = tuple(doc["input"]["shape"][1:])
+        self._sessions = {p: onnx_session(directory / doc["models"][p]["file"]) for p in PRECISIONS}
+
+    def _check_images(self, images) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape or len(images) == 0:
+            raise ValueError(f"this bundle takes uint8 NHWC images of shape (N, {', '.join(map(str, self.image_shape))})"
+                             f" with raw pixels 0-255 (it casts to float32 itself, no scaling); got {images.dtype} "
+                             f"{images.shape}")
+        return images
+
+    def _model(self, precision: str) -> dict:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        return self.doc["models"][precision]
+
+    def logits(self, images, precision: str = "fp32") -> np.ndarray:
+        """Raw float32 logits of one precision's model on uint8 NHWC images."""
+        self._model(precision)
+        return onnx_logits(self._sessions[precision], self._check_images(images))
+
+    def predict(self, images, precision: str = "fp32") -> Prediction:
+        """Labels, calibrated probabilities and accept flags for uint8 NHWC images."""
+        model = self._model(precision)
+        probabilities = softmax(self.logits(images, precision).astype(np.float64) / model["temperature"])
+        return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities,
+                          accept=probabilities.max(axis=1) >= model["threshold"])
+
+
+def load(path: str | Path) -> Bundle:
+    """Load a bundle directory (or its bundle.json): schema check, checksum check, onnxruntime sessions."""
+    path = Path(path)
+    directory = path.parent if path.name == BUNDLE_FILE else path
+    if not directory.is_dir():
+        raise FileNotFoundError(f"bundle directory {directory} does not exist; phase 08 writes one to "
+                                "<run>/results/08_bundle/bundle/")
+    verify_checksums(directory)  # checksums.json keeps its format across schema versions
+    doc = _read_json(directory / BUNDLE_FILE)
+    _check_schema(doc, directory / BUNDLE_FILE)
+    return Bundle(directory, doc)
+
+
+def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapping[str, np.ndarray],
+             threshold: float) -> dict:
+    logits = bundle.logits(images, precision)
+    prediction = bundle.predict(images, precision)
+    ref_logits = np.asarray(reference["logits"])
+    ref_probs = softmax(np.asarray(reference["calibrated_logits"], dtype=np.float64))
+    if logits.shape != ref_logits.shape or prediction.probabilities.shape != ref_probs.shape:
+        raise ValueError(f"{precision}: reference logits {ref_logits.shape} / calibrated {ref_probs.shape} do not match "
+                         f"the bundle's {logits.shape}; pass the pipeline's outputs on the same images")
+    row = {"logit_max_abs_diff": float(np.max(np.abs(logits.astype(np.float64) - ref_logits))),
+           "argmax_mismatches": int(np.sum(logits.argmax(1) != ref_logits.argmax(1))),
+           "probability_max_abs_diff": float(np.max(np.abs(prediction.probabilities - ref_probs))),
+           "accept_mismatches": int(np.sum(prediction.accept != (ref_probs.max(1) >= threshold))),
+           "accepted": int(prediction.accept.sum())}
+    failures = [f"{row['argmax_mismatches']} argmax differ(s)"] if row["argmax_mismatches"] else []
+    if precision == "fp32" and not row["logit_max_abs_diff"] <= FP32_LOGIT_ATOL:
+        failures.append(f"max |logit diff| {row['logit_max_abs_diff']:.3g} > {FP32_LOGIT_ATOL:g}")
+    if not row["probability_max_abs_diff"] <= PROBABILITY_ATOL:
+        failures.append(f"max |probability diff| {row['probability_max_abs_diff']:.3g} > {PROBABILITY_ATOL:g}")
+    if row["accept_mismatches"]:
+        failures.append(f"{row['accept_mismatches']} accept flag(s) differ")
+    return {**row, "passed": not failures, "failures": failures}
+
+
+def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping[str, np.ndarray]],
+             thresholds: Mapping[str, float]) -> dict:
+    """Compare the bundle with the pipeline on the same images: validation.json content.
+
+    ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits``;
+    ``thresholds[precision]`` its accept threshold. Checks: FP32 logits within FP32_LOGIT_ATOL,
+    identical argmax, calibrated probabilities within PROBABILITY_ATOL, identical accept flags.
+    """
+    checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in PRECISIONS}
+    return {"status": "PASS" if all(c["passed"] for c in checks.values()) else "FAIL", "n": int(len(images)),
+            "tolerances": {"fp32_logit_atol": FP32_LOGIT_ATOL, "probability_atol": PROBABILITY_ATOL}, **checks}
+
+
+def raise_on_failure(validation: dict) -> None:
+    """Raise RuntimeError listing every failed check of a ``validate`` result."""
+    if validation["status"] != "PASS":
+        failures = "; ".join(f"{p}: {', '.join(validation[p]['failures'])}" for p in PRECISIONS
+                             if validation[p]["failures"])
+        raise RuntimeError(f"bundle load-back validation FAILED on {validation['n']} images ({failures}); the bundle "
+                           "does not reproduce the pipeline, so the phase is not marked complete")
+
+
+def validation_table(validation: dict):
+    """One row per precision: the differences measured and whether the checks passed."""
+    import pandas as pd
+
+    columns = ["logit_max_abs_diff", "argmax_mismatches", "probability_max_abs_diff", "accept_mismatches",
+               "accepted", "passed"]
+    return pd.DataFrame({p: {c: validation[p][c] for c in columns} for p in PRECISIONS}).T
+
+
+def prediction_grid_figure(images: np.ndarray, labels: np.ndarray, prediction: Prediction, class_names: Sequence[str],
+                           count: int = 16):
+    """The first ``count`` images with the bundle's label, calibrated confidence and accept flag."""
+    import matplotlib.pyplot as plt
+
+    count = min(count, len(images))
+    cols = min(8, count)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        ax.imshow(images[i].squeeze(), cmap="gray" if images.shape[-1] == 1 else None)
+        pred, conf = prediction.labels[i], prediction.probabilities[i].max()
+        verdict = "accept" if prediction.accept[i] else "reject"
+        ax.set_title(f"{class_names[pred]} {conf:.2f}\n{verdict}", fontsize=8,
+                     color="tab:green" if pred == labels[i] else "tab:red")
+    fig.suptitle("bundle predictions (green: correct, red: wrong)", fontsize=9)
+    fig.tight_layout()
+    return fig
