@@ -115,7 +115,7 @@ def test_newer_schema_is_refused_even_with_valid_checksums(bundle_dir):
 def test_not_a_bundle_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         bundle.load(tmp_path / "nowhere")
-    with pytest.raises(bundle.BundleError, match="bundle.json is missing"):
+    with pytest.raises(bundle.BundleError, match="checksums.json is missing"):
         bundle.load(tmp_path)
 
 
