@@ -793,7 +793,7 @@ def latency_figure(records: Sequence[MeasurementRecord]):
         ax.plot(x, [end_to_end_ms(r) for r in rows], "kD", ms=5, label="contention-free (min on-CPU)")
         ratio = "; ".join(f"{v:.2f}x" for k, v in ratios.items() if k.endswith(f"/b{batch}"))
         ax.set(xticks=x, xticklabels=labels, ylabel="end-to-end latency per call (ms)",
-               title=f"batch {batch}" + (f"\nINT8/FP32 {ratio}" if ratio else ""))
+               title=f"batch {batch}" + (f"\nINT8/FP32 {ratio} (contention-free)" if ratio else ""))
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
