@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result.table().to_string(index=False))
     for line in result.skipped + result.warnings:
         print(f"note: {line}")
+    for name, reason in result.unknown_state.items():
+        print(f"note: system state {name} unknown: {reason}")
     print(f"stored {len(result.paths)} measurements under {result.store} (run {result.run_id})")
     return 0
 

@@ -65,15 +65,17 @@ import torch
 import yaml
 from onnx import numpy_helper
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from helpers import atomic, quantize_ort
+from helpers import quantize_ort
 from helpers.ground_truth import LatencyStats, MeasurementRecord, ModelSummary, SubgraphMeasurement, \
     SCHEMA_VERSION, MEASUREMENT_TYPE, new_run_id, utc_now_iso
 from helpers.ground_truth_store import default_data_dir, hardware_profile_path, rebuild_manifest, save_measurement
 from helpers.hardware import HardwareProfile, cpu_flags, hardware_id, profile_hardware, system_state
 from helpers.latency_estimator import end_to_end_ms
 from helpers.models import ARCHITECTURES, build_model
+from helpers.onnx_export import export_onnx
 
 PROFILER_RESOLUTION_MS = 1e-3
 ONNX_PRECISIONS = ("fp32", "int8")
@@ -428,8 +430,6 @@ def _module_work(module: nn.Module, args, output, counted_flops: int) -> tuple[i
 
 def _torch_call_work(module: nn.Module, images: torch.Tensor, precision: str) -> list[tuple[str, str, int, int]]:
     """(module name, type, FLOPs, bytes) of every leaf-module call in one forward pass, in order."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     calls: list[tuple[str, str, int, int]] = []
     counters: dict[int, FlopCounterMode] = {}
 
@@ -603,10 +603,12 @@ class SweepConfig:
 
 @dataclass
 class SweepResult:
-    """What a sweep stored, what it skipped (with why) and the warnings it raised."""
+    """What a sweep stored, what it skipped (with why), the warnings it raised, and why any system
+    state field is unknown (``unknown_state``: field -> reason, from ``hardware.system_state``)."""
 
     store: Path
     run_id: str
+    unknown_state: dict[str, str] = field(default_factory=lambda: system_state()[1])
     records: list[MeasurementRecord] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -634,14 +636,6 @@ def store_hardware_profile(root: str | Path, remeasure: bool = False) -> Hardwar
     profile = profile_hardware(measure=True)
     profile.save(path)
     return profile
-
-
-def export_onnx(module: nn.Module, path: str | Path, image_shape: Sequence[int]) -> Path:
-    """fp32 ONNX with input ``images`` (dynamic batch) and output ``logits``, written atomically."""
-    example = torch.from_numpy(random_images((1, *image_shape), 0))
-    return atomic.save_with(path, lambda tmp: torch.onnx.export(
-        module, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False))
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, image_shape: Sequence[int], images: int = 32,
