@@ -293,7 +293,8 @@ class GroundTruthLoader:
 
     def load_samples(self, hardware_id: str, model: str, precision: str, batch_size: int,
                      runtime: str = "onnxruntime") -> dict[str, np.ndarray]:
-        """The raw samples stored beside a record (``end_to_end_ms``, ``subgraph_ms``, ``subgraph_ids``)."""
+        """The raw samples stored beside a record: ``end_to_end_ms`` (wall clock), ``end_to_end_cpu_ms``
+        (on-CPU time, single-threaded runs), ``subgraph_ms`` (subgraphs x calls), ``subgraph_ids``."""
         path = samples_path(self.path(hardware_id, model, precision, batch_size, runtime))
         if not path.is_file():
             raise FileNotFoundError(f"no raw samples at {path} (v1.0 and migrated records have none)")
