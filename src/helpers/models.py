@@ -326,7 +326,7 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 500, 
     model.eval()
     try:
         starts = range(0, len(images), batch_size)
-        outputs = [model(torch.from_numpy(preprocess(images[s:s + batch_size]))).numpy()
+        outputs = [model(torch.from_numpy(preprocess(images[s:s + batch_size]))).float().numpy()
                    for s in tqdm(starts, desc="predict", disable=not progress, leave=False)]
     finally:
         model.train(was_training)
