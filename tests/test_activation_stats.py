@@ -11,7 +11,7 @@ from torch import nn
 
 matplotlib.use("Agg")
 
-from helpers import atomic
+from helpers import activation_stats, atomic
 from helpers.activation_stats import (STATS_FILE, TARGETS_FILE, Batch, _spike_threshold, check_params,
                                       collect_activation_stats, default_layers, image_activation_stats, init_model,
                                       plot_rates, plot_sigma, plot_sigma_by_role, resolve_role, role_models,
@@ -82,6 +82,28 @@ def test_streaming_moments_match_numpy_conv_and_linear(digits):
         assert stats.r_star["zscore"][l] == pytest.approx(expected["zscore"], abs=2 / rows.size)
     assert stats.slice_sha256 == slice_hash(idx, images)
     assert stats.mu.dtype == stats.sigma.dtype == np.float64
+
+
+@pytest.mark.parametrize("chunk_elements", [None, 50])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_conv_outputs_in_either_memory_format(memory_format, chunk_elements, monkeypatch):
+    """Channels-last and NCHW conv outputs, reduced whole or in many small pieces, give numpy's statistics."""
+    if chunk_elements:
+        monkeypatch.setattr(activation_stats, "_CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU()).to(memory_format=memory_format).eval()
+    inputs = [torch.randn(n, 3, 6, 7).contiguous(memory_format=memory_format) for n in UNEVEN]
+    seen = captured_outputs(model, ["1", "2"], inputs)
+    assert seen["1"][0].is_contiguous(memory_format=memory_format)
+    stats = collect_activation_stats(model, ["1", "2"], [Batch(x) for x in inputs], call_model, role="t",
+                                     slice_sha256="x")
+    for l, name in enumerate(["1", "2"]):
+        rows = as_rows(seen[name])
+        np.testing.assert_allclose(stats.mu[l], rows.mean(0), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(stats.sigma[l], rows.std(0), rtol=1e-10)
+        expected = reference_rates(rows, stats.theta)
+        assert stats.r_star["positive"][l] == expected["positive"]
+        assert stats.r_star["zscore"][l] == pytest.approx(expected["zscore"], abs=2 / rows.size)
 
 
 class Offset(nn.Module):
