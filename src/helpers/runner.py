@@ -62,9 +62,10 @@ def absolute_paths(resolved: dict) -> dict:
 
 def precheck(resolved: dict) -> None:
     """Phase-specific validation that needs no kernel (paths, choices, ranges)."""
-    from helpers import data, model_artifact
+    from helpers import activation_stats, data, model_artifact
 
-    checks = {"01_data": data.check_params, "02_train": model_artifact.check_params}
+    checks = {"01_data": data.check_params, "02_train": model_artifact.check_params,
+              "03_activation_stats": activation_stats.check_params}
     for phase_id, check in checks.items():
         if phase_id in resolved:
             check(resolved[phase_id])
