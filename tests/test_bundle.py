@@ -59,7 +59,8 @@ def test_predict_matches_plain_onnxruntime_and_scipy_softmax(bundle_dir, models,
     prediction = bundle.load(bundle_dir).predict(x, precision)
     logits = plain_ort_logits(models[precision], x)
     expected = scipy_softmax(logits.astype(np.float64) / TEMPERATURES[precision], axis=1)
-    np.testing.assert_allclose(prediction.probabilities, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(prediction.probabilities, expected, rtol=0, atol=1e-6)  # float32 calibrated logits
+    np.testing.assert_allclose(prediction.probabilities.sum(1), 1.0, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(prediction.labels, logits.argmax(1))
     np.testing.assert_array_equal(prediction.accept, expected.max(1) >= THRESHOLDS[precision])
     assert 0 < prediction.accept.sum() < len(x)
@@ -152,7 +153,8 @@ def reference(models, x):
     out = {}
     for precision, path in models.items():
         logits = plain_ort_logits(path, x)
-        out[precision] = {"logits": logits, "calibrated_logits": logits.astype(np.float64) / TEMPERATURES[precision]}
+        calibrated = (logits.astype(np.float64) / TEMPERATURES[precision]).astype(np.float32)  # as phase 06 stores them
+        out[precision] = {"logits": logits, "calibrated_logits": calibrated}
     return out
 
 
@@ -160,9 +162,23 @@ def test_validate_passes_on_the_pipelines_own_outputs(bundle_dir, models):
     x = images(200)
     result = bundle.validate(bundle.load(bundle_dir), x, reference(models, x), THRESHOLDS)
     assert result["status"] == "PASS" and result["n"] == 200
-    assert result["fp32"]["logit_max_abs_diff"] <= bundle.FP32_LOGIT_ATOL
+    assert result["fp32"]["logit_max_abs_diff"] == 0 and result["int8"]["probability_max_abs_diff"] == 0
     bundle.raise_on_failure(result)
     assert list(bundle.validation_table(result).index) == ["fp32", "int8"]
+
+
+def test_fp32_probability_tolerance_is_what_the_logit_tolerance_allows(bundle_dir, models):
+    """Logits moved by just under FP32_LOGIT_ATOL pass; the resulting probability change stays within the bound."""
+    x = images(200)
+    ref = reference(models, x)
+    drift = np.where(np.arange(10) % 2, 0.9, -0.9) * bundle.FP32_LOGIT_ATOL
+    ref["fp32"]["logits"] = ref["fp32"]["logits"] + drift
+    ref["fp32"]["calibrated_logits"] = ((ref["fp32"]["logits"].astype(np.float64) / TEMPERATURES["fp32"])
+                                        .astype(np.float32))
+    result = bundle.validate(bundle.load(bundle_dir), x, ref, THRESHOLDS)
+    assert result["fp32"]["probability_max_abs_diff"] > bundle.PROBABILITY_ATOL  # the plain tolerance would fail
+    assert result["fp32"]["passed"], result["fp32"]["failures"]
+    assert result["fp32"]["probability_atol"] == bundle.probability_atol("fp32", TEMPERATURES["fp32"])
 
 
 def test_validate_fails_on_drifted_logits_wrong_temperature_and_threshold(bundle_dir, models):
@@ -177,3 +193,10 @@ def test_validate_fails_on_drifted_logits_wrong_temperature_and_threshold(bundle
     assert any("accept flag" in f for f in result["int8"]["failures"])
     with pytest.raises(RuntimeError, match="validation FAILED"):
         bundle.raise_on_failure(result)
+
+
+def test_thresholds_for_takes_each_models_own_threshold_else_the_selective_models():
+    doc = {"selective_model": "fp32", "models": {"fp32": {"threshold": 0.9, "criterion": "max_mcc"},
+                                                 "minmax": {"threshold": 0.8, "criterion": "max_mcc"}}}
+    assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "minmax"}) == ({"fp32": 0.9, "int8": 0.8}, "max_mcc")
+    assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "entropy"})[0] == {"fp32": 0.9, "int8": 0.9}

@@ -14,7 +14,8 @@ the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` 
 ``predict(images)`` runs uint8 NHWC images through ``helpers.data.preprocess`` and onnxruntime
 (``helpers.onnx_export.onnx_logits``)
 and returns labels, calibrated probabilities (softmax of logits / T) and accept flags
-(calibrated confidence >= threshold). ``validate`` compares a loaded bundle with the pipeline's
+(calibrated confidence >= threshold). Calibrated logits are float32, ``float32(logits / T)``, exactly
+as phase 06 stores them, so phases 07 and 08 see the same confidences. ``validate`` compares a loaded bundle with the pipeline's
 own outputs on the same images; the phase fails unless every check passes.
 """
 from __future__ import annotations
@@ -36,8 +37,8 @@ PRECISIONS = ("fp32", "int8")
 MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
 BUNDLE_FILE = "bundle.json"
 CHECKSUMS_FILE = "checksums.json"
-FP32_LOGIT_ATOL = 1e-5  # bundle FP32 logits vs the pipeline's
-PROBABILITY_ATOL = 1e-6  # bundle calibrated probabilities vs the pipeline's
+FP32_LOGIT_ATOL = 1e-5  # bundle FP32 logits (onnxruntime) vs the pipeline's (torch, phase 02)
+PROBABILITY_ATOL = 1e-6  # bundle calibrated probabilities vs the pipeline's, same runtime (INT8: both onnxruntime)
 PREPROCESSING = ("uint8 NHWC pixels cast to float32 (helpers.data.preprocess); no scaling, no normalization: "
                  "the model scales inside")
 
@@ -49,7 +50,7 @@ class BundleError(ValueError):
 @dataclass(frozen=True)
 class Prediction:
     labels: np.ndarray  # int64 (N,): argmax class index
-    probabilities: np.ndarray  # float64 (N, classes): softmax(logits / T)
+    probabilities: np.ndarray  # float64 (N, classes): softmax(float32(logits / T))
     accept: np.ndarray  # bool (N,): max probability >= threshold
 
 
@@ -65,6 +66,19 @@ def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
 
     return {"run_id": Path(run_dir).name,
             "manifests_sha256": {pid: atomic.sha256_file(manifest_path(Path(run_dir), pid)) for pid in phase_ids}}
+
+
+def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict[str, float], str]:
+    """Per precision the accept threshold phase 07 chose for that precision's model, and the criterion.
+
+    ``threshold_doc`` is 07's threshold.json (``selective_model`` and one report per model);
+    ``models`` maps precision -> model name (``{"fp32": "fp32", "int8": "<variant>"}``). A model
+    07 did not evaluate gets the threshold of 07's ``selective_model``.
+    """
+    reports = threshold_doc["models"]
+    primary = reports[threshold_doc["selective_model"]]
+    thresholds = {p: float(reports.get(m, primary)["threshold"]) for p, m in models.items()}
+    return thresholds, primary["criterion"]
 
 
 def _check_build_args(model_paths, class_names, temperatures, thresholds) -> None:
@@ -170,7 +184,8 @@ class Bundle:
     def predict(self, images, precision: str = "fp32") -> Prediction:
         """Labels, calibrated probabilities and accept flags for uint8 NHWC images."""
         model = self._model(precision)
-        probabilities = softmax(self.logits(images, precision).astype(np.float64) / model["temperature"])
+        calibrated = (self.logits(images, precision).astype(np.float64) / model["temperature"]).astype(np.float32)
+        probabilities = softmax(calibrated.astype(np.float64))
         return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities,
                           accept=probabilities.max(axis=1) >= model["threshold"])
 
@@ -188,6 +203,17 @@ def load(path: str | Path) -> Bundle:
     return Bundle(directory, doc)
 
 
+def probability_atol(precision: str, temperature: float) -> float:
+    """How far the bundle's calibrated probabilities may be from the pipeline's.
+
+    INT8: both come from the same onnxruntime model, so PROBABILITY_ATOL. FP32: the pipeline's
+    logits are torch's, the bundle's onnxruntime's, up to FP32_LOGIT_ATOL apart; softmax moves a
+    probability by at most half the largest logit change (its Jacobian's rows sum in absolute value
+    to 2 p (1 - p) <= 1/2), and the logits are divided by T first.
+    """
+    return PROBABILITY_ATOL + (0.5 * FP32_LOGIT_ATOL / temperature if precision == "fp32" else 0.0)
+
+
 def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapping[str, np.ndarray],
              threshold: float) -> dict:
     logits = bundle.logits(images, precision)
@@ -201,12 +227,13 @@ def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapp
            "argmax_mismatches": int(np.sum(logits.argmax(1) != ref_logits.argmax(1))),
            "probability_max_abs_diff": float(np.max(np.abs(prediction.probabilities - ref_probs))),
            "accept_mismatches": int(np.sum(prediction.accept != (ref_probs.max(1) >= threshold))),
-           "accepted": int(prediction.accept.sum())}
+           "accepted": int(prediction.accept.sum()),
+           "probability_atol": probability_atol(precision, bundle.doc["models"][precision]["temperature"])}
     failures = [f"{row['argmax_mismatches']} argmax differ(s)"] if row["argmax_mismatches"] else []
     if precision == "fp32" and not row["logit_max_abs_diff"] <= FP32_LOGIT_ATOL:
         failures.append(f"max |logit diff| {row['logit_max_abs_diff']:.3g} > {FP32_LOGIT_ATOL:g}")
-    if not row["probability_max_abs_diff"] <= PROBABILITY_ATOL:
-        failures.append(f"max |probability diff| {row['probability_max_abs_diff']:.3g} > {PROBABILITY_ATOL:g}")
+    if not row["probability_max_abs_diff"] <= row["probability_atol"]:
+        failures.append(f"max |probability diff| {row['probability_max_abs_diff']:.3g} > {row['probability_atol']:.3g}")
     if row["accept_mismatches"]:
         failures.append(f"{row['accept_mismatches']} accept flag(s) differ")
     return {**row, "passed": not failures, "failures": failures}
@@ -218,11 +245,11 @@ def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping
 
     ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits``;
     ``thresholds[precision]`` its accept threshold. Checks: FP32 logits within FP32_LOGIT_ATOL,
-    identical argmax, calibrated probabilities within PROBABILITY_ATOL, identical accept flags.
+    identical argmax, calibrated probabilities within ``probability_atol``, identical accept flags.
     """
     checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in PRECISIONS}
     return {"status": "PASS" if all(c["passed"] for c in checks.values()) else "FAIL", "n": int(len(images)),
-            "tolerances": {"fp32_logit_atol": FP32_LOGIT_ATOL, "probability_atol": PROBABILITY_ATOL}, **checks}
+            "fp32_logit_atol": FP32_LOGIT_ATOL, **checks}
 
 
 def raise_on_failure(validation: dict) -> None:
@@ -238,8 +265,8 @@ def validation_table(validation: dict):
     """One row per precision: the differences measured and whether the checks passed."""
     import pandas as pd
 
-    columns = ["logit_max_abs_diff", "argmax_mismatches", "probability_max_abs_diff", "accept_mismatches",
-               "accepted", "passed"]
+    columns = ["logit_max_abs_diff", "argmax_mismatches", "probability_max_abs_diff", "probability_atol",
+               "accept_mismatches", "accepted", "passed"]
     return pd.DataFrame({p: {c: validation[p][c] for c in columns} for p in PRECISIONS}).T
 
 
