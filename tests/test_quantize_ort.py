@@ -1,6 +1,7 @@
 """ORT static INT8: real onnxruntime sessions on a briefly trained digits CNN."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod
 from onnxruntime.quantization.calibrate import create_calibrator
-from onnx import numpy_helper
 
 from helpers import atomic
 from helpers import quantize_ort as q
@@ -62,7 +63,7 @@ def _accuracy(logits, labels) -> float:
 
 
 def test_minmax_ranges_equal_ort_minmax_calibrator(prepared, stats, digits, tmp_path):
-    calibrator = create_calibrator(prepared, q._OPS_TO_CALIBRATE, augmented_model_path=str(tmp_path / "aug.onnx"),
+    calibrator = create_calibrator(prepared, q.CALIBRATED_OP_TYPES, augmented_model_path=str(tmp_path / "aug.onnx"),
                                    calibrate_method=CalibrationMethod.MinMax)
     calibrator.collect_data(q.SliceReader(preprocess(digits["calib_images"]), batch_size=16))
     reference = calibrator.compute_data()
@@ -81,7 +82,7 @@ def test_entropy_searches_instead_of_copying_minmax(prepared, stats, digits, tmp
         assert minmax[name][0] <= entropy[name][0] and entropy[name][1] <= minmax[name][1], name
 
     # the trap the num_bins option avoids: ORT's default entropy options reproduce MinMax exactly
-    default = create_calibrator(prepared, q._OPS_TO_CALIBRATE, augmented_model_path=str(tmp_path / "aug.onnx"),
+    default = create_calibrator(prepared, q.CALIBRATED_OP_TYPES, augmented_model_path=str(tmp_path / "aug.onnx"),
                                 calibrate_method=CalibrationMethod.Entropy)
     default.collect_data(q.SliceReader(preprocess(digits["calib_images"]), batch_size=len(digits["calib_images"])))
     default_ranges = default.compute_data()
@@ -182,10 +183,10 @@ def test_sensitivity_ranks_a_damaged_layer_first_and_fallback_keeps_it_fp32(prep
     graph = onnx.load(str(prepared)).graph
     victim = nodes[1]
     victim_input = next(n.input[0] for n in graph.node if n.name == victim)
-    damaged = q.CalibrationStatistics(**{**stats.__dict__, "_ranges": {}, "seconds": {"collect": 0.0}})
-    hist = damaged.histograms = dict(stats.histograms)
-    counts, edges, low, high, threshold = hist[victim_input]
-    hist[victim_input] = (counts, edges, low, high * np.float32(0.02), threshold)  # clip that input hard
+    histograms = dict(stats.histograms)
+    counts, edges, low, high, threshold = histograms[victim_input]
+    histograms[victim_input] = (counts, edges, low, high * np.float32(0.02), threshold)  # clip that input hard
+    damaged = dataclasses.replace(stats, histograms=histograms, _ranges={}, seconds={"collect": 0.0})
 
     rows = q.layer_sensitivity(prepared, damaged, digits["images"], digits["labels"])
     assert [r["node"] for r in rows][0] == victim and sorted(r["node"] for r in rows) == sorted(nodes)

@@ -57,7 +57,7 @@ TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 _ORT_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                 "percentile": CalibrationMethod.Percentile}
-_OPS_TO_CALIBRATE = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static quantizes
+CALIBRATED_OP_TYPES = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static quantizes
 
 TYPES_REASON = (
     "U8S8: uint8 activations, int8 weights, weights per output channel. x86 VNNI (vpdpbusd) multiplies "
@@ -211,7 +211,7 @@ def collect_calibration_statistics(prepared_path: str | Path, images: np.ndarray
     finding = check_calibration_inputs(inputs, images, mode=guard)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="calib-") as tmp:
-        calibrator = create_calibrator(Path(prepared_path), _OPS_TO_CALIBRATE,
+        calibrator = create_calibrator(Path(prepared_path), CALIBRATED_OP_TYPES,
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=CalibrationMethod.Entropy,
                                        extra_options={"num_bins": num_bins, "num_quantized_bins": num_quantized_bins})
