@@ -278,7 +278,7 @@ def prediction_grid_figure(images: np.ndarray, labels: np.ndarray, prediction: P
     count = min(count, len(images))
     cols = min(8, count)
     rows = -(-count // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 2.0 * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= count:
