@@ -62,9 +62,24 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
             torch.onnx.export(model, (example,), tmp, dynamo=True, external_data=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},))
+        exported = onnx.load(str(tmp))
+        strip_source_metadata(exported.graph)
+        onnx.save(exported, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
 
     return atomic.save_with(path, write)
+
+
+def strip_source_metadata(graph: onnx.GraphProto) -> None:
+    """Drop the exporter's per-node metadata (Python stack traces with absolute source paths).
+
+    Without this the same weights exported from two checkouts give different bytes.
+    """
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                strip_source_metadata(attr.g)
 
 
 def onnx_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
