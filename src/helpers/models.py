@@ -75,17 +75,17 @@ def keras_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def same_conv(in_ch: int, out_ch: int, kernel: int, stride: int, size: int,
-              bias: bool = True) -> tuple[nn.Module, nn.Conv2d]:
-    """(pad, conv) reproducing Keras ``padding='same'`` on a ``size`` x ``size`` input exactly.
+def same_conv(in_ch: int, out_ch: int, kernel: int, stride: int, size: int) -> tuple[nn.Module, nn.Conv2d]:
+    """(pad, conv with bias) reproducing Keras ``padding='same'`` on a ``size`` x ``size`` input exactly.
 
     Symmetric padding goes into the conv itself (``pad`` is then ``nn.Identity``); asymmetric
-    padding is an explicit ``nn.ZeroPad2d`` before a ``padding=0`` conv.
+    padding is an explicit ``nn.ZeroPad2d`` before a ``padding=0`` conv (the ONNX exporter folds
+    it back into the ``Conv`` node's pads).
     """
     before, after = keras_same_padding(size, kernel, stride)
     if before == after:
-        return nn.Identity(), nn.Conv2d(in_ch, out_ch, kernel, stride, padding=before, bias=bias)
-    return nn.ZeroPad2d((before, after, before, after)), nn.Conv2d(in_ch, out_ch, kernel, stride, bias=bias)
+        return nn.Identity(), nn.Conv2d(in_ch, out_ch, kernel, stride, padding=before)
+    return nn.ZeroPad2d((before, after, before, after)), nn.Conv2d(in_ch, out_ch, kernel, stride)
 
 
 class DigitsCNN(nn.Module):
