@@ -12,11 +12,14 @@ A bundle is a directory holding only relative names::
 ``write_bundle`` writes it (deterministic bytes, through ``helpers.atomic``); ``load`` verifies
 the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` whose
 ``predict(images)`` runs uint8 NHWC images through ``helpers.data.preprocess`` and onnxruntime
-(``helpers.onnx_export.onnx_logits``)
-and returns labels, calibrated probabilities (softmax of logits / T) and accept flags
-(calibrated confidence >= threshold). Calibrated logits are float32, ``float32(logits / T)``, exactly
-as phase 06 stores them, so phases 07 and 08 see the same confidences. ``validate`` compares a loaded bundle with the pipeline's
-own outputs on the same images; the phase fails unless every check passes.
+(``helpers.onnx_export.onnx_logits``) and returns labels, calibrated probabilities and accept flags
+(calibrated confidence >= threshold). Calibrated logits are ``float32(logits / T)``, exactly as
+phase 06 stores them, so the bundle and phase 07 see the same confidences. ``validate`` compares a
+loaded bundle with the pipeline's own outputs on the same images; phase 08 fails unless every
+check passes.
+
+bundle.json holds the source run id, so two runs of one configuration give bundles that differ in
+that field (and hence in checksums.json) only.
 """
 from __future__ import annotations
 
