@@ -275,22 +275,21 @@ def validation_table(validation: dict):
 
 def prediction_grid_figure(images: np.ndarray, labels: np.ndarray, prediction: Prediction, class_names: Sequence[str],
                            count: int = 16):
-    """The first ``count`` images with the bundle's label, calibrated confidence and accept flag."""
+    """The ``count`` least confident images: the bundle's label, calibrated confidence, accept or reject."""
     import matplotlib.pyplot as plt
 
-    count = min(count, len(images))
-    cols = min(8, count)
-    rows = -(-count // cols)
+    confidence = prediction.probabilities.max(axis=1)
+    shown = np.argsort(confidence, kind="stable")[:count]
+    cols = min(8, len(shown))
+    rows = -(-len(shown) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 2.0 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    for ax in axes.flat:
         ax.axis("off")
-        if i >= count:
-            continue
+    for ax, i in zip(axes.flat, shown):
         ax.imshow(images[i].squeeze(), cmap="gray" if images.shape[-1] == 1 else None)
-        pred, conf = prediction.labels[i], prediction.probabilities[i].max()
         verdict = "accept" if prediction.accept[i] else "reject"
-        ax.set_title(f"{class_names[pred]} {conf:.2f}\n{verdict}", fontsize=8,
-                     color="tab:green" if pred == labels[i] else "tab:red")
-    fig.suptitle("bundle predictions (green: correct, red: wrong)", fontsize=9)
+        ax.set_title(f"{class_names[prediction.labels[i]]} {confidence[i]:.2f}\n{verdict}", fontsize=8,
+                     color="tab:green" if prediction.labels[i] == labels[i] else "tab:red")
+    fig.suptitle(f"the {len(shown)} least confident of {len(images)} images (green: correct, red: wrong)", fontsize=9)
     fig.tight_layout()
     return fig
