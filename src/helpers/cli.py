@@ -55,9 +55,17 @@ def cmd_ls(args) -> int:
     rows = []
     for run_dir in list_runs(runs_root(args.runs_root)):
         record = run_record.load(run_dir)
-        done = [pid[:2] for pid, row in record["phases"].items() if row.get("status") == "complete"]
-        rows.append({"run": run_dir.name, "created": record["created"], "phases done": ",".join(done) or "-",
-                     "status": record["status"]})
+        phases = record["phases"]
+        done = [pid[:2] for pid, row in phases.items() if row.get("status") == "complete"]
+        summary = {pid: row.get("summary") or {} for pid, row in phases.items()}
+        accuracy = summary.get("02_train", {}).get("test_accuracy")
+        ece = summary.get("06_confidence", {}).get("ece_post", {}).get("fp32")
+        rows.append({"run": run_dir.name, "created": record["created"][:16],
+                     "dataset": summary.get("01_data", {}).get("dataset", "-"),
+                     "model": summary.get("02_train", {}).get("architecture", "-"),
+                     "phases done": ",".join(done) or "-",
+                     "test acc": f"{accuracy:.4f}" if accuracy is not None else "-",
+                     "ECE post": f"{ece:.4f}" if ece is not None else "-", "status": record["status"]})
     print(pd.DataFrame(rows).to_string(index=False) if rows else f"no runs under {runs_root(args.runs_root)}")
     return 0
 
@@ -72,6 +80,9 @@ def cmd_show(args) -> int:
     table = pd.DataFrame([{"phase": pid, "status": row.get("status"), "seconds": row.get("duration_s"),
                            "error": row.get("error") or ""} for pid, row in record["phases"].items()])
     print(table.to_string(index=False))
+    for label, rel in (("report", "results/09_report/report.html"), ("bundle", "results/08_bundle/bundle")):
+        if (run_dir / rel).exists():
+            print(f"{label}: {(run_dir / rel).resolve()}")
     for pid, row in record["phases"].items():
         if row.get("summary"):
             print(f"\n{pid}:")
