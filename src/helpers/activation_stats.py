@@ -107,22 +107,21 @@ class _LayerStats:
 
     def add_moments(self, x: torch.Tensor) -> None:
         """Merge one batch (units on axis 1, see :func:`_observations`); count a > 0 and non-finite values."""
-        for chunk in _chunks(x):
-            self._merge_chunk(chunk)
+        chunk_means = [self._merge_chunk(chunk) for chunk in _chunks(x)]
+        if chunk_means and not torch.isfinite(torch.stack(chunk_means)).all():
+            self.nan += int(torch.isnan(x).sum())  # a float64 sum of float32 terms is finite iff every term is
+            self.inf += int(torch.isinf(x).sum())
 
-    def _merge_chunk(self, x: torch.Tensor) -> None:
-        """Two-pass count/mean/M2 of one chunk in float64 (in place on a copy), then Chan et al.'s merge."""
+    def _merge_chunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Two-pass count/mean/M2 of one chunk in float64 (in place on a copy), then Chan et al.'s merge.
+
+        Returns the chunk's mean (for the non-finite check)."""
         n_b = x.numel() // x.shape[1]
-        if n_b == 0:
-            return
         dims, shape = _unit_axes(x)
         deviations = self._scratch(torch.float64, x.shape).copy_(x)
         mean_b = deviations.sum(dims).div_(n_b)
         m2_b = deviations.sub_(mean_b.view(shape)).square_().sum(dims)
-        if not torch.isfinite(mean_b).all():  # a float64 sum of float32 terms is finite iff every term is
-            self.nan += int(torch.isnan(x).sum())
-            self.inf += int(torch.isinf(x).sum())
-        self.spikes["positive"] += self._count_greater(x, torch.zeros((), dtype=x.dtype))
+        self.spikes["positive"] += self._count_greater(x, 0.0)
         if self.count == 0:
             self.mean, self.m2 = mean_b, m2_b
         else:
@@ -131,13 +130,14 @@ class _LayerStats:
             self.mean = self.mean + delta * (n_b / n)
             self.m2 = self.m2 + m2_b + delta.square() * (self.count * n_b / n)
         self.count += n_b
+        return mean_b
 
     def add_zscore_spikes(self, x: torch.Tensor, threshold: torch.Tensor) -> None:
         """Count a > threshold per unit (``threshold`` from :func:`_spike_threshold`, in x's dtype)."""
         shape = _unit_axes(x)[1]
         self.spikes["zscore"] += sum(self._count_greater(chunk, threshold.view(shape)) for chunk in _chunks(x))
 
-    def _count_greater(self, x: torch.Tensor, threshold: torch.Tensor) -> int:
+    def _count_greater(self, x: torch.Tensor, threshold: torch.Tensor | float) -> int:
         """How many x > threshold (broadcast). The 0/1 result goes to a float32 buffer and is summed:
         several times faster on CPU than a bool comparison with count_nonzero, and exact (below 2**24
         hits a float32 sum is exact; larger pieces are summed in float64)."""
@@ -181,13 +181,15 @@ def _unit_axes(x: torch.Tensor) -> tuple[list[int], list[int]]:
 
 
 def _chunks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``x`` split along its first axis into contiguous pieces of about ``_CHUNK_ELEMENTS`` values.
+    """``x`` split along its first axis into contiguous pieces of about ``_CHUNK_ELEMENTS`` values
+    (none when ``x`` has no observations).
 
     Reducing a batch piece by piece keeps the float64 copy and the comparison result in
     cache-sized scratch buffers: a whole-batch reduction spends most of its time on memory.
     """
-    per_item = max(1, x[0].numel()) if len(x) else 1
-    return x.split(max(1, _CHUNK_ELEMENTS // per_item))
+    if x.numel() == 0:
+        return ()
+    return x.split(max(1, _CHUNK_ELEMENTS // x[0].numel()))
 
 
 def _spike_threshold(mu: torch.Tensor, sigma: torch.Tensor, theta: float, dtype: torch.dtype) -> torch.Tensor:
