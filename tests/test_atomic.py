@@ -47,3 +47,11 @@ def test_json_is_canonical(tmp_path):
     with pytest.raises(ValueError):
         atomic.write_json(tmp_path / "nan.json", {"x": float("nan")})
     assert json.loads(text) == {"a": [2], "b": 1.5}
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    atomic.write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "b.txt").write_text("x")
+    assert os.stat(tmp_path / "a.txt").st_mode == os.stat(tmp_path / "b.txt").st_mode

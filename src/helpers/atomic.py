@@ -25,6 +25,13 @@ import numpy as np
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _default_mode() -> int:
+    """What open() would give a new file: 0o666 less the umask (mkstemp's files are 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     h = hashlib.sha256()
@@ -63,6 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, _default_mode())
         os.replace(tmp_path, dest)
         _fsync_dir(dest.parent)
     except BaseException:
