@@ -35,6 +35,8 @@ def check_params(params: dict) -> None:
             raise ValueError("the MLPerf Tiny ResNet-8 .h5 is a CIFAR-10 model: use -p dataset=cifar10 with keras_h5")
     if params["architecture"] and params["architecture"] not in available_models():
         raise ValueError(f"unknown architecture {params['architecture']!r}; choose one of {', '.join(available_models())}")
+    if params["precision"] not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {params['precision']!r}")
     if params["epochs"] < 1 or params["batch_size"] < 1 or params["lr"] <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got epochs={params['epochs']}, "
                          f"batch_size={params['batch_size']}, lr={params['lr']}")
