@@ -7,10 +7,10 @@ Owns the inference-only statistics pass over a calibration slice:
   ``[..., d]`` (a hidden unit of a linear/MLP layer). A unit's observations are all samples x
   positions; an optional boolean mask of valid positions (the output's shape without the unit
   axis, e.g. a transformer's attention mask ``[N, T]``) drops padding.
-* **Pass 1 (moments).** Each batch is reduced on the fly in float64 with torch (count, mean,
-  M2 = sum of squared deviations from the batch mean, two-pass within the batch) and merged into
-  the running values with the parallel update of Chan, Golub & LeVeque (1979); activations are
-  never stored. ``sigma`` is the population std
+* **Pass 1 (moments).** Each batch is reduced on the fly in float64 with torch, in cache-sized
+  pieces copied into a reused scratch buffer (count, mean, M2 = sum of squared deviations from
+  the piece's mean, two-pass within the piece), and merged into the running values with the
+  parallel update of Chan, Golub & LeVeque (1979); activations are never stored. ``sigma`` is the population std
   (ddof 0); ``sigma < eps`` is clamped to ``eps`` and counted per layer. Pass 1 also counts
   ``positive`` spikes (a > 0) and non-finite values -- any NaN/Inf is an error naming the layer.
 * **Pass 2 (z-score spikes).** With mu and sigma frozen, counts ``zscore`` spikes,
