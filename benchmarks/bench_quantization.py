@@ -230,7 +230,7 @@ def latency_part(paths: dict[str, Path], threads: list[int], batches: list[int],
         table[ratio] = [getattr(row, column) / indexed.loc[(BASELINE[row.kind], row.threads, row.batch), column]
                         for row in table.itertuples()]
     table["ms_per_image"] = table["median_ms"] / table["batch"]
-    return table.drop(columns="kind").sort_values(["model", "threads", "batch"], kind="stable")
+    return table.drop(columns="kind")
 
 
 def print_latency(table: pd.DataFrame) -> None:
@@ -272,7 +272,8 @@ def main() -> None:
     print_latency(latency)
     if args.json:
         atomic.write_json(args.json, {"model": description, "report": report, "calibration_seconds": timings,
-                                      "latency": latency.to_dict(orient="records")})
+                                      "latency": latency.astype(object).where(latency.notna(), None)
+                                      .to_dict(orient="records")})
 
 
 if __name__ == "__main__":
