@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU build (an unpinned torch pulls several GB of CUDA packages)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,transformer]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
