@@ -40,6 +40,19 @@ def keras_h5(shared_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """One full default (digits) `calib run` shared by the phase tests; copy it before changing it.
+
+    Its latency measurements go to a private ground-truth store: ``<run>/../../store``.
+    """
+    from cli_runner import calib, only_run
+
+    root = tmp_path_factory.mktemp("default")
+    calib("run", "--no-progress", "--runs-root", str(root / "runs"), "-p", f"store_dir={root / 'store'}")
+    return only_run(root / "runs")
+
+
 @pytest.fixture
 def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated runs/ root for tests that create run directories."""

@@ -10,16 +10,14 @@ import pytest
 from helpers import data, model_artifact
 from helpers.data import preprocess
 from helpers.models import predict_logits
-from test_pipeline import calib, only_run
+from cli_runner import calib, only_run
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    calib("run", "--phases", "02", "--no-progress", "--runs-root", str(root))
-    return only_run(root) / "results" / "02_train"
+def trained_run(default_run):
+    return default_run / "results" / "02_train"
 
 
 def test_digits_baseline_metrics_and_reload(trained_run):

@@ -15,7 +15,7 @@ from helpers import model_artifact
 from helpers.atomic import sha256_file
 from helpers.data import load_dataset, preprocess
 from helpers.runner import kernel_environment
-from test_pipeline import calib, only_run
+from cli_runner import calib
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +26,9 @@ FILES = ("calibration_stats.npz", "rate_targets.json")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    calib("run", "--phases", "03", "--no-progress", "--runs-root", str(root))
-    return only_run(root)
+def run_dir(default_run, tmp_path_factory) -> Path:
+    """A copy of the default run: the determinism test below re-runs phase 03 in it."""
+    return Path(shutil.copytree(default_run, tmp_path_factory.mktemp("phase03") / default_run.name))
 
 
 def load_role(run: Path, role: str, base: str = "") -> tuple[dict, dict]:

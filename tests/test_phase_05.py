@@ -11,7 +11,6 @@ import pytest
 
 from helpers.ground_truth import SCHEMA_VERSION
 from helpers.ground_truth_store import GroundTruthLoader
-from test_pipeline import calib, only_run
 
 pytestmark = pytest.mark.integration
 
@@ -20,11 +19,8 @@ PRECISIONS = ("fp32", "int8")
 
 
 @pytest.fixture(scope="module")
-def latency_run(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("runs")
-    store = tmp_path_factory.mktemp("store")
-    calib("run", "--phases", "05", "--no-progress", "--runs-root", str(root), "-p", f"store_dir={store}")
-    return only_run(root), store
+def latency_run(default_run) -> tuple[Path, Path]:
+    return default_run, default_run.parent.parent / "store"
 
 
 def results(run_dir: Path, name: str) -> dict:

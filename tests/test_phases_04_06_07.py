@@ -6,10 +6,7 @@ the reported numbers from the saved artifacts with real onnxruntime sessions and
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +16,16 @@ import pytest
 from helpers import calibration_metrics, data, quantize_ort, selective
 from helpers.onnx_export import onnx_logits
 
+from cli_runner import calib
+
 pytestmark = pytest.mark.integration
 
 PHASES = ("04_quantize", "06_confidence", "07_selective")
 
 
-def calib(*args):
-    proc = subprocess.run([sys.executable, "-m", "helpers.cli", *args], capture_output=True, text=True,
-                          env=dict(os.environ))
-    if proc.returncode != 0:
-        raise AssertionError(f"calib {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    calib("run", "--phases", "07", "--no-progress", "--runs-root", str(root))
-    runs = [p for p in root.iterdir() if (p / "run_record.json").exists()]
-    assert len(runs) == 1, runs
-    return runs[0]
+def run(default_run) -> Path:
+    return default_run
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,9 @@ from helpers.project import project_root
 pytestmark = pytest.mark.integration
 
 
-def calib(*args):
-    proc = subprocess.run([sys.executable, "-m", "helpers.cli", *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"calib {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    calib("run", "--no-progress", "--runs-root", str(root))
-    runs = [p for p in root.iterdir() if (p / "run_record.json").exists()]
-    assert len(runs) == 1, runs
-    return runs[0]
+def full_run(default_run) -> Path:
+    return default_run
 
 
 def test_validation_passed_and_bundle_is_complete(full_run):

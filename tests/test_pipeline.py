@@ -11,22 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_runner import calib, only_run
 
 pytestmark = pytest.mark.integration
-
-
-def calib(*args, env=None, check=True, **kw):
-    proc = subprocess.run([sys.executable, "-m", "helpers.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"calib {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def only_run(root: Path) -> Path:
-    runs = [p for p in root.iterdir() if (p / "run_record.json").exists()]
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers.runner import KERNEL_ENV
@@ -74,6 +73,27 @@ def test_data_phase_reproduces_exactly(reexecuted):
         assert (reexecuted / "results/01_data" / name).read_bytes() == (REFERENCE / "results/01_data" / name).read_bytes()
     again = json.loads((reexecuted / "results/01_data/distribution.json").read_text())
     assert again["slice_hash"] == json.loads((REFERENCE / "manifests/01_data.json").read_text())["summary"]["slice_hash"]
+
+
+def summaries(run_dir: Path) -> dict:
+    return {p.stem: json.loads(p.read_text())["summary"] for p in (run_dir / "manifests").glob("*.json")}
+
+
+@pytest.mark.parametrize("phase, key, tolerance", [
+    ("02_train", "test_accuracy", 0.01), ("02_train", "test_mcc", 0.01),
+    ("04_quantize", "fp32_test_accuracy", 0.01), ("04_quantize", "divided_by_255_test_accuracy", 0.05),
+    ("06_confidence", "ece_post.fp32", 0.01), ("07_selective", "test_coverage", 0.02),
+    ("07_selective", "threshold", 0.02)])
+def test_key_results_match_the_reference_within_tolerance(reexecuted, phase, key, tolerance):
+    def lookup(tree, dotted):
+        for part in dotted.split("."):
+            tree = tree[part]
+        return tree
+
+    expected = summaries(REFERENCE)
+    if phase not in expected:
+        pytest.skip(f"the reference run has no phase {phase}")
+    assert lookup(summaries(reexecuted)[phase], key) == pytest.approx(lookup(expected[phase], key), abs=tolerance)
 
 
 def test_reference_manifests_verify():

@@ -2,7 +2,6 @@
 and opened in a real headless Chromium."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess

@@ -21,7 +21,7 @@ from helpers import manifest, run_record
 from helpers.atomic import atomic_path, write_text
 from helpers.params import ParamError, config_hash, load_yaml, notebook_parameters, parse_overrides, resolve
 from helpers.phase import MANAGED_ENV
-from helpers.phases import PHASES, PhaseSpec, get_phase, select, upstream_closure
+from helpers.phases import PHASES, PhaseSpec, select, upstream_closure
 from helpers.project import project_root, runs_root
 
 CONFIG_FILE = "config_resolved.yaml"
