@@ -23,6 +23,7 @@ difference exceeds 1e-4 or any argmax differs.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
     example = torch.zeros(2, *(int(s) for s in input_shape))  # batch 2: a batch of 1 would pin the dimension
 
     def write(tmp: Path) -> None:
+        # the exporter logs "torchvision is not installed. Skipping torchvision::nms" on first use
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with warnings.catch_warnings():  # torch.export's own pytree deprecation notice, not actionable here
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             torch.onnx.export(model, (example,), tmp, dynamo=True, external_data=False, opset_version=opset,
