@@ -41,6 +41,18 @@ def test_splits_are_disjoint_stratified_and_slice_comes_from_train_only(digits):
     assert np.all(np.abs(val_share - 0.1) < 0.05)
 
 
+def test_val_from_the_test_split_keeps_test_and_val_disjoint(digits):
+    splits = data.make_splits(digits, 0.5, 15, seed=0, val_source="test")
+    assert not set(splits["val"]) & set(splits["test"])
+    assert len(splits["val"]) + len(splits["test"]) == len(digits.test_labels)
+    assert len(splits["train"]) == len(digits.train_labels)
+    val_x, val_y = data.split_data(digits, splits, "val")
+    np.testing.assert_array_equal(val_x, digits.test_images[splits["val"]])
+    np.testing.assert_array_equal(val_y, digits.test_labels[splits["val"]])
+    with pytest.raises(ValueError, match="val_source must be one of train, test"):
+        data.make_splits(digits, 0.5, 15, seed=0, val_source="holdout")
+
+
 def test_slice_is_deterministic_and_hash_tracks_indices_and_pixels(digits):
     a = data.make_splits(digits, 0.1, 10, seed=0)["calibration"]
     b = data.make_splits(digits, 0.1, 10, seed=0)["calibration"]

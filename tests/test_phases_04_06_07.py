@@ -32,7 +32,8 @@ def run(default_run) -> Path:
 def split_labels(run) -> dict:
     ds = data.load_dataset("digits")
     splits = data.load_splits(run / "results/01_data/splits.npz", ds)
-    return {"val": ds.train_labels[splits["val"]], "test": ds.test_labels, "test_images": ds.test_images}
+    images, labels = data.eval_splits(ds, splits)
+    return {**labels, "test_images": images["test"]}
 
 
 def results(run: Path, phase: str, name: str) -> Path:
@@ -145,3 +146,19 @@ def test_rerunning_the_three_phases_gives_byte_identical_results(run, tmp_path):
         assert first == second and first
         for rel in first:
             assert (run / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+def test_calibration_tensors_are_bit_identical_to_evaluation_preprocessing(run):
+    """What the ORT calibrator is fed (phase 01's slice through the reader) is exactly what evaluation feeds."""
+    from helpers import calibration_guard, data, quantize_ort
+
+    ds = data.load_dataset("digits")
+    slice_path = run / "results/01_data/calibration_slice.npz"
+    images, labels = calibration_guard.load_calibration_slice(slice_path, ds.train_images, ds.train_labels)
+    reader = quantize_ort.SliceReader(data.preprocess(images), batch_size=64)
+    calibration = np.concatenate([batch["images"] for batch in iter(reader.get_next, None)])
+    indices = np.load(slice_path)["indices"]
+    evaluation = np.concatenate([data.preprocess(ds.train_images[indices][s:s + 500]) for s in range(0, len(indices), 500)])
+    assert calibration.dtype == evaluation.dtype == np.float32
+    assert calibration.tobytes() == evaluation.tobytes()
+    assert calibration_guard.check_calibration_inputs(calibration, images).ok

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 DATASETS = ("digits", "cifar10")
+VAL_SOURCES = ("train", "test")
 DEFAULT_SAMPLES_PER_CLASS = {"digits": 20, "cifar10": 100}
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 DIGITS_TEST_FRACTION = 0.3  # digits ships no test split: a fixed stratified 30% (seed 0) is ours
@@ -78,6 +79,8 @@ def check_params(params: dict) -> None:
         if not params["data_dir"]:
             raise ValueError("dataset cifar10 needs data_dir (a cifar-10-batches-py folder): -p data_dir=DIR")
         check_cifar10_dir(Path(params["data_dir"]))
+    if params["val_source"] not in VAL_SOURCES:
+        raise ValueError(f"val_source must be one of {', '.join(VAL_SOURCES)}, got {params['val_source']!r}")
     if not 0.0 < params["val_fraction"] < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {params['val_fraction']}")
     if params["samples_per_class"] < 0:
@@ -196,25 +199,53 @@ def stratified_slice(labels: np.ndarray, samples_per_class: int, seed: int,
     return np.sort(np.concatenate(chosen))
 
 
-def make_splits(ds: Dataset, val_fraction: float, samples_per_class: int, seed: int) -> dict[str, np.ndarray]:
-    """Indices of train / val (into the training images), test, and the calibration slice.
+def make_splits(ds: Dataset, val_fraction: float, samples_per_class: int, seed: int,
+                val_source: str = "train") -> dict[str, np.ndarray]:
+    """Indices of train / val / test and the calibration slice (into the training images).
 
-    The slice is drawn from the train split only -- never val (kept for temperature and
-    threshold fitting), never test.
+    ``val_source="train"``: val is a stratified ``val_fraction`` of the training data. ``"test"``:
+    val is a stratified ``val_fraction`` of the test split and test is the rest -- for a model
+    trained on every training image (the MLPerf pretrained ResNet-8), whose temperature and
+    threshold must not be fitted on images it was trained on. The slice is drawn from the train
+    split only -- never val, never test. Read a split's images with :func:`split_data`.
     """
-    train_idx, val_idx = split_train_val(ds.train_labels, val_fraction, seed)
+    if val_source not in VAL_SOURCES:
+        raise ValueError(f"val_source must be one of {', '.join(VAL_SOURCES)}, got {val_source!r}")
+    test_idx = np.arange(len(ds.test_labels))
+    if val_source == "train":
+        train_idx, val_idx = split_train_val(ds.train_labels, val_fraction, seed)
+    else:
+        train_idx = np.arange(len(ds.train_labels))
+        test_idx, val_idx = split_train_val(ds.test_labels, val_fraction, seed)
     calibration = train_idx[stratified_slice(ds.train_labels[train_idx], samples_per_class, seed, ds.class_names)]
-    return {"train": train_idx, "val": val_idx, "test": np.arange(len(ds.test_labels)), "calibration": calibration}
+    return {"train": train_idx, "val": val_idx, "test": test_idx, "calibration": calibration,
+            "val_source": np.array(val_source)}
+
+
+def split_data(ds: Dataset, splits: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, labels) of split ``name`` ("train", "val", "test" or "calibration")."""
+    from_test = name == "test" or (name == "val" and str(splits.get("val_source", "train")) == "test")
+    images, labels = (ds.test_images, ds.test_labels) if from_test else (ds.train_images, ds.train_labels)
+    return images[splits[name]], labels[splits[name]]
+
+
+def eval_splits(ds: Dataset, splits: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Images and labels of the val and test splits: ``({"val": x, "test": x}, {"val": y, "test": y})``."""
+    pairs = {name: split_data(ds, splits, name) for name in ("val", "test")}
+    return {name: x for name, (x, _) in pairs.items()}, {name: y for name, (_, y) in pairs.items()}
 
 
 def load_splits(splits_path: Path, ds: Dataset) -> dict[str, np.ndarray]:
     """Phase 01's split indices, checked against the dataset they index."""
     with np.load(splits_path) as f:
         splits = {name: f[name] for name in ("train", "val", "test")}
-    limits = {"train": len(ds.train_labels), "val": len(ds.train_labels), "test": len(ds.test_labels)}
-    for name, idx in splits.items():
-        if len(idx) and idx.max() >= limits[name]:
-            raise ValueError(f"{splits_path}: {name} indices reach {idx.max()} but {ds.name} has {limits[name]} "
+        splits["val_source"] = str(f["val_source"]) if "val_source" in f.files else "train"
+    val_limit = len(ds.test_labels) if splits["val_source"] == "test" else len(ds.train_labels)
+    limits = {"train": len(ds.train_labels), "val": val_limit, "test": len(ds.test_labels)}
+    for name, limit in limits.items():
+        idx = splits[name]
+        if len(idx) and idx.max() >= limit:
+            raise ValueError(f"{splits_path}: {name} indices reach {idx.max()} but {ds.name} has {limit} "
                              "images: phase 01 ran on another dataset; re-run it with the same dataset/data_dir")
     return splits
 
@@ -223,8 +254,8 @@ def split_table(ds: Dataset, splits: dict[str, np.ndarray]):
     """Per-class counts of every split (rows: classes + total)."""
     import pandas as pd
 
-    labels = {"train": ds.train_labels, "val": ds.train_labels, "test": ds.test_labels, "calibration": ds.train_labels}
-    table = pd.DataFrame({name: verify_distribution(labels[name][idx], ds.class_names) for name, idx in splits.items()})
+    names = ("train", "val", "test", "calibration")
+    table = pd.DataFrame({name: verify_distribution(split_data(ds, splits, name)[1], ds.class_names) for name in names})
     table.loc["total"] = table.sum()
     return table
 
