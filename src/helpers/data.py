@@ -280,6 +280,25 @@ def describe_inputs(images: np.ndarray) -> dict:
             "layout": "NHWC", "nhwc_confirmed": bool(x.shape[-1] in (1, 3))}
 
 
+def slice_record(ds: Dataset, splits: dict, samples_per_class: int) -> dict:
+    """What ``distribution.json`` holds: class counts of the slice, its hash and its input description."""
+    calibration = splits["calibration"]
+    return {"dataset": ds.name, "class_names": ds.class_names, "samples_per_class": samples_per_class,
+            "distribution": verify_distribution(ds.train_labels[calibration], ds.class_names),
+            "slice_hash": slice_hash(calibration, ds.train_images), "inputs": describe_inputs(ds.train_images[calibration])}
+
+
+def print_slice_summary(record: dict) -> None:
+    """The calibration slice at a glance: size, per-class counts, dtype/shape/range, layout, hash."""
+    inputs = record["inputs"]
+    print(f"Loaded {sum(record['distribution'].values())} calibration samples")
+    for name, count in record["distribution"].items():
+        print(f"  {name:<12} {count:>5}")
+    print(f"dtype: {inputs['dtype']}  shape: {tuple(inputs['shape'])}  pixel range: [{inputs['min']:.0f}, {inputs['max']:.0f}]")
+    print("NHWC format confirmed" if inputs["nhwc_confirmed"] else "NOT NHWC: the model input contract is broken")
+    print(f"slice hash: {record['slice_hash']}")
+
+
 def sample_grid_figure(images: np.ndarray, labels: np.ndarray, class_names: list[str], per_class: int = 8):
     """A grid: one row per class, ``per_class`` example images each."""
     import matplotlib.pyplot as plt
@@ -312,17 +331,10 @@ def _main(argv: list[str] | None = None) -> int:
     per_class = args.samples_per_class or DEFAULT_SAMPLES_PER_CLASS[name]
     try:
         ds = load_dataset(name, args.data_dir)
-        idx = make_splits(ds, args.val_fraction, per_class, args.seed)["calibration"]
+        splits = make_splits(ds, args.val_fraction, per_class, args.seed)
     except (ValueError, FileNotFoundError) as exc:
         parser.exit(2, f"error: {exc}\n")
-    calib = ds.train_images[idx]
-    info = describe_inputs(calib)
-    print(f"Loaded {len(idx)} calibration samples")
-    for cls, n in verify_distribution(ds.train_labels[idx], ds.class_names).items():
-        print(f"  {cls:<12} {n:>5}")
-    print(f"dtype: {info['dtype']}  shape: {tuple(info['shape'])}  pixel range: [{info['min']:.0f}, {info['max']:.0f}]")
-    print("NHWC format confirmed")
-    print(f"slice hash: {slice_hash(idx, ds.train_images)}")
+    print_slice_summary(slice_record(ds, splits, per_class))
     return 0
 
 
