@@ -34,14 +34,38 @@ class ParamError(ValueError):
     """A parameter problem found before any work started."""
 
 
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """Defaults of the cell tagged ``parameters``: ``name = <literal>`` lines, in order."""
+def parameters_source(path: Path) -> str:
+    """The source of the notebook's cell tagged ``parameters``."""
     cells = [cell for cell in code_cells(path) if "parameters" in cell.tags]
     if not cells:
         raise ParamError(f"{path.name} has no cell tagged 'parameters'; tag the cell holding its defaults "
                          "(JupyterLab: property inspector > cell tags)")
+    return cells[0].source
+
+
+def parameter_comments(path: Path) -> dict[str, str]:
+    """``name = value  # comment`` lines of the parameters cell -> {name: comment} (names without one left out)."""
+    out = {}
+    for line in parameters_source(path).splitlines():
+        name, sep, rest = line.partition("=")
+        if sep and name.strip().isidentifier() and "#" in rest:
+            out[name.strip()] = rest.rsplit("#", 1)[1].strip()
+    return out
+
+
+def did_you_mean(names: Iterable[str], valid: Iterable[str]) -> str:
+    """`` (did you mean epochs?)`` for names close to a valid one, else ``""``."""
+    import difflib
+
+    valid = list(valid)
+    hints = [m[0] for n in names if (m := difflib.get_close_matches(n, valid, n=1, cutoff=0.6))]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """Defaults of the cell tagged ``parameters``: ``name = <literal>`` lines, in order."""
     params: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
+    for node in ast.parse(parameters_source(path)).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             raise ParamError(f"{path.name}: the parameters cell may only hold `name = literal` lines, "
                              f"found: {ast.unparse(node)}")
@@ -113,8 +137,8 @@ def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]])
     known_shared = {name for params in defaults.values() for name in params if name != RUN_DIR_PARAM}
     unknown = sorted(set(shared) - known_shared)
     if unknown:
-        raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; valid shared keys: "
-                         f"{', '.join(sorted(known_shared))}; phase sections: {', '.join(defaults)}")
+        raise ParamError(f"unknown parameter(s) {', '.join(unknown)}{did_you_mean(unknown, known_shared)}; "
+                         f"valid shared keys: {', '.join(sorted(known_shared))}; phase sections: {', '.join(defaults)}")
     resolved = {}
     for phase_id, phase_defaults in defaults.items():
         section = merged.get(phase_id, {})
@@ -123,7 +147,8 @@ def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]])
         bad = sorted(set(section) - set(phase_defaults) | ({RUN_DIR_PARAM} & set(section)))
         if bad:
             valid = sorted(set(phase_defaults) - {RUN_DIR_PARAM})
-            raise ParamError(f"unknown parameter(s) {', '.join(bad)} for phase {phase_id}; valid: {', '.join(valid)}")
+            raise ParamError(f"unknown parameter(s) {', '.join(bad)} for phase {phase_id}"
+                             f"{did_you_mean(bad, valid)}; valid: {', '.join(valid)}")
         params = {}
         for name, default in phase_defaults.items():
             if name == RUN_DIR_PARAM:

@@ -151,8 +151,11 @@ class Phase:
         seconds = round(time.perf_counter() - self._started, 3)
         self.log("phase_finished", seconds=seconds, files=len(produced))
         if not os.environ.get(run_record.MANAGED_ENV):
-            run_record.set_phase(self.run_dir, self.spec.id, status="complete", finished=run_record.now(),
-                                 duration_s=seconds, input_key=self.key)
+            record = run_record.set_phase(self.run_dir, self.spec.id, status="complete", finished=run_record.now(),
+                                          duration_s=seconds, input_key=self.key, summary=summary)
+            if all(row.get("status") == "complete" for row in record["phases"].values()):  # a scratch run
+                record["status"] = "complete"
+                run_record.save(self.run_dir, record)
         print(f"{self.spec.id}: {len(produced)} files, manifest written to "
               f"{manifest.manifest_path(self.run_dir, self.spec.id).relative_to(self.run_dir)}")
         return summary

@@ -5,7 +5,8 @@ order in the current environment's kernel, with the kernel's working directory s
 ``<run>/notebooks`` and ``run_dir=".."`` injected, so run directories are relocatable. A phase
 is skipped on ``--resume`` only when its manifest verifies and its input key matches; a phase
 that re-runs forces everything downstream of it to re-run. A failed phase leaves no manifest,
-is marked failed with its error in ``run_record.json``, and stops the run.
+is marked failed with its error in ``run_record.json``, and stops the run; the report (a phase
+with ``soft_upstream``) still runs on whatever exists. What the console shows is ``run/console.py``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.run import manifest, run_record
+from helpers.run import console, manifest, run_record
 from helpers.run.atomic import atomic_path, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
 from helpers.run.params import ParamError, config_hash, load_yaml, notebook_parameters, parse_overrides, resolve
@@ -135,13 +136,13 @@ def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bo
             log(f"[{spec.id}] up to date (manifest verifies, input key matches): skipped")
             continue
         log(f"[{spec.id}] {spec.title}")
-        run_phase(run_dir, spec, params, key, progress=progress, cell_timeout=cell_timeout)
+        run_phase(run_dir, spec, params, key, progress=progress, cell_timeout=cell_timeout, log=log)
         outcome[spec.id] = "ran"
     return outcome
 
 
 def run_phase(run_dir: Path, spec: PhaseSpec, params: dict, key: str, *, progress: bool,
-              cell_timeout: int | None) -> None:
+              cell_timeout: int | None, log=print) -> None:
     import papermill as pm
 
     manifest.withdraw(run_dir, spec.id)
@@ -149,11 +150,12 @@ def run_phase(run_dir: Path, spec: PhaseSpec, params: dict, key: str, *, progres
     out = run_dir / "notebooks" / f"{spec.id}.ipynb"
     start = time.perf_counter()
     error = None
-    with kernel_environment(), atomic_path(out) as tmp:
-        try:
+    with atomic_path(out) as tmp, console.EventTail(run_dir / "logs" / f"{spec.id}.jsonl", log):
+        try:  # KERNEL_ENV goes to the kernel process only: set here, it would also silence papermill's bar
             pm.execute_notebook(str(spec.notebook), str(tmp), parameters={**params, "run_dir": ".."},
                                 cwd=str(run_dir / "notebooks"), kernel_name="python3", progress_bar=progress,
-                                execution_timeout=cell_timeout, request_save_on_cell_execute=False)
+                                execution_timeout=cell_timeout, request_save_on_cell_execute=False,
+                                kernel_manager_class=console.QuietKernelManager.with_env(KERNEL_ENV))
         except pm.PapermillExecutionError as exc:  # the executed notebook (with the error) is still kept
             error = f"{exc.ename}: {exc.evalue}"
     seconds = round(time.perf_counter() - start, 3)
@@ -204,6 +206,10 @@ def run(param_files: list[str] = (), overrides: list[str] = (), phases: str | No
     log(f"run directory: {run_dir}")
     try:
         execute(run_dir, specs, resolved, resume=bool(resume), progress=progress, cell_timeout=cell_timeout, log=log)
+    except PhaseFailed as failed:
+        report_anyway(run_dir, specs, resolved, failed, progress=progress, cell_timeout=cell_timeout, log=log)
+        finish_run(run_dir, "failed")
+        raise
     except BaseException:
         finish_run(run_dir, "failed")
         raise
@@ -211,14 +217,61 @@ def run(param_files: list[str] = (), overrides: list[str] = (), phases: str | No
     return run_dir
 
 
+def report_anyway(run_dir: Path, specs: list[PhaseSpec], resolved: dict, failed: PhaseFailed, **kw) -> None:
+    """After ``failed``: the selected phases that run on whatever exists (the report) still run."""
+    rest = [s for s in specs if s.soft_upstream and s.id != failed.phase_id]
+    if rest:
+        kw["log"](f"{failed.phase_id} failed; {', '.join(s.id for s in rest)} still run(s) on what exists")
+        try:
+            execute(run_dir, rest, resolved, **kw)
+        except PhaseFailed as also:
+            kw["log"](f"[{also.phase_id}] failed too: {also.error}")
+
+
 def prepare_scratch_run(phase_id: str, notebook_params: dict) -> Path:
-    """For a notebook run by hand: a scratch run holding verified upstream phases for these params."""
+    """For a notebook run by hand: a scratch run holding verified upstream phases for these params.
+
+    The scratch run is found by its upstream phases' params only (not the opened phase's own), so
+    notebooks opened one after another (06, then 07) share the upstream phases already built.
+    """
     resolved = resolve_config(extra=notebook_params)
     specs = [s for s in PHASES if s.id in upstream_closure({phase_id})]
+    upstream = {s.id: resolved[s.id] for s in specs if s.id != phase_id}
     root = runs_root()
-    chash = config_hash({s.id: resolved[s.id] for s in specs})
-    run_dir = root / f"scratch-{chash[:12]}"
-    if not (run_dir / run_record.FILENAME).exists():
-        create_run(resolved, specs, root, run_id=run_dir.name)
+    run_dir = find_scratch_run(root, upstream)
+    if run_dir is None:
+        run_dir = root / f"scratch-{config_hash(upstream or {phase_id: resolved[phase_id]})[:12]}"
+        if not (run_dir / run_record.FILENAME).exists():
+            create_run(resolved, specs, root, run_id=run_dir.name)
+    extend_scratch_run(run_dir, resolved, specs)
     execute(run_dir, [s for s in specs if s.id != phase_id], resolved, resume=True, progress=False)
     return run_dir
+
+
+def find_scratch_run(root: Path, upstream: dict[str, dict]) -> Path | None:
+    """The scratch run agreeing with ``upstream`` on every phase both hold, holding most of them (then by name)."""
+    if not upstream or not root.is_dir():
+        return None
+    best, best_overlap = None, 0
+    for candidate in sorted(root.glob("scratch-*")):
+        if not (candidate / CONFIG_FILE).exists():
+            continue
+        config = load_run_config(candidate) or {}
+        common = set(config) & set(upstream)
+        if common and all(config[pid] == upstream[pid] for pid in common) and len(common) > best_overlap:
+            best, best_overlap = candidate, len(common)
+    return best
+
+
+def extend_scratch_run(run_dir: Path, resolved: dict, specs: list[PhaseSpec]) -> None:
+    """Add phases a scratch run lacks, and the opened phase's current params, to its config and record."""
+    config = load_run_config(run_dir) or {}
+    wanted = {**config, **{s.id: resolved[s.id] for s in specs}}
+    if wanted != config:
+        write_text(run_dir / CONFIG_FILE, yaml.safe_dump({p.id: wanted[p.id] for p in PHASES if p.id in wanted},
+                                                         sort_keys=True))
+        record = run_record.load(run_dir)
+        for spec in specs:
+            record["phases"].setdefault(spec.id, {"status": "pending"})
+        record["phases"] = {p.id: record["phases"][p.id] for p in PHASES if p.id in record["phases"]}
+        run_record.save(run_dir, record)
