@@ -66,7 +66,7 @@ import yaml
 from onnx import numpy_helper
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.ground_truth.estimator import end_to_end_ms
 from helpers.ground_truth.hardware import HardwareProfile, cpu_flags, hardware_id, profile_hardware, system_state

@@ -50,7 +50,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.calibrate import HistogramCollector, TensorsData, create_calibrator, save_tensors_data
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.data.datasets import preprocess, stratified_slice
 from helpers.metrics import classification as metrics

@@ -102,7 +102,8 @@ def format_event(event: dict) -> str | None:
         return f"{phase} {event.get('method')} calibrated {event.get('seconds', float('nan')):.1f} s"
     if kind == "measured":
         notes = len(event.get("skipped") or []) + len(event.get("warnings") or [])
-        return f"{phase} measured {event.get('records')} latency records" + (f" ({notes} notes)" if notes else "")
+        return (f"{phase} measured {event.get('records')} latency records" + (f" ({notes} notes)" if notes else "")
+                + (f" into {event['store']}" if event.get("store") else ""))
     rest = _scalars(event)
     return f"{phase} {kind}" + (f" {rest}" if rest else "")
 
