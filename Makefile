@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build (an unpinned torch pulls several GB of CUDA packages)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,transformer]"
+	# source notebooks stay output-free in git (JupyterLab's Run All saves outputs into them)
+	-$(PY) -m helpers.run.nbclean install
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -28,13 +28,14 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def git_state() -> dict:
-    """The project's git sha and whether the work tree has uncommitted changes."""
+def git_state(root: Path | None = None) -> dict:
+    """The project's git sha and whether tracked files differ from HEAD (compared through git's clean
+    filters: a source notebook whose only change is outputs, stripped by the nbclean filter, is clean)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True,
+        return subprocess.run(["git", *args], cwd=root or project_root(), capture_output=True, text=True,
                               check=True).stdout.strip()
     try:
-        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("diff", "HEAD", "--name-only"))}
     except (OSError, subprocess.CalledProcessError):
         return {"sha": None, "dirty": None}
 
