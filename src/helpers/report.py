@@ -368,15 +368,17 @@ def _params_table(overview: Mapping) -> str:
         body.append(f"<tr{cls}><td>{html.escape(key)}</td><td>{value}</td><td>{word}</td>"
                     f"<td>{','.join(row['phases'])}</td></tr>")
     changed = sum(r["changed"] for r in rows.values())
-    return (f"<details{' open' if changed else ''}><summary>Parameters: {changed} changed from the notebooks' "
-            f"defaults (highlighted), {len(rows) - changed} at their defaults</summary>"
-            '<table class="params"><thead><tr><th>parameter</th><th>value</th><th></th><th>phases</th></tr>'
-            f"</thead><tbody>{''.join(body)}</tbody></table></details>")
+    head = '<table class="params"><thead><tr><th>parameter</th><th>value</th><th></th><th>phases</th></tr></thead>'
+    shown = f"{head}<tbody>{''.join(body[:changed])}</tbody></table>" if changed else ""
+    return (f"<h3>Parameters: {changed} changed from the notebooks' defaults</h3>{shown}"
+            f"<details><summary>all {len(rows)} resolved parameters</summary>{head}<tbody>{''.join(body)}"
+            "</tbody></table></details>")
 
 
 def overview_html(overview: Mapping) -> str:
     git = overview["git"]
-    sha = str(git.get("sha"))[:12] + (" (dirty: uncommitted changes)" if git.get("dirty") else "")
+    sha = (str(git["sha"])[:12] + (" (dirty: uncommitted changes)" if git.get("dirty") else "")
+           if git.get("sha") else "not a git checkout")
     facts = [("run", overview["run_id"]), ("created", overview["created"]), ("git", sha),
              ("dataset", overview.get("dataset") or "-"),
              ("model", f"{overview.get('model') or '-'}" + (f" ({overview['model_source']})"

@@ -104,6 +104,8 @@ def format_event(event: dict) -> str | None:
         notes = len(event.get("skipped") or []) + len(event.get("warnings") or [])
         return (f"{phase} measured {event.get('records')} latency records" + (f" ({notes} notes)" if notes else "")
                 + (f" into {event['store']}" if event.get("store") else ""))
+    if kind in ("activation_stats", "transformer_stats"):
+        return f"{phase} statistics of the {event.get('role')} model done"
     rest = _scalars(event)
     return f"{phase} {kind}" + (f" {rest}" if rest else "")
 
