@@ -177,7 +177,7 @@ def activation_section(files: Files, inputs) -> list[str]:
                "per spike definition: 'a > 0' (the activation is positive) and 'z-score > theta' (the activation "
                "exceeds the unit's mean by theta of its standard deviations; mean and std per unit over the slice)")
     return [paragraph(caption), table(frame.reset_index()),
-            *figures(files, {"rates.png": "spike-rate targets r* per layer (" + caption.split(": ", 1)[1] + ")",
+            *figures(files, {"rates.png": "spike-rate targets r* per layer, per spike definition (see above)",
                              "sigma.png": "per-unit standard deviation per layer (log scale; dashed: the eps floor "
                                           "that smaller ones are raised to)"})]
 

@@ -2,12 +2,14 @@
 progress only in a terminal, and a report (with a banner) after a failed phase."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
-import subprocess
+import struct
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -62,11 +64,12 @@ def test_failed_phase_gets_a_report_with_a_banner_and_exit_1(tmp_path):
 
 
 def run_in_terminal(args: list[str], cwd: Path) -> str:
-    """The real CLI under a pseudo-terminal (stdout and stderr both a TTY), its whole output."""
+    """The real CLI under a 120x40 pseudo-terminal (stdout and stderr both a TTY), its whole output."""
     pid, fd = pty.fork()
     if pid == 0:  # child
         os.chdir(cwd)
         os.execv(sys.executable, [sys.executable, "-m", "helpers.cli", *args])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a new pty is 0 columns wide
     chunks = []
     while True:
         try:
