@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from cli_runner import calib
 
 pytestmark = pytest.mark.integration

@@ -13,6 +13,7 @@ import termios
 from pathlib import Path
 
 import pytest
+
 from cli_runner import calib, only_run
 
 pytestmark = pytest.mark.integration
