@@ -23,10 +23,16 @@ A :class:`MeasurementRecord` is one (model, runtime, precision, batch size) on o
 Latencies are milliseconds; confidence intervals are two-sided 95% Student-t intervals of the
 mean. Unknown keys in a file are ignored (newer writers may add fields); missing required keys,
 wrong types and invalid values are errors.
+
+Files written by other tools are read through ``helpers.ground_truth.store.read_measurement``,
+which normalizes them explicitly (``MeasurementRecord.normalization`` lists every change) -- see
+``docs/ground_truth.md``. ``measurement_date`` may be naive (no time zone: local time of the
+measuring machine); it is kept as written and :attr:`MeasurementRecord.date_zone_known` is False.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -35,7 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import numpy as np
 from scipy import stats
@@ -102,6 +108,7 @@ def _describe(values: Sequence[float], what: str) -> dict[str, Any]:
 class _SampleSummary:
     """Seven numbers summarising a sample: mean, std, min, max, 95% CI of the mean, count."""
 
+    min_samples: ClassVar[int] = 1
     mean: float
     std: float
     min: float
@@ -111,8 +118,8 @@ class _SampleSummary:
     samples: int
 
     def __post_init__(self):
-        if self.samples < 1:
-            raise SchemaError("samples", f"must be >= 1, got {self.samples}")
+        if self.samples < self.min_samples:
+            raise SchemaError("samples", f"must be >= {self.min_samples}, got {self.samples}")
         if self.std < 0:
             raise SchemaError("std", f"must be >= 0, got {self.std}")
         if self.min > self.max:
@@ -153,7 +160,12 @@ class LatencyStats(_SampleSummary):
 
 @dataclass(frozen=True)
 class EfficiencyStats(_SampleSummary):
-    """Achieved FLOP/s as a ratio of the theoretical peak, one value per latency sample."""
+    """Achieved FLOP/s as a ratio of the theoretical peak, one value per latency sample.
+
+    ``samples`` 0 (all values 0) is a subgraph without FLOPs: it has no efficiency.
+    """
+
+    min_samples: ClassVar[int] = 0
 
     @classmethod
     def from_samples(cls, ratios: Sequence[float]) -> EfficiencyStats:
@@ -281,7 +293,7 @@ class MeasurementRecord:
     hardware_id: str
     device: str
     precision: str
-    thermal_profile: str
+    thermal_profile: str | None  # null: not recorded (CPUs, in files of other tools)
     theoretical_peak_flops: float
     measurement_date: str
     tool_version: str
@@ -293,6 +305,7 @@ class MeasurementRecord:
     run_id: str
     run_index: int
     runtime: str = field(default="onnxruntime")
+    normalization: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.schema_version != SCHEMA_VERSION:
@@ -321,19 +334,28 @@ class MeasurementRecord:
             raise SchemaError("run_index", f"must be >= 0, got {self.run_index}")
 
     @property
+    def date_zone_known(self) -> bool:
+        """False for a naive ``measurement_date`` (local time of an unknown zone, kept as written)."""
+        return datetime.fromisoformat(self.measurement_date).tzinfo is not None
+
+    @property
     def key(self) -> str:
         """The model key naming the record's file: the model, suffixed ``-<runtime>`` unless onnxruntime."""
         return self.model if self.runtime == "onnxruntime" else f"{self.model}-{self.runtime}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON form; ``normalization`` only when reading changed something (the project's files lack it)."""
+        data = dataclasses.asdict(self)
+        if not data["normalization"]:
+            del data["normalization"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> MeasurementRecord:
         """Read a v2.0 document; a v1.0 one is an error pointing at the store's reader."""
         if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
             raise SchemaError("schema_version", f"is {data.get('schema_version')!r}, this reader takes "
-                              f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth_store.read_measurement "
+                              f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth.store.read_measurement "
                               "(it upgrades them) or migrate them with `calib ground-truth migrate`")
         return read_dataclass(cls, data)
 
@@ -352,13 +374,11 @@ class MeasurementRecord:
 
 
 def _validate_date(text: str) -> None:
+    """An ISO 8601 date; naive ones are accepted (zone unknown: ``MeasurementRecord.date_zone_known``)."""
     try:
-        date = datetime.fromisoformat(text)
+        datetime.fromisoformat(text)
     except ValueError:
         raise SchemaError("measurement_date", f"is not an ISO 8601 date: {text!r}") from None
-    if date.tzinfo is None:
-        raise SchemaError("measurement_date", f"{text!r} has no time zone; write it tz-aware, "
-                                              "e.g. 2024-05-01T12:00:00+00:00")
 
 
 def read_json_document(path: str | Path) -> dict:
@@ -386,7 +406,7 @@ def read_dataclass(cls: type[T], data: Any) -> T:
     """
     if not isinstance(data, dict):
         raise SchemaError("<object>", f"must be a JSON object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = dataclasses.fields(cls)
     missing = [f.name for f in fields
                if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -394,6 +414,11 @@ def read_dataclass(cls: type[T], data: Any) -> T:
         raise SchemaError(", ".join(missing), "is missing" if len(missing) == 1 else "are missing")
     values = {f.name: read_value(hints[f.name], data[f.name], f.name) for f in fields if f.name in data}
     return cls(**values)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def read_value(hint: Any, value: Any, path: str) -> Any:
