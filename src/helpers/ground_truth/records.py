@@ -406,50 +406,67 @@ def read_dataclass(cls: type[T], data: Any) -> T:
     """
     if not isinstance(data, dict):
         raise SchemaError("<object>", f"must be a JSON object, got {type(data).__name__}")
-    hints = _type_hints(cls)
-    fields = dataclasses.fields(cls)
-    missing = [f.name for f in fields
-               if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    fields, required = _fields(cls)
+    missing = [name for name in required if name not in data]
     if missing:
         raise SchemaError(", ".join(missing), "is missing" if len(missing) == 1 else "are missing")
-    values = {f.name: read_value(hints[f.name], data[f.name], f.name) for f in fields if f.name in data}
-    return cls(**values)
+    return cls(**{name: read_value(hint, data[name], name) for name, hint in fields if name in data})
 
 
 @functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _fields(cls: type) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]:
+    """((name, type hint) of every field, names of the required ones) of a dataclass, computed once."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    required = tuple(f.name for f in fields
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    return tuple((f.name, hints[f.name]) for f in fields), required
+
+
+@functools.cache
+def _shape(hint: Any) -> tuple[str, Any]:
+    """How to read values of type ``hint``: ("optional" | "dataclass" | "dict" | "list" | "scalar", inner type)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return ("optional" if type(None) in args else "union", inner)
+    if dataclasses.is_dataclass(hint):
+        return "dataclass", hint
+    if origin is dict:
+        return "dict", args[1]
+    if origin is list:
+        return "list", args[0]
+    return "scalar", hint
 
 
 def read_value(hint: Any, value: Any, path: str) -> Any:
     """``value`` checked against type ``hint`` (dataclass, list, dict, optional, scalar); errors name ``path``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+    kind, inner = _shape(hint)
+    if kind in ("optional", "union"):
+        if value is None and kind == "optional":
             return None
-        (inner,) = [a for a in args if a is not type(None)]
         return read_value(inner, value, path)
     if value is None:
         raise SchemaError(path, "is null but required")
-    if dataclasses.is_dataclass(hint):
+    if kind == "dataclass":
         try:
-            return read_dataclass(hint, value)
+            return read_dataclass(inner, value)
         except SchemaError as error:
             raise error.within(f"{path}.") from None
-    if origin is dict:
+    if kind == "dict":
         if not isinstance(value, dict):
             raise SchemaError(path, f"must be an object, got {type(value).__name__}")
-        return {key: read_value(args[1], item, f"{path}.{key}") for key, item in value.items()}
-    if origin is list:
+        return {key: read_value(inner, item, f"{path}.{key}") for key, item in value.items()}
+    if kind == "list":
         if not isinstance(value, list):
             raise SchemaError(path, f"must be a list, got {type(value).__name__}")
-        return [read_value(args[0], item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [read_value(inner, item, f"{path}[{i}]") for i, item in enumerate(value)]
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SchemaError(path, f"must be a finite number, got {value!r}")
-        return float(value)
+        if type(value) is float and math.isfinite(value) or type(value) is int:
+            return float(value)
+        raise SchemaError(path, f"must be a finite number, got {value!r}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if type(value) is not int:
             raise SchemaError(path, f"must be an integer, got {value!r}")
         return value
     if hint is str:
