@@ -295,12 +295,21 @@ def test_two_ids_of_one_machine_are_flagged_and_merged_by_an_alias(sample, tmp_p
     assert GroundTruthLoader(dest).list_models("amd_ryzen_9_8945hs") == sorted(models)
 
 
-def test_the_estimator_beats_the_naive_baseline_leave_one_model_out_on_the_cpu(in_place):
+def test_validate_beats_the_naive_baseline_leave_one_model_out_on_the_cpu(sample, in_place, tmp_path, capsys):
     records = [i.record for i in in_place.values() if i.used and i.record.hardware_id == RYZEN]
     assert le.target_for(records) == "subgraph_sum"  # these files hold no end-to-end latency
-    validation = le.leave_one_model_out(records, "subgraph_sum", by_operation_type=True)
+    csv = tmp_path / "lomo.csv"
+    args = ["validate", "--store", str(sample / "calibration_data"), "--hardware", RYZEN, "--csv", str(csv)]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "sum of the subgraphs' mean latencies" in out and "naive = total FLOPs / theoretical peak" in out
+    validation = pd.read_csv(csv)
+    assert sorted(validation["model"]) == sorted(r.model for r in records)  # every model left out once
+    measured = {r.model: r.model_summary.total_latency_ms for r in records}
+    assert validation["measured_ms"].tolist() == pytest.approx([measured[m] for m in validation["model"]])
     (row,) = le.lomo_summary(validation).to_dict(orient="records")
     assert (row["hardware_id"], row["precision"], row["models"], row["predictions"]) == (RYZEN, "fp32", 15, 15)
+    assert f"{row['median_ape_pct']:.1f}" in out and f"{row['naive_median_ape_pct']:.1f}" in out
     assert row["naive_median_ape_pct"] > 75  # FLOPs / peak: the CPU reaches 1-27% of its peak
     assert row["median_ape_pct"] < row["naive_median_ape_pct"] / 4
 
