@@ -106,7 +106,7 @@ def main() -> None:
     print(wide.to_string(float_format=lambda v: f"{v:.1f}"), end="\n\n")
     goal = table[table["estimator"] == "per type"]
     missed = goal[goal["median_ape_pct"] > GOAL_PCT]
-    print(f"LOMO seconds per machine (shared / per type): "
+    print("LOMO seconds per machine (shared / per type): "
           + ", ".join(f"{h} {g.loc[g.estimator == 'shared', 'lomo_s'].iloc[0]:.1f} / "
                       f"{g.loc[g.estimator == 'per type', 'lomo_s'].iloc[0]:.1f}"
                       for h, g in table.groupby("hardware_id")))

@@ -16,11 +16,12 @@ own sweep records -- or ``subgraph_sum`` -- the sum of the subgraphs' mean laten
 then the estimator predicts that sum (``a=1, b=C=0``) and its subgraph statistic is the mean, the
 statistic the target sums. :func:`target_for` picks ``end_to_end`` when every record has it.
 
-Fit, per group (and operation type): ``P, B, c`` by robust least squares (``scipy.optimize.least_squares``, soft-L1
-loss, parameters in log space so they stay positive, ``P`` at most the theoretical peak, the best
-of a few starting points: ``max`` makes the cost non-convex) of every stored subgraph's error as a
-fraction of its record's subgraph total -- the subgraphs that make up a model's latency weigh most. Then ``a, b, C`` by least squares of the *relative* error of the
-end-to-end latency (latencies span three decades), given at least 4 timed records. One roofline
+Fit, per group (and operation type): ``P, B, c`` by robust least squares
+(``scipy.optimize.least_squares``, soft-L1 loss, parameters in log space so they stay positive,
+``P`` at most the theoretical peak, the best of a few starting points: ``max`` makes the cost
+non-convex) of every stored subgraph's error as a fraction of its record's subgraph total -- the
+subgraphs that make up a model's latency weigh most. Then ``a, b, C`` by least squares of the
+*relative* error of the end-to-end latency (latencies span three decades), given at least 4 timed records. One roofline
 per group by default: with a handful of models, per-type fits did not carry over to a left-out
 model (leave-one-model-out error 29-35% against 22-27% on the project's own small sweeps). With
 10-15 models per machine (the real files of ``../shared``) per-type fits win (median 10-12% against

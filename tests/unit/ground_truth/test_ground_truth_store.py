@@ -157,7 +157,7 @@ def test_loader_lists_and_loads(tmp_path):
 def test_loader_errors_say_what_was_looked_for_and_what_exists(tmp_path):
     populated_store(tmp_path)
     loader = GroundTruthLoader(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"'tiny' \(onnxruntime, fp32, batch 32\).*Measured for 'tiny':.*fp32 b1"):
+    with pytest.raises(FileNotFoundError, match=r"'tiny' \(onnxruntime, fp32, batch 32\).*Measured for 'tiny':.*b1"):
         loader.load(HW, "tiny", "fp32", 32)
     with pytest.raises(FileNotFoundError, match="Models measured: other, tiny"):
         loader.load(HW, "absent", "fp32", 1)
