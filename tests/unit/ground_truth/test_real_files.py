@@ -25,6 +25,8 @@ from helpers.ground_truth import estimator as le
 from helpers.ground_truth import store
 from helpers.ground_truth.store import CANONICAL, LEGACY_BATCH, LEGACY_PER_MODEL, GroundTruthLoader, migrate
 
+# the sample's manifests disagree with its files (Ryzen) or are missing (second tree): warned, tested below
+pytestmark = pytest.mark.filterwarnings("ignore:.*does not agree with the record files:UserWarning")
 RYZEN, JETSON = "ryzen_9_8945hs", "jetson_orin_15w"
 NON_RECORDS = {"calibration metadata": 1, "efficiency curves": 4, "manifest": 2, "markdown report": 1,
                "other file (no suffix)": 1}
