@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-all reference bench clean-venv
+.PHONY: install demo test test-unit test-all lint format reference bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ demo: install
 test:
 	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(PY) -m pytest --durations=15; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s in total (install + tests), exit status $$rc"; exit $$rc
+
+test-unit: install  ## the fast gate: helpers on small real objects, no kernels
+	$(PY) -m pytest -m "unit and not slow"
+
+lint: install  ## ruff lint + format check (what CI runs)
+	$(VENV)/bin/ruff check src tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check src tests benchmarks notebooks
+
+format: install  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests benchmarks notebooks
+	$(VENV)/bin/ruff format src tests benchmarks notebooks
 
 test-all: install
 	$(PY) -m pytest -m ""

@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from helpers.activation_stats import default_layers, image_activation_stats, init_model
-from helpers.data import load_dataset, preprocess, stratified_slice
+from helpers.activations.stats import default_layers, image_activation_stats, init_model
+from helpers.data.datasets import load_dataset, preprocess, stratified_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_DIR = ROOT / ".cache" / "cifar-10-batches-py"
@@ -83,12 +83,12 @@ def bench_resnet8(reps: int, batch_size: int) -> None:
 
 def bench_minilm(reps: int, sentences: int, batch_size: int) -> None:
     try:
-        from helpers.transformer import load_minilm, token_batches, transformer_activation_stats
+        from helpers.activations.transformer import load_minilm, token_batches, transformer_activation_stats
         model, tokenizer = load_minilm("trained")
     except ImportError as exc:
         print(f"MiniLM skipped: {exc}")
         return
-    from helpers.text_slice import text_slice
+    from helpers.data.text_slice import text_slice
 
     text = text_slice(sentences, seed=0)
     batches = token_batches(tokenizer, text.sentences, batch_size, max_length=128)

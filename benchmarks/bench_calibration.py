@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.runner import run
-from helpers.temperature_scaling import fit_temperature
+from helpers.confidence.temperature_scaling import fit_temperature
+from helpers.run.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import nbformat
 import papermill as pm
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers.runner import run
+from helpers.run.runner import run
 
 
 def kernel_startup(workdir: Path, repeats: int) -> list[float]:

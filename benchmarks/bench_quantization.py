@@ -4,8 +4,8 @@
         [--checkpoint CKPT] [--threads 1 2] [--batches 1 32 256] [--reps 30] [--rounds 3] [--skip-torch] [--json OUT]
 
 Model: the MLPerf Tiny pretrained ResNet-8 (../shared/models/mlperf_tiny_resnet8_pretrained.h5,
-imported by helpers.keras_import; trained on raw 0-255 inputs, so it has *no* internal 1/255
-scaling), or ``--checkpoint``: a helpers.training checkpoint of ``build_model("resnet8", 10)``.
+imported by helpers.models.keras_import; trained on raw 0-255 inputs, so it has *no* internal 1/255
+scaling), or ``--checkpoint``: a helpers.models.training checkpoint of ``build_model("resnet8", 10)``.
 Data: .cache/cifar-10-batches-py (built from ../shared when missing); the calibration slice is
 phase 01's default (100 images per class from the train split, seed 0), accuracy is on the
 10,000 test images, sensitivity and the fallback use the val split.
@@ -39,11 +39,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import atomic
-from helpers import quantize_ort as q
-from helpers import quantize_torch as qt
-from helpers.data import load_dataset, make_splits, preprocess
-from helpers.onnx_export import export_onnx, onnx_logits, onnx_session
+from helpers.data.datasets import load_dataset, make_splits, preprocess
+from helpers.models.onnx_export import export_onnx, onnx_logits, onnx_session
+from helpers.quantize import ort as q
+from helpers.quantize import pt2e as qt
+from helpers.run import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -66,11 +66,11 @@ def load_cifar():
 
 def load_model(checkpoint: str | None):
     if checkpoint:
-        from helpers.models import build_model
-        from helpers.training import load_checkpoint
+        from helpers.models.architectures import build_model
+        from helpers.models.training import load_checkpoint
 
         return load_checkpoint(build_model("resnet8", 10), checkpoint), f"resnet8 checkpoint {checkpoint}"
-    from helpers.keras_import import import_resnet8
+    from helpers.models.keras_import import import_resnet8
 
     model, info = import_resnet8(H5)
     return model, f"MLPerf Tiny ResNet-8 ({H5.name}, input_scale {info['input_scale']})"

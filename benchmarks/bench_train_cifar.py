@@ -23,10 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from helpers.data import load_dataset  # noqa: E402
-from helpers.keras_import import import_resnet8  # noqa: E402
-from helpers.models import build_model, count_parameters, predict_logits  # noqa: E402
-from helpers.training import save_checkpoint, train  # noqa: E402
+from helpers.data.datasets import load_dataset  # noqa: E402
+from helpers.models.architectures import build_model, count_parameters, predict_logits  # noqa: E402
+from helpers.models.keras_import import import_resnet8  # noqa: E402
+from helpers.models.training import save_checkpoint, train  # noqa: E402
 
 DEFAULT_KERAS = ROOT.parent / "shared" / "models" / "mlperf_tiny_resnet8_pretrained.h5"
 

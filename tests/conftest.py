@@ -13,6 +13,14 @@ SHARED = Path(os.environ.get("CALIB_SHARED_DIR", ROOT.parent / "shared"))
 CACHE = Path(os.environ.get("CALIB_TEST_CACHE", ROOT / ".cache"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder: tests/unit, tests/integration, tests/regression."""
+    for item in items:
+        category = Path(item.fspath).relative_to(ROOT / "tests").parts[0]
+        if category in ("unit", "integration", "regression"):
+            item.add_marker(category)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

@@ -9,7 +9,7 @@ A bundle is a directory holding only relative names::
                         source run (run id, sha256 of the upstream phase manifests), versions
     checksums.json      sha256 of every other file, written last
 
-``write_bundle`` writes it (deterministic bytes, through ``helpers.atomic``); ``load`` verifies
+``write_bundle`` writes it (deterministic bytes, through ``helpers.run.atomic``); ``load`` verifies
 the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` whose
 ``predict(images)`` runs uint8 NHWC images through ``helpers.data.preprocess`` and onnxruntime
 (``helpers.onnx_export.onnx_logits``) and returns labels, calibrated probabilities and accept flags
@@ -31,9 +31,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from helpers import atomic
-from helpers.calibration_metrics import softmax
-from helpers.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
+from helpers.data.datasets import check_image_batch
+from helpers.metrics.calibration import softmax
+from helpers.models.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
+from helpers.run import atomic
 
 SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "int8")
@@ -65,7 +66,7 @@ def input_contract(input_shape: Sequence[int]) -> dict:
 
 def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
     """The run a bundle comes from: its id and the sha256 of each named phase's manifest."""
-    from helpers.manifest import manifest_path
+    from helpers.run.manifest import manifest_path
 
     return {"run_id": Path(run_dir).name,
             "manifests_sha256": {pid: atomic.sha256_file(manifest_path(Path(run_dir), pid)) for pid in phase_ids}}
@@ -167,12 +168,7 @@ class Bundle:
         self._sessions = {p: onnx_session(directory / doc["models"][p]["file"]) for p in PRECISIONS}
 
     def _check_images(self, images) -> np.ndarray:
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape or len(images) == 0:
-            raise ValueError(f"this bundle takes uint8 NHWC images of shape (N, {', '.join(map(str, self.image_shape))})"
-                             f" with raw pixels 0-255 (it casts to float32 itself, no scaling); got {images.dtype} "
-                             f"{images.shape}")
-        return images
+        return check_image_batch(images, what="bundle input", shape=self.image_shape)
 
     def _model(self, precision: str) -> dict:
         if precision not in PRECISIONS:

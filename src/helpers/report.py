@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from helpers import manifest
+from helpers.run import manifest
 
 Files = Mapping[str, Path]  # result file name (relative to results/<phase>/) -> path
 
@@ -90,7 +90,7 @@ def data_section(files: Files, inputs) -> list[str]:
 
 
 def training_section(files: Files, inputs) -> list[str]:
-    from helpers.metrics import summary_table
+    from helpers.metrics.classification import summary_table
 
     report = _json(files, "metrics.json")
     model = _json(files, "model.json")
@@ -125,7 +125,7 @@ def _latency_ratios(inputs) -> dict[str, str]:
 
 
 def quantization_section(files: Files, inputs) -> list[str]:
-    from helpers.quantize_ort import report_table
+    from helpers.quantize.ort import report_table
 
     report = _json(files, "quant_report.json")
     frame = report_table(report)
@@ -151,7 +151,7 @@ def latency_section(files: Files, inputs) -> list[str]:
 
 
 def calibration_section(files: Files, inputs) -> list[str]:
-    from helpers.calibration_metrics import before_after_table
+    from helpers.metrics.calibration import before_after_table
 
     results = _json(files, "calibration_metrics.json")
     temperatures = {name.split("/")[0]: _json(files, name)["temperature"]
@@ -164,7 +164,7 @@ def calibration_section(files: Files, inputs) -> list[str]:
 
 
 def selective_section(files: Files, inputs) -> list[str]:
-    from helpers.selective import report_table
+    from helpers.confidence.selective import report_table
 
     doc = _json(files, "threshold.json")
     primary = doc["models"][doc["selective_model"]]

@@ -1,0 +1,2 @@
+"""Activation statistics of a model over a calibration slice (``stats``), and of MiniLM (``transformer``).
+"""

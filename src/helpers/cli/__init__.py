@@ -1,0 +1,2 @@
+"""The ``calib`` command: ``run``/``verify``/``ls``/``show``/``diff`` (``main``) and ``ground-truth``.
+"""

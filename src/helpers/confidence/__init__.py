@@ -1,0 +1,2 @@
+"""Confidence: post-hoc calibration maps (``temperature_scaling``) and selective prediction (``selective``).
+"""

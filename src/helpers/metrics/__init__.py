@@ -1,0 +1,2 @@
+"""Metrics: ``classification`` (accuracy, MCC, confusion, bootstrap CIs) and ``calibration`` (ECE, NLL, Brier, ...).
+"""

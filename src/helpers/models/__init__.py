@@ -1,0 +1,2 @@
+"""Models: ``architectures``, ``training``, checkpoints (``artifact``), ``keras_import`` and ``onnx_export``.
+"""

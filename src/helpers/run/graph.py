@@ -1,0 +1,98 @@
+"""The phase graph: every phase, its notebook, its upstream phases and its declared outputs.
+
+This is the single place that says which phase reads what. A phase may read only the declared
+outputs of its declared upstream phases (``Phase.input`` enforces it), and writes only its own
+declared outputs (``Phase.out`` enforces it). Output patterns are globs relative to
+``results/<phase id>/``.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.run.project import project_root
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    id: str
+    title: str
+    upstream: tuple[str, ...]
+    outputs: tuple[str, ...]
+    optional: tuple[str, ...] = ()  # declared outputs a phase may leave out (e.g. no curves for an import)
+    soft_upstream: bool = False  # runs on whatever upstream phases exist (the report), naming the missing
+    precheck: str = ""  # "module:function" validating the phase's params before any kernel starts
+
+    @property
+    def notebook(self) -> Path:
+        return project_root() / "notebooks" / f"{self.id}.ipynb"
+
+    def declares(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs + self.optional)
+
+
+PHASES: tuple[PhaseSpec, ...] = (
+    PhaseSpec("00_environment", "Environment", (), ("environment.json", "isa.png")),
+    PhaseSpec("01_data", "Data and calibration slice", (),
+              ("splits.npz", "calibration_slice.npz", "distribution.json", "samples.png"),
+              precheck="helpers.data.datasets:check_params"),
+    PhaseSpec("02_train", "Baseline model, metrics and ONNX export", ("01_data",),
+              ("model.json", "model.pt", "logits.npz", "metrics.json", "confusion.png", "model.onnx"),
+              optional=("history.json", "curves.png"), precheck="helpers.models.artifact:check_params"),
+    PhaseSpec("03_activation_stats", "Activation statistics", ("01_data", "02_train"),
+              ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
+              precheck="helpers.activations.stats:check_params"),
+    PhaseSpec("04_quantize", "Post-training quantization", ("01_data", "02_train"),
+              ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "quant.png"),
+              optional=("*.json", "*.png", "*.csv")),
+    PhaseSpec("05_latency", "Latency ground truth", ("02_train", "04_quantize"),
+              ("latency.json", "estimator.json", "latency.png"), optional=("*.json", "*.png", "*.csv", "*.npz")),
+    PhaseSpec("06_confidence", "Confidence calibration", ("01_data", "02_train", "04_quantize"),
+              ("*/scaling_params.json", "calibration_metrics.json", "reliability.png", "calibrated_logits.npz"),
+              optional=("*.png", "*.csv")),
+    PhaseSpec("07_selective", "Selective-prediction threshold", ("01_data", "06_confidence"),
+              ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png")),
+    PhaseSpec("08_bundle", "Deployment bundle", ("01_data", "02_train", "04_quantize", "06_confidence", "07_selective"),
+              ("bundle/model_fp32.onnx", "bundle/model_int8.onnx", "bundle/bundle.json", "bundle/checksums.json",
+               "validation.json"), optional=("*.png", "*.csv")),
+    PhaseSpec("09_report", "Run report", ("00_environment", "01_data", "02_train", "03_activation_stats",
+                                          "04_quantize", "05_latency", "06_confidence", "07_selective", "08_bundle"),
+              ("report.html",), soft_upstream=True),
+)
+_BY_ID = {p.id: p for p in PHASES}
+
+
+def get_phase(phase_id: str) -> PhaseSpec:
+    try:
+        return _BY_ID[phase_id]
+    except KeyError:
+        raise ValueError(f"unknown phase {phase_id!r}; phases are: {', '.join(_BY_ID)}") from None
+
+
+def select(selection: str | list[str] | None) -> list[PhaseSpec]:
+    """Phases to run, in dependency order, upstream phases included.
+
+    ``selection`` is None (all), or ids/prefixes like ``"00,01"`` or ``["02_train"]``.
+    """
+    if selection is None:
+        return list(PHASES)
+    items = selection.split(",") if isinstance(selection, str) else list(selection)
+    wanted: set[str] = set()
+    for item in (s.strip() for s in items if s.strip()):
+        matches = [p.id for p in PHASES if p.id == item or p.id.split("_")[0] == item]
+        if not matches:
+            raise ValueError(f"unknown phase {item!r}; phases are: {', '.join(_BY_ID)}")
+        wanted.update(matches)
+    return [p for p in PHASES if p.id in upstream_closure(wanted)]
+
+
+def upstream_closure(phase_ids: set[str]) -> set[str]:
+    """The given phases and everything they (transitively) read from."""
+    out, stack = set(), list(phase_ids)
+    while stack:
+        pid = stack.pop()
+        if pid not in out:
+            out.add(pid)
+            stack.extend(get_phase(pid).upstream)
+    return out

@@ -1,0 +1,158 @@
+"""The notebook side of a phase: parameters in, declared inputs, declared outputs, manifest out.
+
+Every notebook opens with::
+
+    phase = Phase.open("02_train", globals())
+
+which validates the notebook's parameters, seeds the RNGs, resolves the run directory and clears
+the phase's previous results. ``run_dir`` comes from the parameters cell: papermill injects the
+run directory (``..``, relative to the kernel's cwd ``<run>/notebooks``); left empty, as in a
+notebook opened in JupyterLab, the phase works in a *scratch run* (``runs/scratch-<hash>``) and
+first finds or creates its upstream phases there.
+
+``phase.input(...)`` hands out only declared outputs of declared upstream phases, checked against
+their manifests; ``phase.out(...)`` only this phase's declared outputs; ``phase.finish()`` checks
+that every declared output exists and writes the manifest, last.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers.run import manifest, run_record
+from helpers.run.atomic import sha256_file, to_jsonable
+from helpers.run.graph import PhaseSpec, get_phase
+from helpers.run.params import RUN_DIR_PARAM, check_type, notebook_parameters
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.manual_seed(seed)
+
+
+class Phase:
+    def __init__(self, spec: PhaseSpec, run_dir: Path, params: dict[str, Any]):
+        self.spec, self.run_dir, self.params = spec, run_dir, params
+        self.results = manifest.results_dir(run_dir, spec.id)
+        self.log_path = run_dir / "logs" / f"{spec.id}.jsonl"
+        self.key = manifest.input_key(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
+        self._started = time.perf_counter()
+
+    @classmethod
+    def open(cls, phase_id: str, namespace: dict[str, Any]) -> "Phase":
+        spec = get_phase(phase_id)
+        defaults = notebook_parameters(spec.notebook)
+        params = {}
+        for name, default in defaults.items():
+            if name != RUN_DIR_PARAM:
+                check_type(name, default, namespace[name], phase_id)
+                params[name] = namespace[name]
+        if namespace.get(RUN_DIR_PARAM):
+            run_dir = Path(namespace[RUN_DIR_PARAM]).resolve()
+            if not (run_dir / run_record.FILENAME).exists():
+                raise FileNotFoundError(f"run_dir {run_dir} is not a run directory; leave run_dir empty for a "
+                                        "scratch run, or create one with `calib run`")
+        else:
+            from helpers.run.runner import prepare_scratch_run
+
+            run_dir = prepare_scratch_run(phase_id, params)
+            print(f"{phase_id}: working in scratch run {run_dir}")
+        manifest.withdraw(run_dir, phase_id)
+        seed_everything(int(params.get("seed", 0)))
+        phase = cls(spec, run_dir, params)
+        phase.results.mkdir(parents=True, exist_ok=True)
+        phase.log("phase_started", params=params)
+        return phase
+
+    # -- reading ---------------------------------------------------------------------------
+    def input(self, phase_id: str, name: str) -> Path:
+        """Path of a declared output of a declared upstream phase, verified against its manifest."""
+        if phase_id not in self.spec.upstream:
+            raise PermissionError(f"{self.spec.id} does not declare {phase_id} upstream (it reads from "
+                                  f"{', '.join(self.spec.upstream) or 'nothing'}); declare it in helpers/phases.py")
+        if not get_phase(phase_id).declares(name):
+            raise PermissionError(f"{name!r} is not a declared output of {phase_id} "
+                                  f"(declared: {', '.join(get_phase(phase_id).outputs)})")
+        doc = manifest.read_manifest(self.run_dir, phase_id)
+        if doc is None:
+            raise FileNotFoundError(f"upstream phase {phase_id} has no manifest in {self.run_dir}: run it first")
+        entry = doc["files"].get(name)
+        path = manifest.results_dir(self.run_dir, phase_id) / name
+        if entry is None or not path.is_file():
+            raise FileNotFoundError(f"{phase_id} did not produce {name} (its manifest lists {', '.join(doc['files'])})")
+        if sha256_file(path) != entry["sha256"]:
+            raise RuntimeError(f"{path} was altered after {phase_id} wrote it (sha256 differs from its manifest); "
+                               f"re-run with `calib run --resume {self.run_dir}`")
+        return path
+
+    def has(self, phase_id: str) -> bool:
+        """Whether a declared upstream phase is present (manifest written and verifying)."""
+        if phase_id not in self.spec.upstream:
+            raise PermissionError(f"{self.spec.id} does not declare {phase_id} upstream")
+        return not manifest.verify(self.run_dir, phase_id)
+
+    def upstream_summary(self, phase_id: str) -> dict:
+        """The key results an upstream phase recorded in its manifest."""
+        if phase_id not in self.spec.upstream:
+            raise PermissionError(f"{self.spec.id} does not declare {phase_id} upstream")
+        return (manifest.read_manifest(self.run_dir, phase_id) or {}).get("summary", {})
+
+    # -- writing ---------------------------------------------------------------------------
+    def out(self, name: str) -> Path:
+        """Path for one of this phase's declared outputs (parent folders created)."""
+        if not self.spec.declares(name):
+            raise PermissionError(f"{name!r} is not a declared output of {self.spec.id} "
+                                  f"(declared: {', '.join(self.spec.outputs)}); declare it in helpers/phases.py")
+        path = self.results / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log(self, event: str, **fields: Any) -> None:
+        """Append one structured event to logs/<phase>.jsonl (flushed and fsynced)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": run_record.now(), "phase": self.spec.id, "event": event, **to_jsonable(fields)},
+                          sort_keys=True)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    @contextlib.contextmanager
+    def timer(self, name: str):
+        """Log the wall time of a block (timings go to logs, never to results)."""
+        start = time.perf_counter()
+        yield
+        self.log("timing", name=name, seconds=round(time.perf_counter() - start, 4))
+
+    def finish(self, summary: dict[str, Any] | None = None) -> dict:
+        """Check every declared output exists, then write the manifest (last)."""
+        produced = [p.relative_to(self.results).as_posix() for p in self.results.rglob("*") if p.is_file()]
+        missing = [pat for pat in self.spec.outputs if not any(fnmatch.fnmatchcase(f, pat) for f in produced)]
+        if missing:
+            raise RuntimeError(f"{self.spec.id} did not write its declared output(s): {', '.join(missing)}")
+        undeclared = [f for f in produced if not self.spec.declares(f)]
+        if undeclared:
+            raise RuntimeError(f"{self.spec.id} wrote undeclared file(s) {', '.join(undeclared)}; "
+                               "write through phase.out() and declare outputs in helpers/phases.py")
+        summary = to_jsonable(summary or {})
+        manifest.write_manifest(self.run_dir, self.spec.id, self.key, summary)
+        seconds = round(time.perf_counter() - self._started, 3)
+        self.log("phase_finished", seconds=seconds, files=len(produced))
+        if not os.environ.get(run_record.MANAGED_ENV):
+            run_record.set_phase(self.run_dir, self.spec.id, status="complete", finished=run_record.now(),
+                                 duration_s=seconds, input_key=self.key)
+        print(f"{self.spec.id}: {len(produced)} files, manifest written to "
+              f"{manifest.manifest_path(self.run_dir, self.spec.id).relative_to(self.run_dir)}")
+        return summary

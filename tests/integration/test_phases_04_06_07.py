@@ -1,0 +1,166 @@
+"""Phases 04 (quantize), 06 (confidence) and 07 (selective) on digits, through the real CLI and kernels.
+
+One ``calib run --phases 07`` (which adds 01, 02, 04 and 06) feeds every test; the tests re-derive
+the reported numbers from the saved artifacts with real onnxruntime sessions and the helper modules.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_runner import calib
+from helpers import data
+from helpers.confidence import selective
+from helpers.metrics import calibration as calibration_metrics
+from helpers.models.onnx_export import onnx_logits
+from helpers.quantize import ort as quantize_ort
+
+PHASES = ("04_quantize", "06_confidence", "07_selective")
+
+
+@pytest.fixture(scope="module")
+def run(default_run) -> Path:
+    return default_run
+
+
+@pytest.fixture(scope="module")
+def split_labels(run) -> dict:
+    ds = data.load_dataset("digits")
+    splits = data.load_splits(run / "results/01_data/splits.npz", ds)
+    images, labels = data.eval_splits(ds, splits)
+    return {**labels, "test_images": images["test"]}
+
+
+def results(run: Path, phase: str, name: str) -> Path:
+    return run / "results" / phase / name
+
+
+def read_json(run: Path, phase: str, name: str) -> dict:
+    return json.loads(results(run, phase, name).read_text())
+
+
+def test_int8_models_are_close_to_fp32_and_their_logits_are_what_onnxruntime_gives(run, split_labels):
+    report = read_json(run, "04_quantize", "quant_report.json")
+    int8 = np.load(results(run, "04_quantize", "int8_logits.npz"))
+    methods = report["ort_variants"]
+    assert methods == list(quantize_ort.METHODS)
+    assert sorted(int8.files) == sorted(f"{m}_{s}" for m in methods for s in ("val", "test"))
+    fp32 = report["fp32"]
+    for method in methods:
+        row = report["variants"][method]
+        assert abs(row["accuracy"] - fp32["accuracy"]) <= 0.02 and row["agreement_with_fp32"] >= 0.97, method
+        assert (row["activation_type"], row["weight_type"], row["per_channel"]) == ("uint8", "int8", True)
+        assert "S8S8" in row["types_reason"]
+        model = results(run, "04_quantize", f"model_int8_{method}.onnx")
+        assert row["size_bytes"] == model.stat().st_size < fp32["size_bytes"] / 2
+        logits = onnx_logits(model, split_labels["test_images"])
+        np.testing.assert_array_equal(logits, int8[f"{method}_test"])
+        assert row["accuracy"] == np.mean(logits.argmax(1) == split_labels["test"])
+        assert int8[f"{method}_val"].shape == (len(split_labels["val"]), 10)
+    assert report["best_variant"] == quantize_ort.best_variant(
+        split_labels["test"], {m: int8[f"{m}_test"] for m in methods})
+    pt2e = report["variants"]["pt2e"]
+    assert abs(pt2e["accuracy"] - fp32["accuracy"]) <= 0.02 and pt2e["backend"] in ("eager", "inductor")
+    assert pt2e["backend"] == "inductor" or pt2e["fallback_reason"]  # the path that ran says why
+
+
+def test_calibration_guard_passes_and_the_divided_by_255_ablation_collapses_accuracy(run):
+    report = read_json(run, "04_quantize", "quant_report.json")
+    assert report["calibration"]["guard"]["ok"] and report["calibration"]["samples"] == 200
+    ablation = report["wrong_preprocessing_ablation"]
+    assert ablation["guard_finding"]["diagnosis"] == "divided_by_255"
+    assert ablation["correct"]["accuracy"] > 0.9
+    assert ablation["divided_by_255"]["accuracy"] < 0.5  # near chance (10 classes), far below the right calibration
+    assert [r["samples_per_class"] for r in report["calibration_size_sweep"]] == [1, 5, 20]
+    assert {r["op"] for r in report["layer_sensitivity"]} <= {"Conv", "Gemm", "MatMul"}
+    assert "seconds" not in json.dumps(report)  # timings go to logs, never into results
+
+
+def test_temperature_fitted_on_val_scales_the_logits_and_lowers_ece(run, split_labels):
+    metrics = read_json(run, "06_confidence", "calibration_metrics.json")
+    calibrated = np.load(results(run, "06_confidence", "calibrated_logits.npz"))
+    raw = {"fp32": np.load(results(run, "02_train", "logits.npz"))}
+    int8 = np.load(results(run, "04_quantize", "int8_logits.npz"))
+    assert set(metrics) == {"fp32", *read_json(run, "04_quantize", "quant_report.json")["ort_variants"]}
+    for model in metrics:
+        fit = read_json(run, "06_confidence", f"{model}/scaling_params.json")
+        assert fit["method"] == "temperature_scaling" and fit["converged"]
+        for split in ("val", "test"):
+            logits = raw["fp32"][split] if model == "fp32" else int8[f"{model}_{split}"]
+            np.testing.assert_allclose(calibrated[f"{model}_{split}"], logits / fit["temperature"], rtol=1e-6)
+        val_nll = calibration_metrics.negative_log_likelihood(calibrated[f"{model}_val"], split_labels["val"])
+        assert val_nll == pytest.approx(fit["calibration_loss"]["after"], rel=1e-5)
+        assert val_nll <= fit["calibration_loss"]["before"]
+        post = metrics[model]["post_calibration"]
+        assert post["ece"] == calibration_metrics.expected_calibration_error(calibrated[f"{model}_test"],
+                                                                             split_labels["test"])
+        assert post["accuracy"] == metrics[model]["pre_calibration"]["accuracy"]  # T never changes the argmax
+    fp32 = metrics["fp32"]
+    assert fp32["post_calibration"]["ece"] < fp32["pre_calibration"]["ece"]
+    assert fp32["improvement"]["ece_reduction"] == pytest.approx(
+        fp32["pre_calibration"]["ece"] - fp32["post_calibration"]["ece"])
+
+
+def test_threshold_reproduces_its_val_metrics_and_test_evaluation(run, split_labels):
+    doc = read_json(run, "07_selective", "threshold.json")
+    calibrated = np.load(results(run, "06_confidence", "calibrated_logits.npz"))
+    best_int8 = read_json(run, "04_quantize", "quant_report.json")["best_variant"]
+    assert doc["selective_model"] == "fp32" and list(doc["models"]) == ["fp32", best_int8]
+    sweep = pd.read_csv(results(run, "07_selective", "threshold_sweep.csv"))
+    for model, report in doc["models"].items():
+        assert report["criterion"] == "max_mcc" and report["met"]
+        val = selective.evaluate_threshold(calibrated[f"{model}_val"], split_labels["val"], report["threshold"],
+                                           n_boot=1)
+        assert val["mcc"] == pytest.approx(report["val"]["mcc"], abs=1e-12)
+        assert val["coverage"] == report["val"]["coverage"]
+        assert report["val"]["mcc"] == pytest.approx(sweep.loc[sweep["model"] == model, "mcc"].max(), abs=1e-12)
+        test = selective.evaluate_threshold(calibrated[f"{model}_test"], split_labels["test"], report["threshold"],
+                                            n_boot=1000, seed=0)
+        assert report["test"] == test
+        assert report["test_aurc"] == selective.aurc(calibrated[f"{model}_test"], split_labels["test"])
+
+
+def test_figures_and_manifests(run):
+    for phase, figures in (("04_quantize", ["quant.png"]), ("06_confidence", ["reliability.png", "confidence.png"]),
+                           ("07_selective", ["risk_coverage.png", "threshold_sweep.png"])):
+        for name in figures:
+            assert results(run, phase, name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert "all manifests verify" in calib("verify", str(run)).stdout
+
+
+@pytest.mark.slow
+def test_rerunning_the_three_phases_gives_byte_identical_results(run, tmp_path):
+    again = tmp_path / run.name
+    shutil.copytree(run, again)
+    for phase in PHASES:
+        (again / "manifests" / f"{phase}.json").unlink()
+    calib("run", "--resume", str(again), "--no-progress")
+    for phase in PHASES:
+        first = sorted(p.relative_to(run) for p in (run / "results" / phase).rglob("*") if p.is_file())
+        second = sorted(p.relative_to(again) for p in (again / "results" / phase).rglob("*") if p.is_file())
+        assert first == second and first
+        for rel in first:
+            assert (run / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+def test_calibration_tensors_are_bit_identical_to_evaluation_preprocessing(run):
+    """What the ORT calibrator is fed (phase 01's slice through the reader) is exactly what evaluation feeds."""
+    from helpers import data
+    from helpers.quantize import guard as calibration_guard
+    from helpers.quantize import ort as quantize_ort
+
+    ds = data.load_dataset("digits")
+    slice_path = run / "results/01_data/calibration_slice.npz"
+    images, labels = calibration_guard.load_calibration_slice(slice_path, ds.train_images, ds.train_labels)
+    reader = quantize_ort.SliceReader(data.preprocess(images), batch_size=64)
+    calibration = np.concatenate([batch["images"] for batch in iter(reader.get_next, None)])
+    indices = np.load(slice_path)["indices"]
+    evaluation = np.concatenate([data.preprocess(ds.train_images[indices][s:s + 500]) for s in range(0, len(indices), 500)])
+    assert calibration.dtype == evaluation.dtype == np.float32
+    assert calibration.tobytes() == evaluation.tobytes()
+    assert calibration_guard.check_calibration_inputs(calibration, images).ok

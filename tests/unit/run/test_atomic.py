@@ -1,0 +1,57 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from helpers.run import atomic
+
+
+def test_npz_is_byte_deterministic_and_round_trips(tmp_path):
+    arrays = {"b": np.arange(10, dtype=np.int64), "a": np.eye(3, dtype=np.float32)}
+    atomic.save_npz(tmp_path / "one.npz", **arrays)
+    atomic.save_npz(tmp_path / "two.npz", **dict(reversed(list(arrays.items()))))
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "one.npz") as zf:
+        assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    loaded = np.load(tmp_path / "one.npz")
+    for name, arr in arrays.items():
+        np.testing.assert_array_equal(loaded[name], arr)
+        assert loaded[name].dtype == arr.dtype
+
+
+def test_npz_refuses_object_arrays(tmp_path):
+    with pytest.raises(TypeError, match="dtype=object"):
+        atomic.save_npz(tmp_path / "x.npz", bad=np.array([{"a": 1}], dtype=object))
+    assert not list(tmp_path.iterdir())
+
+
+def test_failed_writer_leaves_destination_untouched_and_no_temp_file(tmp_path):
+    dest = tmp_path / "model.onnx"
+    dest.write_bytes(b"old")
+
+    def crashing_writer(path):
+        path.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic.save_with(dest, crashing_writer)
+    assert dest.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_json_is_canonical(tmp_path):
+    atomic.write_json(tmp_path / "a.json", {"b": np.float64(1.5), "a": [np.int64(2)]})
+    text = (tmp_path / "a.json").read_text()
+    assert text == '{\n  "a": [\n    2\n  ],\n  "b": 1.5\n}\n'
+    with pytest.raises(ValueError):
+        atomic.write_json(tmp_path / "nan.json", {"x": float("nan")})
+    assert json.loads(text) == {"a": [2], "b": 1.5}
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    atomic.write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "b.txt").write_text("x")
+    assert os.stat(tmp_path / "a.txt").st_mode == os.stat(tmp_path / "b.txt").st_mode

@@ -1,0 +1,78 @@
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from helpers.run.params import ParamError, notebook_parameters, parse_overrides, resolve
+from helpers.run.runner import all_defaults
+
+DEFAULTS = {"01_data": {"run_dir": "", "seed": 0, "dataset": "digits", "val_fraction": 0.1},
+            "02_train": {"run_dir": "", "seed": 0, "epochs": 5, "lr": 0.1, "layers": [1, 2]}}
+
+
+def write_nb(path, source, tags=("parameters",)):
+    nb = new_notebook()
+    cell = new_code_cell(source)
+    cell.metadata["tags"] = list(tags)
+    nb.cells.append(cell)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_parameters_cell_is_parsed_with_defaults_and_comments(tmp_path):
+    nb = write_nb(tmp_path / "x.ipynb", 'run_dir = ""  # where\nseed = 3\nnames = ["a", "b"]\nscale = 0.5')
+    assert notebook_parameters(nb) == {"run_dir": "", "seed": 3, "names": ["a", "b"], "scale": 0.5}
+
+
+def test_missing_parameters_cell_is_an_error(tmp_path):
+    nb = write_nb(tmp_path / "x.ipynb", "seed = 0", tags=())
+    with pytest.raises(ParamError, match="no cell tagged 'parameters'"):
+        notebook_parameters(nb)
+
+
+def test_non_literal_parameter_is_an_error(tmp_path):
+    nb = write_nb(tmp_path / "x.ipynb", "import os\nseed = 0")
+    with pytest.raises(ParamError, match="name = literal"):
+        notebook_parameters(nb)
+
+
+def test_layers_later_wins_and_sections_beat_shared_keys():
+    layers = [("default.yaml", {"seed": 1, "epochs": 2}), ("file", {"02_train": {"epochs": 7}}),
+              ("-p", parse_overrides(["seed=4", "02_train.lr=0.5"]))]
+    out = resolve(DEFAULTS, layers)
+    assert out["01_data"] == {"seed": 4, "dataset": "digits", "val_fraction": 0.1}
+    assert out["02_train"] == {"seed": 4, "epochs": 7, "lr": 0.5, "layers": [1, 2]}
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ParamError, match=r"unknown parameter\(s\) epoch\b.*valid shared keys: dataset, epochs"):
+        resolve(DEFAULTS, [("-p", {"epoch": 3})])
+    with pytest.raises(ParamError, match="for phase 01_data; valid: dataset, seed, val_fraction"):
+        resolve(DEFAULTS, [("-p", {"01_data": {"epochs": 3}})])
+
+
+def test_wrong_type_is_an_error_but_int_for_float_is_fine():
+    with pytest.raises(ParamError, match="'epochs' must be int"):
+        resolve(DEFAULTS, [("-p", parse_overrides(["epochs=three"]))])
+    with pytest.raises(ParamError, match="'seed' must be int.*bool"):
+        resolve(DEFAULTS, [("-p", {"seed": True})])
+    assert resolve(DEFAULTS, [("-p", {"lr": 1})])["02_train"]["lr"] == 1
+
+
+def test_run_dir_is_not_a_configurable_parameter():
+    with pytest.raises(ParamError):
+        resolve(DEFAULTS, [("-p", {"run_dir": "/tmp"})])
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ParamError, match="key=value"):
+        parse_overrides(["epochs"])
+    assert parse_overrides(["roles=[trained, init]"]) == {"roles": ["trained", "init"]}
+
+
+def test_every_project_notebook_has_parameters_and_shared_keys_agree():
+    defaults = all_defaults()
+    seen = {}
+    for phase_id, params in defaults.items():
+        assert params["run_dir"] == "" and params["seed"] == 0, phase_id
+        for name, value in params.items():
+            assert seen.setdefault(name, value) == value, f"{phase_id} disagrees on the default of {name}"

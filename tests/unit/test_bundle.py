@@ -1,0 +1,204 @@
+"""helpers.bundle: real ONNX models, real onnxruntime sessions, real files on disk."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from scipy.special import softmax as scipy_softmax
+
+from helpers import bundle
+from helpers.models.architectures import build_model
+from helpers.models.onnx_export import export_onnx
+from helpers.quantize import ort as quantize_ort
+from helpers.run import atomic
+
+SHAPE = (8, 8, 1)
+TEMPERATURES = {"fp32": 0.1, "int8": 0.12}  # sharpen the untrained model's near-uniform outputs...
+THRESHOLDS = {"fp32": 0.26, "int8": 0.24}  # ...so these thresholds accept some images and reject others
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """An exported MLP (fp32) and its static INT8 (QDQ, MinMax) quantization by helpers.quantize_ort."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    fp32 = export_onnx(build_model("mlp", 10, SHAPE).eval(), root / "model.onnx", SHAPE)
+    prepared = quantize_ort.prepare_model(fp32, root / "prepared.onnx")
+    stats = quantize_ort.collect_calibration_statistics(prepared, images(64, seed=1))
+    int8 = root / "model_int8_minmax.onnx"
+    quantize_ort.quantize_model(prepared, int8, stats, "minmax")
+    return {"fp32": fp32, "int8": int8}
+
+
+def build(bundle_dir, models, **overrides):
+    args = dict(model_paths=models, int8_variant="dynamic", class_names=[str(i) for i in range(10)],
+                input_shape=SHAPE, temperatures=TEMPERATURES, thresholds=THRESHOLDS, criterion="max_mcc",
+                source={"run_id": "run-1", "manifests_sha256": {"02_train": "0" * 64}}, versions={"onnxruntime": "x"})
+    return bundle.write_bundle(bundle_dir, **{**args, **overrides})
+
+
+@pytest.fixture
+def bundle_dir(tmp_path, models):
+    build(tmp_path / "bundle", models)
+    return tmp_path / "bundle"
+
+
+def images(n=40, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, *SHAPE), dtype=np.uint8)
+
+
+def plain_ort_logits(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"images": x.astype(np.float32)})[0]
+
+
+@pytest.mark.parametrize("precision", bundle.PRECISIONS)
+def test_predict_matches_plain_onnxruntime_and_scipy_softmax(bundle_dir, models, precision):
+    x = images()
+    prediction = bundle.load(bundle_dir).predict(x, precision)
+    logits = plain_ort_logits(models[precision], x)
+    expected = scipy_softmax(logits.astype(np.float64) / TEMPERATURES[precision], axis=1)
+    np.testing.assert_allclose(prediction.probabilities, expected, rtol=0, atol=1e-6)  # float32 calibrated logits
+    np.testing.assert_allclose(prediction.probabilities.sum(1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(prediction.labels, logits.argmax(1))
+    np.testing.assert_array_equal(prediction.accept, expected.max(1) >= THRESHOLDS[precision])
+    assert 0 < prediction.accept.sum() < len(x)
+
+
+def test_bundle_json_records_the_contract_and_relative_names_only(bundle_dir, tmp_path):
+    doc = json.loads((bundle_dir / "bundle.json").read_text())
+    assert doc["schema_version"] == bundle.SCHEMA_VERSION
+    assert doc["input"]["name"] == "images" and doc["input"]["dtype"] == "float32" and doc["input"]["layout"] == "NHWC"
+    assert doc["input"]["shape"] == [None, 8, 8, 1] and doc["input"]["range"] == [0, 255]
+    assert doc["models"]["int8"]["variant"] == "dynamic"
+    assert {p: m["temperature"] for p, m in doc["models"].items()} == TEMPERATURES
+    assert sorted(p.name for p in bundle_dir.iterdir()) == ["bundle.json", "checksums.json", "model_fp32.onnx",
+                                                            "model_int8.onnx"]
+    for name in ("bundle.json", "checksums.json"):
+        assert str(tmp_path) not in (bundle_dir / name).read_text()
+    listed = json.loads((bundle_dir / "checksums.json").read_text())["files"]
+    assert listed == {n: atomic.sha256_file(bundle_dir / n) for n in ("bundle.json", "model_fp32.onnx", "model_int8.onnx")}
+
+
+def test_same_inputs_give_byte_identical_bundles(bundle_dir, tmp_path, models):
+    build(tmp_path / "again", models)
+    for path in bundle_dir.iterdir():
+        assert path.read_bytes() == (tmp_path / "again" / path.name).read_bytes(), path.name
+
+
+@pytest.mark.parametrize("name", ["model_fp32.onnx", "model_int8.onnx", "bundle.json"])
+def test_tampered_file_is_named(bundle_dir, name):
+    path = bundle_dir / name
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(bundle.BundleError, match=f"{name} was altered"):
+        bundle.load(bundle_dir)
+
+
+def test_missing_model_is_named(bundle_dir):
+    (bundle_dir / "model_int8.onnx").unlink()
+    with pytest.raises(bundle.BundleError, match="model_int8.onnx is missing"):
+        bundle.load(bundle_dir)
+
+
+def test_newer_schema_is_refused_even_with_valid_checksums(bundle_dir):
+    doc = json.loads((bundle_dir / "bundle.json").read_text())
+    atomic.write_json(bundle_dir / "bundle.json", {**doc, "schema_version": bundle.SCHEMA_VERSION + 1})
+    sums = json.loads((bundle_dir / "checksums.json").read_text())
+    sums["files"]["bundle.json"] = atomic.sha256_file(bundle_dir / "bundle.json")
+    atomic.write_json(bundle_dir / "checksums.json", sums)
+    with pytest.raises(bundle.BundleError, match="newer than this helpers.bundle reads"):
+        bundle.load(bundle_dir)
+
+
+def test_not_a_bundle_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        bundle.load(tmp_path / "nowhere")
+    with pytest.raises(bundle.BundleError, match="checksums.json is missing"):
+        bundle.load(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [images().astype(np.float32), images()[..., 0], np.zeros((3, 8, 8, 3), np.uint8),
+                                 np.zeros((0, 8, 8, 1), np.uint8)], ids=["float", "no-channel", "rgb", "empty"])
+def test_wrong_images_get_the_contract_in_the_error(bundle_dir, bad):
+    with pytest.raises(ValueError, match=r"uint8 NHWC images of shape \(N, 8, 8, 1\)"):
+        bundle.load(bundle_dir).predict(bad)
+
+
+def test_unknown_precision(bundle_dir):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        bundle.load(bundle_dir).predict(images(), "fp16")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"temperatures": {"fp32": 0.0, "int8": 1.0}}, "temperature for fp32"),
+    ({"thresholds": {"fp32": 0.5, "int8": 1.5}}, "threshold for int8"),
+    ({"class_names": ["a", "a"]}, "distinct"),
+])
+def test_write_refuses_bad_arguments_before_writing(tmp_path, models, override, message):
+    with pytest.raises(ValueError, match=message):
+        build(tmp_path / "b", models, **override)
+    assert not (tmp_path / "b").exists()
+
+
+def test_write_refuses_a_missing_model(tmp_path, models):
+    with pytest.raises(FileNotFoundError, match="int8 model"):
+        build(tmp_path / "b", models, model_paths={**models, "int8": tmp_path / "none.onnx"})
+
+
+def reference(models, x):
+    """The pipeline's outputs, computed independently of helpers.bundle."""
+    out = {}
+    for precision, path in models.items():
+        logits = plain_ort_logits(path, x)
+        calibrated = (logits.astype(np.float64) / TEMPERATURES[precision]).astype(np.float32)  # as phase 06 stores them
+        out[precision] = {"logits": logits, "calibrated_logits": calibrated}
+    return out
+
+
+def test_validate_passes_on_the_pipelines_own_outputs(bundle_dir, models):
+    x = images(200)
+    result = bundle.validate(bundle.load(bundle_dir), x, reference(models, x), THRESHOLDS)
+    assert result["status"] == "PASS" and result["n"] == 200
+    assert result["fp32"]["logit_max_abs_diff"] == 0 and result["int8"]["probability_max_abs_diff"] == 0
+    bundle.raise_on_failure(result)
+    assert list(bundle.validation_table(result).index) == ["fp32", "int8"]
+
+
+def test_fp32_probability_tolerance_is_what_the_logit_tolerance_allows(bundle_dir, models):
+    """Logits moved by just under FP32_LOGIT_ATOL pass; the resulting probability change stays within the bound."""
+    x = images(200)
+    ref = reference(models, x)
+    drift = np.where(np.arange(10) % 2, 0.9, -0.9) * bundle.FP32_LOGIT_ATOL
+    ref["fp32"]["logits"] = ref["fp32"]["logits"] + drift
+    ref["fp32"]["calibrated_logits"] = ((ref["fp32"]["logits"].astype(np.float64) / TEMPERATURES["fp32"])
+                                        .astype(np.float32))
+    result = bundle.validate(bundle.load(bundle_dir), x, ref, THRESHOLDS)
+    assert result["fp32"]["probability_max_abs_diff"] > bundle.PROBABILITY_ATOL  # the plain tolerance would fail
+    assert result["fp32"]["passed"], result["fp32"]["failures"]
+    assert result["fp32"]["probability_atol"] == bundle.probability_atol("fp32", TEMPERATURES["fp32"])
+
+
+def test_validate_fails_on_drifted_logits_wrong_temperature_and_threshold(bundle_dir, models):
+    x = images(200)
+    ref = reference(models, x)
+    ref["fp32"]["logits"] = ref["fp32"]["logits"] + 1e-3
+    ref["int8"]["calibrated_logits"] = ref["int8"]["calibrated_logits"] * TEMPERATURES["int8"] / 2.0
+    result = bundle.validate(bundle.load(bundle_dir), x, ref, {"fp32": THRESHOLDS["fp32"], "int8": 0.3})
+    assert result["status"] == "FAIL"
+    assert any("logit diff" in f for f in result["fp32"]["failures"])
+    assert any("probability diff" in f for f in result["int8"]["failures"])
+    assert any("accept flag" in f for f in result["int8"]["failures"])
+    with pytest.raises(RuntimeError, match="validation FAILED"):
+        bundle.raise_on_failure(result)
+
+
+def test_thresholds_for_takes_each_models_own_threshold_else_the_selective_models():
+    doc = {"selective_model": "fp32", "models": {"fp32": {"threshold": 0.9, "criterion": "max_mcc"},
+                                                 "minmax": {"threshold": 0.8, "criterion": "max_mcc"}}}
+    assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "minmax"}) == ({"fp32": 0.9, "int8": 0.8}, "max_mcc")
+    assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "entropy"})[0] == {"fp32": 0.9, "int8": 0.9}

@@ -1,0 +1,220 @@
+"""helpers.report: the page rendered from result files built here with the project's own helpers,
+and opened in a real headless Chromium."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import environment, report  # noqa: E402
+from helpers.confidence import selective
+from helpers.confidence.temperature_scaling import fit_temperature  # noqa: E402
+from helpers.metrics import calibration as calibration_metrics
+from helpers.metrics import classification as metrics
+from helpers.quantize import ort as quantize_ort
+from helpers.run import atomic
+
+CLASSES = [str(i) for i in range(4)]
+
+
+def labels_and_logits(n, seed, noise=1.5):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(CLASSES), n)
+    logits = rng.normal(0, noise, (n, len(CLASSES))) + 3.0 * np.eye(len(CLASSES))[labels]
+    return labels, logits.astype(np.float32)
+
+
+def png(path, title):
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    ax.set_title(title)
+    atomic.save_figure(fig, path)
+    plt.close(fig)
+
+
+def write_phase(root, pid, files):
+    """Write {name: dict (JSON) | "png" | callable(path)} under root/pid; return {name: path}."""
+    out = {}
+    for name, content in files.items():
+        path = root / pid / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == "png":
+            png(path, f"{pid} {name}")
+        elif callable(content):
+            content(path)
+        else:
+            atomic.write_json(path, content)
+        out[name] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Results of phases 00-08 in the layouts the phases write, built with the phases' helpers."""
+    root = tmp_path_factory.mktemp("results")
+    val_y, val_logits = labels_and_logits(300, 0)
+    test_y, test_logits = labels_and_logits(400, 1)
+    int8_logits = test_logits + np.random.default_rng(2).normal(0, 0.05, test_logits.shape).astype(np.float32)
+    summary = {s: metrics.classification_summary(y, x.argmax(1), CLASSES)
+               for s, y, x in (("val", val_y, val_logits), ("test", test_y, test_logits))}
+    fit = fit_temperature(val_logits, val_y)
+    calibrated = {"val": fit.apply(val_logits), "test": fit.apply(test_logits)}
+    threshold_report, _, _ = selective.select_and_evaluate(calibrated["val"], val_y, calibrated["test"], test_y,
+                                                           n_boot=20)
+    quant = quantize_ort.build_quant_report(test_y, test_logits, 4000, {"minmax": (int8_logits, {"size_bytes": 1200})},
+                                            "minmax", best_variant="minmax")
+    cal = {"fp32": {"pre_calibration": calibration_metrics.calibration_summary(test_logits, test_y, n_boot=20),
+                    "post_calibration": calibration_metrics.calibration_summary(calibrated["test"], test_y, n_boot=20)}}
+    latency_row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch_size": 1,
+                   "end_to_end_latency_ms": {"mean": 0.2}, "contention_free_ms": 0.1, "throughput_fps": 5000.0}
+    validation_row = {"logit_max_abs_diff": 1e-6, "argmax_mismatches": 0, "probability_max_abs_diff": 1e-7,
+                      "probability_atol": 1e-6, "accept_mismatches": 0, "accepted": 390, "passed": True, "failures": []}
+    phases = {
+        "00_environment": {"environment.json": environment.collect(root), "isa.png": "png"},
+        "01_data": {"distribution.json": {"dataset": "digits", "class_names": CLASSES, "slice_hash": "ab" * 32,
+                                          "distribution": dict.fromkeys(CLASSES, 5),
+                                          "inputs": {"dtype": "float32", "shape": [20, 8, 8, 1], "min": 0.0, "max": 255.0}},
+                    "splits.npz": lambda p: atomic.save_npz(p, train=np.arange(50), val=np.arange(300),
+                                                            test=np.arange(400)),
+                    "samples.png": "png"},
+        "02_train": {"metrics.json": summary, "model.json": {"name": "mlp", "num_classes": 4, "input_shape": [8, 8, 1]},
+                     "curves.png": "png", "confusion.png": "png"},
+        "03_activation_stats": {"trained/rate_targets.json": {"r_star": {"positive": [0.5, 0.4], "zscore": [0.15, 0.16]},
+                                                              "layer_names": ["a", "b"], "role": "trained"},
+                                "rates.png": "png", "sigma.png": "png"},
+        "04_quantize": {"quant_report.json": quant, "quant.png": "png"},
+        "05_latency": {"latency.json": {"hardware_id": "cpu-x", "int8_variant": "minmax", "measurements": [latency_row],
+                                        "int8_over_fp32": {"m/onnxruntime/b1": 0.8}},
+                       "estimator.json": {"lomo": {"available": False, "reason": "one model only"}},
+                       "latency.png": "png"},
+        "06_confidence": {"fp32/scaling_params.json": fit.to_dict(), "calibration_metrics.json": cal,
+                          "reliability.png": "png", "confidence.png": "png"},
+        "07_selective": {"threshold.json": {"selective_model": "fp32", "models": {"fp32": threshold_report}},
+                         "risk_coverage.png": "png", "threshold_sweep.png": "png"},
+        "08_bundle": {"validation.json": {"status": "PASS", "n": 400, "fp32": validation_row, "int8": validation_row},
+                      "bundle/bundle.json": {"schema_version": 1, "source": {"run_id": "run-7"},
+                                             "models": {"fp32": {"file": "model_fp32.onnx", "temperature": 1.2,
+                                                                 "threshold": 0.9}}},
+                      "predictions.png": "png"},
+    }
+    return {pid: write_phase(root, pid, files) for pid, files in phases.items()}
+
+
+def png_count(inputs):
+    return sum(name.endswith(".png") for files in inputs.values() for name in files)
+
+
+def test_full_report_has_every_section_table_and_figure(inputs):
+    page = report.render(inputs)
+    assert "Every phase is present." in page and 'class="missing"' not in page
+    for pid in report.SECTIONS:
+        assert f'<section id="{pid}">' in page
+    assert page.count("<img ") == png_count(inputs) == page.count('src="data:image/png;base64,')
+    assert page.count("<table") >= 10
+    assert "minmax" in page and "run-7" in page and 'class="pass">PASS' in page
+    assert "latency int8/fp32 (05)" in page and "b1: 0.80x" in page  # 05's ratio joined into 04's table
+
+
+def test_page_is_self_contained(inputs):
+    page = report.render(inputs)
+    assert not re.search(r"(src|href)=\"(?!data:|#)", page)  # only inline images and in-page anchors
+    assert "<script" not in page and "<link" not in page and "http" not in page
+
+
+def test_missing_phases_are_named_not_fatal(inputs):
+    partial = {pid: files for pid, files in inputs.items() if pid not in ("04_quantize", "05_latency", "08_bundle")}
+    page = report.render(partial)
+    assert "Missing phases (not run, or their results no longer verify): 04_quantize, 05_latency, 08_bundle" in page
+    for pid in ("04_quantize", "05_latency", "08_bundle"):
+        assert f"Phase {pid} is missing from this run" in page
+    assert page.count("<img ") == png_count(partial)
+    assert report.missing_phases(partial) == ["04_quantize", "05_latency", "08_bundle"]
+    assert list(report.section_table(partial)["status"]).count("missing") == 3
+
+
+def test_same_results_anywhere_give_the_same_bytes(inputs, tmp_path):
+    moved = {}
+    for pid, files in inputs.items():
+        moved[pid] = {}
+        for name, path in files.items():
+            dest = tmp_path / "elsewhere" / pid / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest)
+            moved[pid][name] = dest
+    assert report.render(inputs) == report.render(moved)
+    assert str(tmp_path) not in report.render(moved)
+
+
+def test_results_in_another_layout_name_the_phase(inputs, tmp_path):
+    bad = tmp_path / "threshold.json"
+    atomic.write_json(bad, {"threshold": 0.5})  # no selective_model / models
+    with pytest.raises(ValueError, match="results of 07_selective do not have the layout"):
+        report.render({**inputs, "07_selective": {**inputs["07_selective"], "threshold.json": bad}})
+
+
+def test_unknown_phase_is_refused(inputs):
+    with pytest.raises(ValueError, match="no report section for phase"):
+        report.render({**inputs, "10_extra": {}})
+
+
+# -- headless Chromium --------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=10000"]
+IMAGE_PROBE = ('<script>window.addEventListener("load", () => {const imgs = [...document.images];'
+               'const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;'
+               'document.body.setAttribute("data-images", ok + "/" + imgs.length);});</script></body>')
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed with apt-get when missing (needs root and the Debian mirror)."""
+    if shutil.which("chromium") is None:
+        install = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True)
+        if install.returncode != 0 or shutil.which("chromium") is None:
+            pytest.skip(f"chromium is not installed and `apt-get install -y chromium` failed: {install.stderr[-300:]}")
+    return shutil.which("chromium")
+
+
+def open_in_chromium(chromium, page: str, tmp_path, *extra) -> str:
+    """Load ``page`` (with the image probe) in headless Chromium; return the DOM after load."""
+    path = tmp_path / "page.html"
+    path.write_text(page.replace("</body>", IMAGE_PROBE))
+    proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *extra,
+                           "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def images_marker(dom: str) -> str:
+    found = re.search(r'data-images="([^"]*)"', dom)
+    assert found, "the load handler did not run"
+    return found.group(1)
+
+
+def test_report_loads_in_chromium_with_every_figure_decoded(chromium, inputs, tmp_path):
+    n = png_count(inputs)
+    dom = open_in_chromium(chromium, report.render(inputs), tmp_path)
+    assert images_marker(dom) == f"{n}/{n}"
+    for pid in report.SECTIONS:
+        assert f'id="{pid}"' in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,3000",
+                    f"--screenshot={shot}", (tmp_path / "page.html").as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
+
+
+def test_chromium_probe_catches_a_broken_figure(chromium, inputs, tmp_path):
+    page = report.render(inputs)
+    broken = page.replace('src="data:image/png;base64,iVBOR', 'src="data:image/png;base64,AAAAR', 1)
+    assert broken != page
+    n = png_count(inputs)
+    assert images_marker(open_in_chromium(chromium, broken, tmp_path)) == f"{n - 1}/{n}"
+
