@@ -57,7 +57,7 @@ def cifar10_slice(cifar10_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def keras_run(cifar10_slice, keras_h5, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar-keras")
-    calib(*command(cifar10_slice, keras_h5, "-p", "01_data.samples_per_class=10", "--no-progress",
+    calib(*command(cifar10_slice, keras_h5, "-p", "01_data.samples_per_class=20", "--no-progress",
                    "--runs-root", str(root / "runs"), "-p", f"store_dir={root / 'store'}"), cwd=ROOT)
     return only_run(root / "runs")
 
