@@ -4,6 +4,7 @@ CI runs that command on a reduced slice of the real data in ../shared (the first
 each training batch and the first 1,000 test images, written as a standard cifar-10-batches-py
 folder); the full command, exactly as the README gives it, is a slow test.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_runner import calib, only_run
 from helpers import data
 from helpers.run.project import project_root
-
-from cli_runner import calib, only_run
 
 ROOT = project_root()
 README_DATA_DIR, README_H5 = ".cache/cifar-10-batches-py", "../shared/models/mlperf_tiny_resnet8_pretrained.h5"
 # the README's keras_h5 command, argument by argument (test_readme_gives_this_command keeps them equal)
-KERAS_H5_COMMAND = ["run", "--params", "params/cifar10.yaml", "-p", f"data_dir={README_DATA_DIR}",
-                    "-p", "model_source=keras_h5", "-p", f"h5_path={README_H5}", "-p", "val_source=test",
-                    "-p", "val_fraction=0.5"]
+KERAS_H5_COMMAND = [
+    "run",
+    "--params",
+    "params/cifar10.yaml",
+    "-p",
+    f"data_dir={README_DATA_DIR}",
+    "-p",
+    "model_source=keras_h5",
+    "-p",
+    f"h5_path={README_H5}",
+    "-p",
+    "val_source=test",
+    "-p",
+    "val_fraction=0.5",
+]
 SLICE = {"train_per_batch": 200, "test": 1000}
 
 
@@ -49,7 +61,7 @@ def cifar10_slice(cifar10_dir, tmp_path_factory) -> Path:
     for i in range(5):
         rows = slice(i * per_batch, i * per_batch + keep)
         write_batch(out / f"data_batch_{i + 1}", ds.train_images[rows], ds.train_labels[rows])
-    write_batch(out / "test_batch", ds.test_images[:SLICE["test"]], ds.test_labels[:SLICE["test"]])
+    write_batch(out / "test_batch", ds.test_images[: SLICE["test"]], ds.test_labels[: SLICE["test"]])
     (out / "batches.meta").write_bytes((cifar10_dir / "batches.meta").read_bytes())
     return out
 
@@ -57,8 +69,20 @@ def cifar10_slice(cifar10_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def keras_run(cifar10_slice, keras_h5, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar-keras")
-    calib(*command(cifar10_slice, keras_h5, "-p", "01_data.samples_per_class=20", "--no-progress",
-                   "--runs-root", str(root / "runs"), "-p", f"store_dir={root / 'store'}"), cwd=ROOT)
+    calib(
+        *command(
+            cifar10_slice,
+            keras_h5,
+            "-p",
+            "01_data.samples_per_class=20",
+            "--no-progress",
+            "--runs-root",
+            str(root / "runs"),
+            "-p",
+            f"store_dir={root / 'store'}",
+        ),
+        cwd=ROOT,
+    )
     return only_run(root / "runs")
 
 
@@ -69,7 +93,7 @@ def test_readme_gives_this_command():
 
 def test_keras_h5_without_val_from_test_is_refused_before_any_kernel(cifar10_slice, keras_h5, tmp_path):
     args = command(cifar10_slice, keras_h5, "--no-progress", "--runs-root", str(tmp_path))
-    args = args[:args.index("val_source=test") - 1] + args[args.index("val_source=test") + 1:]
+    args = args[: args.index("val_source=test") - 1] + args[args.index("val_source=test") + 1 :]
     proc = calib(*args, check=False, cwd=ROOT)
     assert proc.returncode == 2 and "val_source=test" in proc.stderr, proc.stderr
     assert not any(tmp_path.iterdir())
@@ -99,8 +123,18 @@ def test_temperature_and_threshold_are_fitted_on_test_images_the_model_never_saw
 @pytest.mark.slow
 def test_the_readme_command_in_full(cifar10_dir, keras_h5, tmp_path):
     """About 9 minutes on 2 cores: the README's command on the full data, to a bundle and a report."""
-    calib(*command(cifar10_dir, keras_h5, "--no-progress", "--runs-root", str(tmp_path / "runs"),
-                   "-p", f"store_dir={tmp_path / 'store'}"), cwd=ROOT)
+    calib(
+        *command(
+            cifar10_dir,
+            keras_h5,
+            "--no-progress",
+            "--runs-root",
+            str(tmp_path / "runs"),
+            "-p",
+            f"store_dir={tmp_path / 'store'}",
+        ),
+        cwd=ROOT,
+    )
     run = only_run(tmp_path / "runs")
     validation = json.loads((run / "results/08_bundle/validation.json").read_text())
     assert validation["status"] == "PASS" and validation["n"] == 5000, validation

@@ -10,7 +10,8 @@ import pytest
 from cli_runner import calib, only_run
 from helpers import data
 from helpers.data.datasets import preprocess
-from helpers.models import artifact as model_artifact, parity
+from helpers.models import artifact as model_artifact
+from helpers.models import parity
 from helpers.models.architectures import predict_logits
 
 
@@ -57,7 +58,8 @@ def test_not_a_keras_file_fails_the_phase_with_a_clear_message(tmp_path, cifar10
     fake = tmp_path / "weights.h5"
     fake.write_bytes(b"not an hdf5 file at all")
     proc = calib("run", "--phases", "02", "--no-progress", "--runs-root", str(tmp_path / "runs"), "-p", "dataset=cifar10",
-                 "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={fake}", "-p", "val_source=test", check=False)
+                 "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={fake}",
+                 "-p", "val_source=test", check=False)
     assert proc.returncode == 1 and "weights.h5" in proc.stderr
     assert not list((tmp_path / "runs").glob("*/manifests/02_train.json"))
 

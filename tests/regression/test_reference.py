@@ -16,6 +16,7 @@ both. What is checked where:
 
 Refresh the reference deliberately with `make reference` and review the diff.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -47,8 +48,11 @@ HERE = Path(__file__).resolve().parent
 AVX2_CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 MACHINES = {"native": {}, "avx2": AVX2_CAP}
 # nbval checks per phase: 00 structure only, 01 exact text, the rest with numbers masked
-SANITIZE = {"structure": ("nbval_sanitize.cfg", "nbval_sanitize_structure.cfg"), "exact": ("nbval_sanitize.cfg",),
-            "numbers": ("nbval_sanitize.cfg", "nbval_sanitize_numbers.cfg")}
+SANITIZE = {
+    "structure": ("nbval_sanitize.cfg", "nbval_sanitize_structure.cfg"),
+    "exact": ("nbval_sanitize.cfg",),
+    "numbers": ("nbval_sanitize.cfg", "nbval_sanitize_numbers.cfg"),
+}
 
 
 def nbval_mode(notebook: str) -> str:
@@ -82,11 +86,29 @@ def nbval(run_dir: Path, notebooks: list[Path], mode: str, env: dict | None = No
     """nbval over ``notebooks`` (in order) of the run copy ``run_dir``; junit results in ``run_dir/../<mode>.xml``."""
     kernel_env = {**os.environ, **KERNEL_ENV, **(env or {})}
     kernel_env.pop("CALIB_MANAGED_RUN", None)  # the kernels keep the copy's run_record themselves
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                           "--nbval", "--nbval-current-env", "--nbval-cell-timeout=1800",
-                           "--nbval-sanitize-with", str(sanitize_file(mode, run_dir.parent)),
-                           f"--junitxml={run_dir.parent / f'{mode}.xml'}", *map(str, notebooks)],
-                          cwd=run_dir, env=kernel_env, capture_output=True, text=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--nbval",
+            "--nbval-current-env",
+            "--nbval-cell-timeout=1800",
+            "--nbval-sanitize-with",
+            str(sanitize_file(mode, run_dir.parent)),
+            f"--junitxml={run_dir.parent / f'{mode}.xml'}",
+            *map(str, notebooks),
+        ],
+        cwd=run_dir,
+        env=kernel_env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def cells_passed(run_dir: Path, mode: str) -> dict[str, int]:
@@ -111,8 +133,9 @@ def reexecuted(tmp_path_factory, machine) -> Path:
     notebooks = sorted((copy / "notebooks").glob("*.ipynb"))
     for mode in ("structure", "exact", "numbers"):
         proc = nbval(copy, [nb for nb in notebooks if nbval_mode(nb.name) == mode], mode, MACHINES[machine])
-        assert proc.returncode == 0, (f"nbval ({mode}, cpu={machine}) found differences:\n{proc.stdout[-8000:]}\n"
-                                      f"{proc.stderr[-2000:]}")
+        assert proc.returncode == 0, (
+            f"nbval ({mode}, cpu={machine}) found differences:\n{proc.stdout[-8000:]}\n{proc.stderr[-2000:]}"
+        )
     return copy
 
 
@@ -126,10 +149,17 @@ def summary(run_dir: Path, phase: str) -> dict:
 
 def test_isa_cap_takes_effect():
     """Both caps of AVX2_CAP are honoured by this torch build (on a CPU with AVX2 or better)."""
-    probe = ("import torch, torch.nn.functional as F; print('aten', torch.backends.cpu.get_cpu_capability()); "
-             "F.conv2d(torch.ones(1, 3, 8, 8), torch.ones(4, 3, 3, 3))")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                          env={**os.environ, **AVX2_CAP, "ONEDNN_VERBOSE": "1"})
+    probe = (
+        "import torch, torch.nn.functional as F; print('aten', torch.backends.cpu.get_cpu_capability()); "
+        "F.conv2d(torch.ones(1, 3, 8, 8), torch.ones(4, 3, 3, 3))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **AVX2_CAP, "ONEDNN_VERBOSE": "1"},
+    )
     assert "aten AVX2" in proc.stdout
     assert "isa:Intel AVX2" in proc.stdout and "convolution,jit:avx2" in proc.stdout  # oneDNN's own report
 
@@ -139,10 +169,20 @@ def test_sanitizers_mask_numbers_and_variant_names_but_not_structure():
     import nbformat
 
     nb = nbformat.read(REFERENCE / "notebooks/04_quantize.ipynb", as_version=4)
-    html = next(o["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                if "text/html" in o.get("data", {}))
-    printed = next(o["text"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                   if "best ORT variant" in o.get("text", ""))
+    html = next(
+        o["data"]["text/html"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "text/html" in o.get("data", {})
+    )
+    printed = next(
+        o["text"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "best ORT variant" in o.get("text", "")
+    )
     assert "0.994444" in html and sanitize(html, "numbers") == sanitize(html.replace("0.994444", "0.990741"), "numbers")
     assert sanitize(printed, "numbers") == sanitize(re.sub(r"minmax|entropy", "percentile", printed), "numbers")
     assert sanitize(html, "numbers") != sanitize(html.replace(">mcc<", ">matthews<"), "numbers")
@@ -156,7 +196,9 @@ def test_nbval_catches_a_changed_output(tmp_path_factory):
     copy = copy_reference(tmp_path_factory, "changed")
     path = copy / "notebooks" / "01_data.ipynb"
     nb = nbformat.read(path, as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "Loaded" in "".join(o.get("text", "") for o in c.outputs))
+    cell = next(
+        c for c in nb.cells if c.cell_type == "code" and "Loaded" in "".join(o.get("text", "") for o in c.outputs)
+    )
     stream = next(o for o in cell.outputs if "Loaded" in o.get("text", ""))
     stream["text"] = stream["text"].replace("Loaded", "Loaded 1 extra +")
     nbformat.write(nb, path)
@@ -177,7 +219,9 @@ def test_nbval_compares_every_cell_of_every_reference_notebook(reexecuted):
 
 def test_data_phase_reproduces_exactly(reexecuted):
     for name in ("splits.npz", "calibration_slice.npz", "distribution.json"):
-        assert (reexecuted / "results/01_data" / name).read_bytes() == (REFERENCE / "results/01_data" / name).read_bytes()
+        assert (reexecuted / "results/01_data" / name).read_bytes() == (
+            REFERENCE / "results/01_data" / name
+        ).read_bytes()
     assert summary(reexecuted, "01_data")["slice_hash"] == summary(REFERENCE, "01_data")["slice_hash"]
 
 
@@ -208,34 +252,44 @@ def lookup(tree: dict, dotted: str):
 # ATen without vector ISA + oneDNN SSE4.1 vs AVX-512, and (issue 11) an Intel Xeon with AVX-512 +
 # AMX vs the EPYC. Training rounds differently on each, so the model itself differs: this is the
 # variation of two equally good trainings, not of float rounding alone.
-@pytest.mark.parametrize("phase, key, tolerance", [
-    # 540 test images; measured 1 image (0.0019) on all three other machines -> 3 images
-    ("02_train", "test_accuracy", 3 / 540),
-    ("04_quantize", "fp32_test_accuracy", 3 / 540),
-    # 126 val images; measured 1 image (0.0079, SSE4.1) -> 3 images
-    ("02_train", "val_accuracy", 3 / 126),
-    # measured 0.0021 (AVX2 and SSE4.1) -> 0.0065
-    ("02_train", "test_mcc", 0.0065),
-    # INT8 on the same 540 images; measured 2 images (0.0037: entropy, percentile, AVX2) -> 6 images
-    ("04_quantize", "int8_test_accuracy.minmax", 6 / 540),
-    ("04_quantize", "int8_test_accuracy.entropy", 6 / 540),
-    ("04_quantize", "int8_test_accuracy.percentile", 6 / 540),
-    ("04_quantize", "int8_test_accuracy.pt2e", 6 / 540),
-    # ECE after temperature scaling; measured, any model: 0.0032 (entropy, AVX2) -> 0.01
-    ("06_confidence", "ece_post.fp32", 0.01),
-    # coverage at the chosen threshold; measured 0.0093 (5 images, SSE4.1; the threshold moved 0.981 -> 0.995) -> 0.03
-    ("07_selective", "test_coverage", 0.03),
-])
+@pytest.mark.parametrize(
+    "phase, key, tolerance",
+    [
+        # 540 test images; measured 1 image (0.0019) on all three other machines -> 3 images
+        ("02_train", "test_accuracy", 3 / 540),
+        ("04_quantize", "fp32_test_accuracy", 3 / 540),
+        # 126 val images; measured 1 image (0.0079, SSE4.1) -> 3 images
+        ("02_train", "val_accuracy", 3 / 126),
+        # measured 0.0021 (AVX2 and SSE4.1) -> 0.0065
+        ("02_train", "test_mcc", 0.0065),
+        # INT8 on the same 540 images; measured 2 images (0.0037: entropy, percentile, AVX2) -> 6 images
+        ("04_quantize", "int8_test_accuracy.minmax", 6 / 540),
+        ("04_quantize", "int8_test_accuracy.entropy", 6 / 540),
+        ("04_quantize", "int8_test_accuracy.percentile", 6 / 540),
+        ("04_quantize", "int8_test_accuracy.pt2e", 6 / 540),
+        # ECE after temperature scaling; measured, any model: 0.0032 (entropy, AVX2) -> 0.01
+        ("06_confidence", "ece_post.fp32", 0.01),
+        # coverage at the chosen threshold; measured 0.0093 (5 images, SSE4.1, where the threshold
+        # moved 0.981 -> 0.995) -> 0.03
+        ("07_selective", "test_coverage", 0.03),
+    ],
+)
 def test_key_results_match_the_reference_within_measured_variation(reexecuted, phase, key, tolerance):
-    assert lookup(summary(reexecuted, phase), key) == pytest.approx(lookup(summary(REFERENCE, phase), key), abs=tolerance)
+    assert lookup(summary(reexecuted, phase), key) == pytest.approx(
+        lookup(summary(REFERENCE, phase), key), abs=tolerance
+    )
 
 
 def test_activation_rates_match_the_reference_within_measured_variation(reexecuted):
     """r* per hooked layer; measured: 0.0085 (trained model, zscore, first layer, AVX2) -> 0.025."""
     for role in ("trained", "init"):
         for kind in ("zscore", "positive"):
-            np.testing.assert_allclose(summary(reexecuted, "03_activation_stats")["r_star"][role][kind],
-                                       summary(REFERENCE, "03_activation_stats")["r_star"][role][kind], rtol=0, atol=0.025)
+            np.testing.assert_allclose(
+                summary(reexecuted, "03_activation_stats")["r_star"][role][kind],
+                summary(REFERENCE, "03_activation_stats")["r_star"][role][kind],
+                rtol=0,
+                atol=0.025,
+            )
 
 
 def test_threshold_maximizes_val_mcc_on_its_recorded_sweep(reexecuted):
@@ -277,9 +331,14 @@ def test_best_int8_variant_is_the_documented_choice_given_the_recorded_numbers(r
     """Which variant wins differs between machines (minmax here, entropy on a Xeon); the rule does not."""
     report = read_json(reexecuted, "results/04_quantize/quant_report.json")
     rows = {name: report["variants"][name] for name in report["ort_variants"]}
-    assert report["best_variant"] == quantize_ort.best_variant(rows) == summary(reexecuted, "04_quantize")["best_variant"]
+    assert (
+        report["best_variant"] == quantize_ort.best_variant(rows) == summary(reexecuted, "04_quantize")["best_variant"]
+    )
     assert summary(reexecuted, "06_confidence")["best_int8"] == report["best_variant"]
-    assert read_json(reexecuted, "results/08_bundle/bundle/bundle.json")["models"]["int8"]["variant"] == report["best_variant"]
+    assert (
+        read_json(reexecuted, "results/08_bundle/bundle/bundle.json")["models"]["int8"]["variant"]
+        == report["best_variant"]
+    )
 
 
 def test_wrong_preprocessing_ablation_still_collapses(reexecuted):

@@ -120,6 +120,7 @@ def check_parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray, ba
         raise OnnxParityError(f"{onnx_path}: logits shape {actual.shape}, torch gives {expected.shape}")
     result = parity.compare_logits(expected, actual)
     if not result.passed:
-        raise OnnxParityError(f"{onnx_path} disagrees with the torch model on {len(images)} images: {result.message()}; "
+        raise OnnxParityError(f"{onnx_path} disagrees with the torch model on {len(images)} images: "
+                              f"{result.message()}; "
                               "re-export from the same weights, and compare in eval mode")
     return result

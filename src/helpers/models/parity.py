@@ -33,6 +33,7 @@ sample's tolerance (two logits moved by at most ``allowed_i`` each can swap only
 near-tie flips are counted and reported, every other flip fails. Accept flags (calibrated
 confidence >= threshold) follow the same rule through :func:`confidence_tolerance`.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -59,9 +60,11 @@ class Parity:
         return {**asdict(self), "rel_tol": REL_TOL, "abs_tol": ABS_TOL}
 
     def message(self) -> str:
-        return (f"max |logit difference| {self.max_abs_diff:.3g}, {self.max_tolerance_used:.3g} of the tolerance "
-                f"max({ABS_TOL:g}, {REL_TOL:g} x max |logit|); {self.argmax_mismatches} argmax differ(s), "
-                f"{self.near_tie_mismatches} of them at near ties")
+        return (
+            f"max |logit difference| {self.max_abs_diff:.3g}, {self.max_tolerance_used:.3g} of the tolerance "
+            f"max({ABS_TOL:g}, {REL_TOL:g} x max |logit|); {self.argmax_mismatches} argmax differ(s), "
+            f"{self.near_tie_mismatches} of them at near ties"
+        )
 
 
 def logit_tolerance(reference: np.ndarray) -> np.ndarray:
@@ -79,17 +82,24 @@ def compare_logits(reference: np.ndarray, actual: np.ndarray) -> Parity:
     """Compare ``actual`` logits with ``reference`` ones, both (N, classes) on the same images."""
     reference, actual = np.asarray(reference), np.asarray(actual)
     if reference.shape != actual.shape or reference.ndim != 2 or len(reference) == 0 or reference.shape[1] < 2:
-        raise ValueError(f"logits must both be (N, classes), N >= 1, >= 2 classes, on the same images; got "
-                         f"{reference.shape} and {actual.shape}")
+        raise ValueError(
+            f"logits must both be (N, classes), N >= 1, >= 2 classes, on the same images; got "
+            f"{reference.shape} and {actual.shape}"
+        )
     allowed = logit_tolerance(reference)
     used = np.abs(actual.astype(np.float64) - reference.astype(np.float64)).max(axis=1) / allowed
     used = np.where(np.isnan(used), np.inf, used)  # a NaN logit is no match
     flipped = reference.argmax(axis=1) != actual.argmax(axis=1)
     near_tie = top2_margin(reference) <= 2 * allowed
-    return Parity(n=int(len(reference)), max_abs_diff=float((used * allowed).max()), max_tolerance_used=float(used.max()),
-                  max_allowed=float(allowed.max()), argmax_mismatches=int(flipped.sum()),
-                  near_tie_mismatches=int((flipped & near_tie).sum()),
-                  passed=bool(used.max() <= 1.0 and not (flipped & ~near_tie).any()))
+    return Parity(
+        n=int(len(reference)),
+        max_abs_diff=float((used * allowed).max()),
+        max_tolerance_used=float(used.max()),
+        max_allowed=float(allowed.max()),
+        argmax_mismatches=int(flipped.sum()),
+        near_tie_mismatches=int((flipped & near_tie).sum()),
+        passed=bool(used.max() <= 1.0 and not (flipped & ~near_tie).any()),
+    )
 
 
 def confidence_tolerance(reference: np.ndarray, temperature: float = 1.0) -> np.ndarray:

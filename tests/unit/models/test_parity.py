@@ -1,4 +1,5 @@
 """helpers.models.parity: the one parity definition (phase 02's ONNX check and phase 08's load-back)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,5 +70,6 @@ def test_confidence_tolerance_bounds_the_probability_change_the_logit_tolerance_
 
 
 def test_flag_mismatches_splits_explained_from_unexplained():
-    assert parity.flag_mismatches([True, True, False, False], [True, False, True, False],
-                                  [False, True, False, False]) == (2, 1)
+    assert parity.flag_mismatches(
+        [True, True, False, False], [True, False, True, False], [False, True, False, False]
+    ) == (2, 1)
