@@ -151,7 +151,7 @@ def test_isa_cap_takes_effect():
     """Both caps of AVX2_CAP are honoured by this torch build (on a CPU with AVX2 or better)."""
     probe = (
         "import torch, torch.nn.functional as F; print('aten', torch.backends.cpu.get_cpu_capability()); "
-        "F.conv2d(torch.ones(1, 3, 8, 8), torch.ones(4, 3, 3, 3))"
+        "F.conv2d(torch.ones(2, 3, 16, 16), torch.ones(4, 3, 3, 3))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", probe],
