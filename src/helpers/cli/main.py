@@ -13,7 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from helpers.run import manifest, run_record
+from helpers.run import run_record
+from helpers.run.atomic import disk_full
+from helpers.run.lock import RunLocked
 from helpers.run.params import ParamError
 from helpers.run.project import runs_root
 
@@ -32,16 +34,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    run_dir = Path(args.run_dir)
-    record = run_record.load(run_dir)
-    problems = []
-    for phase_id, row in record["phases"].items():
-        if row.get("status") == "complete" or manifest.manifest_path(run_dir, phase_id).exists():
-            problems += manifest.verify(run_dir, phase_id)
-    for line in problems:
-        print(line)
-    print(f"{run_dir}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'all manifests verify'}")
-    return 1 if problems else 0
+    """Exit 0: complete and intact; 3: incomplete but intact; 1: damaged (helpers.run.integrity)."""
+    from helpers.run.integrity import check_run
+
+    check = check_run(Path(args.run_dir))
+    for label, lines in (("damaged", check.damaged), ("incomplete", check.incomplete), ("note", check.notes)):
+        for line in lines:
+            print(f"{label}: {line}")
+    print(f"{check.run_dir}: {check.verdict()}")
+    return check.exit_code
 
 
 def list_runs(root: Path) -> list[Path]:
@@ -54,7 +55,11 @@ def cmd_ls(args) -> int:
 
     rows = []
     for run_dir in list_runs(runs_root(args.runs_root)):
-        record = run_record.load(run_dir)
+        try:
+            record = run_record.load(run_dir)
+        except run_record.RecordDamaged:  # one bad run must not hide the others
+            rows.append({"run": run_dir.name, "status": f"damaged: calib verify {run_dir}"})
+            continue
         phases = record["phases"]
         done = [pid[:2] for pid, row in phases.items() if row.get("status") == "complete"]
         summary = {pid: row.get("summary") or {} for pid, row in phases.items()}
@@ -66,7 +71,7 @@ def cmd_ls(args) -> int:
                      "phases done": ",".join(done) or "-",
                      "test acc": f"{accuracy:.4f}" if accuracy is not None else "-",
                      "ECE post": f"{ece:.4f}" if ece is not None else "-", "status": record["status"]})
-    print(pd.DataFrame(rows).to_string(index=False) if rows else f"no runs under {runs_root(args.runs_root)}")
+    print(pd.DataFrame(rows).fillna("-").to_string(index=False) if rows else f"no runs under {runs_root(args.runs_root)}")
     return 0
 
 
@@ -102,10 +107,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def cmd_diff(args) -> int:
     import pandas as pd
 
-    from helpers.run.runner import load_run_config
-
     runs = [Path(args.run_a), Path(args.run_b)]
-    configs = [flatten(load_run_config(r)) for r in runs]
+    configs = [flatten(run_record.load_config(r)) for r in runs]
     records = [run_record.load(r) for r in runs]
     summaries = [flatten({pid: row.get("summary", {}) for pid, row in rec["phases"].items()}) for rec in records]
     names = [r.name for r in runs]
@@ -149,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no papermill progress bars")
     run.set_defaults(func=cmd_run)
 
-    verify = sub.add_parser("verify", help="check every manifest of a run against its files")
+    verify = sub.add_parser("verify", help="is a run complete and intact? exit 0 complete+intact, 3 incomplete but "
+                                           "intact, 1 damaged")
     verify.add_argument("run_dir")
     verify.set_defaults(func=cmd_verify)
 
@@ -179,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, ValueError, FileNotFoundError) as exc:
+    except (ParamError, ValueError, FileNotFoundError, RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = getattr(args, "resume", None) or getattr(args, "run_dir", None) or "the run directory"
+        print(f"error: {disk_full(exc, where)}", file=sys.stderr)  # anything but a full disk is re-raised
+        return 1
 

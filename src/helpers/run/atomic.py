@@ -11,6 +11,7 @@ same configuration produce byte-identical results files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -41,7 +42,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # some filesystems refuse O_RDONLY on directories
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -68,10 +69,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, _default_mode())
         os.replace(tmp_path, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def disk_full(exc: OSError, where: str | os.PathLike) -> str:
+    """The message for a full disk (or quota) hit while writing under ``where``; any other OSError is re-raised."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise exc
+    return (f"no space left on device while writing under {where} ({exc.strerror}"
+            f"{': ' + str(exc.filename) if exc.filename else ''}); nothing half-written was kept: free some space, "
+            f"then `calib run --resume {where}` continues from the last complete phase")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
