@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _default_mode() -> int:
@@ -77,11 +78,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def disk_full(exc: OSError, where: str | os.PathLike) -> str:
     """The message for a full disk (or quota) hit while writing under ``where``; any other OSError is re-raised."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno not in DISK_FULL:
         raise exc
-    return (f"no space left on device while writing under {where} ({exc.strerror}"
-            f"{': ' + str(exc.filename) if exc.filename else ''}); nothing half-written was kept: free some space, "
-            f"then `calib run --resume {where}` continues from the last complete phase")
+    return disk_full_message(f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}", where)
+
+
+def disk_full_message(detail: str, where: str | os.PathLike) -> str:
+    return (f"no space left on device while writing under {where} ({detail}); nothing half-written was kept: "
+            f"free some space, then `calib run --resume {where}` continues from the last complete phase")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

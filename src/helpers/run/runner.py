@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from helpers.run import manifest, run_record
-from helpers.run.atomic import atomic_path, disk_full, write_text
+from helpers.run.atomic import DISK_FULL, atomic_path, disk_full, disk_full_message, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
 from helpers.run.params import ParamError, config_hash, load_yaml, notebook_parameters, parse_overrides, resolve
 from helpers.run.project import project_root, runs_root
@@ -181,6 +181,8 @@ def run_phase(run_dir: Path, spec: PhaseSpec, params: dict, key: str, *, progres
                                     execution_timeout=cell_timeout, request_save_on_cell_execute=False)
             except pm.PapermillExecutionError as exc:  # the executed notebook (with the error) is still kept
                 error = f"{exc.ename}: {exc.evalue}"
+                if any(f"[Errno {code}]" in exc.evalue for code in DISK_FULL):  # the kernel hit a full disk
+                    error = disk_full_message(error, run_dir)
     except OSError as exc:
         error = disk_full(exc, run_dir)  # anything but a full disk propagates
     seconds = round(time.perf_counter() - start, 3)
