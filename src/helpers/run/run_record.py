@@ -155,7 +155,8 @@ def record_complete(run_dir: Path, phase_id: str, doc: dict, **fields) -> dict:
     notebook = doc.get("notebook")
     return set_phase(run_dir, phase_id, status="complete", error=None, input_key=doc.get("input_key"),
                      summary=doc.get("summary", {}), manifest_sha256=doc.get("sha256"),
-                     notebook_sha256=atomic.sha256_file(run_dir / notebook) if notebook else None, **fields)
+                     notebook_sha256=atomic.sha256_file(run_dir / notebook)
+                     if notebook and (run_dir / notebook).is_file() else None, **fields)
 
 
 _RUN_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})(-\d+)?$")
