@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_runner import calib
 
+from cli_runner import calib
 from helpers.run.project import project_root
+
 
 def refused(root: Path, *args: str) -> str:
     proc = calib("run", "--no-progress", "--runs-root", str(root), *args, check=False)
@@ -93,8 +94,8 @@ def test_full_disk_is_a_clear_error_and_resume_finishes_after_space_is_freed(tmp
         pytest.skip("unshare -Urm (user + mount namespaces) is not available here")
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    proc = subprocess.run(["unshare", "-Urm", "sh", "-c", FULL_DISK, "sh", str(mnt), str(project_root()), sys.executable],
-                          capture_output=True, text=True, timeout=900)
+    args = ["unshare", "-Urm", "sh", "-c", FULL_DISK, "sh", str(mnt), str(project_root()), sys.executable]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert "first-exit=1" in out and "no space left on device" in out and "--resume" in out, out[-4000:]
     assert "Traceback" not in out, out[-4000:]

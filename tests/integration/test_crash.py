@@ -26,8 +26,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from cli_runner import calib, only_run
 
+from cli_runner import calib, only_run
 
 FAST = ["--no-progress", "--phases", "00,07", "-p", "epochs=1", "-p", "calibration_methods=[minmax]",
         "-p", "size_sweep=[]", "-p", "sensitivity=false", "-p", "torch_pt2e=false", "-p", "n_boot=20"]

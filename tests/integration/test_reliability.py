@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from cli_runner import calib, only_run
 
 COMPLETE, DAMAGED, INCOMPLETE = 0, 1, 3

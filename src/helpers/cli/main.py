@@ -71,7 +71,8 @@ def cmd_ls(args) -> int:
                      "phases done": ",".join(done) or "-",
                      "test acc": f"{accuracy:.4f}" if accuracy is not None else "-",
                      "ECE post": f"{ece:.4f}" if ece is not None else "-", "status": record["status"]})
-    print(pd.DataFrame(rows).fillna("-").to_string(index=False) if rows else f"no runs under {runs_root(args.runs_root)}")
+    print(pd.DataFrame(rows).fillna("-").to_string(index=False) if rows
+          else f"no runs under {runs_root(args.runs_root)}")
     return 0
 
 

@@ -18,8 +18,8 @@ import fcntl
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LOCK_FILE = ".lock"
 KERNEL_LOCK_FILE = ".kernel.lock"
@@ -65,7 +65,8 @@ def run_lock(run_dir: Path, kernel_wait_s: float = 30.0) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunLocked(f"run {run_dir} is being executed by {holder(run_dir)}; wait for it to finish "
-                            f"(calib show {run_dir} shows its progress) -- one process executes a run at a time") from None
+                            f"(calib show {run_dir} shows its progress): one process executes a run at a time"
+                            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"PID {os.getpid()} on {platform.node()}\n".encode())
         wait_for_kernels(run_dir, kernel_wait_s)

@@ -152,8 +152,8 @@ def verify(run_dir: Path, phase_id: str) -> list[str]:
         return [f"{phase_id}: manifest has schema {manifest.get('schema')!r}, not {SCHEMA} (an older calib-lab wrote "
                 "it, or it was edited); --resume re-runs the phase"]
     if manifest.get("sha256") != content_hash(manifest):
-        return [f"{phase_id}: manifest {manifest_path(run_dir, phase_id).relative_to(run_dir)} was altered (its content "
-                "hash does not match); --resume re-runs the phase"]
+        return [f"{phase_id}: manifest {manifest_path(run_dir, phase_id).relative_to(run_dir)} was altered (its "
+                "content hash does not match); --resume re-runs the phase"]
     root = results_dir(run_dir, phase_id)
     problems = []
     for rel, entry in manifest["files"].items():

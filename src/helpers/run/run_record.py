@@ -5,8 +5,8 @@ Holds the run id, tz-aware times, the git sha and dirty flag, the resolved confi
 creation), the phase table (status, times, duration, error, why it ran, the git state of that
 execution, the content hash of its manifest and the sha256 of its executed notebook) and the
 artifact registry (sha256 and size of every file in the run directory). A damaged record is
-named in the error; :func:`rebuild` recreates it from the manifests and ``config_resolved.yaml``. Every update rewrites the file atomically.
-Dates live here and in ``logs/``, never in ``results/``.
+named in the error; :func:`rebuild` recreates it from the manifests and ``config_resolved.yaml``.
+Every update rewrites the file atomically. Dates live here and in ``logs/``, never in ``results/``.
 """
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ import yaml
 from helpers.run import manifest, run_record
 from helpers.run.atomic import DISK_FULL, atomic_path, disk_full, disk_full_message, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
+from helpers.run.lock import run_lock
 from helpers.run.params import ParamError, config_hash, load_yaml, notebook_parameters, parse_overrides, resolve
 from helpers.run.project import project_root, runs_root
-from helpers.run.lock import run_lock
 from helpers.run.resume import load_record, record_skipped, remove_leftovers, why_rerun
 from helpers.run.run_record import CONFIG_FILE, MANAGED_ENV
 

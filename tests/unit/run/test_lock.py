@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

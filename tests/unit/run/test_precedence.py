@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import yaml
 
 from helpers.run.params import load_yaml, parse_overrides, resolve
 from helpers.run.project import project_root
@@ -63,7 +62,7 @@ def test_the_reviewed_cases_on_the_real_cifar10_profile():
     assert params["02_train"]["epochs"] == 3 and sources["02_train"]["epochs"] == "-p (02_train.epochs)"
     assert resolved("epochs=5", "02_train.epochs=3")[0]["02_train"]["epochs"] == 3
     params, sources = resolved()
-    assert params["02_train"]["epochs"] == 15 and "epochs" not in sources["02_train"], "the notebook default: not listed"
+    assert params["02_train"]["epochs"] == 15 and "epochs" not in sources["02_train"], "a notebook default: unlisted"
     assert sources["02_train"]["batch_size"] == "params/cifar10.yaml (02_train.batch_size)"
     assert sources["01_data"]["dataset"] == "params/cifar10.yaml (dataset)"
 
