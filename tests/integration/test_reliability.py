@@ -162,3 +162,26 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_is_told_the_pid(run):
     assert ok == 0 and refused == 2, results
     assert "is being executed by PID" in message and "Traceback" not in message
     assert verify(run).returncode == COMPLETE
+
+
+def test_resume_under_changed_code_says_why_each_phase_reruns_and_records_its_git_state(run, tmp_path):
+    """The review's finding 10, with a notebook edit (a project copy: the installed helpers stay as they are)."""
+    import nbformat
+
+    from helpers.run.project import project_root
+
+    project = tmp_path / "project"
+    for name in ("notebooks", "params"):
+        shutil.copytree(project_root() / name, project / name)
+    shutil.copy(project_root() / "pyproject.toml", project)
+    path = project / "notebooks" / "01_data.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+    cell.source += "\n# an edit"
+    nbformat.write(nb, path)
+    out = calib("run", "--resume", str(run), "--no-progress", env={"CALIB_PROJECT_ROOT": str(project)}).stdout
+    assert "[00_environment] up to date" in out
+    assert "[01_data] re-runs: its notebook's code changed since it ran" in out, out
+    row = json.loads((run / "run_record.json").read_text())["phases"]["01_data"]
+    assert row["reason"] == "its notebook's code changed since it ran"
+    assert row["git"] == {"sha": None, "dirty": None}, "the git state of this execution (the copy is no checkout)"

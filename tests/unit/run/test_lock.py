@@ -67,3 +67,23 @@ def test_parallel_launches_on_one_runs_root_all_get_their_own_run(tmp_path):
         names += [name for _, name in results]
     assert len(set(names)) == 24 and all((root / n / "run_record.json").is_file() for n in names)
     assert not [p for p in root.iterdir() if p.name.startswith(".")], "no probe file is left behind"
+
+
+KERNEL = ("import sys, time\nfrom helpers.run.lock import hold_for_kernel\nhold_for_kernel(sys.argv[1])\n"
+          "print('held', flush=True)\ntime.sleep(600)\n")
+
+
+def test_a_new_executor_waits_for_a_kernel_of_a_killed_execution(tmp_path):
+    """A phase kernel outlives a `kill -9` of calib by a second or two; nobody may share the run with it."""
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert kernel.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(RunLocked, match="a phase kernel of an earlier execution"):
+            with run_lock(tmp_path, kernel_wait_s=0.5):
+                pass
+        assert not lock.is_locked(tmp_path), "the refused executor released the run lock"
+    finally:
+        kernel.send_signal(signal.SIGKILL)
+        kernel.wait()
+    with run_lock(tmp_path, kernel_wait_s=5):
+        pass

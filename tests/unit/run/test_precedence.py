@@ -76,3 +76,20 @@ def test_dict_values_merge_in_precedence_order():
 def test_a_wrong_type_names_the_layer_that_set_it():
     with pytest.raises(ValueError, match=r"02_train \(set by -p \(epochs\)\): parameter 'epochs' must be int"):
         resolve(DEFAULTS, [("-p", {"epochs": "abc"})])
+
+
+def test_a_manifest_says_which_part_of_its_input_key_changed(tmp_path):
+    """Why a phase re-runs on resume: params, its notebook's code, the helper sources, an upstream manifest."""
+    from helpers.run import manifest
+    from helpers.run.graph import get_phase
+
+    spec = get_phase("02_train")
+    (tmp_path / "manifests").mkdir()
+    manifest.write_manifest(tmp_path, "01_data", {"phase": "01_data"})
+    parts = manifest.key_parts(spec.id, {"epochs": 1}, spec.notebook, list(spec.upstream), tmp_path)
+    manifest.write_manifest(tmp_path, spec.id, parts)
+    doc = manifest.read_manifest(tmp_path, spec.id)
+    assert manifest.changed_key_parts(doc, parts) == [] and manifest.verify(tmp_path, spec.id) == []
+    changed = {**parts, "params": "x", "helpers": "y", "upstream": {"01_data": "z"}}
+    assert manifest.changed_key_parts(doc, changed) == ["its params", "the helper sources", "upstream phase(s) 01_data"]
+    assert manifest.changed_key_parts(doc, {**parts, "notebook": "n"}) == ["its notebook's code"]
