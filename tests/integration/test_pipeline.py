@@ -100,7 +100,7 @@ def test_kill_9_during_phase_01_then_resume_completes(tmp_path):
 
 def test_bad_params_fail_before_any_run_directory_exists(tmp_path):
     root = tmp_path / "runs"
-    cases = [(["-p", "epoch=3"], "unknown parameter(s) epoch; valid shared keys:"),
+    cases = [(["-p", "epoch=3"], "unknown parameter(s) epoch in -p; valid shared keys:"),
              (["-p", "seed=abc"], "'seed' must be int"),
              (["-p", "dataset=cifar10", "-p", f"data_dir={tmp_path / 'nope'}"], "does not exist"),
              (["-p", "dataset=mnist"], "unknown dataset 'mnist'; choose one of digits, cifar10"),
