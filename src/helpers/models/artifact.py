@@ -33,6 +33,10 @@ def check_params(params: dict, config: dict | None = None) -> None:
                                     f"{params['h5_path']!r} (e.g. -p h5_path=../shared/models/mlperf_tiny_resnet8_pretrained.h5)")
         if params["dataset"] != "cifar10":
             raise ValueError("the MLPerf Tiny ResNet-8 .h5 is a CIFAR-10 model: use -p dataset=cifar10 with keras_h5")
+        if params.get("val_source", "train") != "test":
+            raise ValueError("the MLPerf Tiny ResNet-8 .h5 was trained on every CIFAR-10 training image, so a val split "
+                             "from the training data would fit temperature and threshold on images it has seen: add "
+                             "-p val_source=test -p val_fraction=0.5 (val = half of the test split)")
     if params["architecture"] and params["architecture"] not in available_models():
         raise ValueError(f"unknown architecture {params['architecture']!r}; choose one of {', '.join(available_models())}")
     if params["precision"] not in ("fp32", "bf16"):
