@@ -92,13 +92,20 @@ def _check_build_args(model_paths, class_names, temperatures, thresholds) -> Non
         if not path.is_file():
             raise FileNotFoundError(f"{precision} model {path} does not exist; pass the phase-02 model.onnx (fp32) "
                                     "and the phase-04 model_int8_<variant>.onnx (int8)")
+    _check_values(class_names, temperatures, thresholds)
+
+
+def _check_values(class_names, temperatures, thresholds) -> None:
+    """The contract's values (what write_bundle refuses to write, load refuses to read)."""
+    for precision in PRECISIONS:
         t = temperatures.get(precision)
-        if t is None or not (math.isfinite(t) and t > 0):
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not (math.isfinite(t) and t > 0):
             raise ValueError(f"temperature for {precision} must be a finite number > 0, got {t!r}")
         thr = thresholds.get(precision)
-        if thr is None or not 0 <= thr <= 1:
+        if not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1:
             raise ValueError(f"threshold for {precision} must be a confidence in [0, 1], got {thr!r}")
-    if len(class_names) < 2 or len(set(class_names)) != len(class_names):
+    if (not isinstance(class_names, (list, tuple)) or len(class_names) < 2
+            or len(set(map(str, class_names))) != len(class_names)):
         raise ValueError(f"class_names must be >= 2 distinct names, got {list(class_names)!r}")
 
 
@@ -200,7 +207,24 @@ def load(path: str | Path) -> Bundle:
     verify_checksums(directory)  # checksums.json keeps its format across schema versions
     doc = _read_json(directory / BUNDLE_FILE)
     _check_schema(doc, directory / BUNDLE_FILE)
+    _check_contract(doc, directory / BUNDLE_FILE)
     return Bundle(directory, doc)
+
+
+def _check_contract(doc: dict, path: Path) -> None:
+    """Validate the values a checksum cannot vouch for (checksums.json can be recomputed after an edit)."""
+    try:
+        models = {p: doc["models"][p] for p in PRECISIONS}
+        _check_values(doc["class_names"], {p: m["temperature"] for p, m in models.items()},
+                      {p: m["threshold"] for p, m in models.items()})
+        shape = doc["input"]["shape"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path} does not hold a valid bundle contract ({type(exc).__name__}: {exc}); "
+                          "rebuild the bundle with phase 08 (calib run --phases 08)") from None
+    if any(m["file"] != MODEL_FILES[p] for p, m in models.items()) or not (
+            isinstance(shape, list) and shape[:1] == [None] and all(isinstance(d, int) and d > 0 for d in shape[1:])):
+        raise BundleError(f"{path}: model files must be {MODEL_FILES} and the input shape [null, H, W, C] with "
+                          f"positive sizes, got {[m['file'] for m in models.values()]} and {shape}; rebuild the bundle")
 
 
 def probability_tolerance(reference_logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -116,6 +116,32 @@ def test_newer_schema_is_refused_even_with_valid_checksums(bundle_dir):
         bundle.load(bundle_dir)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["models"]["fp32"].update(temperature=0.0), "temperature for fp32 must be a finite number > 0"),
+    (lambda d: d["models"]["int8"].update(temperature=-1.0), "temperature for int8"),
+    (lambda d: d["models"]["fp32"].update(threshold=1.5), "threshold for fp32 must be a confidence in"),
+    (lambda d: d["models"]["int8"].update(threshold="high"), "threshold for int8"),
+    (lambda d: d.update(class_names=["a"]), "class_names must be >= 2 distinct names"),
+    (lambda d: d["models"]["int8"].update(file="../model.onnx"), "model files must be"),
+    (lambda d: d["models"].pop("int8"), "does not hold a valid bundle contract"),
+], ids=["temperature-0", "temperature-negative", "threshold-above-1", "threshold-str", "one-class", "file", "no-int8"])
+def test_edited_contract_values_are_refused_even_with_recomputed_checksums(bundle_dir, edit, message):
+    """The review's case: bundle.json says temperature 0, checksums.json recomputed -- it loaded and gave NaN."""
+    doc = json.loads((bundle_dir / "bundle.json").read_text())
+    edit(doc)
+    atomic.write_json(bundle_dir / "bundle.json", doc)
+    sums = json.loads((bundle_dir / "checksums.json").read_text())
+    sums["files"]["bundle.json"] = atomic.sha256_file(bundle_dir / "bundle.json")
+    atomic.write_json(bundle_dir / "checksums.json", sums)
+    with pytest.raises(bundle.BundleError, match=message):
+        bundle.load(bundle_dir)
+
+
+def test_an_empty_batch_is_called_empty(bundle_dir):
+    with pytest.raises(ValueError, match="the batch is empty"):
+        bundle.load(bundle_dir).predict(np.zeros((0, *SHAPE), np.uint8))
+
+
 def test_not_a_bundle_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         bundle.load(tmp_path / "nowhere")

@@ -80,7 +80,7 @@ def inputs(tmp_path_factory):
                       "probability_max_abs_diff": 1e-7, "probability_atol": 1e-6, "accept_mismatches": 0,
                       "near_threshold_accept_mismatches": 0, "accepted": 390, "passed": True, "failures": []}
     phases = {
-        "00_environment": {"environment.json": environment.collect(root), "isa.png": "png"},
+        "00_environment": {"environment.json": environment.collect(), "isa.png": "png"},
         "01_data": {"distribution.json": {"dataset": "digits", "class_names": CLASSES, "slice_hash": "ab" * 32,
                                           "distribution": dict.fromkeys(CLASSES, 5),
                                           "inputs": {"dtype": "float32", "shape": [20, 8, 8, 1], "min": 0.0, "max": 255.0}},

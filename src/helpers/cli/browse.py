@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from helpers.run import headline, manifest, run_record
+from helpers.run import headline, run_record
+from helpers.run.integrity import check_run
 from helpers.run.graph import PHASES
 from helpers.run.params import RUN_DIR_PARAM, notebook_parameters, parameter_comments
 from helpers.run.project import runs_root
-from helpers.run.runner import load_run_config
 
 FORMATS = ("table", "md", "json", "csv")
 MAX_WIDTH = 120
@@ -106,15 +106,6 @@ def render(rows: list[dict], columns: list[str], form: str = "table", whole: tup
 
 # -- run facts --------------------------------------------------------------------------------
 
-def verify_problems(run_dir: Path, record: Mapping) -> list[str]:
-    """What ``calib verify`` reports: every problem of every phase that is complete or has a manifest."""
-    problems = []
-    for phase_id, row in record["phases"].items():
-        if row.get("status") == "complete" or manifest.manifest_path(run_dir, phase_id).exists():
-            problems += manifest.verify(run_dir, phase_id)
-    return problems
-
-
 def run_status(run_dir: Path, record: Mapping, verify: bool = True) -> str:
     """The record's status, except that a run whose files fail verify is not ``complete``."""
     status = record.get("status", "?")
@@ -122,8 +113,8 @@ def run_status(run_dir: Path, record: Mapping, verify: bool = True) -> str:
     if run_dir.name.startswith("scratch-"):
         done = sum(row.get("status") == "complete" for row in phases.values())
         status = f"scratch {done}/{len(phases)}"
-    if verify and status != "failed" and verify_problems(run_dir, record):
-        return "altered (verify fails)"
+    if verify and status != "failed" and check_run(run_dir).damaged:
+        return "damaged (calib verify says what)"
     return status
 
 
@@ -144,7 +135,10 @@ def shared_params(config: Mapping[str, Mapping]) -> dict[str, Any]:
 
 
 def run_row(run_dir: Path, verify: bool = True) -> dict[str, Any]:
-    record = run_record.load(run_dir)
+    try:
+        record = run_record.load(run_dir)
+    except run_record.RecordDamaged:  # one bad run must not hide the others
+        return {"run": run_dir.name, "status": f"damaged record: calib verify {run_dir.name}"}
     phases = record["phases"]
     summary = {pid: row.get("summary") or {} for pid, row in phases.items()}
     head = headline.for_run(run_dir, record)
@@ -175,7 +169,7 @@ def cmd_ls(args) -> int:
     for run_dir in list_runs(root):
         rows.append(run_row(run_dir, verify=not args.no_verify))
         try:
-            params.append(shared_params(load_run_config(run_dir)))
+            params.append(shared_params(run_record.load_config(run_dir)))
         except FileNotFoundError:
             params.append({})
     changed = differing(params)
@@ -234,7 +228,7 @@ def run_facts(run_dir: Path) -> dict[str, dict[str, Any]]:
     record = run_record.load(run_dir)
     results = flatten({pid: row.get("summary") or {} for pid, row in record["phases"].items()})
     results.update({f"headline.{k}": v for k, v in headline.for_run(run_dir, record).items()})
-    return {"param": flatten(load_run_config(run_dir)), "result": results,
+    return {"param": flatten(run_record.load_config(run_dir)), "result": results,
             "phase": {f"{pid}.status": row.get("status") for pid, row in record["phases"].items()}}
 
 

@@ -16,20 +16,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from helpers.run import run_record
+from helpers.run.atomic import disk_full
+from helpers.run.lock import RunLocked
 from helpers.run.params import ParamError
 
 
 def cmd_run(args) -> int:
     from helpers.cli.browse import resolve_run
-    from helpers.cli.options import overrides
+    from helpers.cli.options import p_overrides, yaml_layers
     from helpers.run import console
     from helpers.run.runner import PhaseFailed, run
 
     resume = str(resolve_run(args.resume, args.runs_root)) if args.resume else None
     log = console.console_writer(console.is_tty())
     try:
-        run_dir = run(args.params or [], overrides(args.p, args.params_yaml), phases=args.phases, root=args.runs_root,
+        run_dir = run(args.params or [], p_overrides(args.p), yaml_layers(args.params_yaml), phases=args.phases, root=args.runs_root,
                       resume=resume, run_id=args.run_id, progress=console.show_cell_bar(not args.no_progress),
                       cell_timeout=args.cell_timeout, log=log)
     except PhaseFailed as exc:
@@ -41,14 +42,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from helpers.cli.browse import resolve_run, verify_problems
+    """Exit 0: complete and intact; 3: incomplete but intact; 1: damaged (helpers.run.integrity)."""
+    from helpers.cli.browse import resolve_run
+    from helpers.run.integrity import check_run
 
-    run_dir = resolve_run(args.run_dir, args.runs_root)
-    problems = verify_problems(run_dir, run_record.load(run_dir))
-    for line in problems:
-        print(line)
-    print(f"{run_dir}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'all manifests verify'}")
-    return 1 if problems else 0
+    check = check_run(resolve_run(args.run_dir, args.runs_root))
+    for label, lines in (("damaged", check.damaged), ("incomplete", check.incomplete), ("note", check.notes)):
+        for line in lines:
+            print(f"{label}: {line}")
+    print(f"{check.run_dir}: {check.verdict()}")
+    return check.exit_code
 
 
 def cmd_browse(args) -> int:
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no cell progress bar (it shows only when stderr is a terminal)")
     run.set_defaults(func=cmd_run)
 
-    verify = sub.add_parser("verify", help="check every manifest of a run against its files")
+    verify = sub.add_parser("verify", help="is a run complete and intact? exit 0 complete+intact, 3 incomplete but "
+                                           "intact, 1 damaged")
     verify.add_argument("run_dir", metavar="RUN", help=a_run)
     verify.add_argument("--runs-root", **root_opt)
     verify.set_defaults(func=cmd_verify)
@@ -130,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, ValueError, FileNotFoundError) as exc:
+    except (ParamError, ValueError, FileNotFoundError, RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = getattr(args, "resume", None) or getattr(args, "run_dir", None) or "the run directory"
+        print(f"error: {disk_full(exc, where)}", file=sys.stderr)  # anything but a full disk is re-raised
+        return 1
 

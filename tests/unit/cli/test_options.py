@@ -3,17 +3,28 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.cli.options import overrides
+from helpers.cli.options import p_overrides, yaml_layers
 from helpers.run import console, headline
 from helpers.run.params import ParamError, parse_overrides
 
 
 def test_papermill_spellings_give_the_same_layer():
-    spelled = overrides([["epochs", "3"], ["02_train.lr=0.05"]], ["{seed: 1, 02_train: {batch_size: 32}}"])
-    assert spelled == ["seed=1", "02_train.batch_size=32", "epochs=3", "02_train.lr=0.05"]
-    assert parse_overrides(spelled) == {"seed": 1, "epochs": 3, "02_train": {"batch_size": 32, "lr": 0.05}}
-    assert parse_overrides(overrides(None, ["{calibration_methods: [minmax, entropy]}"])) == {
-        "calibration_methods": ["minmax", "entropy"]}
+    assert p_overrides([["epochs", "3"], ["02_train.lr=0.05"]]) == ["epochs=3", "02_train.lr=0.05"]
+    assert parse_overrides(p_overrides([["epochs", "3"], ["02_train.lr=0.05"]])) == {
+        "epochs": 3, "02_train": {"lr": 0.05}}
+    assert yaml_layers(["{seed: 1, 02_train: {batch_size: 32}}", "{calibration_methods: [minmax, entropy]}"]) == [
+        {"seed": 1, "02_train": {"batch_size": 32}}, {"calibration_methods": ["minmax", "entropy"]}]
+
+
+def test_y_is_its_own_layer_below_p():
+    """-y sits between the files and -p: `-y '{02_train: {epochs: 3}}' -p epochs=5` trains 5 (the later layer)."""
+    from helpers.run.runner import resolve_config
+
+    resolved = resolve_config(overrides=p_overrides([["epochs", "5"]]), yaml_layers=yaml_layers(
+        ["{02_train: {epochs: 3}}"]))
+    assert resolved["02_train"]["epochs"] == 5
+    resolved = resolve_config(yaml_layers=yaml_layers(["{02_train: {epochs: 3}}", "{epochs: 4}"]))
+    assert resolved["02_train"]["epochs"] == 4
 
 
 @pytest.mark.parametrize("p, y, message", [([["epochs"]], None, "-p expects KEY VALUE or KEY=VALUE"),
@@ -22,7 +33,8 @@ def test_papermill_spellings_give_the_same_layer():
                                            (None, ["{a: [1"], "is not valid YAML")])
 def test_malformed_options_are_param_errors(p, y, message):
     with pytest.raises(ParamError, match=message.replace("[", r"\[")):
-        overrides(p, y)
+        p_overrides(p)
+        yaml_layers(y)
 
 
 def test_event_lines():
