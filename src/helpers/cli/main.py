@@ -5,6 +5,7 @@
     calib ls [--runs-root DIR]
     calib show RUN_DIR
     calib diff RUN_A RUN_B
+    calib sweep SWEEP.yaml [--scheduler ADDRESS | --workers N] | calib sweep --resume SWEEP_DIR
     calib ground-truth {measure,migrate} ...
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ def cmd_run(args) -> int:
 
     try:
         run_dir = run(args.params or [], args.p or [], phases=args.phases, root=args.runs_root, resume=args.resume,
-                      run_id=args.run_id, progress=not args.no_progress, cell_timeout=args.cell_timeout)
+                      run_id=args.run_id, progress=not args.no_progress, cell_timeout=args.cell_timeout,
+                      reuse=args.reuse)
     except PhaseFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -67,6 +69,10 @@ def cmd_ls(args) -> int:
                      "test acc": f"{accuracy:.4f}" if accuracy is not None else "-",
                      "ECE post": f"{ece:.4f}" if ece is not None else "-", "status": record["status"]})
     print(pd.DataFrame(rows).to_string(index=False) if rows else f"no runs under {runs_root(args.runs_root)}")
+    from helpers.cli.sweep import sweeps_table
+
+    if sweeps := sweeps_table(runs_root(args.runs_root)):
+        print(f"\n{sweeps}")
     return 0
 
 
@@ -147,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name the run directory (default: <UTC timestamp>-<config hash>)")
     run.add_argument("--cell-timeout", type=int, default=3600, help="seconds per notebook cell (default 3600)")
     run.add_argument("--no-progress", action="store_true", help="no papermill progress bars")
+    run.add_argument("--reuse", action="store_true", help="materialize phases whose input key matches a verified "
+                     "phase of another run in the runs root instead of executing them (the sweep phase cache)")
     run.set_defaults(func=cmd_run)
 
     verify = sub.add_parser("verify", help="check every manifest of a run against its files")
@@ -165,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("run_a")
     diff.add_argument("run_b")
     diff.set_defaults(func=cmd_diff)
+
+    from helpers.cli.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
 
     truth = sub.add_parser("ground-truth", add_help=False, help="latency ground truth: measure, migrate (see --help)")
     truth.add_argument("rest", nargs=argparse.REMAINDER)

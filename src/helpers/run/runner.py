@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import importlib
 import os
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.run import manifest, run_record
+from helpers.run import cache, manifest, run_record
 from helpers.run.atomic import atomic_path, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
 from helpers.run.params import ParamError, config_hash, load_yaml, notebook_parameters, parse_overrides, resolve
@@ -121,8 +122,12 @@ def kernel_environment():
 
 
 def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bool = False,
-            progress: bool = True, cell_timeout: int | None = None, log=print) -> dict[str, str]:
-    """Run ``specs`` in order in ``run_dir``; returns phase id -> 'ran' | 'skipped'."""
+            progress: bool = True, cell_timeout: int | None = None, reuse: bool = False, log=print) -> dict[str, str]:
+    """Run ``specs`` in order in ``run_dir``; returns phase id -> 'ran' | 'skipped' | 'reused'.
+
+    ``reuse``: a phase with the input key of a verified phase in another run of the same runs root
+    is materialized from that run instead of executed (``helpers.run.cache``).
+    """
     outcome: dict[str, str] = {}
     for spec in specs:
         params = resolved[spec.id]
@@ -135,8 +140,12 @@ def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bo
             log(f"[{spec.id}] up to date (manifest verifies, input key matches): skipped")
             continue
         log(f"[{spec.id}] {spec.title}")
-        run_phase(run_dir, spec, params, key, progress=progress, cell_timeout=cell_timeout)
-        outcome[spec.id] = "ran"
+        compute = functools.partial(run_phase, run_dir, spec, params, key, progress=progress, cell_timeout=cell_timeout)
+        if reuse:
+            outcome[spec.id] = cache.run_once(run_dir, spec.id, key, compute, log=log)
+        else:
+            compute()
+            outcome[spec.id] = "ran"
     return outcome
 
 
@@ -180,7 +189,7 @@ def finish_run(run_dir: Path, status: str) -> None:
 
 def run(param_files: list[str] = (), overrides: list[str] = (), phases: str | None = None,
         root: str | None = None, resume: str | None = None, run_id: str | None = None,
-        progress: bool = True, cell_timeout: int | None = None, log=print) -> Path:
+        progress: bool = True, cell_timeout: int | None = None, reuse: bool = False, log=print) -> Path:
     """``calib run``: a new run (or ``resume`` an existing one) executed phase by phase."""
     if resume:
         run_dir = Path(resume).resolve()
@@ -203,7 +212,8 @@ def run(param_files: list[str] = (), overrides: list[str] = (), phases: str | No
         run_dir = create_run(resolved, specs, runs_root(root), run_id)
     log(f"run directory: {run_dir}")
     try:
-        execute(run_dir, specs, resolved, resume=bool(resume), progress=progress, cell_timeout=cell_timeout, log=log)
+        execute(run_dir, specs, resolved, resume=bool(resume), progress=progress, cell_timeout=cell_timeout,
+                reuse=reuse, log=log)
     except BaseException:
         finish_run(run_dir, "failed")
         raise
