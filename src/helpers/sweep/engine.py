@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from helpers.run import run_record
+from helpers.run import manifest, run_record
 from helpers.run.graph import upstream_closure
 from helpers.run.params import config_hash
 
@@ -60,10 +60,10 @@ def phase_outcomes(run_dir: Path, since: str) -> dict[str, str]:
     """Per phase, what this attempt did: 'ran', 'reused' (from another run) or 'skipped' (done before)."""
     out = {}
     for pid, row in run_record.load(run_dir)["phases"].items():
-        fresh = (row.get("started") or "") >= since
-        out[pid] = ("reused" if row.get("reused_from") else "ran") if fresh else row.get("status", "pending")
-        if not fresh and out[pid] == "complete":
-            out[pid] = "skipped"
+        if (row.get("started") or "") >= since:
+            out[pid] = "reused" if row.get("reused_from") else "ran"
+        else:
+            out[pid] = "not run" if manifest.verify(run_dir, pid) else "skipped"
     return out
 
 
