@@ -42,7 +42,7 @@ def phase_rows(root: Path, doc: dict) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=4, help="members of the throughput sweep (seeds)")
-    parser.add_argument("--methods", default="minmax,entropy,percentile", help="quantization methods of the cache sweep")
+    parser.add_argument("--methods", default="minmax,entropy,percentile", help="methods of the cache sweep")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs in the cache sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

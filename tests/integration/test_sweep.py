@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from cli_runner import calib
+from dask_cluster import dask_cluster, signal_group
 
 pytestmark = pytest.mark.integration
 
-DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
-
-
 def write_sweep(tmp_path: Path, doc: dict) -> Path:
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
@@ -78,45 +75,6 @@ def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
     assert doc["sweep_id"] in listing and listing.count(doc["sweep_id"]) >= 5  # the sweep line and its members
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
-    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1, stopped afterwards."""
-    if DASK is None:
-        pytest.skip("the dask command is not installed")
-    scheduler_file = tmp_path / "scheduler.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(scheduler_file)], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    deadline = time.monotonic() + 60
-    while not scheduler_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    address = json.loads(scheduler_file.read_text())["address"]
-    workers = [subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}",
-                                 "--host", "127.0.0.1"], env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
-    procs += workers
-    from distributed import Client
-
-    with Client(address, timeout="60s") as client:
-        client.wait_for_workers(2, timeout=120)
-        yield address, workers, client
-    for proc in reversed(procs):
-        with_group(proc, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with_group(proc, signal.SIGKILL)
-
-
-def with_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,42 +85,43 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path, dask_cluster):
+def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
     """2 x 2 on `dask scheduler` + 2 `dask worker`s; one worker is killed while a member is inside its
     second phase: Dask re-submits that member on the other worker, which resumes it from its manifests."""
-    address, workers, client = dask_cluster
-    root = tmp_path / "runs"
-    sweep = write_sweep(tmp_path, {"name": "remote", "grid": {"samples_per_class": [5, 10]}, "seeds": [0, 1]})
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "sweep", str(sweep), "--phases", "00,01",
-                             "--scheduler", address, "--runs-root", str(root), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with dask_cluster(tmp_path, 2) as (address, workers, client):
+        root = tmp_path / "runs"
+        sweep = write_sweep(tmp_path, {"name": "remote", "grid": {"samples_per_class": [5, 10]}, "seeds": [0, 1]})
+        proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "sweep", str(sweep), "--phases", "00,01",
+                                 "--scheduler", address, "--runs-root", str(root), "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def member_in_second_phase():
-        for rec_path in root.glob("remote-*/run_record.json"):
-            rec = json.loads(rec_path.read_text())
-            if rec["phases"]["01_data"].get("status") == "running":
-                return rec_path.parent.name
-        return None
+        def member_in_second_phase():
+            for rec_path in root.glob("remote-*/run_record.json"):
+                rec = json.loads(rec_path.read_text())
+                if rec["phases"]["01_data"].get("status") == "running":
+                    return rec_path.parent.name
+            return None
 
-    victim_run = wait_for(member_in_second_phase, 300, "a member to be inside phase 01")
-    processing = client.processing()
-    victim_address = next(a for a, keys in processing.items() if f"calib-{victim_run}" in keys)
-    victim_name = client.scheduler_info(n_workers=-1)["workers"][victim_address]["name"]
-    victim = workers[int(victim_name[1:])]
-    kill_time = time.time()
-    with_group(victim, signal.SIGKILL)  # the whole `dask worker` (nanny, worker, its kernel)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
-    _, doc = the_sweep(root)
-    assert doc["status"] == "complete" and doc["engine"]["kind"] == "external"
-    assert all(m["status"] == "complete" for m in doc["members"])
-    member = next(m for m in doc["members"] if m["run_id"] == victim_run)
-    assert member["worker"] != victim_address
-    assert member["phases"]["00_environment"] == "skipped"  # resumed from its manifests, not from zero
-    assert member["phases"]["01_data"] == "ran"
-    rec = json.loads((root / victim_run / "run_record.json").read_text())
-    assert rec["phases"]["00_environment"]["finished"][:19] <= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(kill_time))
-    assert_all_verify(root, doc)
+        victim_run = wait_for(member_in_second_phase, 300, "a member to be inside phase 01")
+        processing = client.processing()
+        victim_address = next(a for a, keys in processing.items() if f"calib-{victim_run}" in keys)
+        victim_name = client.scheduler_info(n_workers=-1)["workers"][victim_address]["name"]
+        victim = workers[int(victim_name[1:])]
+        kill_time = time.time()
+        signal_group(victim, signal.SIGKILL)  # the whole `dask worker` (nanny, worker, its kernel)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        _, doc = the_sweep(root)
+        assert doc["status"] == "complete" and doc["engine"]["kind"] == "external"
+        assert all(m["status"] == "complete" for m in doc["members"])
+        member = next(m for m in doc["members"] if m["run_id"] == victim_run)
+        assert member["worker"] != victim_address
+        assert member["phases"]["00_environment"] == "skipped"  # resumed from its manifests, not from zero
+        assert member["phases"]["01_data"] == "ran"
+        rec = json.loads((root / victim_run / "run_record.json").read_text())
+        killed_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(kill_time))
+        assert rec["phases"]["00_environment"]["finished"][:19] <= killed_at  # finished before the kill
+        assert_all_verify(root, doc)
 
 
 def test_resume_after_the_client_is_killed_completes_only_unfinished_members(tmp_path):

@@ -3,6 +3,7 @@
     calib ground-truth migrate SRC... --dest DIR [--dry-run]
     calib ground-truth measure [--params params/ground_truth.yaml] [--store DIR] [--models ...]
                                [--precisions ...] [--batch-sizes ...] [--repeats N]
+                               [--scheduler tcp://host:8786 --hardware NAME]   (on that hardware's Dask worker)
 
 ``measure`` reads the sweep profile (default ``params/ground_truth.yaml`` at the project root);
 the options narrow it (``--models``, ``--precisions``, ``--batch-sizes``) or override it
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     meas.add_argument("--batch-sizes", nargs="+", type=int, help="these batch sizes instead of the profile's")
     meas.add_argument("--repeats", type=int, help="timed calls per measurement instead of the profile's")
     meas.add_argument("--no-progress", action="store_true")
+    meas.add_argument("--scheduler", metavar="ADDRESS", help="measure on a Dask worker of this scheduler (+ --hardware)")
+    meas.add_argument("--hardware", metavar="NAME", help="the worker started with --resources \"hw-NAME=1\"")
     return parser
 
 
@@ -73,8 +76,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from helpers.ground_truth.estimator import write_efficiency_curves
     from helpers.ground_truth.latency import run_sweep
 
-    result = run_sweep(narrowed_config(args), progress=not args.no_progress)
-    write_efficiency_curves(result.store, result.records[0].hardware_id)
+    if bool(args.scheduler) != bool(args.hardware):
+        raise SystemExit("--scheduler and --hardware go together: the scheduler, and the name of the hardware whose "
+                         "worker advertises --resources \"hw-NAME=1\"")
+    if args.scheduler:
+        from helpers.run.params import ParamError
+        from helpers.sweep.remote import measure_on
+
+        try:
+            result = measure_on(args.scheduler, args.hardware, narrowed_config(args), args.store)
+        except ParamError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    else:
+        result = run_sweep(narrowed_config(args), progress=not args.no_progress)
+        write_efficiency_curves(result.store, result.records[0].hardware_id)
     print(result.table().to_string(index=False))
     for line in result.skipped + result.warnings:
         print(f"note: {line}")

@@ -26,8 +26,8 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from helpers.run import atomic, manifest, run_record
 

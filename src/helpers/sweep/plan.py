@@ -144,7 +144,7 @@ def plan(sweep_file: str | Path, param_files: list[str] = (), overrides: list[st
         raise ParamError(f"{len(errors)} of {len(points)} sweep point(s) are invalid; nothing was started:\n  "
                          + "\n  ".join(errors))
     seen: dict[str, str] = {}
-    for point, resolved, label in resolved_points:
+    for _, resolved, label in resolved_points:
         chash = config_hash({s.id: resolved[s.id] for s in specs})
         if chash in seen:
             raise ParamError(f"sweep points ({seen[chash]}) and ({label}) give the same configuration of phases "

@@ -9,9 +9,9 @@ deviation) as error bars.
 """
 from __future__ import annotations
 
+import base64
 import html
 import io
-import base64
 from pathlib import Path
 
 import numpy as np
