@@ -39,6 +39,15 @@ def assert_all_verify(root: Path, doc: dict) -> None:
         calib("verify", str(root / member["run_id"]))
 
 
+def test_invalid_points_are_refused_before_any_run_is_created(tmp_path):
+    root = tmp_path / "runs"
+    sweep = write_sweep(tmp_path, {"grid": {"02_train.lr": [0.1, "fast"], "02_train.epochs": [1]}})
+    proc = calib("sweep", str(sweep), "--phases", "02", "--runs-root", str(root), check=False)
+    assert proc.returncode == 2 and "1 of 2 sweep point(s) are invalid; nothing was started" in proc.stderr
+    assert "point 1 (02_train.lr=fast, 02_train.epochs=1)" in proc.stderr
+    assert not root.exists() or not any(root.iterdir())
+
+
 def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
     """2 x 2 over training params, 2 workers: 01 is executed once and hardlinked into the other three."""
     root = tmp_path / "runs"
@@ -51,6 +60,10 @@ def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
     assert doc["status"] == "complete" and doc["engine"] == {"kind": "LocalCluster", "workers": 2}
     assert [m["status"] for m in doc["members"]] == ["complete"] * 4
     assert len({m["worker"] for m in doc["members"]}) == 2  # both workers took members
+    budget = max(1, len(os.sched_getaffinity(0)) // 2)  # cores // workers: N workers on N cores, 1 thread each
+    assert {m["threads"] for m in doc["members"]} == {budget}
+    cpus = {m["worker"]: tuple(m["cpus"]) for m in doc["members"]}
+    assert len(set(cpus.values())) == 2 and not set(cpus[min(cpus)]) & set(cpus[max(cpus)])  # pinned apart
     recs = records(root, doc)
     data_rows = {rid: r["phases"]["01_data"] for rid, r in recs.items()}
     computed = [rid for rid, row in data_rows.items() if "reused_from" not in row]
@@ -122,6 +135,11 @@ def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
         killed_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(kill_time))
         assert rec["phases"]["00_environment"]["finished"][:19] <= killed_at  # finished before the kill
         assert_all_verify(root, doc)
+        budget = str(max(1, len(os.sched_getaffinity(0)) // 2))  # 2 workers on this host
+        for m in doc["members"]:  # the kernels saw their thread budget (no CPU pinning on an external worker)
+            env = json.loads((root / m["run_id"] / "results/00_environment/environment.json").read_text())
+            assert env["threads"]["OMP_NUM_THREADS"] == budget and env["threads"]["torch_num_threads"] == int(budget)
+            assert m["cpus"] is None
 
 
 def test_resume_after_the_client_is_killed_completes_only_unfinished_members(tmp_path):

@@ -72,7 +72,7 @@ def claim(root: Path, key: str, holder: dict, log: Callable[[str], None] = print
 
 
 def candidates(root: Path, phase_id: str, key: str, exclude: Path) -> list[Path]:
-    """Runs of ``root`` whose manifest of ``phase_id`` carries ``key``, oldest run id first (tie-break: name)."""
+    """Runs of ``root`` whose manifest of ``phase_id`` carries ``key``, in name order (the first that verifies wins)."""
     found = []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.resolve() != exclude.resolve()):
         doc = manifest.read_manifest(run_dir, phase_id)
@@ -97,8 +97,11 @@ def place(src: Path, dst: Path) -> str:
 
 def materialize(source: Path, run_dir: Path, phase_id: str, key: str) -> dict | None:
     """Bring ``source``'s verified ``phase_id`` into ``run_dir``; None (and nothing left) if it does not verify."""
-    manifest_bytes = manifest.manifest_path(source, phase_id).read_bytes()
-    doc = json.loads(manifest_bytes)
+    try:  # read once: these bytes are checked and then written, even if the source changes meanwhile
+        manifest_bytes = manifest.manifest_path(source, phase_id).read_bytes()
+        doc = json.loads(manifest_bytes)
+    except (OSError, ValueError):  # withdrawn or rewritten since it was listed
+        return None
     if doc.get("input_key") != key:
         return None
     manifest.withdraw(run_dir, phase_id)

@@ -80,7 +80,7 @@ def execute(directory: Path, doc: dict, scheduler: str | None, workers: int | No
             done[0] += 1
             record.set_member(directory, doc, run_id, status=outcome["status"], error=outcome.get("error"),
                               phases=outcome.get("phases", {}), worker=outcome.get("worker"),
-                              seconds=outcome.get("seconds"))
+                              threads=outcome.get("threads"), cpus=outcome.get("cpus"), seconds=outcome.get("seconds"))
             line = member_line(f"[{done[0]}/{len(todo)}]", run_id, outcome)
             if bar:
                 bar.write(line)
