@@ -117,7 +117,7 @@ def start_client(scheduler: str | None, workers: int | None):
         client = Client(scheduler, timeout="30s")
         return client, {"kind": "external", "scheduler": scheduler}, False
     n = workers or host_cores()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     return Client(cluster), {"kind": "LocalCluster", "workers": n}, True
 
