@@ -99,7 +99,8 @@ def figure_png(table: pd.DataFrame, param: str, metric: str, series: list[str]) 
     ax.set_xlabel(param)
     ax.set_ylabel(metric.split(".", 1)[-1])
     seeds = int(stats["n"].max()) if len(stats) else 0
-    ax.set_title(f"{metric}\nmean ± std over seeds (up to {seeds} per point)", fontsize=9)
+    spread_text = f"mean ± std over seeds (up to {seeds} per point)" if seeds > 1 else "one run per point"
+    ax.set_title(f"{metric}\n{spread_text}", fontsize=9)
     if series:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
