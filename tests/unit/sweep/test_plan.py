@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from helpers.run.params import ParamError
+from helpers.run.project import project_root
 from helpers.sweep import plan
 
 
@@ -76,3 +77,8 @@ def test_slugs_are_file_name_safe_and_bounded():
     text = plan.slug(point, list(point))
     assert text == "calibration_methods=minmax+entropy_data_dir=-a-b-c_seed=3"
     assert len(plan.slug({"k": "x" * 500}, ["k"])) == 80
+
+
+def test_the_shipped_example_sweep_is_valid():
+    p = plan.plan(project_root() / "params" / "sweeps" / "quant_methods.yaml", phases="04")
+    assert len(p.members) == 12 and p.varying == ["04_quantize.calibration_methods", "04_quantize.num_bins", "seed"]
