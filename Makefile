@@ -20,8 +20,10 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/calib run
 
-test: install
-	$(PY) -m pytest
+# Timed from before the install, so the figure is what a fresh clone costs; the slowest tests are listed.
+test:
+	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(PY) -m pytest --durations=15; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s in total (install + tests), exit status $$rc"; exit $$rc
 
 test-unit: install  ## the fast gate: helpers on small real objects, no kernels
 	$(PY) -m pytest -m "unit and not slow"

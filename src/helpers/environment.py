@@ -62,6 +62,8 @@ def determinism_settings() -> dict:
     return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn_deterministic": torch.backends.cudnn.deterministic, "cuda_available": torch.cuda.is_available(),
             "mkldnn_available": torch.backends.mkldnn.is_available(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # ATen's kernels (ATEN_CPU_CAPABILITY caps it)
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
             "pythonhashseed": os.environ.get("PYTHONHASHSEED")}
 
 

@@ -97,8 +97,10 @@ def training_section(files: Files, inputs) -> list[str]:
     parts = [paragraph(f"model: {model['name']}, {model['num_classes']} classes, input {model['input_shape']}"),
              table(summary_table({split: report[split] for split in ("val", "test")}))]
     if "onnx" in report:
-        parts.append(paragraph(f"ONNX export: max |logit diff| vs torch {report['onnx']['max_abs_logit_diff']:.2e} "
-                               f"(tolerance {report['onnx']['tolerance']:g}), argmax identical"))
+        onnx = report["onnx"]["parity"]
+        parts.append(paragraph(f"ONNX export: max |logit diff| vs torch {onnx['max_abs_diff']:.2e} "
+                               f"({onnx['max_tolerance_used']:.2g} of the parity tolerance), "
+                               f"{onnx['argmax_mismatches']} argmax differ(s) ({onnx['near_tie_mismatches']} at near ties)"))
     return parts + figures(files, {"curves.png": "training curves", "confusion.png": "test confusion matrix"})
 
 

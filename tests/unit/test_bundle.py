@@ -10,6 +10,7 @@ import torch
 from scipy.special import softmax as scipy_softmax
 
 from helpers import bundle
+from helpers.models import parity
 from helpers.models.architectures import build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.quantize import ort as quantize_ort
@@ -170,23 +171,25 @@ def test_validate_passes_on_the_pipelines_own_outputs(bundle_dir, models):
 
 
 def test_fp32_probability_tolerance_is_what_the_logit_tolerance_allows(bundle_dir, models):
-    """Logits moved by just under FP32_LOGIT_ATOL pass; the resulting probability change stays within the bound."""
+    """Logits moved by just under the parity tolerance pass; the resulting probability change stays within the bound."""
     x = images(200)
     ref = reference(models, x)
-    drift = np.where(np.arange(10) % 2, 0.9, -0.9) * bundle.FP32_LOGIT_ATOL
-    ref["fp32"]["logits"] = ref["fp32"]["logits"] + drift
+    drift = np.where(np.arange(10) % 2, 0.9, -0.9) * parity.logit_tolerance(ref["fp32"]["logits"])[:, None]
+    ref["fp32"]["logits"] = (ref["fp32"]["logits"] + drift).astype(np.float32)
     ref["fp32"]["calibrated_logits"] = ((ref["fp32"]["logits"].astype(np.float64) / TEMPERATURES["fp32"])
                                         .astype(np.float32))
     result = bundle.validate(bundle.load(bundle_dir), x, ref, THRESHOLDS)
     assert result["fp32"]["probability_max_abs_diff"] > bundle.PROBABILITY_ATOL  # the plain tolerance would fail
     assert result["fp32"]["passed"], result["fp32"]["failures"]
-    assert result["fp32"]["probability_atol"] == bundle.probability_atol("fp32", TEMPERATURES["fp32"])
+    assert result["fp32"]["probability_atol"] == bundle.probability_tolerance(ref["fp32"]["logits"],
+                                                                              TEMPERATURES["fp32"]).max()
+    assert result["fp32"]["parity"]["max_tolerance_used"] > 0.8
 
 
 def test_validate_fails_on_drifted_logits_wrong_temperature_and_threshold(bundle_dir, models):
     x = images(200)
     ref = reference(models, x)
-    ref["fp32"]["logits"] = ref["fp32"]["logits"] + 1e-3
+    ref["fp32"]["logits"] = ref["fp32"]["logits"] + 3 * parity.logit_tolerance(ref["fp32"]["logits"])[:, None]
     ref["int8"]["calibrated_logits"] = ref["int8"]["calibrated_logits"] * TEMPERATURES["int8"] / 2.0
     result = bundle.validate(bundle.load(bundle_dir), x, ref, {"fp32": THRESHOLDS["fp32"], "int8": 0.3})
     assert result["status"] == "FAIL"

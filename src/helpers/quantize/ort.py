@@ -35,6 +35,7 @@ import contextlib
 import io
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,23 @@ TYPES_REASON = (
     "because conv output channels span very different ranges. reduce_range stays off: the CPU has VNNI, so "
     "8-bit products do not saturate."
 )
+
+
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Validate phase 04's parameters before any kernel starts (a bad method must not wait for training)."""
+    methods = params["calibration_methods"]
+    if not methods or isinstance(methods, str) or len(set(methods)) != len(methods):
+        raise ValueError(f"calibration_methods must be a non-empty list of distinct methods from {list(METHODS)}, "
+                         f"got {methods!r}")
+    for method in methods:
+        _check_choice(method, METHODS, "calibration method")
+    if params["num_bins"] < 2:
+        raise ValueError(f"num_bins must be >= 2, got {params['num_bins']}")
+    if not 0 < params["percentile"] <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {params['percentile']}")
+    sizes = params["size_sweep"]
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in sizes):
+        raise ValueError(f"size_sweep must list calibration images per class >= 1, got {sizes!r}")
 
 
 def _check_choice(value: str, options, what: str) -> str:
@@ -374,18 +392,24 @@ def variant_metrics(logits: np.ndarray, labels: np.ndarray, fp32_logits: np.ndar
             "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean())}
 
 
-def best_variant(labels: np.ndarray, logits_by_variant: dict[str, np.ndarray]) -> str:
-    """The variant whose logits reach the highest accuracy on ``labels``; ties go to the first in order."""
-    if not logits_by_variant:
-        raise ValueError("logits_by_variant is empty; pass {variant: logits} for at least one INT8 variant")
-    accuracies = []
-    for name, logits in logits_by_variant.items():
-        logits = np.asarray(logits)
-        if logits.ndim != 2 or len(logits) != len(labels):
-            raise ValueError(f"variant {name!r}: logits must be (N, classes) with N = {len(labels)} labels, "
-                             f"got {logits.shape}")
-        accuracies.append(metrics.accuracy(labels, logits.argmax(axis=1)))
-    return list(logits_by_variant)[int(np.argmax(accuracies))]  # argmax keeps the first of equal maxima
+BEST_VARIANT_RULE = ("highest test accuracy; ties: highest agreement with FP32 predictions, then lowest mean "
+                     "|logit - FP32 logit|, then name in alphabetical order")
+
+
+def best_variant(rows: Mapping[str, Mapping[str, float]]) -> str:
+    """The best INT8 variant given its measured numbers (``variant_metrics`` rows, as in quant_report.json).
+
+    :data:`BEST_VARIANT_RULE`: a total order on the numbers alone, so the choice never depends on
+    the variants' order; the last key (the name) only decides between exactly equal rows.
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass {variant: variant_metrics(...)} for at least one INT8 variant")
+    for name, row in rows.items():
+        missing = [k for k in ("accuracy", "agreement_with_fp32", "mean_abs_logit_diff") if k not in row]
+        if missing:
+            raise ValueError(f"variant {name!r} lacks {', '.join(missing)}; pass variant_metrics(...) rows")
+    return min(rows, key=lambda n: (-rows[n]["accuracy"], -rows[n]["agreement_with_fp32"],
+                                    rows[n]["mean_abs_logit_diff"], n))
 
 
 def build_quant_report(labels: np.ndarray, fp32_logits: np.ndarray, fp32_size_bytes: int,
