@@ -4,7 +4,7 @@
 
 1. Throughput: the same sweep (``--members`` seeds of phase 01 on digits, single-threaded work,
    no shared phase) on a LocalCluster of 1 and of 2 workers, side by side; wall time of the
-   execution (cluster start-up excluded, shown apart) and the speed-up (goal on 2 cores: >= 1.8x).
+   execution (LocalCluster start-up included) and the speed-up (goal on 2 idle cores: >= 1.8x).
 2. Cache: an N-method quantization sweep (grid ``04_quantize.calibration_methods``, phases 01, 02,
    04; one worker so phases run one after the other) -- its wall time, the cache hits, and the
    measured phase durations: one 01 + one 02 + N x 04 is what it should cost; N x (01 + 02 + 04)
