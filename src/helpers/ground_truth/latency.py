@@ -141,7 +141,9 @@ def _tool_version(runtime: str) -> str:
         own = importlib.metadata.version("calib-lab")
     except importlib.metadata.PackageNotFoundError:
         own = "source"
-    backend = f"onnxruntime {ort.__version__}" if runtime == "onnxruntime" else f"torch {torch.__version__}"
+    versions = {"onnxruntime": lambda: ort.__version__, "torch": lambda: torch.__version__,
+                "openvino": lambda: importlib.metadata.version("openvino")}
+    backend = f"{runtime} {versions[runtime]()}"
     return f"calib-lab {own}; {backend}"
 
 

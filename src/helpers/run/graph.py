@@ -44,7 +44,7 @@ PHASES: tuple[PhaseSpec, ...] = (
               ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
               precheck="helpers.activations.stats:check_params"),
     PhaseSpec("04_quantize", "Post-training quantization", ("01_data", "02_train"),
-              ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "quant.png"),
+              ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "runtime_logits.npz", "quant.png"),
               optional=("*.json", "*.png", "*.csv")),
     PhaseSpec("05_latency", "Latency ground truth", ("02_train", "04_quantize"),
               ("latency.json", "estimator.json", "latency.png"), optional=("*.json", "*.png", "*.csv", "*.npz")),
