@@ -29,6 +29,7 @@ FP32; INT8 accuracy drop vs FP32 <= 0.3 points with the chosen runtime.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -112,7 +113,7 @@ def throughput_table(paths: dict, shape: tuple, batches: list[int], threads: int
         x = rt.random_batch((batch, *shape))
         sessions = {(r, p): rt.open_session(model_file(paths, p), r, precision=p, threads=threads, batch_size=batch)
                     for r, p in configurations()}
-        seconds = rt.paired_timings({k: (lambda s: lambda: s.run(x))(s) for k, s in sessions.items()}, rounds, calls)
+        seconds = rt.paired_timings({k: functools.partial(s.run, x) for k, s in sessions.items()}, rounds, calls)
         base = np.median(seconds[("onnxruntime", "fp32")])
         for (runtime, precision), values in seconds.items():
             median = float(np.median(values))
@@ -151,7 +152,8 @@ def main(argv=None) -> int:
     print(f"load average before: {os.getloadavg()}; threads {args.threads}; "
           f"configurations {['/'.join(c) for c in configurations()]}")
     peaks = peak.measured_peaks(args.threads)
-    print("measured GEMM peaks (512 x 512, best of 20):", {p: f"{v['flops_per_s'] / 1e9:.1f} G/s ({v['by']})" for p, v in peaks.items()})
+    print("measured GEMM peaks (512 x 512, best of 20):",
+          {p: f"{v['flops_per_s'] / 1e9:.1f} G/s ({v['by']})" for p, v in peaks.items()})
     out = {"peaks": peaks, "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
         for name in args.models:
@@ -182,13 +184,15 @@ def main(argv=None) -> int:
 def summarize(name: str, accuracy: pd.DataFrame, table: pd.DataFrame) -> dict:
     """The targets at batch 32: best INT8 (among runtimes passing the accuracy gate) vs ORT FP32 and best FP32."""
     passed = accuracy.query("precision == 'int8' and passed")["runtime"].tolist()
-    at32 = table[table["batch"] == 32] if (table["batch"] == 32).any() else table[table["batch"] == table["batch"].max()]
+    batch = 32 if (table["batch"] == 32).any() else table["batch"].max()
+    at32 = table[table["batch"] == batch]
     int8 = at32[(at32["precision"] == "int8") & at32["runtime"].isin(passed)].sort_values("images_per_s").iloc[-1]
     fp32 = at32[at32["precision"] == "fp32"].sort_values("images_per_s").iloc[-1]
     drop = accuracy.query("precision == 'int8' and runtime == @int8.runtime")["drop_vs_ort_fp32_points"].iloc[0]
     return {"model": name, "batch": int(at32["batch"].iloc[0]), "int8_runtime": int8["runtime"],
             "int8_x_ort_fp32": float(int8["x_ort_fp32"]),
-            "int8_x_best_fp32": float(int8["images_per_s"] / fp32["images_per_s"]), "best_fp32_runtime": fp32["runtime"],
+            "int8_x_best_fp32": float(int8["images_per_s"] / fp32["images_per_s"]),
+            "best_fp32_runtime": fp32["runtime"],
             "int8_accuracy_drop_points": float(drop), "int8_fraction_of_peak": float(int8["fraction_of_peak"]),
             "targets": {f">= {TARGET_OVER_ORT_FP32}x ort fp32": bool(int8["x_ort_fp32"] >= TARGET_OVER_ORT_FP32),
                         f">= {TARGET_OVER_BEST_FP32}x best fp32": bool(int8["images_per_s"] / fp32["images_per_s"]

@@ -200,7 +200,8 @@ class Bundle:
     def _run(self, images: np.ndarray, precision: str, runtime: str | None) -> np.ndarray:
         runtime = runtime or self.runtimes(precision)[0]
         if runtime not in self.runtimes(precision):
-            raise ValueError(f"this bundle offers {precision} on {', '.join(self.runtimes(precision))}, not {runtime!r}")
+            offered = ", ".join(self.runtimes(precision))
+            raise ValueError(f"this bundle offers {precision} on {offered}, not {runtime!r}")
         if (precision, runtime) not in self._sessions:
             from helpers.runtime import open_session
 

@@ -10,8 +10,8 @@ roofline estimator's prediction for it.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from helpers.ground_truth.store import default_data_dir, rebuild_manifest, save_
 
 
 def measure_openvino(onnx_path: str | Path, *, model: str, precision: str, batch_size: int,
-                     hardware, settings: latency.MeasurementSettings = latency.MeasurementSettings(),
+                     hardware, settings: latency.MeasurementSettings | None = None,
                      run_id: str | None = None, run_index: int = 0) -> latency.Measurement:
     """Measure an ONNX model (fp32, bf16, or int8 QDQ) with OpenVINO on the CPU (``helpers.runtime``).
 
@@ -34,6 +34,7 @@ def measure_openvino(onnx_path: str | Path, *, model: str, precision: str, batch
     timed calls; FLOPs and bytes from ``helpers.runtime.sessions.openvino_layer_work``. A layer
     faster than the profiler's 1 us resolution is recorded at 1 us.
     """
+    settings = settings or latency.MeasurementSettings()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     session = runtime.open_session(onnx_path, "openvino", precision=precision, threads=settings.threads,

@@ -19,8 +19,9 @@ that passed.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def choose_fastest(paths: Mapping[str, str | Path], candidates: Mapping[str, lis
             raise ValueError(f"no runtime passed the checks for {precision}; nothing to deploy it with")
         shape = image_shape or next(iter(sessions.values())).input_shape
         batch = random_batch((batch_size, *shape))
-        seconds = paired_timings({r: (lambda s: lambda: s.run(batch))(s) for r, s in sessions.items()}, rounds, calls)
+        seconds = paired_timings({r: functools.partial(s.run, batch) for r, s in sessions.items()}, rounds, calls)
         choice[precision] = fastest(seconds, list(runtimes))
         medians[precision] = {r: 1e3 * float(np.median(v)) for r, v in seconds.items()}
     return choice, medians

@@ -5,8 +5,9 @@ threads: ``fp32`` a float MatMul; ``int8`` the same MatMul in QDQ form (uint8 ac
 weights, as phase 04 quantizes), which both runtimes turn into an integer GEMM (VNNI ``VPDPBUSD`` /
 AMX where the CPU has them); ``bf16`` the float graph under OpenVINO's bf16 hint. FLOP/s =
 ``2 n^3`` / the best of many short calls (n = 512: a few ms each, so on a shared machine some calls
-find the cores free; fewer, longer calls read a contended peak). The peak of a precision is the best over the runtimes that run it:
-the practical limit a model's throughput is compared with (phase 05, ``benchmarks/bench_runtime.py``).
+find the cores free; fewer, longer calls read a contended peak). The peak of a precision is the best
+over the runtimes that run it: the practical limit a model's throughput is compared with (phase 05,
+``benchmarks/bench_runtime.py``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def gemm_model(n: int, precision: str, seed: int = 0) -> onnx.ModelProto:
     x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [n, n])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, n])
     if precision != "int8":
-        nodes, inits = [helper.make_node("MatMul", [INPUT_NAME, "w"], ["logits"])], [numpy_helper.from_array(weight, "w")]
+        nodes = [helper.make_node("MatMul", [INPUT_NAME, "w"], ["logits"])]
+        inits = [numpy_helper.from_array(weight, "w")]
     else:
         w_scale = np.float32(np.abs(weight).max() / 127)
         inits = [numpy_helper.from_array(np.round(weight / w_scale).astype(np.int8), "w_q"),

@@ -35,18 +35,18 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
 
-from helpers.data import preprocess
+from helpers.models.inference import batched_logits
+from helpers.models.onnx_export import INPUT_NAME
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
-INPUT_NAME = "images"  # helpers.models.onnx_export's contract: one NHWC float32 input, one logits output
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -120,16 +120,8 @@ class Session:
 
     def logits(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """float32 logits of uint8 NHWC ``images`` (``helpers.data.preprocess`` here), ``batch_size`` at a time."""
-        from tqdm.auto import tqdm
-
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0 or images.shape[1:] != self.input_shape:
-            raise ValueError(f"expected non-empty uint8 NHWC images of shape (N, {', '.join(map(str, self.input_shape))})"
-                             f" with raw pixels 0-255 (preprocessing happens here); got {images.dtype} {images.shape}")
-        starts = range(0, len(images), self.batch_size)
-        outputs = [self.run(preprocess(images[s:s + self.batch_size]))
-                   for s in tqdm(starts, desc=self.runtime, disable=not progress, leave=False)]
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+        return batched_logits(self.run, images, self.batch_size, desc=self.runtime, progress=progress,
+                              shape=self.input_shape)
 
     def describe(self) -> dict:
         """The settings, as recorded next to every result this session produced."""
@@ -361,7 +353,8 @@ def openvino_layer_work(compiled, executed: set[str]) -> list[LayerWork]:
     ``2 x |output| x K``; pooling and reductions ``|input|``; layout layers (reorders, reshapes,
     converts) 0; everything else ``|output|``. Bytes: every input (weights included) and output, at the
     element size of the layer's output precision (an approximation where a layer converts). The same
-    conventions as ``helpers.ground_truth``'s onnxruntime subgraphs. ``executed``: the layer names the profiler reported as executed (constants and inputs are not).
+    conventions as ``helpers.ground_truth``'s onnxruntime subgraphs. ``executed``: the layer names the
+    profiler reported as executed (constants and inputs are not).
     """
     rows = []
     for op in compiled.get_runtime_model().get_ordered_ops():

@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from helpers import data, runtime as rt
+from helpers import data
+from helpers import runtime as rt
 from helpers.runtime import peak
 
 ROOT = Path(__file__).resolve().parents[3]
