@@ -64,7 +64,8 @@ def measure_gemm(runtime: str, precision: str, threads: int, n: int = 512, repea
 
 
 def measured_peaks(threads: int, n: int = 512, repeats: int = 20) -> dict[str, dict]:
-    """Per precision: each runtime's GEMM FLOP/s (None where it cannot run it, with the reason) and the best."""
+    """Per precision that some runtime runs here: each runtime's GEMM FLOP/s, why the others were not measured,
+    and the best (``flops_per_s``, ``by``)."""
     peaks = {}
     for precision in PRECISIONS:
         by_runtime, reasons = {}, {}
@@ -74,6 +75,8 @@ def measured_peaks(threads: int, n: int = 512, repeats: int = 20) -> dict[str, d
                 by_runtime[runtime] = measure_gemm(runtime, precision, threads, n, repeats)
             else:
                 reasons[runtime] = why
+        if not by_runtime:
+            continue  # no runtime runs it here (bf16 without native support): no peak to compare with
         best = max(by_runtime, key=by_runtime.get)
         peaks[precision] = {"flops_per_s": by_runtime[best], "by": best, "by_runtime": by_runtime,
                             "not_measured": reasons, "n": n, "threads": threads}
