@@ -134,3 +134,29 @@ def test_bf16_is_its_own_precision_on_openvino(test_split):
     assert bf16.describe()["inference_precision_hint"] == "bf16"
     diff = np.abs(bf16.logits(images) - fp32.logits(images)).max()
     assert diff > 1e-4  # bf16 really ran: its rounding is visible, unlike the f32 hint's
+
+
+def test_evaluate_models_reports_both_gates_and_keeps_every_runtimes_logits():
+    ds = data.load_dataset("digits")
+    images, labels = data.eval_splits(ds, data.load_splits(RESULTS / "01_data" / "splits.npz", ds))
+    report, logits = rt.evaluate_models({"fp32": (FP32, "fp32"), "minmax": (INT8, "int8")}, images, labels["test"],
+                                        threads=1, batch_size=256)
+    assert sorted(logits) == sorted(rt.logits_key(r, m, s) for r in rt.RUNTIMES for m in ("fp32", "minmax")
+                                    for s in ("val", "test"))
+    assert (report["threads"], report["batch_size"], report["split"]) == (1, 256, "test")
+    for name in ("fp32", "minmax"):
+        rows = report["models"][name]["runtimes"]
+        ort_test = logits[rt.logits_key("onnxruntime", name, "test")]
+        assert rows["onnxruntime"]["accuracy"] == np.mean(ort_test.argmax(1) == labels["test"])
+        assert report["models"][name]["passed"] == rt.passing_runtimes(rows)
+    assert logits[rt.logits_key("openvino", "minmax", "val")].shape == (len(labels["val"]), 10)
+
+
+def test_choose_fastest_times_every_candidate_and_picks_one_of_them():
+    choice, medians = rt.choose_fastest({"fp32": FP32, "int8": INT8}, {"fp32": ["onnxruntime", "openvino"],
+                                                                       "int8": ["onnxruntime"]},
+                                        threads=1, batch_size=8, rounds=2, calls=2)
+    assert choice["int8"] == "onnxruntime" and choice["fp32"] in ("onnxruntime", "openvino")
+    assert set(medians["fp32"]) == {"onnxruntime", "openvino"} and all(v > 0 for v in medians["fp32"].values())
+    with pytest.raises(ValueError, match="no runtime passed the checks for int8"):
+        rt.choose_fastest({"int8": INT8}, {"int8": []}, threads=1)
