@@ -113,12 +113,12 @@ def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path
                  class_names: Sequence[str], input_shape: Sequence[int], temperatures: Mapping[str, float],
                  thresholds: Mapping[str, float], criterion: str, source: dict, versions: dict,
                  runtimes: Mapping[str, Sequence[str]] | None = None, default_runtimes: Mapping[str, str] | None = None,
-                 runtime_settings: Mapping[str, int] | None = None) -> dict:
+                 runtime_settings: Mapping | None = None) -> dict:
     """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json.
 
     ``runtimes``: per precision the runtimes offered (default: onnxruntime only); ``default_runtimes``:
     per precision the one ``predict`` uses unless told (one of those offered); ``runtime_settings``:
-    the threads and batch size the offered runtimes' outputs were checked at.
+    the threads and batch size the offered runtimes' outputs were checked at (and their versions).
     """
     _check_build_args(model_paths, class_names, temperatures, thresholds)
     runtimes = {p: list((runtimes or {}).get(p, ["onnxruntime"])) for p in PRECISIONS}

@@ -788,6 +788,8 @@ def latency_figure(records: Sequence[MeasurementRecord]):
     for ax, batch in zip(axes[0], batches):
         rows = sorted((r for r in records if r.batch_size == batch), key=lambda r: (r.model, r.runtime, r.precision))
         labels = [f"{r.precision}\n{r.model}" if len({r.model for r in rows}) > 1 else r.precision for r in rows]
+        if len({r.runtime for r in rows}) > 1:  # name the runtime too (phase 05 measures several)
+            labels = [f"{label}\n{r.runtime}" for label, r in zip(labels, rows)]
         stats = [r.model_summary.end_to_end_latency for r in rows]
         means = np.array([s.mean for s in stats])
         errors = np.array([[s.mean - s.ci_lower for s in stats], [s.ci_upper - s.mean for s in stats]])
