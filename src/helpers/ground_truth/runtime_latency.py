@@ -24,6 +24,17 @@ from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement,
 from helpers.ground_truth.store import default_data_dir, rebuild_manifest, save_measurement
 
 
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Validate phase 05's runtime parameters before any kernel starts."""
+    for key, valid in (("runtimes", runtime.RUNTIMES), ("precisions", runtime.PRECISIONS)):
+        chosen = params[key]
+        if not chosen or isinstance(chosen, str) or any(c not in valid for c in chosen):
+            raise ValueError(f"{key} must be a non-empty list from {list(valid)}, got {chosen!r}")
+    if params["threads"] < 1 or any(not isinstance(b, int) or b < 1 for b in params["batch_sizes"]):
+        raise ValueError(f"threads and every batch size must be >= 1, got threads={params['threads']!r}, "
+                         f"batch_sizes={params['batch_sizes']!r}")
+
+
 def measure_openvino(onnx_path: str | Path, *, model: str, precision: str, batch_size: int,
                      hardware, settings: latency.MeasurementSettings | None = None,
                      run_id: str | None = None, run_index: int = 0) -> latency.Measurement:

@@ -12,6 +12,7 @@ from helpers.ground_truth import hardware, latency, runtime_latency
 from helpers.ground_truth.estimator import RooflineEstimator
 from helpers.ground_truth.records import MeasurementRecord
 from helpers.ground_truth.store import GroundTruthLoader, hardware_profile_path
+from helpers.run.runner import resolve_config
 
 pytest.importorskip("openvino")
 
@@ -78,3 +79,13 @@ def test_bad_requests_fail_before_measuring(tmp_path):
         runtime_latency.measure_runtimes("m", FILES, runtimes=["tvm"], store=tmp_path)
     with pytest.raises(FileNotFoundError, match="do not exist"):
         runtime_latency.measure_runtimes("m", {"fp32": tmp_path / "none.onnx"}, store=tmp_path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("05_latency.runtimes=[tvm]", "runtimes must be a non-empty list"),
+    ("05_latency.precisions=[fp8]", "precisions must be a non-empty list"),
+    ("05_latency.threads=0", "threads and every batch size must be >= 1"),
+])
+def test_phase05_precheck_refuses_bad_runtime_parameters_before_any_kernel(override, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_config(overrides=[override])
