@@ -5,7 +5,7 @@ A bundle is a directory holding only relative names::
     model_fp32.onnx     the phase-02 model
     model_int8.onnx     the most accurate INT8 variant of phase 04 (named in bundle.json)
     bundle.json         schema_version, class names, the input contract, per precision the model
-                        file, temperature and accept threshold, the selective criterion, the
+                        file, calibration map and accept threshold, the selective criterion, the
                         source run (run id, sha256 of the upstream phase manifests), versions
     checksums.json      sha256 of every other file, written last
 
@@ -13,10 +13,12 @@ A bundle is a directory holding only relative names::
 the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` whose
 ``predict(images)`` runs uint8 NHWC images through ``helpers.data.preprocess`` and onnxruntime
 (``helpers.onnx_export.onnx_logits``) and returns labels, calibrated probabilities and accept flags
-(calibrated confidence >= threshold). Calibrated logits are ``float32(logits / T)``, exactly as
-phase 06 stores them, so the bundle and phase 07 see the same confidences. ``validate`` compares a
-loaded bundle with the pipeline's own outputs on the same images; phase 08 fails unless every
-check passes.
+(calibrated confidence >= threshold). Calibrated logits are ``float32(map.apply(logits))`` for the
+precision's calibration map (``helpers.confidence``: any smooth map phase 06 chose, e.g. temperature
+or Dirichlet), exactly as phase 06 stores them, so the bundle and phase 07 see the same confidences
+and the same argmax (a per-class map may change it). Schema-1 bundles (a bare temperature) still load.
+``validate`` compares a loaded bundle with the pipeline's own outputs on the same images; phase 08
+fails unless every check passes.
 
 bundle.json holds the source run id, so two runs of one configuration give bundles that differ in
 that field (and hence in checksums.json) only.
@@ -24,19 +26,19 @@ that field (and hence in checksums.json) only.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from helpers.confidence.base import CalibrationMap
 from helpers.data.datasets import check_image_batch
 from helpers.metrics.calibration import softmax
 from helpers.models.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
 from helpers.run import atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a calibration map per precision (1: a temperature)
 PRECISIONS = ("fp32", "int8")
 MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
 BUNDLE_FILE = "bundle.json"
@@ -54,7 +56,7 @@ class BundleError(ValueError):
 @dataclass(frozen=True)
 class Prediction:
     labels: np.ndarray  # int64 (N,): argmax class index
-    probabilities: np.ndarray  # float64 (N, classes): softmax(float32(logits / T))
+    probabilities: np.ndarray  # float64 (N, classes): softmax(float32(calibration map(logits)))
     accept: np.ndarray  # bool (N,): max probability >= threshold
 
 
@@ -85,15 +87,16 @@ def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict
     return thresholds, primary["criterion"]
 
 
-def _check_build_args(model_paths, class_names, temperatures, thresholds) -> None:
+def _check_build_args(model_paths, class_names, calibrations, thresholds) -> None:
     for precision in PRECISIONS:
         path = Path(model_paths.get(precision, ""))
         if not path.is_file():
             raise FileNotFoundError(f"{precision} model {path} does not exist; pass the phase-02 model.onnx (fp32) "
                                     "and the phase-04 model_int8_<variant>.onnx (int8)")
-        t = temperatures.get(precision)
-        if t is None or not (math.isfinite(t) and t > 0):
-            raise ValueError(f"temperature for {precision} must be a finite number > 0, got {t!r}")
+        calibration = CalibrationMap.from_dict(calibrations.get(precision, {"method": None, "params": None}))
+        if calibration.probability_lipschitz() is None:
+            raise ValueError(f"calibration map for {precision} is {calibration.method}, a step map that no logit "
+                             "tolerance bounds; deploy a smooth map (phase 06 selects only those)")
         thr = thresholds.get(precision)
         if thr is None or not 0 <= thr <= 1:
             raise ValueError(f"threshold for {precision} must be a confidence in [0, 1], got {thr!r}")
@@ -102,15 +105,17 @@ def _check_build_args(model_paths, class_names, temperatures, thresholds) -> Non
 
 
 def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path], int8_variant: str,
-                 class_names: Sequence[str], input_shape: Sequence[int], temperatures: Mapping[str, float],
+                 class_names: Sequence[str], input_shape: Sequence[int], calibrations: Mapping[str, dict],
                  thresholds: Mapping[str, float], criterion: str, source: dict, versions: dict) -> dict:
-    """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json."""
-    _check_build_args(model_paths, class_names, temperatures, thresholds)
+    """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json.
+
+    ``calibrations[precision]`` is the chosen map's ``CalibrationMap.to_dict()`` (phase 06's scaling_params.json)."""
+    _check_build_args(model_paths, class_names, calibrations, thresholds)
     bundle_dir = Path(bundle_dir)
     for precision in PRECISIONS:
         atomic.write_bytes(bundle_dir / MODEL_FILES[precision], Path(model_paths[precision]).read_bytes())
     doc = {"schema_version": SCHEMA_VERSION, "class_names": list(class_names), "input": input_contract(input_shape),
-           "models": {p: {"file": MODEL_FILES[p], "temperature": float(temperatures[p]),
+           "models": {p: {"file": MODEL_FILES[p], "calibration": _map_doc(calibrations[p]),
                           "threshold": float(thresholds[p])} for p in PRECISIONS},
            "selective": {"criterion": criterion, "accept": "max calibrated probability >= threshold"},
            "source": source, "versions": versions}
@@ -120,6 +125,19 @@ def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path
     atomic.write_json(bundle_dir / CHECKSUMS_FILE,
                       {"algorithm": "sha256", "files": {n: atomic.sha256_file(bundle_dir / n) for n in names}})
     return doc
+
+
+def _map_doc(calibration: dict) -> dict:
+    """The part of a calibration map a bundle needs: method, parameters, how it was fitted."""
+    return {k: calibration[k] for k in ("method", "params", "optimizer", "converged", "seed", "hyper")
+            if k in calibration}
+
+
+def calibration_map(model_doc: dict) -> CalibrationMap:
+    """A bundle.json model entry's calibration map (schema 1: its bare temperature)."""
+    if "calibration" in model_doc:
+        return CalibrationMap.from_dict(model_doc["calibration"])
+    return CalibrationMap.from_dict({"method": "temperature_scaling", "params": {"temperature": model_doc["temperature"]}})
 
 
 def _read_json(path: Path) -> dict:
@@ -166,6 +184,7 @@ class Bundle:
         self.class_names: list[str] = doc["class_names"]
         self.image_shape = tuple(doc["input"]["shape"][1:])
         self._sessions = {p: onnx_session(directory / doc["models"][p]["file"]) for p in PRECISIONS}
+        self.calibration = {p: calibration_map(doc["models"][p]) for p in PRECISIONS}
 
     def _check_images(self, images) -> np.ndarray:
         return check_image_batch(images, what="bundle input", shape=self.image_shape)
@@ -183,7 +202,7 @@ class Bundle:
     def predict(self, images, precision: str = "fp32") -> Prediction:
         """Labels, calibrated probabilities and accept flags for uint8 NHWC images."""
         model = self._model(precision)
-        calibrated = (self.logits(images, precision).astype(np.float64) / model["temperature"]).astype(np.float32)
+        calibrated = self.calibration[precision].apply(self.logits(images, precision)).astype(np.float32)
         probabilities = softmax(calibrated.astype(np.float64))
         return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities,
                           accept=probabilities.max(axis=1) >= model["threshold"])
@@ -202,15 +221,16 @@ def load(path: str | Path) -> Bundle:
     return Bundle(directory, doc)
 
 
-def probability_atol(precision: str, temperature: float) -> float:
+def probability_atol(precision: str, lipschitz: float) -> float:
     """How far the bundle's calibrated probabilities may be from the pipeline's.
 
     INT8: both come from the same onnxruntime model, so PROBABILITY_ATOL. FP32: the pipeline's
     logits are torch's, the bundle's onnxruntime's, up to FP32_LOGIT_ATOL apart; softmax moves a
     probability by at most half the largest logit change (its Jacobian's rows sum in absolute value
-    to 2 p (1 - p) <= 1/2), and the logits are divided by T first.
+    to 2 p (1 - p) <= 1/2); ``lipschitz`` (``CalibrationMap.probability_lipschitz``) includes that half
+    and the map's own gain (1/T for temperature scaling, the max row sum of W for matrix maps).
     """
-    return PROBABILITY_ATOL + (0.5 * FP32_LOGIT_ATOL / temperature if precision == "fp32" else 0.0)
+    return PROBABILITY_ATOL + (FP32_LOGIT_ATOL * lipschitz if precision == "fp32" else 0.0)
 
 
 def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapping[str, np.ndarray],
@@ -224,11 +244,14 @@ def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapp
                          f"the bundle's {logits.shape}; pass the pipeline's outputs on the same images")
     row = {"logit_max_abs_diff": float(np.max(np.abs(logits.astype(np.float64) - ref_logits))),
            "argmax_mismatches": int(np.sum(logits.argmax(1) != ref_logits.argmax(1))),
+           "calibrated_argmax_mismatches": int(np.sum(prediction.labels != ref_probs.argmax(1))),
            "probability_max_abs_diff": float(np.max(np.abs(prediction.probabilities - ref_probs))),
            "accept_mismatches": int(np.sum(prediction.accept != (ref_probs.max(1) >= threshold))),
            "accepted": int(prediction.accept.sum()),
-           "probability_atol": probability_atol(precision, bundle.doc["models"][precision]["temperature"])}
+           "probability_atol": probability_atol(precision, bundle.calibration[precision].probability_lipschitz())}
     failures = [f"{row['argmax_mismatches']} argmax differ(s)"] if row["argmax_mismatches"] else []
+    if row["calibrated_argmax_mismatches"]:
+        failures.append(f"{row['calibrated_argmax_mismatches']} calibrated argmax differ(s)")
     if precision == "fp32" and not row["logit_max_abs_diff"] <= FP32_LOGIT_ATOL:
         failures.append(f"max |logit diff| {row['logit_max_abs_diff']:.3g} > {FP32_LOGIT_ATOL:g}")
     if not row["probability_max_abs_diff"] <= row["probability_atol"]:
@@ -244,7 +267,8 @@ def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping
 
     ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits``;
     ``thresholds[precision]`` its accept threshold. Checks: FP32 logits within FP32_LOGIT_ATOL,
-    identical argmax, calibrated probabilities within ``probability_atol``, identical accept flags.
+    identical argmax (raw and calibrated), calibrated probabilities within ``probability_atol``, identical
+    accept flags.
     """
     checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in PRECISIONS}
     return {"status": "PASS" if all(c["passed"] for c in checks.values()) else "FAIL", "n": int(len(images)),
@@ -264,7 +288,8 @@ def validation_table(validation: dict):
     """One row per precision: the differences measured and whether the checks passed."""
     import pandas as pd
 
-    columns = ["logit_max_abs_diff", "argmax_mismatches", "probability_max_abs_diff", "probability_atol",
+    columns = ["logit_max_abs_diff", "argmax_mismatches", "calibrated_argmax_mismatches", "probability_max_abs_diff",
+               "probability_atol",
                "accept_mismatches", "accepted", "passed"]
     return pd.DataFrame({p: {c: validation[p][c] for c in columns} for p in PRECISIONS}).T
 

@@ -151,13 +151,14 @@ def latency_section(files: Files, inputs) -> list[str]:
 
 
 def calibration_section(files: Files, inputs) -> list[str]:
+    from helpers.confidence.base import CalibrationMap
     from helpers.metrics.calibration import before_after_table
 
     results = _json(files, "calibration_metrics.json")
-    temperatures = {name.split("/")[0]: _json(files, name)["temperature"]
-                    for name in sorted(files) if name.endswith("/scaling_params.json")}
-    models = {m: results[m] for m in temperatures if m in results}
-    return [table(before_after_table(models, temperatures)),
+    maps = {name.split("/")[0]: CalibrationMap.from_dict(_json(files, name)).label()
+            for name in sorted(files) if name.endswith("/scaling_params.json")}
+    models = {m: results[m] for m in maps if m in results}
+    return [table(before_after_table(models, maps)),
             *figures(files, {"reliability.png": "reliability diagrams (test)"}),
             *figures(files, {n: n.removesuffix(".png") for n in sorted(files)
                              if n.endswith(".png") and n != "reliability.png"})]

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 
 from helpers import environment, report  # noqa: E402
 from helpers.confidence import selective
-from helpers.confidence.temperature_scaling import fit_temperature  # noqa: E402
+from helpers.confidence.temperature_scaling import fit as fit_temperature  # noqa: E402
 from helpers.metrics import calibration as calibration_metrics
 from helpers.metrics import classification as metrics
 from helpers.quantize import ort as quantize_ort
