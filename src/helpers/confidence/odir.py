@@ -21,7 +21,7 @@ import numpy as np
 from helpers.confidence.base import CalibrationMap, check_matrix, cv_folds, minimize_smooth, softmax_nll_grad, with_losses
 from helpers.metrics.calibration import negative_log_likelihood, validate_logits
 
-LAMBDAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 N_FOLDS = 5
 
 

@@ -25,6 +25,11 @@ def cv_nll(method: str, logits: np.ndarray, labels: np.ndarray, folds, seed: int
     return total / len(labels)
 
 
+def rank(scores: dict[str, float], eligible) -> list[str]:
+    """``eligible`` methods best first: lowest score, a tie (equal to 1e-12) going to the earlier method of METHODS."""
+    return sorted(eligible, key=lambda m: (round(scores[m], 12), METHODS.index(m)))
+
+
 def _reusable(fit, n_folds: int, seed: int) -> bool:
     """An ODIR fit already scored itself on these folds (its lambda search): reuse that CV NLL."""
     return fit.hyper.get("cv_nll") is not None and fit.hyper.get("n_folds") == n_folds and fit.seed == seed
@@ -40,7 +45,7 @@ def select(fits: dict, val_logits, val_labels, *, seed: int = 0, n_folds: int = 
     if not eligible:
         raise RuntimeError(f"no selectable calibration map converged (fits: "
                            f"{ {m: f.converged for m, f in fits.items()} }); check the val logits")
-    order = sorted(eligible, key=lambda m: (round(scores[m], 12), METHODS.index(m)))
+    order = rank(scores, eligible)
     chosen = order[0]
     runner_up = f"; next {order[1]} at {scores[order[1]]:.4f}" if len(order) > 1 else ""
     excluded = [m for m in fits if m not in eligible]
