@@ -47,8 +47,8 @@ def model_logits(cifar_dir: str, h5: str, int8: bool) -> dict[str, np.ndarray]:
             prepared = quantize_ort.prepare_model(fp32, Path(tmp) / "prepared.onnx")
             calibration = ds.train_images[data.stratified_slice(ds.train_labels, 100, seed=0)]
             stats = quantize_ort.collect_calibration_statistics(prepared, calibration)
-            path = quantize_ort.quantize_model(prepared, Path(tmp) / "int8.onnx", stats, "minmax")
-            out["int8"] = onnx_logits(path, ds.test_images)
+            quantize_ort.quantize_model(prepared, Path(tmp) / "int8.onnx", stats, "minmax")
+            out["int8"] = onnx_logits(Path(tmp) / "int8.onnx", ds.test_images)
     return out
 
 

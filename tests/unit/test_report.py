@@ -74,7 +74,8 @@ def inputs(tmp_path_factory):
                     "post_calibration": calibration_metrics.calibration_summary(calibrated["test"], test_y, n_boot=20)}}
     latency_row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch_size": 1,
                    "end_to_end_latency_ms": {"mean": 0.2}, "contention_free_ms": 0.1, "throughput_fps": 5000.0}
-    validation_row = {"logit_max_abs_diff": 1e-6, "argmax_mismatches": 0, "probability_max_abs_diff": 1e-7,
+    validation_row = {"logit_max_abs_diff": 1e-6, "argmax_mismatches": 0, "calibrated_argmax_mismatches": 0,
+                      "probability_max_abs_diff": 1e-7,
                       "probability_atol": 1e-6, "accept_mismatches": 0, "accepted": 390, "passed": True, "failures": []}
     phases = {
         "00_environment": {"environment.json": environment.collect(root), "isa.png": "png"},

@@ -5,10 +5,11 @@ map round-trips through ``bundle.json``), how the fit went (optimizer, converged
 seed of any data split it used) and the validation NLL before and after. ``apply(logits)`` returns
 CALIBRATED LOGITS (log-probabilities for the maps that produce probabilities), so every metric and
 phase 07 read them like any logits. Each method lives in its own module (``helpers.confidence.methods``
-names them); this module only dispatches.
+lists them); this module only dispatches.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -17,6 +18,19 @@ import numpy as np
 import torch
 
 from helpers.metrics.calibration import negative_log_likelihood
+
+
+# method name -> its module in helpers.confidence; the order is the selection's tie-break (simplest first)
+MODULES = {"temperature_scaling": "temperature_scaling", "vector_scaling": "vector_scaling",
+           "ensemble_temperature_scaling": "ensemble_temperature", "matrix_scaling": "matrix_scaling",
+           "dirichlet": "dirichlet", "histogram_binning": "histogram_binning", "isotonic": "isotonic"}
+
+
+def method_module(method: str):
+    """The module implementing ``method`` (fit, apply, check_params, probability_lipschitz)."""
+    if method not in MODULES:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of {list(MODULES)}")
+    return importlib.import_module(f"helpers.confidence.{MODULES[method]}")
 
 
 @dataclass(frozen=True)
@@ -34,8 +48,6 @@ class CalibrationMap:
     hyper: dict = field(default_factory=dict)  # hyper-parameters and how they were chosen (ODIR lambda)
 
     def _module(self):
-        from helpers.confidence.methods import method_module
-
         return method_module(self.method)
 
     def apply(self, logits) -> np.ndarray:

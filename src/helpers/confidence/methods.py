@@ -7,13 +7,8 @@ The order is the tie-break of the selection: simplest first.
 """
 from __future__ import annotations
 
-import importlib
+from helpers.confidence.base import MODULES, CalibrationMap, method_module
 
-from helpers.confidence.base import CalibrationMap
-
-MODULES = {"temperature_scaling": "temperature_scaling", "vector_scaling": "vector_scaling",
-           "ensemble_temperature_scaling": "ensemble_temperature", "matrix_scaling": "matrix_scaling",
-           "dirichlet": "dirichlet", "histogram_binning": "histogram_binning", "isotonic": "isotonic"}
 METHODS = tuple(MODULES)
 SELECTABLE = ("temperature_scaling", "vector_scaling", "ensemble_temperature_scaling", "matrix_scaling", "dirichlet")
 
@@ -28,12 +23,6 @@ def check_methods(methods) -> list[str]:
         raise ValueError(f"unknown calibration method(s) {unknown or methods!r}; pass 'all' or a comma-separated "
                          f"list of {', '.join(METHODS)}")
     return ["temperature_scaling", *[m for m in METHODS if m in methods and m != "temperature_scaling"]]
-
-
-def method_module(method: str):
-    if method not in MODULES:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {list(METHODS)}")
-    return importlib.import_module(f"helpers.confidence.{MODULES[method]}")
 
 
 def fit_calibration(method: str, val_logits, val_labels, **options) -> CalibrationMap:
