@@ -303,22 +303,23 @@ def _cell_stats(bins, conf, correct, n_bins):
 def ece_bootstrap(conf, correct, n_bins: int = 15, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """``n_boot`` bootstrap replicates of the top-label ECE, all drawn in one vectorised pass.
 
-    A resample of the n rows is summarised, exactly, by how many draws land in each (bin, correct)
-    cell -- a multinomial over the 2 x n_bins cells -- and by the sum of the confidences drawn in
-    each cell. The counts are drawn exactly; the confidence sum of m draws from a cell is drawn
+    A resample is summarised by how many draws land in each (bin, correct) cell and by the sum of
+    the confidences drawn in each cell. This is the Poisson bootstrap (each row drawn Poisson(1)
+    times, so a cell of c rows gets Poisson(c) draws, independently; the replicate's size varies
+    around n, and its ECE divides by that size); it agrees with the classic multinomial resampling to
+    O(1/n) and costs half as many random draws. The confidence sum of m draws from a cell is drawn
     from its normal limit (mean m * mean, variance m * variance of the cell), which inside a bin of
     width 1/n_bins moves the ECE far less than the counts do. Cost: O(n) + O(n_boot * n_bins).
     """
     conf, correct = np.asarray(conf, np.float64), np.asarray(correct).astype(np.int64)
-    n = len(conf)
     count, s1, s2 = _cell_stats(bin_index(conf, n_bins), conf, correct, n_bins)
     rng = np.random.default_rng(seed)
-    m = rng.multinomial(n, (count / n).ravel(), size=n_boot).reshape(n_boot, 2, n_bins)
+    m = rng.poisson(count, size=(n_boot, 2, n_bins))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, s1 / count, 0.0)
         var = np.where(count > 0, np.maximum(s2 / count - mean ** 2, 0.0), 0.0)
     conf_sum = m * mean + np.sqrt(m * var) * rng.standard_normal(m.shape)
-    return np.abs(conf_sum.sum(axis=1) - m[:, 1]).sum(axis=1) / n
+    return np.abs(conf_sum.sum(axis=1) - m[:, 1]).sum(axis=1) / np.maximum(m.sum(axis=(1, 2)), 1)
 
 
 def null_ece(conf, n_bins: int = 15, *, n_null: int = 1000, seed: int = 0, sub_bins: int = 8) -> np.ndarray:
