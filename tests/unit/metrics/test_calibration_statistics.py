@@ -7,7 +7,7 @@ import pytest
 
 from helpers.metrics.calibration import (bin_index, calibration_summary, calibration_table, calibration_verdict,
                                          debiased_ece, ece_bootstrap, expected_calibration_error, null_ece, softmax,
-                                         top_label)
+                                         smooth_ece, top_label)
 
 
 def model(seed: int, n: int, k: int = 10, temperature: float = 1.0):
@@ -106,3 +106,12 @@ def test_ece_agrees_with_netcal():
     probs = softmax(logits)[keep]
     theirs = netcal.ECE(bins=15).measure(probs, labels[keep])
     assert expected_calibration_error(logits[keep], labels[keep]) == pytest.approx(theirs, abs=1e-6)
+
+
+def test_smooth_ece_agrees_with_relplot_and_is_its_own_bandwidth():
+    relplot = pytest.importorskip("relplot")
+    for temperature in (1.0, 1.5):  # relplot truncates its kernel at |t - c| = 1/2, which matters only for sigma >~ 0.2
+        conf, correct = top_label(*model(10, 5000, temperature=temperature))
+        ours = smooth_ece(conf, correct)
+        assert ours["smece"] == pytest.approx(ours["sigma"], abs=1e-6)
+        assert ours["smece"] == pytest.approx(relplot.smECE(conf, correct.astype(float)), abs=1e-3)
