@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.confidence.calibrate import calibrate
-from helpers.metrics.calibration import (calibration_summary, ece_bootstrap_ci, expected_calibration_error,
-                                         softmax)
+from helpers.metrics.calibration import calibration_summary, ece_bootstrap_ci, expected_calibration_error, softmax
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,8 +57,12 @@ def peer_maps(val_z: np.ndarray, val_y: np.ndarray) -> dict:
     try:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
-        from torch_uncertainty.post_processing.calibration import (DirichletScaler, MatrixScaler, TemperatureScaler,
-                                                                   VectorScaler)
+        from torch_uncertainty.post_processing.calibration import (
+            DirichletScaler,
+            MatrixScaler,
+            TemperatureScaler,
+            VectorScaler,
+        )
 
         logging.getLogger().setLevel(logging.ERROR)
         loader = DataLoader(TensorDataset(torch.from_numpy(val_z).float(), torch.from_numpy(val_y)),
@@ -125,7 +128,8 @@ def compare(model: str, logits: np.ndarray, labels: np.ndarray, n_boot: int) -> 
     print(f"* chosen: {ours.selection['reason']}")
     if best_peer:
         verdict = "MET" if chosen["nll"] <= peers[best_peer]["nll"] else "NOT MET"
-        print(f"target NLL <= best peer ({best_peer} {peers[best_peer]['nll']:.4f}): ours {chosen['nll']:.4f} {verdict}")
+        print(f"target NLL <= best peer ({best_peer} {peers[best_peer]['nll']:.4f}): "
+              f"ours {chosen['nll']:.4f} {verdict}")
     print(f"target p >= 0.05: chosen p = {chosen['null']['p_value']:.3f} "
           f"{'MET' if chosen['null']['indistinguishable'] else 'NOT MET'} -- {chosen['null']['verdict']}")
 
@@ -151,11 +155,12 @@ def speed(logits: np.ndarray, labels: np.ndarray) -> None:
         z = logits[idx] + rng.normal(0, 0.01, (n, logits.shape[1])).astype(logits.dtype)
         y = labels[idx]
         repeats = 20 if n <= 10_000 else 3
-        ece = best_of(lambda: expected_calibration_error(z, y), repeats)
+        ece = best_of(lambda z=z, y=y: expected_calibration_error(z, y), repeats)
         zt, yt = torch.from_numpy(z), torch.from_numpy(y)
-        tm = best_of(lambda: multiclass_calibration_error(torch.softmax(zt, 1), yt, num_classes=z.shape[1], n_bins=15),
+        k = z.shape[1]
+        tm = best_of(lambda zt=zt, yt=yt: multiclass_calibration_error(torch.softmax(zt, 1), yt, num_classes=k, n_bins=15),
                      repeats)
-        boot = best_of(lambda: ece_bootstrap_ci(z, y, n_boot=1000), repeats)
+        boot = best_of(lambda z=z, y=y: ece_bootstrap_ci(z, y, n_boot=1000), repeats)
         print(f"{n:>9}{1e3 * ece:>9.2f}{1e3 * tm:>17.2f}{ece / tm:>7.2f}{1e3 * boot:>20.1f}{boot / ece:>7.2f}")
 
 

@@ -137,7 +137,8 @@ def calibration_map(model_doc: dict) -> CalibrationMap:
     """A bundle.json model entry's calibration map (schema 1: its bare temperature)."""
     if "calibration" in model_doc:
         return CalibrationMap.from_dict(model_doc["calibration"])
-    return CalibrationMap.from_dict({"method": "temperature_scaling", "params": {"temperature": model_doc["temperature"]}})
+    return CalibrationMap.from_dict({"method": "temperature_scaling",
+                                     "params": {"temperature": model_doc["temperature"]}})
 
 
 def _read_json(path: Path) -> dict:

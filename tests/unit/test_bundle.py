@@ -144,7 +144,8 @@ def test_unknown_precision(bundle_dir):
 
 @pytest.mark.parametrize("override, message", [
     ({"calibrations": {**CALIBRATIONS, "fp32": temperature_map(0.0)}}, "temperature must be a finite number > 0"),
-    ({"calibrations": {**CALIBRATIONS, "int8": {"method": "histogram_binning", "params": {"n_bins": 1, "values": [[0.5]] * 10}}}},
+    ({"calibrations": {**CALIBRATIONS, "int8": {"method": "histogram_binning",
+                                                "params": {"n_bins": 1, "values": [[0.5]] * 10}}}},
      "int8 is histogram_binning, a step map"),
     ({"thresholds": {"fp32": 0.5, "int8": 1.5}}, "threshold for int8"),
     ({"class_names": ["a", "a"]}, "distinct"),
@@ -245,7 +246,7 @@ def test_a_per_class_map_is_applied_in_predict_and_covered_by_validation(tmp_pat
 
 def test_a_schema_1_bundle_with_a_bare_temperature_still_predicts(bundle_dir):
     doc = json.loads((bundle_dir / "bundle.json").read_text())
-    for precision, model in doc["models"].items():
+    for model in doc["models"].values():
         model["temperature"] = model.pop("calibration")["params"]["temperature"]
     atomic.write_json(bundle_dir / "bundle.json", {**doc, "schema_version": 1})
     sums = json.loads((bundle_dir / "checksums.json").read_text())

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
 
 from helpers.metrics.calibration import negative_log_likelihood
-
 
 # method name -> its module in helpers.confidence; the order is the selection's tie-break (simplest first)
 MODULES = {"temperature_scaling": "temperature_scaling", "vector_scaling": "vector_scaling",
@@ -77,7 +76,7 @@ class CalibrationMap:
                 "hyper": self.hyper}
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "CalibrationMap":
+    def from_dict(cls, doc: dict) -> CalibrationMap:
         """The map ``to_dict`` wrote (validated: known method, its parameters present)."""
         if not isinstance(doc, dict) or "method" not in doc or "params" not in doc:
             raise ValueError(f"a calibration map is a dict with 'method' and 'params', got {doc!r:.200}")

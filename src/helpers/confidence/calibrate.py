@@ -8,8 +8,8 @@ bundle computes, so phase 07 and the bundle see the same confidences and the sam
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 from tqdm.auto import tqdm

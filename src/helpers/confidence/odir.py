@@ -14,11 +14,18 @@ the grid (small next to the gaps between methods measured here).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from helpers.confidence.base import CalibrationMap, check_matrix, cv_folds, minimize_smooth, softmax_nll_grad, with_losses
+from helpers.confidence.base import (
+    CalibrationMap,
+    check_matrix,
+    cv_folds,
+    minimize_smooth,
+    softmax_nll_grad,
+    with_losses,
+)
 from helpers.metrics.calibration import negative_log_likelihood, validate_logits
 
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -37,7 +44,8 @@ def fit_linear(x: np.ndarray, labels: np.ndarray, lam: float, max_iter: int = 10
         weights, bias = theta[:k * k].reshape(k, k), theta[k * k:]
         value, grad = softmax_nll_grad(x @ weights.T + bias, labels)
         value += c_w * ((weights * off) ** 2).sum() + c_b * (bias ** 2).sum()
-        return value, np.concatenate([(grad.T @ x + 2 * c_w * weights * off).ravel(), grad.sum(axis=0) + 2 * c_b * bias])
+        grad_weights = grad.T @ x + 2 * c_w * weights * off
+        return value, np.concatenate([grad_weights.ravel(), grad.sum(axis=0) + 2 * c_b * bias])
 
     start = np.r_[np.eye(k).ravel(), np.zeros(k)] if start is None else start
     return minimize_smooth(loss, start, max_iter, grad_tol)

@@ -6,7 +6,7 @@ the same honest statistics as every calibration table (ECE CI, debiased ECE, nul
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd

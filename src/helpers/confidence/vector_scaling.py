@@ -1,4 +1,5 @@
-"""Vector scaling (Guo et al., 2017): logits * w + b, a per-class scale and bias fitted by L-BFGS (scipy, analytic gradient) on val NLL.
+"""Vector scaling (Guo et al., 2017): logits * w + b, a per-class scale and bias fitted on val NLL
+(scipy L-BFGS, analytic gradient).
 
 Unlike temperature scaling it may change the argmax. Starts from the identity (w = 1, b = 0).
 """

@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.metrics.calibration import (bin_index, calibration_summary, calibration_table, calibration_verdict,
-                                         debiased_ece, ece_bootstrap, expected_calibration_error, null_ece, softmax,
-                                         smooth_ece, top_label)
+from helpers.metrics.calibration import (
+    bin_index,
+    calibration_summary,
+    calibration_table,
+    calibration_verdict,
+    debiased_ece,
+    ece_bootstrap,
+    expected_calibration_error,
+    null_ece,
+    smooth_ece,
+    softmax,
+    top_label,
+)
 
 
 def model(seed: int, n: int, k: int = 10, temperature: float = 1.0):
