@@ -158,7 +158,7 @@ def speed(logits: np.ndarray, labels: np.ndarray) -> None:
         ece = best_of(lambda z=z, y=y: expected_calibration_error(z, y), repeats)
         zt, yt = torch.from_numpy(z), torch.from_numpy(y)
         k = z.shape[1]
-        tm = best_of(lambda zt=zt, yt=yt: multiclass_calibration_error(torch.softmax(zt, 1), yt, num_classes=k, n_bins=15),
+        tm = best_of(lambda zt=zt, yt=yt, k=k: multiclass_calibration_error(torch.softmax(zt, 1), yt, k, n_bins=15),
                      repeats)
         boot = best_of(lambda z=z, y=y: ece_bootstrap_ci(z, y, n_boot=1000), repeats)
         print(f"{n:>9}{1e3 * ece:>9.2f}{1e3 * tm:>17.2f}{ece / tm:>7.2f}{1e3 * boot:>20.1f}{boot / ece:>7.2f}")
