@@ -5,7 +5,7 @@ A bundle is a directory holding only relative names::
     model_fp32.onnx     the phase-02 model
     model_int8.onnx     the most accurate INT8 variant of phase 04 (named in bundle.json)
     bundle.json         schema_version, class names, the input contract, per precision the model
-                        file, temperature and accept threshold, the selective criterion, the
+                        file, calibration map and accept threshold, the selective criterion, the
                         source run (run id, sha256 of the upstream phase manifests), versions
     checksums.json      sha256 of every other file, written last
 
@@ -13,12 +13,13 @@ A bundle is a directory holding only relative names::
 the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` whose
 ``predict(images, precision, runtime=None)`` runs uint8 NHWC images through ``helpers.data.preprocess``
 and one of the runtimes the bundle offers for that precision and returns labels, calibrated
-probabilities and accept flags
-(calibrated confidence >= threshold). Calibrated logits are ``float32(logits / T)``, exactly as
-phase 06 stores them, so the bundle and phase 07 see the same confidences. ``validate`` compares a
-loaded bundle with the pipeline's own outputs on the same images by ``helpers.models.parity`` (the
-definition phase 02's ONNX check uses too); phase 08 fails unless every check passes, on every runtime
-the bundle offers.
+probabilities and accept flags (calibrated confidence >= threshold). Calibrated logits are
+``float32(map.apply(logits))`` for the precision's calibration map (``helpers.confidence``: any smooth
+map phase 06 chose, e.g. temperature or Dirichlet), exactly as phase 06 stores them, so the bundle and
+phase 07 see the same confidences and the same argmax (a per-class map may change it). Schema-1
+bundles (a bare temperature) still load. ``validate`` compares a loaded bundle with the pipeline's own
+outputs on the same images by ``helpers.models.parity`` (the definition phase 02's ONNX check uses
+too); phase 08 fails unless every check passes, on every runtime the bundle offers.
 
 Runtimes: per precision bundle.json lists the runtimes offered (``models.<p>.runtimes``: those that
 passed phase 04's accuracy and parity checks, ``helpers.runtime.checks``) and the default
@@ -33,20 +34,20 @@ that field (and hence in checksums.json) only.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from helpers.confidence.base import CalibrationMap
 from helpers.data.datasets import check_image_batch
 from helpers.metrics.calibration import softmax
 from helpers.models import parity
 from helpers.models.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
 from helpers.run import atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a calibration map per precision (1: a temperature)
 PRECISIONS = ("fp32", "int8")
 MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
 BUNDLE_FILE = "bundle.json"
@@ -64,7 +65,7 @@ class BundleError(ValueError):
 @dataclass(frozen=True)
 class Prediction:
     labels: np.ndarray  # int64 (N,): argmax class index
-    probabilities: np.ndarray  # float64 (N, classes): softmax(float32(logits / T))
+    probabilities: np.ndarray  # float64 (N, classes): softmax(float32(calibration map(logits)))
     accept: np.ndarray  # bool (N,): max probability >= threshold
 
 
@@ -95,21 +96,22 @@ def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict
     return thresholds, primary["criterion"]
 
 
-def _check_build_args(model_paths, class_names, temperatures, thresholds) -> None:
+def _check_build_args(model_paths, class_names, calibrations, thresholds) -> None:
     for precision in PRECISIONS:
         path = Path(model_paths.get(precision, ""))
         if not path.is_file():
             raise FileNotFoundError(f"{precision} model {path} does not exist; pass the phase-02 model.onnx (fp32) "
                                     "and the phase-04 model_int8_<variant>.onnx (int8)")
-    _check_values(class_names, temperatures, thresholds)
+    _check_values(class_names, calibrations, thresholds)
 
 
-def _check_values(class_names, temperatures, thresholds) -> None:
+def _check_values(class_names, calibrations, thresholds) -> None:
     """The contract's values (what write_bundle refuses to write, load refuses to read)."""
     for precision in PRECISIONS:
-        t = temperatures.get(precision)
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not (math.isfinite(t) and t > 0):
-            raise ValueError(f"temperature for {precision} must be a finite number > 0, got {t!r}")
+        calibration = CalibrationMap.from_dict(calibrations.get(precision, {"method": None, "params": None}))
+        if calibration.probability_lipschitz() is None:
+            raise ValueError(f"calibration map for {precision} is {calibration.method}, a step map that no logit "
+                             "tolerance bounds; deploy a smooth map (phase 06 selects only those)")
         thr = thresholds.get(precision)
         if not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1:
             raise ValueError(f"threshold for {precision} must be a confidence in [0, 1], got {thr!r}")
@@ -119,17 +121,18 @@ def _check_values(class_names, temperatures, thresholds) -> None:
 
 
 def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path], int8_variant: str,
-                 class_names: Sequence[str], input_shape: Sequence[int], temperatures: Mapping[str, float],
+                 class_names: Sequence[str], input_shape: Sequence[int], calibrations: Mapping[str, dict],
                  thresholds: Mapping[str, float], criterion: str, source: dict, versions: dict,
                  runtimes: Mapping[str, Sequence[str]] | None = None, default_runtimes: Mapping[str, str] | None = None,
                  runtime_settings: Mapping | None = None) -> dict:
     """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json.
 
+    ``calibrations[precision]`` is the chosen map's ``CalibrationMap.to_dict()`` (phase 06's scaling_params.json).
     ``runtimes``: per precision the runtimes offered (default: onnxruntime only); ``default_runtimes``:
     per precision the one ``predict`` uses unless told (one of those offered); ``runtime_settings``:
     the threads and batch size the offered runtimes' outputs were checked at (and their versions).
     """
-    _check_build_args(model_paths, class_names, temperatures, thresholds)
+    _check_build_args(model_paths, class_names, calibrations, thresholds)
     runtimes = {p: list((runtimes or {}).get(p, ["onnxruntime"])) for p in PRECISIONS}
     defaults = {p: (default_runtimes or {}).get(p, runtimes[p][0]) for p in PRECISIONS}
     for precision in PRECISIONS:
@@ -140,7 +143,7 @@ def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path
     for precision in PRECISIONS:
         atomic.write_bytes(bundle_dir / MODEL_FILES[precision], Path(model_paths[precision]).read_bytes())
     doc = {"schema_version": SCHEMA_VERSION, "class_names": list(class_names), "input": input_contract(input_shape),
-           "models": {p: {"file": MODEL_FILES[p], "temperature": float(temperatures[p]),
+           "models": {p: {"file": MODEL_FILES[p], "calibration": _map_doc(calibrations[p]),
                           "threshold": float(thresholds[p])} for p in PRECISIONS},
            "selective": {"criterion": criterion, "accept": "max calibrated probability >= threshold"},
            "source": source, "versions": versions}
@@ -153,6 +156,25 @@ def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path
     atomic.write_json(bundle_dir / CHECKSUMS_FILE,
                       {"algorithm": "sha256", "files": {n: atomic.sha256_file(bundle_dir / n) for n in names}})
     return doc
+
+
+def _map_doc(calibration: dict) -> dict:
+    """The part of a calibration map a bundle needs: method, parameters, how it was fitted."""
+    return {k: calibration[k] for k in ("method", "params", "optimizer", "converged", "seed", "hyper")
+            if k in calibration}
+
+
+def calibration_doc(model_doc: dict) -> dict:
+    """A bundle.json model entry's calibration map as ``CalibrationMap.to_dict`` wrote it (schema 1: its bare
+    temperature)."""
+    if "calibration" in model_doc:
+        return model_doc["calibration"]
+    return {"method": "temperature_scaling", "params": {"temperature": model_doc["temperature"]}}
+
+
+def calibration_map(model_doc: dict) -> CalibrationMap:
+    """A bundle.json model entry's calibration map, validated."""
+    return CalibrationMap.from_dict(calibration_doc(model_doc))
 
 
 def _read_json(path: Path) -> dict:
@@ -199,6 +221,7 @@ class Bundle:
         self.class_names: list[str] = doc["class_names"]
         self.image_shape = tuple(doc["input"]["shape"][1:])
         self._sessions = {(p, "onnxruntime"): onnx_session(directory / doc["models"][p]["file"]) for p in PRECISIONS}
+        self.calibration = {p: calibration_map(doc["models"][p]) for p in PRECISIONS}
 
     def runtimes(self, precision: str) -> list[str]:
         """The runtimes this bundle offers for ``precision`` (the default first)."""
@@ -237,8 +260,7 @@ class Bundle:
     def predict(self, images, precision: str = "fp32", runtime: str | None = None) -> Prediction:
         """Labels, calibrated probabilities and accept flags for uint8 NHWC images (``runtime``: the default)."""
         model = self._model(precision)
-        calibrated = (self.logits(images, precision, runtime).astype(np.float64) / model["temperature"]).astype(
-            np.float32)
+        calibrated = self.calibration[precision].apply(self.logits(images, precision, runtime)).astype(np.float32)
         probabilities = softmax(calibrated.astype(np.float64))
         return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities,
                           accept=probabilities.max(axis=1) >= model["threshold"])
@@ -262,7 +284,7 @@ def _check_contract(doc: dict, path: Path) -> None:
     """Validate the values a checksum cannot vouch for (checksums.json can be recomputed after an edit)."""
     try:
         models = {p: doc["models"][p] for p in PRECISIONS}
-        _check_values(doc["class_names"], {p: m["temperature"] for p, m in models.items()},
+        _check_values(doc["class_names"], {p: calibration_doc(m) for p, m in models.items()},
                       {p: m["threshold"] for p, m in models.items()})
         shape = doc["input"]["shape"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -274,14 +296,15 @@ def _check_contract(doc: dict, path: Path) -> None:
                           f"positive sizes, got {[m['file'] for m in models.values()]} and {shape}; rebuild the bundle")
 
 
-def probability_tolerance(reference_logits: np.ndarray, temperature: float) -> np.ndarray:
+def probability_tolerance(reference_logits: np.ndarray, lipschitz: float) -> np.ndarray:
     """Per image, how far the bundle's calibrated probabilities may be from the pipeline's.
 
-    The logits may differ by the parity tolerance (``helpers.models.parity``); calibrated at
-    temperature T, that moves a probability by at most ``parity.confidence_tolerance``, plus
-    PROBABILITY_ATOL for the float32 rounding of ``logits / T``.
+    The logits may differ by the parity tolerance (``helpers.models.parity``); through the calibration
+    map and softmax that moves a probability by at most ``lipschitz`` (``CalibrationMap.probability_lipschitz``:
+    softmax's 1/2 times the map's own gain, 1/T for temperature scaling, the max row sum of W for matrix
+    maps) times that tolerance, plus PROBABILITY_ATOL for the float32 rounding of the calibrated logits.
     """
-    return PROBABILITY_ATOL + parity.confidence_tolerance(reference_logits, temperature)
+    return PROBABILITY_ATOL + lipschitz * parity.logit_tolerance(reference_logits)
 
 
 def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapping[str, np.ndarray],
@@ -294,17 +317,23 @@ def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapp
         raise ValueError(f"{precision}: reference logits {ref_logits.shape} / calibrated {ref_probs.shape} do not match "
                          f"the bundle's {logits.shape}; pass the pipeline's outputs on the same images")
     logit_parity = parity.compare_logits(ref_logits, logits)
-    allowed = probability_tolerance(ref_logits, bundle.doc["models"][precision]["temperature"])
+    allowed = probability_tolerance(ref_logits, bundle.calibration[precision].probability_lipschitz())
     prob_diff = np.abs(prediction.probabilities - ref_probs).max(axis=1)
     confidence = ref_probs.max(axis=1)
     accept_diff, near_threshold = parity.flag_mismatches(confidence >= threshold, prediction.accept,
                                                          np.abs(confidence - threshold) <= allowed)
+    top2 = np.sort(ref_probs, axis=1)[:, -2:]
+    label_diff, near_tie_labels = parity.flag_mismatches(prediction.labels == ref_probs.argmax(1),
+                                                         np.ones(len(ref_probs), bool), top2[:, 1] - top2[:, 0] <= 2 * allowed)
     row = {"logit_max_abs_diff": logit_parity.max_abs_diff, "argmax_mismatches": logit_parity.argmax_mismatches,
            "near_tie_argmax_mismatches": logit_parity.near_tie_mismatches,
+           "calibrated_argmax_mismatches": label_diff, "near_tie_calibrated_argmax_mismatches": near_tie_labels,
            "probability_max_abs_diff": float(prob_diff.max()), "probability_atol": float(allowed.max()),
            "accept_mismatches": accept_diff, "near_threshold_accept_mismatches": near_threshold,
            "accepted": int(prediction.accept.sum()), "parity": logit_parity.describe()}
     failures = [] if logit_parity.passed else [logit_parity.message()]
+    if label_diff > near_tie_labels:
+        failures.append(f"{label_diff - near_tie_labels} calibrated argmax differ(s) away from a near tie")
     if np.any(prob_diff > allowed):
         failures.append(f"max |probability diff| {row['probability_max_abs_diff']:.3g} beyond its tolerance on "
                         f"{int(np.sum(prob_diff > allowed))} image(s)")
@@ -320,16 +349,16 @@ def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping
 
     ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits`` (onnxruntime);
     ``thresholds[precision]`` its accept threshold. Checks, per precision: the logits by
-    ``parity.compare_logits`` (argmax flips only at near ties), calibrated probabilities within
-    ``probability_tolerance``, accept flags identical except within that tolerance of the threshold.
-    Every other runtime the bundle offers is checked the same way (``runtimes.<runtime>.<precision>``)
-    against ``runtime_logits[runtime][precision]``, the pipeline's logits on that runtime (phase 04's
-    ``runtime_logits.npz``), calibrated with the bundle's temperature.
+    ``parity.compare_logits`` (argmax flips only at near ties), the calibrated argmax (flips only at near
+    ties of the calibrated probabilities), calibrated probabilities within ``probability_tolerance``,
+    accept flags identical except within that tolerance of the threshold. Every other runtime the
+    bundle offers is checked the same way (``runtimes.<runtime>.<precision>``) against
+    ``runtime_logits[runtime][precision]``, the pipeline's logits on that runtime (phase 04's
+    ``runtime_logits.npz``), calibrated with the bundle's map.
     """
     checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in PRECISIONS}
     others: dict[str, dict] = {}
     for precision in PRECISIONS:
-        temperature = bundle.doc["models"][precision]["temperature"]
         for runtime in bundle.runtimes(precision):
             if runtime == "onnxruntime":
                 continue
@@ -337,8 +366,8 @@ def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping
             if logits is None:
                 raise ValueError(f"the bundle offers {precision} on {runtime}: pass the pipeline's {runtime} logits "
                                  "(phase 04's runtime_logits.npz) as runtime_logits")
-            ref = {"logits": logits, "calibrated_logits": (np.asarray(logits, np.float64) / temperature).astype(
-                np.float32)}
+            ref = {"logits": logits,
+                   "calibrated_logits": bundle.calibration[precision].apply(np.asarray(logits)).astype(np.float32)}
             others.setdefault(runtime, {})[precision] = _compare(bundle, images, precision, ref, thresholds[precision],
                                                                  runtime)
     passed = all(c["passed"] for c in checks.values()) and all(c["passed"] for r in others.values()
@@ -362,8 +391,9 @@ def validation_table(validation: dict):
     """One row per precision and runtime: the differences measured and whether the checks passed."""
     import pandas as pd
 
-    columns = ["logit_max_abs_diff", "argmax_mismatches", "near_tie_argmax_mismatches", "probability_max_abs_diff",
-               "probability_atol", "accept_mismatches", "near_threshold_accept_mismatches", "accepted", "passed"]
+    columns = ["logit_max_abs_diff", "argmax_mismatches", "near_tie_argmax_mismatches", "calibrated_argmax_mismatches",
+               "probability_max_abs_diff", "probability_atol", "accept_mismatches", "near_threshold_accept_mismatches",
+               "accepted", "passed"]
     rows = {p: validation[p] for p in PRECISIONS}  # onnxruntime; other runtimes: "<precision> <runtime>"
     rows |= {f"{p} {r}": c for r, checks in validation.get("runtimes", {}).items() for p, c in checks.items()}
     return pd.DataFrame({name: {c: row[c] for c in columns} for name, row in rows.items()}).T

@@ -86,7 +86,7 @@ COLUMN_NAMES = {
     "accept_mismatches": "accept mismatches", "accepted": "accepted", "passed": "passed",
 }
 PERCENT = {"accuracy", "ci95 low", "ci95 high", "agreement_with_fp32", "val_coverage", "val_risk", "ece_pre",
-           "ece_post"}
+           "ece_post", "ece", "ece_debiased", "null_p95"}
 
 
 def number(value) -> str:
@@ -221,18 +221,24 @@ def latency_section(files: Files, inputs) -> list[str]:
 
 
 def calibration_section(files: Files, inputs) -> list[str]:
+    from helpers.confidence.base import CalibrationMap
     from helpers.metrics.calibration import before_after_table
 
     results = _json(files, "calibration_metrics.json")
-    temperatures = {name.split("/")[0]: _json(files, name)["temperature"]
-                    for name in sorted(files) if name.endswith("/scaling_params.json")}
-    models = {m: results[m] for m in temperatures if m in results}
-    frame = before_after_table(models, temperatures)
+    maps = {name.split("/")[0]: CalibrationMap.from_dict(_json(files, name)).label()
+            for name in sorted(files) if name.endswith("/scaling_params.json")}
+    models = {m: results[m] for m in maps if m in results}
+    frame = before_after_table(models, maps)
     for when in ("pre", "post"):  # the CIs in % like the ECE beside them
         frame[f"ece_{when}_ci95"] = [
             "[{:.2f}, {:.2f}]".format(*(100 * b for b in models[m][f"{when}_calibration"]["ece_ci95"]))
             for m in frame.index]
-    return [table(frame, index="model"),
+    tables = []
+    for when, title in (("pre", "before calibration (test)"), ("post", "after calibration (test)")):
+        part = frame[[c for c in frame.columns if when in c.split("_")] + (["map"] if when == "post" else [])]
+        part = part.rename(columns=lambda c: c if c == "map" else "_".join(w for w in c.split("_") if w != when))
+        tables.append(f"<h3>{title}</h3>" + table(part, index="model"))
+    return [*tables,
             *figures(files, {"reliability.png": "reliability diagrams (test)"}),
             *figures(files, {n: n.removesuffix(".png") for n in sorted(files)
                              if n.endswith(".png") and n != "reliability.png"})]

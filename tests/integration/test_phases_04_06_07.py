@@ -16,6 +16,8 @@ import pytest
 from cli_runner import calib
 from helpers import data, runtime
 from helpers.confidence import selective
+from helpers.confidence.base import CalibrationMap
+from helpers.confidence.methods import METHODS
 from helpers.metrics import calibration as calibration_metrics
 from helpers.models.onnx_export import onnx_logits
 from helpers.quantize import ort as quantize_ort
@@ -103,27 +105,32 @@ def test_calibration_guard_passes_and_the_divided_by_255_ablation_collapses_accu
     assert "seconds" not in json.dumps(report)  # timings go to logs, never into results
 
 
-def test_temperature_fitted_on_val_scales_the_logits_and_lowers_ece(run, split_labels):
+def test_every_map_fitted_on_val_the_chosen_one_applied_and_measured_honestly(run, split_labels):
     metrics = read_json(run, "06_confidence", "calibration_metrics.json")
     calibrated = np.load(results(run, "06_confidence", "calibrated_logits.npz"))
     raw = {"fp32": np.load(results(run, "02_train", "logits.npz"))}
     int8 = np.load(results(run, "04_quantize", "int8_logits.npz"))
     assert set(metrics) == {"fp32", *read_json(run, "04_quantize", "quant_report.json")["ort_variants"]}
     for model in metrics:
-        fit = read_json(run, "06_confidence", f"{model}/scaling_params.json")
-        assert fit["method"] == "temperature_scaling" and fit["converged"]
+        doc = read_json(run, "06_confidence", f"{model}/scaling_params.json")
+        assert set(doc["candidates"]) == set(METHODS)  # the default runs every method
+        assert all(isinstance(c["converged"], bool) and c["seed"] == 0 for c in doc["candidates"].values())
+        chosen = CalibrationMap.from_dict(doc)
+        assert doc["method"] == doc["selection"]["chosen"] == metrics[model]["chosen_method"] and chosen.converged
+        assert doc["selection"]["cv_nll"][chosen.method] == min(doc["selection"]["cv_nll"][m]
+                                                                 for m in doc["selection"]["eligible"])
         for split in ("val", "test"):
             logits = raw["fp32"][split] if model == "fp32" else int8[f"{model}_{split}"]
-            np.testing.assert_allclose(calibrated[f"{model}_{split}"], logits / fit["temperature"], rtol=1e-6)
+            np.testing.assert_array_equal(calibrated[f"{model}_{split}"], chosen.apply(logits).astype(np.float32))
         val_nll = calibration_metrics.negative_log_likelihood(calibrated[f"{model}_val"], split_labels["val"])
-        assert val_nll == pytest.approx(fit["calibration_loss"]["after"], rel=1e-5)
-        assert val_nll <= fit["calibration_loss"]["before"]
+        assert val_nll == pytest.approx(doc["calibration_loss"]["after"], rel=1e-5)
         post = metrics[model]["post_calibration"]
+        assert post == metrics[model]["methods"][chosen.method]
         assert post["ece"] == calibration_metrics.expected_calibration_error(calibrated[f"{model}_test"],
                                                                              split_labels["test"])
-        assert post["accuracy"] == metrics[model]["pre_calibration"]["accuracy"]  # T never changes the argmax
+        assert post["accuracy"] == np.mean(calibrated[f"{model}_test"].argmax(1) == split_labels["test"])
+        assert 0 < post["null"]["p_value"] <= 1 and "at this sample size" in post["null"]["verdict"]
     fp32 = metrics["fp32"]
-    assert fp32["post_calibration"]["ece"] < fp32["pre_calibration"]["ece"]
     assert fp32["improvement"]["ece_reduction"] == pytest.approx(
         fp32["pre_calibration"]["ece"] - fp32["post_calibration"]["ece"])
 

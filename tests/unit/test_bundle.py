@@ -10,6 +10,7 @@ import torch
 from scipy.special import softmax as scipy_softmax
 
 from helpers import bundle, runtime
+from helpers.confidence.base import CalibrationMap
 from helpers.models import parity
 from helpers.models.architectures import build_model
 from helpers.models.onnx_export import export_onnx
@@ -19,6 +20,13 @@ from helpers.run import atomic
 SHAPE = (8, 8, 1)
 TEMPERATURES = {"fp32": 0.1, "int8": 0.12}  # sharpen the untrained model's near-uniform outputs...
 THRESHOLDS = {"fp32": 0.26, "int8": 0.24}  # ...so these thresholds accept some images and reject others
+
+
+def temperature_map(t):
+    return CalibrationMap(method="temperature_scaling", params={"temperature": t}).to_dict()
+
+
+CALIBRATIONS = {p: temperature_map(t) for p, t in TEMPERATURES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +44,7 @@ def models(tmp_path_factory):
 
 def build(bundle_dir, models, **overrides):
     args = dict(model_paths=models, int8_variant="dynamic", class_names=[str(i) for i in range(10)],
-                input_shape=SHAPE, temperatures=TEMPERATURES, thresholds=THRESHOLDS, criterion="max_mcc",
+                input_shape=SHAPE, calibrations=CALIBRATIONS, thresholds=THRESHOLDS, criterion="max_mcc",
                 source={"run_id": "run-1", "manifests_sha256": {"02_train": "0" * 64}}, versions={"onnxruntime": "x"})
     return bundle.write_bundle(bundle_dir, **{**args, **overrides})
 
@@ -75,7 +83,7 @@ def test_bundle_json_records_the_contract_and_relative_names_only(bundle_dir, tm
     assert doc["input"]["name"] == "images" and doc["input"]["dtype"] == "float32" and doc["input"]["layout"] == "NHWC"
     assert doc["input"]["shape"] == [None, 8, 8, 1] and doc["input"]["range"] == [0, 255]
     assert doc["models"]["int8"]["variant"] == "dynamic"
-    assert {p: m["temperature"] for p, m in doc["models"].items()} == TEMPERATURES
+    assert {p: m["calibration"]["params"]["temperature"] for p, m in doc["models"].items()} == TEMPERATURES
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["bundle.json", "checksums.json", "model_fp32.onnx",
                                                             "model_int8.onnx"]
     for name in ("bundle.json", "checksums.json"):
@@ -117,8 +125,9 @@ def test_newer_schema_is_refused_even_with_valid_checksums(bundle_dir):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d["models"]["fp32"].update(temperature=0.0), "temperature for fp32 must be a finite number > 0"),
-    (lambda d: d["models"]["int8"].update(temperature=-1.0), "temperature for int8"),
+    (lambda d: d["models"]["fp32"]["calibration"]["params"].update(temperature=0.0),
+     "temperature must be a finite number > 0"),
+    (lambda d: d["models"]["int8"]["calibration"]["params"].update(temperature=-1.0), "temperature must be"),
     (lambda d: d["models"]["fp32"].update(threshold=1.5), "threshold for fp32 must be a confidence in"),
     (lambda d: d["models"]["int8"].update(threshold="high"), "threshold for int8"),
     (lambda d: d.update(class_names=["a"]), "class_names must be >= 2 distinct names"),
@@ -162,7 +171,10 @@ def test_unknown_precision(bundle_dir):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"temperatures": {"fp32": 0.0, "int8": 1.0}}, "temperature for fp32"),
+    ({"calibrations": {**CALIBRATIONS, "fp32": temperature_map(0.0)}}, "temperature must be a finite number > 0"),
+    ({"calibrations": {**CALIBRATIONS, "int8": {"method": "histogram_binning",
+                                                "params": {"n_bins": 1, "values": [[0.5]] * 10}}}},
+     "int8 is histogram_binning, a step map"),
     ({"thresholds": {"fp32": 0.5, "int8": 1.5}}, "threshold for int8"),
     ({"class_names": ["a", "a"]}, "distinct"),
 ])
@@ -208,7 +220,7 @@ def test_fp32_probability_tolerance_is_what_the_logit_tolerance_allows(bundle_di
     assert result["fp32"]["probability_max_abs_diff"] > bundle.PROBABILITY_ATOL  # the plain tolerance would fail
     assert result["fp32"]["passed"], result["fp32"]["failures"]
     assert result["fp32"]["probability_atol"] == bundle.probability_tolerance(ref["fp32"]["logits"],
-                                                                              TEMPERATURES["fp32"]).max()
+                                                                              0.5 / TEMPERATURES["fp32"]).max()
     assert result["fp32"]["parity"]["max_tolerance_used"] > 0.8
 
 
@@ -287,3 +299,47 @@ def test_write_refuses_a_default_runtime_it_does_not_offer(tmp_path, models):
 def test_a_bundle_without_runtime_keys_offers_onnxruntime(bundle_dir):
     loaded = bundle.load(bundle_dir)
     assert loaded.runtimes("fp32") == loaded.runtimes("int8") == ["onnxruntime"]
+
+
+def dirichlet_map(k=10, seed=3):
+    """A Dirichlet map whose off-diagonal weights reorder classes (a per-class map changes the argmax)."""
+    rng = np.random.default_rng(seed)
+    weights = np.eye(k) * 30 + rng.normal(0, 8, (k, k))
+    return CalibrationMap(method="dirichlet", params={"weights": weights.tolist(),
+                                                      "bias": rng.normal(0, 1, k).tolist()}).to_dict()
+
+
+def test_a_per_class_map_is_applied_in_predict_and_covered_by_validation(tmp_path, models):
+    calibrations = {"fp32": dirichlet_map(), "int8": CALIBRATIONS["int8"]}
+    build(tmp_path / "b", models, calibrations=calibrations)
+    loaded = bundle.load(tmp_path / "b")
+    x = images(200)
+    logits = plain_ort_logits(models["fp32"], x)
+    calibrated = CalibrationMap.from_dict(calibrations["fp32"]).apply(logits).astype(np.float32)
+    prediction = loaded.predict(x, "fp32")
+    np.testing.assert_allclose(prediction.probabilities, scipy_softmax(calibrated.astype(np.float64), axis=1),
+                               rtol=0, atol=1e-12)
+    assert (prediction.labels != logits.argmax(1)).any()  # the map moved some argmax...
+    np.testing.assert_array_equal(prediction.labels, calibrated.argmax(1))  # ...exactly as phase 06 stores it
+    ref = reference(models, x)
+    ref["fp32"]["calibrated_logits"] = calibrated
+    result = bundle.validate(loaded, x, ref, THRESHOLDS)
+    assert result["status"] == "PASS", result
+    ref["fp32"]["calibrated_logits"] = (logits / TEMPERATURES["fp32"]).astype(np.float32)  # 07 used another map
+    result = bundle.validate(loaded, x, ref, THRESHOLDS)
+    assert result["fp32"]["calibrated_argmax_mismatches"] > 0 and result["status"] == "FAIL"
+
+
+def test_a_schema_1_bundle_with_a_bare_temperature_still_predicts(bundle_dir):
+    doc = json.loads((bundle_dir / "bundle.json").read_text())
+    for model in doc["models"].values():
+        model["temperature"] = model.pop("calibration")["params"]["temperature"]
+    atomic.write_json(bundle_dir / "bundle.json", {**doc, "schema_version": 1})
+    sums = json.loads((bundle_dir / "checksums.json").read_text())
+    sums["files"]["bundle.json"] = atomic.sha256_file(bundle_dir / "bundle.json")
+    atomic.write_json(bundle_dir / "checksums.json", sums)
+    loaded = bundle.load(bundle_dir)
+    assert loaded.calibration["fp32"].temperature == TEMPERATURES["fp32"]
+    x = images()
+    expected = scipy_softmax(plain_ort_logits(loaded.directory / "model_fp32.onnx", x) / TEMPERATURES["fp32"], axis=1)
+    np.testing.assert_allclose(loaded.predict(x).probabilities, expected, rtol=0, atol=1e-6)

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.metrics.classification import bootstrap_ci, check_labels
+from helpers.metrics.classification import check_labels
 
 
 def validate_logits(logits, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -33,14 +33,13 @@ def validate_logits(logits, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("logits are empty (0 samples): this split has no data to measure")
     if not np.issubdtype(logits.dtype, np.floating):
         raise ValueError(f"logits must be floating point, got dtype {logits.dtype}")
-    logits = logits.astype(np.float64)
-    finite = np.isfinite(logits)
-    if not finite.all():
+    logits = logits.astype(np.float64, copy=False)
+    if not np.isfinite(logits.sum()) and not (finite := np.isfinite(logits)).all():
         n_nan, n_inf = int(np.isnan(logits).sum()), int(np.isinf(logits).sum())
         raise ValueError(f"logits contain {n_nan} NaN and {n_inf} Inf value(s) in "
                          f"{int((~finite.all(axis=1)).sum())} of {len(logits)} rows; "
                          "fix the model / export that produced them before measuring calibration")
-    if (logits >= 0).all() and np.allclose(logits.sum(axis=1), 1.0, rtol=0, atol=1e-4):
+    if logits.min() >= 0 and np.allclose(logits.sum(axis=1), 1.0, rtol=0, atol=1e-4):
         raise ValueError("these look like probabilities, not logits (every row is non-negative "
                          "and sums to 1); pass the pre-softmax logits of the model")
     labels = np.asarray(labels)
@@ -58,8 +57,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def top_label(logits, labels) -> tuple[np.ndarray, np.ndarray]:
     """Validated (confidence, correct): max softmax probability and whether argmax == label."""
     logits, labels = validate_logits(logits, labels)
-    probs = softmax(logits)
-    return probs.max(axis=1), probs.argmax(axis=1) == labels
+    top = logits.argmax(axis=1)
+    peak = np.take_along_axis(logits, top[:, None], axis=1)
+    return 1.0 / np.exp(logits - peak).sum(axis=1), top == labels
 
 
 def _check_n_bins(n_bins) -> None:
@@ -138,20 +138,16 @@ def brier_score(logits, labels) -> float:
 
 def ece_bootstrap_ci(logits, labels, n_bins: int = 15, *, n_boot: int = 1000, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the ECE (rows resampled with replacement, seeded).
+    """Percentile bootstrap interval of the ECE (``ece_bootstrap``: all resamples in one pass, seeded).
 
     Binned ECE is biased upward on small samples; the interval shows sampling spread around
-    that biased estimator, so it need not contain the point ECE.
+    that biased estimator, so it need not contain the point ECE (``debiased_ece`` corrects it).
     """
+    if n_boot <= 0:
+        raise ValueError(f"n_boot must be > 0, got {n_boot}")
     conf, correct = top_label(logits, labels)
-    bins = bin_index(conf, n_bins)
-
-    def ece_of(idx):
-        weight, gap = _bin_gaps(bins[idx], conf[idx], correct[idx], n_bins)
-        return weight @ gap
-
-    low, high = bootstrap_ci(ece_of, len(conf), n_boot=n_boot, seed=seed, level=level,
-                             desc="ECE bootstrap")
+    alpha = (1 - level) / 2
+    low, high = np.quantile(ece_bootstrap(conf, correct, n_bins, n_boot=n_boot, seed=seed), [alpha, 1 - alpha])
     return float(low), float(high)
 
 
@@ -170,13 +166,22 @@ def reliability_table(logits, labels, n_bins: int = 15) -> pd.DataFrame:
 
 def calibration_summary(logits, labels, n_bins: int = 15, *, n_boot: int = 1000,
                         seed: int = 0) -> dict:
-    """JSON-ready dict of every metric here (ECE with its bootstrap 95% CI), plus accuracy."""
+    """JSON-ready dict of every metric here, plus accuracy, with the honest statistics of the ECE:
+    its bootstrap 95% CI, the debiased estimates, and the null band of a perfectly calibrated model
+    with the same confidences (median, 95th percentile, p-value and the verdict in words)."""
     conf, correct = top_label(logits, labels)
+    ece = float(np.dot(*_bin_gaps(bin_index(conf, n_bins), conf, correct, n_bins)))
+    alpha = 0.025
+    boot = ece_bootstrap(conf, correct, n_bins, n_boot=n_boot, seed=seed)
+    debiased = debiased_ece(conf, correct, n_bins)
     return {
         "n": int(len(conf)), "n_bins": n_bins, "accuracy": float(correct.mean()),
         "mean_confidence": float(conf.mean()),
-        "ece": expected_calibration_error(logits, labels, n_bins),
-        "ece_ci95": list(ece_bootstrap_ci(logits, labels, n_bins, n_boot=n_boot, seed=seed)),
+        "ece": ece,
+        "ece_ci95": [float(q) for q in np.quantile(boot, [alpha, 1 - alpha])],
+        "ece_debiased": debiased["l1"], "ce_l2_debiased": debiased["l2"],
+        "null": calibration_verdict(ece, null_ece(conf, n_bins, n_null=n_boot, seed=seed + 1), len(conf)),
+        "smece": smooth_ece(conf, correct)["smece"],
         "mce": maximum_calibration_error(logits, labels, n_bins),
         "ace": adaptive_calibration_error(logits, labels, n_bins),
         "classwise_ece": classwise_calibration_error(logits, labels, n_bins),
@@ -199,15 +204,35 @@ def improvement(pre: dict, post: dict) -> dict:
     return out
 
 
-def before_after_table(results: Mapping[str, dict], temperatures: Mapping[str, float]) -> pd.DataFrame:
+def honest_columns(summary: dict, suffix: str = "") -> dict:
+    """The columns every calibration table shows for one ``calibration_summary``: ECE with its 95% CI,
+    the debiased ECE, the null band's 95th percentile, the p-value and the verdict."""
+    null = summary["null"]
+    return {f"ece{suffix}": summary["ece"], f"ece{suffix}_ci95": _interval(summary["ece_ci95"]),
+            f"ece{suffix}_debiased": summary["ece_debiased"], f"null{suffix}_p95": null["p95"],
+            f"p{suffix}": null["p_value"],
+            f"verdict{suffix}": "indistinguishable from calibrated" if null["indistinguishable"] else "miscalibrated"}
+
+
+def calibration_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per ``calibration_summary`` (e.g. per method): accuracy, the honest ECE columns, smooth ECE, ACE, MCE,
+    classwise ECE, NLL, Brier, and n (the verdicts hold at that sample size)."""
+    rows = {name: {"n": s["n"], "accuracy": s["accuracy"], **honest_columns(s), "smece": s["smece"], "ace": s["ace"],
+                   "mce": s["mce"],
+                   "classwise_ece": s["classwise_ece"], "nll": s["nll"], "brier": s["brier"]}
+            for name, s in summaries.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(4)
+
+
+def before_after_table(results: Mapping[str, dict], maps: Mapping[str, str]) -> pd.DataFrame:
     """One row per model from ``{model: {"pre_calibration": summary, "post_calibration": summary}}``:
-    accuracy, ECE before and after with 95% CIs, the temperature, NLL and Brier before and after."""
+    the calibration map (``maps[model]``, e.g. "temperature_scaling T=1.52"), accuracy before and after
+    (per-class maps change the argmax), the honest ECE columns before and after, NLL and Brier."""
     rows = {}
     for model, result in results.items():
         pre, post = result["pre_calibration"], result["post_calibration"]
-        rows[model] = {"accuracy": pre["accuracy"], "ece_pre": pre["ece"],
-                       "ece_pre_ci95": _interval(pre["ece_ci95"]), "ece_post": post["ece"],
-                       "ece_post_ci95": _interval(post["ece_ci95"]), "temperature": temperatures[model],
+        rows[model] = {"map": maps[model], "accuracy_pre": pre["accuracy"], "accuracy_post": post["accuracy"],
+                       **honest_columns(pre, "_pre"), **honest_columns(post, "_post"),
                        "nll_pre": pre["nll"], "nll_post": post["nll"],
                        "brier_pre": pre["brier"], "brier_post": post["brier"]}
     return pd.DataFrame.from_dict(rows, orient="index").round(4)
@@ -276,3 +301,124 @@ def confidence_histogram(labels, logits_by_name: Mapping[str, np.ndarray], n_bin
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+def _cell_stats(bins, conf, correct, n_bins):
+    """Per (bin, correct) cell: count, confidence sum and confidence sum of squares ([2, n_bins] each)."""
+    cell = bins * 2 + correct
+    count = np.bincount(cell, minlength=2 * n_bins).reshape(n_bins, 2).T
+    s1 = np.bincount(cell, weights=conf, minlength=2 * n_bins).reshape(n_bins, 2).T
+    s2 = np.bincount(cell, weights=conf * conf, minlength=2 * n_bins).reshape(n_bins, 2).T
+    return count, s1, s2
+
+
+def ece_bootstrap(conf, correct, n_bins: int = 15, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of the top-label ECE, all drawn in one vectorised pass.
+
+    A resample is summarised by how many draws land in each (bin, correct) cell and by the sum of
+    the confidences drawn in each cell. This is the Poisson bootstrap (each row drawn Poisson(1)
+    times, so a cell of c rows gets Poisson(c) draws, independently; the replicate's size varies
+    around n, and its ECE divides by that size); it agrees with the classic multinomial resampling to
+    O(1/n) and costs half as many random draws. The confidence sum of m draws from a cell is drawn
+    from its normal limit (mean m * mean, variance m * variance of the cell), which inside a bin of
+    width 1/n_bins moves the ECE far less than the counts do. Cost: O(n) + O(n_boot * n_bins).
+    """
+    conf, correct = np.asarray(conf, np.float64), np.asarray(correct).astype(np.int64)
+    count, s1, s2 = _cell_stats(bin_index(conf, n_bins), conf, correct, n_bins)
+    rng = np.random.default_rng(seed)
+    m = rng.poisson(count, size=(n_boot, 2, n_bins))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, s1 / count, 0.0)
+        var = np.where(count > 0, np.maximum(s2 / count - mean ** 2, 0.0), 0.0)
+    conf_sum = m * mean + np.sqrt(m * var) * rng.standard_normal(m.shape)
+    return np.abs(conf_sum.sum(axis=1) - m[:, 1]).sum(axis=1) / np.maximum(m.sum(axis=(1, 2)), 1)
+
+
+def null_ece(conf, n_bins: int = 15, *, n_null: int = 1000, seed: int = 0, sub_bins: int = 8) -> np.ndarray:
+    """ECEs a PERFECTLY calibrated model with these confidences shows at this n (``n_null`` draws).
+
+    Each label is drawn correct with probability equal to its confidence; the ECE of those labels
+    is the estimator's floor. The correct count of a bin (a Poisson-binomial sum) is drawn as a sum
+    of binomials over ``sub_bins`` equal-width sub-bins at their mean confidence: the variance it
+    drops, sum (c - sub-bin mean)^2, is below n / (12 (n_bins sub_bins)^2). Cost O(n) + O(n_null n_bins sub_bins).
+    """
+    conf = np.asarray(conf, np.float64)
+    n = len(conf)
+    fine = bin_index(conf, n_bins * sub_bins)
+    count = np.bincount(fine, minlength=n_bins * sub_bins)
+    total = np.bincount(fine, weights=conf, minlength=n_bins * sub_bins)
+    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    hits = np.random.default_rng(seed).binomial(count, np.clip(mean, 0, 1), size=(n_null, len(count)))
+    per_bin = (total - hits).reshape(n_null, n_bins, sub_bins).sum(axis=2)
+    return np.abs(per_bin).sum(axis=1) / n
+
+
+def debiased_ece(conf, correct, n_bins: int = 15) -> dict:
+    """Kumar et al. (2019) debiased calibration errors of the top label, equal-width bins.
+
+    ``l1``: 2 ECE - E[ECE'] where, per bin, the accuracy is replaced by its normal sampling
+    distribution N(acc, acc (1 - acc) / n_b) -- their ``normal_debiased_ce`` with the expectation
+    taken in closed form (folded normal) instead of by resampling. ``l2``: the unbiased estimate of
+    the squared calibration error, sum_b w_b [(acc - conf)^2 - acc (1 - acc) / (n_b - 1)], square
+    root of its positive part. Both may fall below the plug-in ECE; neither is a bound.
+    """
+    from scipy.stats import norm
+
+    conf, correct = np.asarray(conf, np.float64), np.asarray(correct, np.float64)
+    bins = bin_index(conf, n_bins)
+    count = np.bincount(bins, minlength=n_bins)
+    used = count > 0
+    n_b = count[used]
+    acc = np.bincount(bins, weights=correct, minlength=n_bins)[used] / n_b
+    gap = acc - np.bincount(bins, weights=conf, minlength=n_bins)[used] / n_b
+    weight = n_b / n_b.sum()
+    sigma = np.sqrt(acc * (1 - acc) / n_b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        folded = np.where(sigma > 0, sigma * np.sqrt(2 / np.pi) * np.exp(-gap ** 2 / (2 * sigma ** 2))
+                          + gap * (1 - 2 * norm.cdf(-gap / sigma)), np.abs(gap))
+        sq = np.where(n_b > 1, gap ** 2 - acc * (1 - acc) / (n_b - 1), gap ** 2)
+    plugin = weight @ np.abs(gap)
+    return {"l1": float(2 * plugin - weight @ folded), "l2": float(np.sqrt(max(weight @ sq, 0.0)))}
+
+
+NULL_LEVEL = 0.05  # p-value below which the ECE is called distinguishable from perfect calibration
+
+
+def calibration_verdict(ece: float, null: np.ndarray, n: int) -> dict:
+    """The observed ECE against the null band: median, 95th percentile, p-value and the words."""
+    p = float((1 + np.sum(null >= ece)) / (1 + len(null)))
+    same = p >= NULL_LEVEL
+    words = (f"indistinguishable from calibrated at this sample size (n = {n}, p = {p:.3f})" if same else
+             f"miscalibrated beyond sampling noise at this sample size (n = {n}, p = {p:.3f})")
+    return {"median": float(np.median(null)), "p95": float(np.quantile(null, 0.95)), "p_value": p,
+            "indistinguishable": same, "verdict": words}
+
+
+def smooth_ece(conf, correct, *, grid: int = 400, iterations: int = 20) -> dict:
+    """SmoothECE (Blasiok & Nakkiran, 2023): a binning-free calibration error of the top label.
+
+    The residuals c - y are smoothed with a Gaussian kernel of width sigma reflected at 0 and 1;
+    smECE_sigma is the mass-weighted mean |smoothed residual|, i.e. sum_t |sum_i K(t, c_i)(c_i - y_i)|
+    / sum_t sum_i K(t, c_i) over a uniform grid t of [0, 1]. The bandwidth is the fixed point
+    smECE_sigma = sigma (smECE falls as sigma grows), found by bisection. The samples are deposited
+    on ``grid`` cells first (linear interpolation), so the cost is O(n + grid^2) per bisection step.
+    """
+    conf, residual = np.asarray(conf, np.float64), np.asarray(conf, np.float64) - np.asarray(correct, np.float64)
+    points = np.linspace(0, 1, grid + 1)
+    pos = conf * grid
+    lo = np.minimum(pos.astype(np.int64), grid - 1)
+    frac = pos - lo
+    mass = np.bincount(lo, 1 - frac, grid + 1) + np.bincount(lo + 1, frac, grid + 1)
+    res = np.bincount(lo, (1 - frac) * residual, grid + 1) + np.bincount(lo + 1, frac * residual, grid + 1)
+
+    def at(sigma: float) -> float:
+        d = points[:, None] - points[None, :]
+        kernel = sum(np.exp(-0.5 * (x / sigma) ** 2) for x in (d, points[:, None] + points[None, :],
+                                                                points[:, None] - (2 - points[None, :])))
+        return float(np.abs(kernel @ res).sum() / (kernel @ mass).sum())
+
+    low, high = 1e-4, 1.0
+    if at(high) >= high:
+        return {"smece": at(high), "sigma": high}
+    for _ in range(iterations):
+        mid = (low + high) / 2
+        low, high = (mid, high) if at(mid) > mid else (low, mid)
+    return {"smece": at(high), "sigma": high}

@@ -6,12 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from helpers.confidence.temperature_scaling import (
-    fit_calibration,
-    fit_temperature,
-    fit_vector_scaling,
-    golden_section_minimize,
-)
+from helpers.confidence.methods import fit_calibration
+from helpers.confidence.temperature_scaling import fit as fit_temperature
+from helpers.confidence.temperature_scaling import golden_section_minimize
+from helpers.confidence.vector_scaling import fit as fit_vector_scaling
 from helpers.metrics.calibration import expected_calibration_error, negative_log_likelihood, softmax
 from helpers.run import atomic
 
@@ -74,8 +72,9 @@ def test_fit_is_deterministic_to_the_bit(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     record = json.loads(a.read_text())
     assert record["method"] == "temperature_scaling"
-    assert set(record) == {"method", "temperature", "calibration_loss", "optimizer", "converged",
-                           "iterations"}
+    assert set(record) == {"method", "params", "calibration_loss", "optimizer", "converged", "iterations", "seed",
+                           "hyper"}
+    assert record["params"] == {"temperature": first.temperature}
     assert record["calibration_loss"]["after"] <= record["calibration_loss"]["before"]
 
 
@@ -93,8 +92,8 @@ def test_vector_scaling_recovers_per_class_scales():
     distorted = (z - b_true) / w_true  # so distorted * w_true + b_true == z
     fit = fit_vector_scaling(distorted, labels)
     assert fit.method == "vector_scaling" and fit.converged
-    np.testing.assert_allclose(fit.scale, w_true, rtol=0.06)
-    bias = np.asarray(fit.bias)  # identified only up to a shared constant
+    np.testing.assert_allclose(fit.params["scale"], w_true, rtol=0.06)
+    bias = np.asarray(fit.params["bias"])  # identified only up to a shared constant
     np.testing.assert_allclose(bias - bias.mean(), b_true - b_true.mean(), atol=0.05)
     temperature = fit_temperature(distorted, labels)
     assert fit.nll_after < temperature.nll_after

@@ -189,10 +189,12 @@ def test_improvement_and_before_after_table_of_a_temperature_fix():
     gained = improvement(pre, post)
     assert gained["ece_reduction"] == pytest.approx(pre["ece"] - post["ece"]) and gained["ece_reduction"] > 0
     assert gained["nll_reduction"] > 0 and 0 < gained["ece_relative_reduction"] <= 1
-    table = before_after_table({"m": {"pre_calibration": pre, "post_calibration": post}}, {"m": 2.0})
+    table = before_after_table({"m": {"pre_calibration": pre, "post_calibration": post}}, {"m": "T = 2"})
     row = table.loc["m"]
     assert row["ece_pre"] == round(pre["ece"], 4) and row["ece_post"] == round(post["ece"], 4)
-    assert row["accuracy"] == round(pre["accuracy"], 4) and row["temperature"] == 2.0
+    assert row["accuracy_pre"] == round(pre["accuracy"], 4) == row["accuracy_post"] and row["map"] == "T = 2"
+    assert row["verdict_pre"] == "miscalibrated" and row["p_pre"] < 0.05
+    assert row["verdict_post"] == "indistinguishable from calibrated" and row["p_post"] >= 0.05
     assert row["ece_post_ci95"].startswith("[") and row["nll_post"] < row["nll_pre"]
     with pytest.raises(ValueError, match="nll"):
         improvement({k: v for k, v in pre.items() if k != "nll"}, post)
