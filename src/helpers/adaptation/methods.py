@@ -237,10 +237,10 @@ def lora_config(model: nn.Module, config: AdaptConfig):
 
 
 def lora_model(model: nn.Module, config: AdaptConfig) -> nn.Module:
-    """``model`` wrapped by PEFT with fresh LoRA adapters (seed torch first: A is drawn at random)."""
+    """A copy of ``model`` wrapped by PEFT with fresh LoRA adapters (seed torch first: A is drawn at random)."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(model, config))
+    return get_peft_model(copy.deepcopy(model), lora_config(model, config))
 
 
 def adapter_bytes(peft_model: nn.Module) -> bytes:
@@ -256,7 +256,7 @@ def load_adapter(base: nn.Module, config: AdaptConfig, adapter: bytes) -> nn.Mod
     from peft import set_peft_model_state_dict
 
     state = torch.load(io.BytesIO(adapter), map_location="cpu", weights_only=True)
-    model = lora_model(copy.deepcopy(base), config)
+    model = lora_model(base, config)
     result = set_peft_model_state_dict(model, state)
     missing = [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k]
     unexpected = list(result.unexpected_keys)
@@ -269,7 +269,7 @@ def load_adapter(base: nn.Module, config: AdaptConfig, adapter: bytes) -> nn.Mod
 def check_adapter_roundtrip(model: nn.Module, config: AdaptConfig, seed: int) -> None:
     """Before training: a fresh adapter saved, loaded into another copy, must give back every tensor."""
     torch.manual_seed(seed)
-    first = lora_model(copy.deepcopy(model), config)
+    first = lora_model(model, config)
     with torch.no_grad():
         for name, p in first.named_parameters():
             if "lora_B" in name:
@@ -343,6 +343,8 @@ def adapt(model: nn.Module, config: AdaptConfig, images: np.ndarray | None, labe
     if not 2 <= config.batch_size <= len(images):
         raise AdaptationError(f"adapt_batch_size must be in [2, {len(images)}] (the target images), "
                               f"got {config.batch_size}")
+    if config.mode == "lora":
+        check_adapter_roundtrip(model, config, seed)  # an adapter that would not load back stops here
     threads = num_threads or len(os.sched_getaffinity(0))
     generator = torch.Generator().manual_seed(seed)
     with deterministic_cpu(seed, threads):
@@ -359,7 +361,6 @@ def adapt(model: nn.Module, config: AdaptConfig, images: np.ndarray | None, labe
                          if config.mode == "tent" else 0)
             return Adapted(model, model, state, {"mode": config.mode, "batch_norm_layers": sorted(bn_layers(model))},
                            history, trainable, total)
-        check_adapter_roundtrip(model, config, seed)
         torch.manual_seed(seed)
         peft_model = lora_model(model, config)
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

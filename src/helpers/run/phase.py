@@ -176,6 +176,9 @@ class Phase:
 
     def finish(self, summary: dict[str, Any] | None = None) -> dict:
         """Check every declared output exists, then write the manifest (last)."""
+        changed = [n for n, sha in (self._sealed or {}).items() if sha256_file(self.results / n) != sha]
+        if changed:
+            raise RuntimeError(f"{self.spec.id}: sealed output(s) {', '.join(changed)} changed after phase.seal()")
         produced = [p.relative_to(self.results).as_posix() for p in self.results.rglob("*") if p.is_file()]
         missing = [pat for pat in self.spec.outputs if not any(fnmatch.fnmatchcase(f, pat) for f in produced)]
         if missing:
@@ -184,9 +187,6 @@ class Phase:
         if undeclared:
             raise RuntimeError(f"{self.spec.id} wrote undeclared file(s) {', '.join(undeclared)}; "
                                "write through phase.out() and declare outputs in helpers/phases.py")
-        changed = [n for n, sha in (self._sealed or {}).items() if sha256_file(self.results / n) != sha]
-        if changed:
-            raise RuntimeError(f"{self.spec.id}: sealed output(s) {', '.join(changed)} changed after phase.seal()")
         summary = to_jsonable(summary or {})
         manifest.write_manifest(self.run_dir, self.spec.id, self.key, summary)
         seconds = round(time.perf_counter() - self._started, 3)
