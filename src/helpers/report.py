@@ -105,7 +105,8 @@ def training_section(files: Files, inputs) -> list[str]:
 def target_section(files: Files, inputs) -> list[str]:
     doc = _json(files, "target.json")
     sizes = pd.DataFrame({"images": doc["sizes"]}).rename_axis("labels file")
-    return [paragraph(doc["description"]), table(sizes), *figures(files, {"target.png": "test images: as loaded, target"})]
+    return [paragraph(doc["description"]), table(sizes),
+            *figures(files, {"target.png": "test images: as loaded, target"})]
 
 
 def adaptation_section(files: Files, inputs) -> list[str]:
@@ -116,7 +117,8 @@ def adaptation_section(files: Files, inputs) -> list[str]:
     return [paragraph(f"adaptation: {doc['adaptation']}; trainable parameters {share['count']} of {share['total']} "
                       f"({share['percent']:.2f}%); merged checkpoint vs adapter model: max |logit diff| "
                       f"{parity['max_abs_logit_diff']:.2e} (tolerance {parity['tolerance']:g}), {parity['status']}"),
-            table(results_table(doc)), *figures(files, {"adaptation.png": "per-class accuracy before/after, learning curve"})]
+            table(results_table(doc)),
+            *figures(files, {"adaptation.png": "per-class accuracy before/after, learning curve"})]
 
 
 def activation_section(files: Files, inputs) -> list[str]:

@@ -3,6 +3,7 @@
 Cost on 2 idle cores: the default run is shared; the adabn re-run of 02a+02b is two kernels (~40 s);
 the failing LoRA target is one kernel (~20 s, the PEFT import); the prechecks start no kernel.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,15 +76,19 @@ def test_unknown_target_module_fails_the_phase_before_training_and_leaves_no_man
         rerun(run, "02b_adapt", lora_target_modules=["conv9"])
     assert manifest.read_manifest(run, "02b_adapt") is None
     events = [json.loads(line)["event"] for line in (run / "logs/02b_adapt.jsonl").read_text().splitlines()]
-    assert events.count("adaptation_epoch") == json.loads(
-        (default_run / "results/02b_adapt/adaptation.json").read_text())["config"]["epochs"]  # the old run's only
+    assert (
+        events.count("adaptation_epoch")
+        == json.loads((default_run / "results/02b_adapt/adaptation.json").read_text())["config"]["epochs"]
+    )  # the old run's only
 
 
 def test_bad_adaptation_params_fail_before_any_run_directory_exists(tmp_path):
     root = tmp_path / "runs"
-    cases = [(["-p", "adaptation=finetune"], "unknown adaptation mode 'finetune'; choose one of none, lora, adabn, tent"),
-             (["-p", "lora_rank=0"], "lora_rank must be a positive integer, got 0"),
-             (["-p", "lora_dropout=1.5"], "lora_dropout must be in [0, 1)")]
+    cases = [
+        (["-p", "adaptation=finetune"], "unknown adaptation mode 'finetune'; choose one of none, lora, adabn, tent"),
+        (["-p", "lora_rank=0"], "lora_rank must be a positive integer, got 0"),
+        (["-p", "lora_dropout=1.5"], "lora_dropout must be in [0, 1)"),
+    ]
     for args, message in cases:
         proc = calib("run", "--no-progress", "--runs-root", str(root), *args, check=False)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)

@@ -15,16 +15,17 @@
 Images and labels are separate files (``target_train_images.npz`` / ``target_train_labels.npz``,
 one array each) so that the graph can hand a label-free mode the images alone.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from helpers.run import atomic
 from helpers.data.datasets import Dataset, split_data
+from helpers.run import atomic
 
 DIGITS_NOISE_STD = 0.26 * 255.0  # Hendrycks & Dietterich's gaussian_noise, severity 4, on the 0-255 scale
 _SPLIT_SEED = {"train": 0, "test": 1}
@@ -51,12 +52,15 @@ def target_domain(ds: Dataset, splits: dict, seed: int, with_train: bool) -> Tar
     if ds.name == "digits":
         for split, (images, labels) in parts.items():
             arrays[FILE.format(domain="target", split=split, kind="images")] = gaussian_noise(
-                images, DIGITS_NOISE_STD, [seed, _SPLIT_SEED[split]])
+                images, DIGITS_NOISE_STD, [seed, _SPLIT_SEED[split]]
+            )
             arrays[FILE.format(domain="target", split=split, kind="labels")] = labels
         arrays[FILE.format(domain="source", split="test", kind="images")] = parts["test"][0]
         arrays[FILE.format(domain="source", split="test", kind="labels")] = parts["test"][1]
-        description = (f"digits with Gaussian noise, std {DIGITS_NOISE_STD:.2f} on 0-255 (common-corruption "
-                       "gaussian_noise, severity 4), seeded per split")
+        description = (
+            f"digits with Gaussian noise, std {DIGITS_NOISE_STD:.2f} on 0-255 (common-corruption "
+            "gaussian_noise, severity 4), seeded per split"
+        )
         sets = ["source", "target"]
     else:
         for split, (images, labels) in parts.items():
@@ -64,9 +68,14 @@ def target_domain(ds: Dataset, splits: dict, seed: int, with_train: bool) -> Tar
             arrays[FILE.format(domain="target", split=split, kind="labels")] = labels
         description = f"{ds.name} as loaded (the JPEG re-encoded CIFAR-10 in ../shared is itself the target domain)"
         sets = ["target"]
-    record = {"dataset": ds.name, "description": description, "sets": sets, "seed": seed,
-              "noise_std": DIGITS_NOISE_STD if ds.name == "digits" else None,
-              "sizes": {name: len(a) for name, a in sorted(arrays.items()) if name.endswith("_labels.npz")}}
+    record = {
+        "dataset": ds.name,
+        "description": description,
+        "sets": sets,
+        "seed": seed,
+        "noise_std": DIGITS_NOISE_STD if ds.name == "digits" else None,
+        "sizes": {name: len(a) for name, a in sorted(arrays.items()) if name.endswith("_labels.npz")},
+    }
     return TargetDomain(arrays, record)
 
 
@@ -85,8 +94,13 @@ def load_array(path: Path) -> np.ndarray:
 
 def evaluation_sets(read: Callable[[str], Path], sets: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"source"/"target": (test images, test labels)}; ``read`` is ``lambda name: phase.input("02a_target", name)``."""
-    return {domain: (load_array(read(FILE.format(domain=domain, split="test", kind="images"))),
-                     load_array(read(FILE.format(domain=domain, split="test", kind="labels")))) for domain in sets}
+    return {
+        domain: (
+            load_array(read(FILE.format(domain=domain, split="test", kind="images"))),
+            load_array(read(FILE.format(domain=domain, split="test", kind="labels"))),
+        )
+        for domain in sets
+    }
 
 
 def samples_figure(clean: np.ndarray, target: np.ndarray, labels: np.ndarray, class_names: list[str], n: int = 10):

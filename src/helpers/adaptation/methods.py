@@ -22,14 +22,15 @@ Modes (:data:`MODES`):
 The label-free modes never take labels: :func:`adapt` refuses them. The phase also never hands
 them any (the graph declares the inputs of each mode; see ``helpers.run.graph``).
 """
+
 from __future__ import annotations
 
 import copy
 import io
-import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,6 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from helpers.data.datasets import preprocess
-from helpers.models.architectures import predict_logits
 from helpers.models.onnx_export import PARITY_ATOL
 from helpers.models.training import augment_batch, deterministic_cpu
 
@@ -78,13 +78,23 @@ class AdaptConfig:
     bn_trainable: bool = True  # LoRA: train the batch-norm affine parameters too
     augment: bool = False  # LoRA: random flip and crop (CIFAR-10)
     weight_decay: float = 0.0
+    max_images: int = 0  # fit on the first this many target train images (0: all of them)
 
     @classmethod
-    def from_params(cls, params: dict) -> "AdaptConfig":
-        return cls(mode=params["adaptation"], epochs=params["adapt_epochs"], batch_size=params["adapt_batch_size"],
-                   lr=params["adapt_lr"], rank=params["lora_rank"], alpha=params["lora_alpha"],
-                   dropout=params["lora_dropout"], target_modules=tuple(params["lora_target_modules"]),
-                   bn_trainable=params["lora_bn_trainable"], augment=params["adapt_augment"])
+    def from_params(cls, params: dict) -> AdaptConfig:
+        return cls(
+            mode=params["adaptation"],
+            epochs=params["adapt_epochs"],
+            batch_size=params["adapt_batch_size"],
+            lr=params["adapt_lr"],
+            rank=params["lora_rank"],
+            alpha=params["lora_alpha"],
+            dropout=params["lora_dropout"],
+            target_modules=tuple(params["lora_target_modules"]),
+            bn_trainable=params["lora_bn_trainable"],
+            augment=params["adapt_augment"],
+            max_images=params["adapt_images"],
+        )
 
 
 @dataclass
@@ -107,9 +117,17 @@ def check_params(params: dict) -> None:
         raise AdaptationError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode == "none":
         return
-    if params["adapt_epochs"] < 1 or params["adapt_batch_size"] < 2 or not params["adapt_lr"] > 0:
-        raise AdaptationError(f"need adapt_epochs >= 1, adapt_batch_size >= 2 (batch statistics) and adapt_lr > 0; "
-                              f"got {params['adapt_epochs']}, {params['adapt_batch_size']}, {params['adapt_lr']}")
+    if (
+        params["adapt_epochs"] < 1
+        or params["adapt_batch_size"] < 2
+        or not params["adapt_lr"] > 0
+        or params["adapt_images"] < 0
+    ):
+        raise AdaptationError(
+            f"need adapt_epochs >= 1, adapt_batch_size >= 2 (batch statistics), adapt_lr > 0 and "
+            f"adapt_images >= 0; got {params['adapt_epochs']}, {params['adapt_batch_size']}, "
+            f"{params['adapt_lr']}, {params['adapt_images']}"
+        )
     if mode == "lora":
         if params["lora_rank"] <= 0:
             raise AdaptationError(f"lora_rank must be a positive integer, got {params['lora_rank']}")
@@ -138,8 +156,10 @@ def lora_targets(model: nn.Module, target_modules: tuple[str, ...] | list[str]) 
         hits = [name for name in layers if name == target or name.endswith("." + target)]
         (chosen.extend(hits) if hits else unknown.append(target))
     if unknown:
-        raise AdaptationError(f"unknown LoRA target module(s) {', '.join(map(repr, unknown))}: {type(model).__name__} "
-                              f"has these Conv2d/Linear layers: {', '.join(layers)}")
+        raise AdaptationError(
+            f"unknown LoRA target module(s) {', '.join(map(repr, unknown))}: {type(model).__name__} "
+            f"has these Conv2d/Linear layers: {', '.join(layers)}"
+        )
     return [name for name in layers if name in chosen]
 
 
@@ -150,8 +170,10 @@ def check_model(model: nn.Module, config: AdaptConfig) -> list[str]:
     if config.mode in LABEL_FREE or (config.mode == "lora" and config.bn_trainable):
         if not bn_layers(model):
             need = "adaptation=lora with lora_bn_trainable=False" if config.mode == "lora" else "adaptation=lora"
-            raise AdaptationError(f"{config.mode} adapts batch-norm layers, and {type(model).__name__} has none; "
-                                  f"use {need} (or adaptation=none)")
+            raise AdaptationError(
+                f"{config.mode} adapts batch-norm layers, and {type(model).__name__} has none; "
+                f"use {need} (or adaptation=none)"
+            )
     if config.mode == "lora":
         if config.rank <= 0:
             raise AdaptationError(f"lora_rank must be a positive integer, got {config.rank}")
@@ -162,7 +184,7 @@ def check_model(model: nn.Module, config: AdaptConfig) -> list[str]:
 # -- the label-free modes ---------------------------------------------------------------------
 def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    return [order[s:s + batch_size] for s in range(0, n - batch_size + 1, batch_size)] or [order]
+    return [order[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)] or [order]
 
 
 @torch.no_grad()
@@ -176,7 +198,7 @@ def adabn(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> nn.Mod
     model.train()
     try:
         for s in range(0, len(images), batch_size):
-            model(torch.from_numpy(preprocess(images[s:s + batch_size])))
+            model(torch.from_numpy(preprocess(images[s : s + batch_size])))
     finally:
         for name, m in layers.items():
             m.momentum = saved[name]
@@ -192,12 +214,20 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 def _check_finite(loss: torch.Tensor, epoch: int, epochs: int, step: int, steps: int, what: str) -> None:
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} became {loss.item()} at epoch {epoch}/{epochs}, step {step}/{steps}; "
-                                 "lower adapt_lr, or check the model's weights and the target images")
+        raise FloatingPointError(
+            f"{what} became {loss.item()} at epoch {epoch}/{epochs}, step {step}/{steps}; "
+            "lower adapt_lr, or check the model's weights and the target images"
+        )
 
 
-def _tent(model: nn.Module, images: torch.Tensor, config: AdaptConfig, generator: torch.Generator,
-          progress: bool, on_epoch_end) -> History:
+def _tent(
+    model: nn.Module,
+    images: torch.Tensor,
+    config: AdaptConfig,
+    generator: torch.Generator,
+    progress: bool,
+    on_epoch_end,
+) -> History:
     layers = bn_layers(model)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -210,8 +240,9 @@ def _tent(model: nn.Module, images: torch.Tensor, config: AdaptConfig, generator
     for epoch in range(1, config.epochs + 1):
         batches = _batches(len(images), config.batch_size, generator)
         total = 0.0
-        for step, idx in enumerate(tqdm(batches, desc=f"tent epoch {epoch}/{config.epochs}", disable=not progress),
-                                   start=1):
+        for step, idx in enumerate(
+            tqdm(batches, desc=f"tent epoch {epoch}/{config.epochs}", disable=not progress), start=1
+        ):
             loss = entropy(model(torch.from_numpy(preprocess(images[idx].numpy()))))
             _check_finite(loss, epoch, config.epochs, step, len(batches), "TENT entropy")
             optimizer.zero_grad(set_to_none=True)
@@ -231,9 +262,14 @@ def _tent(model: nn.Module, images: torch.Tensor, config: AdaptConfig, generator
 def lora_config(model: nn.Module, config: AdaptConfig):
     from peft import LoraConfig
 
-    return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=lora_targets(model, config.target_modules), bias="none",
-                      modules_to_save=sorted(bn_layers(model)) if config.bn_trainable else None)
+    return LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=lora_targets(model, config.target_modules),
+        bias="none",
+        modules_to_save=sorted(bn_layers(model)) if config.bn_trainable else None,
+    )
 
 
 def lora_model(model: nn.Module, config: AdaptConfig) -> nn.Module:
@@ -261,8 +297,10 @@ def load_adapter(base: nn.Module, config: AdaptConfig, adapter: bytes) -> nn.Mod
     missing = [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k]
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
-        raise AdaptationError(f"the LoRA adapter does not load back into {type(base).__name__}: missing "
-                              f"{missing[:6]}, unexpected {unexpected[:6]}; check lora_target_modules")
+        raise AdaptationError(
+            f"the LoRA adapter does not load back into {type(base).__name__}: missing "
+            f"{missing[:6]}, unexpected {unexpected[:6]}; check lora_target_modules"
+        )
     return model
 
 
@@ -279,12 +317,21 @@ def check_adapter_roundtrip(model: nn.Module, config: AdaptConfig, seed: int) ->
     a, b = (dict(m.named_parameters()) for m in (first, second))
     bad = [k for k in a if "lora_" in k and not torch.equal(a[k], b[k])]
     if bad:
-        raise AdaptationError(f"the LoRA adapter does not load back: {len(bad)} tensor(s) differ after a "
-                              f"save/load round trip (first: {bad[0]})")
+        raise AdaptationError(
+            f"the LoRA adapter does not load back: {len(bad)} tensor(s) differ after a "
+            f"save/load round trip (first: {bad[0]})"
+        )
 
 
-def _lora_fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: AdaptConfig,
-              generator: torch.Generator, progress: bool, on_epoch_end) -> History:
+def _lora_fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: AdaptConfig,
+    generator: torch.Generator,
+    progress: bool,
+    on_epoch_end,
+) -> History:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = len(images) // config.batch_size
@@ -295,7 +342,7 @@ def _lora_fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, conf
         order = torch.randperm(len(images), generator=generator)
         loss_sum, correct = 0.0, 0
         for step in tqdm(range(steps), desc=f"lora epoch {epoch}/{config.epochs}", disable=not progress):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = augment_batch(images[idx], generator) if config.augment else images[idx]
             logits = model(torch.from_numpy(preprocess(batch.numpy())))
             loss = F.cross_entropy(logits, labels[idx])
@@ -316,9 +363,17 @@ def _lora_fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, conf
 
 
 # -- the one entry point --------------------------------------------------------------------------
-def adapt(model: nn.Module, config: AdaptConfig, images: np.ndarray | None, labels: np.ndarray | None = None, *,
-          seed: int, num_threads: int | None = None, progress: bool = True,
-          on_epoch_end: Callable[[int, History, nn.Module], None] | None = None) -> Adapted:
+def adapt(
+    model: nn.Module,
+    config: AdaptConfig,
+    images: np.ndarray | None,
+    labels: np.ndarray | None = None,
+    *,
+    seed: int,
+    num_threads: int | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, History, nn.Module], None] | None = None,
+) -> Adapted:
     """Adapt ``model`` (a fresh copy is made) to the target ``images`` (uint8 NHWC); labels for ``lora`` only.
 
     ``on_epoch_end(epoch, history, model)`` is called after each LoRA/TENT epoch with the model being trained.
@@ -334,15 +389,19 @@ def adapt(model: nn.Module, config: AdaptConfig, images: np.ndarray | None, labe
         raise AdaptationError(f"{config.mode} is label-free: it must not be given labels")
     if config.mode == "lora" and labels is None:
         raise AdaptationError("lora trains on labeled target images: pass their labels")
+    if config.max_images:
+        images, labels = images[: config.max_images], None if labels is None else labels[: config.max_images]
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) < 2:
-        raise AdaptationError(f"target images must be uint8 NHWC with at least 2 images, got {images.dtype} "
-                              f"{images.shape}")
+        raise AdaptationError(
+            f"target images must be uint8 NHWC with at least 2 images, got {images.dtype} {images.shape}"
+        )
     if labels is not None and np.asarray(labels).shape != (len(images),):
         raise AdaptationError(f"{len(images)} target images but labels of shape {np.asarray(labels).shape}")
     if not 2 <= config.batch_size <= len(images):
-        raise AdaptationError(f"adapt_batch_size must be in [2, {len(images)}] (the target images), "
-                              f"got {config.batch_size}")
+        raise AdaptationError(
+            f"adapt_batch_size must be in [2, {len(images)}] (the target images), got {config.batch_size}"
+        )
     if config.mode == "lora":
         check_adapter_roundtrip(model, config, seed)  # an adapter that would not load back stops here
     threads = num_threads or len(os.sched_getaffinity(0))
@@ -357,15 +416,32 @@ def adapt(model: nn.Module, config: AdaptConfig, images: np.ndarray | None, labe
         if config.mode in LABEL_FREE:
             bn_names = {f"{name}.{key}" for name in bn_layers(model) for key in bn_layers(model)[name].state_dict()}
             state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in bn_names}
-            trainable = (sum(m.weight.numel() + m.bias.numel() for m in bn_layers(model).values())
-                         if config.mode == "tent" else 0)
-            return Adapted(model, model, state, {"mode": config.mode, "batch_norm_layers": sorted(bn_layers(model))},
-                           history, trainable, total)
+            trainable = (
+                sum(m.weight.numel() + m.bias.numel() for m in bn_layers(model).values())
+                if config.mode == "tent"
+                else 0
+            )
+            return Adapted(
+                model,
+                model,
+                state,
+                {"mode": config.mode, "batch_norm_layers": sorted(bn_layers(model))},
+                history,
+                trainable,
+                total,
+            )
         torch.manual_seed(seed)
         peft_model = lora_model(model, config)
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-        history = _lora_fit(peft_model, torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64)),
-                            config, generator, progress, on_epoch_end)
+        history = _lora_fit(
+            peft_model,
+            torch.from_numpy(images),
+            torch.from_numpy(np.asarray(labels, np.int64)),
+            config,
+            generator,
+            progress,
+            on_epoch_end,
+        )
     from peft import get_peft_model_state_dict
 
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
@@ -377,8 +453,10 @@ def adapt(model: nn.Module, config: AdaptConfig, images: np.ndarray | None, labe
 
 def epoch_reporter(log: Callable[..., None]) -> Callable[[int, History, nn.Module], None]:
     """An ``on_epoch_end`` callback that prints one line per epoch and logs it (``log`` is ``phase.log``)."""
+
     def report(epoch: int, history: History, model: nn.Module) -> None:
         values = {k: v[-1] for k, v in history.items() if k != "epoch"}
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
         log("adaptation_epoch", epoch=epoch, **values)
+
     return report

@@ -1,12 +1,12 @@
 """Merge and load-back validation of an adapted model, its before/after evaluation, record, table and figures."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
-from helpers.adaptation.methods import Adapted, AdaptConfig, MergeParityError, load_adapter, merge_parity_tolerance
+from helpers.adaptation.methods import AdaptConfig, Adapted, MergeParityError, load_adapter, merge_parity_tolerance
 from helpers.metrics.classification import accuracy_with_ci, per_class_accuracy
 from helpers.models.architectures import predict_logits
 
@@ -20,8 +20,9 @@ def merge_parity(adapter_model: nn.Module, merged: nn.Module, images: np.ndarray
     return _parity(predict_logits(adapter_model, images), predict_logits(merged, images), "merged checkpoint")
 
 
-def adapter_parity(base: nn.Module, config: AdaptConfig, adapter: bytes, adapter_model: nn.Module,
-                   images: np.ndarray) -> dict:
+def adapter_parity(
+    base: nn.Module, config: AdaptConfig, adapter: bytes, adapter_model: nn.Module, images: np.ndarray
+) -> dict:
     """LoRA: the saved adapter weights, loaded into a fresh PEFT model on ``base``, reproduce the adapter model."""
     reloaded = load_adapter(base, config, adapter)
     return _parity(predict_logits(adapter_model, images), predict_logits(reloaded, images), "reloaded adapter")
@@ -31,52 +32,82 @@ def _parity(expected: np.ndarray, actual: np.ndarray, what: str) -> dict:
     tol = merge_parity_tolerance()
     max_diff = float(np.max(np.abs(expected - actual)))
     flips = int(np.sum(expected.argmax(1) != actual.argmax(1)))
-    result = {"n": len(expected), "max_abs_logit_diff": max_diff, "tolerance": tol, "argmax_differ": flips,
-              "status": "PASS" if max_diff <= tol and not flips else "FAIL"}
+    result = {
+        "n": len(expected),
+        "max_abs_logit_diff": max_diff,
+        "tolerance": tol,
+        "argmax_differ": flips,
+        "status": "PASS" if max_diff <= tol and not flips else "FAIL",
+    }
     if result["status"] == "FAIL":
-        raise MergeParityError(f"FAIL: the {what} does not reproduce the adapter model on {len(expected)} target "
-                               f"test images: max |logit diff| {max_diff:.3g} (tolerance {tol:g}), {flips} "
-                               "argmax differ(s); no model is handed on")
+        raise MergeParityError(
+            f"FAIL: the {what} does not reproduce the adapter model on {len(expected)} target "
+            f"test images: max |logit diff| {max_diff:.3g} (tolerance {tol:g}), {flips} "
+            "argmax differ(s); no model is handed on"
+        )
     return result
 
 
-def before_after(before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]],
-                 num_classes: int) -> dict:
+def before_after(
+    before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> dict:
     """Per test set ("source", "target"): accuracy with 95% Wilson CI and per-class accuracy, before and after."""
     out = {}
     for name, (images, labels) in sets.items():
         out[name] = {}
         for when, model in (("before", before), ("after", after)):
             preds = predict_logits(model, images).argmax(1)
-            out[name][when] = {**accuracy_with_ci(labels, preds),
-                               "per_class": per_class_accuracy(labels, preds, num_classes).tolist()}
+            out[name][when] = {
+                **accuracy_with_ci(labels, preds),
+                "per_class": per_class_accuracy(labels, preds, num_classes).tolist(),
+            }
     return out
 
 
 def trainable_record(adapted: Adapted) -> dict:
-    return {"count": adapted.trainable, "total": adapted.total,
-            "percent": 100.0 * adapted.trainable / adapted.total if adapted.total else 0.0}
+    return {
+        "count": adapted.trainable,
+        "total": adapted.total,
+        "percent": 100.0 * adapted.trainable / adapted.total if adapted.total else 0.0,
+    }
 
 
-def record(config: AdaptConfig, adapted: Adapted, targets: list[str], parity: dict, adapter_check: dict | None,
-           results: dict, domain: dict) -> dict:
+def record(
+    config: AdaptConfig,
+    adapted: Adapted,
+    targets: list[str],
+    parity: dict,
+    adapter_check: dict | None,
+    results: dict,
+    domain: dict,
+) -> dict:
     """The content of ``adaptation.json``."""
-    return {"adaptation": config.mode, "config": {k: list(v) if isinstance(v, tuple) else v
-                                                  for k, v in vars(config).items()},
-            "lora_targets": targets, "trainable_parameters": trainable_record(adapted),
-            "merge_parity": parity, "adapter_load_back": adapter_check, "accuracy": results,
-            "history": adapted.history, "target_domain": domain,
-            "passed_through": config.mode == "none", "status": parity["status"]}
+    return {
+        "adaptation": config.mode,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
+        "lora_targets": targets,
+        "trainable_parameters": trainable_record(adapted),
+        "merge_parity": parity,
+        "adapter_load_back": adapter_check,
+        "accuracy": results,
+        "history": adapted.history,
+        "target_domain": domain,
+        "passed_through": config.mode == "none",
+        "status": parity["status"],
+    }
 
 
 def results_table(doc: dict) -> pd.DataFrame:
     """One row per test set: accuracy before, after (95% CI), the gain; trainable share and merge parity below."""
     rows = {}
     for name, r in doc["accuracy"].items():
-        rows[f"{name} test"] = {"n": r["before"]["n"], "accuracy before": r["before"]["accuracy"],
-                                "accuracy after": r["after"]["accuracy"],
-                                "after 95% CI": f"[{r['after']['ci_low']:.4f}, {r['after']['ci_high']:.4f}]",
-                                "gain": r["after"]["accuracy"] - r["before"]["accuracy"]}
+        rows[f"{name} test"] = {
+            "n": r["before"]["n"],
+            "accuracy before": r["before"]["accuracy"],
+            "accuracy after": r["after"]["accuracy"],
+            "after 95% CI": f"[{r['after']['ci_low']:.4f}, {r['after']['ci_high']:.4f}]",
+            "gain": r["after"]["accuracy"] - r["before"]["accuracy"],
+        }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.attrs["trainable"] = doc["trainable_parameters"]
     return frame
@@ -107,4 +138,3 @@ def per_class_figure(doc: dict, class_names: list[str]):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-

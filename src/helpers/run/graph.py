@@ -55,6 +55,7 @@ class PhaseSpec:
 MODEL_PHASE = "02b_adapt"  # the phase whose model.json/.pt/.onnx and logits.npz later phases read
 _BASE_MODEL = ("02_train/model.json", "02_train/model.pt")
 _TARGET_IMAGES = ("02a_target/target_train_images.npz",)
+_TARGET_LABELS = ("02a_target/target_train_labels.npz",)
 
 PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec("00_environment", "Environment", (), ("environment.json", "isa.png")),
@@ -72,7 +73,7 @@ PHASES: tuple[PhaseSpec, ...] = (
               ("model.json", "model.pt", "model.onnx", "logits.npz", "adapter.pt", "adapter_config.json",
                "adaptation.json", "adaptation.png"), precheck="helpers.adaptation.methods:check_params",
               mode_param="adaptation",
-              inputs=(("none", _BASE_MODEL), ("lora", _BASE_MODEL + _TARGET_IMAGES + ("02a_target/target_train_labels.npz",)),
+              inputs=(("none", _BASE_MODEL), ("lora", _BASE_MODEL + _TARGET_IMAGES + _TARGET_LABELS),
                       ("adabn", _BASE_MODEL + _TARGET_IMAGES), ("tent", _BASE_MODEL + _TARGET_IMAGES)),
               sealed_inputs=("02a_target/*_test_*.npz", "01_data/splits.npz")),
     PhaseSpec("03_activation_stats", "Activation statistics", ("01_data", MODEL_PHASE),
@@ -88,7 +89,8 @@ PHASES: tuple[PhaseSpec, ...] = (
               optional=("*.png", "*.csv")),
     PhaseSpec("07_selective", "Selective-prediction threshold", ("01_data", "06_confidence"),
               ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png")),
-    PhaseSpec("08_bundle", "Deployment bundle", ("01_data", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
+    PhaseSpec("08_bundle", "Deployment bundle",
+              ("01_data", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
               ("bundle/model_fp32.onnx", "bundle/model_int8.onnx", "bundle/bundle.json", "bundle/checksums.json",
                "validation.json"), optional=("*.png", "*.csv")),
     PhaseSpec("09_report", "Run report", ("00_environment", "01_data", "02_train", "02a_target", MODEL_PHASE,

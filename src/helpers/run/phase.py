@@ -93,7 +93,8 @@ class Phase:
             later = any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in self.spec.sealed_inputs)
             raise PermissionError(f"{self.spec.id} with {mode} does not read {phase_id}/{name}"
                                   + (" before phase.seal() has fixed its fitted outputs" if later else "")
-                                  + f"; it may read {', '.join(readable) or 'nothing'} (declared in helpers/run/graph.py)")
+                                  + f"; it may read {', '.join(readable) or 'nothing'} "
+                                  "(declared in helpers/run/graph.py)")
         doc = manifest.read_manifest(self.run_dir, phase_id)
         if doc is None:
             raise FileNotFoundError(f"upstream phase {phase_id} has no manifest in {self.run_dir}: run it first")
@@ -146,7 +147,8 @@ class Phase:
             raise RuntimeError(f"{self.spec.id} is already sealed ({', '.join(self._sealed)})")
         missing = [n for n in names if not (self.results / n).is_file()]
         if not names or missing:
-            raise FileNotFoundError(f"{self.spec.id}: seal() needs written outputs; missing: {', '.join(missing) or '-'}")
+            raise FileNotFoundError(f"{self.spec.id}: seal() needs written outputs; "
+                                    f"missing: {', '.join(missing) or '-'}")
         self._sealed = {n: sha256_file(self.results / n) for n in names}
         self.log("sealed", files=self._sealed)
         return self._sealed

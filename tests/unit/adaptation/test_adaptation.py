@@ -3,6 +3,7 @@
 About 20-40 s on 2 busy cores: one 3-epoch training (module fixture, 1 thread), the adaptations on
 the 1257 training images, and one PEFT import (~10 s).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,9 @@ def trained(digits):
     model = build_model("digits_cnn", 10, (8, 8, 1))
     x, y = data.split_data(ds, splits, "train")
     vx, vy = data.split_data(ds, splits, "val")
-    model, _ = training.train(model, x, y, vx, vy, epochs=4, batch_size=64, lr=0.1, seed=0, num_threads=1,
-                              progress=False)
+    model, _ = training.train(
+        model, x, y, vx, vy, epochs=4, batch_size=64, lr=0.1, seed=0, num_threads=1, progress=False
+    )
     return model
 
 
@@ -62,10 +64,12 @@ def test_adabn_recovers_accuracy_on_the_target_without_labels(digits, trained):
     adapted = methods.adapt(trained, AdaptConfig("adabn"), arrays["target_train_images.npz"], seed=0, num_threads=1)
     assert accuracy(adapted.merged, x, y) > accuracy(trained, x, y) + 0.05
     assert adapted.trainable == 0 and set(adapted.adapter_state) == {
-        k for k in trained.state_dict() if k.startswith("features.") and k.split(".")[1] in ("1", "4", "8")}
+        k for k in trained.state_dict() if k.startswith("features.") and k.split(".")[1] in ("1", "4", "8")
+    }
     with pytest.raises(AdaptationError, match="adabn is label-free: it must not be given labels"):
-        methods.adapt(trained, AdaptConfig("adabn"), arrays["target_train_images.npz"],
-                      arrays["target_train_labels.npz"], seed=0)
+        methods.adapt(
+            trained, AdaptConfig("adabn"), arrays["target_train_images.npz"], arrays["target_train_labels.npz"], seed=0
+        )
 
 
 def test_tent_changes_only_batch_norm_and_lowers_entropy(digits, trained):
@@ -89,17 +93,18 @@ def test_lora_is_deterministic_merges_exactly_and_loads_back(digits, trained):
     test_x, test_y = arrays["target_test_images.npz"], arrays["target_test_labels.npz"]
     config = AdaptConfig("lora", epochs=2, lr=0.01, rank=2, alpha=4.0, target_modules=("features.3", "fc"))
     seen = []
-    first = methods.adapt(trained, config, x, y, seed=0, num_threads=1,
-                          on_epoch_end=lambda epoch, history, model: seen.append(epoch))
+    first = methods.adapt(
+        trained, config, x, y, seed=0, num_threads=1, on_epoch_end=lambda epoch, history, model: seen.append(epoch)
+    )
     second = methods.adapt(trained, config, x, y, seed=0, num_threads=1)
     assert seen == [1, 2]
-    assert all(torch.equal(a, b) for a, b in zip(first.merged.state_dict().values(),
-                                                 second.merged.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.merged.state_dict().values(), second.merged.state_dict().values())
+    )
     assert accuracy(first.merged, test_x, test_y) > accuracy(trained, test_x, test_y)
     assert 0 < first.trainable < 0.15 * first.total
     assert sorted(first.adapter_config["peft"]["target_modules"]) == ["fc", "features.3"]
-    assert {k for k in first.adapter_state if "lora_" in k} and not any(
-        "lora_" in k for k in first.merged.state_dict())
+    assert {k for k in first.adapter_state if "lora_" in k} and not any("lora_" in k for k in first.merged.state_dict())
     # the merged model has the base architecture: it loads into a fresh build and reproduces the adapter model
     fresh = artifact.build(artifact.spec("digits_cnn", 10, (8, 8, 1)))
     fresh.load_state_dict(first.merged.state_dict())
@@ -109,7 +114,9 @@ def test_lora_is_deterministic_merges_exactly_and_loads_back(digits, trained):
 
     buffer = io.BytesIO()
     torch.save(first.adapter_state, buffer)
-    assert validation.adapter_parity(trained, config, buffer.getvalue(), first.adapter_model, test_x)["status"] == "PASS"
+    assert (
+        validation.adapter_parity(trained, config, buffer.getvalue(), first.adapter_model, test_x)["status"] == "PASS"
+    )
 
 
 def test_a_merged_model_that_disagrees_fails_with_the_numbers(digits, trained):
@@ -123,17 +130,27 @@ def test_bad_input_is_refused_before_any_training(trained, digits):
     _, _, arrays = digits
     x, y = arrays["target_train_images.npz"], arrays["target_train_labels.npz"]
     mlp = build_model("mlp", 10, (8, 8, 1))
-    cases = [(trained, AdaptConfig("finetune"), "unknown adaptation mode 'finetune'"),
-             (trained, AdaptConfig("lora", target_modules=("conv9",)), "unknown LoRA target module.*'conv9'.*features.0"),
-             (trained, AdaptConfig("lora", rank=0), "lora_rank must be a positive integer, got 0"),
-             (mlp, AdaptConfig("adabn"), "adabn adapts batch-norm layers, and MLP has none"),
-             (mlp, AdaptConfig("tent"), "tent adapts batch-norm layers, and MLP has none"),
-             (mlp, AdaptConfig("lora"), "lora_bn_trainable=False")]
+    cases = [
+        (trained, AdaptConfig("finetune"), "unknown adaptation mode 'finetune'"),
+        (trained, AdaptConfig("lora", target_modules=("conv9",)), "unknown LoRA target module.*'conv9'.*features.0"),
+        (trained, AdaptConfig("lora", rank=0), "lora_rank must be a positive integer, got 0"),
+        (mlp, AdaptConfig("adabn"), "adabn adapts batch-norm layers, and MLP has none"),
+        (mlp, AdaptConfig("tent"), "tent adapts batch-norm layers, and MLP has none"),
+        (mlp, AdaptConfig("lora"), "lora_bn_trainable=False"),
+    ]
     for model, config, message in cases:
         with pytest.raises(AdaptationError, match=message):
             methods.check_model(model, config)
-    params = {"adaptation": "lora", "adapt_epochs": 1, "adapt_batch_size": 64, "adapt_lr": 0.01, "lora_rank": -1,
-              "lora_alpha": 8.0, "lora_dropout": 0.0}
+    params = {
+        "adaptation": "lora",
+        "adapt_epochs": 1,
+        "adapt_batch_size": 64,
+        "adapt_lr": 0.01,
+        "adapt_images": 0,
+        "lora_rank": -1,
+        "lora_alpha": 8.0,
+        "lora_dropout": 0.0,
+    }
     with pytest.raises(AdaptationError, match="lora_rank must be a positive integer, got -1"):
         methods.check_params(params)
     saved = methods.adapter_bytes(methods.lora_model(trained, AdaptConfig("lora", target_modules=("fc",))))
@@ -153,5 +170,6 @@ def test_a_non_finite_loss_stops_naming_epoch_and_step(trained, digits):
     for config, what in ((AdaptConfig("lora", epochs=1), "LoRA training loss"), (AdaptConfig("tent"), "TENT entropy")):
         labels = arrays["target_train_labels.npz"] if config.mode == "lora" else None
         with pytest.raises(FloatingPointError, match=f"{what} became nan at epoch 1/{config.epochs}, step 1/"):
-            methods.adapt(broken, dataclasses.replace(config), arrays["target_train_images.npz"], labels, seed=0,
-                          num_threads=1)
+            methods.adapt(
+                broken, dataclasses.replace(config), arrays["target_train_images.npz"], labels, seed=0, num_threads=1
+            )

@@ -1,4 +1,5 @@
 """Per-mode declared inputs and seal(): a label-free adaptation phase cannot reach a label file."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from helpers.run.phase import Phase
 UPSTREAM = {
     "01_data": ["splits.npz"],
     "02_train": ["model.json", "model.pt"],
-    "02a_target": ["target_train_images.npz", "target_train_labels.npz", "target_test_images.npz",
-                   "target_test_labels.npz", "source_test_images.npz", "source_test_labels.npz"],
+    "02a_target": [
+        "target_train_images.npz",
+        "target_train_labels.npz",
+        "target_test_images.npz",
+        "target_test_labels.npz",
+        "source_test_images.npz",
+        "source_test_labels.npz",
+    ],
 }
 
 
@@ -38,8 +45,12 @@ def test_label_free_modes_are_handed_target_images_only(run_dir, mode):
     phase = adapt_phase(run_dir, mode)
     assert phase.input("02a_target", "target_train_images.npz").is_file()
     assert phase.input("02_train", "model.pt").is_file()
-    for name in ("target_train_labels.npz", "target_test_labels.npz", "source_test_labels.npz",
-                 "target_test_images.npz"):
+    for name in (
+        "target_train_labels.npz",
+        "target_test_labels.npz",
+        "source_test_labels.npz",
+        "target_test_images.npz",
+    ):
         with pytest.raises(PermissionError, match=f"adaptation='{mode}' does not read 02a_target/{name}"):
             phase.input("02a_target", name)
     with pytest.raises(PermissionError, match="does not read 01_data/splits.npz before phase.seal()"):
