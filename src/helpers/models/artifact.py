@@ -14,14 +14,14 @@ from pathlib import Path
 from torch import nn
 
 from helpers.models.architectures import build_model
-from helpers.models.training import load_checkpoint, save_checkpoint
+from helpers.models.training import load_checkpoint, save_checkpoint, train
 from helpers.run import atomic
 
 DEFAULT_ARCHITECTURE = {"digits": "digits_cnn", "cifar10": "resnet8"}
 SOURCES = ("train", "keras_h5")
 
 
-def check_params(params: dict) -> None:
+def check_params(params: dict, config: dict | None = None) -> None:
     """Validate phase 02's parameters before any kernel starts."""
     from helpers.models.architectures import available_models
 
@@ -40,6 +40,26 @@ def check_params(params: dict) -> None:
     if params["epochs"] < 1 or params["batch_size"] < 1 or params["lr"] <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got epochs={params['epochs']}, "
                          f"batch_size={params['batch_size']}, lr={params['lr']}")
+
+
+def obtain(phase, params: dict, ds, train_xy, val_xy) -> tuple[nn.Module, dict, dict | None]:
+    """Phase 02's model: imported from the Keras h5 (``model_source="keras_h5"``) or built and trained here.
+    Returns ``(model, spec, history)``; ``history`` is None for an import (nothing was trained)."""
+    if params["model_source"] == "keras_h5":
+        from helpers.models.keras_import import import_resnet8
+
+        model, imported = import_resnet8(params["h5_path"])
+        model_spec = spec("resnet8", imported["num_classes"], ds.train_images.shape[1:], widths=imported["widths"],
+                          bn_eps=imported["bn_eps"], input_scale=imported["input_scale"])
+        return model, model_spec, None
+    model_spec = spec(params["architecture"] or DEFAULT_ARCHITECTURE[params["dataset"]], ds.num_classes,
+                      ds.train_images.shape[1:])
+    with phase.timer("training"):
+        model, history = train(
+            build(model_spec), *train_xy, *val_xy, epochs=params["epochs"], batch_size=params["batch_size"],
+            lr=params["lr"], seed=params["seed"], augment=params["augment"],
+            label_smoothing=params["label_smoothing"], precision=params["precision"])
+    return model, model_spec, history
 
 
 def spec(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs) -> dict:

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from helpers.data.datasets import check_image_batch, preprocess
-from helpers.metrics.classification import check_labels
+from helpers.metrics.classification import accuracy, check_labels
 from helpers.models.architectures import predict_logits
 from helpers.run import atomic
 
@@ -142,7 +142,7 @@ def _fit(model, images, labels, val_images, val_labels, *, epochs, batch_size, l
             history["epoch"].append(epoch)
             history["loss"].append(loss)
             history["train_acc"].append(train_acc)
-            history["val_acc"].append(float((predict_logits(model, val_images).argmax(1) == val_labels).mean()))
+            history["val_acc"].append(accuracy(val_labels, predict_logits(model, val_images).argmax(1)))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, history)
     finally:

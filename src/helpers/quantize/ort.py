@@ -75,6 +75,23 @@ TYPES_REASON = (
 )
 
 
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Validate phase 04's parameters before any kernel starts (a bad method must not wait for training)."""
+    methods = params["calibration_methods"]
+    if not methods or isinstance(methods, str) or len(set(methods)) != len(methods):
+        raise ValueError(f"calibration_methods must be a non-empty list of distinct methods from {list(METHODS)}, "
+                         f"got {methods!r}")
+    for method in methods:
+        _check_choice(method, METHODS, "calibration method")
+    if params["num_bins"] < 2:
+        raise ValueError(f"num_bins must be >= 2, got {params['num_bins']}")
+    if not 0 < params["percentile"] <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {params['percentile']}")
+    sizes = params["size_sweep"]
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in sizes):
+        raise ValueError(f"size_sweep must list calibration images per class >= 1, got {sizes!r}")
+
+
 def _check_choice(value: str, options, what: str) -> str:
     if value not in options:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(options)}")

@@ -15,6 +15,7 @@ and nothing else. :data:`MODEL_PHASE` is the phase whose model every later phase
 from __future__ import annotations
 
 import fnmatch
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,13 @@ class PhaseSpec:
     @property
     def notebook(self) -> Path:
         return project_root() / "notebooks" / f"{self.id}.ipynb"
+
+    def check(self, params: dict, config: dict | None = None) -> None:
+        """Run the phase's precheck on its params (``config``: every phase's params, for cross-phase rules;
+        None when a notebook runs alone). Called by ``calib run`` before any kernel and by ``Phase.open``."""
+        if self.precheck:
+            module, _, function = self.precheck.partition(":")
+            getattr(importlib.import_module(module), function)(params, config)
 
     def declares(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs + self.optional)
@@ -81,18 +89,19 @@ PHASES: tuple[PhaseSpec, ...] = (
               precheck="helpers.activations.stats:check_params"),
     PhaseSpec("04_quantize", "Post-training quantization", ("01_data", MODEL_PHASE),
               ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "quant.png"),
-              optional=("*.json", "*.png", "*.csv")),
+              precheck="helpers.quantize.ort:check_params"),
     PhaseSpec("05_latency", "Latency ground truth", (MODEL_PHASE, "04_quantize"),
-              ("latency.json", "estimator.json", "latency.png"), optional=("*.json", "*.png", "*.csv", "*.npz")),
+              ("latency.json", "estimator.json", "latency.png")),
     PhaseSpec("06_confidence", "Confidence calibration", ("01_data", MODEL_PHASE, "04_quantize"),
-              ("*/scaling_params.json", "calibration_metrics.json", "reliability.png", "calibrated_logits.npz"),
-              optional=("*.png", "*.csv")),
+              ("*/scaling_params.json", "calibration_metrics.json", "reliability.png", "confidence.png",
+               "calibrated_logits.npz")),
     PhaseSpec("07_selective", "Selective-prediction threshold", ("01_data", "06_confidence"),
-              ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png")),
+              ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png"),
+              precheck="helpers.confidence.selective:check_params"),
     PhaseSpec("08_bundle", "Deployment bundle",
               ("01_data", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
               ("bundle/model_fp32.onnx", "bundle/model_int8.onnx", "bundle/bundle.json", "bundle/checksums.json",
-               "validation.json"), optional=("*.png", "*.csv")),
+               "validation.json", "predictions.png")),
     PhaseSpec("09_report", "Run report", ("00_environment", "01_data", "02_train", "02a_target", MODEL_PHASE,
                                           "03_activation_stats",
                                           "04_quantize", "05_latency", "06_confidence", "07_selective", "08_bundle"),

@@ -61,6 +61,7 @@ class Phase:
             if name != RUN_DIR_PARAM:
                 check_type(name, default, namespace[name], phase_id)
                 params[name] = namespace[name]
+        spec.check(params)
         if namespace.get(RUN_DIR_PARAM):
             run_dir = Path(namespace[RUN_DIR_PARAM]).resolve()
             if not (run_dir / run_record.FILENAME).exists():
@@ -83,7 +84,7 @@ class Phase:
         """Path of a declared output of a declared upstream phase, verified against its manifest."""
         if phase_id not in self.spec.upstream:
             raise PermissionError(f"{self.spec.id} does not declare {phase_id} upstream (it reads from "
-                                  f"{', '.join(self.spec.upstream) or 'nothing'}); declare it in helpers/phases.py")
+                                  f"{', '.join(self.spec.upstream) or 'nothing'}); declare it in helpers/run/graph.py")
         if not get_phase(phase_id).declares(name):
             raise PermissionError(f"{name!r} is not a declared output of {phase_id} "
                                   f"(declared: {', '.join(get_phase(phase_id).outputs)})")
@@ -112,6 +113,19 @@ class Phase:
         the graph says provides it (:data:`helpers.run.graph.MODEL_PHASE`: the adapted model)."""
         return self.input(MODEL_PHASE, name)
 
+    def read_json(self, phase_id: str, name: str) -> Any:
+        """A declared JSON output of a declared upstream phase, verified (see ``input``) and parsed."""
+        path = self.input(phase_id, name)
+        try:
+            return json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); re-run {phase_id}") from None
+
+    def load_npz(self, phase_id: str, name: str) -> dict[str, np.ndarray]:
+        """The arrays of a declared npz output of a declared upstream phase, verified; the file is closed."""
+        with np.load(self.input(phase_id, name)) as npz:
+            return {key: npz[key] for key in npz.files}
+
     def has(self, phase_id: str) -> bool:
         """Whether a declared upstream phase is present (manifest written and verifying)."""
         if phase_id not in self.spec.upstream:
@@ -132,7 +146,7 @@ class Phase:
                                   "written again, only read through phase.out_sealed()")
         if not self.spec.declares(name):
             raise PermissionError(f"{name!r} is not a declared output of {self.spec.id} "
-                                  f"(declared: {', '.join(self.spec.outputs)}); declare it in helpers/phases.py")
+                                  f"(declared: {', '.join(self.spec.outputs)}); declare it in helpers/run/graph.py")
         path = self.results / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -188,7 +202,7 @@ class Phase:
         undeclared = [f for f in produced if not self.spec.declares(f)]
         if undeclared:
             raise RuntimeError(f"{self.spec.id} wrote undeclared file(s) {', '.join(undeclared)}; "
-                               "write through phase.out() and declare outputs in helpers/phases.py")
+                               "write through phase.out() and declare outputs in helpers/run/graph.py")
         summary = to_jsonable(summary or {})
         manifest.write_manifest(self.run_dir, self.spec.id, self.key, summary)
         seconds = round(time.perf_counter() - self._started, 3)

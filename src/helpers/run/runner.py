@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
 import os
 import time
 from pathlib import Path
@@ -65,9 +64,8 @@ def precheck(resolved: dict) -> None:
     """Phase-specific validation that needs no kernel (paths, choices, ranges): each phase's ``precheck``,
     named in the graph as ``module:function`` so the run layer imports no domain module by name."""
     for spec in PHASES:
-        if spec.precheck and spec.id in resolved:
-            module, _, function = spec.precheck.partition(":")
-            getattr(importlib.import_module(module), function)(resolved[spec.id])
+        if spec.id in resolved:
+            spec.check(resolved[spec.id], resolved)
 
 
 def check_writable(root: Path) -> None:

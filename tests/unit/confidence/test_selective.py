@@ -21,6 +21,7 @@ from helpers.confidence.selective import (
     risk_coverage_curve,
     risk_coverage_figure,
     select_and_evaluate,
+    select_for_models,
     threshold_sweep,
     threshold_sweep_figure,
 )
@@ -208,3 +209,19 @@ def test_risk_coverage_markers_sit_at_each_curves_own_threshold():
                                                                                expected["selective_risk"]))
     with pytest.raises(ValueError, match="not curves"):
         risk_coverage_figure(labels, curves, {"other": 0.5})
+
+
+def test_select_for_models_is_select_and_evaluate_per_model():
+    val, val_labels = noisy_logits(1)
+    test, test_labels = noisy_logits(2)
+    calibrated = {"fp32": {"val": val, "test": test}, "minmax": {"val": val * 0.5, "test": test * 0.5}}
+    labels = {"val": val_labels, "test": test_labels}
+    reports, sweeps, choices = select_for_models(calibrated, labels, ["minmax", "fp32"], n_boot=50, seed=3)
+    assert list(reports) == ["minmax", "fp32"] and list(sweeps["model"].unique()) == ["minmax", "fp32"]
+    for model in reports:
+        alone, sweep, choice = select_and_evaluate(calibrated[model]["val"], val_labels, calibrated[model]["test"],
+                                                   test_labels, n_boot=50, seed=3)
+        assert reports[model] == alone and choices[model] == choice
+        assert sweeps[sweeps["model"] == model].drop(columns="model").reset_index(drop=True).equals(sweep)
+    with pytest.raises(ValueError, match=r"no calibrated logits for \['entropy'\]"):
+        select_for_models(calibrated, labels, ["entropy"])
