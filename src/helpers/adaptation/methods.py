@@ -110,8 +110,8 @@ class Adapted:
     total: int = 0
 
 
-def check_params(params: dict) -> None:
-    """Checks that need no model (run before any kernel starts)."""
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Phase 02b's checks that need no model (``calib run`` runs them before any kernel, ``Phase.open`` again)."""
     mode = params["adaptation"]
     if mode not in MODES:
         raise AdaptationError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
