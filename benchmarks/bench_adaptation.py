@@ -8,7 +8,8 @@ Fits on the CIFAR-10 *train* images only (adabn/tent: the first ``--label-free-i
 labels) and reports accuracy on all 10k test images, with the wall time of each adaptation measured
 in this one process (same machine, same load: compare the rows, not runs). LoRA's accuracy is
 measured after every epoch (the curve vs epochs); the trainable share is listed for several ranks
-(the curve vs trainable %: counts only, one rank is trained). Targets (issue 15): lora >= 85% in
+(the curve vs trainable %: counts only, one rank is trained). Calibration per mode: ECE of the odd test
+images before/after a temperature fitted on the even ones (95% bootstrap CIs). Targets (issue 15): lora >= 85% in
 <= 10 min training <= 15% of the parameters; adabn >= 80.5% and tent >= adabn, each <= 1 min; the
 merged LoRA model reproduces the adapter model within the parity tolerance on all 10k test images.
 """
@@ -26,12 +27,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from helpers import data  # noqa: E402
 from helpers.adaptation import methods, validation  # noqa: E402
+from helpers.confidence.temperature_scaling import fit_temperature  # noqa: E402
+from helpers.metrics.calibration import ece_bootstrap_ci, expected_calibration_error  # noqa: E402
 from helpers.models.architectures import predict_logits  # noqa: E402
 from helpers.models.keras_import import import_resnet8  # noqa: E402
 
 
 def accuracy(model, images, labels) -> float:
     return float((predict_logits(model, images).argmax(1) == labels).mean())
+
+
+def calibration(model, images, labels) -> dict:
+    """ECE (15 bins, 95% bootstrap CI) of the odd test images, before and after a temperature fit on the even ones."""
+    logits = predict_logits(model, images)
+    fit = fit_temperature(logits[::2], labels[::2])
+    out = {"temperature": fit.temperature}
+    for when, x in (("ece_before_ts", logits[1::2]), ("ece_after_ts", fit.apply(logits[1::2]))):
+        out[when] = expected_calibration_error(x, labels[1::2])
+        out[f"{when}_ci95"] = ece_bootstrap_ci(x, labels[1::2], n_boot=200)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     test_x, test_y = ds.test_images, ds.test_labels
     free_x = ds.train_images[: args.label_free_images]
     threads = args.threads or None
-    rows = {"none": {"test_accuracy": accuracy(base, test_x, test_y), "seconds": 0.0, "trainable_percent": 0.0}}
+    rows = {
+        "none": {
+            "test_accuracy": accuracy(base, test_x, test_y),
+            "seconds": 0.0,
+            "trainable_percent": 0.0,
+            "calibration": calibration(base, test_x, test_y),
+        }
+    }
     print(f"unadapted: {rows['none']['test_accuracy']:.4f} on {len(test_y)} JPEG test images", flush=True)
-    modes = args.modes.split(",")
+    modes, models = args.modes.split(","), {}
     if "adabn" in modes:
         start = time.perf_counter()
         adapted = methods.adapt(
@@ -69,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "trainable_percent": 0.0,
             "images": len(free_x),
         }
+        models["adabn"] = adapted.merged
         print(f"adabn: {rows['adabn']}", flush=True)
     if "tent" in modes:
         start = time.perf_counter()
@@ -81,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": len(free_x),
             "epochs": args.tent_epochs,
         }
+        models["tent"] = adapted.merged
         print(f"tent: {rows['tent']}", flush=True)
     if "lora" in modes:
         config = methods.AdaptConfig(
@@ -135,10 +158,19 @@ def main(argv: list[str] | None = None) -> int:
             "trainable_percent_by_rank": ranks,
             "merge_parity": parity,
         }
+        models["lora"] = adapted.merged
         print(f"lora: {rows['lora']}", flush=True)
-    print(f"\n{'mode':8} {'test acc':>9} {'seconds':>9} {'trainable %':>12}")
     for mode, row in rows.items():
-        print(f"{mode:8} {row['test_accuracy']:9.4f} {row['seconds']:9.1f} {row['trainable_percent']:12.2f}")
+        if mode != "none":
+            row["calibration"] = calibration(models[mode], test_x, test_y)
+    print(f"\n{'mode':8} {'test acc':>9} {'seconds':>9} {'trainable %':>12} {'ECE after TS (95% CI), odd half':>34}")
+    for mode, row in rows.items():
+        cal = row["calibration"]
+        ci = "[{:.4f}, {:.4f}]".format(*cal["ece_after_ts_ci95"])
+        print(
+            f"{mode:8} {row['test_accuracy']:9.4f} {row['seconds']:9.1f} {row['trainable_percent']:12.2f} "
+            f"{cal['ece_after_ts']:10.4f} {ci:>22}"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     return 0
