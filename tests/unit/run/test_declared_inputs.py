@@ -99,3 +99,11 @@ def test_every_consumer_of_the_model_reads_it_from_the_adaptation_phase():
         assert MODEL_PHASE in get_phase(phase_id).upstream, phase_id
     for phase_id in ("03_activation_stats", "04_quantize", "05_latency", "06_confidence", "08_bundle"):
         assert "02_train" not in get_phase(phase_id).upstream, f"{phase_id} would read the unadapted model"
+
+
+def test_phase_prefixes_select_the_adaptation_phase_and_its_upstream():
+    from helpers.run.graph import select
+
+    assert [p.id for p in select("02b")] == ["01_data", "02_train", "02a_target", "02b_adapt"]
+    assert [p.id for p in select("02")] == ["01_data", "02_train"]
+    assert [p.id for p in select("03")][-2:] == ["02b_adapt", "03_activation_stats"]
