@@ -18,14 +18,16 @@ from helpers.adaptation import methods
 from helpers.run import manifest
 from helpers.run.atomic import sha256_file
 from helpers.run.graph import get_phase
+from helpers.run.params import RUN_DIR_PARAM, notebook_parameters
 from helpers.run.runner import PhaseFailed, kernel_environment, run_phase
 
 
 def rerun(run_dir, phase_id: str, **changes) -> dict:
     """Re-run one phase of a copied run in a real kernel with changed params (as `calib run` would)."""
     config = yaml.safe_load((run_dir / "config_resolved.yaml").read_text())
-    params = {**config[phase_id], **changes}
     spec = get_phase(phase_id)
+    defaults = {k: v for k, v in notebook_parameters(spec.notebook).items() if k != RUN_DIR_PARAM}
+    params = {**defaults, **config[phase_id], **changes}
     with kernel_environment():
         key = manifest.input_key(phase_id, params, spec.notebook, list(spec.upstream), run_dir)
     run_phase(run_dir, spec, params, key, progress=False, cell_timeout=None)
