@@ -95,3 +95,15 @@ def test_bad_adaptation_params_fail_before_any_run_directory_exists(tmp_path):
         proc = calib("run", "--no-progress", "--runs-root", str(root), *args, check=False)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
     assert not root.exists() or not any(root.iterdir())
+
+
+def test_none_passes_the_model_through_byte_for_byte(default_run, tmp_path):
+    run = tmp_path / default_run.name
+    shutil.copytree(default_run, run)
+    rerun(run, "02a_target", adaptation="none")
+    rerun(run, "02b_adapt", adaptation="none")
+    assert not (run / "results/02a_target/target_train_images.npz").exists()  # nothing to fit on
+    doc = json.loads((run / "results/02b_adapt/adaptation.json").read_text())
+    assert doc["passed_through"] and doc["status"] == "PASS" and doc["trainable_parameters"]["count"] == 0
+    for name in ("model.json", "model.pt", "model.onnx", "logits.npz"):
+        assert sha256_file(run / "results/02b_adapt" / name) == sha256_file(run / "results/02_train" / name), name
