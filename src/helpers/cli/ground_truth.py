@@ -1,35 +1,65 @@
-"""``calib ground-truth ...``: migrate old measurement files, run the measurement sweep.
+"""``calib ground-truth ...``: read, migrate, list, validate and measure latency ground truth.
 
+    calib ground-truth list [--store DIR] [--hardware ID ...] [--all]
+    calib ground-truth hardware [--store DIR] [--tolerance 0.01]
+    calib ground-truth alias ALIAS CANONICAL [--store DIR]
     calib ground-truth migrate SRC... --dest DIR [--dry-run]
+    calib ground-truth validate [--store DIR] [--hardware ID ...] [--shared-roofline] [--csv FILE]
+    calib ground-truth curves [--store DIR] [--hardware ID ...]
     calib ground-truth measure [--params params/ground_truth.yaml] [--store DIR] [--models ...]
                                [--precisions ...] [--batch-sizes ...] [--repeats N]
 
-``measure`` reads the sweep profile (default ``params/ground_truth.yaml`` at the project root);
-the options narrow it (``--models``, ``--precisions``, ``--batch-sizes``) or override it
-(``--store``, ``--repeats``). Afterwards it refreshes the machine's efficiency curves. ``main(argv)`` returns the exit status: 0, or 1 when a migration
-had failures.
+``--store`` defaults to ``calibration_data/`` at the project root; every command but ``migrate``,
+``alias``, ``curves`` and ``measure`` only reads. ``measure`` reads the sweep profile (default
+``params/ground_truth.yaml``); the options narrow it (``--models``, ``--precisions``,
+``--batch-sizes``) or override it (``--store``, ``--repeats``), and afterwards it refreshes the
+machine's efficiency curves. ``main(argv)`` returns the exit status: 0; 1 when a migration had
+failures; 2 for a bad argument (one line on stderr).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from helpers.ground_truth.records import PRECISIONS
-from helpers.ground_truth.store import migrate
 from helpers.run.project import project_root
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calib ground-truth", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    mig = commands.add_parser("migrate", help="copy v1.0/v2.0 files into the v2.0 layout and rebuild manifests")
+
+    def with_store(command: argparse.ArgumentParser, hardware: bool = False) -> argparse.ArgumentParser:
+        command.add_argument("--store", type=Path, help="store root (default: calibration_data/ at the project root)")
+        if hardware:
+            command.add_argument("--hardware", nargs="+", metavar="ID", help="only these hardware ids (default: all)")
+        return command
+
+    listing = with_store(commands.add_parser("list", help="every record per hardware id, read in place"), True)
+    listing.add_argument("--all", action="store_true", help="also the files not used (duplicates, older ones)")
+    hardware = with_store(commands.add_parser("hardware", help="hardware ids, their peaks, and likely duplicates"))
+    hardware.add_argument("--tolerance", type=float, default=0.01,
+                          help="median relative latency difference under which two ids look like one machine")
+    alias = with_store(commands.add_parser("alias", help="record that ALIAS is the machine CANONICAL"))
+    alias.add_argument("alias")
+    alias.add_argument("canonical")
+    mig = commands.add_parser("migrate", help="copy v1.0/v2.0 files of any layout into the store's layout")
     mig.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="files or directories to migrate from")
     mig.add_argument("--dest", type=Path, required=True, help="store root to write into")
     mig.add_argument("--dry-run", action="store_true", help="report what would happen; write nothing")
+    validate = with_store(commands.add_parser("validate", help="roofline estimator, leave-one-model-out, per "
+                                                               "hardware and precision, against FLOPs / peak"), True)
+    validate.add_argument("--shared-roofline", action="store_true",
+                          help="one roofline per precision instead of one per operation type")
+    validate.add_argument("--csv", type=Path, help="also write the per-record validation table here")
+    with_store(commands.add_parser("curves", help="write efficiency_curves/<precision>/curves.json and .png"), True)
     meas = commands.add_parser("measure", help="measure models x variants x batch sizes into the store")
-    meas.add_argument("--params", type=Path, default=None, help="sweep profile (YAML; default: params/ground_truth.yaml)")
+    meas.add_argument("--params", type=Path, default=None, help="sweep profile (YAML; default "
+                                                                "params/ground_truth.yaml)")
     meas.add_argument("--store", type=Path, help="store root (default: the profile's, else calibration_data/)")
     meas.add_argument("--models", nargs="+", help="only these model names of the profile")
     meas.add_argument("--precisions", nargs="+", choices=PRECISIONS, help="only these precisions")
@@ -64,12 +94,118 @@ def narrowed_config(args: argparse.Namespace):
     return dataclasses.replace(config, **changes)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "migrate":
-        report = migrate(args.sources, args.dest, dry_run=args.dry_run)
-        print(report.summary())
-        return 1 if report.failed else 0
+def _loader(args: argparse.Namespace):
+    from helpers.ground_truth.store import GroundTruthLoader
+
+    loader = GroundTruthLoader(args.store)
+    if not loader.root.is_dir():
+        raise FileNotFoundError(f"store {loader.root} does not exist; give --store DIR")
+    return loader
+
+
+def _hardware_ids(loader, args: argparse.Namespace) -> list[str]:
+    ids = args.hardware or loader.list_hardware()
+    for hardware_id in ids:
+        loader.directories(hardware_id)  # an unknown id is a clear error naming the known ones
+    if not ids:
+        raise FileNotFoundError(f"no measurements under {loader.root}")
+    return ids
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    loader = _loader(args)
+    columns = ["model", "precision", "batch_size", "num_subgraphs", "total_latency_ms", "measurement_date",
+               "date_zone_known", "layout", "schema_as_written", "file"]
+    for hardware_id in _hardware_ids(loader, args):
+        table = loader.summary(hardware_id)
+        used = table[table["used"]]
+        print(f"{hardware_id}: {len(used)} configurations from {len(table)} record files "
+              f"({len(table) - len(used)} duplicates or older), directories "
+              f"{', '.join(d.name for d in loader.directories(hardware_id))}")
+        for directory, problems in sorted(loader.manifest_status.items()):
+            if directory in table["directory"].values:
+                state = "agrees with the files" if not problems else f"not used ({problems[0]}; rebuilt in memory)"
+                print(f"  manifest of {directory}: {state}")
+        shown = table if args.all else used
+        print(shown[columns + (["note"] if args.all else [])].to_string(index=False), end="\n\n")
+    return 0
+
+
+def cmd_hardware(args: argparse.Namespace) -> int:
+    from helpers.ground_truth.store import ALIASES, hardware_table, likely_duplicates
+
+    loader = _loader(args)
+    print(hardware_table(loader).to_string(index=False))
+    duplicates = likely_duplicates(loader, args.tolerance)
+    if duplicates.empty:
+        print(f"\nno likely duplicates (same device, peak, and median latency difference <= {args.tolerance:.1%})")
+        return 0
+    print("\nlikely the same machine (same device and peak, near-identical latencies):")
+    print(duplicates.to_string(index=False))
+    for a, b in duplicates[["hardware_id", "same_as"]].values:
+        print(f"  to merge: calib ground-truth alias {b} {a} --store {loader.root}   (writes {ALIASES})")
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    loader = _loader(args)
+    path = loader.aliases.with_alias(args.alias, args.canonical).save(loader.root)
+    print(f"{args.alias} -> {loader.aliases.canonical(args.canonical)} recorded in {path}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from helpers.ground_truth.store import migrate
+
+    report = migrate(args.sources, args.dest, dry_run=args.dry_run)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from helpers.ground_truth import estimator as le
+
+    loader = _loader(args)
+    tables = []
+    for hardware_id in _hardware_ids(loader, args):
+        records = loader.load_all(hardware_id)
+        target = le.target_for(records)
+        if len({r.model for r in records}) < 2:
+            print(f"{hardware_id}: one model only, nothing to leave out")
+            continue
+        validation = le.leave_one_model_out(records, target, by_operation_type=not args.shared_roofline)
+        tables.append(validation.assign(target=target))
+    if not tables:
+        return 0
+    import pandas as pd
+
+    validation = pd.concat(tables, ignore_index=True)
+    summary = le.lomo_summary(validation).merge(
+        validation.groupby("hardware_id")["target"].first().reset_index(), on="hardware_id")
+    roofline = "one roofline per precision" if args.shared_roofline else "one roofline per operation type"
+    print(f"roofline estimator ({roofline}), leave-one-model-out; naive = total FLOPs / theoretical peak.")
+    print("target subgraph_sum = the sum of the subgraphs' mean latencies, what v1.0 and other tools' files "
+          "measure (not the model's end-to-end latency).")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    if args.csv:
+        from helpers.run import atomic
+
+        atomic.write_text(args.csv, validation.to_csv(index=False))
+        print(f"per-record table: {args.csv}")
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from helpers.ground_truth.estimator import write_efficiency_curves
+
+    loader = _loader(args)
+    for hardware_id in _hardware_ids(loader, args):
+        for path in write_efficiency_curves(loader.root, hardware_id):
+            print(path)
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
     from helpers.ground_truth.estimator import write_efficiency_curves
     from helpers.ground_truth.latency import run_sweep
 
@@ -82,6 +218,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: system state {name} unknown: {reason}")
     print(f"stored {len(result.paths)} measurements under {result.store} (run {result.run_id})")
     return 0
+
+
+COMMANDS = {"list": cmd_list, "hardware": cmd_hardware, "alias": cmd_alias, "migrate": cmd_migrate,
+            "validate": cmd_validate, "curves": cmd_curves, "measure": cmd_measure}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            if args.command != "measure":
+                warnings.simplefilter("ignore", UserWarning)  # `list` prints the manifest state itself
+            return COMMANDS[args.command](args)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"calib ground-truth {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

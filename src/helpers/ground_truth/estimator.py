@@ -4,18 +4,29 @@ Model, per group = (runtime, precision)::
 
     subgraph_ms = max(FLOPs / P, bytes / B) + c         P effective peak (FLOP/ms), B effective
                                                         bandwidth (byte/ms), c overhead per subgraph
+                                                        (one (P, B, c) per operation type with
+                                                        ``by_operation_type``)
     end_to_end_ms = a * sum(subgraph_ms) + b * n + C    n subgraphs; a, b, C: the runtime's work
                                                         between kernels and per call, net of the
                                                         profiler's own cost per node
 
-Fit, per group: ``P, B, c`` by robust least squares (``scipy.optimize.least_squares``, soft-L1
-loss, parameters in log space so they stay positive, ``P`` at most the theoretical peak) of every
-stored subgraph's error as a fraction of its record's subgraph total -- the subgraphs that make
-up a model's latency weigh most. Then ``a, b, C`` by least squares of the *relative* error of the
-end-to-end latency (latencies span three decades), given at least 4 timed records. One roofline
-per group, not one per operation type: with a handful of models, the per-type fits did not carry
-over to a left-out model (leave-one-model-out error 29-35% against 22-27% on the sweeps measured
-while writing this).
+Target (``target``): ``end_to_end`` -- the model's latency measured as one call, what the project's
+own sweep records -- or ``subgraph_sum`` -- the sum of the subgraphs' mean latencies
+(``model_summary.total_latency_ms``), which is all that v1.0 files and other tools' files measure:
+then the estimator predicts that sum (``a=1, b=C=0``) and its subgraph statistic is the mean, the
+statistic the target sums. :func:`target_for` picks ``end_to_end`` when every record has it.
+
+Fit, per group (and operation type): ``P, B, c`` by robust least squares
+(``scipy.optimize.least_squares``, soft-L1 loss, parameters in log space so they stay positive,
+``P`` at most the theoretical peak, the best of a few starting points: ``max`` makes the cost
+non-convex) of every stored subgraph's error as a fraction of its record's subgraph total -- the
+subgraphs that make up a model's latency weigh most. Then ``a, b, C`` by least squares of the
+*relative* error of the end-to-end latency (latencies span three decades), given at least 4 timed records. One roofline
+per group by default: with a handful of models, per-type fits did not carry over to a left-out
+model (leave-one-model-out error 29-35% against 22-27% on the project's own small sweeps). With
+10-15 models per machine (the real files of ``../shared``) per-type fits win (median 10-12% against
+8-16%, ``benchmarks/bench_ground_truth.py``); an operation type seen in fewer than
+``MIN_TYPE_MODELS`` training models uses the group's shared roofline.
 
 What a measurement "is": the minimum of its samples (:func:`typical_ms`), and for the end-to-end
 latency the on-CPU time when the record has it (:func:`end_to_end_ms`). Both remove the time
@@ -23,9 +34,9 @@ other processes took from a shared CPU, which is not a property of the model or 
 on an idle machine they equal the wall-clock latency.
 
 Validation (:func:`leave_one_model_out`): for each model, fit on every other model's records and
-predict its end-to-end latencies; the table holds one row per (model, runtime, precision,
-batch) with the absolute percentage error. Records without an end-to-end latency (v1.0) take
-part in fitting the subgraph parameters only.
+predict its target latencies; the table holds one row per (model, runtime, precision, batch)
+with the absolute percentage error, beside the naive baseline total FLOPs / theoretical peak.
+With ``end_to_end``, records without one (v1.0) take part in fitting the subgraph parameters only.
 """
 from __future__ import annotations
 
@@ -42,7 +53,11 @@ from helpers.ground_truth.records import LatencyStats, MeasurementRecord, Subgra
 from helpers.ground_truth.store import GroundTruthLoader, efficiency_curves_dir
 from helpers.run import atomic
 
-INITIAL_OVERHEAD_MS = 1e-3
+TARGETS = ("end_to_end", "subgraph_sum")
+# (fraction of the theoretical peak, byte/ms, ms per subgraph): a compute-bound and a memory/overhead-bound
+# start; on the real files of ../shared six more starts changed no LOMO figure
+STARTS = ((0.02, 1e6, 1e-1), (0.2, 1e8, 1e-3))
+MIN_TYPE_MODELS = 2
 
 
 def typical_ms(stats: LatencyStats) -> float:
@@ -56,6 +71,34 @@ def end_to_end_ms(record: MeasurementRecord) -> float | None:
     summary = record.model_summary
     stats = summary.end_to_end_cpu_time or summary.end_to_end_latency
     return typical_ms(stats) if stats is not None else None
+
+
+def _check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise ValueError(f"target is {target!r}; valid targets: {', '.join(TARGETS)}")
+    return target
+
+
+def target_for(records: Sequence[MeasurementRecord]) -> str:
+    """``end_to_end`` when every record has an end-to-end latency, else ``subgraph_sum``."""
+    return "end_to_end" if all(end_to_end_ms(r) is not None for r in records) else "subgraph_sum"
+
+
+def measured_ms(record: MeasurementRecord, target: str) -> float | None:
+    """What the estimator predicts for a record: its end-to-end latency, or its summed subgraph means."""
+    if _check_target(target) == "end_to_end":
+        return end_to_end_ms(record)
+    return record.model_summary.total_latency_ms
+
+
+def subgraph_ms(stats: LatencyStats, target: str) -> float:
+    """A subgraph's latency as the fit sees it: typical (minimum) for ``end_to_end``, mean for ``subgraph_sum``."""
+    return typical_ms(stats) if target == "end_to_end" else stats.mean
+
+
+def naive_ms(record: MeasurementRecord) -> float:
+    """The naive baseline: total FLOPs at the theoretical peak, in ms."""
+    return record.model_summary.total_flops / record.theoretical_peak_flops * 1e3
 
 
 def group_of(record: MeasurementRecord) -> str:
@@ -76,61 +119,78 @@ class Roofline:
 
 @dataclass(frozen=True)
 class GroupParams:
-    """A (runtime, precision) group: its subgraph roofline and its end-to-end calibration."""
+    """A (runtime, precision) group: its subgraph roofline(s) and its end-to-end calibration."""
 
     roofline: Roofline
     scale: float
     per_subgraph_ms: float
     call_overhead_ms: float
     theoretical_peak_flops: float
+    by_type: dict[str, Roofline] = dataclasses.field(default_factory=dict)
 
     def predict_subgraphs(self, subgraphs: Sequence[SubgraphMeasurement]) -> np.ndarray:
         flops = np.array([s.flops for s in subgraphs], dtype=np.float64)
         nbytes = np.array([s.total_bytes for s in subgraphs], dtype=np.float64)
-        return self.roofline.predict(flops, nbytes)
+        predicted = self.roofline.predict(flops, nbytes)
+        kinds = np.array([s.operation_type for s in subgraphs])
+        for kind, roofline in self.by_type.items():
+            mask = kinds == kind
+            predicted[mask] = roofline.predict(flops[mask], nbytes[mask])
+        return predicted
 
     def predict(self, record: MeasurementRecord) -> float:
         return (self.scale * float(self.predict_subgraphs(record.subgraphs).sum())
                 + self.per_subgraph_ms * len(record.subgraphs) + self.call_overhead_ms)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self.roofline),
                 "peak_fraction": self.roofline.peak_flops_per_ms * 1e3 / self.theoretical_peak_flops,
                 "scale": self.scale, "per_subgraph_ms": self.per_subgraph_ms,
-                "call_overhead_ms": self.call_overhead_ms}
+                "call_overhead_ms": self.call_overhead_ms,
+                "by_operation_type": {kind: dataclasses.asdict(r) for kind, r in sorted(self.by_type.items())}}
 
 
-def _subgraph_arrays(records: Sequence[MeasurementRecord]) -> tuple[np.ndarray, ...]:
-    """(FLOPs, bytes, typical ms, the record's typical subgraph total) of every subgraph."""
+def _subgraph_table(records: Sequence[MeasurementRecord], target: str) -> pd.DataFrame:
+    """FLOPs, bytes, ms (:func:`subgraph_ms`), the record's subgraph total, operation type and model per subgraph."""
     rows = []
     for record in records:
-        measured = [typical_ms(s.measured_latency) for s in record.subgraphs]
-        rows += [(s.flops, s.total_bytes, ms, sum(measured)) for s, ms in zip(record.subgraphs, measured)]
-    return tuple(np.array(column, dtype=np.float64) for column in zip(*rows))
+        measured = [subgraph_ms(s.measured_latency, target) for s in record.subgraphs]
+        rows += [(s.flops, s.total_bytes, ms, sum(measured), s.operation_type, record.model)
+                 for s, ms in zip(record.subgraphs, measured)]
+    return pd.DataFrame(rows, columns=["flops", "bytes", "ms", "total", "operation_type", "model"])
 
 
-def _fit_roofline(records: Sequence[MeasurementRecord], peak_flops_per_ms: float) -> Roofline:
-    """Robust least squares over every subgraph; the effective peak stays <= the theoretical.
+def _fit_roofline(table: pd.DataFrame, peak_flops_per_ms: float) -> Roofline:
+    """Robust least squares over the subgraphs of ``table``; the effective peak stays <= the theoretical.
 
     Each subgraph's error counts as a fraction of its record's measured subgraph total, so the
-    subgraphs that make up most of a model's latency weigh most, and every record alike.
+    subgraphs that make up most of a model's latency weigh most, and every record alike. The best
+    of :data:`STARTS` is kept (the ``max`` makes the cost non-convex).
     """
-    flops, nbytes, measured, total = _subgraph_arrays(records)
+    flops, nbytes, measured, total = (table[c].to_numpy(np.float64) for c in ("flops", "bytes", "ms", "total"))
 
     def residuals(theta):
         return (Roofline(*np.exp(theta)).predict(flops, nbytes) - measured) / total
 
-    theta0 = np.log([0.1 * peak_flops_per_ms, 1e7, INITIAL_OVERHEAD_MS])
     upper = [np.log(peak_flops_per_ms), np.inf, np.inf]
-    fit = least_squares(residuals, theta0, bounds=(-np.inf, upper), loss="soft_l1", f_scale=0.02, method="trf")
-    return Roofline(*(float(v) for v in np.exp(fit.x)))
+    fits = [least_squares(residuals, np.log([fraction * peak_flops_per_ms, bandwidth, overhead]),
+                          bounds=(-np.inf, upper), loss="soft_l1", f_scale=0.02, method="trf")
+            for fraction, bandwidth, overhead in STARTS]
+    best = min(fits, key=lambda fit: fit.cost)
+    return Roofline(*(float(v) for v in np.exp(best.x)))
 
 
-def _fit_group(records: list[MeasurementRecord]) -> GroupParams:
+def _fit_group(records: list[MeasurementRecord], target: str, by_operation_type: bool) -> GroupParams:
     peak = records[0].theoretical_peak_flops
-    partial = GroupParams(_fit_roofline(records, peak / 1e3), 1.0, 0.0, 0.0, peak)
+    table = _subgraph_table(records, target)
+    by_type = {}
+    if by_operation_type:
+        for kind, rows in table.groupby("operation_type"):
+            if rows["model"].nunique() >= MIN_TYPE_MODELS:
+                by_type[kind] = _fit_roofline(rows, peak / 1e3)
+    partial = GroupParams(_fit_roofline(table, peak / 1e3), 1.0, 0.0, 0.0, peak, by_type)
     timed = [r for r in records if end_to_end_ms(r) is not None]
-    if len(timed) < 4:
+    if target == "subgraph_sum" or len(timed) < 4:
         return partial
     x = np.array([partial.predict(r) for r in timed])
     n = np.array([len(r.subgraphs) for r in timed], dtype=np.float64)
@@ -143,21 +203,25 @@ def _fit_group(records: list[MeasurementRecord]) -> GroupParams:
 
 @dataclass(frozen=True)
 class RooflineEstimator:
-    """Fitted roofline parameters per (runtime, precision) group."""
+    """Fitted roofline parameters per (runtime, precision) group, for one target."""
 
     groups: dict[str, GroupParams]
+    target: str = "end_to_end"
 
     @classmethod
-    def fit(cls, records: Sequence[MeasurementRecord]) -> RooflineEstimator:
+    def fit(cls, records: Sequence[MeasurementRecord], target: str = "end_to_end",
+            by_operation_type: bool = False) -> RooflineEstimator:
         if not records:
             raise ValueError("cannot fit an estimator on no records; measure some with `calib ground-truth measure`")
+        _check_target(target)
         by_group: dict[str, list[MeasurementRecord]] = {}
         for record in records:
             by_group.setdefault(group_of(record), []).append(record)
-        return cls({group: _fit_group(rs) for group, rs in sorted(by_group.items())})
+        return cls({group: _fit_group(rs, target, by_operation_type) for group, rs in sorted(by_group.items())},
+                   target)
 
     def predict(self, record: MeasurementRecord) -> float:
-        """Predicted end-to-end latency (ms) of a record's model, from its subgraphs' FLOPs and bytes."""
+        """Predicted target latency (ms) of a record's model, from its subgraphs' FLOPs, bytes (and types)."""
         group = group_of(record)
         if group not in self.groups:
             raise KeyError(f"the estimator was fitted without {group} measurements; fitted: {', '.join(self.groups)}")
@@ -168,26 +232,46 @@ class RooflineEstimator:
         return {name: group.to_dict() for name, group in self.groups.items()}
 
 
-def leave_one_model_out(records: Sequence[MeasurementRecord]) -> pd.DataFrame:
-    """One row per record with an end-to-end latency: measured vs predicted with its model left out."""
+def leave_one_model_out(records: Sequence[MeasurementRecord], target: str = "end_to_end",
+                        by_operation_type: bool = False) -> pd.DataFrame:
+    """One row per record with a ``target`` latency: measured vs predicted with its model left out,
+    and the naive baseline (:func:`naive_ms`). Records of one machine (``hardware_id`` is a column)."""
     models = sorted({r.model for r in records})
     if len(models) < 2:
         raise ValueError(f"leave-one-model-out needs at least two models, got {models}")
     rows = []
     for model in models:
-        estimator = RooflineEstimator.fit([r for r in records if r.model != model])
+        estimator = RooflineEstimator.fit([r for r in records if r.model != model], target, by_operation_type)
         for record in records:
-            if record.model != model or end_to_end_ms(record) is None:
+            measured = measured_ms(record, target)
+            if record.model != model or measured is None:
                 continue
             if group_of(record) not in estimator.groups:
                 continue  # no other model was measured in this group: nothing to predict from
-            measured = end_to_end_ms(record)
-            predicted = estimator.predict(record)
-            rows.append({"model": model, "runtime": record.runtime, "precision": record.precision,
-                         "batch_size": record.batch_size, "measured_ms": measured, "predicted_ms": predicted,
-                         "ape_pct": abs(predicted - measured) / measured * 100})
-    columns = ["model", "runtime", "precision", "batch_size", "measured_ms", "predicted_ms", "ape_pct"]
-    return pd.DataFrame(rows, columns=columns).sort_values(columns[:4], ignore_index=True)
+            predicted, naive = estimator.predict(record), naive_ms(record)
+            rows.append({"hardware_id": record.hardware_id, "model": model, "runtime": record.runtime,
+                         "precision": record.precision, "batch_size": record.batch_size, "measured_ms": measured,
+                         "predicted_ms": predicted, "ape_pct": abs(predicted - measured) / measured * 100,
+                         "naive_ms": naive, "naive_ape_pct": abs(naive - measured) / measured * 100})
+    columns = ["hardware_id", "model", "runtime", "precision", "batch_size", "measured_ms", "predicted_ms", "ape_pct",
+               "naive_ms", "naive_ape_pct"]
+    return pd.DataFrame(rows, columns=columns).sort_values(columns[:5], ignore_index=True)
+
+
+def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
+    """Per (hardware, runtime, precision): models, predictions, median and p90 APE of the estimator and
+    of the naive baseline."""
+    def row(rows: pd.DataFrame) -> pd.Series:
+        return pd.Series({"models": rows["model"].nunique(), "predictions": len(rows),
+                          "median_ape_pct": rows["ape_pct"].median(), "p90_ape_pct": rows["ape_pct"].quantile(0.9),
+                          "naive_median_ape_pct": rows["naive_ape_pct"].median(),
+                          "naive_p90_ape_pct": rows["naive_ape_pct"].quantile(0.9)})
+
+    keys = ["hardware_id", "runtime", "precision"]
+    return pd.DataFrame([{**dict(zip(keys, key)), **row(rows)} for key, rows in validation.groupby(keys)],
+                        columns=[*keys, "models", "predictions", "median_ape_pct", "p90_ape_pct",
+                                 "naive_median_ape_pct", "naive_p90_ape_pct"]).astype({"models": int,
+                                                                                       "predictions": int})
 
 
 def estimator_report(records: Sequence[MeasurementRecord]) -> tuple[dict[str, Any], pd.DataFrame | None]:
@@ -260,21 +344,47 @@ def efficiency_curves(records: Sequence[MeasurementRecord], bins_per_decade: int
     return curves
 
 
-def write_efficiency_curves(root: str | Path, hardware_id: str) -> list[Path]:
-    """Rewrite ``efficiency_curves/<precision>/<runtime>.json`` of a machine from all its records.
+def efficiency_curves_figure(curves: pd.DataFrame, title: str):
+    """Median efficiency against arithmetic intensity, one line per (runtime, operation type), log-log."""
+    import matplotlib.pyplot as plt
 
-    Each holds the efficiency curves per operation type and the roofline fitted on the machine's
-    records of that runtime and precision. Call it after adding measurements.
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for (runtime, kind), rows in curves.groupby(["runtime", "operation_type"]):
+        ax.plot(rows["arithmetic_intensity"], rows["efficiency_median"] * 100, marker="o", ms=3,
+                label=kind if curves["runtime"].nunique() == 1 else f"{runtime} {kind}")
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP/byte)",
+           ylabel="median efficiency (% of theoretical peak)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_efficiency_curves(root: str | Path, hardware_id: str) -> list[Path]:
+    """Rewrite ``efficiency_curves/<precision>/curves.json`` and ``curves.png`` of a machine from its records.
+
+    Each ``curves.json`` holds, per runtime, the efficiency curves per operation type and the roofline
+    fitted on the machine's records of that runtime and precision (target :func:`target_for`). Any
+    hardware id of the store works, its files read in place; nothing else is written. Call it after
+    adding measurements.
     """
+    import matplotlib.pyplot as plt
+
     records = GroundTruthLoader(root).load_all(hardware_id)
-    estimator = RooflineEstimator.fit(records).to_dict()
+    target = target_for(records)
+    estimator = RooflineEstimator.fit(records, target).to_dict()
     curves = efficiency_curves(records)
     written = []
-    for (runtime, precision), rows in curves.groupby(["runtime", "precision"]):
-        document = {"hardware_id": hardware_id, "runtime": runtime, "precision": precision,
-                    "roofline": estimator[f"{runtime}/{precision}"],
-                    "curves": {kind: part.drop(columns=["runtime", "precision", "operation_type"])
-                               .to_dict(orient="list") for kind, part in rows.groupby("operation_type")}}
-        written.append(atomic.write_json(efficiency_curves_dir(root, hardware_id, precision) / f"{runtime}.json",
-                                         document))
+    for precision, rows in curves.groupby("precision"):
+        folder = efficiency_curves_dir(root, hardware_id, precision)
+        document = {"hardware_id": hardware_id, "precision": precision, "target": target,
+                    "statistic": "median over subgraphs of FLOPs / minimum latency / theoretical peak",
+                    "runtimes": {runtime: {"roofline": estimator[f"{runtime}/{precision}"],
+                                           "curves": {kind: part[["arithmetic_intensity", "efficiency_median",
+                                                                  "count"]].to_dict(orient="list")
+                                                      for kind, part in by_runtime.groupby("operation_type")}}
+                                 for runtime, by_runtime in rows.groupby("runtime")}}
+        written.append(atomic.write_json(folder / "curves.json", document))
+        figure = efficiency_curves_figure(rows, f"{hardware_id} {precision}: efficiency per operation type")
+        written.append(atomic.save_figure(figure, folder / "curves.png"))
+        plt.close(figure)
     return written

@@ -23,10 +23,16 @@ A :class:`MeasurementRecord` is one (model, runtime, precision, batch size) on o
 Latencies are milliseconds; confidence intervals are two-sided 95% Student-t intervals of the
 mean. Unknown keys in a file are ignored (newer writers may add fields); missing required keys,
 wrong types and invalid values are errors.
+
+Files written by other tools are read through ``helpers.ground_truth.store.read_measurement``,
+which normalizes them explicitly (``MeasurementRecord.normalization`` lists every change) -- see
+``docs/ground_truth.md``. ``measurement_date`` may be naive (no time zone: local time of the
+measuring machine); it is kept as written and :attr:`MeasurementRecord.date_zone_known` is False.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -35,7 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import numpy as np
 from scipy import stats
@@ -102,6 +108,7 @@ def _describe(values: Sequence[float], what: str) -> dict[str, Any]:
 class _SampleSummary:
     """Seven numbers summarising a sample: mean, std, min, max, 95% CI of the mean, count."""
 
+    min_samples: ClassVar[int] = 1
     mean: float
     std: float
     min: float
@@ -111,8 +118,8 @@ class _SampleSummary:
     samples: int
 
     def __post_init__(self):
-        if self.samples < 1:
-            raise SchemaError("samples", f"must be >= 1, got {self.samples}")
+        if self.samples < self.min_samples:
+            raise SchemaError("samples", f"must be >= {self.min_samples}, got {self.samples}")
         if self.std < 0:
             raise SchemaError("std", f"must be >= 0, got {self.std}")
         if self.min > self.max:
@@ -153,7 +160,12 @@ class LatencyStats(_SampleSummary):
 
 @dataclass(frozen=True)
 class EfficiencyStats(_SampleSummary):
-    """Achieved FLOP/s as a ratio of the theoretical peak, one value per latency sample."""
+    """Achieved FLOP/s as a ratio of the theoretical peak, one value per latency sample.
+
+    ``samples`` 0 (all values 0) is a subgraph without FLOPs: it has no efficiency.
+    """
+
+    min_samples: ClassVar[int] = 0
 
     @classmethod
     def from_samples(cls, ratios: Sequence[float]) -> EfficiencyStats:
@@ -281,7 +293,7 @@ class MeasurementRecord:
     hardware_id: str
     device: str
     precision: str
-    thermal_profile: str
+    thermal_profile: str | None  # null: not recorded (CPUs, in files of other tools)
     theoretical_peak_flops: float
     measurement_date: str
     tool_version: str
@@ -293,6 +305,7 @@ class MeasurementRecord:
     run_id: str
     run_index: int
     runtime: str = field(default="onnxruntime")
+    normalization: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.schema_version != SCHEMA_VERSION:
@@ -321,19 +334,28 @@ class MeasurementRecord:
             raise SchemaError("run_index", f"must be >= 0, got {self.run_index}")
 
     @property
+    def date_zone_known(self) -> bool:
+        """False for a naive ``measurement_date`` (local time of an unknown zone, kept as written)."""
+        return datetime.fromisoformat(self.measurement_date).tzinfo is not None
+
+    @property
     def key(self) -> str:
         """The model key naming the record's file: the model, suffixed ``-<runtime>`` unless onnxruntime."""
         return self.model if self.runtime == "onnxruntime" else f"{self.model}-{self.runtime}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON form; ``normalization`` only when reading changed something (the project's files lack it)."""
+        data = dataclasses.asdict(self)
+        if not data["normalization"]:
+            del data["normalization"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> MeasurementRecord:
         """Read a v2.0 document; a v1.0 one is an error pointing at the store's reader."""
         if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
             raise SchemaError("schema_version", f"is {data.get('schema_version')!r}, this reader takes "
-                              f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth_store.read_measurement "
+                              f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth.store.read_measurement "
                               "(it upgrades them) or migrate them with `calib ground-truth migrate`")
         return read_dataclass(cls, data)
 
@@ -352,13 +374,11 @@ class MeasurementRecord:
 
 
 def _validate_date(text: str) -> None:
+    """An ISO 8601 date; naive ones are accepted (zone unknown: ``MeasurementRecord.date_zone_known``)."""
     try:
-        date = datetime.fromisoformat(text)
+        datetime.fromisoformat(text)
     except ValueError:
         raise SchemaError("measurement_date", f"is not an ISO 8601 date: {text!r}") from None
-    if date.tzinfo is None:
-        raise SchemaError("measurement_date", f"{text!r} has no time zone; write it tz-aware, "
-                                              "e.g. 2024-05-01T12:00:00+00:00")
 
 
 def read_json_document(path: str | Path) -> dict:
@@ -386,45 +406,67 @@ def read_dataclass(cls: type[T], data: Any) -> T:
     """
     if not isinstance(data, dict):
         raise SchemaError("<object>", f"must be a JSON object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    missing = [f.name for f in fields
-               if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    fields, required = _fields(cls)
+    missing = [name for name in required if name not in data]
     if missing:
         raise SchemaError(", ".join(missing), "is missing" if len(missing) == 1 else "are missing")
-    values = {f.name: read_value(hints[f.name], data[f.name], f.name) for f in fields if f.name in data}
-    return cls(**values)
+    return cls(**{name: read_value(hint, data[name], name) for name, hint in fields if name in data})
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]:
+    """((name, type hint) of every field, names of the required ones) of a dataclass, computed once."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    required = tuple(f.name for f in fields
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    return tuple((f.name, hints[f.name]) for f in fields), required
+
+
+@functools.cache
+def _shape(hint: Any) -> tuple[str, Any]:
+    """How to read values of type ``hint``: ("optional" | "dataclass" | "dict" | "list" | "scalar", inner type)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return ("optional" if type(None) in args else "union", inner)
+    if dataclasses.is_dataclass(hint):
+        return "dataclass", hint
+    if origin is dict:
+        return "dict", args[1]
+    if origin is list:
+        return "list", args[0]
+    return "scalar", hint
 
 
 def read_value(hint: Any, value: Any, path: str) -> Any:
     """``value`` checked against type ``hint`` (dataclass, list, dict, optional, scalar); errors name ``path``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+    kind, inner = _shape(hint)
+    if kind in ("optional", "union"):
+        if value is None and kind == "optional":
             return None
-        (inner,) = [a for a in args if a is not type(None)]
         return read_value(inner, value, path)
     if value is None:
         raise SchemaError(path, "is null but required")
-    if dataclasses.is_dataclass(hint):
+    if kind == "dataclass":
         try:
-            return read_dataclass(hint, value)
+            return read_dataclass(inner, value)
         except SchemaError as error:
             raise error.within(f"{path}.") from None
-    if origin is dict:
+    if kind == "dict":
         if not isinstance(value, dict):
             raise SchemaError(path, f"must be an object, got {type(value).__name__}")
-        return {key: read_value(args[1], item, f"{path}.{key}") for key, item in value.items()}
-    if origin is list:
+        return {key: read_value(inner, item, f"{path}.{key}") for key, item in value.items()}
+    if kind == "list":
         if not isinstance(value, list):
             raise SchemaError(path, f"must be a list, got {type(value).__name__}")
-        return [read_value(args[0], item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [read_value(inner, item, f"{path}[{i}]") for i, item in enumerate(value)]
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SchemaError(path, f"must be a finite number, got {value!r}")
-        return float(value)
+        if type(value) is float and math.isfinite(value) or type(value) is int:
+            return float(value)
+        raise SchemaError(path, f"must be a finite number, got {value!r}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if type(value) is not int:
             raise SchemaError(path, f"must be an integer, got {value!r}")
         return value
     if hint is str:

@@ -1,57 +1,30 @@
-"""Where latency ground truth lives on disk: layout, manifest, loader, v1.0 files, migration.
+"""Where latency ground truth lives on disk: layouts, other tools' files, manifests, aliases, loader, migration.
 
-Layout (``root`` defaults to ``calibration_data/`` at the project root)::
-
-    <root>/<hardware_id>/
-        hardware.json                                    the machine's profile (helpers.ground_truth.hardware)
-        manifest.json                                    index of the measurements, rebuilt by scanning
-        measurements/<precision>/<model key>_b<batch>.json   one MeasurementRecord (schema v2.0)
-        measurements/<precision>/<model key>_b<batch>.npz    its raw samples (same stem)
-        efficiency_curves/<precision>/                   data derived from the measurements
-
-``precision`` is lower case; the model key is the model name, suffixed ``-torch`` for torch
-measurements (``MeasurementRecord.key``).
-
-Batch size in file names -- the one rule, :func:`split_batch_suffix`
-    A file's stem is ``<model key>`` or ``<model key>_b<N>``, and the model key is read from the
-    file's *content* (v1.0 and v2.0 records both carry ``model``). The name alone cannot say
-    whether a trailing ``_b<N>`` is a batch: ``resnet_b16.json`` is model ``resnet`` at batch
-    16 or model ``resnet_b16`` at batch 1, and names like ``efficientnet_b0`` end in ``_b<digit>``
-    themselves. With the model known there is no ambiguity: the stem must equal the model key
-    (no batch in the name: batch 1 for v1.0, which predates batching) or the model key plus one
-    ``_b<N>``. So ``efficientnet_b0.json`` holding ``efficientnet_b0`` is batch 1,
-    ``efficientnet_b1_b4.json`` holding ``efficientnet_b1`` is batch 4, and a stem that is
-    neither (a renamed or misfiled record) is an error. A v2.0 file's name must agree with its
-    ``batch_size``.
-
-v1.0 files
-    lack ``batch_size``, ``input_shape``, ``model_summary``, ``system_state``, ``run_id``,
-    ``run_index``. :func:`read_measurement` upgrades them on the fly: batch from the name,
-    model summary from the subgraphs (no end-to-end latency), no input shape or system state,
-    ``run_index`` 0 and a ``run_id`` derived from the record's identity (uuid5), so upgrading
-    twice gives the same bytes. They may sit in legacy layouts
-    (``<hw>/<precision>/measurements/<model>.json``, ``<dir>/<hw>/<precision>/<model>_b<N>.json``);
-    :func:`migrate` finds them anywhere under its sources -- hardware and precision come from the
-    content -- and writes v2.0 into the layout above.
-
-Manifest
-    ``manifest.json`` is derived from the measurement files only (:func:`rebuild_manifest`);
-    :meth:`GroundTruthLoader.check_manifest` reports where a manifest disagrees with the files.
+The store is ``<root>/<hardware_id>/measurements/<precision>/<model key>_b<batch>.json`` (schema v2.0)
+beside ``hardware.json``, ``manifest.json`` and derived ``efficiency_curves/<precision>/``; the root
+holds ``hardware_aliases.json``. :class:`GroundTruthLoader` also reads, in place, the two legacy layouts
+(``<hw>/<precision>/measurements/<model>.json``, ``<hw>/<precision>/<model>_b<N>.json``) and v1.0 or
+foreign v2.0 files, normalizing them explicitly (:func:`normalize`). The full rules -- batch sizes in
+file names, normalization, which of several files for one configuration is used, manifests written by
+other tools, aliases, migration -- are in ``docs/ground_truth.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from helpers.ground_truth.hardware import HardwareProfile
 from helpers.ground_truth.records import (
+    PRECISIONS,
     SCHEMA_VERSION,
     MeasurementRecord,
     ModelSummary,
@@ -67,10 +40,18 @@ from helpers.run.project import project_root
 
 MANIFEST = "manifest.json"
 HARDWARE_PROFILE = "hardware.json"
+ALIASES = "hardware_aliases.json"
 MEASUREMENTS = "measurements"
 EFFICIENCY_CURVES = "efficiency_curves"
+CANONICAL = "<hw>/measurements/<precision>/<model>_b<N>.json"
+LEGACY_PER_MODEL = "<hw>/<precision>/measurements/<model>.json"
+LEGACY_BATCH = "<hw>/<precision>/<model>_b<N>.json"
+LAYOUTS = (CANONICAL, LEGACY_PER_MODEL, LEGACY_BATCH)  # also the preference among files of one measurement
 V1_FIELDS = ("schema_version", "measurement_type", "model", "hardware_id", "device", "precision", "thermal_profile",
              "theoretical_peak_flops", "measurement_date", "tool_version", "subgraphs")
+NON_RECORD_NAMES = {MANIFEST: "manifest", HARDWARE_PROFILE: "hardware profile", ALIASES: "hardware alias table",
+                    "efficiency_curves.json": "efficiency curves", "calibration_metadata.json": "calibration metadata"}
+LATENCY_ROUNDING_MS = 5e-5  # other tools' manifests round total_latency_ms to 4 decimals
 _V1_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "calib-lab/ground-truth/v1.0")
 
 
@@ -103,7 +84,7 @@ def efficiency_curves_dir(root: str | Path, hardware_id: str, precision: str) ->
 def split_batch_suffix(stem: str, model_key: str) -> int | None:
     """The batch size a file stem encodes for ``model_key``, or None when the stem is the bare key.
 
-    The single rule for batch sizes in file names (module docstring): raises ValueError when
+    The single rule for batch sizes in file names (docs/ground_truth.md): raises ValueError when
     the stem is neither ``model_key`` nor ``model_key_b<N>``.
     """
     if stem == model_key:
@@ -115,36 +96,151 @@ def split_batch_suffix(stem: str, model_key: str) -> int | None:
     return int(match.group(1))
 
 
-def _require_v1_fields(data: dict) -> None:
+# ---------------------------------------------------------------------------------------------- files and kinds
+
+def _is_precision(name: str) -> bool:
+    return name.lower() in PRECISIONS
+
+
+def record_layout(parts: tuple[str, ...]) -> str | None:
+    """Which layout a JSON file's path relative to its hardware directory is in (None: not a record's place)."""
+    if not parts or not parts[-1].endswith(".json") or parts[-1] in NON_RECORD_NAMES:
+        return None
+    if len(parts) == 3 and parts[0] == MEASUREMENTS and _is_precision(parts[1]):
+        return CANONICAL
+    if len(parts) == 3 and _is_precision(parts[0]) and parts[1] == MEASUREMENTS:
+        return LEGACY_PER_MODEL
+    if len(parts) == 2 and _is_precision(parts[0]):
+        return LEGACY_BATCH
+    return None
+
+
+def _hardware_dir_of(path: Path) -> tuple[Path, str] | None:
+    """(hardware directory, layout) of a file in a record's place of any layout, else None."""
+    for depth in (3, 2):
+        if len(path.parts) > depth:
+            hw_dir = Path(*path.parts[:-depth])
+            layout = record_layout(path.parts[-depth:])
+            if layout is not None:
+                return hw_dir, layout
+    return None
+
+
+def file_kind(path: Path) -> str:
+    """What a file that is not a measurement record is, by name (``record`` for a record candidate)."""
+    if path.name in NON_RECORD_NAMES:
+        return NON_RECORD_NAMES[path.name]
+    if EFFICIENCY_CURVES in path.parts[:-1]:
+        return "efficiency curves"
+    if path.suffix == ".json":
+        return "record"
+    if path.suffix == ".npz":
+        return "raw samples"
+    if path.suffix == ".md":
+        return "markdown report"
+    return f"other file ({path.suffix or 'no suffix'})"
+
+
+def _record_files(hw_dir: Path) -> list[tuple[Path, str]]:
+    """Every record candidate of one hardware directory with its layout, canonical layout first."""
+    found = []
+    for pattern in ("*/*/*.json", "*/*.json"):
+        for path in hw_dir.glob(pattern):
+            layout = record_layout(path.relative_to(hw_dir).parts)
+            if layout is not None and path.is_file():
+                found.append((path, layout))
+    return sorted(found, key=lambda item: (LAYOUTS.index(item[1]), item[0]))
+
+
+def _is_record_document(data: dict) -> bool:
+    return "subgraphs" in data or "measurement_type" in data
+
+
+# ---------------------------------------------------------------------------------------------- normalization
+
+def _note(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
+
+
+def normalize(data: dict, stem: str) -> tuple[dict, str]:
+    """A v1.0 or v2.0 document (any writer) as a v2.0 document, and the schema version as written.
+
+    Every change is appended to the document's ``normalization`` list (docs/ground_truth.md):
+    precision case-folded, integer subgraph ids as strings, a naive date kept with its zone
+    flagged unknown, and the fields older writers lack -- batch size (from the file name),
+    model summary (computed from the subgraphs), input shape and system state (null), run id
+    (derived, so reading twice gives the same record), run index 0, runtime (schema default).
+    Types are not coerced otherwise: a wrong type stays an error naming the field.
+    """
+    version = data.get("schema_version")
+    if version not in ("1.0", SCHEMA_VERSION):
+        raise SchemaError("schema_version", f"is {version!r}; readable versions: '1.0', {SCHEMA_VERSION!r}")
     missing = [name for name in V1_FIELDS if name not in data]
     if missing:
         raise SchemaError(", ".join(missing), "is missing" if len(missing) == 1 else "are missing")
+    doc = dict(data)
+    notes = list(read_value(list[str], doc.get("normalization", []), "normalization"))
+    precision = doc["precision"]
+    if isinstance(precision, str) and precision != precision.lower():
+        doc["precision"] = precision.lower()
+        _note(notes, f"precision: {precision!r} case-folded to {precision.lower()!r}")
+    if isinstance(doc["subgraphs"], list):
+        integer = [i for i, s in enumerate(doc["subgraphs"])
+                   if isinstance(s, dict) and type(s.get("subgraph_id")) is int]
+        if integer:
+            doc["subgraphs"] = [{**s, "subgraph_id": str(s["subgraph_id"])} if i in set(integer) else s
+                                for i, s in enumerate(doc["subgraphs"])]
+            _note(notes, f"subgraph_id: {len(integer)} integer ids read as strings")
+    date = doc["measurement_date"]
+    try:
+        naive = isinstance(date, str) and datetime.fromisoformat(date).tzinfo is None
+    except ValueError:
+        naive = False  # the record's validation names the field
+    if naive:
+        _note(notes, "measurement_date: no time zone in the file (local time of the measuring machine); "
+                     "kept as written, zone unknown")
+    if "runtime" not in doc:
+        doc["runtime"] = "onnxruntime"
+        _note(notes, "runtime: absent, read as the schema default 'onnxruntime'")
+    if version == "1.0":
+        doc["schema_version"] = SCHEMA_VERSION
+        _note(notes, f"schema_version: '1.0' read as {SCHEMA_VERSION!r}")
+    key = read_value(str, doc["model"], "model") + ("" if doc["runtime"] == "onnxruntime" else f"-{doc['runtime']}")
+    if "batch_size" not in doc:
+        named = split_batch_suffix(stem, key)
+        doc["batch_size"] = named or 1
+        _note(notes, f"batch_size: {doc['batch_size']} from the file name" if named else
+                     "batch_size: 1, the file has none and its name no _b<N> (v1.0 predates batching)")
+    if "model_summary" not in doc:
+        subgraphs = read_value(list[SubgraphMeasurement], doc["subgraphs"], "subgraphs")
+        if not subgraphs:
+            raise SchemaError("subgraphs", "is empty; a measurement needs at least one subgraph")
+        batch = read_value(int, doc["batch_size"], "batch_size")
+        doc["model_summary"] = ModelSummary.from_subgraphs(subgraphs, batch).to_dict()
+        _note(notes, "model_summary: computed from the subgraphs (total_latency_ms = sum of subgraph means); "
+                     "no end-to-end latency")
+    for name in ("input_shape", "system_state"):
+        if name not in doc:
+            doc[name] = None
+            _note(notes, f"{name}: absent, null")
+    if "run_id" not in doc:
+        identity = "/".join(str(doc[k]) for k in ("hardware_id", "precision", "model", "measurement_date"))
+        doc["run_id"] = str(uuid.uuid5(_V1_RUN_NAMESPACE, f"{identity}/b{doc['batch_size']}"))
+        _note(notes, "run_id: absent, derived from hardware, precision, model, date and batch (uuid5)")
+    if "run_index" not in doc:
+        doc["run_index"] = 0
+        _note(notes, "run_index: absent, 0")
+    doc["normalization"] = notes
+    return doc, version
 
 
-def upgrade_v1(data: dict, batch_size: int) -> MeasurementRecord:
-    """A v2.0 record from a v1.0 document measured at ``batch_size`` (module docstring)."""
-    _require_v1_fields(data)
-    subgraphs = read_value(list[SubgraphMeasurement], data["subgraphs"], "subgraphs")
-    if not subgraphs:
-        raise SchemaError("subgraphs", "is empty; a measurement needs at least one subgraph")
-    identity = "/".join(str(data[k]) for k in ("hardware_id", "precision", "model", "measurement_date"))
-    upgraded = {**{name: data[name] for name in V1_FIELDS}, "schema_version": SCHEMA_VERSION,
-                "batch_size": batch_size, "input_shape": None,
-                "model_summary": ModelSummary.from_subgraphs(subgraphs, batch_size).to_dict(),
-                "system_state": None, "run_id": str(uuid.uuid5(_V1_RUN_NAMESPACE, f"{identity}/b{batch_size}")),
-                "run_index": 0}
-    return MeasurementRecord.from_dict(upgraded)
-
-
-def read_measurement(path: str | Path) -> MeasurementRecord:
-    """A v1.0 or v2.0 record file as a v2.0 record; the name must agree with the content."""
-    path = Path(path)
+def _read(path: Path) -> tuple[MeasurementRecord, str]:
+    """(record, schema version as written) of a record file; errors name the file and the field."""
     data = read_json_document(path)
     try:
-        if data.get("schema_version") == "1.0":
-            _require_v1_fields(data)
-            return upgrade_v1(data, split_batch_suffix(path.stem, read_value(str, data["model"], "model")) or 1)
-        record = MeasurementRecord.from_dict(data)
+        doc, version = normalize(data, path.stem)
+        record = MeasurementRecord.from_dict(doc)
         named_batch = split_batch_suffix(path.stem, record.key)
     except SchemaError as error:
         raise error.in_file(path) from None
@@ -153,7 +249,12 @@ def read_measurement(path: str | Path) -> MeasurementRecord:
     if named_batch not in (None, record.batch_size):
         raise ValueError(f"{path}: the name says batch {named_batch} but batch_size is {record.batch_size}; "
                          "rename the file or fix its batch_size")
-    return record
+    return record, version
+
+
+def read_measurement(path: str | Path) -> MeasurementRecord:
+    """A v1.0 or v2.0 record file, from any writer, as a normalized v2.0 record (:func:`normalize`)."""
+    return _read(Path(path))[0]
 
 
 def save_measurement(record: MeasurementRecord, root: str | Path | None = None,
@@ -169,33 +270,98 @@ def save_measurement(record: MeasurementRecord, root: str | Path | None = None,
     return path
 
 
-def _measurement_files(root: Path, hardware_id: str) -> list[Path]:
-    return sorted((root / hardware_id / MEASUREMENTS).glob("*/*.json"))
+def _date_key(record: MeasurementRecord) -> datetime:
+    """Dates compare as UTC when tz-aware, as written when naive (their zone is unknown)."""
+    date = datetime.fromisoformat(record.measurement_date)
+    return date.astimezone(timezone.utc).replace(tzinfo=None) if date.tzinfo else date
 
 
-def _manifest_entry(root: Path, hardware_id: str, path: Path) -> dict:
-    record = read_measurement(path)
-    if record.hardware_id != hardware_id or record.precision != path.parent.name:
-        raise ValueError(f"{path} holds hardware {record.hardware_id!r}, precision {record.precision!r}: it is "
-                         f"misfiled under {hardware_id}/{path.parent.name}; move it or run `calib ground-truth migrate`")
+# ---------------------------------------------------------------------------------------------- aliases
+
+@dataclass(frozen=True)
+class HardwareAliases:
+    """``<root>/hardware_aliases.json``: ``{"aliases": {"<alias id>": "<canonical id>", ...}}``.
+
+    Several ids of one physical machine map to one canonical id; the loader and migrate apply it.
+    """
+
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for alias, canonical in self.aliases.items():
+            if alias == canonical or canonical in self.aliases:
+                raise SchemaError(f"aliases.{alias}", f"maps to {canonical!r}, which is itself an alias (or the "
+                                                      "same id); map every alias straight to the canonical id")
+
+    def canonical(self, hardware_id: str) -> str:
+        return self.aliases.get(hardware_id, hardware_id)
+
+    def ids_of(self, canonical: str) -> list[str]:
+        return sorted({canonical} | {a for a, c in self.aliases.items() if c == canonical})
+
+    @classmethod
+    def load(cls, root: str | Path) -> HardwareAliases:
+        path = Path(root) / ALIASES
+        if not path.is_file():
+            return cls()
+        data = read_json_document(path)
+        try:
+            return cls(read_value(dict[str, str], data.get("aliases", {}), "aliases"))
+        except SchemaError as error:
+            raise error.in_file(path) from None
+
+    def with_alias(self, alias: str, canonical: str) -> HardwareAliases:
+        return HardwareAliases({**self.aliases, alias: self.canonical(canonical)})
+
+    def save(self, root: str | Path) -> Path:
+        return atomic.write_json(Path(root) / ALIASES, {"aliases": dict(sorted(self.aliases.items()))})
+
+
+def _apply_alias(record: MeasurementRecord, aliases: HardwareAliases) -> MeasurementRecord:
+    canonical = aliases.canonical(record.hardware_id)
+    if canonical == record.hardware_id:
+        return record
+    note = f"hardware_id: {record.hardware_id!r} mapped to {canonical!r} by {ALIASES}"
+    return dataclasses.replace(record, hardware_id=canonical, normalization=[*record.normalization, note])
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+
+def _manifest_entry(hw_dir: Path, path: Path, record: MeasurementRecord) -> dict:
     return {"model": record.model, "runtime": record.runtime, "precision": record.precision,
-            "batch_size": record.batch_size, "file": path.relative_to(root / hardware_id).as_posix(),
+            "batch_size": record.batch_size, "file": path.relative_to(hw_dir).as_posix(),
             "total_latency_ms": record.model_summary.total_latency_ms,
             "end_to_end_latency_ms": (record.model_summary.end_to_end_latency.mean
                                       if record.model_summary.end_to_end_latency else None),
             "total_flops": record.model_summary.total_flops, "num_subgraphs": record.model_summary.num_subgraphs,
-            "measurement_date": record.measurement_date, "device": record.device}
+            "measurement_date": record.measurement_date}
+
+
+def _checked_record(hw_dir: Path, path: Path, layout: str, aliases: HardwareAliases) -> tuple[MeasurementRecord, str]:
+    record, version = _read(path)
+    precision_dir = path.parent.name if layout == CANONICAL else path.parts[-3 if layout == LEGACY_PER_MODEL else -2]
+    if aliases.canonical(record.hardware_id) != aliases.canonical(hw_dir.name) or \
+            record.precision != precision_dir.lower():
+        raise ValueError(f"{path}: field 'hardware_id' {record.hardware_id!r} / 'precision' {record.precision!r} "
+                         f"do not match the directory {hw_dir.name}/{precision_dir}: the file is misfiled; move it, "
+                         f"add an alias to {ALIASES}, or run `calib ground-truth migrate`")
+    return record, version
 
 
 def build_manifest(root: str | Path, hardware_id: str) -> dict:
-    """The manifest of ``<root>/<hardware_id>`` computed from its measurement files (not written)."""
-    root = Path(root)
-    entries = [_manifest_entry(root, hardware_id, p) for p in _measurement_files(root, hardware_id)]
-    devices = sorted({e.pop("device") for e in entries})
+    """The project's manifest of directory ``<root>/<hardware_id>`` computed from its record files (not written)."""
+    hw_dir = Path(root) / hardware_id
+    aliases = HardwareAliases.load(root)
+    entries, devices = [], set()
+    for path, layout in _record_files(hw_dir):
+        record, _ = _checked_record(hw_dir, path, layout, aliases)
+        entries.append(_manifest_entry(hw_dir, path, record))
+        devices.add(record.device)
+    entries.sort(key=lambda e: e["file"])
     coverage = {"models": sorted({e["model"] for e in entries}),
                 "precisions": sorted({e["precision"] for e in entries}),
                 "batch_sizes": sorted({e["batch_size"] for e in entries})}
-    return {"schema_version": SCHEMA_VERSION, "hardware_id": hardware_id, "device": ", ".join(devices),
+    return {"schema_version": SCHEMA_VERSION, "hardware_id": hardware_id, "device": ", ".join(sorted(devices)),
             "generated_date": utc_now_iso(),
             "summary": {"num_models": len(coverage["models"]), "num_precisions": len(coverage["precisions"]),
                         "num_batch_sizes": len(coverage["batch_sizes"]), "total_measurements": len(entries)},
@@ -203,14 +369,34 @@ def build_manifest(root: str | Path, hardware_id: str) -> dict:
 
 
 def rebuild_manifest(root: str | Path, hardware_id: str) -> dict:
-    """Scan ``<root>/<hardware_id>``'s measurement files and write its manifest.json."""
+    """Scan directory ``<root>/<hardware_id>``'s record files and write its manifest.json (project format)."""
     manifest = build_manifest(root, hardware_id)
     atomic.write_json(Path(root) / hardware_id / MANIFEST, manifest)
     return manifest
 
 
-def manifest_problems(root: str | Path, hardware_id: str) -> list[str]:
-    """How ``manifest.json`` disagrees with the measurement files (empty when it agrees)."""
+def _entry_disagreement(listed: dict, actual: dict) -> str | None:
+    """How a manifest entry (any writer: no runtime, rounded latency) disagrees with its file, else None."""
+    for name, value in actual.items():
+        if name not in listed or (name == "runtime" and listed[name] is None):
+            continue
+        stored = listed[name]
+        if name == "precision" and isinstance(stored, str):
+            stored = stored.lower()
+        if isinstance(value, float) and isinstance(stored, (int, float)) and not isinstance(stored, bool):
+            if abs(stored - value) > LATENCY_ROUNDING_MS + 1e-9 * abs(value):
+                return f"{name} {stored!r} vs {value!r}"
+        elif stored != value:
+            return f"{name} {stored!r} vs {value!r}"
+    return None
+
+
+def manifest_problems(root: str | Path, hardware_id: str, actual: dict | None = None) -> list[str]:
+    """How directory ``<root>/<hardware_id>``'s manifest.json disagrees with its record files (empty: agrees).
+
+    Manifests of other writers count as agreeing when they list exactly the record files and every
+    field they hold matches the file (precision case-folded, ``total_latency_ms`` to 4 decimals).
+    """
     path = Path(root) / hardware_id / MANIFEST
     if not path.is_file():
         return [f"{path} is missing"]
@@ -218,18 +404,23 @@ def manifest_problems(root: str | Path, hardware_id: str) -> list[str]:
         stored = read_json_document(path)
     except ValueError as error:
         return [str(error)]
-    actual = build_manifest(root, hardware_id)
-    problems = [f"{key}: manifest says {stored.get(key)!r}, files say {actual[key]!r}"
-                for key in ("schema_version", "hardware_id", "device", "summary", "coverage")
-                if stored.get(key) != actual[key]]
-    listed = {e.get("file"): e for e in stored.get("measurements", []) if isinstance(e, dict)}
+    actual = build_manifest(root, hardware_id) if actual is None else actual
+    entries = stored.get("measurements")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "file" in e for e in entries):
+        return [f"{path}: 'measurements' is not a list of entries with a 'file'"]
+    listed = {e["file"]: e for e in entries}
     present = {e["file"]: e for e in actual["measurements"]}
-    problems += [f"{f}: listed but no such file" for f in sorted(set(listed) - set(present))]
-    problems += [f"{f}: file not listed" for f in sorted(set(present) - set(listed))]
-    problems += [f"{f}: entry differs from the file" for f in sorted(set(listed) & set(present))
-                 if listed[f] != present[f]]
+    problems = [f"{f}: listed but no such record file" for f in sorted(set(listed) - set(present))]
+    problems += [f"{f}: record file not listed" for f in sorted(set(present) - set(listed))]
+    problems += [f"{f}: {why}" for f in sorted(set(listed) & set(present))
+                 if (why := _entry_disagreement(listed[f], present[f]))]
+    stored_total = (stored.get("summary") or {}).get("total_measurements")
+    if stored_total not in (None, len(present)):
+        problems.append(f"summary.total_measurements is {stored_total}, the files are {len(present)}")
     return problems
 
+
+# ---------------------------------------------------------------------------------------------- loader
 
 class Configuration(NamedTuple):
     model: str
@@ -238,67 +429,156 @@ class Configuration(NamedTuple):
     batch_size: int
 
 
+@dataclass(frozen=True)
+class StoredRecord:
+    """One record file as the loader found it, and whether it is the one used for its configuration."""
+
+    path: Path
+    directory: str
+    layout: str
+    written_version: str
+    record: MeasurementRecord
+    status: str = "used"  # or DUPLICATE (same measurement as ``winner``) or OLDER (than ``winner``)
+    winner: Path | None = None
+
+    @property
+    def used(self) -> bool:
+        return self.status == "used"
+
+    @property
+    def note(self) -> str:
+        if self.used:
+            return ""
+        return f"{'same measurement as' if self.status == DUPLICATE else 'older than'} {self.winner}"
+
+    @property
+    def configuration(self) -> Configuration:
+        r = self.record
+        return Configuration(r.model, r.runtime, r.precision, r.batch_size)
+
+
+def _preference(item: StoredRecord) -> tuple:
+    """Newest date first; for one date the canonical layout, then v2.0 as written, then the path."""
+    return (-_date_key(item.record).timestamp(), LAYOUTS.index(item.layout), item.written_version != SCHEMA_VERSION,
+            str(item.path))
+
+
+def _choose(items: list[StoredRecord]) -> list[StoredRecord]:
+    """Mark one file per configuration as used; the rest say whose duplicate (same date) or elder they are."""
+    by_config: dict[Configuration, list[StoredRecord]] = {}
+    for item in items:
+        by_config.setdefault(item.configuration, []).append(item)
+    chosen = []
+    for config in sorted(by_config):
+        first, *rest = sorted(by_config[config], key=_preference)
+        chosen.append(first)
+        for other in rest:
+            same = other.record.measurement_date == first.record.measurement_date
+            chosen.append(dataclasses.replace(other, status=DUPLICATE if same else OLDER, winner=first.path))
+    return chosen
+
+
 class GroundTruthLoader:
-    """Read access to a ground-truth store (default: ``calibration_data/`` at the project root)."""
+    """Read access to a ground-truth store (default: ``calibration_data/`` at the project root), in place.
+
+    Reads every layout and writer (:func:`normalize`); never writes unless asked (:meth:`rebuild_manifest`).
+    Hardware ids are canonical (``hardware_aliases.json``); one id may gather several directories.
+    """
 
     def __init__(self, data_dir: str | Path | None = None):
         self.root = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.aliases = HardwareAliases.load(self.root) if self.root.is_dir() else HardwareAliases()
+        self._cache: dict[Path, tuple[tuple[int, int], tuple[MeasurementRecord, str]]] = {}
+        self.manifest_status: dict[str, list[str]] = {}
+
+    def _directories(self) -> dict[str, list[Path]]:
+        if not self.root.is_dir():
+            return {}
+        found: dict[str, list[Path]] = {}
+        for child in sorted(self.root.iterdir()):
+            if child.is_dir() and _record_files(child):
+                found.setdefault(self.aliases.canonical(child.name), []).append(child)
+        return found
 
     def list_hardware(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(d.name for d in self.root.iterdir() if (d / MEASUREMENTS).is_dir())
+        return sorted(self._directories())
 
-    def _hardware_dir(self, hardware_id: str) -> Path:
-        if hardware_id not in self.list_hardware():
-            known = ", ".join(self.list_hardware()) or "none"
-            raise FileNotFoundError(f"no ground truth for hardware {hardware_id!r} under {self.root} "
+    def directories(self, hardware_id: str) -> list[Path]:
+        found = self._directories()
+        if hardware_id not in found:
+            known = ", ".join(found) or "none"
+            alias = self.aliases.canonical(hardware_id)
+            hint = f" ({hardware_id!r} is an alias of {alias!r})" if alias != hardware_id else ""
+            raise FileNotFoundError(f"no ground truth for hardware {hardware_id!r} under {self.root}{hint} "
                                     f"(hardware measured: {known}); measure with `calib ground-truth measure`")
-        return self.root / hardware_id
+        return found[hardware_id]
 
-    def _entries(self, hardware_id: str) -> list[dict]:
-        """Manifest entries; a scan (with a warning) when the manifest does not list exactly the files."""
-        hw_dir = self._hardware_dir(hardware_id)
-        files = {p.relative_to(hw_dir).as_posix() for p in _measurement_files(self.root, hardware_id)}
-        try:
-            entries = read_json_document(hw_dir / MANIFEST)["measurements"]
-            if {e["file"] for e in entries} == files:
-                return entries
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        warnings.warn(f"{hw_dir / MANIFEST} is missing or does not list the measurement files; scanning them "
-                      f"instead. Fix with GroundTruthLoader({str(self.root)!r}).rebuild_manifest({hardware_id!r})",
-                      stacklevel=3)
-        return build_manifest(self.root, hardware_id)["measurements"]
+    def _read_cached(self, hw_dir: Path, path: Path, layout: str) -> tuple[MeasurementRecord, str]:
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, _checked_record(hw_dir, path, layout, self.aliases))
+            self._cache[path] = cached
+        return cached[1]
+
+    def records(self, hardware_id: str) -> list[StoredRecord]:
+        """Every record file of a hardware id (all its directories and layouts), used or not.
+
+        Each directory's manifest.json is checked against the files; one that disagrees (or is
+        missing) is not used: the listing is rebuilt in memory, with a warning, and
+        :attr:`manifest_status` holds the problems.
+        """
+        items = []
+        for hw_dir in self.directories(hardware_id):
+            found = []
+            for path, layout in _record_files(hw_dir):
+                record, version = self._read_cached(hw_dir, path, layout)
+                found.append(StoredRecord(path, hw_dir.name, layout, version, _apply_alias(record, self.aliases)))
+            actual = {"measurements": [_manifest_entry(hw_dir, i.path, i.record) for i in found]}
+            problems = manifest_problems(self.root, hw_dir.name, actual)
+            if problems and self.manifest_status.get(hw_dir.name) != problems:
+                warnings.warn(f"{hw_dir / MANIFEST} does not agree with the record files ({len(problems)} "
+                              f"problem(s), first: {problems[0]}); listing rebuilt in memory. Write the project's "
+                              f"manifest with GroundTruthLoader({str(self.root)!r}).rebuild_manifest("
+                              f"{hardware_id!r})", stacklevel=2)
+            self.manifest_status[hw_dir.name] = problems
+            items += found
+        return _choose(items)
+
+    def _used(self, hardware_id: str) -> dict[Configuration, StoredRecord]:
+        return {i.configuration: i for i in self.records(hardware_id) if i.used}
 
     def list_configurations(self, hardware_id: str) -> list[Configuration]:
-        return sorted(Configuration(e["model"], e["runtime"], e["precision"], e["batch_size"])
-                      for e in self._entries(hardware_id))
+        return sorted(self._used(hardware_id))
 
     def list_models(self, hardware_id: str, precision: str | None = None) -> list[str]:
         if precision is not None:
-            validate_precision(precision)
+            precision = validate_precision(precision.lower())
         return sorted({c.model for c in self.list_configurations(hardware_id)
                        if precision is None or c.precision == precision})
 
+    def _find(self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str) -> StoredRecord:
+        used = self._used(hardware_id)
+        config = Configuration(model, runtime, validate_precision(precision.lower()), batch_size)
+        if config not in used:
+            measured = [c for c in used if c.model == model]
+            have = ", ".join(f"{c.runtime} {c.precision} b{c.batch_size}" for c in sorted(measured))
+            raise FileNotFoundError(
+                f"no measurement of {model!r} ({runtime}, {config.precision}, batch {batch_size}) on {hardware_id} "
+                f"under {self.root}. " + (f"Measured for {model!r}: {have}." if have else
+                                          f"Models measured: {', '.join(self.list_models(hardware_id)) or 'none'}."))
+        return used[config]
+
     def path(self, hardware_id: str, model: str, precision: str, batch_size: int,
              runtime: str = "onnxruntime") -> Path:
-        key = model if runtime == "onnxruntime" else f"{model}-{runtime}"
-        return measurement_path(self.root, hardware_id, precision, key, batch_size)
+        """The file used for one configuration."""
+        return self._find(hardware_id, model, precision, batch_size, runtime).path
 
     def load(self, hardware_id: str, model: str, precision: str, batch_size: int,
              runtime: str = "onnxruntime") -> MeasurementRecord:
         """One record; FileNotFoundError says what was looked for and what exists."""
-        self._hardware_dir(hardware_id)
-        path = self.path(hardware_id, model, precision, batch_size, runtime)
-        if not path.is_file():
-            measured = [c for c in self.list_configurations(hardware_id) if c.model == model]
-            have = ", ".join(f"{c.runtime} {c.precision} b{c.batch_size}" for c in measured)
-            raise FileNotFoundError(
-                f"no measurement of {model!r} ({runtime}, {precision}, batch {batch_size}) on {hardware_id}: "
-                f"looked for {path}. " + (f"Measured for {model!r}: {have}." if have else
-                                         f"Models measured: {', '.join(self.list_models(hardware_id)) or 'none'}."))
-        return read_measurement(path)
+        return self._find(hardware_id, model, precision, batch_size, runtime).record
 
     def load_model_summary(self, hardware_id: str, model: str, precision: str, batch_size: int,
                            runtime: str = "onnxruntime") -> ModelSummary:
@@ -310,15 +590,31 @@ class GroundTruthLoader:
         (on-CPU time, single-threaded runs), ``subgraph_ms`` (subgraphs x calls), ``subgraph_ids``."""
         path = samples_path(self.path(hardware_id, model, precision, batch_size, runtime))
         if not path.is_file():
-            raise FileNotFoundError(f"no raw samples at {path} (v1.0 and migrated records have none)")
+            raise FileNotFoundError(f"no raw samples at {path} (v1.0, foreign and migrated records have none)")
         with np.load(path) as archive:
             return {name: archive[name] for name in archive.files}
 
     def load_all(self, hardware_id: str, precision: str | None = None) -> list[MeasurementRecord]:
-        hw_dir = self._hardware_dir(hardware_id)
-        return [read_measurement(hw_dir / e["file"]) for e in sorted(self._entries(hardware_id),
-                                                                      key=lambda e: e["file"])
-                if precision is None or e["precision"] == validate_precision(precision)]
+        """One record per configuration (the used file), sorted by configuration."""
+        if precision is not None:
+            precision = validate_precision(precision.lower())
+        return [item.record for config, item in sorted(self._used(hardware_id).items())
+                if precision is None or config.precision == precision]
+
+    def summary(self, hardware_id: str) -> pd.DataFrame:
+        """One row per record file: where and how it was written, what it holds, whether it is used."""
+        rows = [{"hardware_id": hardware_id, "directory": i.directory,
+                 "file": i.path.relative_to(self.root).as_posix(), "layout": i.layout,
+                 "schema_as_written": i.written_version, "model": i.record.model, "runtime": i.record.runtime,
+                 "precision": i.record.precision, "batch_size": i.record.batch_size,
+                 "num_subgraphs": i.record.model_summary.num_subgraphs,
+                 "total_latency_ms": i.record.model_summary.total_latency_ms,
+                 "total_flops": i.record.model_summary.total_flops,
+                 "measurement_date": i.record.measurement_date, "date_zone_known": i.record.date_zone_known,
+                 "normalized": len(i.record.normalization), "used": i.used, "note": i.note}
+                for i in self.records(hardware_id)]
+        return pd.DataFrame(rows).sort_values(["model", "runtime", "precision", "batch_size", "used", "file"],
+                                              ascending=[True, True, True, True, False, True], ignore_index=True)
 
     def load_hardware_profile(self, hardware_id: str) -> HardwareProfile:
         path = hardware_profile_path(self.root, hardware_id)
@@ -326,104 +622,207 @@ class GroundTruthLoader:
             raise FileNotFoundError(f"no hardware profile at {path}; `calib ground-truth measure` writes it")
         return HardwareProfile.load(path)
 
-    def rebuild_manifest(self, hardware_id: str) -> dict:
-        return rebuild_manifest(self.root, self._hardware_dir(hardware_id).name)
+    def rebuild_manifest(self, hardware_id: str) -> list[dict]:
+        """Write the project's manifest.json in every directory of ``hardware_id`` (the only write)."""
+        manifests = [rebuild_manifest(self.root, d.name) for d in self.directories(hardware_id)]
+        self.manifest_status.clear()
+        return manifests
 
     def check_manifest(self, hardware_id: str) -> list[str]:
-        return manifest_problems(self.root, self._hardware_dir(hardware_id).name)
+        return [f"{d.name}: {p}" for d in self.directories(hardware_id) for p in manifest_problems(self.root, d.name)]
+
+
+# ---------------------------------------------------------------------------------------------- hardware listing
+
+def hardware_table(loader: GroundTruthLoader) -> pd.DataFrame:
+    """One row per canonical hardware id: its directories, device, peak per precision, what it holds."""
+    rows = []
+    for hardware_id in loader.list_hardware():
+        records = loader.load_all(hardware_id)
+        peaks = {r.precision: r.theoretical_peak_flops for r in records}
+        rows.append({"hardware_id": hardware_id,
+                     "directories": ", ".join(d.name for d in loader.directories(hardware_id)),
+                     "device": ", ".join(sorted({r.device for r in records})),
+                     "peak_tflops": ", ".join(f"{p} {v / 1e12:.3g}" for p, v in sorted(peaks.items())),
+                     "records": len(records), "models": len({r.model for r in records}),
+                     "precisions": ", ".join(sorted(peaks)),
+                     "batch_sizes": ", ".join(str(b) for b in sorted({r.batch_size for r in records}))})
+    return pd.DataFrame(rows)
+
+
+def likely_duplicates(loader: GroundTruthLoader, tolerance: float = 0.01) -> pd.DataFrame:
+    """Pairs of hardware ids that look like one machine: same device, same peak per shared precision,
+    and median relative difference of ``total_latency_ms`` over their shared configurations <= ``tolerance``."""
+    data = {h: {Configuration(r.model, r.runtime, r.precision, r.batch_size): r for r in loader.load_all(h)}
+            for h in loader.list_hardware()}
+    rows = []
+    ids = sorted(data)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            shared = sorted(set(data[a]) & set(data[b]))
+            if not shared:
+                continue
+            ra, rb = [data[a][c] for c in shared], [data[b][c] for c in shared]
+            if any(x.device != y.device or not np.isclose(x.theoretical_peak_flops, y.theoretical_peak_flops,
+                                                          rtol=1e-6) for x, y in zip(ra, rb)):
+                continue
+            diff = np.array([abs(x.model_summary.total_latency_ms - y.model_summary.total_latency_ms)
+                             / y.model_summary.total_latency_ms for x, y in zip(ra, rb)])
+            if np.median(diff) <= tolerance:
+                rows.append({"hardware_id": a, "same_as": b, "device": ra[0].device, "shared": len(shared),
+                             "median_latency_diff_pct": float(np.median(diff) * 100),
+                             "max_latency_diff_pct": float(diff.max() * 100)})
+    return pd.DataFrame(rows, columns=["hardware_id", "same_as", "device", "shared", "median_latency_diff_pct",
+                                       "max_latency_diff_pct"])
+
+
+# ---------------------------------------------------------------------------------------------- migration
+
+MIGRATED, DUPLICATE, OLDER, IN_STORE, STORE_NEWER, FAILED, HELD_BACK = (
+    "migrated", "duplicate", "older measurement", "already in store", "store holds newer", "failed", "held back")
+OUTCOMES = (MIGRATED, DUPLICATE, OLDER, IN_STORE, STORE_NEWER, FAILED, HELD_BACK)
+
+
+@dataclass(frozen=True)
+class MigrationEntry:
+    source: str
+    hardware_id: str
+    outcome: str
+    detail: str
 
 
 @dataclass
 class MigrationReport:
-    """What :func:`migrate` did (or would do, on a dry run): (source, destination or reason) pairs."""
+    """What :func:`migrate` did (or would do, on a dry run), file by file, and the files that are not records."""
 
     dry_run: bool
-    migrated: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    dest: str
+    entries: list[MigrationEntry] = field(default_factory=list)
+    non_records: list[tuple[str, str]] = field(default_factory=list)
+
+    def of(self, outcome: str) -> list[MigrationEntry]:
+        return [e for e in self.entries if e.outcome == outcome]
+
+    @property
+    def failed(self) -> list[MigrationEntry]:
+        return self.of(FAILED)
+
+    def counts(self) -> pd.DataFrame:
+        """Files per hardware id (rows) and outcome (columns), with totals."""
+        table = pd.DataFrame([(e.hardware_id, e.outcome) for e in self.entries], columns=["hardware_id", "outcome"])
+        counts = pd.crosstab(table["hardware_id"], table["outcome"], margins=True, margins_name="total")
+        return counts.reindex(columns=[o for o in (*OUTCOMES, "total") if o in counts.columns])
 
     def summary(self) -> str:
-        verb = "would migrate" if self.dry_run else "migrated"
-        lines = [f"{verb} {len(self.migrated)}, skipped {len(self.skipped)}, failed {len(self.failed)}"]
-        lines += [f"  {verb}: {src} -> {dest}" for src, dest in self.migrated]
-        lines += [f"  skipped: {src}: {why}" for src, why in self.skipped]
-        lines += [f"  FAILED: {src}: {why}" for src, why in self.failed]
+        verb = "would write" if self.dry_run else "wrote"
+        written = sorted({e.hardware_id for e in self.of(MIGRATED)})
+        lines = [f"{verb} {len(self.of(MIGRATED))} records into {self.dest} "
+                 f"(hardware: {', '.join(written) or 'none'}); {len(self.failed)} failed; "
+                 f"{len(self.non_records)} files are not records"]
+        if self.entries:
+            lines += ["", self.counts().to_string()]
+        kinds: dict[str, list[str]] = {}
+        for source, kind in self.non_records:
+            kinds.setdefault(kind, []).append(source)
+        if kinds:
+            lines += ["", "not records (skipped):"]
+            lines += [f"  {kind} ({len(files)}): {', '.join(files)}" for kind, files in sorted(kinds.items())]
+        problems = [e for e in self.entries if e.outcome in (FAILED, HELD_BACK)]
+        if problems:
+            lines += [""] + [f"{e.outcome.upper()}: {e.source}: {e.detail}" for e in problems]
         return "\n".join(lines)
 
 
-def _candidate_files(sources: Iterable[Path]) -> list[Path]:
+def _source_files(sources: list[Path]) -> list[Path]:
     found = set()
     for source in sources:
-        files = [source] if source.is_file() else source.rglob("*.json")
-        found |= {f for f in files
-                  if f.name not in (MANIFEST, HARDWARE_PROFILE) and EFFICIENCY_CURVES not in f.parts}
+        found |= {source} if source.is_file() else {p for p in source.rglob("*") if p.is_file()}
     return sorted(found)
 
 
-def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = False) -> MigrationReport:
-    """Copy v1.0/v2.0 records found under ``sources`` into ``dest``'s layout as v2.0, then rebuild manifests.
+def _hardware_of_unreadable(path: Path) -> str:
+    located = _hardware_dir_of(path)
+    return located[0].name if located else "(unknown)"
 
-    Several records for one (hardware, precision, model key, batch) keep the newest
-    ``measurement_date``; the rest are reported as skipped duplicates, as is a record the
-    destination already holds, identical or newer. Raw-sample ``.npz`` files beside a record
-    travel with it. ``dry_run`` reads everything and writes nothing.
+
+def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = False) -> MigrationReport:
+    """Copy the records found under ``sources`` into ``dest``'s canonical layout as v2.0, then rebuild manifests.
+
+    Records are normalized (:func:`normalize`) and their hardware id mapped through ``dest``'s
+    alias table. One record per (hardware, precision, model key, batch) is written: among files of
+    the same measurement (same date) the rest are ``duplicate``s, an earlier date is an ``older
+    measurement``; a destination file already equal is ``already in store``, a newer one stays.
+    A file that cannot be read ``failed``; every record of its hardware id is then ``held back``
+    (all or nothing per hardware id) while other hardware ids are written. Files that are not
+    records are listed by kind. Raw-sample ``.npz`` files travel with their record. ``dry_run``
+    reads everything and writes nothing.
     """
     sources = [Path(s) for s in sources]
     absent = [str(s) for s in sources if not s.exists()]
     if absent or not sources:
-        raise FileNotFoundError(f"migration sources do not exist: {', '.join(absent) or '(none given)'}")
+        raise FileNotFoundError(f"migration source does not exist: {', '.join(absent) or '(none given)'}")
     dest = Path(dest)
-    report = MigrationReport(dry_run=dry_run)
-    winners: dict[Path, tuple[Path, MeasurementRecord]] = {}
-    for path in _candidate_files(sources):
-        try:
-            record = read_measurement(path)
-        except (OSError, ValueError) as error:
-            report.failed.append((str(path), str(error)))
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"migration destination {dest} is a file; give a store directory")
+    aliases = HardwareAliases.load(dest) if dest.is_dir() else HardwareAliases()
+    report = MigrationReport(dry_run=dry_run, dest=str(dest))
+    found: list[StoredRecord] = []
+    for path in _source_files(sources):
+        kind = file_kind(path)
+        if kind == "raw samples" and path.with_suffix(".json").is_file():
+            continue  # travels with its record
+        if kind != "record":
+            report.non_records.append((str(path), kind))
             continue
-        target = measurement_path(dest, record.hardware_id, record.precision, record.key, record.batch_size)
-        if target in winners:
-            kept, loser = winners[target], (path, record)
-            if _date(record) > _date(kept[1]):
-                kept, loser = loser, kept
-            winners[target] = kept
-            report.skipped.append((str(loser[0]), f"duplicate of {kept[0]} for {target.relative_to(dest)}; "
-                                                  "kept the newer measurement"))
-        else:
-            winners[target] = (path, record)
-    touched = set()
-    for target, (path, record) in sorted(winners.items()):
-        if target.is_file():
-            reason = _destination_reason(target, path, record)
-            if reason:
-                report.skipped.append((str(path), reason))
+        try:
+            data = read_json_document(path)
+            if not _is_record_document(data):
+                report.non_records.append((str(path), "JSON without measurements"))
                 continue
-        report.migrated.append((str(path), str(target)))
-        touched.add(record.hardware_id)
-        if not dry_run:
-            if samples_path(path).is_file():
-                atomic.write_bytes(samples_path(target), samples_path(path).read_bytes())
-            record.save(target)
+            record, version = _read(path)
+        except (OSError, ValueError) as error:
+            hardware_id = aliases.canonical(_hardware_of_unreadable(path))
+            report.entries.append(MigrationEntry(str(path), hardware_id, FAILED, str(error)))
+            continue
+        located = _hardware_dir_of(path)
+        found.append(StoredRecord(path, located[0].name if located else "", located[1] if located else CANONICAL,
+                                  version, _apply_alias(record, aliases)))
+    blocked = {e.hardware_id for e in report.failed}
+    writes = []
+    for hardware_id in sorted({item.record.hardware_id for item in found}):
+        for item in _choose([i for i in found if i.record.hardware_id == hardware_id]):
+            record = item.record
+            target = measurement_path(dest, hardware_id, record.precision, record.key, record.batch_size)
+            outcome, detail = (item.status, item.note) if not item.used else _destination_outcome(target, record)
+            if outcome is None and hardware_id in blocked:
+                outcome, detail = HELD_BACK, (f"not written: a file of hardware {hardware_id} failed (all or "
+                                              "nothing per hardware id); fix it and migrate again")
+            if outcome is None:
+                outcome, detail = MIGRATED, str(target)
+                writes.append((item.path, target, record))
+            report.entries.append(MigrationEntry(str(item.path), hardware_id, outcome, detail))
     if not dry_run:
-        for hardware_id in sorted(touched):
+        for source, target, record in writes:
+            if samples_path(source).is_file():
+                atomic.write_bytes(samples_path(target), samples_path(source).read_bytes())
+            record.save(target)
+        for hardware_id in sorted({r.hardware_id for _, _, r in writes}):
             rebuild_manifest(dest, hardware_id)
+    report.entries.sort(key=lambda e: (e.hardware_id, e.source))
     return report
 
 
-def _date(record: MeasurementRecord) -> datetime:
-    return datetime.fromisoformat(record.measurement_date)
-
-
-def _destination_reason(target: Path, source: Path, record: MeasurementRecord) -> str | None:
-    """Why an existing destination file should stay (None: replace it with ``record``)."""
-    if target.resolve() == source.resolve():
-        return "already in place"
+def _destination_outcome(target: Path, record: MeasurementRecord) -> tuple[str | None, str]:
+    """Why an existing destination file stays (None: write ``record``)."""
+    if not target.is_file():
+        return None, ""
     try:
         existing = read_measurement(target)
     except (OSError, ValueError):
-        return None  # an unreadable destination file is replaced
+        return None, ""  # an unreadable destination file is replaced
     if existing == record:
-        return f"already migrated to {target}"
-    if _date(existing) >= _date(record):
-        return f"{target} holds a measurement as new or newer ({existing.measurement_date})"
-    return None
+        return IN_STORE, str(target)
+    if _date_key(existing) >= _date_key(record):
+        return STORE_NEWER, f"{target} holds a measurement as new or newer ({existing.measurement_date})"
+    return None, ""
+

@@ -156,7 +156,7 @@ def test_unknown_precision_lists_the_valid_ones():
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"measurement_date": "2024-05-01T12:00:00"}, "measurement_date"),  # naive: no time zone
+    ({"measurement_date": "2024-05-01 noon"}, "measurement_date"),
     ({"run_id": "run-1"}, "run_id"),
     ({"batch_size": 0}, "batch_size"),
     ({"input_shape": [2, 8, 8, 1]}, "input_shape"),  # disagrees with batch_size 4
@@ -167,6 +167,20 @@ def test_unknown_precision_lists_the_valid_ones():
 def test_invalid_values_name_their_field(change, field):
     with pytest.raises(SchemaError, match=f"'{field}'"):
         MeasurementRecord.from_dict(make_record().to_dict() | change)
+
+
+def test_a_naive_date_is_kept_as_written_and_flagged_zone_unknown():
+    record = MeasurementRecord.from_dict(make_record().to_dict() | {"measurement_date": "2026-02-07T14:16:29.841719"})
+    assert record.measurement_date == "2026-02-07T14:16:29.841719" and not record.date_zone_known
+    assert make_record().date_zone_known
+
+
+def test_zero_flop_subgraphs_may_have_no_efficiency_samples_but_latency_needs_samples():
+    sub = make_record().subgraphs[0].to_dict()
+    empty = {"mean": 0, "std": 0, "min": 0, "max": 0, "ci_lower": 0, "ci_upper": 0, "samples": 0}
+    assert SubgraphMeasurement.from_dict(sub | {"flops": 0, "efficiency": empty}).efficiency.samples == 0
+    with pytest.raises(SchemaError, match="'measured_latency.samples' must be >= 1"):
+        SubgraphMeasurement.from_dict(sub | {"measured_latency": empty})
 
 
 def test_null_only_where_optional():

@@ -125,8 +125,8 @@ def test_manifest_disagreement_is_detected_and_rebuild_fixes_it(tmp_path):
     (tmp_path / HW / "measurements/fp32/other_b4.json").unlink()
     make_record(model="new", batch_size=2, input_shape=None).save(tmp_path / HW / "measurements/fp32/new_b2.json")
     problems = loader.check_manifest(HW)
-    assert any("other_b4.json: listed but no such file" in p for p in problems)
-    assert any("new_b2.json: file not listed" in p for p in problems)
+    assert any("other_b4.json: listed but no such record file" in p for p in problems)
+    assert any("new_b2.json: record file not listed" in p for p in problems)
     with pytest.warns(UserWarning, match="rebuild_manifest"):
         assert "new" in loader.list_models(HW)  # a stale manifest is not trusted
     loader.rebuild_manifest(HW)
@@ -157,14 +157,15 @@ def test_loader_lists_and_loads(tmp_path):
 def test_loader_errors_say_what_was_looked_for_and_what_exists(tmp_path):
     populated_store(tmp_path)
     loader = GroundTruthLoader(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"tiny_b32\.json.*Measured for 'tiny':.*fp32 b1"):
+    with pytest.raises(FileNotFoundError, match=r"'tiny' \(onnxruntime, fp32, batch 32\).*Measured for 'tiny':.*b1"):
         loader.load(HW, "tiny", "fp32", 32)
     with pytest.raises(FileNotFoundError, match="Models measured: other, tiny"):
         loader.load(HW, "absent", "fp32", 1)
     with pytest.raises(FileNotFoundError, match=f"hardware 'nope'.*hardware measured: {HW}"):
         loader.load("nope", "tiny", "fp32", 1)
     with pytest.raises(SchemaError, match="valid precisions"):
-        loader.list_models(HW, precision="FP32")
+        loader.list_models(HW, precision="fp8")
+    assert loader.list_models(HW, precision="INT8") == ["tiny"]  # precision names are case-folded
 
 
 def test_default_data_dir_is_under_the_checkout(tmp_path, monkeypatch):
@@ -174,7 +175,7 @@ def test_default_data_dir_is_under_the_checkout(tmp_path, monkeypatch):
 
 
 def legacy_sources(base: Path) -> list[Path]:
-    """Two legacy trees holding v1.0 and v2.0 files, a duplicate pair and one broken file."""
+    """Two legacy trees holding v1.0 and v2.0 files, an older measurement and a broken file of another machine."""
     a, b = base / "a", base / "b"
     write_json(a / HW / "fp32/measurements/efficientnet_b0.json", v1_document("efficientnet_b0"))
     write_json(a / HW / "int8/measurements/resnet_b16.json", v1_document("resnet_b16", precision="int8"))
@@ -183,17 +184,20 @@ def legacy_sources(base: Path) -> list[Path]:
     write_json(a / HW / "fp32/measurements/mobilenet_b2_b32.json", v1_document("mobilenet_b2"))  # newer duplicate
     make_record(model="tiny").save(b / HW / "fp32/tiny_b4.json")
     (b / HW / "fp32/tiny_b4.npz").write_bytes(b"samples")
-    (b / HW / "fp32/broken_b1.json").write_text("{not json")
+    (b / "other-hw" / "fp32").mkdir(parents=True)
+    (b / "other-hw" / "fp32/broken_b1.json").write_text("{not json")
     return [a, b]
 
 
 def test_migration_writes_the_canonical_layout(tmp_path):
     sources, dest = legacy_sources(tmp_path), tmp_path / "dest"
     report = migrate(sources, dest)
-    assert len(report.migrated) == 5
-    assert [Path(s).name for s, _ in report.failed] == ["broken_b1.json"] and "not valid JSON" in report.failed[0][1]
-    (skipped, reason), = report.skipped
-    assert skipped.endswith("b/test-cpu-2c/fp32/mobilenet_b2_b32.json") and "kept the newer" in reason
+    assert len(report.of(store.MIGRATED)) == 5
+    (failed,) = report.failed
+    assert (Path(failed.source).name, failed.hardware_id) == ("broken_b1.json", "other-hw")
+    assert "not valid JSON" in failed.detail  # fails alone: another hardware id
+    (older,) = report.of(store.OLDER)
+    assert older.source.endswith("b/test-cpu-2c/fp32/mobilenet_b2_b32.json") and "older than" in older.detail
     loader = GroundTruthLoader(dest)
     assert loader.list_configurations(HW) == [
         ("efficientnet_b0", "onnxruntime", "fp32", 1), ("efficientnet_b1", "onnxruntime", "fp32", 4),
@@ -210,7 +214,7 @@ def test_migrating_twice_changes_nothing(tmp_path):
     migrate(sources, dest)
     before = tree_bytes(dest / HW / "measurements")
     again = migrate(sources, dest)
-    assert again.migrated == [] and sum("already migrated" in why for _, why in again.skipped) == 5
+    assert again.of(store.MIGRATED) == [] and len(again.of(store.IN_STORE)) == 5
     assert tree_bytes(dest / HW / "measurements") == before
 
 
@@ -219,8 +223,8 @@ def test_dry_run_leaves_the_destination_untouched(tmp_path):
     populated_store(dest)
     before = tree_bytes(dest)
     report = migrate(sources, dest, dry_run=True)
-    assert report.dry_run and len(report.migrated) == 4  # the destination already holds tiny fp32 b4
-    assert any("already migrated" in why for _, why in report.skipped)
+    assert report.dry_run and len(report.of(store.MIGRATED)) == 4  # the destination already holds tiny fp32 b4
+    assert len(report.of(store.IN_STORE)) == 1
     assert tree_bytes(dest) == before
     migrate(sources, tmp_path / "fresh", dry_run=True)
     assert not (tmp_path / "fresh").exists()
@@ -236,5 +240,5 @@ def test_cli_migrate_dry_run_prints_the_report(tmp_path, capsys):
     code = cli_main(["migrate", *map(str, sources), "--dest", str(dest), "--dry-run"])
     out = capsys.readouterr().out
     assert code == 1  # one file failed
-    assert "would migrate 5, skipped 1, failed 1" in out and "broken_b1.json" in out
+    assert "would write 5 records" in out and "1 failed" in out and "FAILED" in out and "broken_b1.json" in out
     assert not dest.exists()

@@ -101,13 +101,16 @@ def test_figure_plots_every_validated_record(stored):
     assert ax.get_xscale() == "log" and sum(len(c.get_offsets()) for c in ax.collections) == len(validation)
 
 
-def test_efficiency_curves_are_written_per_precision_and_runtime(stored):
+def test_efficiency_curves_are_written_per_precision_with_a_figure(stored):
     root, hw = stored.root, "test-cpu-2c"
     paths = le.write_efficiency_curves(root, hw)
-    assert [p.relative_to(root / hw).as_posix() for p in paths] == ["efficiency_curves/fp32/onnxruntime.json"]
+    assert [p.relative_to(root / hw).as_posix() for p in paths] == ["efficiency_curves/fp32/curves.json",
+                                                                    "efficiency_curves/fp32/curves.png"]
     document = json.loads(paths[0].read_text())
-    assert document["roofline"] == le.RooflineEstimator.fit(stored.load_all(hw)).to_dict()["onnxruntime/fp32"]
-    conv = document["curves"]["conv"]
+    assert document["target"] == "end_to_end"  # every record of the project's sweep has one
+    runtime = document["runtimes"]["onnxruntime"]
+    assert runtime["roofline"] == le.RooflineEstimator.fit(stored.load_all(hw)).to_dict()["onnxruntime/fp32"]
+    conv = runtime["curves"]["conv"]
     assert sum(conv["count"]) == sum(s.flops > 0 for r in stored.load_all(hw) for s in r.subgraphs)
     assert all(0 < e for e in conv["efficiency_median"])
     first = paths[0].read_bytes()
