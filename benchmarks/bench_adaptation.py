@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-rank", type=int, default=4, help="4: 11%% of ResNet-8's parameters (8: 22%%)")
     parser.add_argument("--lora-images", type=int, default=0, help="labeled target train images (0: all 50k)")
     parser.add_argument("--lora-lr", type=float, default=0.01)
+    parser.add_argument("--lora-augment", action=argparse.BooleanOptionalAction, default=True, help="flip + crop")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every CPU)")
     parser.add_argument("--modes", default="adabn,tent,lora")
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             lr=args.lora_lr,
             rank=args.lora_rank,
             alpha=2.0 * args.lora_rank,
-            augment=True,
+            augment=args.lora_augment,
         )
         ranks, total = {}, sum(p.numel() for p in base.parameters())
         for rank in (1, 2, 4, 8, 16):
