@@ -52,12 +52,15 @@ def keras_h5(shared_dir: Path) -> Path:
 def default_run(tmp_path_factory) -> Path:
     """One full default (digits) `calib run` shared by the phase tests; copy it before changing it.
 
-    Its latency measurements go to a private ground-truth store: ``<run>/../../store``.
+    Its latency measurements go to a private ground-truth store: ``<run>/../../store``; what its
+    console printed (piped) is in ``<run>/../../console.stdout`` and ``console.stderr``.
     """
     from cli_runner import calib, only_run
 
     root = tmp_path_factory.mktemp("default")
-    calib("run", "--no-progress", "--runs-root", str(root / "runs"), "-p", f"store_dir={root / 'store'}")
+    proc = calib("run", "--no-progress", "--runs-root", str(root / "runs"), "-p", f"store_dir={root / 'store'}")
+    (root / "console.stdout").write_text(proc.stdout)
+    (root / "console.stderr").write_text(proc.stderr)
     return only_run(root / "runs")
 
 

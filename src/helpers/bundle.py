@@ -15,8 +15,8 @@ the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` 
 (``helpers.onnx_export.onnx_logits``) and returns labels, calibrated probabilities and accept flags
 (calibrated confidence >= threshold). Calibrated logits are ``float32(logits / T)``, exactly as
 phase 06 stores them, so the bundle and phase 07 see the same confidences. ``validate`` compares a
-loaded bundle with the pipeline's own outputs on the same images; phase 08 fails unless every
-check passes.
+loaded bundle with the pipeline's own outputs on the same images by ``helpers.models.parity`` (the
+definition phase 02's ONNX check uses too); phase 08 fails unless every check passes.
 
 bundle.json holds the source run id, so two runs of one configuration give bundles that differ in
 that field (and hence in checksums.json) only.
@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from helpers.data.datasets import check_image_batch
 from helpers.metrics.calibration import softmax
+from helpers.models import parity
 from helpers.models.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
 from helpers.run import atomic
 
@@ -41,8 +42,8 @@ PRECISIONS = ("fp32", "int8")
 MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
 BUNDLE_FILE = "bundle.json"
 CHECKSUMS_FILE = "checksums.json"
-FP32_LOGIT_ATOL = 1e-5  # bundle FP32 logits (onnxruntime) vs the pipeline's (torch, phase 02)
-PROBABILITY_ATOL = 1e-6  # bundle calibrated probabilities vs the pipeline's, same runtime (INT8: both onnxruntime)
+# calibrated probabilities: float32(logits / T) rounds once more than the logits (on top of what parity allows)
+PROBABILITY_ATOL = 1e-6
 PREPROCESSING = ("uint8 NHWC pixels cast to float32 (helpers.data.preprocess); no scaling, no normalization: "
                  "the model scales inside")
 
@@ -91,13 +92,20 @@ def _check_build_args(model_paths, class_names, temperatures, thresholds) -> Non
         if not path.is_file():
             raise FileNotFoundError(f"{precision} model {path} does not exist; pass the phase-02 model.onnx (fp32) "
                                     "and the phase-04 model_int8_<variant>.onnx (int8)")
+    _check_values(class_names, temperatures, thresholds)
+
+
+def _check_values(class_names, temperatures, thresholds) -> None:
+    """The contract's values (what write_bundle refuses to write, load refuses to read)."""
+    for precision in PRECISIONS:
         t = temperatures.get(precision)
-        if t is None or not (math.isfinite(t) and t > 0):
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not (math.isfinite(t) and t > 0):
             raise ValueError(f"temperature for {precision} must be a finite number > 0, got {t!r}")
         thr = thresholds.get(precision)
-        if thr is None or not 0 <= thr <= 1:
+        if not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1:
             raise ValueError(f"threshold for {precision} must be a confidence in [0, 1], got {thr!r}")
-    if len(class_names) < 2 or len(set(class_names)) != len(class_names):
+    if (not isinstance(class_names, (list, tuple)) or len(class_names) < 2
+            or len(set(map(str, class_names))) != len(class_names)):
         raise ValueError(f"class_names must be >= 2 distinct names, got {list(class_names)!r}")
 
 
@@ -199,18 +207,34 @@ def load(path: str | Path) -> Bundle:
     verify_checksums(directory)  # checksums.json keeps its format across schema versions
     doc = _read_json(directory / BUNDLE_FILE)
     _check_schema(doc, directory / BUNDLE_FILE)
+    _check_contract(doc, directory / BUNDLE_FILE)
     return Bundle(directory, doc)
 
 
-def probability_atol(precision: str, temperature: float) -> float:
-    """How far the bundle's calibrated probabilities may be from the pipeline's.
+def _check_contract(doc: dict, path: Path) -> None:
+    """Validate the values a checksum cannot vouch for (checksums.json can be recomputed after an edit)."""
+    try:
+        models = {p: doc["models"][p] for p in PRECISIONS}
+        _check_values(doc["class_names"], {p: m["temperature"] for p, m in models.items()},
+                      {p: m["threshold"] for p, m in models.items()})
+        shape = doc["input"]["shape"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path} does not hold a valid bundle contract ({type(exc).__name__}: {exc}); "
+                          "rebuild the bundle with phase 08 (calib run --phases 08)") from None
+    if any(m["file"] != MODEL_FILES[p] for p, m in models.items()) or not (
+            isinstance(shape, list) and shape[:1] == [None] and all(isinstance(d, int) and d > 0 for d in shape[1:])):
+        raise BundleError(f"{path}: model files must be {MODEL_FILES} and the input shape [null, H, W, C] with "
+                          f"positive sizes, got {[m['file'] for m in models.values()]} and {shape}; rebuild the bundle")
 
-    INT8: both come from the same onnxruntime model, so PROBABILITY_ATOL. FP32: the pipeline's
-    logits are torch's, the bundle's onnxruntime's, up to FP32_LOGIT_ATOL apart; softmax moves a
-    probability by at most half the largest logit change (its Jacobian's rows sum in absolute value
-    to 2 p (1 - p) <= 1/2), and the logits are divided by T first.
+
+def probability_tolerance(reference_logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Per image, how far the bundle's calibrated probabilities may be from the pipeline's.
+
+    The logits may differ by the parity tolerance (``helpers.models.parity``); calibrated at
+    temperature T, that moves a probability by at most ``parity.confidence_tolerance``, plus
+    PROBABILITY_ATOL for the float32 rounding of ``logits / T``.
     """
-    return PROBABILITY_ATOL + (0.5 * FP32_LOGIT_ATOL / temperature if precision == "fp32" else 0.0)
+    return PROBABILITY_ATOL + parity.confidence_tolerance(reference_logits, temperature)
 
 
 def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapping[str, np.ndarray],
@@ -222,19 +246,23 @@ def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapp
     if logits.shape != ref_logits.shape or prediction.probabilities.shape != ref_probs.shape:
         raise ValueError(f"{precision}: reference logits {ref_logits.shape} / calibrated {ref_probs.shape} do not match "
                          f"the bundle's {logits.shape}; pass the pipeline's outputs on the same images")
-    row = {"logit_max_abs_diff": float(np.max(np.abs(logits.astype(np.float64) - ref_logits))),
-           "argmax_mismatches": int(np.sum(logits.argmax(1) != ref_logits.argmax(1))),
-           "probability_max_abs_diff": float(np.max(np.abs(prediction.probabilities - ref_probs))),
-           "accept_mismatches": int(np.sum(prediction.accept != (ref_probs.max(1) >= threshold))),
-           "accepted": int(prediction.accept.sum()),
-           "probability_atol": probability_atol(precision, bundle.doc["models"][precision]["temperature"])}
-    failures = [f"{row['argmax_mismatches']} argmax differ(s)"] if row["argmax_mismatches"] else []
-    if precision == "fp32" and not row["logit_max_abs_diff"] <= FP32_LOGIT_ATOL:
-        failures.append(f"max |logit diff| {row['logit_max_abs_diff']:.3g} > {FP32_LOGIT_ATOL:g}")
-    if not row["probability_max_abs_diff"] <= row["probability_atol"]:
-        failures.append(f"max |probability diff| {row['probability_max_abs_diff']:.3g} > {row['probability_atol']:.3g}")
-    if row["accept_mismatches"]:
-        failures.append(f"{row['accept_mismatches']} accept flag(s) differ")
+    logit_parity = parity.compare_logits(ref_logits, logits)
+    allowed = probability_tolerance(ref_logits, bundle.doc["models"][precision]["temperature"])
+    prob_diff = np.abs(prediction.probabilities - ref_probs).max(axis=1)
+    confidence = ref_probs.max(axis=1)
+    accept_diff, near_threshold = parity.flag_mismatches(confidence >= threshold, prediction.accept,
+                                                         np.abs(confidence - threshold) <= allowed)
+    row = {"logit_max_abs_diff": logit_parity.max_abs_diff, "argmax_mismatches": logit_parity.argmax_mismatches,
+           "near_tie_argmax_mismatches": logit_parity.near_tie_mismatches,
+           "probability_max_abs_diff": float(prob_diff.max()), "probability_atol": float(allowed.max()),
+           "accept_mismatches": accept_diff, "near_threshold_accept_mismatches": near_threshold,
+           "accepted": int(prediction.accept.sum()), "parity": logit_parity.describe()}
+    failures = [] if logit_parity.passed else [logit_parity.message()]
+    if np.any(prob_diff > allowed):
+        failures.append(f"max |probability diff| {row['probability_max_abs_diff']:.3g} beyond its tolerance on "
+                        f"{int(np.sum(prob_diff > allowed))} image(s)")
+    if accept_diff > near_threshold:
+        failures.append(f"{accept_diff - near_threshold} accept flag(s) differ away from the threshold")
     return {**row, "passed": not failures, "failures": failures}
 
 
@@ -243,12 +271,13 @@ def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping
     """Compare the bundle with the pipeline on the same images: validation.json content.
 
     ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits``;
-    ``thresholds[precision]`` its accept threshold. Checks: FP32 logits within FP32_LOGIT_ATOL,
-    identical argmax, calibrated probabilities within ``probability_atol``, identical accept flags.
+    ``thresholds[precision]`` its accept threshold. Checks, per precision: the logits by
+    ``parity.compare_logits`` (argmax flips only at near ties), calibrated probabilities within
+    ``probability_tolerance``, accept flags identical except within that tolerance of the threshold.
     """
     checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in PRECISIONS}
     return {"status": "PASS" if all(c["passed"] for c in checks.values()) else "FAIL", "n": int(len(images)),
-            "fp32_logit_atol": FP32_LOGIT_ATOL, **checks}
+            "parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL}, **checks}
 
 
 def raise_on_failure(validation: dict) -> None:
@@ -264,8 +293,8 @@ def validation_table(validation: dict):
     """One row per precision: the differences measured and whether the checks passed."""
     import pandas as pd
 
-    columns = ["logit_max_abs_diff", "argmax_mismatches", "probability_max_abs_diff", "probability_atol",
-               "accept_mismatches", "accepted", "passed"]
+    columns = ["logit_max_abs_diff", "argmax_mismatches", "near_tie_argmax_mismatches", "probability_max_abs_diff",
+               "probability_atol", "accept_mismatches", "near_threshold_accept_mismatches", "accepted", "passed"]
     return pd.DataFrame({p: {c: validation[p][c] for c in columns} for p in PRECISIONS}).T
 
 

@@ -1,15 +1,15 @@
 """Phase 00: what the machine and the Python environment are.
 
 Records library versions, CPU model and flags, core count, thread settings, torch determinism
-settings and free disk, and fails with a clear message when a required package is missing.
-Everything here is stable for a given machine and environment (no times, no load figures), so
-``environment.json`` is byte-identical across runs on the same machine.
+settings, and fails with a clear message when a required package is missing. Everything here is
+stable for a given machine and environment (no times, no load figures, no free disk: that is a
+measurement of the moment and lives in ``run_record.json``), so ``environment.json`` is
+byte-identical across runs on the same machine.
 """
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -62,6 +62,8 @@ def determinism_settings() -> dict:
     return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn_deterministic": torch.backends.cudnn.deterministic, "cuda_available": torch.cuda.is_available(),
             "mkldnn_available": torch.backends.mkldnn.is_available(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # ATen's kernels (ATEN_CPU_CAPABILITY caps it)
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
             "pythonhashseed": os.environ.get("PYTHONHASHSEED")}
 
 
@@ -71,18 +73,13 @@ def onnxruntime_info() -> dict:
     return {"providers": ort.get_available_providers(), "device": ort.get_device()}
 
 
-def disk_free_gib(path: Path) -> float:
-    """Free disk at ``path``, rounded to whole GiB so it does not churn between runs."""
-    return float(round(shutil.disk_usage(path).free / 2**30))
-
-
-def collect(run_dir: Path) -> dict:
+def collect() -> dict:
+    """What the machine and environment are -- no measurement of the moment (free disk lives in run_record.json)."""
     return {"python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                        "executable": sys.executable},
             "packages": check_required(), "optional_packages": package_versions(OPTIONAL),
             "cpu": cpu_info(), "threads": thread_settings(), "determinism": determinism_settings(),
-            "onnxruntime": onnxruntime_info(), "disk_free_gib": disk_free_gib(run_dir),
-            "platform": platform.platform()}
+            "onnxruntime": onnxruntime_info(), "platform": platform.platform()}
 
 
 def summary_table(env: dict):
@@ -94,7 +91,7 @@ def summary_table(env: dict):
             ("onnxruntime", env["packages"]["onnxruntime"]), ("numpy", env["packages"]["numpy"]),
             ("cpu", env["cpu"]["model"]), ("cores (usable/logical)", f"{env['cpu']['usable_cores']}/{env['cpu']['logical_cores']}"),
             ("torch threads", env["threads"]["torch_num_threads"]), ("ISA flags", " ".join(flags) or "none"),
-            ("ORT providers", ", ".join(env["onnxruntime"]["providers"])), ("free disk (GiB)", env["disk_free_gib"])]
+            ("ORT providers", ", ".join(env["onnxruntime"]["providers"]))]
     return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
 
 

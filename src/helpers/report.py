@@ -4,8 +4,14 @@
 verifying), its declared result files through ``phase.input`` (sha256-checked); phases that did
 not run are simply absent. ``render(inputs)`` turns that into one HTML page: one section per
 phase (tables through pandas ``to_html``, figures embedded as base64 PNG), and a notice naming
-the missing phases instead of failing. The page has no scripts and no external references, and
-contains nothing that is not in the results (no dates), so the same results give the same bytes.
+the missing phases instead of failing. The page has no scripts and no external references.
+
+``render(inputs, overview)`` starts the page with the run itself (``run_overview``: run id, date,
+git sha and dirty flag, dataset, model, a banner naming any failed phase and its error, the
+headline card, the resolved parameters with non-defaults highlighted); these come from the run
+record and ``config_resolved.yaml``, so that part differs between two runs of one configuration
+(as phase 05's latency does). Without an overview the page holds only what the results hold: the
+same results give the same bytes.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from helpers.run import manifest
+from helpers.run import headline, manifest
 
 Files = Mapping[str, Path]  # result file name (relative to results/<phase>/) -> path
 
@@ -26,7 +32,12 @@ h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #bbb}
 table{border-collapse:collapse;font-size:0.85em;margin:0.8em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f2f2f2}figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}
 .missing{background:#fff3cd;border:1px solid #e0c060;padding:0.6em 1em}.pass{color:#176f2c;font-weight:bold}
-.fail{color:#b00020;font-weight:bold}.scroll{overflow-x:auto}"""
+.fail{color:#b00020;font-weight:bold}.scroll{overflow-x:auto}th{white-space:normal;max-width:9em}
+.banner{background:#fde2e4;border:2px solid #b00020;padding:0.6em 1em;margin:1em 0}
+.facts td,.facts th{text-align:left}.cards{display:flex;flex-wrap:wrap;gap:0.6em;margin:1em 0}
+.card{border:1px solid #ccc;border-radius:6px;padding:0.5em 0.9em;min-width:9em}
+.card b{display:block;font-size:1.4em}.card span{font-size:0.8em;color:#555}
+tr.changed td{background:#e8f0fe;font-weight:bold}.params td{text-align:left}"""
 
 
 def gather(phase) -> dict[str, dict[str, Path]]:
@@ -57,8 +68,57 @@ def figures(files: Files, captions: Mapping[str, str]) -> list[str]:
     return [figure(files[name], caption) for name, caption in captions.items() if name in files]
 
 
-def table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
-    return f'<div class="scroll">{frame.to_html(border=0, na_rep="-", float_format=float_format.format)}</div>'
+# Human column names (units in the name). Columns in PERCENT hold fractions and are shown x100.
+COLUMN_NAMES = {
+    "n": "n", "accuracy": "accuracy (%)", "ci95 low": "95% CI low (%)", "ci95 high": "95% CI high (%)",
+    "MCC": "classifier MCC", "mcc": "classifier MCC", "accuracy_ci95": "accuracy 95% CI (%)",
+    "agreement_with_fp32": "agrees with FP32 (%)", "max_abs_logit_diff": "max |logit diff| vs FP32",
+    "mean_abs_logit_diff": "mean |logit diff| vs FP32", "size_bytes": "size (KiB)",
+    "accuracy_drop_points": "accuracy drop (points)", "threshold": "threshold", "met": "target met",
+    "val_coverage": "val coverage (%)", "val_risk": "val selective risk (%)", "val_mcc": "val accept/reject MCC",
+    "test_coverage": "test coverage [95% CI]", "test_risk": "test selective risk [95% CI]",
+    "test_mcc": "test accept/reject MCC [95% CI]", "test_aurc": "test AURC", "test_e_aurc": "test E-AURC",
+    "ece_pre": "ECE before (%)", "ece_post": "ECE after (%)", "ece_pre_ci95": "ECE before 95% CI (%)",
+    "ece_post_ci95": "ECE after 95% CI (%)", "temperature": "temperature T", "nll_pre": "NLL before",
+    "nll_post": "NLL after", "brier_pre": "Brier before", "brier_post": "Brier after",
+    "logit_max_abs_diff": "max |logit diff|", "argmax_mismatches": "argmax mismatches",
+    "probability_max_abs_diff": "max |probability diff|", "probability_atol": "probability tolerance",
+    "accept_mismatches": "accept mismatches", "accepted": "accepted", "passed": "passed",
+}
+PERCENT = {"accuracy", "ci95 low", "ci95 high", "agreement_with_fp32", "val_coverage", "val_risk", "ece_pre",
+           "ece_post"}
+
+
+def number(value) -> str:
+    """4 significant digits; scientific below 1e-3 (an AURC of 9.7e-05 stays 9.7e-05); thousands separated."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if value != value:  # NaN
+        return "-"
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
+        return f"{int(value):,}"
+    if abs(value) < 1e-3:
+        return f"{value:.2e}"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def table(frame: pd.DataFrame, index: str | None = None) -> str:
+    """An HTML table: human column names with units, fractions in %, KiB, 4 significant digits.
+
+    ``index`` names the row labels' column (e.g. ``model``); without it the index is not shown.
+    """
+    frame = frame.copy()
+    for column in frame.columns:
+        numeric = pd.to_numeric(frame[column], errors="coerce")
+        if column in PERCENT and numeric.notna().all():
+            frame[column] = 100 * numeric
+        elif column == "size_bytes" and numeric.notna().all():
+            frame[column] = numeric / 1024
+    frame = frame.rename(columns=lambda c: COLUMN_NAMES.get(c, str(c).replace("_", " ")))
+    if index is not None:
+        frame = frame.rename_axis(index).reset_index()
+    body = frame.to_html(border=0, na_rep="-", index=False, formatters={c: number for c in frame.columns})
+    return f'<div class="scroll">{body}</div>'
 
 
 def paragraph(text: str) -> str:
@@ -70,7 +130,7 @@ def paragraph(text: str) -> str:
 def environment_section(files: Files, inputs) -> list[str]:
     from helpers.environment import summary_table
 
-    return [table(summary_table(_json(files, "environment.json")).rename_axis(None)), *figures(files, {"isa.png": "vector ISA support"})]
+    return [table(summary_table(_json(files, "environment.json")), index="item")]  # isa.png repeats the table
 
 
 def data_section(files: Files, inputs) -> list[str]:
@@ -85,7 +145,7 @@ def data_section(files: Files, inputs) -> list[str]:
                                     "input shape": str(dist["inputs"]["shape"]),
                                     "pixel range": f"[{dist['inputs']['min']:g}, {dist['inputs']['max']:g}]"}})
     per_class = pd.DataFrame({"calibration slice": dist["distribution"]}).T
-    return [table(facts), "<h3>Calibration slice per class</h3>", table(per_class),
+    return [table(facts, index="item"), "<h3>Calibration slice per class</h3>", table(per_class, index="images"),
             *figures(files, {"samples.png": "calibration slice samples"})]
 
 
@@ -95,10 +155,14 @@ def training_section(files: Files, inputs) -> list[str]:
     report = _json(files, "metrics.json")
     model = _json(files, "model.json")
     parts = [paragraph(f"model: {model['name']}, {model['num_classes']} classes, input {model['input_shape']}"),
-             table(summary_table({split: report[split] for split in ("val", "test")}))]
+             table(summary_table({split: report[split] for split in ("val", "test")}), index="split"),
+             paragraph("classifier MCC: Matthews correlation of the predicted class over all classes (not the "
+                       "accept/reject MCC of selective prediction, 07)")]
     if "onnx" in report:
-        parts.append(paragraph(f"ONNX export: max |logit diff| vs torch {report['onnx']['max_abs_logit_diff']:.2e} "
-                               f"(tolerance {report['onnx']['tolerance']:g}), argmax identical"))
+        onnx = report["onnx"]["parity"]
+        parts.append(paragraph(f"ONNX export: max |logit diff| vs torch {onnx['max_abs_diff']:.2e} "
+                               f"({onnx['max_tolerance_used']:.2g} of the parity tolerance), "
+                               f"{onnx['argmax_mismatches']} argmax differ(s) ({onnx['near_tie_mismatches']} at near ties)"))
     return parts + figures(files, {"curves.png": "training curves", "confusion.png": "test confusion matrix"})
 
 
@@ -130,16 +194,22 @@ def activation_section(files: Files, inputs) -> list[str]:
                 rows[(targets["role"], layer)] = {**rows.get((targets["role"], layer), {}), f"r* {definition}": rate}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.names = ["role", "layer"]
-    return [table(frame), *figures(files, {"rates.png": "spike-rate targets per layer",
-                                            "sigma.png": "per-unit sigma per layer"})]
+    caption = ("rate target r*: the fraction of a layer's unit-positions that spike over the calibration slice, "
+               "per spike definition: 'a > 0' (the activation is positive) and 'z-score > theta' (the activation "
+               "exceeds the unit's mean by theta of its standard deviations; mean and std per unit over the slice)")
+    return [paragraph(caption), table(frame.reset_index()),
+            *figures(files, {"rates.png": "spike-rate targets r* per layer, per spike definition (see above)",
+                             "sigma.png": "per-unit standard deviation per layer (log scale; dashed: the eps floor "
+                                          "that smaller ones are raised to)"})]
 
 
 def _latency_ratios(inputs) -> dict[str, str]:
-    """INT8/FP32 latency ratios that phase 05 measured, keyed by the INT8 variant it measured."""
+    """INT8 vs FP32 speed-ups that phase 05 measured, keyed by the INT8 variant it measured."""
     if "05_latency" not in inputs:
         return {}
     latency = _json(inputs["05_latency"], "latency.json")
-    ratios = "; ".join(f"{key.rsplit('/', 1)[-1]}: {value:.2f}x" for key, value in latency["int8_over_fp32"].items())
+    ratios = "; ".join(f"{key.rsplit('/', 1)[-1]}: {headline.speedup_text(1 / value)}"
+                       for key, value in latency["int8_over_fp32"].items() if value)
     return {latency["int8_variant"]: ratios} if ratios else {}
 
 
@@ -148,19 +218,19 @@ def quantization_section(files: Files, inputs) -> list[str]:
 
     report = _json(files, "quant_report.json")
     frame = report_table(report)
-    frame["accuracy_ci95"] = [f"[{low:.4f}, {high:.4f}]" for low, high in frame["accuracy_ci95"]]
+    frame["accuracy_ci95"] = [f"[{100 * low:.2f}, {100 * high:.2f}]" for low, high in frame["accuracy_ci95"]]
     ratios = _latency_ratios(inputs)
     if ratios:
-        frame["latency int8/fp32 (05)"] = [ratios.get(name, "-") for name in frame.index]
-    return [paragraph(f"best INT8 variant (test accuracy): {report['best_variant']}"), table(frame),
+        frame["INT8 latency vs FP32 (05)"] = [ratios.get(name, "-") for name in frame.index]
+    return [paragraph(f"best INT8 variant (test accuracy): {report['best_variant']}"), table(frame, index="model"),
             *figures(files, {"quant.png": "FP32 vs INT8 variants"})]
 
 
 def latency_section(files: Files, inputs) -> list[str]:
     latency = _json(files, "latency.json")
     rows = [{"model": m["model"], "runtime": m["runtime"], "precision": m["precision"], "batch": m["batch_size"],
-             "mean ms": m["end_to_end_latency_ms"]["mean"], "contention-free ms": m["contention_free_ms"],
-             "throughput/s": m["throughput_fps"]} for m in latency["measurements"]]
+             "mean latency (ms)": m["end_to_end_latency_ms"]["mean"], "contention-free (ms)": m["contention_free_ms"],
+             "throughput (images/s)": m["throughput_fps"]} for m in latency["measurements"]]
     lomo = _json(files, "estimator.json")["lomo"]
     mape = (f"estimator leave-one-model-out MAPE {lomo['mape_pct']:.1f}% (median APE {lomo['median_ape_pct']:.1f}%, "
             f"{lomo['predictions']} predictions)" if lomo["available"] else f"estimator MAPE not available: {lomo['reason']}")
@@ -176,7 +246,12 @@ def calibration_section(files: Files, inputs) -> list[str]:
     temperatures = {name.split("/")[0]: _json(files, name)["temperature"]
                     for name in sorted(files) if name.endswith("/scaling_params.json")}
     models = {m: results[m] for m in temperatures if m in results}
-    return [table(before_after_table(models, temperatures)),
+    frame = before_after_table(models, temperatures)
+    for when in ("pre", "post"):  # the CIs in % like the ECE beside them
+        frame[f"ece_{when}_ci95"] = [
+            "[{:.2f}, {:.2f}]".format(*(100 * b for b in models[m][f"{when}_calibration"]["ece_ci95"]))
+            for m in frame.index]
+    return [table(frame, index="model"),
             *figures(files, {"reliability.png": "reliability diagrams (test)"}),
             *figures(files, {n: n.removesuffix(".png") for n in sorted(files)
                              if n.endswith(".png") and n != "reliability.png"})]
@@ -189,7 +264,9 @@ def selective_section(files: Files, inputs) -> list[str]:
     primary = doc["models"][doc["selective_model"]]
     return [paragraph(f"threshold set on {doc['selective_model']} by {primary['criterion']}: "
                       f"{primary['threshold']:.6g} ({'met' if primary['met'] else 'NOT met'}): {primary['message']}"),
-            table(report_table(doc["models"])),
+            table(report_table(doc["models"]), index="model"),
+            paragraph("accept/reject MCC: Matthews correlation between accepting a prediction and it being correct "
+                      "(not the classifier MCC of 02); coverage and selective risk as fractions"),
             *figures(files, {"risk_coverage.png": "risk-coverage (test)", "threshold_sweep.png": "threshold sweep (val)"})]
 
 
@@ -202,7 +279,8 @@ def bundle_section(files: Files, inputs) -> list[str]:
     models = pd.DataFrame(doc["models"]).T
     return [f'<p>load-back validation on {validation["n"]} test images: '
             f'<span class="{status.lower()}">{html.escape(status)}</span></p>',
-            table(validation_table(validation)), "<h3>Bundle contents</h3>", table(models),
+            table(validation_table(validation), index="precision"), "<h3>Bundle contents</h3>",
+            table(models, index="precision"),
             paragraph(f"source run {doc['source']['run_id']}; schema_version {doc['schema_version']}"),
             *figures(files, {"predictions.png": "bundle predictions on test images"})]
 
@@ -239,19 +317,118 @@ def _section(pid: str, inputs: Mapping[str, Files]) -> str:
     return head + "\n".join(body) + "</section>"
 
 
-def render(inputs: Mapping[str, Files], title: str = "calib-lab run report") -> str:
-    """The report page for ``{phase id: {file name: path}}`` (absent phases are named, not fatal)."""
+# -- the top of the page: the run itself ------------------------------------------------------
+
+def run_overview(phase, inputs: Mapping[str, Files]) -> dict:
+    """:func:`overview` of the run ``phase`` (the report) is in: the present phases' summaries and latency."""
+    summaries = {pid: phase.upstream_summary(pid) for pid in inputs}
+    latency = _json(inputs["05_latency"], "latency.json") if "05_latency" in inputs else None
+    return overview(phase.run_dir, summaries, latency, exclude=phase.spec.id)
+
+
+def overview(run_dir: Path, summaries: Mapping[str, Mapping], latency: Mapping | None = None,
+             exclude: str | None = None) -> dict:
+    """What the page's top shows about the run: id, date, git, failed phases and their errors, dataset,
+    model, resolved params beside the notebooks' defaults, and the headline.
+
+    From ``run_record.json``, ``config_resolved.yaml``, the notebooks' defaults and the phases'
+    ``summaries`` (their manifests'), with 05's ``latency.json`` for the speed-up.
+    """
+    import yaml
+
+    from helpers.run import run_record
+    from helpers.run.runner import CONFIG_FILE, all_defaults
+
+    record = run_record.load(run_dir)
+    config = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    defaults = all_defaults()
+    return {"run_id": record["run_id"], "created": record["created"], "git": record.get("git") or {},
+            "failed": {pid: row.get("error") or "" for pid, row in record["phases"].items()
+                       if row.get("status") == "failed"},
+            "dataset": (summaries.get("01_data") or {}).get("dataset"),
+            "model": (summaries.get("02_train") or {}).get("architecture"),
+            "model_source": (summaries.get("02_train") or {}).get("source"),
+            "params": {pid: params for pid, params in config.items() if pid != exclude},
+            "defaults": {pid: defaults.get(pid, {}) for pid in config},
+            "headline": headline.from_summaries(summaries, latency)}
+
+
+def _cards(head: Mapping) -> str:
+    pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
+    cards = []
+    if "fp32_accuracy" in head:
+        cards.append(("FP32 test accuracy", pct(head["fp32_accuracy"])))
+    if "int8_accuracy" in head:
+        cards.append((f"INT8 ({head['int8_variant']}) test accuracy", pct(head["int8_accuracy"])))
+    if "ece_pre" in head and "ece_post" in head:
+        cards.append(("FP32 ECE, before -> after T", f"{pct(head['ece_pre'])} -> {pct(head['ece_post'])}"))
+    if "int8_speedup" in head:
+        cards.append((f"INT8 vs FP32 latency, batch {head['latency_batch']}",
+                      headline.speedup_text(head["int8_speedup"])))
+    if "bundle" in head:
+        cards.append(("bundle load-back", head["bundle"]))
+    items = []
+    for label, value in cards:
+        cls = f' class="{value.lower()}"' if label.startswith("bundle") else ""
+        items.append(f'<div class="card"><b{cls}>{html.escape(value)}</b><span>{html.escape(label)}</span></div>')
+    return f'<div class="cards">{"".join(items)}</div>' if items else ""
+
+
+def _params_table(overview: Mapping) -> str:
+    """Resolved parameters, a shared key once, non-defaults first and highlighted."""
+    rows: dict[str, dict] = {}
+    for pid, params in overview["params"].items():
+        for key, value in params.items():
+            row = rows.setdefault(key, {"values": {}, "changed": False, "phases": []})
+            row["values"][json.dumps(value, sort_keys=True, default=str)] = value
+            row["changed"] |= value != overview["defaults"].get(pid, {}).get(key, value)
+            row["phases"].append(pid[:2])
+    body = []
+    for key in sorted(rows, key=lambda k: (not rows[k]["changed"], k)):
+        row = rows[key]
+        value = "; ".join(html.escape(json.dumps(v, default=str)) for v in row["values"].values())
+        cls, word = (' class="changed"', "changed") if row["changed"] else ("", "default")
+        body.append(f"<tr{cls}><td>{html.escape(key)}</td><td>{value}</td><td>{word}</td>"
+                    f"<td>{','.join(row['phases'])}</td></tr>")
+    changed = sum(r["changed"] for r in rows.values())
+    head = '<table class="params"><thead><tr><th>parameter</th><th>value</th><th></th><th>phases</th></tr></thead>'
+    shown = f"{head}<tbody>{''.join(body[:changed])}</tbody></table>" if changed else ""
+    return (f"<h3>Parameters: {changed} changed from the notebooks' defaults</h3>{shown}"
+            f"<details><summary>all {len(rows)} resolved parameters</summary>{head}<tbody>{''.join(body)}"
+            "</tbody></table></details>")
+
+
+def overview_html(overview: Mapping) -> str:
+    git = overview["git"]
+    sha = (str(git["sha"])[:12] + (" (dirty: uncommitted changes)" if git.get("dirty") else "")
+           if git.get("sha") else "not a git checkout")
+    facts = [("run", overview["run_id"]), ("created", overview["created"]), ("git", sha),
+             ("dataset", overview.get("dataset") or "-"),
+             ("model", f"{overview.get('model') or '-'}" + (f" ({overview['model_source']})"
+                                                             if overview.get("model_source") else ""))]
+    banner = "".join(f'<div class="banner"><b>{html.escape(pid)} failed</b>: {html.escape(error)}<br>'
+                     "The phases after it did not run; the sections below show what exists.</div>"
+                     for pid, error in overview["failed"].items())
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    return f'{banner}<table class="facts">{rows}</table>{_cards(overview["headline"])}{_params_table(overview)}'
+
+
+def render(inputs: Mapping[str, Files], title: str = "calib-lab run report", overview: Mapping | None = None) -> str:
+    """The report page for ``{phase id: {file name: path}}`` (absent phases are named, not fatal);
+    ``overview`` (:func:`run_overview`) puts the run itself at the top."""
     unknown = sorted(set(inputs) - set(SECTIONS))
     if unknown:
         raise ValueError(f"no report section for phase(s) {unknown}; known phases: {', '.join(SECTIONS)}")
     missing = missing_phases(inputs)
     notice = (f'<p class="missing">Missing phases (not run, or their results no longer verify): '
               f'{html.escape(", ".join(missing))}</p>' if missing else "<p>Every phase is present.</p>")
-    contents = "".join(f'<li><a href="#{pid}">{pid}</a>{" (missing)" if pid in missing else ""}</li>'
-                       for pid in SECTIONS)
+    contents = "".join(f'<li><a href="#{pid}">{pid[:2]} · {html.escape(SECTIONS[pid][0])}</a>'
+                       f'{" (missing)" if pid in missing else ""}</li>' for pid in SECTIONS)
+    top = overview_html(overview) if overview else ""
+    heading = f"{title}: {overview['run_id']}" if overview else title
     body = "\n".join(_section(pid, inputs) for pid in SECTIONS)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{notice}<ul>{contents}</ul>\n"
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(heading)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>{top}{notice}<ul>{contents}</ul>\n"
             f"{body}\n</body></html>\n")
 
 

@@ -34,3 +34,14 @@ def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_
     started = [json.loads(line) for line in (scratch / "logs/01_data.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "phase_started" for e in started) == 1, "the verified upstream phase is reused"
     assert (scratch / "manifests/01_data.json").read_bytes() == data_manifest
+
+    # then 03 by hand: its scratch run is found by its upstream phases (01, 02), not by its own params
+    train_manifest = (scratch / "manifests/02_train.json").read_bytes()
+    execute_as_a_user("03_activation_stats.ipynb", tmp_path / "runs", tmp_path / "03.ipynb")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [scratch.name], "one scratch run for 02 and 03"
+    assert (scratch / "manifests/02_train.json").read_bytes() == train_manifest, "02 was reused, not re-run"
+    record = json.loads((scratch / "run_record.json").read_text())
+    assert {pid: row["status"] for pid, row in record["phases"].items()} == dict.fromkeys(
+        ["01_data", "02_train", "03_activation_stats"], "complete")
+    assert record["status"] == "complete", "a scratch run whose phases all completed is not left running"
+    assert "03_activation_stats" in (scratch / "config_resolved.yaml").read_text()

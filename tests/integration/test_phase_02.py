@@ -11,6 +11,7 @@ from cli_runner import calib, only_run
 from helpers import data
 from helpers.data.datasets import preprocess
 from helpers.models import artifact as model_artifact
+from helpers.models import parity
 from helpers.models.architectures import predict_logits
 
 
@@ -34,13 +35,14 @@ def test_digits_baseline_metrics_and_reload(trained_run):
 
 def test_onnx_export_runs_in_onnxruntime_with_parity(trained_run):
     report = json.loads((trained_run / "metrics.json").read_text())
-    assert report["onnx"]["max_abs_logit_diff"] <= 1e-4 and report["onnx"]["argmax_identical"]
+    assert report["onnx"]["parity"]["passed"] and report["onnx"]["argmax_identical"]
+    assert report["onnx"]["max_abs_logit_diff"] == report["onnx"]["parity"]["max_abs_diff"] > 0
     session = ort.InferenceSession(str(trained_run / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
     ds = data.load_dataset("digits")
     for batch in (1, 7):
         logits = session.run(None, {"images": preprocess(ds.test_images[:batch])})[0]
-        np.testing.assert_allclose(logits, np.load(trained_run / "logits.npz")["test"][:batch], atol=1e-4)
+        assert parity.compare_logits(np.load(trained_run / "logits.npz")["test"][:batch], logits).passed
 
 
 def test_bad_model_params_fail_before_any_kernel(tmp_path):
@@ -56,18 +58,20 @@ def test_not_a_keras_file_fails_the_phase_with_a_clear_message(tmp_path, cifar10
     fake = tmp_path / "weights.h5"
     fake.write_bytes(b"not an hdf5 file at all")
     proc = calib("run", "--phases", "02", "--no-progress", "--runs-root", str(tmp_path / "runs"), "-p", "dataset=cifar10",
-                 "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={fake}", check=False)
+                 "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={fake}",
+                 "-p", "val_source=test", check=False)
     assert proc.returncode == 1 and "weights.h5" in proc.stderr
     assert not list((tmp_path / "runs").glob("*/manifests/02_train.json"))
 
 
 def test_mlperf_pretrained_import_through_the_phase(tmp_path, cifar10_dir, keras_h5):
     calib("run", "--phases", "02", "--no-progress", "--runs-root", str(tmp_path), "-p", "dataset=cifar10",
-          "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={keras_h5}")
+          "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={keras_h5}",
+          "-p", "val_source=test", "-p", "val_fraction=0.5")
     results = only_run(tmp_path) / "results" / "02_train"
     report = json.loads((results / "metrics.json").read_text())
     # ~87% on the original CIFAR-10; ../shared holds a JPEG re-encoding, where this raw-pixel model scores ~75%
-    assert report["test"]["n"] == 10000 and report["test"]["accuracy"] > 0.72
-    assert report["onnx"]["max_abs_logit_diff"] <= 1e-4
+    assert report["test"]["n"] == 5000 and report["test"]["accuracy"] > 0.72
+    assert report["onnx"]["parity"]["passed"]
     assert json.loads((results / "model.json").read_text())["kwargs"]["input_scale"] == 1.0
     assert not (results / "history.json").exists()

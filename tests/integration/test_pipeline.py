@@ -100,7 +100,10 @@ def test_kill_9_during_phase_01_then_resume_completes(tmp_path):
 
 def test_bad_params_fail_before_any_run_directory_exists(tmp_path):
     root = tmp_path / "runs"
-    cases = [(["-p", "epoch=3"], "unknown parameter(s) epoch; valid shared keys:"),
+    cases = [(["-p", "epoch=3"], "unknown parameter(s) epoch in -p (did you mean epochs?); valid shared keys:"),
+             (["-p", "02_train.lrr", "0.1"], "unknown parameter(s) lrr for phase 02_train in -p (did you mean lr?)"),
+             (["-y", "[1, 2]"], "-y expects a YAML mapping"),
+             (["-p", "epochs", "3", "4"], "-p expects KEY VALUE or KEY=VALUE"),
              (["-p", "seed=abc"], "'seed' must be int"),
              (["-p", "dataset=cifar10", "-p", f"data_dir={tmp_path / 'nope'}"], "does not exist"),
              (["-p", "dataset=mnist"], "unknown dataset 'mnist'; choose one of digits, cifar10"),
@@ -116,17 +119,38 @@ def test_unwritable_run_root_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     proc = calib("run", "--no-progress", "--runs-root", str(blocker / "runs"), check=False)
-    assert proc.returncode == 2 and "is not writable" in proc.stderr
+    assert proc.returncode == 2 and f"cannot be created: {blocker} is a file" in proc.stderr
+
+
+def project_copy_whose_phase_01_fails(tmp_path: Path) -> Path:
+    """The project's notebooks and params, with one cell raising before phase 01's phase.finish()
+    (every bad parameter is caught before a kernel starts, so a kernel failure is made this way)."""
+    import nbformat
+
+    from helpers.run.project import project_root
+
+    copy = tmp_path / "project"
+    for name in ("notebooks", "params"):
+        shutil.copytree(project_root() / name, copy / name)
+    shutil.copy(project_root() / "pyproject.toml", copy)
+    path = copy / "notebooks" / "01_data.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(len(nb.cells) - 1, nbformat.v4.new_code_cell('raise RuntimeError("injected failure in 01")'))
+    nbformat.write(nb, path)
+    return copy
 
 
 def test_failing_phase_leaves_no_manifest_and_records_the_error(tmp_path):
-    proc = calib("run", "--phases", "01", "--no-progress", "--runs-root", str(tmp_path), "-p", "samples_per_class=500",
-                 check=False)
-    assert proc.returncode == 1 and "class '0' has only" in proc.stderr
-    run = only_run(tmp_path)
+    project = project_copy_whose_phase_01_fails(tmp_path)
+    proc = calib("run", "--phases", "01", "--no-progress", "--runs-root", str(tmp_path / "runs"),
+                 env={"CALIB_PROJECT_ROOT": str(project)}, check=False)
+    assert proc.returncode == 1 and "injected failure in 01" in proc.stderr
+    run = only_run(tmp_path / "runs")
     record = json.loads((run / "run_record.json").read_text())
     assert record["status"] == "failed" and record["phases"]["01_data"]["status"] == "failed"
-    assert "samples_per_class=500" in record["phases"]["01_data"]["error"]
+    assert "RuntimeError: injected failure in 01" in record["phases"]["01_data"]["error"]
+    assert not (run / "manifests/01_data.pending.json").exists(), "a failed phase leaves no pending manifest either"
+    assert calib("verify", str(run), check=False).returncode == 3, "failed: incomplete, not damaged"
     assert not (run / "manifests/01_data.json").exists()
     assert (run / "notebooks/01_data.ipynb").exists(), "the executed notebook shows the error"
 

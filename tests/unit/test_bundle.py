@@ -10,6 +10,7 @@ import torch
 from scipy.special import softmax as scipy_softmax
 
 from helpers import bundle
+from helpers.models import parity
 from helpers.models.architectures import build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.quantize import ort as quantize_ort
@@ -115,6 +116,32 @@ def test_newer_schema_is_refused_even_with_valid_checksums(bundle_dir):
         bundle.load(bundle_dir)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["models"]["fp32"].update(temperature=0.0), "temperature for fp32 must be a finite number > 0"),
+    (lambda d: d["models"]["int8"].update(temperature=-1.0), "temperature for int8"),
+    (lambda d: d["models"]["fp32"].update(threshold=1.5), "threshold for fp32 must be a confidence in"),
+    (lambda d: d["models"]["int8"].update(threshold="high"), "threshold for int8"),
+    (lambda d: d.update(class_names=["a"]), "class_names must be >= 2 distinct names"),
+    (lambda d: d["models"]["int8"].update(file="../model.onnx"), "model files must be"),
+    (lambda d: d["models"].pop("int8"), "does not hold a valid bundle contract"),
+], ids=["temperature-0", "temperature-negative", "threshold-above-1", "threshold-str", "one-class", "file", "no-int8"])
+def test_edited_contract_values_are_refused_even_with_recomputed_checksums(bundle_dir, edit, message):
+    """The review's case: bundle.json says temperature 0, checksums.json recomputed -- it loaded and gave NaN."""
+    doc = json.loads((bundle_dir / "bundle.json").read_text())
+    edit(doc)
+    atomic.write_json(bundle_dir / "bundle.json", doc)
+    sums = json.loads((bundle_dir / "checksums.json").read_text())
+    sums["files"]["bundle.json"] = atomic.sha256_file(bundle_dir / "bundle.json")
+    atomic.write_json(bundle_dir / "checksums.json", sums)
+    with pytest.raises(bundle.BundleError, match=message):
+        bundle.load(bundle_dir)
+
+
+def test_an_empty_batch_is_called_empty(bundle_dir):
+    with pytest.raises(ValueError, match="the batch is empty"):
+        bundle.load(bundle_dir).predict(np.zeros((0, *SHAPE), np.uint8))
+
+
 def test_not_a_bundle_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         bundle.load(tmp_path / "nowhere")
@@ -170,23 +197,25 @@ def test_validate_passes_on_the_pipelines_own_outputs(bundle_dir, models):
 
 
 def test_fp32_probability_tolerance_is_what_the_logit_tolerance_allows(bundle_dir, models):
-    """Logits moved by just under FP32_LOGIT_ATOL pass; the resulting probability change stays within the bound."""
+    """Logits moved by just under the parity tolerance pass; the resulting probability change stays within the bound."""
     x = images(200)
     ref = reference(models, x)
-    drift = np.where(np.arange(10) % 2, 0.9, -0.9) * bundle.FP32_LOGIT_ATOL
-    ref["fp32"]["logits"] = ref["fp32"]["logits"] + drift
+    drift = np.where(np.arange(10) % 2, 0.9, -0.9) * parity.logit_tolerance(ref["fp32"]["logits"])[:, None]
+    ref["fp32"]["logits"] = (ref["fp32"]["logits"] + drift).astype(np.float32)
     ref["fp32"]["calibrated_logits"] = ((ref["fp32"]["logits"].astype(np.float64) / TEMPERATURES["fp32"])
                                         .astype(np.float32))
     result = bundle.validate(bundle.load(bundle_dir), x, ref, THRESHOLDS)
     assert result["fp32"]["probability_max_abs_diff"] > bundle.PROBABILITY_ATOL  # the plain tolerance would fail
     assert result["fp32"]["passed"], result["fp32"]["failures"]
-    assert result["fp32"]["probability_atol"] == bundle.probability_atol("fp32", TEMPERATURES["fp32"])
+    assert result["fp32"]["probability_atol"] == bundle.probability_tolerance(ref["fp32"]["logits"],
+                                                                              TEMPERATURES["fp32"]).max()
+    assert result["fp32"]["parity"]["max_tolerance_used"] > 0.8
 
 
 def test_validate_fails_on_drifted_logits_wrong_temperature_and_threshold(bundle_dir, models):
     x = images(200)
     ref = reference(models, x)
-    ref["fp32"]["logits"] = ref["fp32"]["logits"] + 1e-3
+    ref["fp32"]["logits"] = ref["fp32"]["logits"] + 3 * parity.logit_tolerance(ref["fp32"]["logits"])[:, None]
     ref["int8"]["calibrated_logits"] = ref["int8"]["calibrated_logits"] * TEMPERATURES["int8"] / 2.0
     result = bundle.validate(bundle.load(bundle_dir), x, ref, {"fp32": THRESHOLDS["fp32"], "int8": 0.3})
     assert result["status"] == "FAIL"

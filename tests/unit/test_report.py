@@ -2,6 +2,7 @@
 and opened in a real headless Chromium."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import environment, report  # noqa: E402
@@ -86,10 +88,11 @@ def inputs(tmp_path_factory):
                     "post_calibration": calibration_metrics.calibration_summary(calibrated["test"], test_y, n_boot=20)}}
     latency_row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch_size": 1,
                    "end_to_end_latency_ms": {"mean": 0.2}, "contention_free_ms": 0.1, "throughput_fps": 5000.0}
-    validation_row = {"logit_max_abs_diff": 1e-6, "argmax_mismatches": 0, "probability_max_abs_diff": 1e-7,
-                      "probability_atol": 1e-6, "accept_mismatches": 0, "accepted": 390, "passed": True, "failures": []}
+    validation_row = {"logit_max_abs_diff": 1e-6, "argmax_mismatches": 0, "near_tie_argmax_mismatches": 0,
+                      "probability_max_abs_diff": 1e-7, "probability_atol": 1e-6, "accept_mismatches": 0,
+                      "near_threshold_accept_mismatches": 0, "accepted": 390, "passed": True, "failures": []}
     phases = {
-        "00_environment": {"environment.json": environment.collect(root), "isa.png": "png"},
+        "00_environment": {"environment.json": environment.collect(), "isa.png": "png"},
         "01_data": {"distribution.json": {"dataset": "digits", "class_names": CLASSES, "slice_hash": "ab" * 32,
                                           "distribution": dict.fromkeys(CLASSES, 5),
                                           "inputs": {"dtype": "float32", "shape": [20, 8, 8, 1], "min": 0.0, "max": 255.0}},
@@ -123,7 +126,8 @@ def inputs(tmp_path_factory):
 
 
 def png_count(inputs):
-    return sum(name.endswith(".png") for files in inputs.values() for name in files)
+    """Figures the page shows: every PNG but 00's ISA chart (it repeats the environment table)."""
+    return sum(name.endswith(".png") and name != "isa.png" for files in inputs.values() for name in files)
 
 
 def test_full_report_has_every_section_table_and_figure(inputs):
@@ -134,7 +138,8 @@ def test_full_report_has_every_section_table_and_figure(inputs):
     assert page.count("<img ") == png_count(inputs) == page.count('src="data:image/png;base64,')
     assert page.count("<table") >= 10
     assert "minmax" in page and "run-7" in page and 'class="pass">PASS' in page
-    assert "latency int8/fp32 (05)" in page and "b1: 0.80x" in page  # 05's ratio joined into 04's table
+    assert "INT8 latency vs FP32 (05)" in page and "b1: 1.2x faster" in page  # 05's ratio joined into 04's table
+    assert "<th>model</th>" in page and "<th>accuracy (%)</th>" in page and "accuracy_drop_points" not in page
 
 
 def test_page_is_self_contained(inputs):
@@ -233,3 +238,75 @@ def test_chromium_probe_catches_a_broken_figure(chromium, inputs, tmp_path):
     n = png_count(inputs)
     assert images_marker(open_in_chromium(chromium, broken, tmp_path)) == f"{n - 1}/{n}"
 
+
+
+# -- the overview at the top: the run itself ------------------------------------------------------
+
+@pytest.fixture
+def overview_run(tmp_path):
+    """A real run directory (record + config_resolved.yaml) with two non-default params and a failed phase."""
+    from helpers.run import run_record, runner
+    from helpers.run.graph import PHASES
+
+    resolved = runner.resolve_config(overrides=["epochs=3", "02_train.lr=0.05"])
+    run_dir = runner.create_run(resolved, list(PHASES), tmp_path / "runs", run_id="run-7")
+    run_record.set_phase(run_dir, "06_confidence", status="failed", error="ValueError: <bad> & worse")
+    return run_dir
+
+
+SUMMARIES = {"01_data": {"dataset": "digits"}, "02_train": {"architecture": "mlp", "source": "train",
+                                                            "test_accuracy": 0.81},
+             "04_quantize": {"best_variant": "minmax", "int8_test_accuracy": {"minmax": 0.8025}},
+             "08_bundle": {"status": "PASS"}}
+
+
+def overview_page(inputs, run_dir):
+    latency = {"int8_over_fp32": {"m/onnxruntime/b32": 0.5, "m/onnxruntime/b1": 0.8},
+               "measurements": [{"precision": p, "batch_size": 1, "end_to_end_latency_ms": {"mean": ms}}
+                                for p, ms in (("fp32", 0.2), ("int8", 0.16))]}
+    return report.render(inputs, overview=report.overview(run_dir, SUMMARIES, latency, exclude="09_report"))
+
+
+def test_overview_names_the_run_its_failure_params_and_headline(inputs, overview_run):
+    page = overview_page(inputs, overview_run)
+    assert "<h1>calib-lab run report: run-7</h1>" in page
+    assert '<div class="banner"><b>06_confidence failed</b>: ValueError: &lt;bad&gt; &amp; worse' in page
+    assert page.index('class="banner"') < page.index('<section id="00_environment">')
+    assert '<tr class="changed"><td>epochs</td><td>3</td><td>changed</td><td>02</td></tr>' in page
+    assert '<tr class="changed"><td>lr</td><td>0.05</td>' in page
+    assert '<tr><td>seed</td><td>0</td><td>default</td>' in page  # shared by every phase: one row
+    assert "Parameters: 2 changed from the notebooks' defaults" in page and "all 39 resolved parameters" in page
+    for card in ("<b>81.00%</b><span>FP32 test accuracy", "<b>80.25%</b><span>INT8 (minmax) test accuracy",
+                 "<b>1.2x faster</b><span>INT8 vs FP32 latency, batch 1", '<b class="pass">PASS</b>'):
+        assert card in page, card
+    git = json.loads((overview_run / "run_record.json").read_text())["git"]
+    assert f"<th>git</th><td>{str(git['sha'])[:12]}" in page
+    assert "<th>dataset</th><td>digits</td>" in page and "<th>model</th><td>mlp (train)</td>" in page
+
+
+def test_tables_have_units_and_keep_small_values():
+    frame = pd.DataFrame({"accuracy": [0.97412], "test_aurc": [9.7e-05], "size_bytes": [2048],
+                          "throughput_fps": [45370.2]}, index=["fp32"])
+    html = report.table(frame, index="model")
+    assert "<th>model</th>" in html and "<th>accuracy (%)</th>" in html and "<td>97.41</td>" in html
+    assert "<td>9.70e-05</td>" in html and "<th>size (KiB)</th>" in html and "<td>2</td>" in html
+    assert "<td>45,370</td>" in html and "throughput fps" in html
+
+
+def test_overview_in_chromium_fits_the_page(chromium, inputs, overview_run, tmp_path):
+    """The overview and the widest table (quantization) fit a 1200 px window: no horizontal scrolling."""
+    probe = ('<script>window.addEventListener("load", () => {const de = document.documentElement;'
+             'const wide = [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().right'
+             ' > window.innerWidth).length;'
+             'document.body.setAttribute("data-fit", (de.scrollWidth <= window.innerWidth) + "/" + wide);});'
+             "</script></body>")
+    path = tmp_path / "overview.html"
+    path.write_text(overview_page(inputs, overview_run).replace("</body>", probe))
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert re.search(r'data-fit="true/0"', dom), re.search(r'data-fit="[^"]*"', dom)
+    assert 'class="banner"' in dom and 'class="cards"' in dom and 'class="params"' in dom
+    shot = tmp_path / "overview.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.data.datasets import check_image_batch, preprocess, slice_hash
 from helpers.models.architectures import build_model

@@ -1,131 +1,63 @@
 """``calib``: run the pipeline, verify and browse run directories.
 
-    calib run [--params F.yaml] [-p key=value ...] [--phases 00,01] [--resume RUN_DIR]
-    calib verify RUN_DIR
-    calib ls [--runs-root DIR]
-    calib show RUN_DIR
-    calib diff RUN_A RUN_B
+    calib run [-f F.yaml] [-y YAML] [-p key value ...] [--phases 00,01] [--resume RUN]
+    calib verify RUN
+    calib ls [--sort COLUMN] [--json]
+    calib show RUN
+    calib diff RUN RUN [RUN ...] [--all] [--format table|md|json|csv]
+    calib params [PHASE]
     calib ground-truth {measure,migrate} ...
+
+RUN is a name under the runs root (as ``calib ls`` prints it) or a path. Browsing lives in
+``cli/browse.py``, the run console in ``run/console.py``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from helpers.run import manifest, run_record
+from helpers.run.atomic import disk_full
+from helpers.run.lock import RunLocked
 from helpers.run.params import ParamError
-from helpers.run.project import runs_root
 
 
 def cmd_run(args) -> int:
+    from helpers.cli.browse import resolve_run
+    from helpers.cli.options import p_overrides, yaml_layers
+    from helpers.run import console
     from helpers.run.runner import PhaseFailed, run
 
+    resume = str(resolve_run(args.resume, args.runs_root)) if args.resume else None
+    log = console.console_writer(console.is_tty())
     try:
-        run_dir = run(args.params or [], args.p or [], phases=args.phases, root=args.runs_root, resume=args.resume,
-                      run_id=args.run_id, progress=not args.no_progress, cell_timeout=args.cell_timeout)
+        run_dir = run(args.params or [], p_overrides(args.p), yaml_layers(args.params_yaml), phases=args.phases, root=args.runs_root,
+                      resume=resume, run_id=args.run_id, progress=console.show_cell_bar(not args.no_progress),
+                      cell_timeout=args.cell_timeout, log=log)
     except PhaseFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("\n".join(console.failure_banner(exc.phase_id, exc.error, exc.notebook)), file=sys.stderr)
+        print("\n".join(console.summary_lines(exc.notebook.parent.parent)))
         return 1
-    print(f"run complete: {run_dir}")
+    print("\n".join(console.summary_lines(run_dir)))
     return 0
 
 
 def cmd_verify(args) -> int:
-    run_dir = Path(args.run_dir)
-    record = run_record.load(run_dir)
-    problems = []
-    for phase_id, row in record["phases"].items():
-        if row.get("status") == "complete" or manifest.manifest_path(run_dir, phase_id).exists():
-            problems += manifest.verify(run_dir, phase_id)
-    for line in problems:
-        print(line)
-    print(f"{run_dir}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'all manifests verify'}")
-    return 1 if problems else 0
+    """Exit 0: complete and intact; 3: incomplete but intact; 1: damaged (helpers.run.integrity)."""
+    from helpers.cli.browse import resolve_run
+    from helpers.run.integrity import check_run
+
+    check = check_run(resolve_run(args.run_dir, args.runs_root))
+    for label, lines in (("damaged", check.damaged), ("incomplete", check.incomplete), ("note", check.notes)):
+        for line in lines:
+            print(f"{label}: {line}")
+    print(f"{check.run_dir}: {check.verdict()}")
+    return check.exit_code
 
 
-def list_runs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if (p / run_record.FILENAME).exists()), key=lambda p: p.name) \
-        if root.is_dir() else []
+def cmd_browse(args) -> int:
+    from helpers.cli import browse
 
-
-def cmd_ls(args) -> int:
-    import pandas as pd
-
-    rows = []
-    for run_dir in list_runs(runs_root(args.runs_root)):
-        record = run_record.load(run_dir)
-        phases = record["phases"]
-        done = [pid[:2] for pid, row in phases.items() if row.get("status") == "complete"]
-        summary = {pid: row.get("summary") or {} for pid, row in phases.items()}
-        accuracy = summary.get("02_train", {}).get("test_accuracy")
-        ece = summary.get("06_confidence", {}).get("ece_post", {}).get("fp32")
-        rows.append({"run": run_dir.name, "created": record["created"][:16],
-                     "dataset": summary.get("01_data", {}).get("dataset", "-"),
-                     "model": summary.get("02_train", {}).get("architecture", "-"),
-                     "phases done": ",".join(done) or "-",
-                     "test acc": f"{accuracy:.4f}" if accuracy is not None else "-",
-                     "ECE post": f"{ece:.4f}" if ece is not None else "-", "status": record["status"]})
-    print(pd.DataFrame(rows).to_string(index=False) if rows else f"no runs under {runs_root(args.runs_root)}")
-    return 0
-
-
-def cmd_show(args) -> int:
-    import pandas as pd
-
-    run_dir = Path(args.run_dir)
-    record = run_record.load(run_dir)
-    print(f"run {record['run_id']}  status {record['status']}  created {record['created']}  "
-          f"git {str(record['git']['sha'])[:10]}{' (dirty)' if record['git']['dirty'] else ''}")
-    table = pd.DataFrame([{"phase": pid, "status": row.get("status"), "seconds": row.get("duration_s"),
-                           "error": row.get("error") or ""} for pid, row in record["phases"].items()])
-    print(table.to_string(index=False))
-    for label, rel in (("report", "results/09_report/report.html"), ("bundle", "results/08_bundle/bundle")):
-        if (run_dir / rel).exists():
-            print(f"{label}: {(run_dir / rel).resolve()}")
-    for pid, row in record["phases"].items():
-        if row.get("summary"):
-            print(f"\n{pid}:")
-            for key, value in row["summary"].items():
-                print(f"  {key}: {value}")
-    return 0
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        out.update(flatten(value, name + ".") if isinstance(value, dict) else {name: value})
-    return out
-
-
-def cmd_diff(args) -> int:
-    import pandas as pd
-
-    from helpers.run.runner import load_run_config
-
-    runs = [Path(args.run_a), Path(args.run_b)]
-    configs = [flatten(load_run_config(r)) for r in runs]
-    records = [run_record.load(r) for r in runs]
-    summaries = [flatten({pid: row.get("summary", {}) for pid, row in rec["phases"].items()}) for rec in records]
-    names = [r.name for r in runs]
-
-    def table(a: dict, b: dict, only_changed: bool):
-        rows = [{"key": k, names[0]: a.get(k, "-"), names[1]: b.get(k, "-")} for k in sorted(set(a) | set(b))
-                if not only_changed or a.get(k) != b.get(k)]
-        for row in rows:
-            x, y = row[names[0]], row[names[1]]
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
-            row["delta"] = y - x if numeric else ""
-        return pd.DataFrame(rows)
-
-    params = table(*configs, only_changed=True)
-    print("parameters that differ:" if len(params) else "parameters: identical")
-    if len(params):
-        print(params.drop(columns="delta").to_string(index=False))
-    print("\nkey results:")
-    print(table(*summaries, only_changed=False).to_string(index=False))
-    return 0
+    return getattr(browse, f"cmd_{args.command}")(args)
 
 
 def cmd_ground_truth(args) -> int:
@@ -135,36 +67,59 @@ def cmd_ground_truth(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="calib", description="calib-lab: the reproducible calibration pipeline")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from helpers.cli.browse import FORMATS
+    from helpers.cli.options import add_param_options, run_epilog, version
 
-    run = sub.add_parser("run", help="execute phases into a new run directory (or --resume one)")
-    run.add_argument("--params", action="append", metavar="FILE.yaml", help="a params file (repeatable)")
-    run.add_argument("-p", action="append", metavar="KEY=VALUE", help="override one parameter (repeatable)")
+    parser = argparse.ArgumentParser(prog="calib", description="calib-lab: the reproducible calibration pipeline")
+    parser.add_argument("--version", action="version", version=f"calib-lab {version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    root_opt = {"metavar": "DIR", "help": "where run directories are (default: runs/ or $CALIB_RUNS_ROOT)"}
+    a_run = "a run: its name under the runs root (as `calib ls` prints it), a unique prefix of one, or a path"
+
+    run = sub.add_parser("run", help="execute phases into a new run directory (or --resume one)",
+                         description="Resolve and validate the parameters, then execute the phases (and what they "
+                                     "read from) in a new run directory.",
+                         epilog=run_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_param_options(run)
     run.add_argument("--phases", help="comma-separated phase ids or numbers, e.g. 00,01 (upstream added)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="complete an existing run, skipping verified phases")
-    run.add_argument("--runs-root", help="where run directories go (default: runs/ or $CALIB_RUNS_ROOT)")
+    run.add_argument("--resume", metavar="RUN", help="complete an existing run, skipping verified phases; " + a_run)
+    run.add_argument("--runs-root", **root_opt)
     run.add_argument("--run-id", help="name the run directory (default: <UTC timestamp>-<config hash>)")
     run.add_argument("--cell-timeout", type=int, default=3600, help="seconds per notebook cell (default 3600)")
-    run.add_argument("--no-progress", action="store_true", help="no papermill progress bars")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no cell progress bar (it shows only when stderr is a terminal)")
     run.set_defaults(func=cmd_run)
 
-    verify = sub.add_parser("verify", help="check every manifest of a run against its files")
-    verify.add_argument("run_dir")
+    verify = sub.add_parser("verify", help="is a run complete and intact? exit 0 complete+intact, 3 incomplete but "
+                                           "intact, 1 damaged")
+    verify.add_argument("run_dir", metavar="RUN", help=a_run)
+    verify.add_argument("--runs-root", **root_opt)
     verify.set_defaults(func=cmd_verify)
 
-    ls = sub.add_parser("ls", help="table of runs")
-    ls.add_argument("--runs-root")
-    ls.set_defaults(func=cmd_ls)
+    ls = sub.add_parser("ls", help="table of runs: status (verified), headline metrics, parameters that differ")
+    ls.add_argument("--runs-root", **root_opt)
+    ls.add_argument("--sort", metavar="COLUMN", help="sort by a column, e.g. 'fp32 acc' or 'created'")
+    ls.add_argument("--reverse", action="store_true", help="descending order")
+    ls.add_argument("--json", action="store_true", help="the rows as JSON (raw values)")
+    ls.add_argument("--no-verify", action="store_true", help="skip checking each run's files (faster)")
+    ls.set_defaults(func=cmd_browse)
 
-    show = sub.add_parser("show", help="phase table and key results of a run")
-    show.add_argument("run_dir")
-    show.set_defaults(func=cmd_show)
+    show = sub.add_parser("show", help="phase table, headline and key results of a run")
+    show.add_argument("run", metavar="RUN", help=a_run)
+    show.add_argument("--runs-root", **root_opt)
+    show.set_defaults(func=cmd_browse)
 
-    diff = sub.add_parser("diff", help="parameter differences and metric-by-metric comparison of two runs")
-    diff.add_argument("run_a")
-    diff.add_argument("run_b")
-    diff.set_defaults(func=cmd_diff)
+    diff = sub.add_parser("diff", help="what differs between runs: parameters, phase status, results (latency too)")
+    diff.add_argument("runs", nargs="+", metavar="RUN", help=a_run + " (two or more)")
+    diff.add_argument("--all", action="store_true", help="every key, unchanged ones too")
+    diff.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    diff.add_argument("--runs-root", **root_opt)
+    diff.set_defaults(func=cmd_browse)
+
+    params = sub.add_parser("params", help="every parameter: type, default, comment, the phases sharing it")
+    params.add_argument("phase", nargs="?", help="only this phase's parameters (an id or its number, e.g. 02)")
+    params.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    params.set_defaults(func=cmd_browse)
 
     truth = sub.add_parser("ground-truth", add_help=False, help="latency ground truth: measure, migrate (see --help)")
     truth.add_argument("rest", nargs=argparse.REMAINDER)
@@ -179,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, ValueError, FileNotFoundError) as exc:
+    except (ParamError, ValueError, FileNotFoundError, RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = getattr(args, "resume", None) or getattr(args, "run_dir", None) or "the run directory"
+        print(f"error: {disk_full(exc, where)}", file=sys.stderr)  # anything but a full disk is re-raised
+        return 1
 

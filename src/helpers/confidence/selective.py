@@ -233,7 +233,17 @@ def report_table(reports: Mapping[str, dict]) -> pd.DataFrame:
                        **{f"test_{name}": _with_ci(test[key], test["ci"][key])
                           for name, key in (("coverage", "coverage"), ("risk", "selective_risk"), ("mcc", "mcc"))},
                        "test_aurc": r["test_aurc"]["aurc"], "test_e_aurc": r["test_aurc"]["e_aurc"]}
-    return pd.DataFrame.from_dict(rows, orient="index").round(4)
+    return pd.DataFrame.from_dict(rows, orient="index")  # not rounded: an AURC of 9.7e-05 must stay one
+
+
+def _populated_coverage(ax) -> float:
+    """The smallest coverage, over the axes' curves, at which some curve's selective risk is above 0, less a margin."""
+    starts = []
+    for line in ax.get_lines():
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        if len(x) > 1 and np.any(y > 0):
+            starts.append(x[np.argmax(y > 0)])
+    return max(0.0, min(starts) - 0.05) if starts else 0.0
 
 
 def _with_ci(value, bounds) -> str:
@@ -306,8 +316,10 @@ def risk_coverage_figure(labels, logits_by_name: Mapping[str, np.ndarray],
     _, correct = top_label(next(iter(logits_by_name.values())), labels)
     ax.plot(coverage, _optimal_risk(correct), "k:", label="optimal ranking")
     title = "risk-coverage" + ("" if threshold is None else " (markers: operating points)")
-    ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage", ylabel="selective risk", title=title)
-    ax.legend(fontsize=8)
+    low = min(_populated_coverage(ax), 0.9)  # zoom to where the curves have risk > 0 (all the action on easy data)
+    ax.set(xlim=(low, 1.0 + 0.02 * (1 - low)), ylim=(0, None), xlabel="coverage", ylabel="selective risk",
+           title=title)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -324,8 +336,8 @@ def threshold_sweep_figure(sweep: pd.DataFrame, choice: ThresholdChoice | None =
         ax.plot([choice.threshold] * 2, [choice.mcc, choice.coverage], "o", color="tab:red",
                 label=f"{choice.criterion}: t = {choice.threshold:.4g}"
                       + ("" if choice.met else " (target not met)"))
-    ax.set(xlabel="confidence threshold", ylim=(min(0, sweep["mcc"].min()) - 0.02, 1.02),
-           title="threshold sweep")
+    ax.set(xlabel="confidence threshold", ylabel="value (MCC; coverage and risk as fractions)",
+           ylim=(min(0, sweep["mcc"].min()) - 0.02, 1.02), title="threshold sweep")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -89,7 +89,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
 
 
 def check_params(params: dict, config: dict | None = None) -> None:
-    """Validate phase 01's parameters before any kernel starts."""
+    """Validate phase 01's parameters before any kernel starts; with ``config`` (``calib run``, before any run
+    directory exists) the dataset is also loaded and the splits drawn, as the kernel would."""
     if params["dataset"] not in DATASETS:
         raise ValueError(f"unknown dataset {params['dataset']!r}; choose one of {', '.join(DATASETS)}")
     if params["dataset"] == "cifar10":
@@ -102,6 +103,13 @@ def check_params(params: dict, config: dict | None = None) -> None:
         raise ValueError(f"val_fraction must be in (0, 1), got {params['val_fraction']}")
     if params["samples_per_class"] < 0:
         raise ValueError(f"samples_per_class must be >= 1 (or 0 for the dataset default), got {params['samples_per_class']}")
+    if config is None:  # in the kernel (Phase.open): its next cell loads the dataset anyway
+        return
+    # the kernel's own first steps, so what would fail in phase 01 fails here, before any run directory exists:
+    # every batch is read (a truncated one or an unsafe pickle is refused) and the slice must fit every class
+    ds = load_dataset(params["dataset"], params["data_dir"] or None)
+    make_splits(ds, params["val_fraction"], params["samples_per_class"] or DEFAULT_SAMPLES_PER_CLASS[params["dataset"]],
+                params["seed"], params["val_source"])
 
 
 def check_cifar10_dir(data_dir: Path) -> None:

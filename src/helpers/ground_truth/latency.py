@@ -66,7 +66,7 @@ import yaml
 from onnx import numpy_helper
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.ground_truth.estimator import end_to_end_ms
 from helpers.ground_truth.hardware import HardwareProfile, cpu_flags, hardware_id, profile_hardware, system_state
@@ -775,8 +775,8 @@ def int8_over_fp32(records: Sequence[MeasurementRecord]) -> dict[str, float]:
 
 
 def latency_figure(records: Sequence[MeasurementRecord]):
-    """One panel per batch size: mean end-to-end latency per precision with its 95% CI, the
-    contention-free latency as a dot, and the INT8/FP32 ratio in the title."""
+    """One panel per batch size: mean end-to-end latency per precision with its 95% CI (clipped at 0 ms),
+    the contention-free latency as a dot, and INT8's speed-up over FP32 in the title."""
     import matplotlib.pyplot as plt
     if not records:
         raise ValueError("no records to plot; measure some first")
@@ -788,14 +788,16 @@ def latency_figure(records: Sequence[MeasurementRecord]):
         labels = [f"{r.precision}\n{r.model}" if len({r.model for r in rows}) > 1 else r.precision for r in rows]
         stats = [r.model_summary.end_to_end_latency for r in rows]
         means = np.array([s.mean for s in stats])
-        errors = np.array([[s.mean - s.ci_lower for s in stats], [s.ci_upper - s.mean for s in stats]])
+        errors = np.array([[s.mean - max(s.ci_lower, 0.0) for s in stats],  # a latency CI stops at 0 ms
+                           [s.ci_upper - s.mean for s in stats]])
         x = np.arange(len(rows))
         ax.bar(x, means, yerr=errors, capsize=4, color=["C0" if r.precision == "fp32" else "C1" for r in rows],
                label="mean wall clock, 95% CI")
         ax.plot(x, [end_to_end_ms(r) for r in rows], "kD", ms=5, label="contention-free (min on-CPU)")
-        ratio = "; ".join(f"{v:.2f}x" for k, v in ratios.items() if k.endswith(f"/b{batch}"))
+        speedup = "; ".join(f"{1 / v:.1f}x faster" if v <= 1 else f"{v:.1f}x slower"
+                            for k, v in ratios.items() if k.endswith(f"/b{batch}") and v)
         ax.set(xticks=x, xticklabels=labels, ylabel="end-to-end latency per call (ms)",
-               title=f"batch {batch}" + (f"\nINT8/FP32 {ratio} (contention-free)" if ratio else ""))
+               title=f"batch {batch}" + (f"\nINT8 {speedup} than FP32 (contention-free)" if speedup else ""))
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig

@@ -11,7 +11,7 @@ model's output is ``logits / T`` (or a vector-scaled variant), which is again a 
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -223,9 +223,11 @@ def _panel_count(logits_by_name: Mapping[str, np.ndarray]) -> int:
     return len(logits_by_name)
 
 
-def reliability_diagram(labels, logits_by_name: Mapping[str, np.ndarray], n_bins: int = 15):
+def reliability_diagram(labels, logits_by_name: Mapping[str, np.ndarray], n_bins: int = 15,
+                        ece_ci95: Mapping[str, Sequence[float]] | None = None):
     """One column per entry (e.g. {"before": logits, "after": logits / T}): accuracy per bin
-    against the diagonal, the gap to mean confidence, and the bin counts underneath."""
+    against the diagonal, the gap to mean confidence as an outline, ECE in % (with its 95% CI when
+    ``ece_ci95`` has the entry), the count on sparse bins, and the bin counts (log scale) underneath."""
     import matplotlib.pyplot as plt
 
     cols = _panel_count(logits_by_name)
@@ -239,15 +241,21 @@ def reliability_diagram(labels, logits_by_name: Mapping[str, np.ndarray], n_bins
         top.bar(table["lower"][used], table["accuracy"][used], width=width, align="edge",
                 color="tab:blue", edgecolor="black", label="accuracy")
         top.bar(table["lower"][used], (table["mean_confidence"] - table["accuracy"])[used],
-                bottom=table["accuracy"][used], width=width, align="edge", color="tab:red",
-                alpha=0.3, edgecolor="tab:red", hatch="//", label="gap to confidence")
+                bottom=table["accuracy"][used], width=width, align="edge", fill=False,
+                edgecolor="tab:red", linewidth=1.4, label="gap to confidence")
+        sparse = used & (table["count"] < max(10, 0.01 * table["count"].sum()))
+        for lower, acc, count in zip(table["lower"][sparse], table["accuracy"][sparse], table["count"][sparse]):
+            top.text(lower + width / 2, min(acc, 0.92) + 0.02, f"n={int(count)}", ha="center", fontsize=6)
         top.plot([0, 1], [0, 1], "k--", lw=1)
-        ece = expected_calibration_error(logits, labels, n_bins)
-        top.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}\nECE = {ece:.4f}", ylabel="accuracy")
+        ece = 100 * expected_calibration_error(logits, labels, n_bins)
+        ci = (ece_ci95 or {}).get(name)
+        ci_text = f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci is not None else ""
+        top.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}\nECE = {ece:.2f}%{ci_text}", ylabel="accuracy")
         top.legend(loc="upper left", fontsize=8)
-        bottom.bar(table["lower"], table["count"], width=width, align="edge", color="grey",
+        bottom.bar(table["lower"][used], table["count"][used], width=width, align="edge", color="grey",
                    edgecolor="black")
-        bottom.set(xlabel="confidence", ylabel="count")
+        bottom.set_yscale("log")
+        bottom.set(xlabel="confidence", ylabel="count (log)")
     fig.tight_layout()
     return fig
 

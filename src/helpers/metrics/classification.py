@@ -12,7 +12,7 @@ from statistics import NormalDist
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def check_labels(labels, num_classes: int, name: str = "labels") -> np.ndarray:

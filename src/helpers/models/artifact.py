@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from helpers.models.architectures import build_model
-from helpers.models.training import load_checkpoint, save_checkpoint, train
+from helpers.models.training import epoch_logger, load_checkpoint, save_checkpoint, train
 from helpers.run import atomic
 
 DEFAULT_ARCHITECTURE = {"digits": "digits_cnn", "cifar10": "resnet8"}
@@ -33,6 +33,10 @@ def check_params(params: dict, config: dict | None = None) -> None:
                                     f"{params['h5_path']!r} (e.g. -p h5_path=../shared/models/mlperf_tiny_resnet8_pretrained.h5)")
         if params["dataset"] != "cifar10":
             raise ValueError("the MLPerf Tiny ResNet-8 .h5 is a CIFAR-10 model: use -p dataset=cifar10 with keras_h5")
+        if params.get("val_source", "train") != "test":
+            raise ValueError("the MLPerf Tiny ResNet-8 .h5 was trained on every CIFAR-10 training image, so a val split "
+                             "from the training data would fit temperature and threshold on images it has seen: add "
+                             "-p val_source=test -p val_fraction=0.5 (val = half of the test split)")
     if params["architecture"] and params["architecture"] not in available_models():
         raise ValueError(f"unknown architecture {params['architecture']!r}; choose one of {', '.join(available_models())}")
     if params["precision"] not in ("fp32", "bf16"):
@@ -58,7 +62,8 @@ def obtain(phase, params: dict, ds, train_xy, val_xy) -> tuple[nn.Module, dict, 
         model, history = train(
             build(model_spec), *train_xy, *val_xy, epochs=params["epochs"], batch_size=params["batch_size"],
             lr=params["lr"], seed=params["seed"], augment=params["augment"],
-            label_smoothing=params["label_smoothing"], precision=params["precision"])
+            label_smoothing=params["label_smoothing"], precision=params["precision"],
+            on_epoch_end=epoch_logger(phase.log, params["epochs"]))
     return model, model_spec, history
 
 

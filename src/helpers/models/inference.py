@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.data.datasets import check_image_batch, preprocess
 

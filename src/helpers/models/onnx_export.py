@@ -18,8 +18,8 @@ file is checked with ``onnx.checker`` (full check, with shape inference) before 
 place through ``helpers.run.atomic``.
 
 ``check_parity`` runs the torch model and the ONNX file (onnxruntime, CPUExecutionProvider) on
-the same uint8 images and raises :class:`OnnxParityError` when the largest absolute logit
-difference exceeds 1e-4 or any argmax differs.
+the same uint8 images and raises :class:`OnnxParityError` unless their logits are the same outputs
+by ``helpers.models.parity`` (the one definition, which phase 08's bundle load-back uses too).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from helpers.models import parity
 from helpers.models.architectures import predict_logits
 from helpers.models.inference import batched_logits
 from helpers.run import atomic
@@ -40,7 +41,6 @@ from helpers.run import atomic
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 OPSET = 18
-PARITY_ATOL = 1e-4
 
 
 class OnnxParityError(RuntimeError):
@@ -108,21 +108,19 @@ def onnx_logits(session: ort.InferenceSession | str | Path, images: np.ndarray, 
                           desc="onnx_logits", progress=progress, shape=expected)
 
 
-def check_parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray, atol: float = PARITY_ATOL,
-                 batch_size: int = 500) -> float:
-    """Max |logit difference| between torch and onnxruntime on ``images``; raises on a mismatch.
+def check_parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray, batch_size: int = 500) -> parity.Parity:
+    """Torch vs onnxruntime logits on ``images`` by ``helpers.models.parity``; raises unless they are the same outputs.
 
-    Raises :class:`OnnxParityError` if that difference exceeds ``atol`` or any sample's argmax
-    differs (a near-tie counts: the deployed model must predict what the torch model predicts).
+    Raises :class:`OnnxParityError` if a logit differs beyond the parity tolerance or an argmax
+    differs outside a near tie (near-tie flips are counted in the returned :class:`Parity`).
     """
     expected = predict_logits(model, images, batch_size)
     actual = onnx_logits(onnx_path, images, batch_size)
     if expected.shape != actual.shape:
         raise OnnxParityError(f"{onnx_path}: logits shape {actual.shape}, torch gives {expected.shape}")
-    max_diff = float(np.max(np.abs(expected - actual)))
-    flips = int(np.sum(expected.argmax(1) != actual.argmax(1)))
-    if not max_diff <= atol or flips:
-        raise OnnxParityError(f"{onnx_path} disagrees with the torch model on {len(images)} images: max |logit "
-                              f"difference| {max_diff:.3g} (tolerance {atol:g}), {flips} argmax differ(s); "
+    result = parity.compare_logits(expected, actual)
+    if not result.passed:
+        raise OnnxParityError(f"{onnx_path} disagrees with the torch model on {len(images)} images: "
+                              f"{result.message()}; "
                               "re-export from the same weights, and compare in eval mode")
-    return max_diff
+    return result

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.data.datasets import check_image_batch, preprocess
 from helpers.metrics.classification import accuracy, check_labels
@@ -124,6 +124,13 @@ def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
                        augment=augment, label_smoothing=label_smoothing, weight_decay=weight_decay,
                        precision=precision, progress=progress, on_epoch_end=on_epoch_end)
     return model, history
+
+
+def epoch_logger(log: Callable[..., None], epochs: int) -> Callable[[int, History], None]:
+    """An ``on_epoch_end`` that logs each epoch's loss and accuracies (``log`` is ``phase.log``)."""
+    def on_epoch_end(epoch: int, history: History) -> None:
+        log("epoch", epoch=epoch, epochs=epochs, **{k: history[k][-1] for k in ("loss", "train_acc", "val_acc")})
+    return on_epoch_end
 
 
 def _fit(model, images, labels, val_images, val_labels, *, epochs, batch_size, lr, seed, augment,

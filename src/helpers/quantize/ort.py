@@ -35,6 +35,7 @@ import contextlib
 import io
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.calibrate import HistogramCollector, TensorsData, create_calibrator, save_tensors_data
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.data.datasets import preprocess, stratified_slice
 from helpers.metrics import classification as metrics
@@ -391,18 +392,24 @@ def variant_metrics(logits: np.ndarray, labels: np.ndarray, fp32_logits: np.ndar
             "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean())}
 
 
-def best_variant(labels: np.ndarray, logits_by_variant: dict[str, np.ndarray]) -> str:
-    """The variant whose logits reach the highest accuracy on ``labels``; ties go to the first in order."""
-    if not logits_by_variant:
-        raise ValueError("logits_by_variant is empty; pass {variant: logits} for at least one INT8 variant")
-    accuracies = []
-    for name, logits in logits_by_variant.items():
-        logits = np.asarray(logits)
-        if logits.ndim != 2 or len(logits) != len(labels):
-            raise ValueError(f"variant {name!r}: logits must be (N, classes) with N = {len(labels)} labels, "
-                             f"got {logits.shape}")
-        accuracies.append(metrics.accuracy(labels, logits.argmax(axis=1)))
-    return list(logits_by_variant)[int(np.argmax(accuracies))]  # argmax keeps the first of equal maxima
+BEST_VARIANT_RULE = ("highest test accuracy; ties: highest agreement with FP32 predictions, then lowest mean "
+                     "|logit - FP32 logit|, then name in alphabetical order")
+
+
+def best_variant(rows: Mapping[str, Mapping[str, float]]) -> str:
+    """The best INT8 variant given its measured numbers (``variant_metrics`` rows, as in quant_report.json).
+
+    :data:`BEST_VARIANT_RULE`: a total order on the numbers alone, so the choice never depends on
+    the variants' order; the last key (the name) only decides between exactly equal rows.
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass {variant: variant_metrics(...)} for at least one INT8 variant")
+    for name, row in rows.items():
+        missing = [k for k in ("accuracy", "agreement_with_fp32", "mean_abs_logit_diff") if k not in row]
+        if missing:
+            raise ValueError(f"variant {name!r} lacks {', '.join(missing)}; pass variant_metrics(...) rows")
+    return min(rows, key=lambda n: (-rows[n]["accuracy"], -rows[n]["agreement_with_fp32"],
+                                    rows[n]["mean_abs_logit_diff"], n))
 
 
 def build_quant_report(labels: np.ndarray, fp32_logits: np.ndarray, fp32_size_bytes: int,

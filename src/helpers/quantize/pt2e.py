@@ -64,7 +64,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.data.datasets import preprocess
 from helpers.models.architectures import InputScale

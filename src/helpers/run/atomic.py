@@ -11,6 +11,7 @@ same configuration produce byte-identical results files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _default_mode() -> int:
@@ -41,7 +43,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # some filesystems refuse O_RDONLY on directories
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -68,10 +70,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, _default_mode())
         os.replace(tmp_path, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def disk_full(exc: OSError, where: str | os.PathLike) -> str:
+    """The message for a full disk (or quota) hit while writing under ``where``; any other OSError is re-raised."""
+    if exc.errno not in DISK_FULL:
+        raise exc
+    return disk_full_message(f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}", where)
+
+
+def disk_full_message(detail: str, where: str | os.PathLike) -> str:
+    return (f"no space left on device while writing under {where} ({detail}); nothing half-written was kept: "
+            f"free some space, then `calib run --resume {where}` continues from the last complete phase")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

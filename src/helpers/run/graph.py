@@ -131,6 +131,9 @@ def select(selection: str | list[str] | None) -> list[PhaseSpec]:
         if not matches:
             raise ValueError(f"unknown phase {item!r}; phases are: {', '.join(_BY_ID)}")
         wanted.update(matches)
+    if not wanted:
+        raise ValueError(f"--phases {selection!r} names no phase; give phase ids or numbers, e.g. 00,01 "
+                         f"(phases are: {', '.join(_BY_ID)})")
     return [p for p in PHASES if p.id in upstream_closure(wanted)]
 
 

@@ -1,8 +1,12 @@
 """Phase parameters: notebook defaults, YAML layers, command-line overrides, validation.
 
-Layers, later wins, deep-merged::
+Layers, lowest first::
 
     notebook defaults  <  params/default.yaml  <  --params FILE.yaml  <  -p key=value
+
+One precedence: a later layer wins; within one layer a phase-scoped key beats a shared one
+(``resolve``), and ``config_sources.yaml`` beside a run's ``config_resolved.yaml`` says which
+layer set each non-default value.
 
 A layer is a mapping. Top-level keys are *shared* parameters: they apply to every phase whose
 notebook declares them (``seed``, ``dataset`` ...). A top-level key naming a phase
@@ -34,14 +38,38 @@ class ParamError(ValueError):
     """A parameter problem found before any work started."""
 
 
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """Defaults of the cell tagged ``parameters``: ``name = <literal>`` lines, in order."""
+def parameters_source(path: Path) -> str:
+    """The source of the notebook's cell tagged ``parameters``."""
     cells = [cell for cell in code_cells(path) if "parameters" in cell.tags]
     if not cells:
         raise ParamError(f"{path.name} has no cell tagged 'parameters'; tag the cell holding its defaults "
                          "(JupyterLab: property inspector > cell tags)")
+    return cells[0].source
+
+
+def parameter_comments(path: Path) -> dict[str, str]:
+    """``name = value  # comment`` lines of the parameters cell -> {name: comment} (names without one left out)."""
+    out = {}
+    for line in parameters_source(path).splitlines():
+        name, sep, rest = line.partition("=")
+        if sep and name.strip().isidentifier() and "#" in rest:
+            out[name.strip()] = rest.rsplit("#", 1)[1].strip()
+    return out
+
+
+def did_you_mean(names: Iterable[str], valid: Iterable[str]) -> str:
+    """`` (did you mean epochs?)`` for names close to a valid one, else ``""``."""
+    import difflib
+
+    valid = list(valid)
+    hints = [m[0] for n in names if (m := difflib.get_close_matches(n, valid, n=1, cutoff=0.6))]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """Defaults of the cell tagged ``parameters``: ``name = <literal>`` lines, in order."""
     params: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
+    for node in ast.parse(parameters_source(path)).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             raise ParamError(f"{path.name}: the parameters cell may only hold `name = literal` lines, "
                              f"found: {ast.unparse(node)}")
@@ -104,36 +132,50 @@ def check_type(name: str, default: Any, value: Any, where: str) -> None:
                          f"{default!r}, got {type(value).__name__} {value!r}")
 
 
-def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]]) -> dict[str, dict[str, Any]]:
-    """Resolved parameters per phase from notebook ``defaults`` and named ``layers`` (lowest first)."""
-    merged: dict = {}
-    for _, layer in layers:
-        merged = deep_merge(merged, layer)
-    shared = {k: v for k, v in merged.items() if k not in defaults}
-    known_shared = {name for params in defaults.values() for name in params if name != RUN_DIR_PARAM}
-    unknown = sorted(set(shared) - known_shared)
-    if unknown:
-        raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; valid shared keys: "
-                         f"{', '.join(sorted(known_shared))}; phase sections: {', '.join(defaults)}")
+def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]],
+            sources: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Resolved parameters per phase from notebook ``defaults`` and named ``layers`` (lowest first).
+
+    One precedence: a later layer wins; within one layer a phase-scoped key (``02_train: {epochs: 3}``,
+    ``-p 02_train.epochs=3``) beats a shared one (``epochs: 5``). Dict values are deep-merged in
+    that order. ``sources``, when given, is filled with ``{phase: {name: "<layer> (<key>)"}}`` for
+    every value that differs from its notebook default: which layer set it, through which key.
+    """
+    shared_names = {name for params in defaults.values() for name in params if name != RUN_DIR_PARAM}
+    for layer_name, layer in layers:
+        unknown = sorted(k for k in layer if k not in defaults and k not in shared_names)
+        if unknown:
+            raise ParamError(f"unknown parameter(s) {', '.join(unknown)} in {layer_name}"
+                             f"{did_you_mean(unknown, shared_names)}; valid shared keys: "
+                             f"{', '.join(sorted(shared_names))}; phase sections: {', '.join(defaults)}")
     resolved = {}
     for phase_id, phase_defaults in defaults.items():
-        section = merged.get(phase_id, {})
-        if not isinstance(section, dict):
-            raise ParamError(f"section {phase_id!r} must be a mapping of that phase's parameters")
-        bad = sorted(set(section) - set(phase_defaults) | ({RUN_DIR_PARAM} & set(section)))
-        if bad:
-            valid = sorted(set(phase_defaults) - {RUN_DIR_PARAM})
-            raise ParamError(f"unknown parameter(s) {', '.join(bad)} for phase {phase_id}; valid: {', '.join(valid)}")
-        params = {}
-        for name, default in phase_defaults.items():
-            if name == RUN_DIR_PARAM:
-                continue
-            value = section.get(name, shared.get(name, default))
-            if isinstance(default, dict) and isinstance(value, dict):
-                value = deep_merge(default, value)
-            check_type(name, default, value, phase_id)
-            params[name] = value
+        valid = sorted(set(phase_defaults) - {RUN_DIR_PARAM})
+        params = {name: copy.deepcopy(phase_defaults[name]) for name in valid}
+        origin: dict[str, str] = {}
+        for layer_name, layer in layers:
+            section = layer.get(phase_id, {})
+            if not isinstance(section, dict):
+                raise ParamError(f"section {phase_id!r} in {layer_name} must be a mapping of that phase's parameters")
+            bad = sorted(set(section) - set(valid))
+            if bad:
+                raise ParamError(f"unknown parameter(s) {', '.join(bad)} for phase {phase_id} in {layer_name}"
+                                 f"{did_you_mean(bad, valid)}; valid: {', '.join(valid)}")
+            for name in valid:
+                for key, scope in ((name, layer), (f"{phase_id}.{name}", section)):  # shared first: the phase key wins
+                    if name in scope:
+                        value = scope[name]
+                        both_dicts = isinstance(value, dict) and isinstance(params[name], dict)
+                        params[name] = deep_merge(params[name], value) if both_dicts else copy.deepcopy(value)
+                        origin[name] = f"{layer_name} ({key})"
+        for name in valid:
+            check_type(name, phase_defaults[name], params[name], phase_id if name not in origin
+                       else f"{phase_id} (set by {origin[name]})")
         resolved[phase_id] = params
+        if sources is not None:
+            changed = {name: origin[name] for name in origin if params[name] != phase_defaults[name]}
+            if changed:
+                sources[phase_id] = changed
     return resolved
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.run import manifest, run_record
+from helpers.run import lock, manifest, run_record
 from helpers.run.atomic import sha256_file, to_jsonable
 from helpers.run.graph import MODEL_PHASE, PhaseSpec, get_phase
 from helpers.run.params import RUN_DIR_PARAM, check_type, notebook_parameters
@@ -43,11 +43,15 @@ def seed_everything(seed: int) -> None:
 
 
 class Phase:
-    def __init__(self, spec: PhaseSpec, run_dir: Path, params: dict[str, Any]):
+    def __init__(self, spec: PhaseSpec, run_dir: Path, params: dict[str, Any], executed_copy: bool = True):
         self.spec, self.run_dir, self.params = spec, run_dir, params
         self.results = manifest.results_dir(run_dir, spec.id)
         self.log_path = run_dir / "logs" / f"{spec.id}.jsonl"
-        self.key = manifest.input_key(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
+        self.key_parts = manifest.key_parts(spec.id, params, spec.notebook, list(spec.upstream), run_dir,
+                                            spec.soft_upstream)
+        self.key = manifest.key_of(self.key_parts)
+        # the run holds this notebook's executed copy (papermill, nbval) -- not so for a notebook run by hand
+        self.notebook = f"notebooks/{spec.id}.ipynb" if executed_copy else None
         self._started = time.perf_counter()
         self._sealed: dict[str, str] | None = None  # own output -> sha256, once seal() has run
         spec.readable(params, sealed=False)  # a mode without declared inputs fails here, before any work
@@ -72,9 +76,11 @@ class Phase:
 
             run_dir = prepare_scratch_run(phase_id, params)
             print(f"{phase_id}: working in scratch run {run_dir}")
+        if os.environ.get(run_record.MANAGED_ENV):
+            lock.hold_for_kernel(run_dir)  # until this kernel exits: a new executor waits for it
         manifest.withdraw(run_dir, phase_id)
         seed_everything(int(params.get("seed", 0)))
-        phase = cls(spec, run_dir, params)
+        phase = cls(spec, run_dir, params, executed_copy=bool(namespace.get(RUN_DIR_PARAM)))
         phase.results.mkdir(parents=True, exist_ok=True)
         phase.log("phase_started", params=params)
         return phase
@@ -191,7 +197,10 @@ class Phase:
         self.log("timing", name=name, seconds=round(time.perf_counter() - start, 4))
 
     def finish(self, summary: dict[str, Any] | None = None) -> dict:
-        """Check every declared output exists, then write the manifest (last)."""
+        """Check every declared output exists, then write the manifest (last).
+
+        Under ``calib run`` the manifest is written as pending: the runner makes it the manifest once
+        papermill has saved the executed notebook, so a phase with a manifest always has its notebook."""
         changed = [n for n, sha in (self._sealed or {}).items() if sha256_file(self.results / n) != sha]
         if changed:
             raise RuntimeError(f"{self.spec.id}: sealed output(s) {', '.join(changed)} changed after phase.seal()")
@@ -204,12 +213,17 @@ class Phase:
             raise RuntimeError(f"{self.spec.id} wrote undeclared file(s) {', '.join(undeclared)}; "
                                "write through phase.out() and declare outputs in helpers/run/graph.py")
         summary = to_jsonable(summary or {})
-        manifest.write_manifest(self.run_dir, self.spec.id, self.key, summary)
+        managed = bool(os.environ.get(run_record.MANAGED_ENV))  # the runner promotes it after the notebook is saved
+        manifest.write_manifest(self.run_dir, self.spec.id, self.key_parts, summary, self.notebook, pending=managed)
         seconds = round(time.perf_counter() - self._started, 3)
         self.log("phase_finished", seconds=seconds, files=len(produced))
-        if not os.environ.get(run_record.MANAGED_ENV):
-            run_record.set_phase(self.run_dir, self.spec.id, status="complete", finished=run_record.now(),
-                                 duration_s=seconds, input_key=self.key)
+        if not managed:
+            record = run_record.record_complete(self.run_dir, self.spec.id,
+                                                manifest.read_manifest(self.run_dir, self.spec.id),
+                                                finished=run_record.now(), duration_s=seconds)
+            if all(row.get("status") == "complete" for row in record["phases"].values()):  # a scratch run
+                record["status"] = "complete"
+                run_record.save(self.run_dir, record)
         print(f"{self.spec.id}: {len(produced)} files, manifest written to "
               f"{manifest.manifest_path(self.run_dir, self.spec.id).relative_to(self.run_dir)}")
         return summary

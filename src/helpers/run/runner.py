@@ -5,26 +5,30 @@ order in the current environment's kernel, with the kernel's working directory s
 ``<run>/notebooks`` and ``run_dir=".."`` injected, so run directories are relocatable. A phase
 is skipped on ``--resume`` only when its manifest verifies and its input key matches; a phase
 that re-runs forces everything downstream of it to re-run. A failed phase leaves no manifest,
-is marked failed with its error in ``run_record.json``, and stops the run.
+is marked failed with its error in ``run_record.json``, and stops the run; the report (a phase
+with ``soft_upstream``) still runs on whatever exists. What the console shows is ``run/console.py``.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from helpers.run import manifest, run_record
-from helpers.run.atomic import atomic_path, write_text
+from helpers.run import console, manifest, run_record
+from helpers.run.atomic import DISK_FULL, atomic_path, disk_full, disk_full_message, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
+from helpers.run.lock import run_lock
 from helpers.run.params import ParamError, config_hash, load_yaml, notebook_parameters, parse_overrides, resolve
 from helpers.run.project import project_root, runs_root
-from helpers.run.run_record import MANAGED_ENV
+from helpers.run.resume import load_record, record_skipped, remove_leftovers, why_rerun
+from helpers.run.run_record import CONFIG_FILE, MANAGED_ENV
 
-CONFIG_FILE = "config_resolved.yaml"
+SOURCES_FILE = "config_sources.yaml"
 KERNEL_ENV = {MANAGED_ENV: "1", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
 
 
@@ -39,17 +43,21 @@ def all_defaults() -> dict[str, dict]:
     return {spec.id: notebook_parameters(spec.notebook) for spec in PHASES if spec.notebook.exists()}
 
 
-def resolve_config(param_files: list[str] = (), overrides: list[str] = (), extra: dict | None = None) -> dict:
-    """Resolved, validated params of every phase: defaults < params/default.yaml < files < -p < extra."""
+def resolve_config(param_files: list[str] = (), overrides: list[str] = (), extra: dict | None = None,
+                   sources: dict | None = None, yaml_layers: list[dict] = ()) -> dict:
+    """Resolved, validated params of every phase: defaults < params/default.yaml < files < -y < -p < extra.
+
+    ``sources`` (when given) receives which layer set each non-default value (``params.resolve``)."""
     layers = []
     default_yaml = project_root() / "params" / "default.yaml"
     if default_yaml.exists():
         layers.append((str(default_yaml), load_yaml(default_yaml)))
     layers += [(f, load_yaml(f)) for f in param_files]
+    layers += [("-y", layer) for layer in yaml_layers]
     layers.append(("-p", parse_overrides(overrides)))
     if extra:
         layers.append(("notebook", extra))
-    resolved = absolute_paths(resolve(all_defaults(), layers))
+    resolved = absolute_paths(resolve(all_defaults(), layers, sources))
     precheck(resolved)
     return resolved
 
@@ -69,38 +77,51 @@ def precheck(resolved: dict) -> None:
 
 
 def check_writable(root: Path) -> None:
+    """The runs root is (or can be made) a writable folder: a probe file unique to this process."""
+    blocker = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is a file, not a folder" if blocker == root else f"cannot be created: {blocker} is a file"
+        raise ParamError(f"runs root {root} {where}; pass --runs-root DIR or set CALIB_RUNS_ROOT to a folder")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(root / ".write-check"):
-            pass
-        (root / ".write-check").unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise ParamError(f"run root {root} is not writable ({exc.strerror}); pass --runs-root DIR or set "
                          "CALIB_RUNS_ROOT to a writable folder") from None
 
 
-def create_run(resolved: dict, specs: list[PhaseSpec], root: Path, run_id: str | None = None) -> Path:
+def create_run(resolved: dict, specs: list[PhaseSpec], root: Path, run_id: str | None = None,
+               sources: dict | None = None) -> Path:
+    """A new run directory: its config (hashed into the record: the run's identity) and its record."""
     check_writable(root)
-    chash = config_hash({s.id: resolved[s.id] for s in specs})
-    if run_id is None:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        run_id = f"{stamp}-{chash[:8]}"
-        n = 1
-        while (root / run_id).exists():
-            n += 1
-            run_id = f"{stamp}-{chash[:8]}-{n}"
-    run_dir = root / run_id
-    (run_dir / "notebooks").mkdir(parents=True, exist_ok=False)
-    write_text(run_dir / CONFIG_FILE, yaml.safe_dump({s.id: resolved[s.id] for s in specs}, sort_keys=True))
-    run_record.create(run_dir, run_id, chash, [s.id for s in specs])
+    text = yaml.safe_dump({s.id: resolved[s.id] for s in specs}, sort_keys=True)
+    config = yaml.safe_load(text)  # the identity is what the file says
+    chash = config_hash(config)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        name = run_id or (f"{stamp}-{chash[:8]}" if n == 1 else f"{stamp}-{chash[:8]}-{n}")
+        try:
+            (root / name).mkdir()  # atomic: of parallel launches exactly one gets a name
+            break
+        except FileExistsError:
+            if run_id:
+                raise ParamError(f"run {run_id} already exists under {root}; choose another --run-id, or continue "
+                                 f"that run with `calib run --resume {root / run_id}`") from None
+    run_dir = root / name
+    (run_dir / "notebooks").mkdir()
+    write_text(run_dir / CONFIG_FILE, text)
+    write_text(run_dir / SOURCES_FILE, sources_yaml(sources or {}))
+    run_record.create(run_dir, name, chash, [s.id for s in specs], config)
     return run_dir
 
 
-def load_run_config(run_dir: Path) -> dict:
-    path = run_dir / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    return yaml.safe_load(path.read_text())
+def sources_yaml(sources: dict) -> str:
+    """config_sources.yaml: which layer set each value of config_resolved.yaml that is not its notebook default."""
+    return ("# which layer (and key) set each parameter that differs from its notebook default; later layers win,\n"
+            "# within one layer a phase-scoped key beats a shared one (README: parameter layers)\n"
+            + (yaml.safe_dump(sources, sort_keys=True) if sources else "{}\n"))
 
 
 @contextlib.contextmanager
@@ -124,48 +145,61 @@ def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bo
     outcome: dict[str, str] = {}
     for spec in specs:
         params = resolved[spec.id]
-        key = manifest.input_key(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
-        upstream_reran = any(outcome.get(u) == "ran" for u in upstream_closure({spec.id}) - {spec.id})
-        existing = manifest.read_manifest(run_dir, spec.id)
-        if (resume and not upstream_reran and existing and existing.get("input_key") == key
-                and not manifest.verify(run_dir, spec.id)):
+        parts = manifest.key_parts(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
+        reran = sorted(u for u in upstream_closure({spec.id}) - {spec.id} if outcome.get(u) == "ran")
+        reason = why_rerun(run_dir, spec.id, parts, reran) if resume else "new run"
+        if reason is None:
+            record_skipped(run_dir, spec.id)
             outcome[spec.id] = "skipped"
             log(f"[{spec.id}] up to date (manifest verifies, input key matches): skipped")
             continue
+        if resume:
+            log(f"[{spec.id}] re-runs: {reason}")
         log(f"[{spec.id}] {spec.title}")
-        run_phase(run_dir, spec, params, key, progress=progress, cell_timeout=cell_timeout)
+        run_phase(run_dir, spec, params, manifest.key_of(parts), progress=progress, cell_timeout=cell_timeout,
+                  log=log, reason=reason)
         outcome[spec.id] = "ran"
     return outcome
 
 
 def run_phase(run_dir: Path, spec: PhaseSpec, params: dict, key: str, *, progress: bool,
-              cell_timeout: int | None) -> None:
+              cell_timeout: int | None, log=print, reason: str = "new run") -> None:
+    """Execute one phase; its kernel's pending manifest becomes the manifest once the executed notebook is written."""
     import papermill as pm
 
     manifest.withdraw(run_dir, spec.id)
-    run_record.set_phase(run_dir, spec.id, status="running", started=run_record.now(), error=None)
+    run_record.set_phase(run_dir, spec.id, status="running", started=run_record.now(), error=None, reason=reason,
+                         git=run_record.git_state(), disk_free_gib=run_record.disk_free_gib(run_dir))
     out = run_dir / "notebooks" / f"{spec.id}.ipynb"
     start = time.perf_counter()
     error = None
-    with kernel_environment(), atomic_path(out) as tmp:
-        try:
-            pm.execute_notebook(str(spec.notebook), str(tmp), parameters={**params, "run_dir": ".."},
-                                cwd=str(run_dir / "notebooks"), kernel_name="python3", progress_bar=progress,
-                                execution_timeout=cell_timeout, request_save_on_cell_execute=False)
-        except pm.PapermillExecutionError as exc:  # the executed notebook (with the error) is still kept
-            error = f"{exc.ename}: {exc.evalue}"
+    try:
+        with atomic_path(out) as tmp, console.EventTail(run_dir / "logs" / f"{spec.id}.jsonl", log):
+            try:  # KERNEL_ENV goes to the kernel process only: set here, it would also silence papermill's bar
+                pm.execute_notebook(str(spec.notebook), str(tmp), parameters={**params, "run_dir": ".."},
+                                    cwd=str(run_dir / "notebooks"), kernel_name="python3", progress_bar=progress,
+                                    execution_timeout=cell_timeout, request_save_on_cell_execute=False,
+                                    kernel_manager_class=console.QuietKernelManager.with_env(KERNEL_ENV))
+            except pm.PapermillExecutionError as exc:  # the executed notebook (with the error) is still kept
+                error = f"{exc.ename}: {exc.evalue}"
+                if any(f"[Errno {code}]" in exc.evalue for code in DISK_FULL):  # the kernel hit a full disk
+                    error = disk_full_message(error, run_dir)
+    except OSError as exc:
+        error = disk_full(exc, run_dir)  # anything but a full disk propagates
     seconds = round(time.perf_counter() - start, 3)
-    written = manifest.read_manifest(run_dir, spec.id)
+    written = manifest.read_manifest(run_dir, spec.id, pending=True)
     if error is None and (written is None or written.get("input_key") != key):
         error = ("the notebook finished without writing its manifest (its last cell must call phase.finish())"
                  if written is None else "its input key differs from the one computed when it started (were helper sources, the notebook or params edited during the run?)")
     if error is not None:
-        manifest.manifest_path(run_dir, spec.id).unlink(missing_ok=True)  # results stay for debugging
-        run_record.set_phase(run_dir, spec.id, status="failed", error=error, duration_s=seconds,
-                             finished=run_record.now())
+        for path in (manifest.manifest_path(run_dir, spec.id), manifest.pending_path(run_dir, spec.id)):
+            path.unlink(missing_ok=True)  # results stay for debugging
+        with contextlib.suppress(OSError):  # on a full disk the record may not be writable either
+            run_record.set_phase(run_dir, spec.id, status="failed", error=error, duration_s=seconds,
+                                 finished=run_record.now())
         raise PhaseFailed(spec.id, error, out)
-    run_record.set_phase(run_dir, spec.id, status="complete", duration_s=seconds, finished=run_record.now(),
-                         input_key=key, summary=written.get("summary", {}))
+    manifest.promote(run_dir, spec.id)
+    run_record.record_complete(run_dir, spec.id, written, duration_s=seconds, finished=run_record.now())
 
 
 def finish_run(run_dir: Path, status: str) -> None:
@@ -176,47 +210,111 @@ def finish_run(run_dir: Path, status: str) -> None:
     run_record.save(run_dir, record)
 
 
-def run(param_files: list[str] = (), overrides: list[str] = (), phases: str | None = None,
+def run(param_files: list[str] = (), overrides: list[str] = (), yaml_layers: list[dict] = (), phases: str | None = None,
         root: str | None = None, resume: str | None = None, run_id: str | None = None,
         progress: bool = True, cell_timeout: int | None = None, log=print) -> Path:
     """``calib run``: a new run (or ``resume`` an existing one) executed phase by phase."""
     if resume:
         run_dir = Path(resume).resolve()
-        if param_files or overrides:
-            raise ParamError("--resume re-uses the run's own config_resolved.yaml; drop --params/-p "
+        if param_files or overrides or yaml_layers:
+            raise ParamError("--resume re-uses the run's own config_resolved.yaml; drop -f/--params/-y/-p "
                              "(start a new run to change parameters)")
-        resolved = load_run_config(run_dir)
-        for stale in run_dir.rglob(".tmp-*"):  # left by a killed writer; never read by anything
-            stale.unlink()
-            log(f"removed unfinished temporary file {stale.relative_to(run_dir)}")
-        specs = [spec for spec in PHASES if spec.id in resolved]
-        if phases:
-            specs = [s for s in select(phases) if s.id in resolved]
+        resolved = run_record.load_config(run_dir)
     else:
-        resolved = resolve_config(list(param_files), list(overrides))
+        resolved = resolve_config(list(param_files), list(overrides), sources=(sources := {}),
+                                  yaml_layers=list(yaml_layers))
         specs = select(phases)
         missing = [str(s.notebook) for s in specs if s.id not in resolved]
         if missing:
             raise ParamError(f"no notebook for phase(s): {', '.join(missing)}")
-        run_dir = create_run(resolved, specs, runs_root(root), run_id)
-    log(f"run directory: {run_dir}")
-    try:
-        execute(run_dir, specs, resolved, resume=bool(resume), progress=progress, cell_timeout=cell_timeout, log=log)
-    except BaseException:
-        finish_run(run_dir, "failed")
-        raise
-    finish_run(run_dir, "complete")
+        run_dir = create_run(resolved, specs, runs_root(root), run_id, sources)
+    with run_lock(run_dir):
+        if resume:  # everything is checked before anything is removed or withdrawn
+            load_record(run_dir, resolved, log)
+            validate_config(resolved)
+            remove_leftovers(run_dir, log)
+            specs = [s for s in (select(phases) if phases else PHASES) if s.id in resolved]
+        log(f"run directory: {run_dir}")
+        try:
+            execute(run_dir, specs, resolved, resume=bool(resume), progress=progress, cell_timeout=cell_timeout,
+                    log=log)
+        except PhaseFailed as failed:
+            report_anyway(run_dir, specs, resolved, failed, progress=progress, cell_timeout=cell_timeout, log=log)
+            with contextlib.suppress(OSError):  # a full disk: the phase row already says so, if it could
+                finish_run(run_dir, "failed")
+            raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                finish_run(run_dir, "failed")
+            raise
+        finish_run(run_dir, "complete")
     return run_dir
+
+
+def validate_config(config: dict) -> None:
+    """A run's config checked as a new one would be: known keys, their types, the phase prechecks."""
+    resolve(all_defaults(), [(CONFIG_FILE, config)])
+    precheck(config)
+
+
+def report_anyway(run_dir: Path, specs: list[PhaseSpec], resolved: dict, failed: PhaseFailed, **kw) -> None:
+    """After ``failed``: the selected phases that run on whatever exists (the report) still run."""
+    rest = [s for s in specs if s.soft_upstream and s.id != failed.phase_id]
+    if rest:
+        kw["log"](f"{failed.phase_id} failed; {', '.join(s.id for s in rest)} still run(s) on what exists")
+        try:
+            execute(run_dir, rest, resolved, **kw)
+        except PhaseFailed as also:
+            kw["log"](f"[{also.phase_id}] failed too: {also.error}")
 
 
 def prepare_scratch_run(phase_id: str, notebook_params: dict) -> Path:
-    """For a notebook run by hand: a scratch run holding verified upstream phases for these params."""
+    """For a notebook run by hand: a scratch run holding verified upstream phases for these params.
+
+    The scratch run is found by its upstream phases' params only (not the opened phase's own), so
+    notebooks opened one after another (06, then 07) share the upstream phases already built.
+    """
     resolved = resolve_config(extra=notebook_params)
     specs = [s for s in PHASES if s.id in upstream_closure({phase_id})]
+    upstream = {s.id: resolved[s.id] for s in specs if s.id != phase_id}
     root = runs_root()
-    chash = config_hash({s.id: resolved[s.id] for s in specs})
-    run_dir = root / f"scratch-{chash[:12]}"
-    if not (run_dir / run_record.FILENAME).exists():
-        create_run(resolved, specs, root, run_id=run_dir.name)
-    execute(run_dir, [s for s in specs if s.id != phase_id], resolved, resume=True, progress=False)
+    run_dir = find_scratch_run(root, upstream)
+    if run_dir is None:
+        run_dir = root / f"scratch-{config_hash(upstream or {phase_id: resolved[phase_id]})[:12]}"
+        if not (run_dir / run_record.FILENAME).exists():
+            create_run(resolved, specs, root, run_id=run_dir.name)
+    with run_lock(run_dir):
+        extend_scratch_run(run_dir, resolved, specs)
+        execute(run_dir, [s for s in specs if s.id != phase_id], resolved, resume=True, progress=False)
     return run_dir
+
+
+def find_scratch_run(root: Path, upstream: dict[str, dict]) -> Path | None:
+    """The scratch run agreeing with ``upstream`` on every phase both hold, holding most of them (then by name)."""
+    if not upstream or not root.is_dir():
+        return None
+    best, best_overlap = None, 0
+    for candidate in sorted(root.glob("scratch-*")):
+        if not (candidate / CONFIG_FILE).exists():
+            continue
+        config = run_record.load_config(candidate) or {}
+        common = set(config) & set(upstream)
+        if common and all(config[pid] == upstream[pid] for pid in common) and len(common) > best_overlap:
+            best, best_overlap = candidate, len(common)
+    return best
+
+
+def extend_scratch_run(run_dir: Path, resolved: dict, specs: list[PhaseSpec]) -> None:
+    """Add phases a scratch run lacks, and the opened phase's current params, to its config and record."""
+    config = run_record.load_config(run_dir) or {}
+    wanted = {**config, **{s.id: resolved[s.id] for s in specs}}
+    if wanted != config:
+        write_text(run_dir / CONFIG_FILE, yaml.safe_dump({p.id: wanted[p.id] for p in PHASES if p.id in wanted},
+                                                         sort_keys=True))
+        record = run_record.load(run_dir)
+        record["config"] = yaml.safe_load(run_dir.joinpath(CONFIG_FILE).read_text())  # the scratch run's identity
+        record["config_hash"] = config_hash(record["config"])
+        for spec in specs:
+            record["phases"].setdefault(spec.id, {"status": "pending"})
+        record["phases"] = {p.id: record["phases"][p.id] for p in PHASES if p.id in record["phases"]}
+        run_record.save(run_dir, record)

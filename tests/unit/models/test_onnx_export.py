@@ -66,7 +66,9 @@ def test_graph_contract(exported):
 def test_parity_with_torch(exported):
     _, model, shape, path = exported
     images = _images(shape, 64)
-    assert check_parity(model, path, images) <= 1e-4
+    result = check_parity(model, path, images)
+    assert result.passed and result.n == 64 and result.argmax_mismatches == 0
+    assert 0 < result.max_abs_diff <= result.max_allowed and result.max_tolerance_used <= 1
 
 
 def test_dynamic_batch(exported):
@@ -90,7 +92,7 @@ def test_parity_failure_is_reported(exported):
     drifted = _model_with_random_statistics(name)
     with torch.no_grad():
         drifted.fc.bias += torch.linspace(0.0, 1.0, 10)
-    with pytest.raises(OnnxParityError, match=r"max \|logit difference\| .* \(tolerance 0.0001\)"):
+    with pytest.raises(OnnxParityError, match=r"max \|logit difference\| .* of the tolerance max\(5e-05, 2e-05 x max"):
         check_parity(drifted, path, _images(shape, 8))
 
 

@@ -232,15 +232,22 @@ def test_quant_report_table_and_figure(prepared, stats, digits, fp32_logits, tmp
         q.build_quant_report(digits["labels"], fp32_logits, 1, {"ort_minmax": (logits, info)}, "pt2e")
 
 
-def test_best_variant_takes_the_most_accurate_and_the_first_on_ties(digits):
+def test_best_variant_is_decided_by_the_numbers_with_the_documented_tie_breaks(digits):
     labels = digits["labels"]
-    right = np.eye(10, dtype=np.float32)[labels]
-    wrong = np.eye(10, dtype=np.float32)[(labels + 1) % 10]
-    half = right.copy()
+    fp32 = np.eye(10, dtype=np.float32)[labels] * 5
+    wrong = np.eye(10, dtype=np.float32)[(labels + 1) % 10] * 5
+    half = fp32.copy()
     half[::2] = wrong[::2]
-    assert q.best_variant(labels, {"a": half, "b": right, "c": wrong}) == "b"
-    assert q.best_variant(labels, {"entropy": right, "minmax": right.copy()}) == "entropy"
+    close, far = fp32 + 0.01, fp32 + 0.2  # equally accurate, equal agreement, different distance to FP32
+    rows = {name: q.variant_metrics(logits, labels, fp32) for name, logits in
+            {"a": half, "far": far, "close": close, "c": wrong}.items()}
+    assert q.best_variant(rows) == "close"  # accuracy ties with "far": lower mean |logit diff| wins
+    reordered = dict(reversed(list(rows.items())))
+    assert q.best_variant(reordered) == "close"  # never the dicts' order
+    twins = {"minmax": rows["close"], "entropy": dict(rows["close"])}
+    assert q.best_variant(twins) == q.best_variant(dict(reversed(list(twins.items())))) == "entropy"  # then the name
+    assert "alphabetical" in q.BEST_VARIANT_RULE
     with pytest.raises(ValueError, match="empty"):
-        q.best_variant(labels, {})
-    with pytest.raises(ValueError, match="variant 'a'"):
-        q.best_variant(labels, {"a": right[:5]})
+        q.best_variant({})
+    with pytest.raises(ValueError, match="variant 'a' lacks"):
+        q.best_variant({"a": {"accuracy": 1.0}})

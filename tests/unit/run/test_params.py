@@ -46,7 +46,7 @@ def test_layers_later_wins_and_sections_beat_shared_keys():
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ParamError, match=r"unknown parameter\(s\) epoch\b.*valid shared keys: dataset, epochs"):
         resolve(DEFAULTS, [("-p", {"epoch": 3})])
-    with pytest.raises(ParamError, match="for phase 01_data; valid: dataset, seed, val_fraction"):
+    with pytest.raises(ParamError, match="for phase 01_data in -p; valid: dataset, seed, val_fraction"):
         resolve(DEFAULTS, [("-p", {"01_data": {"epochs": 3}})])
 
 

@@ -28,7 +28,7 @@ def finished_phase(run_dir, phase_id: str, files: dict[str, bytes]) -> None:
     for name, content in files.items():
         (results / name).parent.mkdir(parents=True, exist_ok=True)
         (results / name).write_bytes(content)
-    manifest.write_manifest(run_dir, phase_id, "key", {"n": len(files)})
+    manifest.write_manifest(run_dir, phase_id, {"phase": phase_id}, {"n": len(files)})
 
 
 def phase(run_dir, phase_id: str) -> Phase:

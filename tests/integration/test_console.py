@@ -1,0 +1,93 @@
+"""The console of `calib run` through the real CLI: quiet kernels, event lines, the end-of-run summary,
+progress only in a terminal, and a report (with a banner) after a failed phase."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import struct
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+from cli_runner import calib, only_run
+
+pytestmark = pytest.mark.integration
+
+NOISE = ("IPKernelApp", "KeyboardInterrupt", "without encryption")
+
+
+def test_full_run_console(default_run):
+    """The session's full default run, as its console printed it (stdout and stderr, piped)."""
+    out = (default_run.parent.parent / "console.stdout").read_text()
+    err = (default_run.parent.parent / "console.stderr").read_text()
+    for noise in NOISE:
+        assert noise not in out + err, noise
+    assert "\r" not in out + err, "no progress bars when piped"
+    epochs = re.findall(r"^02_train epoch (\d+)/(\d+) loss [\d.e-]+ train_acc [\d.e-]+ val_acc [\d.e-]+$", out, re.M)
+    assert epochs and epochs[-1][0] == epochs[-1][1] and len(epochs) == int(epochs[-1][1])
+    assert re.search(r"^04_quantize minmax calibrated \d+\.\d s$", out, re.M)
+    assert re.search(r"^05_latency measured \d+ latency records", out, re.M)
+    table = re.findall(r"^(\d\d_\w+)\s+(complete|failed|skipped|not run)\s+([\d.]+|-)$", out, re.M)
+    assert [row[0] for row in table][:10] == [p for p in json.loads((default_run / "run_record.json").read_text())
+                                               ["phases"]][:10]
+    assert {row[1] for row in table} == {"complete"}
+    headline = next(line for line in out.splitlines() if line.startswith("FP32 acc "))
+    record = json.loads((default_run / "run_record.json").read_text())
+    acc = record["phases"]["02_train"]["summary"]["test_accuracy"]
+    assert f"FP32 acc {100 * acc:.2f}%" in headline
+    assert re.search(r"INT8 \(\w+\) acc [\d.]+% \| ECE [\d.]+% -> [\d.]+% \| INT8 [\d.]+x (faster|slower) than FP32 "
+                     r"\(batch 1\) \| bundle PASS$", headline), headline
+    assert f"report: {default_run / 'results/09_report/report.html'}" in out
+    assert f"latency store: {(default_run.parent.parent / 'store').resolve()}" in out  # conftest's -p store_dir
+
+
+def test_failed_phase_gets_a_report_with_a_banner_and_exit_1(tmp_path):
+    proc = calib("run", "--no-progress", "--runs-root", str(tmp_path), "-p", "samples_per_class=500", check=False)
+    assert proc.returncode == 1
+    run = only_run(tmp_path)
+    assert "01_data FAILED" in proc.stderr and "class '0' has only" in proc.stderr
+    record = json.loads((run / "run_record.json").read_text())
+    assert record["status"] == "failed" and record["phases"]["01_data"]["status"] == "failed"
+    assert record["phases"]["09_report"]["status"] == "complete"
+    assert record["phases"]["02_train"]["status"] == "pending"
+    page = (run / "results/09_report/report.html").read_text()
+    assert 'class="banner"' in page and "01_data failed" in page and "class &#x27;0&#x27; has only" in page
+    assert re.search(r"^02_train\s+not run\s+-$", proc.stdout, re.M)
+    assert re.search(r"^01_data\s+failed\s+[\d.]+$", proc.stdout, re.M)
+    assert f"report: {run / 'results/09_report/report.html'}" in proc.stdout
+    for noise in NOISE:
+        assert noise not in proc.stdout + proc.stderr
+
+
+def run_in_terminal(args: list[str], cwd: Path) -> str:
+    """The real CLI under a 120x40 pseudo-terminal (stdout and stderr both a TTY), its whole output."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "helpers.cli", *args])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a new pty is 0 columns wide
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_cell_bar_only_in_a_terminal_and_no_progress_turns_it_off(tmp_path):
+    shown = run_in_terminal(["run", "--phases", "00", "--runs-root", str(tmp_path / "a")], tmp_path)
+    assert "Executing" in shown and "cell/s" in shown, shown[-2000:]
+    quiet = run_in_terminal(["run", "--phases", "00", "--no-progress", "--runs-root", str(tmp_path / "b")], tmp_path)
+    assert "Executing" not in quiet and "00_environment  complete" in quiet, quiet[-2000:]
+    for noise in NOISE:
+        assert noise not in shown + quiet
