@@ -39,7 +39,6 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from helpers.data.datasets import preprocess
-from helpers.models.onnx_export import PARITY_ATOL
 from helpers.models.training import augment_batch, deterministic_cpu
 
 MODES = ("none", "lora", "adabn", "tent")
@@ -54,15 +53,6 @@ class AdaptationError(ValueError):
 
 class MergeParityError(RuntimeError):
     """The merged checkpoint, loaded back, does not reproduce the adapter model."""
-
-
-def merge_parity_tolerance() -> float:
-    """The project's one parity tolerance for the merged-vs-adapter logits.
-
-    Issue 11 moves that tolerance into ``helpers.models.parity``; switch this function to it
-    when that lands (today it is ``onnx_export.PARITY_ATOL``, the ONNX gate's 1e-4).
-    """
-    return PARITY_ATOL
 
 
 @dataclass(frozen=True)

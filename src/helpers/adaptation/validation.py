@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from helpers.adaptation.methods import AdaptConfig, Adapted, MergeParityError, load_adapter, merge_parity_tolerance
+from helpers.adaptation.methods import AdaptConfig, Adapted, MergeParityError, load_adapter
 from helpers.metrics.classification import accuracy_with_ci, per_class_accuracy
+from helpers.models import parity
 from helpers.models.architectures import predict_logits
 
 
@@ -15,7 +16,8 @@ def merge_parity(adapter_model: nn.Module, merged: nn.Module, images: np.ndarray
     """Compare the merged checkpoint (loaded into a fresh model) with the adapter model on ``images``.
 
     Raises :class:`MergeParityError` (message starting ``FAIL``, with the numbers) when the largest
-    absolute logit difference exceeds :func:`merge_parity_tolerance` or any argmax differs.
+    logit difference exceeds the project's one parity tolerance (``helpers.models.parity``) or any argmax
+    differs (a near tie included: the merged model must predict what the adapter model predicts).
     """
     return _parity(predict_logits(adapter_model, images), predict_logits(merged, images), "merged checkpoint")
 
@@ -29,21 +31,19 @@ def adapter_parity(
 
 
 def _parity(expected: np.ndarray, actual: np.ndarray, what: str) -> dict:
-    tol = merge_parity_tolerance()
-    max_diff = float(np.max(np.abs(expected - actual)))
-    flips = int(np.sum(expected.argmax(1) != actual.argmax(1)))
+    check = parity.compare_logits(expected, actual)
     result = {
         "n": len(expected),
-        "max_abs_logit_diff": max_diff,
-        "tolerance": tol,
-        "argmax_differ": flips,
-        "status": "PASS" if max_diff <= tol and not flips else "FAIL",
+        "max_abs_logit_diff": check.max_abs_diff,
+        "tolerance": check.max_allowed,
+        "argmax_differ": check.argmax_mismatches,
+        "parity": check.describe(),
+        "status": "PASS" if check.passed and not check.argmax_mismatches else "FAIL",
     }
     if result["status"] == "FAIL":
         raise MergeParityError(
-            f"FAIL: the {what} does not reproduce the adapter model on {len(expected)} target "
-            f"test images: max |logit diff| {max_diff:.3g} (tolerance {tol:g}), {flips} "
-            "argmax differ(s); no model is handed on"
+            f"FAIL: the {what} does not reproduce the adapter model on {len(expected)} target test images: "
+            f"{check.message()}; no model is handed on"
         )
     return result
 
