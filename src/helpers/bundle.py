@@ -11,12 +11,21 @@ A bundle is a directory holding only relative names::
 
 ``write_bundle`` writes it (deterministic bytes, through ``helpers.run.atomic``); ``load`` verifies
 the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` whose
-``predict(images)`` runs uint8 NHWC images through ``helpers.data.preprocess`` and onnxruntime
-(``helpers.onnx_export.onnx_logits``) and returns labels, calibrated probabilities and accept flags
+``predict(images, precision, runtime=None)`` runs uint8 NHWC images through ``helpers.data.preprocess``
+and one of the runtimes the bundle offers for that precision and returns labels, calibrated
+probabilities and accept flags
 (calibrated confidence >= threshold). Calibrated logits are ``float32(logits / T)``, exactly as
 phase 06 stores them, so the bundle and phase 07 see the same confidences. ``validate`` compares a
 loaded bundle with the pipeline's own outputs on the same images by ``helpers.models.parity`` (the
-definition phase 02's ONNX check uses too); phase 08 fails unless every check passes.
+definition phase 02's ONNX check uses too); phase 08 fails unless every check passes, on every runtime
+the bundle offers.
+
+Runtimes: per precision bundle.json lists the runtimes offered (``models.<p>.runtimes``: those that
+passed phase 04's accuracy and parity checks, ``helpers.runtime.checks``) and the default
+(``models.<p>.runtime``: the fastest of them on the machine that built the bundle), with the settings
+their outputs were checked at (``runtime_settings``: threads, batch size). onnxruntime runs through
+``helpers.onnx_export.onnx_logits`` as before; OpenVINO through ``helpers.runtime.open_session``. A
+bundle written without these keys offers onnxruntime only.
 
 bundle.json holds the source run id, so two runs of one configuration give bundles that differ in
 that field (and hence in checksums.json) only.
@@ -111,9 +120,22 @@ def _check_values(class_names, temperatures, thresholds) -> None:
 
 def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path], int8_variant: str,
                  class_names: Sequence[str], input_shape: Sequence[int], temperatures: Mapping[str, float],
-                 thresholds: Mapping[str, float], criterion: str, source: dict, versions: dict) -> dict:
-    """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json."""
+                 thresholds: Mapping[str, float], criterion: str, source: dict, versions: dict,
+                 runtimes: Mapping[str, Sequence[str]] | None = None, default_runtimes: Mapping[str, str] | None = None,
+                 runtime_settings: Mapping | None = None) -> dict:
+    """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json.
+
+    ``runtimes``: per precision the runtimes offered (default: onnxruntime only); ``default_runtimes``:
+    per precision the one ``predict`` uses unless told (one of those offered); ``runtime_settings``:
+    the threads and batch size the offered runtimes' outputs were checked at (and their versions).
+    """
     _check_build_args(model_paths, class_names, temperatures, thresholds)
+    runtimes = {p: list((runtimes or {}).get(p, ["onnxruntime"])) for p in PRECISIONS}
+    defaults = {p: (default_runtimes or {}).get(p, runtimes[p][0]) for p in PRECISIONS}
+    for precision in PRECISIONS:
+        if not runtimes[precision] or defaults[precision] not in runtimes[precision]:
+            raise ValueError(f"{precision}: the default runtime {defaults[precision]!r} must be one of the runtimes "
+                             f"offered, {runtimes[precision]}; pass those that passed phase 04's checks")
     bundle_dir = Path(bundle_dir)
     for precision in PRECISIONS:
         atomic.write_bytes(bundle_dir / MODEL_FILES[precision], Path(model_paths[precision]).read_bytes())
@@ -123,6 +145,9 @@ def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path
            "selective": {"criterion": criterion, "accept": "max calibrated probability >= threshold"},
            "source": source, "versions": versions}
     doc["models"]["int8"]["variant"] = int8_variant
+    for precision in PRECISIONS:
+        doc["models"][precision] |= {"runtimes": runtimes[precision], "runtime": defaults[precision]}
+    doc["runtime_settings"] = dict(runtime_settings or {"threads": 1, "batch_size": 500})
     atomic.write_json(bundle_dir / BUNDLE_FILE, doc)
     names = [*MODEL_FILES.values(), BUNDLE_FILE]
     atomic.write_json(bundle_dir / CHECKSUMS_FILE,
@@ -167,13 +192,34 @@ def verify_checksums(bundle_dir: Path) -> None:
 
 
 class Bundle:
-    """A verified bundle: ``predict(images, precision)`` and ``logits(images, precision)``."""
+    """A verified bundle: ``predict(images, precision, runtime)`` and ``logits(images, precision, runtime)``."""
 
     def __init__(self, directory: Path, doc: dict):
         self.directory, self.doc = directory, doc
         self.class_names: list[str] = doc["class_names"]
         self.image_shape = tuple(doc["input"]["shape"][1:])
-        self._sessions = {p: onnx_session(directory / doc["models"][p]["file"]) for p in PRECISIONS}
+        self._sessions = {(p, "onnxruntime"): onnx_session(directory / doc["models"][p]["file"]) for p in PRECISIONS}
+
+    def runtimes(self, precision: str) -> list[str]:
+        """The runtimes this bundle offers for ``precision`` (the default first)."""
+        model = self._model(precision)
+        offered = model.get("runtimes", ["onnxruntime"])
+        return sorted(offered, key=lambda r: r != model.get("runtime", "onnxruntime"))
+
+    def _run(self, images: np.ndarray, precision: str, runtime: str | None) -> np.ndarray:
+        runtime = runtime or self.runtimes(precision)[0]
+        if runtime not in self.runtimes(precision):
+            offered = ", ".join(self.runtimes(precision))
+            raise ValueError(f"this bundle offers {precision} on {offered}, not {runtime!r}")
+        if (precision, runtime) not in self._sessions:
+            from helpers.runtime import open_session
+
+            settings = self.doc.get("runtime_settings", {})
+            self._sessions[precision, runtime] = open_session(
+                self.directory / self.doc["models"][precision]["file"], runtime, precision=precision,
+                threads=settings.get("threads", 1), batch_size=settings.get("batch_size", 500))
+        session = self._sessions[precision, runtime]
+        return onnx_logits(session, images) if runtime == "onnxruntime" else session.logits(images)
 
     def _check_images(self, images) -> np.ndarray:
         return check_image_batch(images, what="bundle input", shape=self.image_shape)
@@ -183,15 +229,16 @@ class Bundle:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         return self.doc["models"][precision]
 
-    def logits(self, images, precision: str = "fp32") -> np.ndarray:
-        """Raw float32 logits of one precision's model on uint8 NHWC images."""
+    def logits(self, images, precision: str = "fp32", runtime: str | None = None) -> np.ndarray:
+        """Raw float32 logits of one precision's model on uint8 NHWC images (``runtime``: the default)."""
         self._model(precision)
-        return onnx_logits(self._sessions[precision], self._check_images(images))
+        return self._run(self._check_images(images), precision, runtime)
 
-    def predict(self, images, precision: str = "fp32") -> Prediction:
-        """Labels, calibrated probabilities and accept flags for uint8 NHWC images."""
+    def predict(self, images, precision: str = "fp32", runtime: str | None = None) -> Prediction:
+        """Labels, calibrated probabilities and accept flags for uint8 NHWC images (``runtime``: the default)."""
         model = self._model(precision)
-        calibrated = (self.logits(images, precision).astype(np.float64) / model["temperature"]).astype(np.float32)
+        calibrated = (self.logits(images, precision, runtime).astype(np.float64) / model["temperature"]).astype(
+            np.float32)
         probabilities = softmax(calibrated.astype(np.float64))
         return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities,
                           accept=probabilities.max(axis=1) >= model["threshold"])
@@ -238,9 +285,9 @@ def probability_tolerance(reference_logits: np.ndarray, temperature: float) -> n
 
 
 def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapping[str, np.ndarray],
-             threshold: float) -> dict:
-    logits = bundle.logits(images, precision)
-    prediction = bundle.predict(images, precision)
+             threshold: float, runtime: str = "onnxruntime") -> dict:
+    logits = bundle.logits(images, precision, runtime)
+    prediction = bundle.predict(images, precision, runtime)
     ref_logits = np.asarray(reference["logits"])
     ref_probs = softmax(np.asarray(reference["calibrated_logits"], dtype=np.float64))
     if logits.shape != ref_logits.shape or prediction.probabilities.shape != ref_probs.shape:
@@ -267,35 +314,59 @@ def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapp
 
 
 def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping[str, np.ndarray]],
-             thresholds: Mapping[str, float]) -> dict:
+             thresholds: Mapping[str, float], runtime_logits: Mapping[str, Mapping[str, np.ndarray]] | None = None
+             ) -> dict:
     """Compare the bundle with the pipeline on the same images: validation.json content.
 
-    ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits``;
+    ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits`` (onnxruntime);
     ``thresholds[precision]`` its accept threshold. Checks, per precision: the logits by
     ``parity.compare_logits`` (argmax flips only at near ties), calibrated probabilities within
     ``probability_tolerance``, accept flags identical except within that tolerance of the threshold.
+    Every other runtime the bundle offers is checked the same way (``runtimes.<runtime>.<precision>``)
+    against ``runtime_logits[runtime][precision]``, the pipeline's logits on that runtime (phase 04's
+    ``runtime_logits.npz``), calibrated with the bundle's temperature.
     """
     checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in PRECISIONS}
-    return {"status": "PASS" if all(c["passed"] for c in checks.values()) else "FAIL", "n": int(len(images)),
-            "parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL}, **checks}
+    others: dict[str, dict] = {}
+    for precision in PRECISIONS:
+        temperature = bundle.doc["models"][precision]["temperature"]
+        for runtime in bundle.runtimes(precision):
+            if runtime == "onnxruntime":
+                continue
+            logits = (runtime_logits or {}).get(runtime, {}).get(precision)
+            if logits is None:
+                raise ValueError(f"the bundle offers {precision} on {runtime}: pass the pipeline's {runtime} logits "
+                                 "(phase 04's runtime_logits.npz) as runtime_logits")
+            ref = {"logits": logits, "calibrated_logits": (np.asarray(logits, np.float64) / temperature).astype(
+                np.float32)}
+            others.setdefault(runtime, {})[precision] = _compare(bundle, images, precision, ref, thresholds[precision],
+                                                                 runtime)
+    passed = all(c["passed"] for c in checks.values()) and all(c["passed"] for r in others.values()
+                                                               for c in r.values())
+    return {"status": "PASS" if passed else "FAIL", "n": int(len(images)),
+            "parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL}, **checks, "runtimes": others}
 
 
 def raise_on_failure(validation: dict) -> None:
     """Raise RuntimeError listing every failed check of a ``validate`` result."""
     if validation["status"] != "PASS":
-        failures = "; ".join(f"{p}: {', '.join(validation[p]['failures'])}" for p in PRECISIONS
-                             if validation[p]["failures"])
+        failures = "; ".join([f"{p}: {', '.join(validation[p]['failures'])}" for p in PRECISIONS
+                              if validation[p]["failures"]]
+                             + [f"{r} {p}: {', '.join(c['failures'])}" for r, checks in
+                                validation.get("runtimes", {}).items() for p, c in checks.items() if c["failures"]])
         raise RuntimeError(f"bundle load-back validation FAILED on {validation['n']} images ({failures}); the bundle "
                            "does not reproduce the pipeline, so the phase is not marked complete")
 
 
 def validation_table(validation: dict):
-    """One row per precision: the differences measured and whether the checks passed."""
+    """One row per precision and runtime: the differences measured and whether the checks passed."""
     import pandas as pd
 
     columns = ["logit_max_abs_diff", "argmax_mismatches", "near_tie_argmax_mismatches", "probability_max_abs_diff",
                "probability_atol", "accept_mismatches", "near_threshold_accept_mismatches", "accepted", "passed"]
-    return pd.DataFrame({p: {c: validation[p][c] for c in columns} for p in PRECISIONS}).T
+    rows = {p: validation[p] for p in PRECISIONS}  # onnxruntime; other runtimes: "<precision> <runtime>"
+    rows |= {f"{p} {r}": c for r, checks in validation.get("runtimes", {}).items() for p, c in checks.items()}
+    return pd.DataFrame({name: {c: row[c] for c in columns} for name, row in rows.items()}).T
 
 
 def prediction_grid_figure(images: np.ndarray, labels: np.ndarray, prediction: Prediction, class_names: Sequence[str],

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from cli_runner import calib
-from helpers import data
+from helpers import data, runtime
 from helpers.confidence import selective
 from helpers.metrics import calibration as calibration_metrics
 from helpers.models.onnx_export import onnx_logits
@@ -69,6 +69,26 @@ def test_int8_models_are_close_to_fp32_and_their_logits_are_what_onnxruntime_giv
     pt2e = report["variants"]["pt2e"]
     assert abs(pt2e["accuracy"] - fp32["accuracy"]) <= 0.02 and pt2e["backend"] in ("eager", "inductor")
     assert pt2e["backend"] == "inductor" or pt2e["fallback_reason"]  # the path that ran says why
+
+
+def test_every_onnx_model_is_checked_on_every_runtime(run, split_labels):
+    """Phase 04's cross-runtime report: real sessions of each runtime re-derive its logits and accuracies."""
+    report = read_json(run, "04_quantize", "quant_report.json")
+    checked = report["runtimes"]
+    on_runtimes = np.load(results(run, "04_quantize", "runtime_logits.npz"))
+    assert sorted(checked["models"]) == sorted(["fp32", *report["ort_variants"]])
+    for name, entry in checked["models"].items():
+        path = (results(run, "02_train", "model.onnx") if name == "fp32"
+                else results(run, "04_quantize", f"model_int8_{name}.onnx"))
+        for backend in runtime.available(entry["precision"]):
+            session = runtime.open_session(path, backend, precision=entry["precision"], threads=checked["threads"],
+                                           batch_size=checked["batch_size"])
+            logits = session.logits(split_labels["test_images"])
+            np.testing.assert_array_equal(logits, on_runtimes[runtime.logits_key(backend, name, "test")])
+            row = entry["runtimes"][backend]
+            assert row["accuracy"] == np.mean(logits.argmax(1) == split_labels["test"])
+        assert entry["passed"] == runtime.passing_runtimes(entry["runtimes"])
+        assert "onnxruntime" in entry["passed"]
 
 
 def test_calibration_guard_passes_and_the_divided_by_255_ablation_collapses_accuracy(run):

@@ -36,6 +36,11 @@ def test_validation_passed_and_bundle_is_complete(full_run):
     assert set(doc["source"]["manifests_sha256"]) == {"01_data", "02_train", "04_quantize", "06_confidence",
                                                       "07_selective"}
     assert (full_run / "manifests/08_bundle.json").is_file()
+    for precision, model in (("fp32", "fp32"), ("int8", quant["best_variant"])):
+        offered = quant["runtimes"]["models"][model]["passed"]  # what passed phase 04's accuracy and parity checks
+        assert doc["models"][precision]["runtimes"] == offered and doc["models"][precision]["runtime"] in offered
+        for other in set(offered) - {"onnxruntime"}:
+            assert validation["runtimes"][other][precision]["passed"], validation["runtimes"][other][precision]
 
 
 def test_bundle_predicts_digits_from_a_copy(full_run, tmp_path):
@@ -43,6 +48,8 @@ def test_bundle_predicts_digits_from_a_copy(full_run, tmp_path):
     ds = data.load_dataset("digits")
     loaded = bundle.load(copied)
     for precision in bundle.PRECISIONS:
+        for other in loaded.runtimes(precision)[1:]:  # every runtime offered besides the default
+            assert np.mean(loaded.predict(ds.test_images, precision, runtime=other).labels == ds.test_labels) > 0.95
         prediction = loaded.predict(ds.test_images, precision)
         assert np.mean(prediction.labels == ds.test_labels) > 0.95
         accepted = prediction.accept

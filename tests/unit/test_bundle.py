@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.special import softmax as scipy_softmax
 
-from helpers import bundle
+from helpers import bundle, runtime
 from helpers.models import parity
 from helpers.models.architectures import build_model
 from helpers.models.onnx_export import export_onnx
@@ -231,3 +231,59 @@ def test_thresholds_for_takes_each_models_own_threshold_else_the_selective_model
                                                  "minmax": {"threshold": 0.8, "criterion": "max_mcc"}}}
     assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "minmax"}) == ({"fp32": 0.9, "int8": 0.8}, "max_mcc")
     assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "entropy"})[0] == {"fp32": 0.9, "int8": 0.9}
+
+
+@pytest.fixture
+def openvino_bundle(tmp_path, models):
+    pytest.importorskip("openvino")
+    offered = {"fp32": ["onnxruntime", "openvino"], "int8": ["onnxruntime", "openvino"]}
+    build(tmp_path / "ov", models, runtimes=offered, default_runtimes={"fp32": "openvino", "int8": "onnxruntime"},
+          runtime_settings={"threads": 1, "batch_size": 16})
+    return bundle.load(tmp_path / "ov")
+
+
+def openvino_logits(models, x):
+    return {p: runtime.open_session(models[p], "openvino", precision=p, threads=1, batch_size=16).logits(x)
+            for p in bundle.PRECISIONS}
+
+
+def test_bundle_records_and_uses_its_default_runtime_per_precision(openvino_bundle, models):
+    x = images()
+    assert openvino_bundle.runtimes("fp32") == ["openvino", "onnxruntime"]
+    assert openvino_bundle.runtimes("int8") == ["onnxruntime", "openvino"]
+    assert openvino_bundle.doc["runtime_settings"] == {"threads": 1, "batch_size": 16}
+    expected = openvino_logits(models, x)
+    np.testing.assert_array_equal(openvino_bundle.logits(x, "fp32"), expected["fp32"])  # the default: OpenVINO
+    np.testing.assert_array_equal(openvino_bundle.logits(x, "int8", runtime="openvino"), expected["int8"])
+    np.testing.assert_allclose(openvino_bundle.logits(x, "int8"), plain_ort_logits(models["int8"], x), atol=1e-6)
+    with pytest.raises(ValueError, match="offers fp32 on openvino, onnxruntime, not 'tensorrt'"):
+        openvino_bundle.predict(x, "fp32", runtime="tensorrt")
+
+
+def test_validation_runs_on_every_runtime_offered(openvino_bundle, models):
+    x = images()
+    ref = reference(models, x)
+    on_openvino = openvino_logits(models, x)
+    validation = bundle.validate(openvino_bundle, x, ref, THRESHOLDS, {"openvino": on_openvino})
+    assert validation["status"] == "PASS", bundle.validation_table(validation)
+    assert sorted(validation["runtimes"]["openvino"]) == ["fp32", "int8"]
+    assert len(bundle.validation_table(validation)) == 4
+    drifted = {p: v + np.float32(1e-3) * (np.arange(v.shape[1]) == 0) for p, v in on_openvino.items()}
+    failed = bundle.validate(openvino_bundle, x, ref, THRESHOLDS, {"openvino": drifted})
+    assert failed["status"] == "FAIL" and failed["fp32"]["passed"]
+    assert not failed["runtimes"]["openvino"]["fp32"]["passed"]
+    with pytest.raises(RuntimeError, match="openvino fp32: max .logit diff"):
+        bundle.raise_on_failure(failed)
+    with pytest.raises(ValueError, match="pass the pipeline's openvino logits"):
+        bundle.validate(openvino_bundle, x, ref, THRESHOLDS)
+
+
+def test_write_refuses_a_default_runtime_it_does_not_offer(tmp_path, models):
+    with pytest.raises(ValueError, match="default runtime 'openvino' must be one of the runtimes offered"):
+        build(tmp_path / "b", models, default_runtimes={"fp32": "openvino"})
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_bundle_without_runtime_keys_offers_onnxruntime(bundle_dir):
+    loaded = bundle.load(bundle_dir)
+    assert loaded.runtimes("fp32") == loaded.runtimes("int8") == ["onnxruntime"]

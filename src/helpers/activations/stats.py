@@ -461,7 +461,8 @@ def stats_for_roles(phase, roles: Mapping[str, nn.Module], layers: Sequence[str]
                                        theta=theta)
         save_stats(stats, phase.out(f"{prefix}{role}/{STATS_FILE}").parent)
         clamped = dict(zip(layers, stats.clamp_counts.tolist()))
-        phase.log("activation_stats", role=role, clamp_counts=clamped,
+        finite = bool(np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all())
+        phase.log("activation_stats", role=role, clamp_counts=clamped, finite=finite,
                   sample_counts=dict(zip(layers, stats.sample_counts.tolist())))
         print(f"{role}: every hooked activation finite; units clamped to eps per layer: {clamped}")
         out[role] = stats

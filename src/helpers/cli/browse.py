@@ -22,6 +22,7 @@ from helpers.run.integrity import check_run
 from helpers.run.graph import PHASES
 from helpers.run.params import RUN_DIR_PARAM, notebook_parameters, parameter_comments
 from helpers.run.project import runs_root
+from helpers.cli.sweep import sweeps_table
 
 FORMATS = ("table", "md", "json", "csv")
 MAX_WIDTH = 120
@@ -193,6 +194,8 @@ def cmd_ls(args) -> int:
             print(f"\n(parameter columns: the {len(changed)} that differ between these runs)")
     else:
         print(f"no runs under {root}")
+    if not args.json and (sweeps := sweeps_table(root)):
+        print(f"\n{sweeps}")
     return 0
 
 

@@ -8,6 +8,7 @@
     calib ground-truth curves [--store DIR] [--hardware ID ...]
     calib ground-truth measure [--params params/ground_truth.yaml] [--store DIR] [--models ...]
                                [--precisions ...] [--batch-sizes ...] [--repeats N]
+                               [--scheduler tcp://host:8786 --hardware NAME]   (on that hardware's Dask worker)
 
 ``--store`` defaults to ``calibration_data/`` at the project root; every command but ``migrate``,
 ``alias``, ``curves`` and ``measure`` only reads. ``measure`` reads the sweep profile (default
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     meas.add_argument("--batch-sizes", nargs="+", type=int, help="these batch sizes instead of the profile's")
     meas.add_argument("--repeats", type=int, help="timed calls per measurement instead of the profile's")
     meas.add_argument("--no-progress", action="store_true")
+    meas.add_argument("--scheduler", metavar="ADDRESS", help="measure on a Dask worker of this scheduler (+ --hardware)")
+    meas.add_argument("--hardware", metavar="NAME", help="the worker started with --resources \"hw-NAME=1\"")
     return parser
 
 
@@ -209,8 +212,20 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from helpers.ground_truth.estimator import write_efficiency_curves
     from helpers.ground_truth.latency import run_sweep
 
-    result = run_sweep(narrowed_config(args), progress=not args.no_progress)
-    write_efficiency_curves(result.store, result.records[0].hardware_id)
+    if bool(args.scheduler) != bool(args.hardware):
+        raise SystemExit("--scheduler and --hardware go together: the scheduler, and the name of the hardware whose "
+                         "worker advertises --resources \"hw-NAME=1\"")
+    if args.scheduler:
+        from helpers.run.params import ParamError
+        from helpers.sweep.remote import measure_on
+
+        try:
+            result = measure_on(args.scheduler, args.hardware, narrowed_config(args), args.store)
+        except ParamError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    else:
+        result = run_sweep(narrowed_config(args), progress=not args.no_progress)
+        write_efficiency_curves(result.store, result.records[0].hardware_id)
     print(result.table().to_string(index=False))
     for line in result.skipped + result.warnings:
         print(f"note: {line}")

@@ -6,6 +6,7 @@
     calib show RUN
     calib diff RUN RUN [RUN ...] [--all] [--format table|md|json|csv]
     calib params [PHASE]
+    calib sweep SWEEP.yaml [--scheduler ADDRESS | --workers N] | calib sweep --resume SWEEP_DIR
     calib ground-truth {measure,migrate} ...
 
 RUN is a name under the runs root (as ``calib ls`` prints it) or a path. Browsing lives in
@@ -32,7 +33,7 @@ def cmd_run(args) -> int:
     try:
         run_dir = run(args.params or [], p_overrides(args.p), yaml_layers(args.params_yaml), phases=args.phases, root=args.runs_root,
                       resume=resume, run_id=args.run_id, progress=console.show_cell_bar(not args.no_progress),
-                      cell_timeout=args.cell_timeout, log=log)
+                      cell_timeout=args.cell_timeout, log=log, reuse=args.reuse)
     except PhaseFailed as exc:
         print("\n".join(console.failure_banner(exc.phase_id, exc.error, exc.notebook)), file=sys.stderr)
         print("\n".join(console.summary_lines(exc.notebook.parent.parent)))
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=int, default=3600, help="seconds per notebook cell (default 3600)")
     run.add_argument("--no-progress", action="store_true",
                      help="no cell progress bar (it shows only when stderr is a terminal)")
+    run.add_argument("--reuse", action="store_true", help="materialize phases whose input key matches a verified "
+                     "phase of another run in the runs root instead of executing them (the sweep phase cache)")
     run.set_defaults(func=cmd_run)
 
     verify = sub.add_parser("verify", help="is a run complete and intact? exit 0 complete+intact, 3 incomplete but "
@@ -120,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("phase", nargs="?", help="only this phase's parameters (an id or its number, e.g. 02)")
     params.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     params.set_defaults(func=cmd_browse)
+
+    from helpers.cli.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
 
     truth = sub.add_parser("ground-truth", add_help=False, help="latency ground truth: measure, migrate (see --help)")
     truth.add_argument("rest", nargs=argparse.REMAINDER)

@@ -141,7 +141,9 @@ def _tool_version(runtime: str) -> str:
         own = importlib.metadata.version("calib-lab")
     except importlib.metadata.PackageNotFoundError:
         own = "source"
-    backend = f"onnxruntime {ort.__version__}" if runtime == "onnxruntime" else f"torch {torch.__version__}"
+    versions = {"onnxruntime": lambda: ort.__version__, "torch": lambda: torch.__version__,
+                "openvino": lambda: importlib.metadata.version("openvino")}
+    backend = f"{runtime} {versions[runtime]()}"
     return f"calib-lab {own}; {backend}"
 
 
@@ -786,6 +788,8 @@ def latency_figure(records: Sequence[MeasurementRecord]):
     for ax, batch in zip(axes[0], batches):
         rows = sorted((r for r in records if r.batch_size == batch), key=lambda r: (r.model, r.runtime, r.precision))
         labels = [f"{r.precision}\n{r.model}" if len({r.model for r in rows}) > 1 else r.precision for r in rows]
+        if len({r.runtime for r in rows}) > 1:  # name the runtime too (phase 05 measures several)
+            labels = [f"{label}\n{r.runtime}" for label, r in zip(labels, rows)]
         stats = [r.model_summary.end_to_end_latency for r in rows]
         means = np.array([s.mean for s in stats])
         errors = np.array([[s.mean - max(s.ci_lower, 0.0) for s in stats],  # a latency CI stops at 0 ms

@@ -16,7 +16,7 @@ A :class:`MeasurementRecord` is one (model, runtime, precision, batch size) on o
 * the v2.0 additions to v1.0: ``batch_size``, ``input_shape``, ``model_summary``,
   ``system_state``, ``run_id`` (one UUID per measurement session) and ``run_index`` (the
   record's position within that session, in measuring order);
-* ``runtime`` -- ``onnxruntime`` or ``torch``. Optional in files (absent means onnxruntime); a
+* ``runtime`` -- ``onnxruntime``, ``torch`` or ``openvino``. Optional in files (absent means onnxruntime); a
   torch measurement is stored under the model key ``<model>-torch`` so both runtimes of one
   precision can sit side by side (:attr:`MeasurementRecord.key`).
 
@@ -51,7 +51,7 @@ from helpers.run import atomic
 SCHEMA_VERSION = "2.0"
 MEASUREMENT_TYPE = "efficiency"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-RUNTIMES = ("onnxruntime", "torch")
+RUNTIMES = ("onnxruntime", "torch", "openvino")
 CONFIDENCE = 0.95
 
 T = TypeVar("T")

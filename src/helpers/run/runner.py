@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import tempfile
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.run import console, manifest, run_record
+from helpers.run import cache, console, manifest, run_record
 from helpers.run.atomic import DISK_FULL, atomic_path, disk_full, disk_full_message, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
 from helpers.run.lock import run_lock
@@ -140,8 +141,12 @@ def kernel_environment():
 
 
 def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bool = False,
-            progress: bool = True, cell_timeout: int | None = None, log=print) -> dict[str, str]:
-    """Run ``specs`` in order in ``run_dir``; returns phase id -> 'ran' | 'skipped'."""
+            progress: bool = True, cell_timeout: int | None = None, reuse: bool = False, log=print) -> dict[str, str]:
+    """Run ``specs`` in order in ``run_dir``; returns phase id -> 'ran' | 'skipped' | 'reused'.
+
+    ``reuse``: a phase with the input key of a verified phase in another run of the same runs root
+    is materialized from that run instead of executed (``helpers.run.cache``).
+    """
     outcome: dict[str, str] = {}
     for spec in specs:
         params = resolved[spec.id]
@@ -156,9 +161,14 @@ def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bo
         if resume:
             log(f"[{spec.id}] re-runs: {reason}")
         log(f"[{spec.id}] {spec.title}")
-        run_phase(run_dir, spec, params, manifest.key_of(parts), progress=progress, cell_timeout=cell_timeout,
-                  log=log, reason=reason)
-        outcome[spec.id] = "ran"
+        key = manifest.key_of(parts)
+        compute = functools.partial(run_phase, run_dir, spec, params, key, progress=progress,
+                                    cell_timeout=cell_timeout, log=log, reason=reason)
+        if reuse:
+            outcome[spec.id] = cache.run_once(run_dir, spec.id, key, compute, log=log)
+        else:
+            compute()
+            outcome[spec.id] = "ran"
     return outcome
 
 
@@ -212,7 +222,7 @@ def finish_run(run_dir: Path, status: str) -> None:
 
 def run(param_files: list[str] = (), overrides: list[str] = (), yaml_layers: list[dict] = (), phases: str | None = None,
         root: str | None = None, resume: str | None = None, run_id: str | None = None,
-        progress: bool = True, cell_timeout: int | None = None, log=print) -> Path:
+        progress: bool = True, cell_timeout: int | None = None, reuse: bool = False, log=print) -> Path:
     """``calib run``: a new run (or ``resume`` an existing one) executed phase by phase."""
     if resume:
         run_dir = Path(resume).resolve()
@@ -237,7 +247,7 @@ def run(param_files: list[str] = (), overrides: list[str] = (), yaml_layers: lis
         log(f"run directory: {run_dir}")
         try:
             execute(run_dir, specs, resolved, resume=bool(resume), progress=progress, cell_timeout=cell_timeout,
-                    log=log)
+                    reuse=reuse, log=log)
         except PhaseFailed as failed:
             report_anyway(run_dir, specs, resolved, failed, progress=progress, cell_timeout=cell_timeout, log=log)
             with contextlib.suppress(OSError):  # a full disk: the phase row already says so, if it could

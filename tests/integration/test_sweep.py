@@ -1,0 +1,172 @@
+"""``calib sweep`` end to end: real papermill kernels on real Dask workers (LocalCluster, or a real
+``dask scheduler`` + ``dask worker`` processes on 127.0.0.1), the phase cache, a killed worker, a
+killed client and ``--resume``."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli_runner import calib
+from dask_cluster import dask_cluster, signal_group
+
+pytestmark = pytest.mark.integration
+
+def write_sweep(tmp_path: Path, doc: dict) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def the_sweep(root: Path) -> tuple[Path, dict]:
+    (directory,) = sorted((root / "sweeps").iterdir())
+    return directory, json.loads((directory / "sweep.json").read_text())
+
+
+def records(root: Path, doc: dict) -> dict[str, dict]:
+    return {m["run_id"]: json.loads((root / m["run_id"] / "run_record.json").read_text()) for m in doc["members"]}
+
+
+def assert_all_verify(root: Path, doc: dict) -> None:
+    for member in doc["members"]:
+        calib("verify", str(root / member["run_id"]))
+
+
+def test_invalid_points_are_refused_before_any_run_is_created(tmp_path):
+    root = tmp_path / "runs"
+    sweep = write_sweep(tmp_path, {"grid": {"02_train.lr": [0.1, "fast"], "02_train.epochs": [1]}})
+    proc = calib("sweep", str(sweep), "--phases", "02", "--runs-root", str(root), check=False)
+    assert proc.returncode == 2 and "1 of 2 sweep point(s) are invalid; nothing was started" in proc.stderr
+    assert "point 1 (02_train.lr=fast, 02_train.epochs=1)" in proc.stderr
+    assert not root.exists() or not any(root.iterdir())
+
+
+def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
+    """2 x 2 over training params, 2 workers: 01 is executed once and hardlinked into the other three."""
+    root = tmp_path / "runs"
+    sweep = write_sweep(tmp_path, {"name": "lr-batch", "grid": {"02_train.lr": [0.05, 0.1],
+                                                                "02_train.batch_size": [64, 128]}})
+    proc = calib("sweep", str(sweep), "--phases", "02", "-p", "02_train.epochs=1", "--workers", "2",
+                 "--runs-root", str(root), "--no-progress")
+    assert "4 run(s) (grid 2 x 2 (02_train.lr, 02_train.batch_size))" in proc.stdout
+    directory, doc = the_sweep(root)
+    assert doc["status"] == "complete" and doc["engine"] == {"kind": "LocalCluster", "workers": 2}
+    assert [m["status"] for m in doc["members"]] == ["complete"] * 4
+    assert len({m["worker"] for m in doc["members"]}) == 2  # both workers took members
+    budget = max(1, len(os.sched_getaffinity(0)) // 2)  # cores // workers: N workers on N cores, 1 thread each
+    assert {m["threads"] for m in doc["members"]} == {budget}
+    cpus = {m["worker"]: tuple(m["cpus"]) for m in doc["members"]}
+    assert len(set(cpus.values())) == 2 and not set(cpus[min(cpus)]) & set(cpus[max(cpus)])  # pinned apart
+    recs = records(root, doc)
+    data_rows = {rid: r["phases"]["01_data"] for rid, r in recs.items()}
+    computed = [rid for rid, row in data_rows.items() if "reused_from" not in row]
+    assert len(computed) == 1  # the shared upstream phase ran once ...
+    for rid, row in data_rows.items():  # ... and the others carry its verified files, hardlinked
+        if rid != computed[0]:
+            assert row["reused_from"]["run"] in set(recs) - {rid} and row["reused_from"]["linked"] == 4
+            assert (root / rid / "results/01_data/splits.npz").stat().st_ino == \
+                (root / computed[0] / "results/01_data/splits.npz").stat().st_ino
+    assert all("reused_from" not in r["phases"]["02_train"] for r in recs.values())  # distinct params: trained
+    assert len({r["phases"]["02_train"]["input_key"] for r in recs.values()}) == 4
+    assert_all_verify(root, doc)
+
+    csv = (directory / "sweep_results.csv").read_text().splitlines()
+    assert csv[0].startswith("run,status,02_train.lr,02_train.batch_size,reused,")
+    assert "02_train.test_accuracy" in csv[0] and len(csv) == 5
+    page = (directory / "sweep_report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 and "02_train.test_accuracy vs 02_train.lr" in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+    listing = calib("ls", "--runs-root", str(root)).stdout
+    assert doc["sweep_id"] in listing and listing.count(doc["sweep_id"]) >= 5  # the sweep line and its members
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
+    """2 x 2 on `dask scheduler` + 2 `dask worker`s; one worker is killed while a member is inside its
+    second phase: Dask re-submits that member on the other worker, which resumes it from its manifests."""
+    with dask_cluster(tmp_path, 2) as (address, workers, client):
+        root = tmp_path / "runs"
+        sweep = write_sweep(tmp_path, {"name": "remote", "grid": {"samples_per_class": [5, 10]}, "seeds": [0, 1]})
+        proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "sweep", str(sweep), "--phases", "00,01",
+                                 "--scheduler", address, "--runs-root", str(root), "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def member_in_second_phase():
+            for rec_path in root.glob("remote-*/run_record.json"):
+                rec = json.loads(rec_path.read_text())
+                if rec["phases"]["01_data"].get("status") == "running":
+                    return rec_path.parent.name
+            return None
+
+        victim_run = wait_for(member_in_second_phase, 300, "a member to be inside phase 01")
+        processing = client.processing()
+        victim_address = next(a for a, keys in processing.items() if f"calib-{victim_run}" in keys)
+        victim_name = client.scheduler_info(n_workers=-1)["workers"][victim_address]["name"]
+        victim = workers[int(victim_name[1:])]
+        kill_time = time.time()
+        signal_group(victim, signal.SIGKILL)  # the whole `dask worker` (nanny, worker, its kernel)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        _, doc = the_sweep(root)
+        assert doc["status"] == "complete" and doc["engine"]["kind"] == "external"
+        assert all(m["status"] == "complete" for m in doc["members"])
+        member = next(m for m in doc["members"] if m["run_id"] == victim_run)
+        assert member["worker"] != victim_address
+        assert member["phases"]["00_environment"] == "skipped"  # resumed from its manifests, not from zero
+        assert member["phases"]["01_data"] == "ran"
+        rec = json.loads((root / victim_run / "run_record.json").read_text())
+        killed_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(kill_time))
+        assert rec["phases"]["00_environment"]["finished"][:19] <= killed_at  # finished before the kill
+        assert_all_verify(root, doc)
+        budget = str(max(1, len(os.sched_getaffinity(0)) // 2))  # 2 workers on this host
+        for m in doc["members"]:  # the kernels saw their thread budget (no CPU pinning on an external worker)
+            env = json.loads((root / m["run_id"] / "results/00_environment/environment.json").read_text())
+            assert env["threads"]["OMP_NUM_THREADS"] == budget and env["threads"]["torch_num_threads"] == int(budget)
+            assert m["cpus"] is None
+
+
+def test_resume_after_the_client_is_killed_completes_only_unfinished_members(tmp_path):
+    root = tmp_path / "runs"
+    sweep = write_sweep(tmp_path, {"name": "seeds", "seeds": [0, 1, 2]})
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "sweep", str(sweep), "--phases", "01",
+                             "--workers", "2", "--runs-root", str(root), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def one_complete():
+        path = next(iter(root.glob("sweeps/*/sweep.json")), None)
+        doc = json.loads(path.read_text()) if path else None
+        return doc if doc and any(m["status"] == "complete" for m in doc["members"]) else None
+
+    doc = wait_for(one_complete, 300, "a first member to complete")
+    os.kill(proc.pid, signal.SIGKILL)  # the client only: its LocalCluster and kernels go down with it
+    proc.wait()
+    done_before = {m["run_id"] for m in doc["members"] if m["status"] == "complete"}
+    assert len(done_before) < 3
+    before = {rid: (root / rid / "run_record.json").read_bytes() for rid in done_before}
+    directory, _ = the_sweep(root)
+    out = calib("sweep", "--resume", str(directory), "--workers", "2", "--no-progress").stdout
+    assert f"{3 - len(done_before)} of 3 run(s) to do" in out
+    _, doc = the_sweep(root)
+    assert doc["status"] == "complete" and all(m["status"] == "complete" for m in doc["members"])
+    for rid, data in before.items():  # finished members were left alone
+        assert (root / rid / "run_record.json").read_bytes() == data
+    assert_all_verify(root, doc)
+    again = calib("sweep", "--resume", str(directory), "--no-progress").stdout
+    assert "every member is complete" in again
