@@ -275,8 +275,8 @@ def test_overview_names_the_run_its_failure_params_and_headline(inputs, overview
     assert '<tr class="changed"><td>epochs</td><td>3</td><td>changed</td><td>02</td></tr>' in page
     assert '<tr class="changed"><td>lr</td><td>0.05</td>' in page
     assert '<tr><td>seed</td><td>0</td><td>default</td>' in page  # shared by every phase: one row
-    # 51 = 39 + the 12 parameters of 02a/02b (adaptation is shared: one row)
-    assert "Parameters: 2 changed from the notebooks' defaults" in page and "all 51 resolved parameters" in page
+    # 56: the 44 of the other phases + the 12 of 02a/02b (adaptation is shared: one row)
+    assert "Parameters: 2 changed from the notebooks' defaults" in page and "all 56 resolved parameters" in page
     for card in ("<b>81.00%</b><span>FP32 test accuracy", "<b>80.25%</b><span>INT8 (minmax) test accuracy",
                  "<b>1.2x faster</b><span>INT8 vs FP32 latency, batch 1", '<b class="pass">PASS</b>'):
         assert card in page, card
