@@ -166,6 +166,25 @@ def training_section(files: Files, inputs) -> list[str]:
     return parts + figures(files, {"curves.png": "training curves", "confusion.png": "test confusion matrix"})
 
 
+def target_section(files: Files, inputs) -> list[str]:
+    doc = _json(files, "target.json")
+    sizes = pd.DataFrame({"images": doc["sizes"]}).rename_axis("labels file")
+    return [paragraph(doc["description"]), table(sizes),
+            *figures(files, {"target.png": "test images: as loaded, target"})]
+
+
+def adaptation_section(files: Files, inputs) -> list[str]:
+    from helpers.adaptation.validation import results_table
+
+    doc = _json(files, "adaptation.json")
+    share, parity = doc["trainable_parameters"], doc["merge_parity"]
+    return [paragraph(f"adaptation: {doc['adaptation']}; trainable parameters {share['count']} of {share['total']} "
+                      f"({share['percent']:.2f}%); merged checkpoint vs adapter model: max |logit diff| "
+                      f"{parity['max_abs_logit_diff']:.2e} (tolerance {parity['tolerance']:g}), {parity['status']}"),
+            table(results_table(doc)),
+            *figures(files, {"adaptation.png": "per-class accuracy before/after, learning curve"})]
+
+
 def activation_section(files: Files, inputs) -> list[str]:
     rows = {}
     for name in sorted(n for n in files if n.endswith("/rate_targets.json") and n.count("/") == 1):
@@ -276,6 +295,8 @@ SECTIONS: dict[str, tuple[str, Callable[[Files, Mapping[str, Files]], list[str]]
     "00_environment": ("Environment", environment_section),
     "01_data": ("Data and calibration slice", data_section),
     "02_train": ("Training", training_section),
+    "02a_target": ("Target domain", target_section),
+    "02b_adapt": ("Domain adaptation", adaptation_section),
     "03_activation_stats": ("Activation statistics", activation_section),
     "04_quantize": ("Quantization", quantization_section),
     "05_latency": ("Latency", latency_section),
@@ -291,7 +312,7 @@ def missing_phases(inputs: Mapping[str, Files]) -> list[str]:
 
 def _section(pid: str, inputs: Mapping[str, Files]) -> str:
     title, build = SECTIONS[pid]
-    head = f'<section id="{pid}"><h2>{pid[:2]} · {html.escape(title)}</h2>'
+    head = f'<section id="{pid}"><h2>{pid.split("_")[0]} · {html.escape(title)}</h2>'
     if pid not in inputs:
         return head + f'<p class="missing">Phase {pid} is missing from this run: no results to show.</p></section>'
     try:

@@ -57,6 +57,18 @@ def write_phase(root, pid, files):
     return out
 
 
+def adaptation_doc(labels, before, after):
+    """adaptation.json as phase 02b writes it (validation.record), for logits before/after adaptation."""
+    from helpers.adaptation import methods, validation
+
+    results = {"target": {when: {**metrics.accuracy_with_ci(labels, x.argmax(1)),
+                                 "per_class": metrics.per_class_accuracy(labels, x.argmax(1), len(CLASSES)).tolist()}
+                          for when, x in (("before", before), ("after", after))}}
+    adapted = methods.Adapted(None, None, {}, {}, {"epoch": [1, 2], "loss": [0.5, 0.3]}, 10, 100)
+    parity = {"n": len(labels), "max_abs_logit_diff": 1e-6, "tolerance": 1e-4, "argmax_differ": 0, "status": "PASS"}
+    return validation.record(methods.AdaptConfig("lora"), adapted, ["fc"], parity, None, results, {})
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Results of phases 00-08 in the layouts the phases write, built with the phases' helpers."""
@@ -90,6 +102,9 @@ def inputs(tmp_path_factory):
                     "samples.png": "png"},
         "02_train": {"metrics.json": summary, "model.json": {"name": "mlp", "num_classes": 4, "input_shape": [8, 8, 1]},
                      "curves.png": "png", "confusion.png": "png"},
+        "02a_target": {"target.json": {"description": "digits with Gaussian noise",
+                                       "sizes": {"target_test_labels.npz": 400}}, "target.png": "png"},
+        "02b_adapt": {"adaptation.json": adaptation_doc(test_y, test_logits, int8_logits), "adaptation.png": "png"},
         "03_activation_stats": {"trained/rate_targets.json": {"r_star": {"positive": [0.5, 0.4], "zscore": [0.15, 0.16]},
                                                               "layer_names": ["a", "b"], "role": "trained"},
                                 "rates.png": "png", "sigma.png": "png"},

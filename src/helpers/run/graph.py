@@ -4,6 +4,13 @@ This is the single place that says which phase reads what. A phase may read only
 outputs of its declared upstream phases (``Phase.input`` enforces it), and writes only its own
 declared outputs (``Phase.out`` enforces it). Output patterns are globs relative to
 ``results/<phase id>/``.
+
+A phase may narrow what it reads per mode: ``mode_param`` names the parameter, ``inputs`` maps
+each of its values to the ``"<phase>/<file>"`` globs readable before ``phase.seal()``, and
+``sealed_inputs`` lists what becomes readable once the phase has sealed its fitted outputs
+(evaluation data). Phase 02b uses it so that a label-free adaptation mode is handed target images
+and nothing else. :data:`MODEL_PHASE` is the phase whose model every later phase reads
+(``Phase.model_input``).
 """
 from __future__ import annotations
 
@@ -24,6 +31,9 @@ class PhaseSpec:
     optional: tuple[str, ...] = ()  # declared outputs a phase may leave out (e.g. no curves for an import)
     soft_upstream: bool = False  # runs on whatever upstream phases exist (the report), naming the missing
     precheck: str = ""  # "module:function" validating the phase's params before any kernel starts
+    mode_param: str = ""  # the parameter whose value selects one of ``inputs``
+    inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (mode, "<phase>/<file>" globs readable before seal)
+    sealed_inputs: tuple[str, ...] = ()  # "<phase>/<file>" globs readable once the phase has sealed its outputs
 
     @property
     def notebook(self) -> Path:
@@ -39,6 +49,21 @@ class PhaseSpec:
     def declares(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs + self.optional)
 
+    def readable(self, params: dict, sealed: bool) -> tuple[str, ...] | None:
+        """The ``"<phase>/<file>"`` globs this phase may read now (None: every declared upstream output)."""
+        if not self.mode_param:
+            return None
+        mode = params[self.mode_param]
+        by_mode = dict(self.inputs)
+        if mode not in by_mode:
+            raise ValueError(f"{self.id}: {self.mode_param}={mode!r} declares no inputs; modes: {', '.join(by_mode)}")
+        return by_mode[mode] + (self.sealed_inputs if sealed else ())
+
+
+MODEL_PHASE = "02b_adapt"  # the phase whose model.json/.pt/.onnx and logits.npz later phases read
+_BASE_MODEL = ("02_train/model.json", "02_train/model.pt")
+_TARGET_IMAGES = ("02a_target/target_train_images.npz",)
+_TARGET_LABELS = ("02a_target/target_train_labels.npz",)
 
 PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec("00_environment", "Environment", (), ("environment.json", "isa.png")),
@@ -48,25 +73,38 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec("02_train", "Baseline model, metrics and ONNX export", ("01_data",),
               ("model.json", "model.pt", "logits.npz", "metrics.json", "confusion.png", "model.onnx"),
               optional=("history.json", "curves.png"), precheck="helpers.models.artifact:check_params"),
-    PhaseSpec("03_activation_stats", "Activation statistics", ("01_data", "02_train"),
+    PhaseSpec("02a_target", "Target domain", ("01_data",),
+              ("target.json", "target_test_images.npz", "target_test_labels.npz", "target.png"),
+              optional=("target_train_images.npz", "target_train_labels.npz", "source_test_images.npz",
+                        "source_test_labels.npz")),
+    PhaseSpec("02b_adapt", "Domain adaptation", ("01_data", "02_train", "02a_target"),
+              ("model.json", "model.pt", "model.onnx", "logits.npz", "adapter.pt", "adapter_config.json",
+               "adaptation.json", "adaptation.png"), precheck="helpers.adaptation.methods:check_params",
+              mode_param="adaptation",
+              inputs=(("none", _BASE_MODEL), ("lora", _BASE_MODEL + _TARGET_IMAGES + _TARGET_LABELS),
+                      ("adabn", _BASE_MODEL + _TARGET_IMAGES), ("tent", _BASE_MODEL + _TARGET_IMAGES)),
+              sealed_inputs=("02a_target/*_test_*.npz", "01_data/splits.npz")),
+    PhaseSpec("03_activation_stats", "Activation statistics", ("01_data", MODEL_PHASE),
               ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
               precheck="helpers.activations.stats:check_params"),
-    PhaseSpec("04_quantize", "Post-training quantization", ("01_data", "02_train"),
+    PhaseSpec("04_quantize", "Post-training quantization", ("01_data", MODEL_PHASE),
               ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "runtime_logits.npz", "quant.png"),
               precheck="helpers.quantize.ort:check_params"),
-    PhaseSpec("05_latency", "Latency ground truth", ("02_train", "04_quantize"),
+    PhaseSpec("05_latency", "Latency ground truth", (MODEL_PHASE, "04_quantize"),
               ("latency.json", "estimator.json", "peaks.json", "latency.png"),
               precheck="helpers.ground_truth.runtime_latency:check_params"),
-    PhaseSpec("06_confidence", "Confidence calibration", ("01_data", "02_train", "04_quantize"),
+    PhaseSpec("06_confidence", "Confidence calibration", ("01_data", MODEL_PHASE, "04_quantize"),
               ("*/scaling_params.json", "calibration_metrics.json", "reliability.png", "confidence.png",
                "calibrated_logits.npz")),
     PhaseSpec("07_selective", "Selective-prediction threshold", ("01_data", "06_confidence"),
               ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png"),
               precheck="helpers.confidence.selective:check_params"),
-    PhaseSpec("08_bundle", "Deployment bundle", ("01_data", "02_train", "04_quantize", "06_confidence", "07_selective"),
+    PhaseSpec("08_bundle", "Deployment bundle",
+              ("01_data", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
               ("bundle/model_fp32.onnx", "bundle/model_int8.onnx", "bundle/bundle.json", "bundle/checksums.json",
                "validation.json", "predictions.png")),
-    PhaseSpec("09_report", "Run report", ("00_environment", "01_data", "02_train", "03_activation_stats",
+    PhaseSpec("09_report", "Run report", ("00_environment", "01_data", "02_train", "02a_target", MODEL_PHASE,
+                                          "03_activation_stats",
                                           "04_quantize", "05_latency", "06_confidence", "07_selective", "08_bundle"),
               ("report.html",), soft_upstream=True),
 )

@@ -29,7 +29,7 @@ import numpy as np
 
 from helpers.run import lock, manifest, run_record
 from helpers.run.atomic import sha256_file, to_jsonable
-from helpers.run.graph import PhaseSpec, get_phase
+from helpers.run.graph import MODEL_PHASE, PhaseSpec, get_phase
 from helpers.run.params import RUN_DIR_PARAM, check_type, notebook_parameters
 
 
@@ -53,6 +53,8 @@ class Phase:
         # the run holds this notebook's executed copy (papermill, nbval) -- not so for a notebook run by hand
         self.notebook = f"notebooks/{spec.id}.ipynb" if executed_copy else None
         self._started = time.perf_counter()
+        self._sealed: dict[str, str] | None = None  # own output -> sha256, once seal() has run
+        spec.readable(params, sealed=False)  # a mode without declared inputs fails here, before any work
 
     @classmethod
     def open(cls, phase_id: str, namespace: dict[str, Any]) -> "Phase":
@@ -92,6 +94,14 @@ class Phase:
         if not get_phase(phase_id).declares(name):
             raise PermissionError(f"{name!r} is not a declared output of {phase_id} "
                                   f"(declared: {', '.join(get_phase(phase_id).outputs)})")
+        readable = self.spec.readable(self.params, sealed=self._sealed is not None)
+        if readable is not None and not any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in readable):
+            mode = f"{self.spec.mode_param}={self.params[self.spec.mode_param]!r}"
+            later = any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in self.spec.sealed_inputs)
+            raise PermissionError(f"{self.spec.id} with {mode} does not read {phase_id}/{name}"
+                                  + (" before phase.seal() has fixed its fitted outputs" if later else "")
+                                  + f"; it may read {', '.join(readable) or 'nothing'} "
+                                  "(declared in helpers/run/graph.py)")
         doc = manifest.read_manifest(self.run_dir, phase_id)
         if doc is None:
             raise FileNotFoundError(f"upstream phase {phase_id} has no manifest in {self.run_dir}: run it first")
@@ -103,6 +113,11 @@ class Phase:
             raise RuntimeError(f"{path} was altered after {phase_id} wrote it (sha256 differs from its manifest); "
                                f"re-run with `calib run --resume {self.run_dir}`")
         return path
+
+    def model_input(self, name: str) -> Path:
+        """A file of "the model" (``model.json``, ``model.pt``, ``model.onnx``, ``logits.npz``) from the phase
+        the graph says provides it (:data:`helpers.run.graph.MODEL_PHASE`: the adapted model)."""
+        return self.input(MODEL_PHASE, name)
 
     def read_json(self, phase_id: str, name: str) -> Any:
         """A declared JSON output of a declared upstream phase, verified (see ``input``) and parsed."""
@@ -132,12 +147,37 @@ class Phase:
     # -- writing ---------------------------------------------------------------------------
     def out(self, name: str) -> Path:
         """Path for one of this phase's declared outputs (parent folders created)."""
+        if self._sealed is not None and name in self._sealed:
+            raise PermissionError(f"{self.spec.id}: {name} is sealed (phase.seal() fixed its bytes); it cannot be "
+                                  "written again, only read through phase.out_sealed()")
         if not self.spec.declares(name):
             raise PermissionError(f"{name!r} is not a declared output of {self.spec.id} "
                                   f"(declared: {', '.join(self.spec.outputs)}); declare it in helpers/run/graph.py")
         path = self.results / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def seal(self, *names: str) -> dict[str, str]:
+        """Fix the bytes of fitted outputs (their sha256 is kept); only then are ``sealed_inputs`` readable.
+
+        ``finish()`` fails if a sealed file changed, so what was fitted before the phase could read its
+        evaluation data (labels included) is exactly what the manifest records.
+        """
+        if self._sealed is not None:
+            raise RuntimeError(f"{self.spec.id} is already sealed ({', '.join(self._sealed)})")
+        missing = [n for n in names if not (self.results / n).is_file()]
+        if not names or missing:
+            raise FileNotFoundError(f"{self.spec.id}: seal() needs written outputs; "
+                                    f"missing: {', '.join(missing) or '-'}")
+        self._sealed = {n: sha256_file(self.results / n) for n in names}
+        self.log("sealed", files=self._sealed)
+        return self._sealed
+
+    def out_sealed(self, name: str) -> Path:
+        """Path of a sealed output, for reading it back."""
+        if self._sealed is None or name not in self._sealed:
+            raise PermissionError(f"{self.spec.id}: {name} is not sealed")
+        return self.results / name
 
     def log(self, event: str, **fields: Any) -> None:
         """Append one structured event to logs/<phase>.jsonl (flushed and fsynced)."""
@@ -161,6 +201,9 @@ class Phase:
 
         Under ``calib run`` the manifest is written as pending: the runner makes it the manifest once
         papermill has saved the executed notebook, so a phase with a manifest always has its notebook."""
+        changed = [n for n, sha in (self._sealed or {}).items() if sha256_file(self.results / n) != sha]
+        if changed:
+            raise RuntimeError(f"{self.spec.id}: sealed output(s) {', '.join(changed)} changed after phase.seal()")
         produced = [p.relative_to(self.results).as_posix() for p in self.results.rglob("*") if p.is_file()]
         missing = [pat for pat in self.spec.outputs if not any(fnmatch.fnmatchcase(f, pat) for f in produced)]
         if missing:

@@ -1,0 +1,1 @@
+"""Domain adaptation (phase 02a's target domain, phase 02b's methods and their validation)."""

@@ -1,0 +1,452 @@
+"""Domain adaptation of a trained classifier: LoRA (HF PEFT), AdaBN and TENT, merged and load-back checked.
+
+Modes (:data:`MODES`):
+
+* ``none``: the model passes through unchanged (the phase records that it did);
+* ``lora`` (labeled): low-rank adapters from HF PEFT on the model's ``Conv2d`` and ``Linear``
+  layers (``target_modules``; empty: all of them), optionally with the batch-norm layers trained
+  too (``bn_trainable``, PEFT's ``modules_to_save``; their statistics are then first re-estimated on
+  the target images, as ``adabn``, and travel in the adapter), then the adapters train with AdamW under a one-cycle
+  schedule, seeded and deterministic on one machine (:func:`helpers.training.deterministic_cpu`).
+  ``merge_and_unload`` folds the adapters into the base weights: the merged model has the
+  original architecture, so the checkpoint loads into a fresh ``model_artifact.build``.
+* ``adabn`` (label-free, Li et al. 2016): every batch-norm layer's running mean and variance are
+  re-estimated on the target images (cumulative average over one pass, train-mode forward, no
+  gradients); nothing else changes.
+* ``tent`` (label-free, Wang et al. 2021): starting from ``adabn``, the batch-norm affine
+  parameters (and only those) minimise the mean prediction entropy of each target batch, with
+  batch statistics in the forward pass (Adam, as in the paper's CIFAR setting); the running
+  statistics are re-estimated once more at the end so the exported model is a plain eval-mode
+  network.
+
+The label-free modes never take labels: :func:`adapt` refuses them. The phase also never hands
+them any (the graph declares the inputs of each mode; see ``helpers.run.graph``).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from helpers.data.datasets import preprocess
+from helpers.models.training import augment_batch, deterministic_cpu
+
+MODES = ("none", "lora", "adabn", "tent")
+LABEL_FREE = ("adabn", "tent")
+ADAPTABLE = (nn.Conv2d, nn.Linear)  # layer types LoRA adapts
+History = dict[str, list[float]]
+
+
+class AdaptationError(ValueError):
+    """Adaptation parameters or a model that cannot be adapted as asked (raised before any training)."""
+
+
+class MergeParityError(RuntimeError):
+    """The merged checkpoint, loaded back, does not reproduce the adapter model."""
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    mode: str
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 0.01
+    rank: int = 4
+    alpha: float = 8.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ()  # LoRA: module names (empty: every Conv2d and Linear)
+    bn_trainable: bool = True  # LoRA: train the batch-norm affine parameters too
+    augment: bool = False  # LoRA: random flip and crop (CIFAR-10)
+    weight_decay: float = 0.0
+    max_images: int = 0  # fit on the first this many target train images (0: all of them)
+
+    @classmethod
+    def from_params(cls, params: dict) -> AdaptConfig:
+        return cls(
+            mode=params["adaptation"],
+            epochs=params["adapt_epochs"],
+            batch_size=params["adapt_batch_size"],
+            lr=params["adapt_lr"],
+            rank=params["lora_rank"],
+            alpha=params["lora_alpha"],
+            dropout=params["lora_dropout"],
+            target_modules=tuple(params["lora_target_modules"]),
+            bn_trainable=params["lora_bn_trainable"],
+            augment=params["adapt_augment"],
+            max_images=params["adapt_images"],
+        )
+
+
+@dataclass
+class Adapted:
+    """What :func:`adapt` returns: the adapted model before and after the merge, and the adapter alone."""
+
+    adapter_model: nn.Module  # LoRA: the PEFT model with its adapters; otherwise the adapted model itself
+    merged: nn.Module  # the base architecture with the adaptation folded into its weights
+    adapter_state: dict[str, torch.Tensor]  # the adapted tensors only (LoRA A/B, BN parameters and statistics)
+    adapter_config: dict[str, Any]
+    history: History = field(default_factory=dict)
+    trainable: int = 0
+    total: int = 0
+
+
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Phase 02b's checks that need no model (``calib run`` runs them before any kernel, ``Phase.open`` again)."""
+    mode = params["adaptation"]
+    if mode not in MODES:
+        raise AdaptationError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "none":
+        return
+    if (
+        params["adapt_epochs"] < 1
+        or params["adapt_batch_size"] < 2
+        or not params["adapt_lr"] > 0
+        or params["adapt_images"] < 0
+    ):
+        raise AdaptationError(
+            f"need adapt_epochs >= 1, adapt_batch_size >= 2 (batch statistics), adapt_lr > 0 and "
+            f"adapt_images >= 0; got {params['adapt_epochs']}, {params['adapt_batch_size']}, "
+            f"{params['adapt_lr']}, {params['adapt_images']}"
+        )
+    if mode == "lora":
+        if params["lora_rank"] <= 0:
+            raise AdaptationError(f"lora_rank must be a positive integer, got {params['lora_rank']}")
+        if not params["lora_alpha"] > 0:
+            raise AdaptationError(f"lora_alpha must be > 0, got {params['lora_alpha']}")
+        if not 0.0 <= params["lora_dropout"] < 1.0:
+            raise AdaptationError(f"lora_dropout must be in [0, 1), got {params['lora_dropout']}")
+
+
+def bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
+def adaptable_layers(model: nn.Module) -> list[str]:
+    """Names of the layers LoRA can adapt (``Conv2d`` and ``Linear``), in module order."""
+    return [name for name, m in model.named_modules() if isinstance(m, ADAPTABLE)]
+
+
+def lora_targets(model: nn.Module, target_modules: tuple[str, ...] | list[str]) -> list[str]:
+    """The full module names ``target_modules`` selects (empty: every adaptable layer); unknown names raise."""
+    layers = adaptable_layers(model)
+    if not target_modules:
+        return layers
+    chosen, unknown = [], []
+    for target in target_modules:
+        hits = [name for name in layers if name == target or name.endswith("." + target)]
+        (chosen.extend(hits) if hits else unknown.append(target))
+    if unknown:
+        raise AdaptationError(
+            f"unknown LoRA target module(s) {', '.join(map(repr, unknown))}: {type(model).__name__} "
+            f"has these Conv2d/Linear layers: {', '.join(layers)}"
+        )
+    return [name for name in layers if name in chosen]
+
+
+def check_model(model: nn.Module, config: AdaptConfig) -> list[str]:
+    """Model-dependent checks before any training; returns the LoRA target layers (empty otherwise)."""
+    if config.mode not in MODES:
+        raise AdaptationError(f"unknown adaptation mode {config.mode!r}; choose one of {', '.join(MODES)}")
+    if config.mode in LABEL_FREE or (config.mode == "lora" and config.bn_trainable):
+        if not bn_layers(model):
+            need = "adaptation=lora with lora_bn_trainable=False" if config.mode == "lora" else "adaptation=lora"
+            raise AdaptationError(
+                f"{config.mode} adapts batch-norm layers, and {type(model).__name__} has none; "
+                f"use {need} (or adaptation=none)"
+            )
+    if config.mode == "lora":
+        if config.rank <= 0:
+            raise AdaptationError(f"lora_rank must be a positive integer, got {config.rank}")
+        return lora_targets(model, config.target_modules)
+    return []
+
+
+# -- the label-free modes ---------------------------------------------------------------------
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return [order[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)] or [order]
+
+
+@torch.no_grad()
+def adabn(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> nn.Module:
+    """Re-estimate every batch-norm layer's running statistics on ``images`` (one pass, exact average)."""
+    layers = bn_layers(model)
+    saved = {name: m.momentum for name, m in layers.items()}
+    for m in layers.values():
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the exact mean over the pass
+    model.train()
+    try:
+        for s in range(0, len(images), batch_size):
+            model(torch.from_numpy(preprocess(images[s : s + batch_size])))
+    finally:
+        for name, m in layers.items():
+            m.momentum = saved[name]
+        model.eval()
+    return model
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of the softmax predictions."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(1).mean()
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, epochs: int, step: int, steps: int, what: str) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"{what} became {loss.item()} at epoch {epoch}/{epochs}, step {step}/{steps}; "
+            "lower adapt_lr, or check the model's weights and the target images"
+        )
+
+
+def _tent(
+    model: nn.Module,
+    images: torch.Tensor,
+    config: AdaptConfig,
+    generator: torch.Generator,
+    progress: bool,
+    on_epoch_end,
+) -> History:
+    layers = bn_layers(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [p for m in layers.values() for p in (m.weight, m.bias) if p is not None]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
+    history: History = {"epoch": [], "entropy": []}
+    model.train()  # batch statistics in the forward pass, as TENT does
+    for epoch in range(1, config.epochs + 1):
+        batches = _batches(len(images), config.batch_size, generator)
+        total = 0.0
+        for step, idx in enumerate(
+            tqdm(batches, desc=f"tent epoch {epoch}/{config.epochs}", disable=not progress), start=1
+        ):
+            loss = entropy(model(torch.from_numpy(preprocess(images[idx].numpy()))))
+            _check_finite(loss, epoch, config.epochs, step, len(batches), "TENT entropy")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        history["epoch"].append(epoch)
+        history["entropy"].append(total / len(batches))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history, model)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
+
+
+# -- LoRA ---------------------------------------------------------------------------------------
+def lora_config(model: nn.Module, config: AdaptConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=lora_targets(model, config.target_modules),
+        bias="none",
+        modules_to_save=sorted(bn_layers(model)) if config.bn_trainable else None,
+    )
+
+
+def lora_model(model: nn.Module, config: AdaptConfig) -> nn.Module:
+    """A copy of ``model`` wrapped by PEFT with fresh LoRA adapters (seed torch first: A is drawn at random)."""
+    from peft import get_peft_model
+
+    return get_peft_model(copy.deepcopy(model), lora_config(model, config))
+
+
+def adapter_bytes(peft_model: nn.Module) -> bytes:
+    from peft import get_peft_model_state_dict
+
+    buffer = io.BytesIO()
+    torch.save(get_peft_model_state_dict(peft_model), buffer)
+    return buffer.getvalue()
+
+
+def load_adapter(base: nn.Module, config: AdaptConfig, adapter: bytes) -> nn.Module:
+    """A fresh PEFT model on ``base`` with the saved adapter weights loaded; raises unless every tensor loads."""
+    from peft import set_peft_model_state_dict
+
+    state = torch.load(io.BytesIO(adapter), map_location="cpu", weights_only=True)
+    model = lora_model(base, config)
+    result = set_peft_model_state_dict(model, state)
+    missing = [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        raise AdaptationError(
+            f"the LoRA adapter does not load back into {type(base).__name__}: missing "
+            f"{missing[:6]}, unexpected {unexpected[:6]}; check lora_target_modules"
+        )
+    return model
+
+
+def check_adapter_roundtrip(model: nn.Module, config: AdaptConfig, seed: int) -> None:
+    """Before training: a fresh adapter saved, loaded into another copy, must give back every tensor."""
+    torch.manual_seed(seed)
+    first = lora_model(model, config)
+    with torch.no_grad():
+        for name, p in first.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.01)  # B starts at zero; perturb it so the comparison below means something
+    saved = adapter_bytes(first)
+    second = load_adapter(model, config, saved)
+    a, b = (dict(m.named_parameters()) for m in (first, second))
+    bad = [k for k in a if "lora_" in k and not torch.equal(a[k], b[k])]
+    if bad:
+        raise AdaptationError(
+            f"the LoRA adapter does not load back: {len(bad)} tensor(s) differ after a "
+            f"save/load round trip (first: {bad[0]})"
+        )
+
+
+def _lora_fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: AdaptConfig,
+    generator: torch.Generator,
+    progress: bool,
+    on_epoch_end,
+) -> History:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = len(images) // config.batch_size
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps)
+    history: History = {"epoch": [], "loss": [], "train_acc": []}
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(images), generator=generator)
+        loss_sum, correct = 0.0, 0
+        for step in tqdm(range(steps), desc=f"lora epoch {epoch}/{config.epochs}", disable=not progress):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            batch = augment_batch(images[idx], generator) if config.augment else images[idx]
+            logits = model(torch.from_numpy(preprocess(batch.numpy())))
+            loss = F.cross_entropy(logits, labels[idx])
+            _check_finite(loss, epoch, config.epochs, step + 1, steps, "LoRA training loss")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.item()
+            correct += int((logits.argmax(1) == labels[idx]).sum())
+        history["epoch"].append(epoch)
+        history["loss"].append(loss_sum / steps)
+        history["train_acc"].append(correct / (steps * config.batch_size))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history, model)
+    model.eval()
+    return history
+
+
+# -- the one entry point --------------------------------------------------------------------------
+def adapt(
+    model: nn.Module,
+    config: AdaptConfig,
+    images: np.ndarray | None,
+    labels: np.ndarray | None = None,
+    *,
+    seed: int,
+    num_threads: int | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, History, nn.Module], None] | None = None,
+) -> Adapted:
+    """Adapt ``model`` (a fresh copy is made) to the target ``images`` (uint8 NHWC); labels for ``lora`` only.
+
+    ``on_epoch_end(epoch, history, model)`` is called after each LoRA/TENT epoch with the model being trained.
+    """
+    check_model(model, config)
+    model = copy.deepcopy(model).eval()
+    total = sum(p.numel() for p in model.parameters())
+    if config.mode == "none":
+        if images is not None or labels is not None:
+            raise AdaptationError("adaptation=none passes the model through: it takes no target data")
+        return Adapted(model, model, {}, {"mode": "none"}, {}, 0, total)
+    if config.mode in LABEL_FREE and labels is not None:
+        raise AdaptationError(f"{config.mode} is label-free: it must not be given labels")
+    if config.mode == "lora" and labels is None:
+        raise AdaptationError("lora trains on labeled target images: pass their labels")
+    if config.max_images:
+        images, labels = images[: config.max_images], None if labels is None else labels[: config.max_images]
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) < 2:
+        raise AdaptationError(
+            f"target images must be uint8 NHWC with at least 2 images, got {images.dtype} {images.shape}"
+        )
+    if labels is not None and np.asarray(labels).shape != (len(images),):
+        raise AdaptationError(f"{len(images)} target images but labels of shape {np.asarray(labels).shape}")
+    if not 2 <= config.batch_size <= len(images):
+        raise AdaptationError(
+            f"adapt_batch_size must be in [2, {len(images)}] (the target images), got {config.batch_size}"
+        )
+    if config.mode == "lora":
+        check_adapter_roundtrip(model, config, seed)  # an adapter that would not load back stops here
+    threads = num_threads or len(os.sched_getaffinity(0))
+    generator = torch.Generator().manual_seed(seed)
+    with deterministic_cpu(seed, threads):
+        if config.mode != "lora" or config.bn_trainable:  # LoRA keeps the statistics its adapter cannot carry
+            adabn(model, images)
+        history: History = {}
+        if config.mode == "tent":
+            history = _tent(model, torch.from_numpy(images), config, generator, progress, on_epoch_end)
+            adabn(model, images)
+        if config.mode in LABEL_FREE:
+            bn_names = {f"{name}.{key}" for name in bn_layers(model) for key in bn_layers(model)[name].state_dict()}
+            state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in bn_names}
+            trainable = (
+                sum(m.weight.numel() + m.bias.numel() for m in bn_layers(model).values())
+                if config.mode == "tent"
+                else 0
+            )
+            return Adapted(
+                model,
+                model,
+                state,
+                {"mode": config.mode, "batch_norm_layers": sorted(bn_layers(model))},
+                history,
+                trainable,
+                total,
+            )
+        torch.manual_seed(seed)
+        peft_model = lora_model(model, config)
+        trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+        history = _lora_fit(
+            peft_model,
+            torch.from_numpy(images),
+            torch.from_numpy(np.asarray(labels, np.int64)),
+            config,
+            generator,
+            progress,
+            on_epoch_end,
+        )
+    from peft import get_peft_model_state_dict
+
+    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+    merged = copy.deepcopy(peft_model).merge_and_unload().eval()
+    peft_config = peft_model.peft_config["default"].to_dict()
+    adapter_cfg = {"mode": "lora", "peft": {k: sorted(v) if isinstance(v, set) else v for k, v in peft_config.items()}}
+    return Adapted(peft_model.eval(), merged, state, adapter_cfg, history, trainable, total)
+
+
+def epoch_reporter(log: Callable[..., None]) -> Callable[[int, History, nn.Module], None]:
+    """An ``on_epoch_end`` callback that prints one line per epoch and logs it (``log`` is ``phase.log``)."""
+
+    def report(epoch: int, history: History, model: nn.Module) -> None:
+        values = {k: v[-1] for k, v in history.items() if k != "epoch"}
+        print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
+        log("adaptation_epoch", epoch=epoch, **values)
+
+    return report

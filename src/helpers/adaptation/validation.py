@@ -1,0 +1,140 @@
+"""Merge and load-back validation of an adapted model, its before/after evaluation, record, table and figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from helpers.adaptation.methods import AdaptConfig, Adapted, MergeParityError, load_adapter
+from helpers.metrics.classification import accuracy_with_ci, per_class_accuracy
+from helpers.models import parity
+from helpers.models.architectures import predict_logits
+
+
+def merge_parity(adapter_model: nn.Module, merged: nn.Module, images: np.ndarray) -> dict:
+    """Compare the merged checkpoint (loaded into a fresh model) with the adapter model on ``images``.
+
+    Raises :class:`MergeParityError` (message starting ``FAIL``, with the numbers) when the largest
+    logit difference exceeds the project's one parity tolerance (``helpers.models.parity``) or any argmax
+    differs (a near tie included: the merged model must predict what the adapter model predicts).
+    """
+    return _parity(predict_logits(adapter_model, images), predict_logits(merged, images), "merged checkpoint")
+
+
+def adapter_parity(
+    base: nn.Module, config: AdaptConfig, adapter: bytes, adapter_model: nn.Module, images: np.ndarray
+) -> dict:
+    """LoRA: the saved adapter weights, loaded into a fresh PEFT model on ``base``, reproduce the adapter model."""
+    reloaded = load_adapter(base, config, adapter)
+    return _parity(predict_logits(adapter_model, images), predict_logits(reloaded, images), "reloaded adapter")
+
+
+def _parity(expected: np.ndarray, actual: np.ndarray, what: str) -> dict:
+    check = parity.compare_logits(expected, actual)
+    result = {
+        "n": len(expected),
+        "max_abs_logit_diff": check.max_abs_diff,
+        "tolerance": check.max_allowed,
+        "argmax_differ": check.argmax_mismatches,
+        "parity": check.describe(),
+        "status": "PASS" if check.passed and not check.argmax_mismatches else "FAIL",
+    }
+    if result["status"] == "FAIL":
+        raise MergeParityError(
+            f"FAIL: the {what} does not reproduce the adapter model on {len(expected)} target test images: "
+            f"{check.message()}; no model is handed on"
+        )
+    return result
+
+
+def before_after(
+    before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> dict:
+    """Per test set ("source", "target"): accuracy with 95% Wilson CI and per-class accuracy, before and after."""
+    out = {}
+    for name, (images, labels) in sets.items():
+        out[name] = {}
+        for when, model in (("before", before), ("after", after)):
+            preds = predict_logits(model, images).argmax(1)
+            out[name][when] = {
+                **accuracy_with_ci(labels, preds),
+                "per_class": per_class_accuracy(labels, preds, num_classes).tolist(),
+            }
+    return out
+
+
+def trainable_record(adapted: Adapted) -> dict:
+    return {
+        "count": adapted.trainable,
+        "total": adapted.total,
+        "percent": 100.0 * adapted.trainable / adapted.total if adapted.total else 0.0,
+    }
+
+
+def record(
+    config: AdaptConfig,
+    adapted: Adapted,
+    targets: list[str],
+    parity: dict,
+    adapter_check: dict | None,
+    results: dict,
+    domain: dict,
+) -> dict:
+    """The content of ``adaptation.json``."""
+    return {
+        "adaptation": config.mode,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
+        "lora_targets": targets,
+        "trainable_parameters": trainable_record(adapted),
+        "merge_parity": parity,
+        "adapter_load_back": adapter_check,
+        "accuracy": results,
+        "history": adapted.history,
+        "target_domain": domain,
+        "passed_through": config.mode == "none",
+        "status": parity["status"],
+    }
+
+
+def results_table(doc: dict) -> pd.DataFrame:
+    """One row per test set: accuracy before, after (95% CI), the gain; trainable share and merge parity below."""
+    rows = {}
+    for name, r in doc["accuracy"].items():
+        rows[f"{name} test"] = {
+            "n": r["before"]["n"],
+            "accuracy before": r["before"]["accuracy"],
+            "accuracy after": r["after"]["accuracy"],
+            "after 95% CI": f"[{r['after']['ci_low']:.4f}, {r['after']['ci_high']:.4f}]",
+            "gain": r["after"]["accuracy"] - r["before"]["accuracy"],
+        }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.attrs["trainable"] = doc["trainable_parameters"]
+    return frame
+
+
+def per_class_figure(doc: dict, class_names: list[str]):
+    """Per-class accuracy before and after adaptation, one panel per test set; the learning curve if any."""
+    import matplotlib.pyplot as plt
+
+    sets = list(doc["accuracy"])
+    history = {k: v for k, v in doc["history"].items() if k != "epoch"}
+    panels = len(sets) + (1 if history else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.4), squeeze=False)
+    x = np.arange(len(class_names))
+    for ax, name in zip(axes[0], sets):
+        for offset, when in ((-0.2, "before"), (0.2, "after")):
+            r = doc["accuracy"][name][when]
+            ax.bar(x + offset, r["per_class"], 0.4, label=f"{when} ({r['accuracy']:.3f})")
+        ax.set(xticks=x, ylim=(0, 1.05), ylabel="accuracy", title=f"{name} test, per class ({doc['adaptation']})")
+        ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
+    if history:
+        ax = axes[0][-1]
+        for key, values in history.items():
+            ax.plot(doc["history"]["epoch"], values, marker="o", label=key)
+        ax.set(xlabel="epoch", title="learning curve (target train images)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

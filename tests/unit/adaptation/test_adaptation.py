@@ -1,0 +1,175 @@
+"""Adaptation methods on a real digits CNN trained here on clean digits, adapted to noisy digits.
+
+About 20-40 s on 2 busy cores: one 3-epoch training (module fixture, 1 thread), the adaptations on
+the 1257 training images, and one PEFT import (~10 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import data
+from helpers.adaptation import domain, methods, validation
+from helpers.adaptation.methods import AdaptationError, AdaptConfig
+from helpers.models import artifact, training
+from helpers.models.architectures import build_model, predict_logits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = data.load_dataset("digits")
+    splits = data.make_splits(ds, val_fraction=0.1, samples_per_class=5, seed=0)
+    target = domain.target_domain(ds, splits, seed=0, with_train=True)
+    return ds, splits, target.arrays
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    ds, splits, _ = digits
+    torch.manual_seed(0)
+    model = build_model("digits_cnn", 10, (8, 8, 1))
+    x, y = data.split_data(ds, splits, "train")
+    vx, vy = data.split_data(ds, splits, "val")
+    model, _ = training.train(
+        model, x, y, vx, vy, epochs=4, batch_size=64, lr=0.1, seed=0, num_threads=1, progress=False
+    )
+    return model
+
+
+def accuracy(model, images, labels) -> float:
+    return float((predict_logits(model, images).argmax(1) == labels).mean())
+
+
+def test_target_domain_is_deterministic_noise_on_the_same_images(digits):
+    ds, splits, arrays = digits
+    again = domain.target_domain(ds, splits, seed=0, with_train=True).arrays
+    assert arrays.keys() == again.keys() and all(np.array_equal(arrays[k], again[k]) for k in arrays)
+    clean, _ = data.split_data(ds, splits, "test")
+    assert np.abs(arrays["target_test_images.npz"].astype(float) - clean).mean() > 20
+    grey = domain.gaussian_noise(np.full((100, 8, 8, 1), 128, np.uint8), 10.0, seed=[0, 1]).astype(float) - 128
+    assert abs(grey.std() - 10.0) < 0.5 and abs(grey.mean()) < 0.5  # the documented noise, unclipped
+    assert np.array_equal(arrays["source_test_images.npz"], clean)
+    other_seed = domain.target_domain(ds, splits, seed=1, with_train=False).arrays
+    assert "target_train_images.npz" not in other_seed
+    assert not np.array_equal(other_seed["target_test_images.npz"], arrays["target_test_images.npz"])
+
+
+def test_adabn_recovers_accuracy_on_the_target_without_labels(digits, trained):
+    _, _, arrays = digits
+    x, y = arrays["target_test_images.npz"], arrays["target_test_labels.npz"]
+    adapted = methods.adapt(trained, AdaptConfig("adabn"), arrays["target_train_images.npz"], seed=0, num_threads=1)
+    assert accuracy(adapted.merged, x, y) > accuracy(trained, x, y) + 0.05
+    assert adapted.trainable == 0 and set(adapted.adapter_state) == {
+        k for k in trained.state_dict() if k.startswith("features.") and k.split(".")[1] in ("1", "4", "8")
+    }
+    with pytest.raises(AdaptationError, match="adabn is label-free: it must not be given labels"):
+        methods.adapt(
+            trained, AdaptConfig("adabn"), arrays["target_train_images.npz"], arrays["target_train_labels.npz"], seed=0
+        )
+
+
+def test_tent_changes_only_batch_norm_and_lowers_entropy(digits, trained):
+    _, _, arrays = digits
+    images = arrays["target_train_images.npz"]
+    adabn = methods.adapt(trained, AdaptConfig("adabn"), images, seed=0, num_threads=1)
+    tent = methods.adapt(trained, AdaptConfig("tent", epochs=2, lr=1e-3), images, seed=0, num_threads=1)
+    before, after = trained.state_dict(), tent.merged.state_dict()
+    bn = set(tent.adapter_state)
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in bn)
+    assert any(not torch.equal(before[k], after[k]) for k in bn if k.endswith(".weight"))
+    assert tent.history["entropy"][-1] < tent.history["entropy"][0]
+    ent = [methods.entropy(torch.from_numpy(predict_logits(m, images))).item() for m in (adabn.merged, tent.merged)]
+    assert ent[1] < ent[0]
+    assert tent.trainable == sum(2 * m.num_features for m in methods.bn_layers(trained).values())
+
+
+def test_lora_is_deterministic_merges_exactly_and_loads_back(digits, trained):
+    _, _, arrays = digits
+    x, y = arrays["target_train_images.npz"], arrays["target_train_labels.npz"]
+    test_x, test_y = arrays["target_test_images.npz"], arrays["target_test_labels.npz"]
+    config = AdaptConfig("lora", epochs=2, lr=0.01, rank=2, alpha=4.0, target_modules=("features.3", "fc"))
+    seen = []
+    first = methods.adapt(
+        trained, config, x, y, seed=0, num_threads=1, on_epoch_end=lambda epoch, history, model: seen.append(epoch)
+    )
+    second = methods.adapt(trained, config, x, y, seed=0, num_threads=1)
+    assert seen == [1, 2]
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.merged.state_dict().values(), second.merged.state_dict().values())
+    )
+    assert accuracy(first.merged, test_x, test_y) > accuracy(trained, test_x, test_y)
+    assert 0 < first.trainable < 0.15 * first.total
+    assert sorted(first.adapter_config["peft"]["target_modules"]) == ["fc", "features.3"]
+    assert {k for k in first.adapter_state if "lora_" in k} and not any("lora_" in k for k in first.merged.state_dict())
+    # the merged model has the base architecture: it loads into a fresh build and reproduces the adapter model
+    fresh = artifact.build(artifact.spec("digits_cnn", 10, (8, 8, 1)))
+    fresh.load_state_dict(first.merged.state_dict())
+    parity = validation.merge_parity(first.adapter_model, fresh.eval(), test_x)
+    assert parity["status"] == "PASS" and parity["max_abs_logit_diff"] <= parity["tolerance"]
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(first.adapter_state, buffer)
+    assert (
+        validation.adapter_parity(trained, config, buffer.getvalue(), first.adapter_model, test_x)["status"] == "PASS"
+    )
+
+
+def test_a_merged_model_that_disagrees_fails_with_the_numbers(digits, trained):
+    _, _, arrays = digits
+    broken = artifact.build(artifact.spec("digits_cnn", 10, (8, 8, 1))).eval()  # untrained weights
+    with pytest.raises(validation.MergeParityError, match=r"^FAIL: .* max \|logit difference\| .* argmax differ"):
+        validation.merge_parity(trained, broken, arrays["target_test_images.npz"])
+
+
+def test_bad_input_is_refused_before_any_training(trained, digits):
+    _, _, arrays = digits
+    x, y = arrays["target_train_images.npz"], arrays["target_train_labels.npz"]
+    mlp = build_model("mlp", 10, (8, 8, 1))
+    cases = [
+        (trained, AdaptConfig("finetune"), "unknown adaptation mode 'finetune'"),
+        (trained, AdaptConfig("lora", target_modules=("conv9",)), "unknown LoRA target module.*'conv9'.*features.0"),
+        (trained, AdaptConfig("lora", rank=0), "lora_rank must be a positive integer, got 0"),
+        (mlp, AdaptConfig("adabn"), "adabn adapts batch-norm layers, and MLP has none"),
+        (mlp, AdaptConfig("tent"), "tent adapts batch-norm layers, and MLP has none"),
+        (mlp, AdaptConfig("lora"), "lora_bn_trainable=False"),
+    ]
+    for model, config, message in cases:
+        with pytest.raises(AdaptationError, match=message):
+            methods.check_model(model, config)
+    params = {
+        "adaptation": "lora",
+        "adapt_epochs": 1,
+        "adapt_batch_size": 64,
+        "adapt_lr": 0.01,
+        "adapt_images": 0,
+        "lora_rank": -1,
+        "lora_alpha": 8.0,
+        "lora_dropout": 0.0,
+    }
+    with pytest.raises(AdaptationError, match="lora_rank must be a positive integer, got -1"):
+        methods.check_params(params)
+    saved = methods.adapter_bytes(methods.lora_model(trained, AdaptConfig("lora", target_modules=("fc",))))
+    with pytest.raises(AdaptationError, match="does not load back"):
+        methods.load_adapter(trained, AdaptConfig("lora", target_modules=("features.0",)), saved)
+    # an MLP without batch norm adapts with LoRA when the BN option is off
+    done = methods.adapt(mlp, AdaptConfig("lora", epochs=1, bn_trainable=False), x, y, seed=0, num_threads=1)
+    assert done.trainable > 0
+
+
+def test_a_non_finite_loss_stops_naming_epoch_and_step(trained, digits):
+    _, _, arrays = digits
+    broken = artifact.build(artifact.spec("digits_cnn", 10, (8, 8, 1)))
+    broken.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        broken.fc.bias[0] = float("nan")
+    for config, what in ((AdaptConfig("lora", epochs=1), "LoRA training loss"), (AdaptConfig("tent"), "TENT entropy")):
+        labels = arrays["target_train_labels.npz"] if config.mode == "lora" else None
+        with pytest.raises(FloatingPointError, match=f"{what} became nan at epoch 1/{config.epochs}, step 1/"):
+            methods.adapt(
+                broken, dataclasses.replace(config), arrays["target_train_images.npz"], labels, seed=0, num_threads=1
+            )
