@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU build (an unpinned torch pulls several GB of CUDA packages)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,transformer]"
+	$(PY) -m pip install -q -e ".[test,transformer,peers]"
 	# source notebooks stay output-free in git (JupyterLab's Run All saves outputs into them)
 	-$(PY) -m helpers.run.nbclean install
 	rm -f $(VENV)/.installed-* && touch $@
@@ -24,7 +24,8 @@ demo: install
 
 # Timed from before the install, so the figure is what a fresh clone costs; the slowest tests are listed.
 test:
-	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(PY) -m pytest --durations=15; rc=$$?; \
+	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(MAKE) --no-print-directory lint && \
+	$(PY) -m pytest --durations=15; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s in total (install + tests), exit status $$rc"; exit $$rc
 
 test-unit: install  ## the fast gate: helpers on small real objects, no kernels

@@ -13,14 +13,15 @@ this process's CPU time are reported (CPU time is what survives other processes'
 shared machine). ``per pass`` = stats time / (2 x plain time) of each repetition's pair, median
 over repetitions (pairs share the machine's load of the moment); the target is <= 1.3x.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -47,15 +48,20 @@ def compare(name: str, plain: Callable[[], object], stats: Callable[[], object],
         for kind, fn in (("plain", plain), ("stats", stats)):
             runs[kind].append(timed(fn))
         (pw, pc), (sw, sc) = runs["plain"][-1], runs["stats"][-1]
-        print(f"  {name} rep {rep + 1}/{reps}: plain {pw:.3f} s wall / {pc:.3f} s CPU, "
-              f"stats {sw:.3f} s wall / {sc:.3f} s CPU", flush=True)
+        print(
+            f"  {name} rep {rep + 1}/{reps}: plain {pw:.3f} s wall / {pc:.3f} s CPU, "
+            f"stats {sw:.3f} s wall / {sc:.3f} s CPU",
+            flush=True,
+        )
     for clock, i in (("wall", 0), ("CPU", 1)):
         p = statistics.median(r[i] for r in runs["plain"])
         s = statistics.median(r[i] for r in runs["stats"])
         paired = statistics.median(st[i] / (2 * pl[i]) for pl, st in zip(runs["plain"], runs["stats"]))
         verdict = "ok" if paired <= TARGET else "over target"
-        print(f"{name} [{clock}, median of {reps}]: plain pass {p:.3f} s | stats (2 hooked passes) {s:.3f} s | "
-              f"per pass {paired:.2f}x (target <= {TARGET}x, {verdict}) | whole call {s / p:.2f}x one plain pass")
+        print(
+            f"{name} [{clock}, median of {reps}]: plain pass {p:.3f} s | stats (2 hooked passes) {s:.3f} s | "
+            f"per pass {paired:.2f}x (target <= {TARGET}x, {verdict}) | whole call {s / p:.2f}x one plain pass"
+        )
 
 
 def cifar_slice() -> tuple[np.ndarray, np.ndarray, str]:
@@ -70,20 +76,27 @@ def bench_resnet8(reps: int, batch_size: int) -> None:
     images, indices, source = cifar_slice()
     model = init_model("resnet8", 10, seed=0)
     layers = default_layers(model)
-    print(f"resnet8: {len(indices)} images ({source}), batch {batch_size}, {len(layers)} hooked layers (default_layers)")
+    print(
+        f"resnet8: {len(indices)} images ({source}), batch {batch_size}, {len(layers)} hooked layers (default_layers)"
+    )
 
     @torch.inference_mode()
     def plain():
         for s in range(0, len(indices), batch_size):
-            model(torch.from_numpy(preprocess(images[indices[s:s + batch_size]])))
+            model(torch.from_numpy(preprocess(images[indices[s : s + batch_size]])))
 
-    compare("resnet8", plain, lambda: image_activation_stats(model, layers, images, indices, role="init",
-                                                             batch_size=batch_size), reps)
+    compare(
+        "resnet8",
+        plain,
+        lambda: image_activation_stats(model, layers, images, indices, role="init", batch_size=batch_size),
+        reps,
+    )
 
 
 def bench_minilm(reps: int, sentences: int, batch_size: int) -> None:
     try:
         from helpers.activations.transformer import load_minilm, token_batches, transformer_activation_stats
+
         model, tokenizer = load_minilm("trained")
     except ImportError as exc:
         print(f"MiniLM skipped: {exc}")
@@ -92,16 +105,22 @@ def bench_minilm(reps: int, sentences: int, batch_size: int) -> None:
 
     text = text_slice(sentences, seed=0)
     batches = token_batches(tokenizer, text.sentences, batch_size, max_length=128)
-    print(f"MiniLM: {sentences} sentences (pydoc_data.topics), batch {batch_size}, 6 hooked MLP layers, "
-          f"{int(sum(b.valid.sum() for b in batches))} real tokens")
+    print(
+        f"MiniLM: {sentences} sentences (pydoc_data.topics), batch {batch_size}, 6 hooked MLP layers, "
+        f"{int(sum(b.valid.sum() for b in batches))} real tokens"
+    )
 
     @torch.inference_mode()
     def plain():
         for b in batches:
             model(**b.inputs)
 
-    compare("MiniLM", plain, lambda: transformer_activation_stats(model, tokenizer, text, role="trained",
-                                                                  batch_size=batch_size), reps)
+    compare(
+        "MiniLM",
+        plain,
+        lambda: transformer_activation_stats(model, tokenizer, text, role="trained", batch_size=batch_size),
+        reps,
+    )
 
 
 def main() -> None:
@@ -115,8 +134,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-          f"(load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+        f"(load average {os.getloadavg()[0]:.1f})"
+    )
     bench_resnet8(args.reps, args.image_batch)
     if not args.skip_transformer:
         bench_minilm(args.reps, args.sentences, args.text_batch)

@@ -13,6 +13,7 @@ Targets: our chosen method's NLL <= the best peer NLL (FP32 and INT8); the calib
 indistinguishable from perfect (p >= 0.05) at n = 5000; the 1000-resample bootstrap <= 2x one ECE
 call at 10k and <= 5 s at 1M; ECE <= 1.5x torchmetrics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,16 +66,20 @@ def peer_maps(val_z: np.ndarray, val_y: np.ndarray) -> dict:
         )
 
         logging.getLogger().setLevel(logging.ERROR)
-        loader = DataLoader(TensorDataset(torch.from_numpy(val_z).float(), torch.from_numpy(val_y)),
-                            batch_size=len(val_y))
+        loader = DataLoader(
+            TensorDataset(torch.from_numpy(val_z).float(), torch.from_numpy(val_y)), batch_size=len(val_y)
+        )
         k = val_z.shape[1]
-        for name, scaler in {"TS": TemperatureScaler(), "vector": VectorScaler(num_classes=k),
-                             "matrix": MatrixScaler(num_classes=k),
-                             "Dirichlet (lambda=mu=1e-3)": DirichletScaler(num_classes=k, lambda_reg=1e-3,
-                                                                            mu_reg=1e-3)}.items():
+        for name, scaler in {
+            "TS": TemperatureScaler(),
+            "vector": VectorScaler(num_classes=k),
+            "matrix": MatrixScaler(num_classes=k),
+            "Dirichlet (lambda=mu=1e-3)": DirichletScaler(num_classes=k, lambda_reg=1e-3, mu_reg=1e-3),
+        }.items():
             scaler.fit(loader, progress=False)
-            peers[f"torch-uncertainty {name}"] = (
-                lambda z, s=scaler: torch.log_softmax(s(torch.from_numpy(z).float()), 1).double().numpy())
+            peers[f"torch-uncertainty {name}"] = lambda z, s=scaler: (
+                torch.log_softmax(s(torch.from_numpy(z).float()), 1).double().numpy()
+            )
     except ImportError as exc:
         print(f"torch-uncertainty not installed ({exc}); pip install torch-uncertainty (test-only)")
     try:
@@ -82,8 +87,12 @@ def peer_maps(val_z: np.ndarray, val_y: np.ndarray) -> dict:
         from netcal.scaling import LogisticCalibration, TemperatureScaling
 
         probs = softmax(val_z)
-        for name, method in {"TS": TemperatureScaling(), "logistic (matrix)": LogisticCalibration(),
-                             "histogram binning": HistogramBinning(bins=15), "isotonic": IsotonicRegression()}.items():
+        for name, method in {
+            "TS": TemperatureScaling(),
+            "logistic (matrix)": LogisticCalibration(),
+            "histogram binning": HistogramBinning(bins=15),
+            "isotonic": IsotonicRegression(),
+        }.items():
             method.fit(probs, val_y)
             peers[f"netcal {name}"] = lambda z, m=method: _log_probs(m.transform(softmax(z)))
     except ImportError as exc:
@@ -98,9 +107,11 @@ def _log_probs(probs: np.ndarray) -> np.ndarray:
 
 def row(name: str, s: dict) -> str:
     ci = s["ece_ci95"]
-    return (f"{name:<38}{100 * s['ece']:>6.2f} [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]{100 * s['ece_debiased']:>7.2f}"
-            f"{100 * s['null']['p95']:>7.2f}{s['null']['p_value']:>7.3f}{100 * s['mce']:>7.1f}{s['nll']:>8.4f}"
-            f"{s['brier']:>8.4f}{100 * s['accuracy']:>7.2f}")
+    return (
+        f"{name:<38}{100 * s['ece']:>6.2f} [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]{100 * s['ece_debiased']:>7.2f}"
+        f"{100 * s['null']['p95']:>7.2f}{s['null']['p_value']:>7.3f}{100 * s['mce']:>7.1f}{s['nll']:>8.4f}"
+        f"{s['brier']:>8.4f}{100 * s['accuracy']:>7.2f}"
+    )
 
 
 def compare(model: str, logits: np.ndarray, labels: np.ndarray, n_boot: int) -> None:
@@ -108,15 +119,26 @@ def compare(model: str, logits: np.ndarray, labels: np.ndarray, n_boot: int) -> 
 
     val, test = train_test_split(np.arange(len(labels)), test_size=0.5, stratify=labels, random_state=0)
     start = time.perf_counter()
-    ours = calibrate({"val": logits[val], "test": logits[test]}, {"val": labels[val], "test": labels[test]},
-                     "all", seed=0, n_boot=n_boot)
+    ours = calibrate(
+        {"val": logits[val], "test": logits[test]},
+        {"val": labels[val], "test": labels[test]},
+        "all",
+        seed=0,
+        n_boot=n_boot,
+    )
     fit_s = time.perf_counter() - start
-    peers = {name: calibration_summary(f(logits[test]), labels[test], n_boot=n_boot)
-             for name, f in peer_maps(logits[val], labels[val]).items()}
-    print(f"\n{model}: fitted on {len(val)} test images, measured on the other {len(test)} "
-          f"(ours: all methods + selection in {fit_s:.1f} s)")
-    print(f"{'method':<38}{'ECE % [95% CI]':>20}{'dECE':>7}{'null95':>7}{'p':>7}{'MCE':>7}{'NLL':>8}{'Brier':>8}"
-          f"{'acc %':>7}")
+    peers = {
+        name: calibration_summary(f(logits[test]), labels[test], n_boot=n_boot)
+        for name, f in peer_maps(logits[val], labels[val]).items()
+    }
+    print(
+        f"\n{model}: fitted on {len(val)} test images, measured on the other {len(test)} "
+        f"(ours: all methods + selection in {fit_s:.1f} s)"
+    )
+    print(
+        f"{'method':<38}{'ECE % [95% CI]':>20}{'dECE':>7}{'null95':>7}{'p':>7}{'MCE':>7}{'NLL':>8}{'Brier':>8}"
+        f"{'acc %':>7}"
+    )
     print(row("uncalibrated", ours.pre))
     for method, summary in ours.methods.items():
         mark = " *" if method == ours.selection["chosen"] else ""
@@ -128,10 +150,13 @@ def compare(model: str, logits: np.ndarray, labels: np.ndarray, n_boot: int) -> 
     print(f"* chosen: {ours.selection['reason']}")
     if best_peer:
         verdict = "MET" if chosen["nll"] <= peers[best_peer]["nll"] else "NOT MET"
-        print(f"target NLL <= best peer ({best_peer} {peers[best_peer]['nll']:.4f}): "
-              f"ours {chosen['nll']:.4f} {verdict}")
-    print(f"target p >= 0.05: chosen p = {chosen['null']['p_value']:.3f} "
-          f"{'MET' if chosen['null']['indistinguishable'] else 'NOT MET'} -- {chosen['null']['verdict']}")
+        print(
+            f"target NLL <= best peer ({best_peer} {peers[best_peer]['nll']:.4f}): ours {chosen['nll']:.4f} {verdict}"
+        )
+    print(
+        f"target p >= 0.05: chosen p = {chosen['null']['p_value']:.3f} "
+        f"{'MET' if chosen['null']['indistinguishable'] else 'NOT MET'} -- {chosen['null']['verdict']}"
+    )
 
 
 def best_of(fn, repeats: int) -> float:
@@ -158,8 +183,9 @@ def speed(logits: np.ndarray, labels: np.ndarray) -> None:
         ece = best_of(lambda z=z, y=y: expected_calibration_error(z, y), repeats)
         zt, yt = torch.from_numpy(z), torch.from_numpy(y)
         k = z.shape[1]
-        tm = best_of(lambda zt=zt, yt=yt, k=k: multiclass_calibration_error(torch.softmax(zt, 1), yt, k, n_bins=15),
-                     repeats)
+        tm = best_of(
+            lambda zt=zt, yt=yt, k=k: multiclass_calibration_error(torch.softmax(zt, 1), yt, k, n_bins=15), repeats
+        )
         boot = best_of(lambda z=z, y=y: ece_bootstrap_ci(z, y, n_boot=1000), repeats)
         print(f"{n:>9}{1e3 * ece:>9.2f}{1e3 * tm:>17.2f}{ece / tm:>7.2f}{1e3 * boot:>20.1f}{boot / ece:>7.2f}")
 
@@ -182,8 +208,9 @@ def main() -> None:
         if cache:
             np.savez(cache, **logits)  # a benchmark cache outside any run directory
     labels = logits.pop("labels")
-    for model in [m for m in ("fp32", "int8") if m in logits and not (m == "int8" and args.no_int8)
-                  and not args.speed_only]:
+    for model in [
+        m for m in ("fp32", "int8") if m in logits and not (m == "int8" and args.no_int8) and not args.speed_only
+    ]:
         compare(model, logits[model].astype(np.float64), labels, args.n_boot)
     speed(logits["fp32"].astype(np.float32), labels)
 

@@ -22,6 +22,7 @@ Goal: median LOMO APE <= 15% on every machine (and every precision) of the sampl
 per-type estimator; the tool that wrote the files published about 98% (desktop CPU) and 70%
 (Jetson) median error for its own estimator. ``--out DIR`` also writes the per-record table (CSV).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,18 +69,41 @@ def validate(loader: GroundTruthLoader) -> tuple[pd.DataFrame, dict[str, pd.Data
             seconds = time.perf_counter() - start
             for _, row in le.lomo_summary(validation).iterrows():
                 if name == "shared":
-                    rows.append({**row[["hardware_id", "precision", "models", "predictions"]], "target": target,
-                                 "estimator": "naive", "median_ape_pct": row["naive_median_ape_pct"],
-                                 "p90_ape_pct": row["naive_p90_ape_pct"], "lomo_s": 0.0})
-                rows.append({**row[["hardware_id", "precision", "models", "predictions"]], "target": target,
-                             "estimator": name, "median_ape_pct": row["median_ape_pct"],
-                             "p90_ape_pct": row["p90_ape_pct"], "lomo_s": seconds})
+                    rows.append(
+                        {
+                            **row[["hardware_id", "precision", "models", "predictions"]],
+                            "target": target,
+                            "estimator": "naive",
+                            "median_ape_pct": row["naive_median_ape_pct"],
+                            "p90_ape_pct": row["naive_p90_ape_pct"],
+                            "lomo_s": 0.0,
+                        }
+                    )
+                rows.append(
+                    {
+                        **row[["hardware_id", "precision", "models", "predictions"]],
+                        "target": target,
+                        "estimator": name,
+                        "median_ape_pct": row["median_ape_pct"],
+                        "p90_ape_pct": row["p90_ape_pct"],
+                        "lomo_s": seconds,
+                    }
+                )
             if name == "per type":
                 pooled = validation.assign(precision="all")
-                rows.append({"hardware_id": hardware_id, "precision": "all", "models": pooled["model"].nunique(),
-                             "predictions": len(pooled), "target": target, "estimator": name,
-                             "median_ape_pct": pooled["ape_pct"].median(),
-                             "p90_ape_pct": pooled["ape_pct"].quantile(0.9), "lomo_s": seconds})
+                rows.append(
+                    {
+                        "hardware_id": hardware_id,
+                        "precision": "all",
+                        "models": pooled["model"].nunique(),
+                        "predictions": len(pooled),
+                        "target": target,
+                        "estimator": name,
+                        "median_ape_pct": pooled["ape_pct"].median(),
+                        "p90_ape_pct": pooled["ape_pct"].quantile(0.9),
+                        "lomo_s": seconds,
+                    }
+                )
                 tables[hardware_id] = validation
     return pd.DataFrame(rows), tables
 
@@ -100,19 +124,29 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         for hardware_id, validation in tables.items():
             validation.to_csv(args.out / f"lomo_{hardware_id}.csv", index=False)
-    wide = table.pivot_table(index=["hardware_id", "precision", "models", "predictions", "target"],
-                             columns="estimator", values=["median_ape_pct", "p90_ape_pct"], sort=False)
+    wide = table.pivot_table(
+        index=["hardware_id", "precision", "models", "predictions", "target"],
+        columns="estimator",
+        values=["median_ape_pct", "p90_ape_pct"],
+        sort=False,
+    )
     print("leave-one-model-out absolute percentage error (%); target subgraph_sum = summed subgraph means")
     print(wide.to_string(float_format=lambda v: f"{v:.1f}"), end="\n\n")
     goal = table[table["estimator"] == "per type"]
     missed = goal[goal["median_ape_pct"] > GOAL_PCT]
-    print("LOMO seconds per machine (shared / per type): "
-          + ", ".join(f"{h} {g.loc[g.estimator == 'shared', 'lomo_s'].iloc[0]:.1f} / "
-                      f"{g.loc[g.estimator == 'per type', 'lomo_s'].iloc[0]:.1f}"
-                      for h, g in table.groupby("hardware_id")))
+    print(
+        "LOMO seconds per machine (shared / per type): "
+        + ", ".join(
+            f"{h} {g.loc[g.estimator == 'shared', 'lomo_s'].iloc[0]:.1f} / "
+            f"{g.loc[g.estimator == 'per type', 'lomo_s'].iloc[0]:.1f}"
+            for h, g in table.groupby("hardware_id")
+        )
+    )
     worst = goal["median_ape_pct"].max()
-    print(f"goal median <= {GOAL_PCT:.0f}% on every machine and precision (per type): "
-          f"{'MET' if missed.empty else 'MISSED'} (worst {worst:.1f}%)")
+    print(
+        f"goal median <= {GOAL_PCT:.0f}% on every machine and precision (per type): "
+        f"{'MET' if missed.empty else 'MISSED'} (worst {worst:.1f}%)"
+    )
     sys.exit(0 if missed.empty else 1)
 
 

@@ -18,6 +18,7 @@ not touched), then prints
 
 ``--out DIR`` also writes the validation table (CSV) and the predicted-vs-measured figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,18 +53,31 @@ def _cv_pct(first: pd.Series, second: pd.Series) -> pd.Series:
 
 def repeatability(first, second) -> pd.DataFrame:
     """Per configuration: both sweeps' latencies (contention-free, wall median) and their CVs (%)."""
+
     def table(records):
-        return pd.DataFrame({(r.model, r.runtime, r.precision, r.batch_size):
-                             {"free_ms": end_to_end_ms(r), "wall_p50_ms": r.model_summary.end_to_end_latency.p50}
-                             for r in records}).T
+        return pd.DataFrame(
+            {
+                (r.model, r.runtime, r.precision, r.batch_size): {
+                    "free_ms": end_to_end_ms(r),
+                    "wall_p50_ms": r.model_summary.end_to_end_latency.p50,
+                }
+                for r in records
+            }
+        ).T
 
     a, b = table(first), table(second)
     both = a.index.intersection(b.index)
     a, b = a.loc[both], b.loc[both]
-    out = pd.DataFrame({"free_ms_1": a["free_ms"], "free_ms_2": b["free_ms"],
-                        "free_cv_pct": _cv_pct(a["free_ms"], b["free_ms"]),
-                        "wall_p50_ms_1": a["wall_p50_ms"], "wall_p50_ms_2": b["wall_p50_ms"],
-                        "wall_p50_cv_pct": _cv_pct(a["wall_p50_ms"], b["wall_p50_ms"])})
+    out = pd.DataFrame(
+        {
+            "free_ms_1": a["free_ms"],
+            "free_ms_2": b["free_ms"],
+            "free_cv_pct": _cv_pct(a["free_ms"], b["free_ms"]),
+            "wall_p50_ms_1": a["wall_p50_ms"],
+            "wall_p50_ms_2": b["wall_p50_ms"],
+            "wall_p50_cv_pct": _cv_pct(a["wall_p50_ms"], b["wall_p50_ms"]),
+        }
+    )
     out.index.names = ["model", "runtime", "precision", "batch_size"]
     return out
 
@@ -93,26 +107,37 @@ def main() -> None:
     repeat = repeatability(first.records, second.records)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 40)
-    print(f"\nmachine {hardware_id()}; {len(first.records)} configurations per sweep; sweeps took "
-          f"{seconds[0]:.0f} s and {seconds[1]:.0f} s; skipped: {first.skipped or 'none'}")
+    print(
+        f"\nmachine {hardware_id()}; {len(first.records)} configurations per sweep; sweeps took "
+        f"{seconds[0]:.0f} s and {seconds[1]:.0f} s; skipped: {first.skipped or 'none'}"
+    )
     print("\nLOMO absolute percentage error of end-to-end latency, per model x runtime/precision/batch:")
     print(mape_table(validation).round(1).to_string())
     print("\nmedian APE per runtime/precision:")
     print(validation.groupby(["runtime", "precision"])["ape_pct"].median().round(1).to_string())
     print("\nrepeatability across the two sweeps (end-to-end latency, ms, and CV %):")
     print(repeat.round(3).to_string())
-    mape, cv, wall_cv = (validation["ape_pct"].median(), repeat["free_cv_pct"].median(),
-                         repeat["wall_p50_cv_pct"].median())
+    mape, cv, wall_cv = (
+        validation["ape_pct"].median(),
+        repeat["free_cv_pct"].median(),
+        repeat["wall_p50_cv_pct"].median(),
+    )
     warnings = first.warnings + second.warnings
-    print(f"\nload average now: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}; "
-          f"{sum('CV' in w for w in warnings)} measurements flagged for a high CV, "
-          f"{sum('off the CPU' in w for w in warnings)} for time off the CPU")
-    print(f"(a) estimator LOMO median MAPE, end-to-end (contention-free): {mape:.1f}%  "
-          f"(target <= {MAPE_TARGET_PCT:.0f}%: {'met' if mape <= MAPE_TARGET_PCT else 'NOT met'})")
-    print(f"(b) repeatability, median CV across 2 sweeps: contention-free {cv:.1f}% (target <= "
-          f"{CV_TARGET_PCT:.0f}%: {'met' if cv <= CV_TARGET_PCT else 'NOT met'}; "
-          f"{np.mean(repeat['free_cv_pct'] <= CV_TARGET_PCT):.0%} of configurations within); "
-          f"wall-clock median {wall_cv:.1f}% ({np.mean(repeat['wall_p50_cv_pct'] <= CV_TARGET_PCT):.0%} within)")
+    print(
+        f"\nload average now: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}; "
+        f"{sum('CV' in w for w in warnings)} measurements flagged for a high CV, "
+        f"{sum('off the CPU' in w for w in warnings)} for time off the CPU"
+    )
+    print(
+        f"(a) estimator LOMO median MAPE, end-to-end (contention-free): {mape:.1f}%  "
+        f"(target <= {MAPE_TARGET_PCT:.0f}%: {'met' if mape <= MAPE_TARGET_PCT else 'NOT met'})"
+    )
+    print(
+        f"(b) repeatability, median CV across 2 sweeps: contention-free {cv:.1f}% (target <= "
+        f"{CV_TARGET_PCT:.0f}%: {'met' if cv <= CV_TARGET_PCT else 'NOT met'}; "
+        f"{np.mean(repeat['free_cv_pct'] <= CV_TARGET_PCT):.0%} of configurations within); "
+        f"wall-clock median {wall_cv:.1f}% ({np.mean(repeat['wall_p50_cv_pct'] <= CV_TARGET_PCT):.0%} within)"
+    )
     if args.out:
         atomic.write_text(args.out / "validation.csv", validation.to_csv(index=False))
         atomic.save_figure(predicted_vs_measured_figure(validation), args.out / "predicted_vs_measured.png")

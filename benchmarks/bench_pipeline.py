@@ -6,6 +6,7 @@ Kernel start-up is measured as a papermill execution of a one-cell notebook (sta
 `pass`, shut down) -- the fixed cost every phase pays -- side by side with the same phases run
 through `calib run`, so the ratio shows how much of a phase is infrastructure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ def kernel_startup(workdir: Path, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        pm.execute_notebook(str(src), str(workdir / "out.ipynb"), kernel_name="python3", progress_bar=False, cwd=str(workdir))
+        pm.execute_notebook(
+            str(src), str(workdir / "out.ipynb"), kernel_name="python3", progress_bar=False, cwd=str(workdir)
+        )
         times.append(time.perf_counter() - start)
     return times
 
@@ -45,7 +48,9 @@ def pipeline(root: Path, repeats: int, overrides: list[str]) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cifar-dir", help="a cifar-10-batches-py folder (default: .cache/cifar-10-batches-py if present)")
+    parser.add_argument(
+        "--cifar-dir", help="a cifar-10-batches-py folder (default: .cache/cifar-10-batches-py if present)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cifar = Path(args.cifar_dir or Path(__file__).resolve().parents[1] / ".cache" / "cifar-10-batches-py")
@@ -54,8 +59,12 @@ def main() -> None:
         rows = [("kernel start-up (1 empty cell)", kernel_startup(tmp, args.repeats))]
         rows.append(("phases 00+01, digits", pipeline(tmp / "digits", args.repeats, [])))
         if (cifar / "batches.meta").exists():
-            rows.append(("phases 00+01, CIFAR-10", pipeline(tmp / "cifar", args.repeats,
-                                                            ["dataset=cifar10", f"data_dir={cifar}"])))
+            rows.append(
+                (
+                    "phases 00+01, CIFAR-10",
+                    pipeline(tmp / "cifar", args.repeats, ["dataset=cifar10", f"data_dir={cifar}"]),
+                )
+            )
     base = statistics.median(rows[0][1])
     print(f"{'what':<34}{'median s':>10}{'min s':>8}{'x kernel start-up':>19}")
     for name, times in rows:

@@ -22,6 +22,7 @@ INT8 alike; medians over all samples. With one thread the median process CPU tim
 printed too: on a shared CPU it leaves out the time other processes held the core. Targets: ORT INT8/FP32 latency <= 0.5 at batch 32; accuracy
 drop of the default variant (ort_minmax) <= 0.3 points.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,12 @@ LATENCY_TARGET, ACCURACY_TARGET_POINTS = 0.5, 0.3
 
 # ---------------------------------------------------------------------------- inputs
 
+
 def load_cifar():
     if not (CIFAR_DIR / "batches.meta").exists():
-        subprocess.run([sys.executable, str(SHARED / "data" / "make_cifar10_batches.py"), "--out", str(CIFAR_DIR)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(SHARED / "data" / "make_cifar10_batches.py"), "--out", str(CIFAR_DIR)], check=True
+        )
     ds = load_dataset("cifar10", CIFAR_DIR)
     return ds, make_splits(ds, val_fraction=0.1, samples_per_class=100, seed=0)
 
@@ -77,6 +80,7 @@ def load_model(checkpoint: str | None):
 
 
 # ---------------------------------------------------------------------------- accuracy
+
 
 def accuracy_part(model, ds, splits, work: Path, skip_torch: bool) -> tuple[dict, dict, dict[str, Path]]:
     calib = ds.train_images[splits["calibration"]]
@@ -103,25 +107,50 @@ def accuracy_part(model, ds, splits, work: Path, skip_torch: bool) -> tuple[dict
                 result = qt.quantize_pt2e(model, calib, weight_eps=eps)
             runner = qt.compile_int8(result.module, test_images[:256])
             floor = [str(w.message)[:160] for w in caught if "observer floor" in str(w.message)]
-            variants[name] = (qt.predict_logits(runner, test_images),
-                              {**result.describe(), **runner.describe(), "warnings": floor})
+            variants[name] = (
+                qt.predict_logits(runner, test_images),
+                {**result.describe(), **runner.describe(), "warnings": floor},
+            )
             timings[name] = result.calibration_seconds
             paths[name] = qt.save_converted(result.module, work / f"{name}.pt2", calib[:8])
-        program = torch.export.export(model.eval(), (torch.from_numpy(preprocess(calib[:8])),),
-                                      dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+        program = torch.export.export(
+            model.eval(), (torch.from_numpy(preprocess(calib[:8])),), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
+        )
         paths["torch_fp32"] = atomic.save_with(work / "torch_fp32.pt2", lambda p: torch.export.save(program, str(p)))
 
     sensitivity = q.layer_sensitivity(prepared, stats, val_images, val_labels)
-    fallback = q.quantize_within_tolerance(prepared, work / "fallback.onnx", stats, val_images, val_labels,
-                                           max_accuracy_drop=0.003, sensitivity=sensitivity)
-    sweep = q.calibration_size_sweep(prepared, ds.train_images[splits["calibration"]],
-                                     ds.train_labels[splits["calibration"]], (10, 50, 100), test_images, test_labels)
+    fallback = q.quantize_within_tolerance(
+        prepared,
+        work / "fallback.onnx",
+        stats,
+        val_images,
+        val_labels,
+        max_accuracy_drop=0.003,
+        sensitivity=sensitivity,
+    )
+    sweep = q.calibration_size_sweep(
+        prepared,
+        ds.train_images[splits["calibration"]],
+        ds.train_labels[splits["calibration"]],
+        (10, 50, 100),
+        test_images,
+        test_labels,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the guard's warn-only finding is part of the result
         ablation = q.wrong_preprocessing_ablation(prepared, calib, test_images, test_labels, stats=stats)
-    report = q.build_quant_report(test_labels, fp32_logits, fp32.stat().st_size, variants, DEFAULT_VARIANT,
-                                  calibration=stats.describe(), sensitivity=sensitivity, fallback=fallback,
-                                  size_sweep=sweep, ablation=ablation)
+    report = q.build_quant_report(
+        test_labels,
+        fp32_logits,
+        fp32.stat().st_size,
+        variants,
+        DEFAULT_VARIANT,
+        calibration=stats.describe(),
+        sensitivity=sensitivity,
+        fallback=fallback,
+        size_sweep=sweep,
+        ablation=ablation,
+    )
     return report, timings, paths
 
 
@@ -134,24 +163,31 @@ def print_accuracy(report: dict, timings: dict) -> None:
     for name in ("pt2e_x86", "pt2e_x86_default_eps"):
         if name in report["variants"]:
             row = report["variants"][name]
-            print(f"{name}: weight_eps {row['weight_eps']:.3g}, clamped channels {row['clamped_weight_channels']}, "
-                  f"backend {row['backend']}, kernels {row['int8_kernels']}, fallback: {row['fallback_reason']}")
+            print(
+                f"{name}: weight_eps {row['weight_eps']:.3g}, clamped channels {row['clamped_weight_channels']}, "
+                f"backend {row['backend']}, kernels {row['int8_kernels']}, fallback: {row['fallback_reason']}"
+            )
     print("\n== per-layer sensitivity (val split, one weighted layer in INT8 at a time) ==")
     print(pd.DataFrame(report["sensitivity"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     fb = report["fallback"]
-    print(f"accuracy-aware fallback (val, max drop {fb['max_accuracy_drop']}): FP32 layers {fb['nodes_excluded']} -> "
-          f"accuracy {fb['accuracy']:.4f} vs FP32 {fb['fp32_accuracy']:.4f}, within tolerance {fb['within_tolerance']}")
+    print(
+        f"accuracy-aware fallback (val, max drop {fb['max_accuracy_drop']}): FP32 layers {fb['nodes_excluded']} -> "
+        f"accuracy {fb['accuracy']:.4f} vs FP32 {fb['fp32_accuracy']:.4f}, within tolerance {fb['within_tolerance']}"
+    )
     print("\n== calibration-set size sweep (minmax, test accuracy) ==")
     print(pd.DataFrame(report["size_sweep"]).to_string(index=False))
     ab = report["ablation"]
-    print(f"\n== /255 calibration ablation ({ab['method']}) ==\ncorrect calibration {ab['correct']['accuracy']:.4f} | "
-          f"calibrated on pixels/255 {ab['divided_by_255']['accuracy']:.4f} | guard: {ab['guard_finding']['diagnosis']}")
+    print(
+        f"\n== /255 calibration ablation ({ab['method']}) ==\ncorrect calibration {ab['correct']['accuracy']:.4f} | "
+        f"calibrated on pixels/255 {ab['divided_by_255']['accuracy']:.4f} | guard: {ab['guard_finding']['diagnosis']}"
+    )
     drop = 100 * report["variants"][DEFAULT_VARIANT]["accuracy_drop"]
     verdict = "met" if drop <= ACCURACY_TARGET_POINTS else "MISSED"
     print(f"target: {DEFAULT_VARIANT} accuracy drop {drop:+.2f} points (<= {ACCURACY_TARGET_POINTS}: {verdict})")
 
 
 # ---------------------------------------------------------------------------- latency (fresh processes)
+
 
 def make_runner(kind: str, path: str, threads: int, example: np.ndarray):
     torch.set_num_threads(threads)
@@ -167,6 +203,7 @@ def make_runner(kind: str, path: str, threads: int, example: np.ndarray):
     def run_fp32(x):
         with torch.no_grad(), torch._inductor.config.patch(freezing=True):
             return compiled(torch.from_numpy(x))
+
     return run_fp32
 
 
@@ -191,24 +228,40 @@ def measure_child(kind: str, path: str, threads: int, batches: list[int], reps: 
 
 
 def measure_fresh(kind: str, path: Path, threads: int, batches: list[int], reps: int) -> dict[int, dict]:
-    command = [sys.executable, __file__, "--child", kind, str(path), "--threads", str(threads), "--reps", str(reps),
-               "--batches", *map(str, batches)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        str(path),
+        "--threads",
+        str(threads),
+        "--reps",
+        str(reps),
+        "--batches",
+        *map(str, batches),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"latency child {kind} {path.name} ({threads} threads) failed:\n{done.stderr[-3000:]}")
-    return {int(batch): value for batch, value in json.loads(lines[-1][len("RESULT "):]).items()}
+    return {int(batch): value for batch, value in json.loads(lines[-1][len("RESULT ") :]).items()}
 
 
-LATENCY_MODELS = (("ort_fp32", "onnx", "ort_fp32"), ("ort_int8_u8s8", "onnx", "ort_minmax"),
-                  ("ort_int8_s8s8", "onnx", "ort_minmax_s8s8"), ("torch_fp32_inductor", "torch", "torch_fp32"),
-                  ("pt2e_int8_inductor", "pt2e", "pt2e_x86"))
+LATENCY_MODELS = (
+    ("ort_fp32", "onnx", "ort_fp32"),
+    ("ort_int8_u8s8", "onnx", "ort_minmax"),
+    ("ort_int8_s8s8", "onnx", "ort_minmax_s8s8"),
+    ("torch_fp32_inductor", "torch", "torch_fp32"),
+    ("pt2e_int8_inductor", "pt2e", "pt2e_x86"),
+)
 BASELINE = {"onnx": "ort_fp32", "torch": "torch_fp32_inductor", "pt2e": "torch_fp32_inductor"}
 
 
-def latency_part(paths: dict[str, Path], threads: list[int], batches: list[int], reps: int,
-                 rounds: int) -> pd.DataFrame:
+def latency_part(
+    paths: dict[str, Path], threads: list[int], batches: list[int], reps: int, rounds: int
+) -> pd.DataFrame:
     """Every model x thread count in ``rounds`` fresh processes, models alternating within a round,
     so that load from other jobs falls on FP32 and INT8 alike; medians over all rounds' samples."""
     models = [(label, kind, key) for label, kind, key in LATENCY_MODELS if key in paths]
@@ -221,29 +274,44 @@ def latency_part(paths: dict[str, Path], threads: list[int], batches: list[int],
                     cell = samples.setdefault((label, kind, t, batch), {"wall_ms": [], "cpu_ms": []})
                     cell["wall_ms"] += s["wall_ms"]
                     cell["cpu_ms"] += s["cpu_ms"]
-    table = pd.DataFrame([{"model": label, "kind": kind, "threads": t, "batch": batch,
-                           "median_ms": statistics.median(s["wall_ms"]),
-                           "cpu_median_ms": statistics.median(s["cpu_ms"]) if t == 1 else float("nan")}
-                          for (label, kind, t, batch), s in samples.items()])
+    table = pd.DataFrame(
+        [
+            {
+                "model": label,
+                "kind": kind,
+                "threads": t,
+                "batch": batch,
+                "median_ms": statistics.median(s["wall_ms"]),
+                "cpu_median_ms": statistics.median(s["cpu_ms"]) if t == 1 else float("nan"),
+            }
+            for (label, kind, t, batch), s in samples.items()
+        ]
+    )
     indexed = table.set_index(["model", "threads", "batch"])
     for column, ratio in (("median_ms", "ratio_vs_fp32"), ("cpu_median_ms", "cpu_ratio_vs_fp32")):
-        table[ratio] = [getattr(row, column) / indexed.loc[(BASELINE[row.kind], row.threads, row.batch), column]
-                        for row in table.itertuples()]
+        table[ratio] = [
+            getattr(row, column) / indexed.loc[(BASELINE[row.kind], row.threads, row.batch), column]
+            for row in table.itertuples()
+        ]
     table["ms_per_image"] = table["median_ms"] / table["batch"]
     return table.drop(columns="kind")
 
 
 def print_latency(table: pd.DataFrame) -> None:
-    print("\n== latency: median wall ms per call (fresh process per model x threads x round; CPU shared with "
-          "other jobs);\n   cpu_median_ms = process CPU time per call, 1 thread only (excludes time other jobs held "
-          "the core) ==")
+    print(
+        "\n== latency: median wall ms per call (fresh process per model x threads x round; CPU shared with "
+        "other jobs);\n   cpu_median_ms = process CPU time per call, 1 thread only (excludes time other jobs held "
+        "the core) =="
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     ratios = table[(table.model == "ort_int8_u8s8") & (table.batch == 32)]
     for row in ratios.itertuples():
         verdict = "met" if row.ratio_vs_fp32 <= LATENCY_TARGET else "MISSED"
         cpu = f", CPU-time ratio {row.cpu_ratio_vs_fp32:.2f}" if row.threads == 1 else ""
-        print(f"target: ORT INT8/FP32 wall latency at batch 32, {row.threads} thread(s): {row.ratio_vs_fp32:.2f} "
-              f"(<= {LATENCY_TARGET}: {verdict}){cpu}")
+        print(
+            f"target: ORT INT8/FP32 wall latency at batch 32, {row.threads} thread(s): {row.ratio_vs_fp32:.2f} "
+            f"(<= {LATENCY_TARGET}: {verdict}){cpu}"
+        )
 
 
 def main() -> None:
@@ -271,9 +339,15 @@ def main() -> None:
         latency = latency_part(paths, args.threads, args.batches, args.reps, args.rounds)
     print_latency(latency)
     if args.json:
-        atomic.write_json(args.json, {"model": description, "report": report, "calibration_seconds": timings,
-                                      "latency": latency.astype(object).where(latency.notna(), None)
-                                      .to_dict(orient="records")})
+        atomic.write_json(
+            args.json,
+            {
+                "model": description,
+                "report": report,
+                "calibration_seconds": timings,
+                "latency": latency.astype(object).where(latency.notna(), None).to_dict(orient="records"),
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ built from ../shared when missing).
 Targets (ResNet-8, batch 32, ``--threads`` 2): best INT8 >= 4x onnxruntime FP32 and >= 2x the best
 FP32; INT8 accuracy drop vs FP32 <= 0.3 points with the chosen runtime.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,11 @@ TARGET_OVER_ORT_FP32, TARGET_OVER_BEST_FP32, TARGET_DROP_POINTS = 4.0, 2.0, 0.3
 def load_digits():
     ds = load_dataset("digits")
     images, labels = split_data(ds, load_splits(REFERENCE / "01_data" / "splits.npz", ds), "test")
-    return {"fp32": REFERENCE / "02_train" / "model.onnx",
-            "int8": REFERENCE / "04_quantize" / "model_int8_minmax.onnx"}, images, labels
+    return (
+        {"fp32": REFERENCE / "02_train" / "model.onnx", "int8": REFERENCE / "04_quantize" / "model_int8_minmax.onnx"},
+        images,
+        labels,
+    )
 
 
 def load_resnet8(work: Path):
@@ -66,8 +70,9 @@ def load_resnet8(work: Path):
     from helpers.quantize import ort as q
 
     if not (CIFAR_DIR / "batches.meta").exists():
-        subprocess.run([sys.executable, str(SHARED / "data" / "make_cifar10_batches.py"), "--out", str(CIFAR_DIR)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(SHARED / "data" / "make_cifar10_batches.py"), "--out", str(CIFAR_DIR)], check=True
+        )
     ds = load_dataset("cifar10", CIFAR_DIR)
     splits = make_splits(ds, val_fraction=0.1, samples_per_class=100, seed=0)
     model, _ = import_resnet8(H5)
@@ -90,38 +95,69 @@ def model_file(paths: dict, precision: str) -> Path:
 def accuracy_table(paths: dict, images: np.ndarray, labels: np.ndarray, threads: int) -> pd.DataFrame:
     rows = []
     for precision in ("fp32", "bf16", "int8"):
-        logits = {r: rt.open_session(model_file(paths, precision), r, precision=precision, threads=threads,
-                                     batch_size=250).logits(images)
-                  for r, p in configurations() if p == precision}
+        logits = {
+            r: rt.open_session(
+                model_file(paths, precision), r, precision=precision, threads=threads, batch_size=250
+            ).logits(images)
+            for r, p in configurations()
+            if p == precision
+        }
         reference = "onnxruntime" if "onnxruntime" in logits else None
         if reference is None:  # bf16: compare with onnxruntime FP32 on the same float file
-            logits["onnxruntime"] = rt.open_session(paths["fp32"], "onnxruntime", threads=threads,
-                                                    batch_size=250).logits(images)
+            logits["onnxruntime"] = rt.open_session(
+                paths["fp32"], "onnxruntime", threads=threads, batch_size=250
+            ).logits(images)
         for runtime, row in rt.compare_runtimes(labels, logits, precision).items():
             if reference or runtime != "onnxruntime":
-                rows.append({"runtime": runtime, "precision": precision, **{k: row[k] for k in (
-                    "accuracy", "agreement", "max_abs_logit_diff", "accuracy_drop_points", "passed")}})
+                rows.append(
+                    {
+                        "runtime": runtime,
+                        "precision": precision,
+                        **{
+                            k: row[k]
+                            for k in ("accuracy", "agreement", "max_abs_logit_diff", "accuracy_drop_points", "passed")
+                        },
+                    }
+                )
     table = pd.DataFrame(rows)
     fp32 = table.query("runtime == 'onnxruntime' and precision == 'fp32'")["accuracy"].iloc[0]
     table["drop_vs_ort_fp32_points"] = 100 * (fp32 - table["accuracy"])
     return table
 
 
-def throughput_table(paths: dict, shape: tuple, batches: list[int], threads: int, rounds: int, calls: int,
-                     flops_per_image: dict[str, float], peaks: dict) -> pd.DataFrame:
+def throughput_table(
+    paths: dict,
+    shape: tuple,
+    batches: list[int],
+    threads: int,
+    rounds: int,
+    calls: int,
+    flops_per_image: dict[str, float],
+    peaks: dict,
+) -> pd.DataFrame:
     rows = []
     for batch in batches:
         x = rt.random_batch((batch, *shape))
-        sessions = {(r, p): rt.open_session(model_file(paths, p), r, precision=p, threads=threads, batch_size=batch)
-                    for r, p in configurations()}
+        sessions = {
+            (r, p): rt.open_session(model_file(paths, p), r, precision=p, threads=threads, batch_size=batch)
+            for r, p in configurations()
+        }
         seconds = rt.paired_timings({k: functools.partial(s.run, x) for k, s in sessions.items()}, rounds, calls)
         base = np.median(seconds[("onnxruntime", "fp32")])
         for (runtime, precision), values in seconds.items():
             median = float(np.median(values))
             fps = batch / median
-            rows.append({"batch": batch, "runtime": runtime, "precision": precision, "ms_per_call": 1e3 * median,
-                         "images_per_s": fps, "x_ort_fp32": base / median,
-                         "fraction_of_peak": fps * flops_per_image[precision] / peaks[precision]["flops_per_s"]})
+            rows.append(
+                {
+                    "batch": batch,
+                    "runtime": runtime,
+                    "precision": precision,
+                    "ms_per_call": 1e3 * median,
+                    "images_per_s": fps,
+                    "x_ort_fp32": base / median,
+                    "fraction_of_peak": fps * flops_per_image[precision] / peaks[precision]["flops_per_s"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -133,10 +169,20 @@ def layer_table(path: Path, shape: tuple, threads: int, int8_peak: float) -> pd.
         profiler.call()
         samples.append(profiler.last_ms())
     ms, fastest = np.median(np.array(samples), axis=0), np.min(np.array(samples), axis=0)
-    rows = [{"layer": w.name[:40], "type": w.layer_type, "kernel": w.kernel, "out": w.precision, "ms": t,
-             "min_ms": m, "share": t / ms.sum(), "MFLOP": w.flops / 1e6,
-             "fraction_of_int8_peak_at_min": (w.flops / (m / 1e3) / int8_peak) if m > 0 else 0.0}
-            for w, t, m in zip(profiler.work, ms, fastest)]
+    rows = [
+        {
+            "layer": w.name[:40],
+            "type": w.layer_type,
+            "kernel": w.kernel,
+            "out": w.precision,
+            "ms": t,
+            "min_ms": m,
+            "share": t / ms.sum(),
+            "MFLOP": w.flops / 1e6,
+            "fraction_of_int8_peak_at_min": (w.flops / (m / 1e3) / int8_peak) if m > 0 else 0.0,
+        }
+        for w, t, m in zip(profiler.work, ms, fastest)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -150,11 +196,15 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)
-    print(f"load average before: {os.getloadavg()}; threads {args.threads}; "
-          f"configurations {['/'.join(c) for c in configurations()]}")
+    print(
+        f"load average before: {os.getloadavg()}; threads {args.threads}; "
+        f"configurations {['/'.join(c) for c in configurations()]}"
+    )
     peaks = peak.measured_peaks(args.threads)
-    print("measured GEMM peaks (512 x 512, best of 20):",
-          {p: f"{v['flops_per_s'] / 1e9:.1f} G/s ({v['by']})" for p, v in peaks.items()})
+    print(
+        "measured GEMM peaks (512 x 512, best of 20):",
+        {p: f"{v['flops_per_s'] / 1e9:.1f} G/s ({v['by']})" for p, v in peaks.items()},
+    )
     out = {"peaks": peaks, "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
         for name in args.models:
@@ -162,20 +212,34 @@ def main(argv=None) -> int:
             shape = images.shape[1:]
             accuracy = accuracy_table(paths, images, labels, args.threads)
             print(f"\n== {name}: accuracy on {len(images)} test images\n{accuracy.round(4).to_string(index=False)}")
-            flops = {p: sum(w.flops for w in rt.open_session(model_file(paths, p), "openvino", precision=p,
-                                                                 threads=args.threads).profiler(
-                rt.random_batch((1, *shape))).work) for p in ("fp32", "int8")}
+            flops = {
+                p: sum(
+                    w.flops
+                    for w in rt.open_session(model_file(paths, p), "openvino", precision=p, threads=args.threads)
+                    .profiler(rt.random_batch((1, *shape)))
+                    .work
+                )
+                for p in ("fp32", "int8")
+            }
             flops["bf16"] = flops["fp32"]
             table = throughput_table(paths, shape, args.batches, args.threads, args.rounds, args.calls, flops, peaks)
-            print(f"\n== {name}: throughput ({args.rounds} paired rounds x {args.calls} calls, medians; "
-                  f"{flops['fp32'] / 1e6:.2f} MFLOP/image)\n{table.round(3).to_string(index=False)}")
+            print(
+                f"\n== {name}: throughput ({args.rounds} paired rounds x {args.calls} calls, medians; "
+                f"{flops['fp32'] / 1e6:.2f} MFLOP/image)\n{table.round(3).to_string(index=False)}"
+            )
             summary = summarize(name, accuracy, table)
             print(json.dumps(summary, indent=1))
             layers = layer_table(paths["int8"], shape, args.threads, peaks["int8"]["flops_per_s"])
-            print(f"\n== {name}: OpenVINO INT8 layer by layer, batch 32 (PERF_COUNT, 10 calls)\n"
-                  f"{layers.round(3).to_string(index=False)}")
-            out["models"][name] = {"accuracy": accuracy.to_dict("records"), "throughput": table.to_dict("records"),
-                                   "summary": summary, "layers": layers.to_dict("records")}
+            print(
+                f"\n== {name}: OpenVINO INT8 layer by layer, batch 32 (PERF_COUNT, 10 calls)\n"
+                f"{layers.round(3).to_string(index=False)}"
+            )
+            out["models"][name] = {
+                "accuracy": accuracy.to_dict("records"),
+                "throughput": table.to_dict("records"),
+                "summary": summary,
+                "layers": layers.to_dict("records"),
+            }
     print(f"\nload average after: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))
@@ -190,16 +254,24 @@ def summarize(name: str, accuracy: pd.DataFrame, table: pd.DataFrame) -> dict:
     int8 = at32[(at32["precision"] == "int8") & at32["runtime"].isin(passed)].sort_values("images_per_s").iloc[-1]
     fp32 = at32[at32["precision"] == "fp32"].sort_values("images_per_s").iloc[-1]
     drop = accuracy.query("precision == 'int8' and runtime == @int8.runtime")["drop_vs_ort_fp32_points"].iloc[0]
-    return {"model": name, "batch": int(at32["batch"].iloc[0]), "int8_runtime": int8["runtime"],
-            "int8_x_ort_fp32": float(int8["x_ort_fp32"]),
-            "int8_x_best_fp32": float(int8["images_per_s"] / fp32["images_per_s"]),
-            "best_fp32_runtime": fp32["runtime"],
-            "int8_accuracy_drop_points": float(drop), "int8_fraction_of_peak": float(int8["fraction_of_peak"]),
-            "targets": {f">= {TARGET_OVER_ORT_FP32}x ort fp32": bool(int8["x_ort_fp32"] >= TARGET_OVER_ORT_FP32),
-                        f">= {TARGET_OVER_BEST_FP32}x best fp32": bool(int8["images_per_s"] / fp32["images_per_s"]
-                                                                       >= TARGET_OVER_BEST_FP32),
-                        f"drop <= {TARGET_DROP_POINTS} points": bool(drop <= TARGET_DROP_POINTS)},
-            "int8_rejected_by_accuracy_gate": accuracy.query("precision == 'int8' and not passed")["runtime"].tolist()}
+    return {
+        "model": name,
+        "batch": int(at32["batch"].iloc[0]),
+        "int8_runtime": int8["runtime"],
+        "int8_x_ort_fp32": float(int8["x_ort_fp32"]),
+        "int8_x_best_fp32": float(int8["images_per_s"] / fp32["images_per_s"]),
+        "best_fp32_runtime": fp32["runtime"],
+        "int8_accuracy_drop_points": float(drop),
+        "int8_fraction_of_peak": float(int8["fraction_of_peak"]),
+        "targets": {
+            f">= {TARGET_OVER_ORT_FP32}x ort fp32": bool(int8["x_ort_fp32"] >= TARGET_OVER_ORT_FP32),
+            f">= {TARGET_OVER_BEST_FP32}x best fp32": bool(
+                int8["images_per_s"] / fp32["images_per_s"] >= TARGET_OVER_BEST_FP32
+            ),
+            f"drop <= {TARGET_DROP_POINTS} points": bool(drop <= TARGET_DROP_POINTS),
+        },
+        "int8_rejected_by_accuracy_gate": accuracy.query("precision == 'int8' and not passed")["runtime"].tolist(),
+    }
 
 
 if __name__ == "__main__":

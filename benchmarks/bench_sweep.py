@@ -11,6 +11,7 @@
    is what the same members cost without the cache (the sum of this run's measured durations,
    not a second sweep).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ def sweep(tmp: Path, name: str, doc: dict, overrides: list[str], phases: str, wo
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"name": name, **doc}))
     root = tmp / name
-    directory, created = driver.create(str(path), [], overrides, phases, root, {"cell_timeout": 3600, "retries": 2},
-                                       log=lambda *_: None)
+    directory, created = driver.create(
+        str(path), [], overrides, phases, root, {"cell_timeout": 3600, "retries": 2}, log=lambda *_: None
+    )
     start = time.perf_counter()
     done = driver.execute(directory, created, None, workers, progress=False, log=lambda *_: None)
     return time.perf_counter() - start, done, root
@@ -57,26 +59,37 @@ def main() -> None:
         print(f"   speed-up 2 vs 1 workers: {walls[1] / walls[2]:.2f}x (goal >= 1.8x on 2 idle cores)")
 
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        overrides = [f"02_train.epochs={args.epochs}", "04_quantize.size_sweep=[]", "04_quantize.sensitivity=false",
-                     "04_quantize.torch_pt2e=false"]
+        overrides = [
+            f"02_train.epochs={args.epochs}",
+            "04_quantize.size_sweep=[]",
+            "04_quantize.sensitivity=false",
+            "04_quantize.torch_pt2e=false",
+        ]
         print(f"\n2. cache: {len(methods)}-method quantization sweep, phases 01,02,04, 1 worker, {args.epochs} epochs")
-        wall, doc, root = sweep(tmp, "quant", {"grid": {"04_quantize.calibration_methods": [[m] for m in methods]}},
-                                overrides, "04", 1)
+        wall, doc, root = sweep(
+            tmp, "quant", {"grid": {"04_quantize.calibration_methods": [[m] for m in methods]}}, overrides, "04", 1
+        )
         assert doc["status"] == "complete", doc
         rows = phase_rows(root, doc)
         hits = sum(1 for r in rows for row in r.values() if row.get("reused_from"))
         ran = {pid: [r[pid]["duration_s"] for r in rows if not r[pid].get("reused_from")] for pid in rows[0]}
         reused = [row["duration_s"] for r in rows for row in r.values() if row.get("reused_from")]
         one = sum(ran["01_data"]) + sum(ran["02_train"]) + sum(ran["04_quantize"])
-        per_member = (sum(ran["01_data"]) / len(ran["01_data"]) + sum(ran["02_train"]) / len(ran["02_train"]))
+        per_member = sum(ran["01_data"]) / len(ran["01_data"]) + sum(ran["02_train"]) / len(ran["02_train"])
         without = len(methods) * per_member + sum(ran["04_quantize"])
-        print(f"   executed: 01 x{len(ran['01_data'])}, 02 x{len(ran['02_train'])}, 04 x{len(ran['04_quantize'])}; "
-              f"cache hits: {hits} (materializing took {sum(reused):.2f} s in all)")
-        print(f"   phase durations: 01 {sum(ran['01_data']):.1f} s, 02 {sum(ran['02_train']):.1f} s, "
-              f"04 {' + '.join(f'{t:.1f}' for t in ran['04_quantize'])} s")
-        print(f"   sweep wall {wall:.1f} s; one training + {len(methods)} quantizations = {one:.1f} s "
-              f"(wall / that = {wall / one:.2f}); without the cache: {without:.1f} s "
-              f"(saved {1 - one / without:.0%})")
+        print(
+            f"   executed: 01 x{len(ran['01_data'])}, 02 x{len(ran['02_train'])}, 04 x{len(ran['04_quantize'])}; "
+            f"cache hits: {hits} (materializing took {sum(reused):.2f} s in all)"
+        )
+        print(
+            f"   phase durations: 01 {sum(ran['01_data']):.1f} s, 02 {sum(ran['02_train']):.1f} s, "
+            f"04 {' + '.join(f'{t:.1f}' for t in ran['04_quantize'])} s"
+        )
+        print(
+            f"   sweep wall {wall:.1f} s; one training + {len(methods)} quantizations = {one:.1f} s "
+            f"(wall / that = {wall / one:.2f}); without the cache: {without:.1f} s "
+            f"(saved {1 - one / without:.0%})"
+        )
 
 
 if __name__ == "__main__":

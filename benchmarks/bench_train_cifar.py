@@ -10,6 +10,7 @@ pretrained MLPerf model imported from Keras.
     python benchmarks/bench_train_cifar.py --data-dir .cache/cifar-10-batches-py
     (build the folder first: python ../shared/data/make_cifar10_batches.py --out .cache/cifar-10-batches-py)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ def main() -> int:
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch threads (default: all usable CPUs; use 1 when other work loads the cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="torch threads (default: all usable CPUs; use 1 when other work loads the cores)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keras-h5", type=Path, default=DEFAULT_KERAS, help="pretrained MLPerf model to compare")
     parser.add_argument("--save", type=Path, default=None, help="write the trained checkpoint here")
@@ -50,9 +55,11 @@ def main() -> int:
     ds = load_dataset("cifar10", args.data_dir)
     torch.manual_seed(args.seed)
     model = build_model("resnet8", ds.num_classes)
-    print(f"resnet8: {count_parameters(model)} parameters; {len(ds.train_labels)} train / {len(ds.test_labels)} "
-          f"test images; {args.epochs} epochs, batch {args.batch_size}, peak lr {args.lr}, {args.precision}, "
-          f"{args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"resnet8: {count_parameters(model)} parameters; {len(ds.train_labels)} train / {len(ds.test_labels)} "
+        f"test images; {args.epochs} epochs, batch {args.batch_size}, peak lr {args.lr}, {args.precision}, "
+        f"{args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'epoch':>5} {'wall_s':>8} {'img/s':>7} {'loss':>7} {'train_acc':>9} {'test_acc':>8}")
     steps = len(ds.train_labels) // args.batch_size
     clock = {"start": time.perf_counter(), "last": time.perf_counter()}
@@ -61,26 +68,47 @@ def main() -> int:
         now = time.perf_counter()
         rate = steps * args.batch_size / (now - clock["last"])
         clock["last"] = now
-        print(f"{epoch:>5} {now - clock['start']:>8.1f} {rate:>7.0f} {history['loss'][-1]:>7.4f} "
-              f"{history['train_acc'][-1]:>9.4f} {history['val_acc'][-1]:>8.4f}", flush=True)
+        print(
+            f"{epoch:>5} {now - clock['start']:>8.1f} {rate:>7.0f} {history['loss'][-1]:>7.4f} "
+            f"{history['train_acc'][-1]:>9.4f} {history['val_acc'][-1]:>8.4f}",
+            flush=True,
+        )
 
-    model, history = train(model, ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
-                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=True,
-                           label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
-                           precision=args.precision, num_threads=args.threads, progress=False, on_epoch_end=report)
+    model, history = train(
+        model,
+        ds.train_images,
+        ds.train_labels,
+        ds.test_images,
+        ds.test_labels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        augment=True,
+        label_smoothing=args.label_smoothing,
+        weight_decay=args.weight_decay,
+        precision=args.precision,
+        num_threads=args.threads,
+        progress=False,
+        on_epoch_end=report,
+    )
     wall = time.perf_counter() - clock["start"]
     trained_acc = float((predict_logits(model, ds.test_images).argmax(1) == ds.test_labels).mean())
-    print(f"\ntrained resnet8: test accuracy {trained_acc:.4f} after {args.epochs} epochs, {wall / 60:.1f} min "
-          f"({args.epochs * steps * args.batch_size / wall:.0f} images/s overall); "
-          f"target >= 0.85 within 20 min: {'met' if trained_acc >= 0.85 and wall <= 1200 else 'NOT met'}")
+    print(
+        f"\ntrained resnet8: test accuracy {trained_acc:.4f} after {args.epochs} epochs, {wall / 60:.1f} min "
+        f"({args.epochs * steps * args.batch_size / wall:.0f} images/s overall); "
+        f"target >= 0.85 within 20 min: {'met' if trained_acc >= 0.85 and wall <= 1200 else 'NOT met'}"
+    )
     if args.save:
         save_checkpoint(model, args.save)
         print(f"checkpoint: {args.save}")
     if args.keras_h5.exists():
         pretrained, info = import_resnet8(args.keras_h5)
         pretrained_acc = float((predict_logits(pretrained, ds.test_images).argmax(1) == ds.test_labels).mean())
-        print(f"pretrained MLPerf resnet8 (Keras {info['keras_version']}, imported): test accuracy "
-              f"{pretrained_acc:.4f}; trained / pretrained = {trained_acc / pretrained_acc:.3f}")
+        print(
+            f"pretrained MLPerf resnet8 (Keras {info['keras_version']}, imported): test accuracy "
+            f"{pretrained_acc:.4f}; trained / pretrained = {trained_acc / pretrained_acc:.3f}"
+        )
     else:
         print(f"pretrained model not found at {args.keras_h5}; pass --keras-h5")
     return 0

@@ -1,4 +1,5 @@
 """Shared fixtures: the ../shared data (skipped cleanly when absent) and isolated run roots."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1 for tests, stopped afterwards."""
+
 from __future__ import annotations
 
 import contextlib
@@ -42,13 +43,44 @@ def dask_cluster(workdir: Path, n_workers: int, resources: str | None = None):
     scheduler_file = workdir / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     quiet = {"env": env, "start_new_session": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(scheduler_file)], **quiet)]
+    procs = [
+        subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            **quiet,
+        )
+    ]
     try:
         address = wait_for_address(scheduler_file, timeout=120)
         extra = ["--resources", resources] if resources else []
-        workers = [subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}",
-                                     "--host", "127.0.0.1", *extra], **quiet) for i in range(n_workers)]
+        workers = [
+            subprocess.Popen(
+                [
+                    DASK,
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                    "--host",
+                    "127.0.0.1",
+                    *extra,
+                ],
+                **quiet,
+            )
+            for i in range(n_workers)
+        ]
         procs += workers
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(n_workers, timeout=180)

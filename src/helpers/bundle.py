@@ -31,6 +31,7 @@ bundle written without these keys offers onnxruntime only.
 bundle.json holds the source run id, so two runs of one configuration give bundles that differ in
 that field (and hence in checksums.json) only.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ BUNDLE_FILE = "bundle.json"
 CHECKSUMS_FILE = "checksums.json"
 # calibrated probabilities: float32(logits / T) rounds once more than the logits (on top of what parity allows)
 PROBABILITY_ATOL = 1e-6
-PREPROCESSING = ("uint8 NHWC pixels cast to float32 (helpers.data.preprocess); no scaling, no normalization: "
-                 "the model scales inside")
+PREPROCESSING = (
+    "uint8 NHWC pixels cast to float32 (helpers.data.preprocess); no scaling, no normalization: the model scales inside"
+)
 
 
 class BundleError(ValueError):
@@ -71,16 +73,26 @@ class Prediction:
 
 def input_contract(input_shape: Sequence[int]) -> dict:
     """What the models take: name, dtype, layout, shape (dynamic batch), value range, preprocessing."""
-    return {"name": INPUT_NAME, "dtype": "float32", "layout": "NHWC", "shape": [None, *map(int, input_shape)],
-            "range": [0, 255], "caller_dtype": "uint8", "preprocessing": PREPROCESSING, "output": OUTPUT_NAME}
+    return {
+        "name": INPUT_NAME,
+        "dtype": "float32",
+        "layout": "NHWC",
+        "shape": [None, *map(int, input_shape)],
+        "range": [0, 255],
+        "caller_dtype": "uint8",
+        "preprocessing": PREPROCESSING,
+        "output": OUTPUT_NAME,
+    }
 
 
 def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
     """The run a bundle comes from: its id and the sha256 of each named phase's manifest."""
     from helpers.run.manifest import manifest_path
 
-    return {"run_id": Path(run_dir).name,
-            "manifests_sha256": {pid: atomic.sha256_file(manifest_path(Path(run_dir), pid)) for pid in phase_ids}}
+    return {
+        "run_id": Path(run_dir).name,
+        "manifests_sha256": {pid: atomic.sha256_file(manifest_path(Path(run_dir), pid)) for pid in phase_ids},
+    }
 
 
 def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict[str, float], str]:
@@ -100,8 +112,10 @@ def _check_build_args(model_paths, class_names, calibrations, thresholds) -> Non
     for precision in PRECISIONS:
         path = Path(model_paths.get(precision, ""))
         if not path.is_file():
-            raise FileNotFoundError(f"{precision} model {path} does not exist; pass the phase-02 model.onnx (fp32) "
-                                    "and the phase-04 model_int8_<variant>.onnx (int8)")
+            raise FileNotFoundError(
+                f"{precision} model {path} does not exist; pass the phase-02 model.onnx (fp32) "
+                "and the phase-04 model_int8_<variant>.onnx (int8)"
+            )
     _check_values(class_names, calibrations, thresholds)
 
 
@@ -110,21 +124,37 @@ def _check_values(class_names, calibrations, thresholds) -> None:
     for precision in PRECISIONS:
         calibration = CalibrationMap.from_dict(calibrations.get(precision, {"method": None, "params": None}))
         if calibration.probability_lipschitz() is None:
-            raise ValueError(f"calibration map for {precision} is {calibration.method}, a step map that no logit "
-                             "tolerance bounds; deploy a smooth map (phase 06 selects only those)")
+            raise ValueError(
+                f"calibration map for {precision} is {calibration.method}, a step map that no logit "
+                "tolerance bounds; deploy a smooth map (phase 06 selects only those)"
+            )
         thr = thresholds.get(precision)
         if not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1:
             raise ValueError(f"threshold for {precision} must be a confidence in [0, 1], got {thr!r}")
-    if (not isinstance(class_names, (list, tuple)) or len(class_names) < 2
-            or len(set(map(str, class_names))) != len(class_names)):
+    if (
+        not isinstance(class_names, (list, tuple))
+        or len(class_names) < 2
+        or len(set(map(str, class_names))) != len(class_names)
+    ):
         raise ValueError(f"class_names must be >= 2 distinct names, got {list(class_names)!r}")
 
 
-def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path], int8_variant: str,
-                 class_names: Sequence[str], input_shape: Sequence[int], calibrations: Mapping[str, dict],
-                 thresholds: Mapping[str, float], criterion: str, source: dict, versions: dict,
-                 runtimes: Mapping[str, Sequence[str]] | None = None, default_runtimes: Mapping[str, str] | None = None,
-                 runtime_settings: Mapping | None = None) -> dict:
+def write_bundle(
+    bundle_dir: str | Path,
+    *,
+    model_paths: Mapping[str, str | Path],
+    int8_variant: str,
+    class_names: Sequence[str],
+    input_shape: Sequence[int],
+    calibrations: Mapping[str, dict],
+    thresholds: Mapping[str, float],
+    criterion: str,
+    source: dict,
+    versions: dict,
+    runtimes: Mapping[str, Sequence[str]] | None = None,
+    default_runtimes: Mapping[str, str] | None = None,
+    runtime_settings: Mapping | None = None,
+) -> dict:
     """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json.
 
     ``calibrations[precision]`` is the chosen map's ``CalibrationMap.to_dict()`` (phase 06's scaling_params.json).
@@ -137,31 +167,43 @@ def write_bundle(bundle_dir: str | Path, *, model_paths: Mapping[str, str | Path
     defaults = {p: (default_runtimes or {}).get(p, runtimes[p][0]) for p in PRECISIONS}
     for precision in PRECISIONS:
         if not runtimes[precision] or defaults[precision] not in runtimes[precision]:
-            raise ValueError(f"{precision}: the default runtime {defaults[precision]!r} must be one of the runtimes "
-                             f"offered, {runtimes[precision]}; pass those that passed phase 04's checks")
+            raise ValueError(
+                f"{precision}: the default runtime {defaults[precision]!r} must be one of the runtimes "
+                f"offered, {runtimes[precision]}; pass those that passed phase 04's checks"
+            )
     bundle_dir = Path(bundle_dir)
     for precision in PRECISIONS:
         atomic.write_bytes(bundle_dir / MODEL_FILES[precision], Path(model_paths[precision]).read_bytes())
-    doc = {"schema_version": SCHEMA_VERSION, "class_names": list(class_names), "input": input_contract(input_shape),
-           "models": {p: {"file": MODEL_FILES[p], "calibration": _map_doc(calibrations[p]),
-                          "threshold": float(thresholds[p])} for p in PRECISIONS},
-           "selective": {"criterion": criterion, "accept": "max calibrated probability >= threshold"},
-           "source": source, "versions": versions}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "class_names": list(class_names),
+        "input": input_contract(input_shape),
+        "models": {
+            p: {"file": MODEL_FILES[p], "calibration": _map_doc(calibrations[p]), "threshold": float(thresholds[p])}
+            for p in PRECISIONS
+        },
+        "selective": {"criterion": criterion, "accept": "max calibrated probability >= threshold"},
+        "source": source,
+        "versions": versions,
+    }
     doc["models"]["int8"]["variant"] = int8_variant
     for precision in PRECISIONS:
         doc["models"][precision] |= {"runtimes": runtimes[precision], "runtime": defaults[precision]}
     doc["runtime_settings"] = dict(runtime_settings or {"threads": 1, "batch_size": 500})
     atomic.write_json(bundle_dir / BUNDLE_FILE, doc)
     names = [*MODEL_FILES.values(), BUNDLE_FILE]
-    atomic.write_json(bundle_dir / CHECKSUMS_FILE,
-                      {"algorithm": "sha256", "files": {n: atomic.sha256_file(bundle_dir / n) for n in names}})
+    atomic.write_json(
+        bundle_dir / CHECKSUMS_FILE,
+        {"algorithm": "sha256", "files": {n: atomic.sha256_file(bundle_dir / n) for n in names}},
+    )
     return doc
 
 
 def _map_doc(calibration: dict) -> dict:
     """The part of a calibration map a bundle needs: method, parameters, how it was fitted."""
-    return {k: calibration[k] for k in ("method", "params", "optimizer", "converged", "seed", "hyper")
-            if k in calibration}
+    return {
+        k: calibration[k] for k in ("method", "params", "optimizer", "converged", "seed", "hyper") if k in calibration
+    }
 
 
 def calibration_doc(model_doc: dict) -> dict:
@@ -179,8 +221,10 @@ def calibration_map(model_doc: dict) -> CalibrationMap:
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise BundleError(f"{path} is missing: a bundle directory holds {BUNDLE_FILE}, {CHECKSUMS_FILE} and "
-                          "the two models; rebuild it with phase 08 (calib run --phases 08)")
+        raise BundleError(
+            f"{path} is missing: a bundle directory holds {BUNDLE_FILE}, {CHECKSUMS_FILE} and "
+            "the two models; rebuild it with phase 08 (calib run --phases 08)"
+        )
     try:
         return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -192,8 +236,10 @@ def _check_schema(doc: dict, path: Path) -> None:
     if not isinstance(version, int):
         raise BundleError(f"{path} has no integer schema_version; it is not a calib-lab bundle")
     if version > SCHEMA_VERSION:
-        raise BundleError(f"{path} has schema_version {version}, newer than this helpers.bundle reads "
-                          f"({SCHEMA_VERSION}); update calib-lab to load it")
+        raise BundleError(
+            f"{path} has schema_version {version}, newer than this helpers.bundle reads "
+            f"({SCHEMA_VERSION}); update calib-lab to load it"
+        )
 
 
 def verify_checksums(bundle_dir: Path) -> None:
@@ -209,8 +255,10 @@ def verify_checksums(bundle_dir: Path) -> None:
         if not path.is_file():
             raise BundleError(f"bundle file {name} is missing from {bundle_dir}")
         if atomic.sha256_file(path) != expected:
-            raise BundleError(f"bundle file {name} was altered: its sha256 differs from {CHECKSUMS_FILE}; "
-                              "rebuild the bundle (calib run --phases 08) or restore the file")
+            raise BundleError(
+                f"bundle file {name} was altered: its sha256 differs from {CHECKSUMS_FILE}; "
+                "rebuild the bundle (calib run --phases 08) or restore the file"
+            )
 
 
 class Bundle:
@@ -239,8 +287,12 @@ class Bundle:
 
             settings = self.doc.get("runtime_settings", {})
             self._sessions[precision, runtime] = open_session(
-                self.directory / self.doc["models"][precision]["file"], runtime, precision=precision,
-                threads=settings.get("threads", 1), batch_size=settings.get("batch_size", 500))
+                self.directory / self.doc["models"][precision]["file"],
+                runtime,
+                precision=precision,
+                threads=settings.get("threads", 1),
+                batch_size=settings.get("batch_size", 500),
+            )
         session = self._sessions[precision, runtime]
         return onnx_logits(session, images) if runtime == "onnxruntime" else session.logits(images)
 
@@ -262,8 +314,11 @@ class Bundle:
         model = self._model(precision)
         calibrated = self.calibration[precision].apply(self.logits(images, precision, runtime)).astype(np.float32)
         probabilities = softmax(calibrated.astype(np.float64))
-        return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities,
-                          accept=probabilities.max(axis=1) >= model["threshold"])
+        return Prediction(
+            labels=probabilities.argmax(axis=1),
+            probabilities=probabilities,
+            accept=probabilities.max(axis=1) >= model["threshold"],
+        )
 
 
 def load(path: str | Path) -> Bundle:
@@ -271,8 +326,9 @@ def load(path: str | Path) -> Bundle:
     path = Path(path)
     directory = path.parent if path.name == BUNDLE_FILE else path
     if not directory.is_dir():
-        raise FileNotFoundError(f"bundle directory {directory} does not exist; phase 08 writes one to "
-                                "<run>/results/08_bundle/bundle/")
+        raise FileNotFoundError(
+            f"bundle directory {directory} does not exist; phase 08 writes one to <run>/results/08_bundle/bundle/"
+        )
     verify_checksums(directory)  # checksums.json keeps its format across schema versions
     doc = _read_json(directory / BUNDLE_FILE)
     _check_schema(doc, directory / BUNDLE_FILE)
@@ -284,16 +340,24 @@ def _check_contract(doc: dict, path: Path) -> None:
     """Validate the values a checksum cannot vouch for (checksums.json can be recomputed after an edit)."""
     try:
         models = {p: doc["models"][p] for p in PRECISIONS}
-        _check_values(doc["class_names"], {p: calibration_doc(m) for p, m in models.items()},
-                      {p: m["threshold"] for p, m in models.items()})
+        _check_values(
+            doc["class_names"],
+            {p: calibration_doc(m) for p, m in models.items()},
+            {p: m["threshold"] for p, m in models.items()},
+        )
         shape = doc["input"]["shape"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{path} does not hold a valid bundle contract ({type(exc).__name__}: {exc}); "
-                          "rebuild the bundle with phase 08 (calib run --phases 08)") from None
+        raise BundleError(
+            f"{path} does not hold a valid bundle contract ({type(exc).__name__}: {exc}); "
+            "rebuild the bundle with phase 08 (calib run --phases 08)"
+        ) from None
     if any(m["file"] != MODEL_FILES[p] for p, m in models.items()) or not (
-            isinstance(shape, list) and shape[:1] == [None] and all(isinstance(d, int) and d > 0 for d in shape[1:])):
-        raise BundleError(f"{path}: model files must be {MODEL_FILES} and the input shape [null, H, W, C] with "
-                          f"positive sizes, got {[m['file'] for m in models.values()]} and {shape}; rebuild the bundle")
+        isinstance(shape, list) and shape[:1] == [None] and all(isinstance(d, int) and d > 0 for d in shape[1:])
+    ):
+        raise BundleError(
+            f"{path}: model files must be {MODEL_FILES} and the input shape [null, H, W, C] with "
+            f"positive sizes, got {[m['file'] for m in models.values()]} and {shape}; rebuild the bundle"
+        )
 
 
 def probability_tolerance(reference_logits: np.ndarray, lipschitz: float) -> np.ndarray:
@@ -307,44 +371,67 @@ def probability_tolerance(reference_logits: np.ndarray, lipschitz: float) -> np.
     return PROBABILITY_ATOL + lipschitz * parity.logit_tolerance(reference_logits)
 
 
-def _compare(bundle: Bundle, images: np.ndarray, precision: str, reference: Mapping[str, np.ndarray],
-             threshold: float, runtime: str = "onnxruntime") -> dict:
+def _compare(
+    bundle: Bundle,
+    images: np.ndarray,
+    precision: str,
+    reference: Mapping[str, np.ndarray],
+    threshold: float,
+    runtime: str = "onnxruntime",
+) -> dict:
     logits = bundle.logits(images, precision, runtime)
     prediction = bundle.predict(images, precision, runtime)
     ref_logits = np.asarray(reference["logits"])
     ref_probs = softmax(np.asarray(reference["calibrated_logits"], dtype=np.float64))
     if logits.shape != ref_logits.shape or prediction.probabilities.shape != ref_probs.shape:
-        raise ValueError(f"{precision}: reference logits {ref_logits.shape} / calibrated {ref_probs.shape} do not match "
-                         f"the bundle's {logits.shape}; pass the pipeline's outputs on the same images")
+        raise ValueError(
+            f"{precision}: reference logits {ref_logits.shape} / calibrated {ref_probs.shape} do not match "
+            f"the bundle's {logits.shape}; pass the pipeline's outputs on the same images"
+        )
     logit_parity = parity.compare_logits(ref_logits, logits)
     allowed = probability_tolerance(ref_logits, bundle.calibration[precision].probability_lipschitz())
     prob_diff = np.abs(prediction.probabilities - ref_probs).max(axis=1)
     confidence = ref_probs.max(axis=1)
-    accept_diff, near_threshold = parity.flag_mismatches(confidence >= threshold, prediction.accept,
-                                                         np.abs(confidence - threshold) <= allowed)
+    accept_diff, near_threshold = parity.flag_mismatches(
+        confidence >= threshold, prediction.accept, np.abs(confidence - threshold) <= allowed
+    )
     top2 = np.sort(ref_probs, axis=1)[:, -2:]
-    label_diff, near_tie_labels = parity.flag_mismatches(prediction.labels == ref_probs.argmax(1),
-                                                         np.ones(len(ref_probs), bool), top2[:, 1] - top2[:, 0] <= 2 * allowed)
-    row = {"logit_max_abs_diff": logit_parity.max_abs_diff, "argmax_mismatches": logit_parity.argmax_mismatches,
-           "near_tie_argmax_mismatches": logit_parity.near_tie_mismatches,
-           "calibrated_argmax_mismatches": label_diff, "near_tie_calibrated_argmax_mismatches": near_tie_labels,
-           "probability_max_abs_diff": float(prob_diff.max()), "probability_atol": float(allowed.max()),
-           "accept_mismatches": accept_diff, "near_threshold_accept_mismatches": near_threshold,
-           "accepted": int(prediction.accept.sum()), "parity": logit_parity.describe()}
+    label_diff, near_tie_labels = parity.flag_mismatches(
+        prediction.labels == ref_probs.argmax(1), np.ones(len(ref_probs), bool), top2[:, 1] - top2[:, 0] <= 2 * allowed
+    )
+    row = {
+        "logit_max_abs_diff": logit_parity.max_abs_diff,
+        "argmax_mismatches": logit_parity.argmax_mismatches,
+        "near_tie_argmax_mismatches": logit_parity.near_tie_mismatches,
+        "calibrated_argmax_mismatches": label_diff,
+        "near_tie_calibrated_argmax_mismatches": near_tie_labels,
+        "probability_max_abs_diff": float(prob_diff.max()),
+        "probability_atol": float(allowed.max()),
+        "accept_mismatches": accept_diff,
+        "near_threshold_accept_mismatches": near_threshold,
+        "accepted": int(prediction.accept.sum()),
+        "parity": logit_parity.describe(),
+    }
     failures = [] if logit_parity.passed else [logit_parity.message()]
     if label_diff > near_tie_labels:
         failures.append(f"{label_diff - near_tie_labels} calibrated argmax differ(s) away from a near tie")
     if np.any(prob_diff > allowed):
-        failures.append(f"max |probability diff| {row['probability_max_abs_diff']:.3g} beyond its tolerance on "
-                        f"{int(np.sum(prob_diff > allowed))} image(s)")
+        failures.append(
+            f"max |probability diff| {row['probability_max_abs_diff']:.3g} beyond its tolerance on "
+            f"{int(np.sum(prob_diff > allowed))} image(s)"
+        )
     if accept_diff > near_threshold:
         failures.append(f"{accept_diff - near_threshold} accept flag(s) differ away from the threshold")
     return {**row, "passed": not failures, "failures": failures}
 
 
-def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping[str, np.ndarray]],
-             thresholds: Mapping[str, float], runtime_logits: Mapping[str, Mapping[str, np.ndarray]] | None = None
-             ) -> dict:
+def validate(
+    bundle: Bundle,
+    images: np.ndarray,
+    reference: Mapping[str, Mapping[str, np.ndarray]],
+    thresholds: Mapping[str, float],
+    runtime_logits: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> dict:
     """Compare the bundle with the pipeline on the same images: validation.json content.
 
     ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits`` (onnxruntime);
@@ -364,43 +451,69 @@ def validate(bundle: Bundle, images: np.ndarray, reference: Mapping[str, Mapping
                 continue
             logits = (runtime_logits or {}).get(runtime, {}).get(precision)
             if logits is None:
-                raise ValueError(f"the bundle offers {precision} on {runtime}: pass the pipeline's {runtime} logits "
-                                 "(phase 04's runtime_logits.npz) as runtime_logits")
-            ref = {"logits": logits,
-                   "calibrated_logits": bundle.calibration[precision].apply(np.asarray(logits)).astype(np.float32)}
-            others.setdefault(runtime, {})[precision] = _compare(bundle, images, precision, ref, thresholds[precision],
-                                                                 runtime)
-    passed = all(c["passed"] for c in checks.values()) and all(c["passed"] for r in others.values()
-                                                               for c in r.values())
-    return {"status": "PASS" if passed else "FAIL", "n": int(len(images)),
-            "parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL}, **checks, "runtimes": others}
+                raise ValueError(
+                    f"the bundle offers {precision} on {runtime}: pass the pipeline's {runtime} logits "
+                    "(phase 04's runtime_logits.npz) as runtime_logits"
+                )
+            ref = {
+                "logits": logits,
+                "calibrated_logits": bundle.calibration[precision].apply(np.asarray(logits)).astype(np.float32),
+            }
+            others.setdefault(runtime, {})[precision] = _compare(
+                bundle, images, precision, ref, thresholds[precision], runtime
+            )
+    passed = all(c["passed"] for c in checks.values()) and all(c["passed"] for r in others.values() for c in r.values())
+    return {
+        "status": "PASS" if passed else "FAIL",
+        "n": int(len(images)),
+        "parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL},
+        **checks,
+        "runtimes": others,
+    }
 
 
 def raise_on_failure(validation: dict) -> None:
     """Raise RuntimeError listing every failed check of a ``validate`` result."""
     if validation["status"] != "PASS":
-        failures = "; ".join([f"{p}: {', '.join(validation[p]['failures'])}" for p in PRECISIONS
-                              if validation[p]["failures"]]
-                             + [f"{r} {p}: {', '.join(c['failures'])}" for r, checks in
-                                validation.get("runtimes", {}).items() for p, c in checks.items() if c["failures"]])
-        raise RuntimeError(f"bundle load-back validation FAILED on {validation['n']} images ({failures}); the bundle "
-                           "does not reproduce the pipeline, so the phase is not marked complete")
+        failures = "; ".join(
+            [f"{p}: {', '.join(validation[p]['failures'])}" for p in PRECISIONS if validation[p]["failures"]]
+            + [
+                f"{r} {p}: {', '.join(c['failures'])}"
+                for r, checks in validation.get("runtimes", {}).items()
+                for p, c in checks.items()
+                if c["failures"]
+            ]
+        )
+        raise RuntimeError(
+            f"bundle load-back validation FAILED on {validation['n']} images ({failures}); the bundle "
+            "does not reproduce the pipeline, so the phase is not marked complete"
+        )
 
 
 def validation_table(validation: dict):
     """One row per precision and runtime: the differences measured and whether the checks passed."""
     import pandas as pd
 
-    columns = ["logit_max_abs_diff", "argmax_mismatches", "near_tie_argmax_mismatches", "calibrated_argmax_mismatches",
-               "probability_max_abs_diff", "probability_atol", "accept_mismatches", "near_threshold_accept_mismatches",
-               "accepted", "passed"]
+    columns = [
+        "logit_max_abs_diff",
+        "argmax_mismatches",
+        "near_tie_argmax_mismatches",
+        "calibrated_argmax_mismatches",
+        "probability_max_abs_diff",
+        "probability_atol",
+        "accept_mismatches",
+        "near_threshold_accept_mismatches",
+        "accepted",
+        "passed",
+    ]
     rows = {p: validation[p] for p in PRECISIONS}  # onnxruntime; other runtimes: "<precision> <runtime>"
     rows |= {f"{p} {r}": c for r, checks in validation.get("runtimes", {}).items() for p, c in checks.items()}
     return pd.DataFrame({name: {c: row[c] for c in columns} for name, row in rows.items()}).T
 
 
-def prediction_grid_figure(images: np.ndarray, labels: np.ndarray, prediction: Prediction, class_names: Sequence[str],
-                           count: int = 16):
+def prediction_grid_figure(
+    images: np.ndarray, labels: np.ndarray, prediction: Prediction, class_names: Sequence[str], count: int = 16
+):
     """The ``count`` least confident images: the bundle's label, calibrated confidence, accept or reject."""
     import matplotlib.pyplot as plt
 
@@ -414,8 +527,11 @@ def prediction_grid_figure(images: np.ndarray, labels: np.ndarray, prediction: P
     for ax, i in zip(axes.flat, shown):
         ax.imshow(images[i].squeeze(), cmap="gray" if images.shape[-1] == 1 else None)
         verdict = "accept" if prediction.accept[i] else "reject"
-        ax.set_title(f"{class_names[prediction.labels[i]]} {confidence[i]:.2f}\n{verdict}", fontsize=8,
-                     color="tab:green" if prediction.labels[i] == labels[i] else "tab:red")
+        ax.set_title(
+            f"{class_names[prediction.labels[i]]} {confidence[i]:.2f}\n{verdict}",
+            fontsize=8,
+            color="tab:green" if prediction.labels[i] == labels[i] else "tab:red",
+        )
     fig.suptitle(f"the {len(shown)} least confident of {len(images)} images (green: correct, red: wrong)", fontsize=9)
     fig.tight_layout()
     return fig

@@ -13,13 +13,14 @@ record and ``config_resolved.yaml``, so that part differs between two runs of on
 (as phase 05's latency does). Without an overview the page holds only what the results hold: the
 same results give the same bytes.
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import pandas as pd
 
@@ -52,6 +53,7 @@ def gather(phase) -> dict[str, dict[str, Path]]:
 
 # -- building blocks ----------------------------------------------------------------------
 
+
 def _json(files: Files, name: str) -> dict:
     return json.loads(files[name].read_text())
 
@@ -59,8 +61,10 @@ def _json(files: Files, name: str) -> dict:
 def figure(path: Path, caption: str) -> str:
     """An <img> with the PNG's bytes inline (base64), and its caption."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def figures(files: Files, captions: Mapping[str, str]) -> list[str]:
@@ -70,23 +74,58 @@ def figures(files: Files, captions: Mapping[str, str]) -> list[str]:
 
 # Human column names (units in the name). Columns in PERCENT hold fractions and are shown x100.
 COLUMN_NAMES = {
-    "n": "n", "accuracy": "accuracy (%)", "ci95 low": "95% CI low (%)", "ci95 high": "95% CI high (%)",
-    "MCC": "classifier MCC", "mcc": "classifier MCC", "accuracy_ci95": "accuracy 95% CI (%)",
-    "agreement_with_fp32": "agrees with FP32 (%)", "max_abs_logit_diff": "max |logit diff| vs FP32",
-    "mean_abs_logit_diff": "mean |logit diff| vs FP32", "size_bytes": "size (KiB)",
-    "accuracy_drop_points": "accuracy drop (points)", "threshold": "threshold", "met": "target met",
-    "val_coverage": "val coverage (%)", "val_risk": "val selective risk (%)", "val_mcc": "val accept/reject MCC",
-    "test_coverage": "test coverage [95% CI]", "test_risk": "test selective risk [95% CI]",
-    "test_mcc": "test accept/reject MCC [95% CI]", "test_aurc": "test AURC", "test_e_aurc": "test E-AURC",
-    "ece_pre": "ECE before (%)", "ece_post": "ECE after (%)", "ece_pre_ci95": "ECE before 95% CI (%)",
-    "ece_post_ci95": "ECE after 95% CI (%)", "temperature": "temperature T", "nll_pre": "NLL before",
-    "nll_post": "NLL after", "brier_pre": "Brier before", "brier_post": "Brier after",
-    "logit_max_abs_diff": "max |logit diff|", "argmax_mismatches": "argmax mismatches",
-    "probability_max_abs_diff": "max |probability diff|", "probability_atol": "probability tolerance",
-    "accept_mismatches": "accept mismatches", "accepted": "accepted", "passed": "passed",
+    "n": "n",
+    "accuracy": "accuracy (%)",
+    "ci95 low": "95% CI low (%)",
+    "ci95 high": "95% CI high (%)",
+    "MCC": "classifier MCC",
+    "mcc": "classifier MCC",
+    "accuracy_ci95": "accuracy 95% CI (%)",
+    "agreement_with_fp32": "agrees with FP32 (%)",
+    "max_abs_logit_diff": "max |logit diff| vs FP32",
+    "mean_abs_logit_diff": "mean |logit diff| vs FP32",
+    "size_bytes": "size (KiB)",
+    "accuracy_drop_points": "accuracy drop (points)",
+    "threshold": "threshold",
+    "met": "target met",
+    "val_coverage": "val coverage (%)",
+    "val_risk": "val selective risk (%)",
+    "val_mcc": "val accept/reject MCC",
+    "test_coverage": "test coverage [95% CI]",
+    "test_risk": "test selective risk [95% CI]",
+    "test_mcc": "test accept/reject MCC [95% CI]",
+    "test_aurc": "test AURC",
+    "test_e_aurc": "test E-AURC",
+    "ece_pre": "ECE before (%)",
+    "ece_post": "ECE after (%)",
+    "ece_pre_ci95": "ECE before 95% CI (%)",
+    "ece_post_ci95": "ECE after 95% CI (%)",
+    "temperature": "temperature T",
+    "nll_pre": "NLL before",
+    "nll_post": "NLL after",
+    "brier_pre": "Brier before",
+    "brier_post": "Brier after",
+    "logit_max_abs_diff": "max |logit diff|",
+    "argmax_mismatches": "argmax mismatches",
+    "probability_max_abs_diff": "max |probability diff|",
+    "probability_atol": "probability tolerance",
+    "accept_mismatches": "accept mismatches",
+    "accepted": "accepted",
+    "passed": "passed",
 }
-PERCENT = {"accuracy", "ci95 low", "ci95 high", "agreement_with_fp32", "val_coverage", "val_risk", "ece_pre",
-           "ece_post", "ece", "ece_debiased", "null_p95"}
+PERCENT = {
+    "accuracy",
+    "ci95 low",
+    "ci95 high",
+    "agreement_with_fp32",
+    "val_coverage",
+    "val_risk",
+    "ece_pre",
+    "ece_post",
+    "ece",
+    "ece_debiased",
+    "null_p95",
+}
 
 
 def number(value) -> str:
@@ -127,6 +166,7 @@ def paragraph(text: str) -> str:
 
 # -- one function per phase -----------------------------------------------------------------
 
+
 def environment_section(files: Files, inputs) -> list[str]:
     from helpers.environment import summary_table
 
@@ -139,14 +179,26 @@ def data_section(files: Files, inputs) -> list[str]:
     dist = _json(files, "distribution.json")
     with np.load(files["splits.npz"]) as splits:
         sizes = {name: len(splits[name]) for name in ("train", "val", "test")}
-    facts = pd.DataFrame({"value": {"dataset": dist["dataset"], **{f"{k} images": v for k, v in sizes.items()},
-                                    "calibration slice": sum(dist["distribution"].values()),
-                                    "slice sha256": dist["slice_hash"], "input dtype": dist["inputs"]["dtype"],
-                                    "input shape": str(dist["inputs"]["shape"]),
-                                    "pixel range": f"[{dist['inputs']['min']:g}, {dist['inputs']['max']:g}]"}})
+    facts = pd.DataFrame(
+        {
+            "value": {
+                "dataset": dist["dataset"],
+                **{f"{k} images": v for k, v in sizes.items()},
+                "calibration slice": sum(dist["distribution"].values()),
+                "slice sha256": dist["slice_hash"],
+                "input dtype": dist["inputs"]["dtype"],
+                "input shape": str(dist["inputs"]["shape"]),
+                "pixel range": f"[{dist['inputs']['min']:g}, {dist['inputs']['max']:g}]",
+            }
+        }
+    )
     per_class = pd.DataFrame({"calibration slice": dist["distribution"]}).T
-    return [table(facts, index="item"), "<h3>Calibration slice per class</h3>", table(per_class, index="images"),
-            *figures(files, {"samples.png": "calibration slice samples"})]
+    return [
+        table(facts, index="item"),
+        "<h3>Calibration slice per class</h3>",
+        table(per_class, index="images"),
+        *figures(files, {"samples.png": "calibration slice samples"}),
+    ]
 
 
 def training_section(files: Files, inputs) -> list[str]:
@@ -154,23 +206,34 @@ def training_section(files: Files, inputs) -> list[str]:
 
     report = _json(files, "metrics.json")
     model = _json(files, "model.json")
-    parts = [paragraph(f"model: {model['name']}, {model['num_classes']} classes, input {model['input_shape']}"),
-             table(summary_table({split: report[split] for split in ("val", "test")}), index="split"),
-             paragraph("classifier MCC: Matthews correlation of the predicted class over all classes (not the "
-                       "accept/reject MCC of selective prediction, 07)")]
+    parts = [
+        paragraph(f"model: {model['name']}, {model['num_classes']} classes, input {model['input_shape']}"),
+        table(summary_table({split: report[split] for split in ("val", "test")}), index="split"),
+        paragraph(
+            "classifier MCC: Matthews correlation of the predicted class over all classes (not the "
+            "accept/reject MCC of selective prediction, 07)"
+        ),
+    ]
     if "onnx" in report:
         onnx = report["onnx"]["parity"]
-        parts.append(paragraph(f"ONNX export: max |logit diff| vs torch {onnx['max_abs_diff']:.2e} "
-                               f"({onnx['max_tolerance_used']:.2g} of the parity tolerance), "
-                               f"{onnx['argmax_mismatches']} argmax differ(s) ({onnx['near_tie_mismatches']} at near ties)"))
+        parts.append(
+            paragraph(
+                f"ONNX export: max |logit diff| vs torch {onnx['max_abs_diff']:.2e} "
+                f"({onnx['max_tolerance_used']:.2g} of the parity tolerance), "
+                f"{onnx['argmax_mismatches']} argmax differ(s) ({onnx['near_tie_mismatches']} at near ties)"
+            )
+        )
     return parts + figures(files, {"curves.png": "training curves", "confusion.png": "test confusion matrix"})
 
 
 def target_section(files: Files, inputs) -> list[str]:
     doc = _json(files, "target.json")
     sizes = pd.DataFrame({"images": doc["sizes"]}).rename_axis("labels file")
-    return [paragraph(doc["description"]), table(sizes),
-            *figures(files, {"target.png": "test images: as loaded, target"})]
+    return [
+        paragraph(doc["description"]),
+        table(sizes),
+        *figures(files, {"target.png": "test images: as loaded, target"}),
+    ]
 
 
 def adaptation_section(files: Files, inputs) -> list[str]:
@@ -178,11 +241,15 @@ def adaptation_section(files: Files, inputs) -> list[str]:
 
     doc = _json(files, "adaptation.json")
     share, parity = doc["trainable_parameters"], doc["merge_parity"]
-    return [paragraph(f"adaptation: {doc['adaptation']}; trainable parameters {share['count']} of {share['total']} "
-                      f"({share['percent']:.2f}%); merged checkpoint vs adapter model: max |logit diff| "
-                      f"{parity['max_abs_logit_diff']:.2e} (tolerance {parity['tolerance']:g}), {parity['status']}"),
-            table(results_table(doc)),
-            *figures(files, {"adaptation.png": "per-class accuracy before/after, learning curve"})]
+    return [
+        paragraph(
+            f"adaptation: {doc['adaptation']}; trainable parameters {share['count']} of {share['total']} "
+            f"({share['percent']:.2f}%); merged checkpoint vs adapter model: max |logit diff| "
+            f"{parity['max_abs_logit_diff']:.2e} (tolerance {parity['tolerance']:g}), {parity['status']}"
+        ),
+        table(results_table(doc)),
+        *figures(files, {"adaptation.png": "per-class accuracy before/after, learning curve"}),
+    ]
 
 
 def activation_section(files: Files, inputs) -> list[str]:
@@ -194,13 +261,23 @@ def activation_section(files: Files, inputs) -> list[str]:
                 rows[(targets["role"], layer)] = {**rows.get((targets["role"], layer), {}), f"r* {definition}": rate}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.names = ["role", "layer"]
-    caption = ("rate target r*: the fraction of a layer's unit-positions that spike over the calibration slice, "
-               "per spike definition: 'a > 0' (the activation is positive) and 'z-score > theta' (the activation "
-               "exceeds the unit's mean by theta of its standard deviations; mean and std per unit over the slice)")
-    return [paragraph(caption), table(frame.reset_index()),
-            *figures(files, {"rates.png": "spike-rate targets r* per layer, per spike definition (see above)",
-                             "sigma.png": "per-unit standard deviation per layer (log scale; dashed: the eps floor "
-                                          "that smaller ones are raised to)"})]
+    caption = (
+        "rate target r*: the fraction of a layer's unit-positions that spike over the calibration slice, "
+        "per spike definition: 'a > 0' (the activation is positive) and 'z-score > theta' (the activation "
+        "exceeds the unit's mean by theta of its standard deviations; mean and std per unit over the slice)"
+    )
+    return [
+        paragraph(caption),
+        table(frame.reset_index()),
+        *figures(
+            files,
+            {
+                "rates.png": "spike-rate targets r* per layer, per spike definition (see above)",
+                "sigma.png": "per-unit standard deviation per layer (log scale; dashed: the eps floor "
+                "that smaller ones are raised to)",
+            },
+        ),
+    ]
 
 
 def _latency_ratios(inputs) -> dict[str, str]:
@@ -208,8 +285,11 @@ def _latency_ratios(inputs) -> dict[str, str]:
     if "05_latency" not in inputs:
         return {}
     latency = _json(inputs["05_latency"], "latency.json")
-    ratios = "; ".join(f"{key.rsplit('/', 1)[-1]}: {headline.speedup_text(1 / value)}"
-                       for key, value in latency["int8_over_fp32"].items() if value)
+    ratios = "; ".join(
+        f"{key.rsplit('/', 1)[-1]}: {headline.speedup_text(1 / value)}"
+        for key, value in latency["int8_over_fp32"].items()
+        if value
+    )
     return {latency["int8_variant"]: ratios} if ratios else {}
 
 
@@ -222,21 +302,40 @@ def quantization_section(files: Files, inputs) -> list[str]:
     ratios = _latency_ratios(inputs)
     if ratios:
         frame["INT8 latency vs FP32 (05)"] = [ratios.get(name, "-") for name in frame.index]
-    return [paragraph(f"best INT8 variant (test accuracy): {report['best_variant']}"), table(frame, index="model"),
-            *figures(files, {"quant.png": "FP32 vs INT8 variants"})]
+    return [
+        paragraph(f"best INT8 variant (test accuracy): {report['best_variant']}"),
+        table(frame, index="model"),
+        *figures(files, {"quant.png": "FP32 vs INT8 variants"}),
+    ]
 
 
 def latency_section(files: Files, inputs) -> list[str]:
     latency = _json(files, "latency.json")
-    rows = [{"model": m["model"], "runtime": m["runtime"], "precision": m["precision"], "batch": m["batch_size"],
-             "mean latency (ms)": m["end_to_end_latency_ms"]["mean"], "contention-free (ms)": m["contention_free_ms"],
-             "throughput (images/s)": m["throughput_fps"]} for m in latency["measurements"]]
+    rows = [
+        {
+            "model": m["model"],
+            "runtime": m["runtime"],
+            "precision": m["precision"],
+            "batch": m["batch_size"],
+            "mean latency (ms)": m["end_to_end_latency_ms"]["mean"],
+            "contention-free (ms)": m["contention_free_ms"],
+            "throughput (images/s)": m["throughput_fps"],
+        }
+        for m in latency["measurements"]
+    ]
     lomo = _json(files, "estimator.json")["lomo"]
-    mape = (f"estimator leave-one-model-out MAPE {lomo['mape_pct']:.1f}% (median APE {lomo['median_ape_pct']:.1f}%, "
-            f"{lomo['predictions']} predictions)" if lomo["available"] else f"estimator MAPE not available: {lomo['reason']}")
-    return [paragraph(f"hardware {latency['hardware_id']}, INT8 variant {latency['int8_variant']}"),
-            table(pd.DataFrame(rows)), paragraph(mape),
-            *figures(files, {"latency.png": "end-to-end latency", "estimator.png": "estimator: predicted vs measured"})]
+    mape = (
+        f"estimator leave-one-model-out MAPE {lomo['mape_pct']:.1f}% (median APE {lomo['median_ape_pct']:.1f}%, "
+        f"{lomo['predictions']} predictions)"
+        if lomo["available"]
+        else f"estimator MAPE not available: {lomo['reason']}"
+    )
+    return [
+        paragraph(f"hardware {latency['hardware_id']}, INT8 variant {latency['int8_variant']}"),
+        table(pd.DataFrame(rows)),
+        paragraph(mape),
+        *figures(files, {"latency.png": "end-to-end latency", "estimator.png": "estimator: predicted vs measured"}),
+    ]
 
 
 def calibration_section(files: Files, inputs) -> list[str]:
@@ -244,23 +343,32 @@ def calibration_section(files: Files, inputs) -> list[str]:
     from helpers.metrics.calibration import before_after_table
 
     results = _json(files, "calibration_metrics.json")
-    maps = {name.split("/")[0]: CalibrationMap.from_dict(_json(files, name)).label()
-            for name in sorted(files) if name.endswith("/scaling_params.json")}
+    maps = {
+        name.split("/")[0]: CalibrationMap.from_dict(_json(files, name)).label()
+        for name in sorted(files)
+        if name.endswith("/scaling_params.json")
+    }
     models = {m: results[m] for m in maps if m in results}
     frame = before_after_table(models, maps)
     for when in ("pre", "post"):  # the CIs in % like the ECE beside them
         frame[f"ece_{when}_ci95"] = [
             "[{:.2f}, {:.2f}]".format(*(100 * b for b in models[m][f"{when}_calibration"]["ece_ci95"]))
-            for m in frame.index]
+            for m in frame.index
+        ]
     tables = []
     for when, title in (("pre", "before calibration (test)"), ("post", "after calibration (test)")):
         part = frame[[c for c in frame.columns if when in c.split("_")] + (["map"] if when == "post" else [])]
-        part = part.rename(columns=lambda c: c if c == "map" else "_".join(w for w in c.split("_") if w != when))
+        part = part.rename(
+            columns=lambda c, when=when: c if c == "map" else "_".join(w for w in c.split("_") if w != when)
+        )
         tables.append(f"<h3>{title}</h3>" + table(part, index="model"))
-    return [*tables,
-            *figures(files, {"reliability.png": "reliability diagrams (test)"}),
-            *figures(files, {n: n.removesuffix(".png") for n in sorted(files)
-                             if n.endswith(".png") and n != "reliability.png"})]
+    return [
+        *tables,
+        *figures(files, {"reliability.png": "reliability diagrams (test)"}),
+        *figures(
+            files, {n: n.removesuffix(".png") for n in sorted(files) if n.endswith(".png") and n != "reliability.png"}
+        ),
+    ]
 
 
 def selective_section(files: Files, inputs) -> list[str]:
@@ -268,12 +376,18 @@ def selective_section(files: Files, inputs) -> list[str]:
 
     doc = _json(files, "threshold.json")
     primary = doc["models"][doc["selective_model"]]
-    return [paragraph(f"threshold set on {doc['selective_model']} by {primary['criterion']}: "
-                      f"{primary['threshold']:.6g} ({'met' if primary['met'] else 'NOT met'}): {primary['message']}"),
-            table(report_table(doc["models"]), index="model"),
-            paragraph("accept/reject MCC: Matthews correlation between accepting a prediction and it being correct "
-                      "(not the classifier MCC of 02); coverage and selective risk as fractions"),
-            *figures(files, {"risk_coverage.png": "risk-coverage (test)", "threshold_sweep.png": "threshold sweep (val)"})]
+    return [
+        paragraph(
+            f"threshold set on {doc['selective_model']} by {primary['criterion']}: "
+            f"{primary['threshold']:.6g} ({'met' if primary['met'] else 'NOT met'}): {primary['message']}"
+        ),
+        table(report_table(doc["models"]), index="model"),
+        paragraph(
+            "accept/reject MCC: Matthews correlation between accepting a prediction and it being correct "
+            "(not the classifier MCC of 02); coverage and selective risk as fractions"
+        ),
+        *figures(files, {"risk_coverage.png": "risk-coverage (test)", "threshold_sweep.png": "threshold sweep (val)"}),
+    ]
 
 
 def bundle_section(files: Files, inputs) -> list[str]:
@@ -283,12 +397,15 @@ def bundle_section(files: Files, inputs) -> list[str]:
     doc = _json(files, "bundle/bundle.json")
     status = validation["status"]
     models = pd.DataFrame(doc["models"]).T
-    return [f'<p>load-back validation on {validation["n"]} test images: '
-            f'<span class="{status.lower()}">{html.escape(status)}</span></p>',
-            table(validation_table(validation), index="precision"), "<h3>Bundle contents</h3>",
-            table(models, index="precision"),
-            paragraph(f"source run {doc['source']['run_id']}; schema_version {doc['schema_version']}"),
-            *figures(files, {"predictions.png": "bundle predictions on test images"})]
+    return [
+        f"<p>load-back validation on {validation['n']} test images: "
+        f'<span class="{status.lower()}">{html.escape(status)}</span></p>',
+        table(validation_table(validation), index="precision"),
+        "<h3>Bundle contents</h3>",
+        table(models, index="precision"),
+        paragraph(f"source run {doc['source']['run_id']}; schema_version {doc['schema_version']}"),
+        *figures(files, {"predictions.png": "bundle predictions on test images"}),
+    ]
 
 
 SECTIONS: dict[str, tuple[str, Callable[[Files, Mapping[str, Files]], list[str]]]] = {
@@ -318,12 +435,15 @@ def _section(pid: str, inputs: Mapping[str, Files]) -> str:
     try:
         body = build(inputs[pid], inputs)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"report: the results of {pid} do not have the layout this report reads "
-                         f"({type(exc).__name__}: {exc}); re-run {pid} with the current notebooks") from exc
+        raise ValueError(
+            f"report: the results of {pid} do not have the layout this report reads "
+            f"({type(exc).__name__}: {exc}); re-run {pid} with the current notebooks"
+        ) from exc
     return head + "\n".join(body) + "</section>"
 
 
 # -- the top of the page: the run itself ------------------------------------------------------
+
 
 def run_overview(phase, inputs: Mapping[str, Files]) -> dict:
     """:func:`overview` of the run ``phase`` (the report) is in: the present phases' summaries and latency."""
@@ -332,8 +452,9 @@ def run_overview(phase, inputs: Mapping[str, Files]) -> dict:
     return overview(phase.run_dir, summaries, latency, exclude=phase.spec.id)
 
 
-def overview(run_dir: Path, summaries: Mapping[str, Mapping], latency: Mapping | None = None,
-             exclude: str | None = None) -> dict:
+def overview(
+    run_dir: Path, summaries: Mapping[str, Mapping], latency: Mapping | None = None, exclude: str | None = None
+) -> dict:
     """What the page's top shows about the run: id, date, git, failed phases and their errors, dataset,
     model, resolved params beside the notebooks' defaults, and the headline.
 
@@ -348,15 +469,20 @@ def overview(run_dir: Path, summaries: Mapping[str, Mapping], latency: Mapping |
     record = run_record.load(run_dir)
     config = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
     defaults = all_defaults()
-    return {"run_id": record["run_id"], "created": record["created"], "git": record.get("git") or {},
-            "failed": {pid: row.get("error") or "" for pid, row in record["phases"].items()
-                       if row.get("status") == "failed"},
-            "dataset": (summaries.get("01_data") or {}).get("dataset"),
-            "model": (summaries.get("02_train") or {}).get("architecture"),
-            "model_source": (summaries.get("02_train") or {}).get("source"),
-            "params": {pid: params for pid, params in config.items() if pid != exclude},
-            "defaults": {pid: defaults.get(pid, {}) for pid in config},
-            "headline": headline.from_summaries(summaries, latency)}
+    return {
+        "run_id": record["run_id"],
+        "created": record["created"],
+        "git": record.get("git") or {},
+        "failed": {
+            pid: row.get("error") or "" for pid, row in record["phases"].items() if row.get("status") == "failed"
+        },
+        "dataset": (summaries.get("01_data") or {}).get("dataset"),
+        "model": (summaries.get("02_train") or {}).get("architecture"),
+        "model_source": (summaries.get("02_train") or {}).get("source"),
+        "params": {pid: params for pid, params in config.items() if pid != exclude},
+        "defaults": {pid: defaults.get(pid, {}) for pid in config},
+        "headline": headline.from_summaries(summaries, latency),
+    }
 
 
 def _cards(head: Mapping) -> str:
@@ -369,8 +495,9 @@ def _cards(head: Mapping) -> str:
     if "ece_pre" in head and "ece_post" in head:
         cards.append(("FP32 ECE, before -> after T", f"{pct(head['ece_pre'])} -> {pct(head['ece_post'])}"))
     if "int8_speedup" in head:
-        cards.append((f"INT8 vs FP32 latency, batch {head['latency_batch']}",
-                      headline.speedup_text(head["int8_speedup"])))
+        cards.append(
+            (f"INT8 vs FP32 latency, batch {head['latency_batch']}", headline.speedup_text(head["int8_speedup"]))
+        )
     if "bundle" in head:
         cards.append(("bundle load-back", head["bundle"]))
     items = []
@@ -394,27 +521,43 @@ def _params_table(overview: Mapping) -> str:
         row = rows[key]
         value = "; ".join(html.escape(json.dumps(v, default=str)) for v in row["values"].values())
         cls, word = (' class="changed"', "changed") if row["changed"] else ("", "default")
-        body.append(f"<tr{cls}><td>{html.escape(key)}</td><td>{value}</td><td>{word}</td>"
-                    f"<td>{','.join(row['phases'])}</td></tr>")
+        body.append(
+            f"<tr{cls}><td>{html.escape(key)}</td><td>{value}</td><td>{word}</td>"
+            f"<td>{','.join(row['phases'])}</td></tr>"
+        )
     changed = sum(r["changed"] for r in rows.values())
     head = '<table class="params"><thead><tr><th>parameter</th><th>value</th><th></th><th>phases</th></tr></thead>'
     shown = f"{head}<tbody>{''.join(body[:changed])}</tbody></table>" if changed else ""
-    return (f"<h3>Parameters: {changed} changed from the notebooks' defaults</h3>{shown}"
-            f"<details><summary>all {len(rows)} resolved parameters</summary>{head}<tbody>{''.join(body)}"
-            "</tbody></table></details>")
+    return (
+        f"<h3>Parameters: {changed} changed from the notebooks' defaults</h3>{shown}"
+        f"<details><summary>all {len(rows)} resolved parameters</summary>{head}<tbody>{''.join(body)}"
+        "</tbody></table></details>"
+    )
 
 
 def overview_html(overview: Mapping) -> str:
     git = overview["git"]
-    sha = (str(git["sha"])[:12] + (" (dirty: uncommitted changes)" if git.get("dirty") else "")
-           if git.get("sha") else "not a git checkout")
-    facts = [("run", overview["run_id"]), ("created", overview["created"]), ("git", sha),
-             ("dataset", overview.get("dataset") or "-"),
-             ("model", f"{overview.get('model') or '-'}" + (f" ({overview['model_source']})"
-                                                             if overview.get("model_source") else ""))]
-    banner = "".join(f'<div class="banner"><b>{html.escape(pid)} failed</b>: {html.escape(error)}<br>'
-                     "The phases after it did not run; the sections below show what exists.</div>"
-                     for pid, error in overview["failed"].items())
+    sha = (
+        str(git["sha"])[:12] + (" (dirty: uncommitted changes)" if git.get("dirty") else "")
+        if git.get("sha")
+        else "not a git checkout"
+    )
+    facts = [
+        ("run", overview["run_id"]),
+        ("created", overview["created"]),
+        ("git", sha),
+        ("dataset", overview.get("dataset") or "-"),
+        (
+            "model",
+            f"{overview.get('model') or '-'}"
+            + (f" ({overview['model_source']})" if overview.get("model_source") else ""),
+        ),
+    ]
+    banner = "".join(
+        f'<div class="banner"><b>{html.escape(pid)} failed</b>: {html.escape(error)}<br>'
+        "The phases after it did not run; the sections below show what exists.</div>"
+        for pid, error in overview["failed"].items()
+    )
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
     return f'{banner}<table class="facts">{rows}</table>{_cards(overview["headline"])}{_params_table(overview)}'
 
@@ -426,20 +569,34 @@ def render(inputs: Mapping[str, Files], title: str = "calib-lab run report", ove
     if unknown:
         raise ValueError(f"no report section for phase(s) {unknown}; known phases: {', '.join(SECTIONS)}")
     missing = missing_phases(inputs)
-    notice = (f'<p class="missing">Missing phases (not run, or their results no longer verify): '
-              f'{html.escape(", ".join(missing))}</p>' if missing else "<p>Every phase is present.</p>")
-    contents = "".join(f'<li><a href="#{pid}">{pid[:2]} · {html.escape(SECTIONS[pid][0])}</a>'
-                       f'{" (missing)" if pid in missing else ""}</li>' for pid in SECTIONS)
+    notice = (
+        f'<p class="missing">Missing phases (not run, or their results no longer verify): '
+        f"{html.escape(', '.join(missing))}</p>"
+        if missing
+        else "<p>Every phase is present.</p>"
+    )
+    contents = "".join(
+        f'<li><a href="#{pid}">{pid[:2]} · {html.escape(SECTIONS[pid][0])}</a>'
+        f"{' (missing)' if pid in missing else ''}</li>"
+        for pid in SECTIONS
+    )
     top = overview_html(overview) if overview else ""
     heading = f"{title}: {overview['run_id']}" if overview else title
     body = "\n".join(_section(pid, inputs) for pid in SECTIONS)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(heading)}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>{top}{notice}<ul>{contents}</ul>\n"
-            f"{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(heading)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>{top}{notice}<ul>{contents}</ul>\n"
+        f"{body}\n</body></html>\n"
+    )
 
 
 def section_table(inputs: Mapping[str, Files]) -> pd.DataFrame:
     """Which sections the report shows, and how many result files each phase provided."""
-    return pd.DataFrame({"section": [t for t, _ in SECTIONS.values()],
-                         "status": ["present" if pid in inputs else "missing" for pid in SECTIONS],
-                         "result files": [len(inputs.get(pid, {})) for pid in SECTIONS]}, index=list(SECTIONS))
+    return pd.DataFrame(
+        {
+            "section": [t for t, _ in SECTIONS.values()],
+            "status": ["present" if pid in inputs else "missing" for pid in SECTIONS],
+            "result files": [len(inputs.get(pid, {})) for pid in SECTIONS],
+        },
+        index=list(SECTIONS),
+    )

@@ -1,4 +1,5 @@
 """Browsing runs through the real CLI: names under the runs root everywhere, `show`, `diff`, `ls`, `params`."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,19 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A runs root with two small runs: phases 00+01 with defaults, and 01 alone with 10 images per class."""
     root = tmp_path_factory.mktemp("browse") / "runs"
     calib("run", "--phases", "00,01", "--no-progress", "--runs-root", str(root), "--run-id", "base")
-    calib("run", "--phases", "01", "--no-progress", "--runs-root", str(root), "--run-id", "small-slice",
-          "-p", "samples_per_class", "10")
+    calib(
+        "run",
+        "--phases",
+        "01",
+        "--no-progress",
+        "--runs-root",
+        str(root),
+        "--run-id",
+        "small-slice",
+        "-p",
+        "samples_per_class",
+        "10",
+    )
     return root, root / "base", root / "small-slice"
 
 
@@ -59,11 +71,18 @@ def test_diff_shows_what_changed_in_any_format(two_runs):
 
     rows = json.loads(calib("diff", "base", "small-slice", "--format", "json", "--runs-root", str(root)).stdout)
     changed = {row["key"]: row for row in rows}
-    assert changed["01_data.samples_per_class"] == {"section": "param", "key": "01_data.samples_per_class",
-                                                    "base": 0, "small-slice": 10}
+    assert changed["01_data.samples_per_class"] == {
+        "section": "param",
+        "key": "01_data.samples_per_class",
+        "base": 0,
+        "small-slice": 10,
+    }
     assert changed["01_data.calibration"]["base"] == 200 and changed["01_data.calibration"]["small-slice"] == 100
-    parsed = list(csv.DictReader(io.StringIO(calib("diff", "base", "small-slice", "--format", "csv",
-                                                   "--runs-root", str(root)).stdout)))
+    parsed = list(
+        csv.DictReader(
+            io.StringIO(calib("diff", "base", "small-slice", "--format", "csv", "--runs-root", str(root)).stdout)
+        )
+    )
     assert {r["key"] for r in parsed} == set(changed)
     markdown = calib("diff", "base", "small-slice", "--format", "md", "--runs-root", str(root)).stdout
     assert markdown.startswith("| section | key | base | small-slice |\n|---|---|---|---|")

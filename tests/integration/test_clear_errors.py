@@ -1,4 +1,5 @@
 """Bad input the reliability review tried: a clear message and exit 2, before any run directory exists."""
+
 from __future__ import annotations
 
 import pickle

@@ -1,5 +1,6 @@
 """The console of `calib run` through the real CLI: quiet kernels, event lines, the end-of-run summary,
 progress only in a terminal, and a report (with a banner) after a failed phase."""
+
 from __future__ import annotations
 
 import fcntl
@@ -33,15 +34,19 @@ def test_full_run_console(default_run):
     assert re.search(r"^04_quantize minmax calibrated \d+\.\d s$", out, re.M)
     assert re.search(r"^05_latency measured \d+ latency records", out, re.M)
     table = re.findall(r"^(\d\d_\w+)\s+(complete|failed|skipped|not run)\s+([\d.]+|-)$", out, re.M)
-    assert [row[0] for row in table][:10] == [p for p in json.loads((default_run / "run_record.json").read_text())
-                                               ["phases"]][:10]
+    assert [row[0] for row in table][:10] == [
+        p for p in json.loads((default_run / "run_record.json").read_text())["phases"]
+    ][:10]
     assert {row[1] for row in table} == {"complete"}
     headline = next(line for line in out.splitlines() if line.startswith("FP32 acc "))
     record = json.loads((default_run / "run_record.json").read_text())
     acc = record["phases"]["02_train"]["summary"]["test_accuracy"]
     assert f"FP32 acc {100 * acc:.2f}%" in headline
-    assert re.search(r"INT8 \(\w+\) acc [\d.]+% \| ECE [\d.]+% -> [\d.]+% \| INT8 [\d.]+x (faster|slower) than FP32 "
-                     r"\(batch 1\) \| bundle PASS$", headline), headline
+    assert re.search(
+        r"INT8 \(\w+\) acc [\d.]+% \| ECE [\d.]+% -> [\d.]+% \| INT8 [\d.]+x (faster|slower) than FP32 "
+        r"\(batch 1\) \| bundle PASS$",
+        headline,
+    ), headline
     assert f"report: {default_run / 'results/09_report/report.html'}" in out
     assert f"latency store: {(default_run.parent.parent / 'store').resolve()}" in out  # conftest's -p store_dir
 

@@ -13,6 +13,7 @@ uninterrupted baseline run: 2.5 CPU-minutes (19 min wall on two cores at load av
 minutes on an idle machine; mostly kernel start-up). ``-m slow``: CALIB_CRASH_TRIALS more chains
 (default 4) of 6 kills each, one in every phase.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,23 @@ import pytest
 
 from cli_runner import calib, only_run
 
-FAST = ["--no-progress", "--phases", "00,07", "-p", "epochs=1", "-p", "calibration_methods=[minmax]",
-        "-p", "size_sweep=[]", "-p", "sensitivity=false", "-p", "torch_pt2e=false", "-p", "n_boot=20"]
+FAST = [
+    "--no-progress",
+    "--phases",
+    "00,07",
+    "-p",
+    "epochs=1",
+    "-p",
+    "calibration_methods=[minmax]",
+    "-p",
+    "size_sweep=[]",
+    "-p",
+    "sensitivity=false",
+    "-p",
+    "torch_pt2e=false",
+    "-p",
+    "n_boot=20",
+]
 PHASES = ["00_environment", "01_data", "02_train", "04_quantize", "06_confidence", "07_selective"]
 KINDS = ("working", "pending_manifest", "manifest")
 
@@ -43,13 +59,21 @@ def baseline(tmp_path_factory) -> Path:
 
 
 def trigger(run: Path, phase: str, kind: str) -> Path:
-    return {"working": run / "logs" / f"{phase}.jsonl", "pending_manifest": run / "manifests" / f"{phase}.pending.json",
-            "manifest": run / "manifests" / f"{phase}.json"}[kind]
+    return {
+        "working": run / "logs" / f"{phase}.jsonl",
+        "pending_manifest": run / "manifests" / f"{phase}.pending.json",
+        "manifest": run / "manifests" / f"{phase}.json",
+    }[kind]
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "helpers.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "helpers.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def state(path: Path | None):
@@ -74,8 +98,12 @@ def kill_when(proc: subprocess.Popen, root: Path, run: Path | None, phase: str, 
 
 def comparable(run: Path) -> dict[str, bytes]:
     """Every results/ and manifests/ file (bytes) of a run."""
-    return {p.relative_to(run).as_posix(): p.read_bytes() for sub in ("results", "manifests")
-            for p in sorted((run / sub).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(run).as_posix(): p.read_bytes()
+        for sub in ("results", "manifests")
+        for p in sorted((run / sub).rglob("*"))
+        if p.is_file()
+    }
 
 
 def check_like_baseline(run: Path, baseline: Path) -> None:
@@ -101,13 +129,15 @@ def crash_chain(tmp_path: Path, baseline: Path, seed: int, kills: int) -> dict:
     kinds = [KINDS[i % len(KINDS)] for i in range(kills)]  # every kind of kill point, in random phases
     rng.shuffle(kinds)
     points = list(zip(sorted(rng.sample(PHASES, kills), key=PHASES.index), kinds))
-    durations = {pid: row["duration_s"] for pid, row in
-                 json.loads((baseline / "run_record.json").read_text())["phases"].items()}
+    durations = {
+        pid: row["duration_s"] for pid, row in json.loads((baseline / "run_record.json").read_text())["phases"].items()
+    }
     root = tmp_path / "runs"
     run, stats = None, {"kills": 0, "damaged_after_kill": 0, "points": points}
     for phase, kind in points:
-        proc = start(["run", "--runs-root", str(root), *FAST] if run is None else ["run", "--resume", str(run),
-                                                                                   "--no-progress"])
+        proc = start(
+            ["run", "--runs-root", str(root), *FAST] if run is None else ["run", "--resume", str(run), "--no-progress"]
+        )
         delay = rng.uniform(0.0, 0.5 * durations[phase]) if kind == "working" else 0.0
         killed = kill_when(proc, root, run, phase, kind, delay)
         assert killed is not None, f"the run finished before the kill point {phase}/{kind}"

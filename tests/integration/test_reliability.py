@@ -3,6 +3,7 @@
 Every case of the reliability review (../shared/reviews/reliability_review.md) that needs a run,
 on copies of one real `calib run --phases 00,01` (real kernels, real files).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,10 +54,12 @@ def verify(run: Path):
 
 def test_config_is_the_run_identity_and_edits_are_refused_before_anything_is_withdrawn(run):
     manifest_bytes = (run / "manifests/01_data.json").read_bytes()
-    for key, value, shown in [("val_fraction", 0.2, "01_data.val_fraction: 0.1 -> 0.2"),
-                              ("seed", 1, "01_data.seed: 0 -> 1"),
-                              ("val_fraction", "abc", "01_data.val_fraction: 0.1 -> 'abc'"),
-                              ("bogus_key", 7, "01_data.bogus_key added (7)")]:
+    for key, value, shown in [
+        ("val_fraction", 0.2, "01_data.val_fraction: 0.1 -> 0.2"),
+        ("seed", 1, "01_data.seed: 0 -> 1"),
+        ("val_fraction", "abc", "01_data.val_fraction: 0.1 -> 'abc'"),
+        ("bogus_key", 7, "01_data.bogus_key added (7)"),
+    ]:
         original = (run / "config_resolved.yaml").read_bytes()
         edit_config(run, "01_data", key, value)
         proc = calib("run", "--resume", str(run), "--no-progress", check=False)
@@ -116,8 +119,10 @@ def test_damaged_run_record_is_named_ls_lists_the_others_and_resume_rebuilds_it(
     out = calib("run", "--resume", str(run), "--no-progress").stdout
     assert "rebuilt" in out and "[01_data] up to date" in out
     rebuilt = json.loads(record.read_text())
-    assert rebuilt["status"] == "complete" and rebuilt["config_hash"] == json.loads(
-        (small_run / "run_record.json").read_text())["config_hash"]
+    assert (
+        rebuilt["status"] == "complete"
+        and rebuilt["config_hash"] == json.loads((small_run / "run_record.json").read_text())["config_hash"]
+    )
     assert verify(run).returncode == COMPLETE
 
 
@@ -155,8 +160,15 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_is_told_the_pid(run):
     import sys
 
     (run / "manifests/01_data.json").unlink()
-    procs = [subprocess.Popen([sys.executable, "-m", "helpers.cli", "run", "--resume", str(run), "--no-progress"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "helpers.cli", "run", "--resume", str(run), "--no-progress"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = sorted((p.returncode, err) for p in procs for _, err in [p.communicate(timeout=600)])
     (ok, _), (refused, message) = results
     assert ok == 0 and refused == 2, results

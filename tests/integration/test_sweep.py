@@ -1,6 +1,7 @@
 """``calib sweep`` end to end: real papermill kernels on real Dask workers (LocalCluster, or a real
 ``dask scheduler`` + ``dask worker`` processes on 127.0.0.1), the phase cache, a killed worker, a
 killed client and ``--resume``."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from cli_runner import calib
 from dask_cluster import dask_cluster, signal_group
 
 pytestmark = pytest.mark.integration
+
 
 def write_sweep(tmp_path: Path, doc: dict) -> Path:
     path = tmp_path / "sweep.yaml"
@@ -51,10 +53,22 @@ def test_invalid_points_are_refused_before_any_run_is_created(tmp_path):
 def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
     """2 x 2 over training params, 2 workers: 01 is executed once and hardlinked into the other three."""
     root = tmp_path / "runs"
-    sweep = write_sweep(tmp_path, {"name": "lr-batch", "grid": {"02_train.lr": [0.05, 0.1],
-                                                                "02_train.batch_size": [64, 128]}})
-    proc = calib("sweep", str(sweep), "--phases", "02", "-p", "02_train.epochs=1", "--workers", "2",
-                 "--runs-root", str(root), "--no-progress")
+    sweep = write_sweep(
+        tmp_path, {"name": "lr-batch", "grid": {"02_train.lr": [0.05, 0.1], "02_train.batch_size": [64, 128]}}
+    )
+    proc = calib(
+        "sweep",
+        str(sweep),
+        "--phases",
+        "02",
+        "-p",
+        "02_train.epochs=1",
+        "--workers",
+        "2",
+        "--runs-root",
+        str(root),
+        "--no-progress",
+    )
     assert "4 run(s) (grid 2 x 2 (02_train.lr, 02_train.batch_size))" in proc.stdout
     directory, doc = the_sweep(root)
     assert doc["status"] == "complete" and doc["engine"] == {"kind": "LocalCluster", "workers": 2}
@@ -71,8 +85,9 @@ def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
     for rid, row in data_rows.items():  # ... and the others carry its verified files, hardlinked
         if rid != computed[0]:
             assert row["reused_from"]["run"] in set(recs) - {rid} and row["reused_from"]["linked"] == 4
-            assert (root / rid / "results/01_data/splits.npz").stat().st_ino == \
-                (root / computed[0] / "results/01_data/splits.npz").stat().st_ino
+            assert (root / rid / "results/01_data/splits.npz").stat().st_ino == (
+                root / computed[0] / "results/01_data/splits.npz"
+            ).stat().st_ino
     assert all("reused_from" not in r["phases"]["02_train"] for r in recs.values())  # distinct params: trained
     assert len({r["phases"]["02_train"]["input_key"] for r in recs.values()}) == 4
     assert_all_verify(root, doc)
@@ -104,9 +119,25 @@ def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
     with dask_cluster(tmp_path, 2) as (address, workers, client):
         root = tmp_path / "runs"
         sweep = write_sweep(tmp_path, {"name": "remote", "grid": {"samples_per_class": [5, 10]}, "seeds": [0, 1]})
-        proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "sweep", str(sweep), "--phases", "00,01",
-                                 "--scheduler", address, "--runs-root", str(root), "--no-progress"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "helpers.cli",
+                "sweep",
+                str(sweep),
+                "--phases",
+                "00,01",
+                "--scheduler",
+                address,
+                "--runs-root",
+                str(root),
+                "--no-progress",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
         def member_in_second_phase():
             for rec_path in root.glob("remote-*/run_record.json"):
@@ -145,9 +176,25 @@ def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
 def test_resume_after_the_client_is_killed_completes_only_unfinished_members(tmp_path):
     root = tmp_path / "runs"
     sweep = write_sweep(tmp_path, {"name": "seeds", "seeds": [0, 1, 2]})
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "sweep", str(sweep), "--phases", "01",
-                             "--workers", "2", "--runs-root", str(root), "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "helpers.cli",
+            "sweep",
+            str(sweep),
+            "--phases",
+            "01",
+            "--workers",
+            "2",
+            "--runs-root",
+            str(root),
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
     def one_complete():
         path = next(iter(root.glob("sweeps/*/sweep.json")), None)

@@ -1,4 +1,5 @@
 """helpers.bundle: real ONNX models, real onnxruntime sessions, real files on disk."""
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,17 @@ def models(tmp_path_factory):
 
 
 def build(bundle_dir, models, **overrides):
-    args = dict(model_paths=models, int8_variant="dynamic", class_names=[str(i) for i in range(10)],
-                input_shape=SHAPE, calibrations=CALIBRATIONS, thresholds=THRESHOLDS, criterion="max_mcc",
-                source={"run_id": "run-1", "manifests_sha256": {"02_train": "0" * 64}}, versions={"onnxruntime": "x"})
+    args = dict(
+        model_paths=models,
+        int8_variant="dynamic",
+        class_names=[str(i) for i in range(10)],
+        input_shape=SHAPE,
+        calibrations=CALIBRATIONS,
+        thresholds=THRESHOLDS,
+        criterion="max_mcc",
+        source={"run_id": "run-1", "manifests_sha256": {"02_train": "0" * 64}},
+        versions={"onnxruntime": "x"},
+    )
     return bundle.write_bundle(bundle_dir, **{**args, **overrides})
 
 
@@ -84,12 +93,18 @@ def test_bundle_json_records_the_contract_and_relative_names_only(bundle_dir, tm
     assert doc["input"]["shape"] == [None, 8, 8, 1] and doc["input"]["range"] == [0, 255]
     assert doc["models"]["int8"]["variant"] == "dynamic"
     assert {p: m["calibration"]["params"]["temperature"] for p, m in doc["models"].items()} == TEMPERATURES
-    assert sorted(p.name for p in bundle_dir.iterdir()) == ["bundle.json", "checksums.json", "model_fp32.onnx",
-                                                            "model_int8.onnx"]
+    assert sorted(p.name for p in bundle_dir.iterdir()) == [
+        "bundle.json",
+        "checksums.json",
+        "model_fp32.onnx",
+        "model_int8.onnx",
+    ]
     for name in ("bundle.json", "checksums.json"):
         assert str(tmp_path) not in (bundle_dir / name).read_text()
     listed = json.loads((bundle_dir / "checksums.json").read_text())["files"]
-    assert listed == {n: atomic.sha256_file(bundle_dir / n) for n in ("bundle.json", "model_fp32.onnx", "model_int8.onnx")}
+    assert listed == {
+        n: atomic.sha256_file(bundle_dir / n) for n in ("bundle.json", "model_fp32.onnx", "model_int8.onnx")
+    }
 
 
 def test_same_inputs_give_byte_identical_bundles(bundle_dir, tmp_path, models):
@@ -124,16 +139,22 @@ def test_newer_schema_is_refused_even_with_valid_checksums(bundle_dir):
         bundle.load(bundle_dir)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["models"]["fp32"]["calibration"]["params"].update(temperature=0.0),
-     "temperature must be a finite number > 0"),
-    (lambda d: d["models"]["int8"]["calibration"]["params"].update(temperature=-1.0), "temperature must be"),
-    (lambda d: d["models"]["fp32"].update(threshold=1.5), "threshold for fp32 must be a confidence in"),
-    (lambda d: d["models"]["int8"].update(threshold="high"), "threshold for int8"),
-    (lambda d: d.update(class_names=["a"]), "class_names must be >= 2 distinct names"),
-    (lambda d: d["models"]["int8"].update(file="../model.onnx"), "model files must be"),
-    (lambda d: d["models"].pop("int8"), "does not hold a valid bundle contract"),
-], ids=["temperature-0", "temperature-negative", "threshold-above-1", "threshold-str", "one-class", "file", "no-int8"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["models"]["fp32"]["calibration"]["params"].update(temperature=0.0),
+            "temperature must be a finite number > 0",
+        ),
+        (lambda d: d["models"]["int8"]["calibration"]["params"].update(temperature=-1.0), "temperature must be"),
+        (lambda d: d["models"]["fp32"].update(threshold=1.5), "threshold for fp32 must be a confidence in"),
+        (lambda d: d["models"]["int8"].update(threshold="high"), "threshold for int8"),
+        (lambda d: d.update(class_names=["a"]), "class_names must be >= 2 distinct names"),
+        (lambda d: d["models"]["int8"].update(file="../model.onnx"), "model files must be"),
+        (lambda d: d["models"].pop("int8"), "does not hold a valid bundle contract"),
+    ],
+    ids=["temperature-0", "temperature-negative", "threshold-above-1", "threshold-str", "one-class", "file", "no-int8"],
+)
 def test_edited_contract_values_are_refused_even_with_recomputed_checksums(bundle_dir, edit, message):
     """The review's case: bundle.json says temperature 0, checksums.json recomputed -- it loaded and gave NaN."""
     doc = json.loads((bundle_dir / "bundle.json").read_text())
@@ -158,8 +179,11 @@ def test_not_a_bundle_directory(tmp_path):
         bundle.load(tmp_path)
 
 
-@pytest.mark.parametrize("bad", [images().astype(np.float32), images()[..., 0], np.zeros((3, 8, 8, 3), np.uint8),
-                                 np.zeros((0, 8, 8, 1), np.uint8)], ids=["float", "no-channel", "rgb", "empty"])
+@pytest.mark.parametrize(
+    "bad",
+    [images().astype(np.float32), images()[..., 0], np.zeros((3, 8, 8, 3), np.uint8), np.zeros((0, 8, 8, 1), np.uint8)],
+    ids=["float", "no-channel", "rgb", "empty"],
+)
 def test_wrong_images_get_the_contract_in_the_error(bundle_dir, bad):
     with pytest.raises(ValueError, match=r"uint8 NHWC images of shape \(N, 8, 8, 1\)"):
         bundle.load(bundle_dir).predict(bad)
@@ -170,14 +194,23 @@ def test_unknown_precision(bundle_dir):
         bundle.load(bundle_dir).predict(images(), "fp16")
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"calibrations": {**CALIBRATIONS, "fp32": temperature_map(0.0)}}, "temperature must be a finite number > 0"),
-    ({"calibrations": {**CALIBRATIONS, "int8": {"method": "histogram_binning",
-                                                "params": {"n_bins": 1, "values": [[0.5]] * 10}}}},
-     "int8 is histogram_binning, a step map"),
-    ({"thresholds": {"fp32": 0.5, "int8": 1.5}}, "threshold for int8"),
-    ({"class_names": ["a", "a"]}, "distinct"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"calibrations": {**CALIBRATIONS, "fp32": temperature_map(0.0)}}, "temperature must be a finite number > 0"),
+        (
+            {
+                "calibrations": {
+                    **CALIBRATIONS,
+                    "int8": {"method": "histogram_binning", "params": {"n_bins": 1, "values": [[0.5]] * 10}},
+                }
+            },
+            "int8 is histogram_binning, a step map",
+        ),
+        ({"thresholds": {"fp32": 0.5, "int8": 1.5}}, "threshold for int8"),
+        ({"class_names": ["a", "a"]}, "distinct"),
+    ],
+)
 def test_write_refuses_bad_arguments_before_writing(tmp_path, models, override, message):
     with pytest.raises(ValueError, match=message):
         build(tmp_path / "b", models, **override)
@@ -214,13 +247,16 @@ def test_fp32_probability_tolerance_is_what_the_logit_tolerance_allows(bundle_di
     ref = reference(models, x)
     drift = np.where(np.arange(10) % 2, 0.9, -0.9) * parity.logit_tolerance(ref["fp32"]["logits"])[:, None]
     ref["fp32"]["logits"] = (ref["fp32"]["logits"] + drift).astype(np.float32)
-    ref["fp32"]["calibrated_logits"] = ((ref["fp32"]["logits"].astype(np.float64) / TEMPERATURES["fp32"])
-                                        .astype(np.float32))
+    ref["fp32"]["calibrated_logits"] = (ref["fp32"]["logits"].astype(np.float64) / TEMPERATURES["fp32"]).astype(
+        np.float32
+    )
     result = bundle.validate(bundle.load(bundle_dir), x, ref, THRESHOLDS)
     assert result["fp32"]["probability_max_abs_diff"] > bundle.PROBABILITY_ATOL  # the plain tolerance would fail
     assert result["fp32"]["passed"], result["fp32"]["failures"]
-    assert result["fp32"]["probability_atol"] == bundle.probability_tolerance(ref["fp32"]["logits"],
-                                                                              0.5 / TEMPERATURES["fp32"]).max()
+    assert (
+        result["fp32"]["probability_atol"]
+        == bundle.probability_tolerance(ref["fp32"]["logits"], 0.5 / TEMPERATURES["fp32"]).max()
+    )
     assert result["fp32"]["parity"]["max_tolerance_used"] > 0.8
 
 
@@ -239,8 +275,13 @@ def test_validate_fails_on_drifted_logits_wrong_temperature_and_threshold(bundle
 
 
 def test_thresholds_for_takes_each_models_own_threshold_else_the_selective_models():
-    doc = {"selective_model": "fp32", "models": {"fp32": {"threshold": 0.9, "criterion": "max_mcc"},
-                                                 "minmax": {"threshold": 0.8, "criterion": "max_mcc"}}}
+    doc = {
+        "selective_model": "fp32",
+        "models": {
+            "fp32": {"threshold": 0.9, "criterion": "max_mcc"},
+            "minmax": {"threshold": 0.8, "criterion": "max_mcc"},
+        },
+    }
     assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "minmax"}) == ({"fp32": 0.9, "int8": 0.8}, "max_mcc")
     assert bundle.thresholds_for(doc, {"fp32": "fp32", "int8": "entropy"})[0] == {"fp32": 0.9, "int8": 0.9}
 
@@ -249,14 +290,21 @@ def test_thresholds_for_takes_each_models_own_threshold_else_the_selective_model
 def openvino_bundle(tmp_path, models):
     pytest.importorskip("openvino")
     offered = {"fp32": ["onnxruntime", "openvino"], "int8": ["onnxruntime", "openvino"]}
-    build(tmp_path / "ov", models, runtimes=offered, default_runtimes={"fp32": "openvino", "int8": "onnxruntime"},
-          runtime_settings={"threads": 1, "batch_size": 16})
+    build(
+        tmp_path / "ov",
+        models,
+        runtimes=offered,
+        default_runtimes={"fp32": "openvino", "int8": "onnxruntime"},
+        runtime_settings={"threads": 1, "batch_size": 16},
+    )
     return bundle.load(tmp_path / "ov")
 
 
 def openvino_logits(models, x):
-    return {p: runtime.open_session(models[p], "openvino", precision=p, threads=1, batch_size=16).logits(x)
-            for p in bundle.PRECISIONS}
+    return {
+        p: runtime.open_session(models[p], "openvino", precision=p, threads=1, batch_size=16).logits(x)
+        for p in bundle.PRECISIONS
+    }
 
 
 def test_bundle_records_and_uses_its_default_runtime_per_precision(openvino_bundle, models):
@@ -305,8 +353,9 @@ def dirichlet_map(k=10, seed=3):
     """A Dirichlet map whose off-diagonal weights reorder classes (a per-class map changes the argmax)."""
     rng = np.random.default_rng(seed)
     weights = np.eye(k) * 30 + rng.normal(0, 8, (k, k))
-    return CalibrationMap(method="dirichlet", params={"weights": weights.tolist(),
-                                                      "bias": rng.normal(0, 1, k).tolist()}).to_dict()
+    return CalibrationMap(
+        method="dirichlet", params={"weights": weights.tolist(), "bias": rng.normal(0, 1, k).tolist()}
+    ).to_dict()
 
 
 def test_a_per_class_map_is_applied_in_predict_and_covered_by_validation(tmp_path, models):
@@ -317,8 +366,9 @@ def test_a_per_class_map_is_applied_in_predict_and_covered_by_validation(tmp_pat
     logits = plain_ort_logits(models["fp32"], x)
     calibrated = CalibrationMap.from_dict(calibrations["fp32"]).apply(logits).astype(np.float32)
     prediction = loaded.predict(x, "fp32")
-    np.testing.assert_allclose(prediction.probabilities, scipy_softmax(calibrated.astype(np.float64), axis=1),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        prediction.probabilities, scipy_softmax(calibrated.astype(np.float64), axis=1), rtol=0, atol=1e-12
+    )
     assert (prediction.labels != logits.argmax(1)).any()  # the map moved some argmax...
     np.testing.assert_array_equal(prediction.labels, calibrated.argmax(1))  # ...exactly as phase 06 stores it
     ref = reference(models, x)

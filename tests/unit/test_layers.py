@@ -3,6 +3,7 @@
 Every ``import helpers...`` / ``from helpers... import`` in every module counts, lazy imports inside
 functions included, so a layer cannot reach upward by deferring the import.
 """
+
 from __future__ import annotations
 
 import ast
@@ -77,8 +78,11 @@ def test_no_layer_imports_upward_or_sideways():
 
 def test_run_layer_imports_nothing_of_the_domain():
     graph = import_graph()
-    domain = {m: sorted(t for t in imports if unit_of(t) != "run")
-              for m, imports in graph.items() if m == "helpers.run" or m.startswith("helpers.run.")}
+    domain = {
+        m: sorted(t for t in imports if unit_of(t) != "run")
+        for m, imports in graph.items()
+        if m == "helpers.run" or m.startswith("helpers.run.")
+    }
     assert not any(domain.values()), {m: t for m, t in domain.items() if t}
 
 
@@ -91,8 +95,11 @@ def test_no_import_cycle():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt])
-                                     if nxt in path else f"import cycle through {nxt}")
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(path[path.index(nxt) :] + [nxt])
+                    if nxt in path
+                    else f"import cycle through {nxt}"
+                )
             if nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -113,7 +120,9 @@ def test_the_layer_checks_can_fail(tmp_path):
 def test_a_kernel_first_import_is_light():
     """``import helpers.run.phase`` (every phase kernel's first line) stays far below ``import torch``:
     it must not pull torch, nbformat/jsonschema or pandas."""
-    code = ("import sys, helpers.run.phase; heavy = [m for m in ('torch', 'nbformat', 'jsonschema', 'pandas', "
-            "'matplotlib') if m in sys.modules]; print(','.join(heavy))")
+    code = (
+        "import sys, helpers.run.phase; heavy = [m for m in ('torch', 'nbformat', 'jsonschema', 'pandas', "
+        "'matplotlib') if m in sys.modules]; print(','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"import helpers.run.phase pulls in {out}"

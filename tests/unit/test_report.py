@@ -1,5 +1,6 @@
 """helpers.report: the page rendered from result files built here with the project's own helpers,
 and opened in a real headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -61,9 +62,15 @@ def adaptation_doc(labels, before, after):
     """adaptation.json as phase 02b writes it (validation.record), for logits before/after adaptation."""
     from helpers.adaptation import methods, validation
 
-    results = {"target": {when: {**metrics.accuracy_with_ci(labels, x.argmax(1)),
-                                 "per_class": metrics.per_class_accuracy(labels, x.argmax(1), len(CLASSES)).tolist()}
-                          for when, x in (("before", before), ("after", after))}}
+    results = {
+        "target": {
+            when: {
+                **metrics.accuracy_with_ci(labels, x.argmax(1)),
+                "per_class": metrics.per_class_accuracy(labels, x.argmax(1), len(CLASSES)).tolist(),
+            }
+            for when, x in (("before", before), ("after", after))
+        }
+    }
     adapted = methods.Adapted(None, None, {}, {}, {"epoch": [1, 2], "loss": [0.5, 0.3]}, 10, 100)
     parity = {"n": len(labels), "max_abs_logit_diff": 1e-6, "tolerance": 1e-4, "argmax_differ": 0, "status": "PASS"}
     return validation.record(methods.AdaptConfig("lora"), adapted, ["fc"], parity, None, results, {})
@@ -76,52 +83,110 @@ def inputs(tmp_path_factory):
     val_y, val_logits = labels_and_logits(300, 0)
     test_y, test_logits = labels_and_logits(400, 1)
     int8_logits = test_logits + np.random.default_rng(2).normal(0, 0.05, test_logits.shape).astype(np.float32)
-    summary = {s: metrics.classification_summary(y, x.argmax(1), CLASSES)
-               for s, y, x in (("val", val_y, val_logits), ("test", test_y, test_logits))}
+    summary = {
+        s: metrics.classification_summary(y, x.argmax(1), CLASSES)
+        for s, y, x in (("val", val_y, val_logits), ("test", test_y, test_logits))
+    }
     fit = fit_temperature(val_logits, val_y)
     calibrated = {"val": fit.apply(val_logits), "test": fit.apply(test_logits)}
-    threshold_report, _, _ = selective.select_and_evaluate(calibrated["val"], val_y, calibrated["test"], test_y,
-                                                           n_boot=20)
-    quant = quantize_ort.build_quant_report(test_y, test_logits, 4000, {"minmax": (int8_logits, {"size_bytes": 1200})},
-                                            "minmax", best_variant="minmax")
-    cal = {"fp32": {"pre_calibration": calibration_metrics.calibration_summary(test_logits, test_y, n_boot=20),
-                    "post_calibration": calibration_metrics.calibration_summary(calibrated["test"], test_y, n_boot=20)}}
-    latency_row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch_size": 1,
-                   "end_to_end_latency_ms": {"mean": 0.2}, "contention_free_ms": 0.1, "throughput_fps": 5000.0}
-    validation_row = {"logit_max_abs_diff": 1e-6, "argmax_mismatches": 0, "near_tie_argmax_mismatches": 0,
-                      "calibrated_argmax_mismatches": 0, "probability_max_abs_diff": 1e-7, "probability_atol": 1e-6,
-                      "accept_mismatches": 0, "near_threshold_accept_mismatches": 0, "accepted": 390, "passed": True,
-                      "failures": []}
+    threshold_report, _, _ = selective.select_and_evaluate(
+        calibrated["val"], val_y, calibrated["test"], test_y, n_boot=20
+    )
+    quant = quantize_ort.build_quant_report(
+        test_y, test_logits, 4000, {"minmax": (int8_logits, {"size_bytes": 1200})}, "minmax", best_variant="minmax"
+    )
+    cal = {
+        "fp32": {
+            "pre_calibration": calibration_metrics.calibration_summary(test_logits, test_y, n_boot=20),
+            "post_calibration": calibration_metrics.calibration_summary(calibrated["test"], test_y, n_boot=20),
+        }
+    }
+    latency_row = {
+        "model": "m",
+        "runtime": "onnxruntime",
+        "precision": "fp32",
+        "batch_size": 1,
+        "end_to_end_latency_ms": {"mean": 0.2},
+        "contention_free_ms": 0.1,
+        "throughput_fps": 5000.0,
+    }
+    validation_row = {
+        "logit_max_abs_diff": 1e-6,
+        "argmax_mismatches": 0,
+        "near_tie_argmax_mismatches": 0,
+        "calibrated_argmax_mismatches": 0,
+        "probability_max_abs_diff": 1e-7,
+        "probability_atol": 1e-6,
+        "accept_mismatches": 0,
+        "near_threshold_accept_mismatches": 0,
+        "accepted": 390,
+        "passed": True,
+        "failures": [],
+    }
     phases = {
         "00_environment": {"environment.json": environment.collect(), "isa.png": "png"},
-        "01_data": {"distribution.json": {"dataset": "digits", "class_names": CLASSES, "slice_hash": "ab" * 32,
-                                          "distribution": dict.fromkeys(CLASSES, 5),
-                                          "inputs": {"dtype": "float32", "shape": [20, 8, 8, 1], "min": 0.0, "max": 255.0}},
-                    "splits.npz": lambda p: atomic.save_npz(p, train=np.arange(50), val=np.arange(300),
-                                                            test=np.arange(400)),
-                    "samples.png": "png"},
-        "02_train": {"metrics.json": summary, "model.json": {"name": "mlp", "num_classes": 4, "input_shape": [8, 8, 1]},
-                     "curves.png": "png", "confusion.png": "png"},
-        "02a_target": {"target.json": {"description": "digits with Gaussian noise",
-                                       "sizes": {"target_test_labels.npz": 400}}, "target.png": "png"},
+        "01_data": {
+            "distribution.json": {
+                "dataset": "digits",
+                "class_names": CLASSES,
+                "slice_hash": "ab" * 32,
+                "distribution": dict.fromkeys(CLASSES, 5),
+                "inputs": {"dtype": "float32", "shape": [20, 8, 8, 1], "min": 0.0, "max": 255.0},
+            },
+            "splits.npz": lambda p: atomic.save_npz(p, train=np.arange(50), val=np.arange(300), test=np.arange(400)),
+            "samples.png": "png",
+        },
+        "02_train": {
+            "metrics.json": summary,
+            "model.json": {"name": "mlp", "num_classes": 4, "input_shape": [8, 8, 1]},
+            "curves.png": "png",
+            "confusion.png": "png",
+        },
+        "02a_target": {
+            "target.json": {"description": "digits with Gaussian noise", "sizes": {"target_test_labels.npz": 400}},
+            "target.png": "png",
+        },
         "02b_adapt": {"adaptation.json": adaptation_doc(test_y, test_logits, int8_logits), "adaptation.png": "png"},
-        "03_activation_stats": {"trained/rate_targets.json": {"r_star": {"positive": [0.5, 0.4], "zscore": [0.15, 0.16]},
-                                                              "layer_names": ["a", "b"], "role": "trained"},
-                                "rates.png": "png", "sigma.png": "png"},
+        "03_activation_stats": {
+            "trained/rate_targets.json": {
+                "r_star": {"positive": [0.5, 0.4], "zscore": [0.15, 0.16]},
+                "layer_names": ["a", "b"],
+                "role": "trained",
+            },
+            "rates.png": "png",
+            "sigma.png": "png",
+        },
         "04_quantize": {"quant_report.json": quant, "quant.png": "png"},
-        "05_latency": {"latency.json": {"hardware_id": "cpu-x", "int8_variant": "minmax", "measurements": [latency_row],
-                                        "int8_over_fp32": {"m/onnxruntime/b1": 0.8}},
-                       "estimator.json": {"lomo": {"available": False, "reason": "one model only"}},
-                       "latency.png": "png"},
-        "06_confidence": {"fp32/scaling_params.json": fit.to_dict(), "calibration_metrics.json": cal,
-                          "reliability.png": "png", "confidence.png": "png"},
-        "07_selective": {"threshold.json": {"selective_model": "fp32", "models": {"fp32": threshold_report}},
-                         "risk_coverage.png": "png", "threshold_sweep.png": "png"},
-        "08_bundle": {"validation.json": {"status": "PASS", "n": 400, "fp32": validation_row, "int8": validation_row},
-                      "bundle/bundle.json": {"schema_version": 1, "source": {"run_id": "run-7"},
-                                             "models": {"fp32": {"file": "model_fp32.onnx", "temperature": 1.2,
-                                                                 "threshold": 0.9}}},
-                      "predictions.png": "png"},
+        "05_latency": {
+            "latency.json": {
+                "hardware_id": "cpu-x",
+                "int8_variant": "minmax",
+                "measurements": [latency_row],
+                "int8_over_fp32": {"m/onnxruntime/b1": 0.8},
+            },
+            "estimator.json": {"lomo": {"available": False, "reason": "one model only"}},
+            "latency.png": "png",
+        },
+        "06_confidence": {
+            "fp32/scaling_params.json": fit.to_dict(),
+            "calibration_metrics.json": cal,
+            "reliability.png": "png",
+            "confidence.png": "png",
+        },
+        "07_selective": {
+            "threshold.json": {"selective_model": "fp32", "models": {"fp32": threshold_report}},
+            "risk_coverage.png": "png",
+            "threshold_sweep.png": "png",
+        },
+        "08_bundle": {
+            "validation.json": {"status": "PASS", "n": 400, "fp32": validation_row, "int8": validation_row},
+            "bundle/bundle.json": {
+                "schema_version": 1,
+                "source": {"run_id": "run-7"},
+                "models": {"fp32": {"file": "model_fp32.onnx", "temperature": 1.2, "threshold": 0.9}},
+            },
+            "predictions.png": "png",
+        },
     }
     return {pid: write_phase(root, pid, files) for pid, files in phases.items()}
 
@@ -187,11 +252,21 @@ def test_unknown_phase_is_refused(inputs):
 
 # -- headless Chromium --------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=10000"]
-IMAGE_PROBE = ('<script>window.addEventListener("load", () => {const imgs = [...document.images];'
-               'const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;'
-               'document.body.setAttribute("data-images", ok + "/" + imgs.length);});</script></body>')
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--virtual-time-budget=10000",
+]
+IMAGE_PROBE = (
+    '<script>window.addEventListener("load", () => {const imgs = [...document.images];'
+    "const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;"
+    'document.body.setAttribute("data-images", ok + "/" + imgs.length);});</script></body>'
+)
 
 
 @pytest.fixture(scope="session")
@@ -208,8 +283,12 @@ def open_in_chromium(chromium, page: str, tmp_path, *extra) -> str:
     """Load ``page`` (with the image probe) in headless Chromium; return the DOM after load."""
     path = tmp_path / "page.html"
     path.write_text(page.replace("</body>", IMAGE_PROBE))
-    proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *extra,
-                           "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *extra, "--dump-dom", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -227,8 +306,18 @@ def test_report_loads_in_chromium_with_every_figure_decoded(chromium, inputs, tm
     for pid in report.SECTIONS:
         assert f'id="{pid}"' in dom
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,3000",
-                    f"--screenshot={shot}", (tmp_path / "page.html").as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--window-size=1200,3000",
+            f"--screenshot={shot}",
+            (tmp_path / "page.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 10_000
 
 
@@ -240,8 +329,8 @@ def test_chromium_probe_catches_a_broken_figure(chromium, inputs, tmp_path):
     assert images_marker(open_in_chromium(chromium, broken, tmp_path)) == f"{n - 1}/{n}"
 
 
-
 # -- the overview at the top: the run itself ------------------------------------------------------
+
 
 @pytest.fixture
 def overview_run(tmp_path):
@@ -255,16 +344,22 @@ def overview_run(tmp_path):
     return run_dir
 
 
-SUMMARIES = {"01_data": {"dataset": "digits"}, "02_train": {"architecture": "mlp", "source": "train",
-                                                            "test_accuracy": 0.81},
-             "04_quantize": {"best_variant": "minmax", "int8_test_accuracy": {"minmax": 0.8025}},
-             "08_bundle": {"status": "PASS"}}
+SUMMARIES = {
+    "01_data": {"dataset": "digits"},
+    "02_train": {"architecture": "mlp", "source": "train", "test_accuracy": 0.81},
+    "04_quantize": {"best_variant": "minmax", "int8_test_accuracy": {"minmax": 0.8025}},
+    "08_bundle": {"status": "PASS"},
+}
 
 
 def overview_page(inputs, run_dir):
-    latency = {"int8_over_fp32": {"m/onnxruntime/b32": 0.5, "m/onnxruntime/b1": 0.8},
-               "measurements": [{"precision": p, "batch_size": 1, "end_to_end_latency_ms": {"mean": ms}}
-                                for p, ms in (("fp32", 0.2), ("int8", 0.16))]}
+    latency = {
+        "int8_over_fp32": {"m/onnxruntime/b32": 0.5, "m/onnxruntime/b1": 0.8},
+        "measurements": [
+            {"precision": p, "batch_size": 1, "end_to_end_latency_ms": {"mean": ms}}
+            for p, ms in (("fp32", 0.2), ("int8", 0.16))
+        ],
+    }
     return report.render(inputs, overview=report.overview(run_dir, SUMMARIES, latency, exclude="09_report"))
 
 
@@ -275,12 +370,16 @@ def test_overview_names_the_run_its_failure_params_and_headline(inputs, overview
     assert page.index('class="banner"') < page.index('<section id="00_environment">')
     assert '<tr class="changed"><td>epochs</td><td>3</td><td>changed</td><td>02</td></tr>' in page
     assert '<tr class="changed"><td>lr</td><td>0.05</td>' in page
-    assert '<tr><td>seed</td><td>0</td><td>default</td>' in page  # shared by every phase: one row
+    assert "<tr><td>seed</td><td>0</td><td>default</td>" in page  # shared by every phase: one row
     distinct_keys = {key for params in run_record.load_config(overview_run).values() for key in params}
     assert "Parameters: 2 changed from the notebooks' defaults" in page
     assert f"all {len(distinct_keys)} resolved parameters" in page  # a key shared by several phases: one row
-    for card in ("<b>81.00%</b><span>FP32 test accuracy", "<b>80.25%</b><span>INT8 (minmax) test accuracy",
-                 "<b>1.2x faster</b><span>INT8 vs FP32 latency, batch 1", '<b class="pass">PASS</b>'):
+    for card in (
+        "<b>81.00%</b><span>FP32 test accuracy",
+        "<b>80.25%</b><span>INT8 (minmax) test accuracy",
+        "<b>1.2x faster</b><span>INT8 vs FP32 latency, batch 1",
+        '<b class="pass">PASS</b>',
+    ):
         assert card in page, card
     git = json.loads((overview_run / "run_record.json").read_text())["git"]
     assert f"<th>git</th><td>{str(git['sha'])[:12]}" in page
@@ -288,8 +387,10 @@ def test_overview_names_the_run_its_failure_params_and_headline(inputs, overview
 
 
 def test_tables_have_units_and_keep_small_values():
-    frame = pd.DataFrame({"accuracy": [0.97412], "test_aurc": [9.7e-05], "size_bytes": [2048],
-                          "throughput_fps": [45370.2]}, index=["fp32"])
+    frame = pd.DataFrame(
+        {"accuracy": [0.97412], "test_aurc": [9.7e-05], "size_bytes": [2048], "throughput_fps": [45370.2]},
+        index=["fp32"],
+    )
     html = report.table(frame, index="model")
     assert "<th>model</th>" in html and "<th>accuracy (%)</th>" in html and "<td>97.41</td>" in html
     assert "<td>9.70e-05</td>" in html and "<th>size (KiB)</th>" in html and "<td>2</td>" in html
@@ -298,16 +399,19 @@ def test_tables_have_units_and_keep_small_values():
 
 def test_overview_in_chromium_fits_the_page(chromium, inputs, overview_run, tmp_path):
     """The overview and the widest table (quantization) fit a 1200 px window: no horizontal scrolling."""
-    probe = ('<script>window.addEventListener("load", () => {const de = document.documentElement;'
-             'const wide = [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().right'
-             ' > window.innerWidth).length;'
-             'document.body.setAttribute("data-fit", (de.scrollWidth <= window.innerWidth) + "/" + wide);});'
-             "</script></body>")
+    probe = (
+        '<script>window.addEventListener("load", () => {const de = document.documentElement;'
+        'const wide = [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().right'
+        " > window.innerWidth).length;"
+        'document.body.setAttribute("data-fit", (de.scrollWidth <= window.innerWidth) + "/" + wide);});'
+        "</script></body>"
+    )
     path = tmp_path / "overview.html"
     path.write_text(overview_page(inputs, overview_run).replace("</body>", probe))
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert re.search(r'data-fit="true/0"', dom), re.search(r'data-fit="[^"]*"', dom)
     assert 'class="banner"' in dom and 'class="cards"' in dom and 'class="params"' in dom
     shot = tmp_path / "overview.png"

@@ -1,2 +1,1 @@
-"""Activation statistics of a model over a calibration slice (``stats``), and of MiniLM (``transformer``).
-"""
+"""Activation statistics of a model over a calibration slice (``stats``), and of MiniLM (``transformer``)."""

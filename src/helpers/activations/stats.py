@@ -35,13 +35,15 @@ Layout of layers of different widths (fields of :class:`ActivationStats`, and th
 ``rate_targets.json`` holds ``r_star`` per definition (lists aligned with ``layer_names``),
 ``theta``, ``eps``, ``layer_names``, the model ``role`` and the ``slice_sha256``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,7 +151,7 @@ class _LayerStats:
         buffer = self._scratch_buffers.get(dtype)
         if buffer is None or buffer.numel() < shape.numel():
             buffer = self._scratch_buffers[dtype] = torch.empty(shape.numel(), dtype=dtype)
-        return buffer[:shape.numel()].view(shape)
+        return buffer[: shape.numel()].view(shape)
 
 
 def _observations(output: Any, valid: torch.Tensor | None, name: str) -> torch.Tensor:
@@ -159,16 +161,23 @@ def _observations(output: Any, valid: torch.Tensor | None, name: str) -> torch.T
     rows of channels; NCHW memory is ``[N, C, H*W]``. Masked outputs keep the valid positions only.
     """
     if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.ndim < 2:
-        kind = f"a {output.dtype} tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) \
+        kind = (
+            f"a {output.dtype} tensor of shape {tuple(output.shape)}"
+            if isinstance(output, torch.Tensor)
             else type(output).__name__
-        raise ValueError(f"layer {name!r} returned {kind}; declare layers whose output is one floating "
-                         "tensor [N, C, H, W] or [..., d] (e.g. a conv, linear or activation module)")
+        )
+        raise ValueError(
+            f"layer {name!r} returned {kind}; declare layers whose output is one floating "
+            "tensor [N, C, H, W] or [..., d] (e.g. a conv, linear or activation module)"
+        )
     units_last = output.movedim(1, -1) if output.ndim == 4 else output
     if valid is not None:
         if tuple(valid.shape) != tuple(units_last.shape[:-1]):
-            raise ValueError(f"layer {name!r}: mask shape {tuple(valid.shape)} does not match the output's "
-                             f"positions {tuple(units_last.shape[:-1])}; the mask must cover every axis but the "
-                             "unit axis")
+            raise ValueError(
+                f"layer {name!r}: mask shape {tuple(valid.shape)} does not match the output's "
+                f"positions {tuple(units_last.shape[:-1])}; the mask must cover every axis but the "
+                "unit axis"
+            )
         return units_last[valid]
     if output.ndim == 4 and not output.is_contiguous(memory_format=torch.channels_last):
         return output.reshape(output.shape[0], output.shape[1], -1).contiguous()
@@ -218,12 +227,16 @@ def state_dict_digests(model: nn.Module) -> dict[str, str]:
 def _check_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
     modules = dict(model.named_modules())
     if isinstance(layers, str) or not layers:
-        raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}; "
-                         f"available: {', '.join(n for n in modules if n)}")
+        raise ValueError(
+            f"layers must be a non-empty list of module names, got {layers!r}; "
+            f"available: {', '.join(n for n in modules if n)}"
+        )
     unknown = [n for n in layers if n not in modules or n == ""]
     if unknown:
-        raise ValueError(f"unknown layer(s) {unknown}; available layer names (model.named_modules()): "
-                         f"{', '.join(n for n in modules if n)}")
+        raise ValueError(
+            f"unknown layer(s) {unknown}; available layer names (model.named_modules()): "
+            f"{', '.join(n for n in modules if n)}"
+        )
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers must be unique, got {list(layers)}")
     return {n: modules[n] for n in layers}
@@ -231,8 +244,10 @@ def _check_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Modul
 
 def _check_args(model: Any, role: str, eps: float, theta: float) -> None:
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model missing: expected a torch nn.Module, got {type(model).__name__}; "
-                         "build it with helpers.models.build_model (or init_model for the 'init' role)")
+        raise ValueError(
+            f"model missing: expected a torch nn.Module, got {type(model).__name__}; "
+            "build it with helpers.models.build_model (or init_model for the 'init' role)"
+        )
     if not isinstance(role, str) or not role:
         raise ValueError(f"role must be a non-empty string naming the model role (e.g. 'trained'), got {role!r}")
     _check_eps_theta(eps, theta)
@@ -245,14 +260,21 @@ def _check_eps_theta(eps: float, theta: float) -> None:
         raise ValueError(f"theta must be a finite float (the z-score spike threshold), got {theta!r}")
 
 
-def _run_pass(model: nn.Module, modules: dict[str, nn.Module], batches: Sequence[Batch],
-              forward: Callable[[nn.Module, Any], Any], on_output: Callable, desc: str) -> None:
+def _run_pass(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    batches: Sequence[Batch],
+    forward: Callable[[nn.Module, Any], Any],
+    on_output: Callable,
+    desc: str,
+) -> None:
     """One forward pass over ``batches`` with ``on_output(name, observations)`` hooked on every layer."""
     current: dict[str, torch.Tensor | None] = {"valid": None}
 
     def hook_for(name: str):
         def hook(module, inputs, output):
             on_output(name, _observations(output, current["valid"], name))
+
         return hook
 
     handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
@@ -269,13 +291,21 @@ def _run_pass(model: nn.Module, modules: dict[str, nn.Module], batches: Sequence
 def _padded(rows: list[np.ndarray], d_max: int, dtype) -> np.ndarray:
     out = np.zeros((len(rows), d_max), dtype=dtype)
     for i, row in enumerate(rows):
-        out[i, :len(row)] = row
+        out[i, : len(row)] = row
     return out
 
 
-def collect_activation_stats(model: nn.Module, layers: Sequence[str], batches: Sequence[Batch],
-                             forward: Callable[[nn.Module, Any], Any], *, role: str, slice_sha256: str,
-                             eps: float = DEFAULT_EPS, theta: float = DEFAULT_THETA) -> ActivationStats:
+def collect_activation_stats(
+    model: nn.Module,
+    layers: Sequence[str],
+    batches: Sequence[Batch],
+    forward: Callable[[nn.Module, Any], Any],
+    *,
+    role: str,
+    slice_sha256: str,
+    eps: float = DEFAULT_EPS,
+    theta: float = DEFAULT_THETA,
+) -> ActivationStats:
     """Two hooked passes over ``batches`` (in order): per-unit mu/sigma, clamp counts and rate targets.
 
     ``forward(model, batch.inputs)`` runs one batch. The model is put in eval mode (its
@@ -290,8 +320,7 @@ def collect_activation_stats(model: nn.Module, layers: Sequence[str], batches: S
     model.eval()
     try:
         stats = {name: _LayerStats(name) for name in modules}
-        _run_pass(model, modules, batches, forward,
-                  lambda name, x: stats[name].add_moments(x), f"{role}: moments")
+        _run_pass(model, modules, batches, forward, lambda name, x: stats[name].add_moments(x), f"{role}: moments")
         _check_finite(stats.values())
         sigma = {n: s.m2.div(s.count).sqrt() for n, s in stats.items()}
         clamped = {n: sg < eps for n, sg in sigma.items()}
@@ -313,20 +342,26 @@ def collect_activation_stats(model: nn.Module, layers: Sequence[str], batches: S
 def _check_finite(stats) -> None:
     bad = [f"{s.name!r}: {s.nan} NaN, {s.inf} Inf" for s in stats if s.nan or s.inf]
     if bad:
-        raise ValueError(f"non-finite activations in layer(s) {'; '.join(bad)}; check the model weights "
-                         "and the inputs (images must go through helpers.data.preprocess: raw 0-255)")
+        raise ValueError(
+            f"non-finite activations in layer(s) {'; '.join(bad)}; check the model weights "
+            "and the inputs (images must go through helpers.data.preprocess: raw 0-255)"
+        )
     empty = [s.name for s in stats if s.count == 0]
     if empty:
-        raise ValueError(f"layer(s) {empty} saw no valid positions (never called by forward, or fully masked); "
-                         "declare layers on the model's forward path and keep at least one unmasked position")
+        raise ValueError(
+            f"layer(s) {empty} saw no valid positions (never called by forward, or fully masked); "
+            "declare layers on the model's forward path and keep at least one unmasked position"
+        )
 
 
 def _check_unchanged(before: dict[str, str], after: dict[str, str]) -> None:
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if changed:
-        raise RuntimeError(f"model state changed during the statistics pass (tensors {changed}); the pass must "
-                           "be inference only: a module mutates its parameters or buffers in forward (e.g. a "
-                           "BatchNorm forced into train mode updates running_mean/running_var)")
+        raise RuntimeError(
+            f"model state changed during the statistics pass (tensors {changed}); the pass must "
+            "be inference only: a module mutates its parameters or buffers in forward (e.g. a "
+            "BatchNorm forced into train mode updates running_mean/running_var)"
+        )
 
 
 def _assemble(stats: dict[str, _LayerStats], sigma: dict, clamped: dict, **meta) -> ActivationStats:
@@ -343,34 +378,56 @@ def _assemble(stats: dict[str, _LayerStats], sigma: dict, clamped: dict, **meta)
         widths=widths,
         sample_counts=counts,
         clamp_counts=np.array([int(clamped[n].sum()) for n in names], dtype=np.int64),
-        r_star={d: np.array([stats[n].spikes[d] for n in names], dtype=np.float64) / positions
-                for d in SPIKE_DEFINITIONS},
-        **meta)
+        r_star={
+            d: np.array([stats[n].spikes[d] for n in names], dtype=np.float64) / positions for d in SPIKE_DEFINITIONS
+        },
+        **meta,
+    )
 
 
 def _forward_images(model: nn.Module, images: np.ndarray) -> torch.Tensor:
     return model(torch.from_numpy(preprocess(images)))
 
 
-def image_activation_stats(model: nn.Module, layers: Sequence[str], images: np.ndarray, indices: np.ndarray, *,
-                           role: str, batch_size: int = 250, eps: float = DEFAULT_EPS,
-                           theta: float = DEFAULT_THETA) -> ActivationStats:
+def image_activation_stats(
+    model: nn.Module,
+    layers: Sequence[str],
+    images: np.ndarray,
+    indices: np.ndarray,
+    *,
+    role: str,
+    batch_size: int = 250,
+    eps: float = DEFAULT_EPS,
+    theta: float = DEFAULT_THETA,
+) -> ActivationStats:
     """Statistics over the calibration slice ``images[indices]`` (uint8 NHWC), in index order.
 
     Batches go through ``helpers.data.preprocess``; the slice hash is ``helpers.data.slice_hash``.
     """
     images, indices = check_image_batch(images, what="activation statistics"), np.asarray(indices)
     if indices.ndim != 1 or len(indices) == 0 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"empty or malformed calibration slice: indices must be a non-empty 1-D integer array, "
-                         f"got {indices.dtype} {indices.shape}; use the 'calibration' indices of splits.npz")
+        raise ValueError(
+            f"empty or malformed calibration slice: indices must be a non-empty 1-D integer array, "
+            f"got {indices.dtype} {indices.shape}; use the 'calibration' indices of splits.npz"
+        )
     if indices.min() < 0 or indices.max() >= len(images):
-        raise ValueError(f"slice indices span {indices.min()}..{indices.max()} but there are {len(images)} images; "
-                         "index the same image array the slice was drawn from")
+        raise ValueError(
+            f"slice indices span {indices.min()}..{indices.max()} but there are {len(images)} images; "
+            "index the same image array the slice was drawn from"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    batches = [Batch(images[indices[s:s + batch_size]]) for s in range(0, len(indices), batch_size)]
-    return collect_activation_stats(model, layers, batches, _forward_images, role=role,
-                                    slice_sha256=slice_hash(indices, images), eps=eps, theta=theta)
+    batches = [Batch(images[indices[s : s + batch_size]]) for s in range(0, len(indices), batch_size)]
+    return collect_activation_stats(
+        model,
+        layers,
+        batches,
+        _forward_images,
+        role=role,
+        slice_sha256=slice_hash(indices, images),
+        eps=eps,
+        theta=theta,
+    )
 
 
 def init_model(name: str, num_classes: int, seed: int, **kwargs) -> nn.Module:
@@ -397,15 +454,22 @@ def default_layers(model: nn.Module) -> list[str]:
         return norms
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if len(linears) < 2:
-        raise ValueError(f"{type(model).__name__} has no BatchNorm2d and no hidden Linear layer to default to; "
-                         "declare the layers to hook (names from model.named_modules())")
+        raise ValueError(
+            f"{type(model).__name__} has no BatchNorm2d and no hidden Linear layer to default to; "
+            "declare the layers to hook (names from model.named_modules())"
+        )
     return linears[:-1]
 
 
 def role_models(trained: nn.Module, model_spec: Mapping[str, Any], seed: int) -> dict[str, nn.Module]:
     """The declared roles of a phase-02 model: ``trained`` as loaded, ``init`` its architecture seeded anew."""
-    init = init_model(model_spec["name"], model_spec["num_classes"], seed,
-                      input_shape=tuple(model_spec["input_shape"]), **model_spec.get("kwargs", {}))
+    init = init_model(
+        model_spec["name"],
+        model_spec["num_classes"],
+        seed,
+        input_shape=tuple(model_spec["input_shape"]),
+        **model_spec.get("kwargs", {}),
+    )
     return {"trained": trained.eval(), "init": init}
 
 
@@ -413,18 +477,23 @@ def check_params(params: Mapping[str, Any], config: Mapping[str, Any] | None = N
     """Validate phase 03's parameters before any forward pass."""
     roles = params["model_roles"]
     if isinstance(roles, str) or not roles or len(set(roles)) != len(roles):
-        raise ValueError(f"model_roles must be a non-empty list of distinct roles, got {roles!r}; "
-                         f"declared roles: {', '.join(map(repr, MODEL_ROLES))}")
+        raise ValueError(
+            f"model_roles must be a non-empty list of distinct roles, got {roles!r}; "
+            f"declared roles: {', '.join(map(repr, MODEL_ROLES))}"
+        )
     unknown = [r for r in roles if r not in MODEL_ROLES]
     if unknown:
         raise ValueError(f"unknown model role(s) {unknown}; declared roles: {', '.join(map(repr, MODEL_ROLES))}")
     if isinstance(params["layers"], str) or not all(isinstance(n, str) and n for n in params["layers"]):
-        raise ValueError(f"layers must be a list of module names (empty: the architecture's default), "
-                         f"got {params['layers']!r}")
+        raise ValueError(
+            f"layers must be a list of module names (empty: the architecture's default), got {params['layers']!r}"
+        )
     _check_eps_theta(params["eps"], params["theta"])
     if params["stats_batch_size"] < 1 or params["transformer_sentences"] < 0:
-        raise ValueError(f"need stats_batch_size >= 1 and transformer_sentences >= 0 (0: skip), got "
-                         f"{params['stats_batch_size']} and {params['transformer_sentences']}")
+        raise ValueError(
+            f"need stats_batch_size >= 1 and transformer_sentences >= 0 (0: skip), got "
+            f"{params['stats_batch_size']} and {params['transformer_sentences']}"
+        )
 
 
 def resolve_role(models: Mapping[str, nn.Module | None], role: str) -> nn.Module:
@@ -432,38 +501,70 @@ def resolve_role(models: Mapping[str, nn.Module | None], role: str) -> nn.Module
     if role not in models:
         raise ValueError(f"unknown role {role!r}; declared roles: {', '.join(sorted(models)) or '(none)'}")
     if not isinstance(models[role], nn.Module):
-        raise ValueError(f"model missing for role {role!r} (got {type(models[role]).__name__}); "
-                         "load the trained checkpoint or build the init model before computing statistics")
+        raise ValueError(
+            f"model missing for role {role!r} (got {type(models[role]).__name__}); "
+            "load the trained checkpoint or build the init model before computing statistics"
+        )
     return models[role]
 
 
 def save_stats(stats: ActivationStats, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``calibration_stats.npz`` and ``rate_targets.json`` into ``out_dir`` (atomic, deterministic)."""
     out_dir = Path(out_dir)
-    npz = atomic.save_npz(out_dir / STATS_FILE, mu=stats.mu, sigma=stats.sigma, mask=stats.mask,
-                          widths=stats.widths, layer_names=np.array(stats.layer_names, dtype=str),
-                          sample_counts=stats.sample_counts, eps=np.float64(stats.eps),
-                          clamp_counts=stats.clamp_counts)
-    targets = atomic.write_json(out_dir / TARGETS_FILE, {
-        "r_star": {d: stats.r_star[d] for d in SPIKE_DEFINITIONS}, "theta": stats.theta, "eps": stats.eps,
-        "layer_names": stats.layer_names, "role": stats.role, "slice_sha256": stats.slice_sha256})
+    npz = atomic.save_npz(
+        out_dir / STATS_FILE,
+        mu=stats.mu,
+        sigma=stats.sigma,
+        mask=stats.mask,
+        widths=stats.widths,
+        layer_names=np.array(stats.layer_names, dtype=str),
+        sample_counts=stats.sample_counts,
+        eps=np.float64(stats.eps),
+        clamp_counts=stats.clamp_counts,
+    )
+    targets = atomic.write_json(
+        out_dir / TARGETS_FILE,
+        {
+            "r_star": {d: stats.r_star[d] for d in SPIKE_DEFINITIONS},
+            "theta": stats.theta,
+            "eps": stats.eps,
+            "layer_names": stats.layer_names,
+            "role": stats.role,
+            "slice_sha256": stats.slice_sha256,
+        },
+    )
     return npz, targets
 
 
-def stats_for_roles(phase, roles: Mapping[str, nn.Module], layers: Sequence[str], images: np.ndarray,
-                    indices: np.ndarray, *, batch_size: int, eps: float, theta: float,
-                    prefix: str = "") -> dict[str, ActivationStats]:
+def stats_for_roles(
+    phase,
+    roles: Mapping[str, nn.Module],
+    layers: Sequence[str],
+    images: np.ndarray,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    eps: float,
+    theta: float,
+    prefix: str = "",
+) -> dict[str, ActivationStats]:
     """Phase 03's step: statistics of each role's model over the slice, saved to ``<prefix><role>/`` in the
     phase's results, each logged with its clamp counts (a NaN/Inf raises naming the layer)."""
     out = {}
     for role, model in roles.items():
-        stats = image_activation_stats(model, layers, images, indices, role=role, batch_size=batch_size, eps=eps,
-                                       theta=theta)
+        stats = image_activation_stats(
+            model, layers, images, indices, role=role, batch_size=batch_size, eps=eps, theta=theta
+        )
         save_stats(stats, phase.out(f"{prefix}{role}/{STATS_FILE}").parent)
         clamped = dict(zip(layers, stats.clamp_counts.tolist()))
         finite = bool(np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all())
-        phase.log("activation_stats", role=role, clamp_counts=clamped, finite=finite,
-                  sample_counts=dict(zip(layers, stats.sample_counts.tolist())))
+        phase.log(
+            "activation_stats",
+            role=role,
+            clamp_counts=clamped,
+            finite=finite,
+            sample_counts=dict(zip(layers, stats.sample_counts.tolist())),
+        )
         print(f"{role}: every hooked activation finite; units clamped to eps per layer: {clamped}")
         out[role] = stats
     return out
@@ -505,11 +606,10 @@ def plot_sigma_by_role(stats_by_role: Mapping[str, ActivationStats]) -> Figure:
     fig = Figure(figsize=(max(6.0, 0.9 * widest) * len(stats_by_role), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(stats_by_role), sharey=True))
     for ax, stats in zip(axes, stats_by_role.values()):
-        ax.boxplot([stats.sigma[l, :w] for l, w in enumerate(stats.widths)], showfliers=True)
+        ax.boxplot([stats.sigma[layer, :w] for layer, w in enumerate(stats.widths)], showfliers=True)
         ax.axhline(stats.eps, color="tab:red", linestyle="--", linewidth=1, label=f"eps = {stats.eps:g}")
         ax.set_yscale("log")
-        ax.set_xticks(np.arange(1, len(stats.layer_names) + 1), stats.layer_names, rotation=45, ha="right",
-                      fontsize=8)
+        ax.set_xticks(np.arange(1, len(stats.layer_names) + 1), stats.layer_names, rotation=45, ha="right", fontsize=8)
         ax.set_title(f"sigma per layer ({stats.role})")
         ax.legend()
     axes[0].set_ylabel("per-unit sigma")

@@ -13,10 +13,12 @@ MLP hidden activation after the GELU, ``[batch, tokens, d_ff]``; padding positio
 through the attention mask, so mu and sigma are ``[6, 1536]`` (all layers equally wide: ``mask`` is
 all True). The numerics are :func:`helpers.activation_stats.collect_activation_stats`.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,8 +80,13 @@ def token_batches(tokenizer: Any, sentences: Sequence[str], batch_size: int, max
         raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
     batches = []
     for start in range(0, len(sentences), batch_size):
-        encoded = tokenizer(list(sentences[start:start + batch_size]), padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
+        encoded = tokenizer(
+            list(sentences[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         batches.append(Batch(dict(encoded), encoded["attention_mask"].bool()))
     return batches
 
@@ -88,22 +95,41 @@ def _forward_tokens(model: nn.Module, encoded: dict[str, torch.Tensor]) -> Any:
     return model(**encoded)
 
 
-def transformer_activation_stats(model: nn.Module, tokenizer: Any, text: TextSlice, *, role: str,
-                                 batch_size: int = 32, max_length: int = 128, eps: float = DEFAULT_EPS,
-                                 theta: float = DEFAULT_THETA) -> ActivationStats:
+def transformer_activation_stats(
+    model: nn.Module,
+    tokenizer: Any,
+    text: TextSlice,
+    *,
+    role: str,
+    batch_size: int = 32,
+    max_length: int = 128,
+    eps: float = DEFAULT_EPS,
+    theta: float = DEFAULT_THETA,
+) -> ActivationStats:
     """Per-unit mu/sigma ``[layers, d_ff]`` and rate targets of the MLP hidden units over ``text``."""
     if not isinstance(text, TextSlice):
-        raise ValueError(f"text must be a helpers.text_slice.TextSlice, got {type(text).__name__}; "
-                         "build one with text_slice(n, seed, path)")
+        raise ValueError(
+            f"text must be a helpers.text_slice.TextSlice, got {type(text).__name__}; "
+            "build one with text_slice(n, seed, path)"
+        )
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
         raise ValueError(f"model missing: expected a transformers model from load_minilm(), got {type(model).__name__}")
     batches = token_batches(tokenizer, text.sentences, batch_size, max_length)
-    return collect_activation_stats(model, mlp_layer_names(model), batches, _forward_tokens, role=role,
-                                    slice_sha256=text.sha256, eps=eps, theta=theta)
+    return collect_activation_stats(
+        model,
+        mlp_layer_names(model),
+        batches,
+        _forward_tokens,
+        role=role,
+        slice_sha256=text.sha256,
+        eps=eps,
+        theta=theta,
+    )
 
 
-def optional_stats(phase, sentences: int, roles: Sequence[str], seed: int, *, eps: float = DEFAULT_EPS,
-                   theta: float = DEFAULT_THETA) -> tuple[dict[str, ActivationStats], str]:
+def optional_stats(
+    phase, sentences: int, roles: Sequence[str], seed: int, *, eps: float = DEFAULT_EPS, theta: float = DEFAULT_THETA
+) -> tuple[dict[str, ActivationStats], str]:
     """Phase 03's MiniLM step: MLP statistics of each role over ``sentences`` pydoc sentences, saved under
     ``transformer/<role>/``; ``({}, reason)`` when ``sentences`` is 0 or the optional extra is not installed."""
     if not sentences:

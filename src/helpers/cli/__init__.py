@@ -1,2 +1,1 @@
-"""The ``calib`` command: ``run``/``verify``/``ls``/``show``/``diff`` (``main``) and ``ground-truth``.
-"""
+"""The ``calib`` command: ``run``/``verify``/``ls``/``show``/``diff`` (``main``) and ``ground-truth``."""

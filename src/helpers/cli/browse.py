@@ -5,6 +5,7 @@ Runs are named as ``calib ls`` prints them: a name under the runs root (``--runs
 Values are flattened (``06_confidence.ece_post.fp32``) and printed with 4 significant digits,
 hashes shortened and long lists summarised, so every line stays readable.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,12 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from helpers.cli.sweep import sweeps_table
 from helpers.run import headline, run_record
-from helpers.run.integrity import check_run
 from helpers.run.graph import PHASES
+from helpers.run.integrity import check_run
 from helpers.run.params import RUN_DIR_PARAM, notebook_parameters, parameter_comments
 from helpers.run.project import runs_root
-from helpers.cli.sweep import sweeps_table
 
 FORMATS = ("table", "md", "json", "csv")
 MAX_WIDTH = 120
@@ -30,9 +31,13 @@ MAX_WIDTH = 120
 
 # -- naming runs ------------------------------------------------------------------------------
 
+
 def list_runs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if (p / run_record.FILENAME).exists()), key=lambda p: p.name) \
-        if root.is_dir() else []
+    return (
+        sorted((p for p in root.iterdir() if (p / run_record.FILENAME).exists()), key=lambda p: p.name)
+        if root.is_dir()
+        else []
+    )
 
 
 def resolve_run(name: str, root: str | None = None) -> Path:
@@ -48,14 +53,17 @@ def resolve_run(name: str, root: str | None = None) -> Path:
     if len(prefixed) == 1:
         return (base / prefixed[0]).resolve()
     if len(prefixed) > 1:
-        raise FileNotFoundError(f"run name {name!r} is ambiguous under {base}: {', '.join(prefixed[:6])}"
-                                f"{' ...' if len(prefixed) > 6 else ''}; give more of the name")
+        raise FileNotFoundError(
+            f"run name {name!r} is ambiguous under {base}: {', '.join(prefixed[:6])}"
+            f"{' ...' if len(prefixed) > 6 else ''}; give more of the name"
+        )
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; `calib ls` lists the runs"
     raise FileNotFoundError(f"{name} is neither a run directory nor a run under {base}{hint}")
 
 
 # -- values ---------------------------------------------------------------------------------
+
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     out = {}
@@ -107,6 +115,7 @@ def render(rows: list[dict], columns: list[str], form: str = "table", whole: tup
 
 # -- run facts --------------------------------------------------------------------------------
 
+
 def run_status(run_dir: Path, record: Mapping, verify: bool = True) -> str:
     """The record's status, except that a run whose files fail verify is not ``complete``."""
     status = record.get("status", "?")
@@ -144,13 +153,20 @@ def run_row(run_dir: Path, verify: bool = True) -> dict[str, Any]:
     summary = {pid: row.get("summary") or {} for pid, row in phases.items()}
     head = headline.for_run(run_dir, record)
     done = sum(row.get("status") == "complete" for row in phases.values())
-    return {"run": run_dir.name, "created": record["created"][:16].replace("T", " "),
-            "status": run_status(run_dir, record, verify),
-            "dataset": summary.get("01_data", {}).get("dataset"),
-            "model": summary.get("02_train", {}).get("architecture"),
-            "phases": f"{done}/{len(phases)}", "fp32 acc": head.get("fp32_accuracy"),
-            "int8 acc": head.get("int8_accuracy"), "ece pre": head.get("ece_pre"), "ece post": head.get("ece_post"),
-            "int8 speed-up": head.get("int8_speedup"), "bundle": head.get("bundle")}
+    return {
+        "run": run_dir.name,
+        "created": record["created"][:16].replace("T", " "),
+        "status": run_status(run_dir, record, verify),
+        "dataset": summary.get("01_data", {}).get("dataset"),
+        "model": summary.get("02_train", {}).get("architecture"),
+        "phases": f"{done}/{len(phases)}",
+        "fp32 acc": head.get("fp32_accuracy"),
+        "int8 acc": head.get("int8_accuracy"),
+        "ece pre": head.get("ece_pre"),
+        "ece post": head.get("ece_post"),
+        "int8 speed-up": head.get("int8_speedup"),
+        "bundle": head.get("bundle"),
+    }
 
 
 def differing(dicts: list[Mapping[str, Any]]) -> list[str]:
@@ -160,8 +176,20 @@ def differing(dicts: list[Mapping[str, Any]]) -> list[str]:
 
 # -- commands ---------------------------------------------------------------------------------
 
-LS_COLUMNS = ["run", "created", "status", "dataset", "model", "phases", "fp32 acc", "int8 acc", "ece pre",
-              "ece post", "int8 speed-up", "bundle"]
+LS_COLUMNS = [
+    "run",
+    "created",
+    "status",
+    "dataset",
+    "model",
+    "phases",
+    "fp32 acc",
+    "int8 acc",
+    "ece pre",
+    "ece post",
+    "int8 speed-up",
+    "bundle",
+]
 
 
 def cmd_ls(args) -> int:
@@ -203,17 +231,28 @@ def cmd_show(args) -> int:
     run_dir = resolve_run(args.run, args.runs_root)
     record = run_record.load(run_dir)
     git = record.get("git") or {}
-    print(f"run {record['run_id']}  status {run_status(run_dir, record)}  created {record['created']}  "
-          f"git {str(git.get('sha'))[:10]}{' (dirty)' if git.get('dirty') else ''}")
+    print(
+        f"run {record['run_id']}  status {run_status(run_dir, record)}  created {record['created']}  "
+        f"git {str(git.get('sha'))[:10]}{' (dirty)' if git.get('dirty') else ''}"
+    )
     print(f"dir {run_dir}")
-    rows = [{"phase": pid, "status": row.get("status"), "seconds": row.get("duration_s"),
-             "error": (row.get("error") or "")[:80]} for pid, row in record["phases"].items()]
+    rows = [
+        {
+            "phase": pid,
+            "status": row.get("status"),
+            "seconds": row.get("duration_s"),
+            "error": (row.get("error") or "")[:80],
+        }
+        for pid, row in record["phases"].items()
+    ]
     print(render(rows, ["phase", "status", "seconds", "error"]))
     head = headline.text(headline.for_run(run_dir, record))
     if head:
         print(f"\n{head}")
-    for label, pid, rel in (("report", "09_report", "results/09_report/report.html"),
-                            ("bundle", "08_bundle", "results/08_bundle/bundle")):
+    for label, pid, rel in (
+        ("report", "09_report", "results/09_report/report.html"),
+        ("bundle", "08_bundle", "results/08_bundle/bundle"),
+    ):
         if record["phases"].get(pid, {}).get("status") == "complete" and (run_dir / rel).exists():
             print(f"{label}: {run_dir / rel}")
     for pid, row in record["phases"].items():
@@ -231,8 +270,11 @@ def run_facts(run_dir: Path) -> dict[str, dict[str, Any]]:
     record = run_record.load(run_dir)
     results = flatten({pid: row.get("summary") or {} for pid, row in record["phases"].items()})
     results.update({f"headline.{k}": v for k, v in headline.for_run(run_dir, record).items()})
-    return {"param": flatten(run_record.load_config(run_dir)), "result": results,
-            "phase": {f"{pid}.status": row.get("status") for pid, row in record["phases"].items()}}
+    return {
+        "param": flatten(run_record.load_config(run_dir)),
+        "result": results,
+        "phase": {f"{pid}.status": row.get("status") for pid, row in record["phases"].items()},
+    }
 
 
 def diff_rows(runs: list[Path], show_all: bool = False) -> tuple[list[dict], list[str]]:
@@ -284,8 +326,15 @@ def parameter_rows(phase: str | None = None) -> list[dict]:
             continue
         default = entry["defaults"][next(p for p in entry["phases"] if p in wanted)]
         phases = "all" if len(entry["phases"]) == len(PHASES) else ",".join(p[:2] for p in entry["phases"])
-        rows.append({"key": name, "type": type(default).__name__, "default": default, "phases": phases,
-                     "comment": entry["comment"]})
+        rows.append(
+            {
+                "key": name,
+                "type": type(default).__name__,
+                "default": default,
+                "phases": phases,
+                "comment": entry["comment"],
+            }
+        )
     return rows
 
 
@@ -304,6 +353,8 @@ def cmd_params(args) -> int:
             row["default"] = json.dumps(row["default"]) if not isinstance(row["default"], str) else repr(row["default"])
     print(render(rows, ["key", "type", "default", "phases", "comment"], args.format, whole=("default", "comment")))
     if args.format == "table":
-        print("\nset with -p key value (every phase sharing it) or -p PHASE.key value (that phase only); "
-              "files with -f FILE.yaml")
+        print(
+            "\nset with -p key value (every phase sharing it) or -p PHASE.key value (that phase only); "
+            "files with -f FILE.yaml"
+        )
     return 0

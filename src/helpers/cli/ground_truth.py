@@ -17,14 +17,15 @@
 machine's efficiency curves. ``main(argv)`` returns the exit status: 0; 1 when a migration had
 failures; 2 for a bad argument (one line on stderr).
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from helpers.ground_truth.records import PRECISIONS
 from helpers.run.project import project_root
@@ -43,8 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = with_store(commands.add_parser("list", help="every record per hardware id, read in place"), True)
     listing.add_argument("--all", action="store_true", help="also the files not used (duplicates, older ones)")
     hardware = with_store(commands.add_parser("hardware", help="hardware ids, their peaks, and likely duplicates"))
-    hardware.add_argument("--tolerance", type=float, default=0.01,
-                          help="median relative latency difference under which two ids look like one machine")
+    hardware.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="median relative latency difference under which two ids look like one machine",
+    )
     alias = with_store(commands.add_parser("alias", help="record that ALIAS is the machine CANONICAL"))
     alias.add_argument("alias")
     alias.add_argument("canonical")
@@ -52,23 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="files or directories to migrate from")
     mig.add_argument("--dest", type=Path, required=True, help="store root to write into")
     mig.add_argument("--dry-run", action="store_true", help="report what would happen; write nothing")
-    validate = with_store(commands.add_parser("validate", help="roofline estimator, leave-one-model-out, per "
-                                                               "hardware and precision, against FLOPs / peak"), True)
-    validate.add_argument("--shared-roofline", action="store_true",
-                          help="one roofline per precision instead of one per operation type")
+    validate = with_store(
+        commands.add_parser(
+            "validate", help="roofline estimator, leave-one-model-out, per hardware and precision, against FLOPs / peak"
+        ),
+        True,
+    )
+    validate.add_argument(
+        "--shared-roofline", action="store_true", help="one roofline per precision instead of one per operation type"
+    )
     validate.add_argument("--csv", type=Path, help="also write the per-record validation table here")
     with_store(commands.add_parser("curves", help="write efficiency_curves/<precision>/curves.json and .png"), True)
     meas = commands.add_parser("measure", help="measure models x variants x batch sizes into the store")
-    meas.add_argument("--params", type=Path, default=None, help="sweep profile (YAML; default "
-                                                                "params/ground_truth.yaml)")
+    meas.add_argument(
+        "--params", type=Path, default=None, help="sweep profile (YAML; default params/ground_truth.yaml)"
+    )
     meas.add_argument("--store", type=Path, help="store root (default: the profile's, else calibration_data/)")
     meas.add_argument("--models", nargs="+", help="only these model names of the profile")
     meas.add_argument("--precisions", nargs="+", choices=PRECISIONS, help="only these precisions")
     meas.add_argument("--batch-sizes", nargs="+", type=int, help="these batch sizes instead of the profile's")
     meas.add_argument("--repeats", type=int, help="timed calls per measurement instead of the profile's")
     meas.add_argument("--no-progress", action="store_true")
-    meas.add_argument("--scheduler", metavar="ADDRESS", help="measure on a Dask worker of this scheduler (+ --hardware)")
-    meas.add_argument("--hardware", metavar="NAME", help="the worker started with --resources \"hw-NAME=1\"")
+    meas.add_argument(
+        "--scheduler", metavar="ADDRESS", help="measure on a Dask worker of this scheduler (+ --hardware)"
+    )
+    meas.add_argument("--hardware", metavar="NAME", help='the worker started with --resources "hw-NAME=1"')
     return parser
 
 
@@ -117,14 +130,26 @@ def _hardware_ids(loader, args: argparse.Namespace) -> list[str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     loader = _loader(args)
-    columns = ["model", "precision", "batch_size", "num_subgraphs", "total_latency_ms", "measurement_date",
-               "date_zone_known", "layout", "schema_as_written", "file"]
+    columns = [
+        "model",
+        "precision",
+        "batch_size",
+        "num_subgraphs",
+        "total_latency_ms",
+        "measurement_date",
+        "date_zone_known",
+        "layout",
+        "schema_as_written",
+        "file",
+    ]
     for hardware_id in _hardware_ids(loader, args):
         table = loader.summary(hardware_id)
         used = table[table["used"]]
-        print(f"{hardware_id}: {len(used)} configurations from {len(table)} record files "
-              f"({len(table) - len(used)} duplicates or older), directories "
-              f"{', '.join(d.name for d in loader.directories(hardware_id))}")
+        print(
+            f"{hardware_id}: {len(used)} configurations from {len(table)} record files "
+            f"({len(table) - len(used)} duplicates or older), directories "
+            f"{', '.join(d.name for d in loader.directories(hardware_id))}"
+        )
         for directory, problems in sorted(loader.manifest_status.items()):
             if directory in table["directory"].values:
                 state = "agrees with the files" if not problems else f"not used ({problems[0]}; rebuilt in memory)"
@@ -184,11 +209,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     validation = pd.concat(tables, ignore_index=True)
     summary = le.lomo_summary(validation).merge(
-        validation.groupby("hardware_id")["target"].first().reset_index(), on="hardware_id")
+        validation.groupby("hardware_id")["target"].first().reset_index(), on="hardware_id"
+    )
     roofline = "one roofline per precision" if args.shared_roofline else "one roofline per operation type"
     print(f"roofline estimator ({roofline}), leave-one-model-out; naive = total FLOPs / theoretical peak.")
-    print("target subgraph_sum = the sum of the subgraphs' mean latencies, what v1.0 and other tools' files "
-          "measure (not the model's end-to-end latency).")
+    print(
+        "target subgraph_sum = the sum of the subgraphs' mean latencies, what v1.0 and other tools' files "
+        "measure (not the model's end-to-end latency)."
+    )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     if args.csv:
         from helpers.run import atomic
@@ -213,8 +241,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from helpers.ground_truth.latency import run_sweep
 
     if bool(args.scheduler) != bool(args.hardware):
-        raise SystemExit("--scheduler and --hardware go together: the scheduler, and the name of the hardware whose "
-                         "worker advertises --resources \"hw-NAME=1\"")
+        raise SystemExit(
+            "--scheduler and --hardware go together: the scheduler, and the name of the hardware whose "
+            'worker advertises --resources "hw-NAME=1"'
+        )
     if args.scheduler:
         from helpers.run.params import ParamError
         from helpers.sweep.remote import measure_on
@@ -235,8 +265,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "hardware": cmd_hardware, "alias": cmd_alias, "migrate": cmd_migrate,
-            "validate": cmd_validate, "curves": cmd_curves, "measure": cmd_measure}
+COMMANDS = {
+    "list": cmd_list,
+    "hardware": cmd_hardware,
+    "alias": cmd_alias,
+    "migrate": cmd_migrate,
+    "validate": cmd_validate,
+    "curves": cmd_curves,
+    "measure": cmd_measure,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@
 RUN is a name under the runs root (as ``calib ls`` prints it) or a path. Browsing lives in
 ``cli/browse.py``, the run console in ``run/console.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,19 @@ def cmd_run(args) -> int:
     resume = str(resolve_run(args.resume, args.runs_root)) if args.resume else None
     log = console.console_writer(console.is_tty())
     try:
-        run_dir = run(args.params or [], p_overrides(args.p), yaml_layers(args.params_yaml), phases=args.phases, root=args.runs_root,
-                      resume=resume, run_id=args.run_id, progress=console.show_cell_bar(not args.no_progress),
-                      cell_timeout=args.cell_timeout, log=log, reuse=args.reuse)
+        run_dir = run(
+            args.params or [],
+            p_overrides(args.p),
+            yaml_layers(args.params_yaml),
+            phases=args.phases,
+            root=args.runs_root,
+            resume=resume,
+            run_id=args.run_id,
+            progress=console.show_cell_bar(not args.no_progress),
+            cell_timeout=args.cell_timeout,
+            log=log,
+            reuse=args.reuse,
+        )
     except PhaseFailed as exc:
         print("\n".join(console.failure_banner(exc.phase_id, exc.error, exc.notebook)), file=sys.stderr)
         print("\n".join(console.summary_lines(exc.notebook.parent.parent)))
@@ -77,24 +88,34 @@ def build_parser() -> argparse.ArgumentParser:
     root_opt = {"metavar": "DIR", "help": "where run directories are (default: runs/ or $CALIB_RUNS_ROOT)"}
     a_run = "a run: its name under the runs root (as `calib ls` prints it), a unique prefix of one, or a path"
 
-    run = sub.add_parser("run", help="execute phases into a new run directory (or --resume one)",
-                         description="Resolve and validate the parameters, then execute the phases (and what they "
-                                     "read from) in a new run directory.",
-                         epilog=run_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="execute phases into a new run directory (or --resume one)",
+        description="Resolve and validate the parameters, then execute the phases (and what they "
+        "read from) in a new run directory.",
+        epilog=run_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_param_options(run)
     run.add_argument("--phases", help="comma-separated phase ids or numbers, e.g. 00,01 (upstream added)")
     run.add_argument("--resume", metavar="RUN", help="complete an existing run, skipping verified phases; " + a_run)
     run.add_argument("--runs-root", **root_opt)
     run.add_argument("--run-id", help="name the run directory (default: <UTC timestamp>-<config hash>)")
     run.add_argument("--cell-timeout", type=int, default=3600, help="seconds per notebook cell (default 3600)")
-    run.add_argument("--no-progress", action="store_true",
-                     help="no cell progress bar (it shows only when stderr is a terminal)")
-    run.add_argument("--reuse", action="store_true", help="materialize phases whose input key matches a verified "
-                     "phase of another run in the runs root instead of executing them (the sweep phase cache)")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no cell progress bar (it shows only when stderr is a terminal)"
+    )
+    run.add_argument(
+        "--reuse",
+        action="store_true",
+        help="materialize phases whose input key matches a verified "
+        "phase of another run in the runs root instead of executing them (the sweep phase cache)",
+    )
     run.set_defaults(func=cmd_run)
 
-    verify = sub.add_parser("verify", help="is a run complete and intact? exit 0 complete+intact, 3 incomplete but "
-                                           "intact, 1 damaged")
+    verify = sub.add_parser(
+        "verify", help="is a run complete and intact? exit 0 complete+intact, 3 incomplete but intact, 1 damaged"
+    )
     verify.add_argument("run_dir", metavar="RUN", help=a_run)
     verify.add_argument("--runs-root", **root_opt)
     verify.set_defaults(func=cmd_verify)
@@ -148,4 +169,3 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(args, "resume", None) or getattr(args, "run_dir", None) or "the run directory"
         print(f"error: {disk_full(exc, where)}", file=sys.stderr)  # anything but a full disk is re-raised
         return 1
-

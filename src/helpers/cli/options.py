@@ -6,6 +6,7 @@
 
 Layers, later wins: notebook defaults < params/default.yaml < -f files < -y < -p.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,13 +45,30 @@ parameters: notebook defaults < params/default.yaml < -f files < -y < -p (later 
 
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--params", action="append", metavar="FILE.yaml", dest="params",
-                        help="a params file (repeatable; papermill's -f)")
-    parser.add_argument("-y", "--params-yaml", action="append", metavar="YAML", dest="params_yaml",
-                        help="parameters as a YAML mapping, e.g. '{epochs: 3}' (repeatable)")
-    parser.add_argument("-p", action="append", nargs="+", metavar="KEY VALUE",
-                        help="one parameter: -p KEY VALUE or -p KEY=VALUE; KEY is shared (epochs) or "
-                             "scoped to one phase (02_train.epochs); VALUE is YAML (repeatable)")
+    parser.add_argument(
+        "-f",
+        "--params",
+        action="append",
+        metavar="FILE.yaml",
+        dest="params",
+        help="a params file (repeatable; papermill's -f)",
+    )
+    parser.add_argument(
+        "-y",
+        "--params-yaml",
+        action="append",
+        metavar="YAML",
+        dest="params_yaml",
+        help="parameters as a YAML mapping, e.g. '{epochs: 3}' (repeatable)",
+    )
+    parser.add_argument(
+        "-p",
+        action="append",
+        nargs="+",
+        metavar="KEY VALUE",
+        help="one parameter: -p KEY VALUE or -p KEY=VALUE; KEY is shared (epochs) or "
+        "scoped to one phase (02_train.epochs); VALUE is YAML (repeatable)",
+    )
 
 
 def _flatten(tree: dict, prefix: str = "") -> list[str]:

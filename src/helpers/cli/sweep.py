@@ -1,9 +1,10 @@
 """``calib sweep``: many isolated runs over a grid of parameters, executed on Dask.
 
-    calib sweep SWEEP.yaml [--params F.yaml] [-p key=value] [--phases 04] [--runs-root DIR]
-                [--scheduler tcp://host:8786 | --workers N] [--cell-timeout S] [--retries N] [--no-progress]
-    calib sweep --resume <runs root>/sweeps/<id> [--scheduler ADDRESS | --workers N]
+calib sweep SWEEP.yaml [--params F.yaml] [-p key=value] [--phases 04] [--runs-root DIR]
+            [--scheduler tcp://host:8786 | --workers N] [--cell-timeout S] [--retries N] [--no-progress]
+calib sweep --resume <runs root>/sweeps/<id> [--scheduler ADDRESS | --workers N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,17 +38,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.retries < 0:
         raise ParamError(f"--retries must be 0 or more, got {args.retries}")
     if args.resume:
-        given = [name for name, value in (("SWEEP.yaml", args.sweep_file), ("--params", args.params), ("-p", args.p),
-                                          ("--phases", args.phases), ("--runs-root", args.runs_root)) if value]
+        given = [
+            name
+            for name, value in (
+                ("SWEEP.yaml", args.sweep_file),
+                ("--params", args.params),
+                ("-p", args.p),
+                ("--phases", args.phases),
+                ("--runs-root", args.runs_root),
+            )
+            if value
+        ]
         if given:
             raise ParamError(f"--resume re-uses the sweep's own plan and runs; drop {', '.join(given)}")
         _, doc = driver.resume(args.resume, args.scheduler, args.workers, progress=not args.no_progress)
     else:
         if not args.sweep_file:
             raise ParamError("give a sweep file (calib sweep SWEEP.yaml) or --resume SWEEP_DIR")
-        _, doc = driver.start(args.sweep_file, args.params or [], args.p or [], phases=args.phases,
-                              root=args.runs_root, scheduler=args.scheduler, workers=args.workers,
-                              cell_timeout=args.cell_timeout, retries=args.retries, progress=not args.no_progress)
+        _, doc = driver.start(
+            args.sweep_file,
+            args.params or [],
+            args.p or [],
+            phases=args.phases,
+            root=args.runs_root,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            cell_timeout=args.cell_timeout,
+            retries=args.retries,
+            progress=not args.no_progress,
+        )
     return 0 if doc["status"] == "complete" else 1
 
 

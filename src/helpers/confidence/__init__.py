@@ -1,2 +1,1 @@
-"""Confidence: post-hoc calibration maps (``temperature_scaling``) and selective prediction (``selective``).
-"""
+"""Confidence: post-hoc calibration maps (``temperature_scaling``) and selective prediction (``selective``)."""

@@ -7,6 +7,7 @@ CALIBRATED LOGITS (log-probabilities for the maps that produce probabilities), s
 phase 07 read them like any logits. Each method lives in its own module (``helpers.confidence.methods``
 lists them); this module only dispatches.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,9 +21,15 @@ import torch
 from helpers.metrics.calibration import negative_log_likelihood
 
 # method name -> its module in helpers.confidence; the order is the selection's tie-break (simplest first)
-MODULES = {"temperature_scaling": "temperature_scaling", "vector_scaling": "vector_scaling",
-           "ensemble_temperature_scaling": "ensemble_temperature", "matrix_scaling": "matrix_scaling",
-           "dirichlet": "dirichlet", "histogram_binning": "histogram_binning", "isotonic": "isotonic"}
+MODULES = {
+    "temperature_scaling": "temperature_scaling",
+    "vector_scaling": "vector_scaling",
+    "ensemble_temperature_scaling": "ensemble_temperature",
+    "matrix_scaling": "matrix_scaling",
+    "dirichlet": "dirichlet",
+    "histogram_binning": "histogram_binning",
+    "isotonic": "isotonic",
+}
 
 
 def method_module(method: str):
@@ -70,10 +77,16 @@ class CalibrationMap:
         return f"{self.method} (lambda = {self.hyper['lambda']:g})" if "lambda" in self.hyper else self.method
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "params": self.params, "optimizer": self.optimizer,
-                "converged": self.converged, "iterations": self.iterations, "seed": self.seed,
-                "calibration_loss": {"metric": "nll", "before": self.nll_before, "after": self.nll_after},
-                "hyper": self.hyper}
+        return {
+            "method": self.method,
+            "params": self.params,
+            "optimizer": self.optimizer,
+            "converged": self.converged,
+            "iterations": self.iterations,
+            "seed": self.seed,
+            "calibration_loss": {"metric": "nll", "before": self.nll_before, "after": self.nll_after},
+            "hyper": self.hyper,
+        }
 
     @classmethod
     def from_dict(cls, doc: dict) -> CalibrationMap:
@@ -81,25 +94,42 @@ class CalibrationMap:
         if not isinstance(doc, dict) or "method" not in doc or "params" not in doc:
             raise ValueError(f"a calibration map is a dict with 'method' and 'params', got {doc!r:.200}")
         loss = doc.get("calibration_loss", {})
-        fit = cls(method=doc["method"], params=doc["params"], optimizer=doc.get("optimizer", "closed_form"),
-                  converged=bool(doc.get("converged", True)), iterations=int(doc.get("iterations", 0)),
-                  seed=int(doc.get("seed", 0)), nll_before=loss.get("before", math.nan),
-                  nll_after=loss.get("after", math.nan), hyper=doc.get("hyper", {}))
+        fit = cls(
+            method=doc["method"],
+            params=doc["params"],
+            optimizer=doc.get("optimizer", "closed_form"),
+            converged=bool(doc.get("converged", True)),
+            iterations=int(doc.get("iterations", 0)),
+            seed=int(doc.get("seed", 0)),
+            nll_before=loss.get("before", math.nan),
+            nll_after=loss.get("after", math.nan),
+            hyper=doc.get("hyper", {}),
+        )
         fit._module().check_params(fit.params)
         return fit
 
 
 def with_losses(fit: CalibrationMap, logits: np.ndarray, labels: np.ndarray) -> CalibrationMap:
     """``fit`` with its NLL before and after calibration on the data it was fitted on."""
-    return replace(fit, nll_before=negative_log_likelihood(logits, labels),
-                   nll_after=negative_log_likelihood(fit.apply(logits), labels))
+    return replace(
+        fit,
+        nll_before=negative_log_likelihood(logits, labels),
+        nll_after=negative_log_likelihood(fit.apply(logits), labels),
+    )
 
 
-def minimize_lbfgs(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor], max_iter: int,
-                   grad_tol: float) -> tuple[int, bool]:
+def minimize_lbfgs(
+    loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor], max_iter: int, grad_tol: float
+) -> tuple[int, bool]:
     """Run L-BFGS (strong Wolfe) on ``params`` in place; (iterations, converged: finite and grad <= tol)."""
-    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, tolerance_grad=grad_tol,
-                                  tolerance_change=1e-14, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=grad_tol,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -126,8 +156,9 @@ def softmax_nll_grad(linear: np.ndarray, labels: np.ndarray) -> tuple[float, np.
     return loss, grad / len(labels)
 
 
-def minimize_smooth(fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, max_iter: int,
-                    grad_tol: float) -> tuple[np.ndarray, int, bool]:
+def minimize_smooth(
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, max_iter: int, grad_tol: float
+) -> tuple[np.ndarray, int, bool]:
     """scipy L-BFGS-B on a smooth loss with an analytic gradient: (argmin, iterations, converged).
 
     Converged: scipy reports success, the point is finite and max |gradient| <= ``grad_tol`` * 10
@@ -135,8 +166,13 @@ def minimize_smooth(fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray
     """
     from scipy.optimize import minimize
 
-    result = minimize(fun_and_grad, x0, jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter, "gtol": grad_tol, "ftol": 1e-13, "maxcor": 20})
+    result = minimize(
+        fun_and_grad,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": grad_tol, "ftol": 1e-13, "maxcor": 20},
+    )
     _, grad = fun_and_grad(result.x)
     finite = bool(np.isfinite(result.x).all() and np.isfinite(result.fun))
     return result.x, int(result.nit), bool(result.success) and finite and float(np.abs(grad).max()) <= 10 * grad_tol
@@ -160,8 +196,9 @@ def check_matrix(params: dict, key: str, shape: tuple[int, ...]) -> np.ndarray:
     """``params[key]`` as a finite float64 array of ``shape`` (a bundle may carry a damaged map)."""
     value = np.asarray(params.get(key, []), dtype=np.float64)
     if value.shape != shape or not np.isfinite(value).all():
-        raise ValueError(f"calibration parameter {key!r} must be a finite array of shape {shape}, "
-                         f"got shape {value.shape}")
+        raise ValueError(
+            f"calibration parameter {key!r} must be a finite array of shape {shape}, got shape {value.shape}"
+        )
     return value
 
 

@@ -6,6 +6,7 @@ honest statistics), and the chosen map's calibrated val/test logits as float32 -
 bundle computes, so phase 07 and the bundle see the same confidences and the same argmax.
 ``write_outputs`` writes phase 06's files through a ``out(name) -> path`` callable.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -35,34 +36,56 @@ class Calibration:
 
     def params_doc(self) -> dict:
         """``<model>/scaling_params.json``: the chosen map, the selection, and every candidate map."""
-        return {**self.chosen.to_dict(), "selection": self.selection,
-                "candidates": {m: fit.to_dict() for m, fit in self.fits.items()}}
+        return {
+            **self.chosen.to_dict(),
+            "selection": self.selection,
+            "candidates": {m: fit.to_dict() for m, fit in self.fits.items()},
+        }
 
     def metrics_doc(self) -> dict:
         post = self.methods[self.selection["chosen"]]
-        return {"chosen_method": self.selection["chosen"], "pre_calibration": self.pre, "post_calibration": post,
-                "improvement": improvement(self.pre, post), "methods": self.methods}
+        return {
+            "chosen_method": self.selection["chosen"],
+            "pre_calibration": self.pre,
+            "post_calibration": post,
+            "improvement": improvement(self.pre, post),
+            "methods": self.methods,
+        }
 
 
-def calibrate(logits: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], methods="all", *, seed: int = 0,
-              n_bins: int = 15, n_boot: int = 1000) -> Calibration:
+def calibrate(
+    logits: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    methods="all",
+    *,
+    seed: int = 0,
+    n_bins: int = 15,
+    n_boot: int = 1000,
+) -> Calibration:
     """One model: ``logits`` / ``labels`` by split ("val" fits and selects, "test" measures)."""
     fits = {m: fit_calibration(m, logits["val"], labels["val"], seed=seed) for m in check_methods(methods)}
     selection = select(fits, logits["val"], labels["val"], seed=seed)
     summary = lambda x: calibration_summary(x, labels["test"], n_bins, n_boot=n_boot, seed=seed)  # noqa: E731
     stored = lambda fit, x: fit.apply(x).astype(np.float32)  # noqa: E731  (measured as 07 and the bundle see them)
     chosen = fits[selection["chosen"]]
-    return Calibration(fits=fits, selection=selection, pre=summary(logits["test"]),
-                       methods={m: summary(stored(fit, logits["test"])) for m, fit in fits.items()},
-                       calibrated={split: stored(chosen, x) for split, x in logits.items()})
+    return Calibration(
+        fits=fits,
+        selection=selection,
+        pre=summary(logits["test"]),
+        methods={m: summary(stored(fit, logits["test"])) for m, fit in fits.items()},
+        calibrated={split: stored(chosen, x) for split, x in logits.items()},
+    )
 
 
-def calibrate_models(logits: Mapping[str, Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray],
-                     methods="all", **options) -> dict[str, Calibration]:
+def calibrate_models(
+    logits: Mapping[str, Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray], methods="all", **options
+) -> dict[str, Calibration]:
     """``calibrate`` for every model of ``{model: {split: logits}}`` (methods validated before any fit)."""
     check_methods(methods)
-    return {model: calibrate(by_split, labels, methods, **options)
-            for model, by_split in tqdm(logits.items(), desc="calibration maps", leave=False)}
+    return {
+        model: calibrate(by_split, labels, methods, **options)
+        for model, by_split in tqdm(logits.items(), desc="calibration maps", leave=False)
+    }
 
 
 def write_outputs(results: Mapping[str, Calibration], out: Callable[[str], object]) -> None:
@@ -70,8 +93,10 @@ def write_outputs(results: Mapping[str, Calibration], out: Callable[[str], objec
     for model, result in results.items():
         atomic.write_json(out(f"{model}/scaling_params.json"), result.params_doc())
     atomic.write_json(out("calibration_metrics.json"), {m: r.metrics_doc() for m, r in results.items()})
-    atomic.save_npz(out("calibrated_logits.npz"), **{f"{model}_{split}": x for model, r in results.items()
-                                                    for split, x in r.calibrated.items()})
+    atomic.save_npz(
+        out("calibrated_logits.npz"),
+        **{f"{model}_{split}": x for model, r in results.items() for split, x in r.calibrated.items()},
+    )
 
 
 def fit_report(results: Mapping[str, Calibration]):
@@ -81,16 +106,26 @@ def fit_report(results: Mapping[str, Calibration]):
     rows = []
     for model, r in results.items():
         for method, fit in r.fits.items():
-            rows.append({"model": model, "method": fit.label(), "converged": fit.converged,
-                         "optimizer": fit.optimizer, "iterations": fit.iterations, "val_nll_fit": fit.nll_after,
-                         "val_cv_nll": r.selection["cv_nll"][method], "test_nll": r.methods[method]["nll"],
-                         "test_accuracy": r.methods[method]["accuracy"],
-                         "chosen": method == r.selection["chosen"]})
+            rows.append(
+                {
+                    "model": model,
+                    "method": fit.label(),
+                    "converged": fit.converged,
+                    "optimizer": fit.optimizer,
+                    "iterations": fit.iterations,
+                    "val_nll_fit": fit.nll_after,
+                    "val_cv_nll": r.selection["cv_nll"][method],
+                    "test_nll": r.methods[method]["nll"],
+                    "test_accuracy": r.methods[method]["accuracy"],
+                    "chosen": method == r.selection["chosen"],
+                }
+            )
     return pd.DataFrame(rows).round(4)
 
 
-def reliability_panels(logits: Mapping[str, Mapping[str, np.ndarray]], results: Mapping[str, Calibration],
-                       models) -> dict[str, np.ndarray]:
+def reliability_panels(
+    logits: Mapping[str, Mapping[str, np.ndarray]], results: Mapping[str, Calibration], models
+) -> dict[str, np.ndarray]:
     """Test logits for the reliability figures: each of ``models`` before and after its chosen map."""
     panels = {}
     for model in dict.fromkeys(models):
@@ -102,7 +137,11 @@ def reliability_panels(logits: Mapping[str, Mapping[str, np.ndarray]], results: 
 def summary(results: Mapping[str, Calibration]) -> dict:
     """Phase 06's manifest summary: per model the chosen map, accuracy and ECE before and after."""
     pick = lambda key, which: {m: r.metrics_doc()[which][key] for m, r in results.items()}  # noqa: E731
-    return {"chosen": {m: r.chosen.label() for m, r in results.items()},
-            "accuracy_pre": pick("accuracy", "pre_calibration"), "accuracy_post": pick("accuracy", "post_calibration"),
-            "ece_pre": pick("ece", "pre_calibration"), "ece_post": pick("ece", "post_calibration"),
-            "p_post": {m: r.metrics_doc()["post_calibration"]["null"]["p_value"] for m, r in results.items()}}
+    return {
+        "chosen": {m: r.chosen.label() for m, r in results.items()},
+        "accuracy_pre": pick("accuracy", "pre_calibration"),
+        "accuracy_post": pick("accuracy", "post_calibration"),
+        "ece_pre": pick("ece", "pre_calibration"),
+        "ece_post": pick("ece", "post_calibration"),
+        "p_post": {m: r.metrics_doc()["post_calibration"]["null"]["p_value"] for m, r in results.items()},
+    }

@@ -2,6 +2,7 @@
 
 A linear map of the log-probabilities; W = I, b = 0 is the identity. See ``helpers.confidence.odir``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ T is the temperature-scaling fit; the weights (on the simplex, as softmax of 3 f
 then minimise the validation NLL by L-BFGS, starting from (1, 0, 0) up to a softmax floor. It keeps
 the argmax of z (all three terms rank classes as z does), and outputs log p.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,16 +21,23 @@ def fit(val_logits, val_labels, *, seed: int = 0, max_iter: int = 200, grad_tol:
     logits_np, labels_np = validate_logits(val_logits, val_labels)
     ts = temperature_scaling.fit(logits_np, labels_np, seed=seed)
     k = logits_np.shape[1]
-    parts = torch.from_numpy(np.stack([softmax(logits_np / ts.temperature), softmax(logits_np),
-                                       np.full(logits_np.shape, 1 / k)], axis=-1))
+    parts = torch.from_numpy(
+        np.stack([softmax(logits_np / ts.temperature), softmax(logits_np), np.full(logits_np.shape, 1 / k)], axis=-1)
+    )
     picked = parts[torch.arange(len(labels_np)), torch.from_numpy(labels_np)]  # [N, 3]
     raw = torch.tensor([4.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
     iterations, converged = minimize_lbfgs(
-        lambda: -torch.log(picked @ torch.softmax(raw, 0)).mean(), [raw], max_iter, grad_tol)
+        lambda: -torch.log(picked @ torch.softmax(raw, 0)).mean(), [raw], max_iter, grad_tol
+    )
     weights = torch.softmax(raw.detach(), 0).tolist()
-    result = CalibrationMap(method="ensemble_temperature_scaling",
-                            params={"temperature": ts.temperature, "weights": weights}, optimizer="lbfgs",
-                            converged=converged and ts.converged, iterations=iterations, seed=seed)
+    result = CalibrationMap(
+        method="ensemble_temperature_scaling",
+        params={"temperature": ts.temperature, "weights": weights},
+        optimizer="lbfgs",
+        converged=converged and ts.converged,
+        iterations=iterations,
+        seed=seed,
+    )
     return with_losses(result, logits_np, labels_np)
 
 

@@ -5,6 +5,7 @@ the frequency of class k among the val rows in that bin (an empty bin keeps its 
 are floored and renormalised (``base.probabilities_to_logits``). A step map: it can change the argmax,
 and no logit tolerance bounds its output, so it is reported but never selected for deployment.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ For each class k, a non-decreasing map of the softmax probability p_k to the fre
 applied by linear interpolation; rows are floored and renormalised. Like histogram binning it is
 reported but never selected for deployment (its output is not bounded by a logit tolerance).
 """
+
 from __future__ import annotations
 
 import numpy as np

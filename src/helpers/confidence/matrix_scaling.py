@@ -1,4 +1,5 @@
 """Matrix scaling (Guo et al., 2017) with ODIR: logits @ W.T + b (see ``helpers.confidence.odir``)."""
+
 from __future__ import annotations
 
 import numpy as np

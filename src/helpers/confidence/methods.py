@@ -5,6 +5,7 @@ Every method module provides ``fit`` (-> CalibrationMap), ``apply(params, logits
 phase 06 may choose for deployment; the step maps (histogram binning, isotonic) are baselines.
 The order is the tie-break of the selection: simplest first.
 """
+
 from __future__ import annotations
 
 from helpers.confidence.base import MODULES, CalibrationMap, method_module
@@ -20,8 +21,10 @@ def check_methods(methods) -> list[str]:
         methods = list(METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in MODULES]
     if unknown or not methods:
-        raise ValueError(f"unknown calibration method(s) {unknown or methods!r}; pass 'all' or a comma-separated "
-                         f"list of {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown calibration method(s) {unknown or methods!r}; pass 'all' or a comma-separated "
+            f"list of {', '.join(METHODS)}"
+        )
     return ["temperature_scaling", *[m for m in METHODS if m in methods and m != "temperature_scaling"]]
 
 

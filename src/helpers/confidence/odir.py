@@ -12,6 +12,7 @@ down, each warm-started from the last (a regularisation path; the first starts f
 rather than nesting a second CV around the lambda search, so it is optimistic by the minimum over
 the grid (small next to the gaps between methods measured here).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,8 +33,14 @@ LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 N_FOLDS = 5
 
 
-def fit_linear(x: np.ndarray, labels: np.ndarray, lam: float, max_iter: int = 1000, grad_tol: float = 1e-6,
-               start: np.ndarray | None = None) -> tuple[np.ndarray, int, bool]:
+def fit_linear(
+    x: np.ndarray,
+    labels: np.ndarray,
+    lam: float,
+    max_iter: int = 1000,
+    grad_tol: float = 1e-6,
+    start: np.ndarray | None = None,
+) -> tuple[np.ndarray, int, bool]:
     """(theta = [W.ravel(), b], iterations, converged) minimising the mean NLL of x @ W.T + b plus the
     ODIR penalty, from ``start`` (default the identity: W = I, b = 0)."""
     k = x.shape[1]
@@ -41,9 +48,9 @@ def fit_linear(x: np.ndarray, labels: np.ndarray, lam: float, max_iter: int = 10
     c_w, c_b = lam / (k * (k - 1)), lam / k
 
     def loss(theta):
-        weights, bias = theta[:k * k].reshape(k, k), theta[k * k:]
+        weights, bias = theta[: k * k].reshape(k, k), theta[k * k :]
         value, grad = softmax_nll_grad(x @ weights.T + bias, labels)
-        value += c_w * ((weights * off) ** 2).sum() + c_b * (bias ** 2).sum()
+        value += c_w * ((weights * off) ** 2).sum() + c_b * (bias**2).sum()
         grad_weights = grad.T @ x + 2 * c_w * weights * off
         return value, np.concatenate([grad_weights.ravel(), grad.sum(axis=0) + 2 * c_b * bias])
 
@@ -60,8 +67,18 @@ def _path(x, labels, lambdas, max_iter, grad_tol) -> list[tuple[np.ndarray, int,
     return fits
 
 
-def fit(method: str, features: Callable[[np.ndarray], np.ndarray], val_logits, val_labels, *, seed: int = 0,
-        lambdas=LAMBDAS, n_folds: int = N_FOLDS, max_iter: int = 1000, grad_tol: float = 1e-5) -> CalibrationMap:
+def fit(
+    method: str,
+    features: Callable[[np.ndarray], np.ndarray],
+    val_logits,
+    val_labels,
+    *,
+    seed: int = 0,
+    lambdas=LAMBDAS,
+    n_folds: int = N_FOLDS,
+    max_iter: int = 1000,
+    grad_tol: float = 1e-5,
+) -> CalibrationMap:
     """Choose lambda by CV on val (unless one is given), then fit W, b on all of val."""
     logits, labels = validate_logits(val_logits, val_labels)
     x = features(logits)
@@ -78,17 +95,29 @@ def fit(method: str, features: Callable[[np.ndarray], np.ndarray], val_logits, v
                 held[i] += negative_log_likelihood(linear(_unpack(theta, k), x[test]), labels[test]) * len(test)
         cv_nll = dict(zip(lambdas, held / len(labels)))
     best = min(lambdas, key=lambda lam: (round(cv_nll.get(lam, 0.0), 12), -lam))  # tie: the larger lambda
-    theta, iterations, converged = _path(x, labels, lambdas[:lambdas.index(best) + 1], max_iter, grad_tol)[-1]
+    theta, iterations, converged = _path(x, labels, lambdas[: lambdas.index(best) + 1], max_iter, grad_tol)[-1]
     params = _unpack(theta, k)
-    hyper = {"lambda": best, "penalty": "odir", "lambda_cv_nll": {f"{lam:g}": v for lam, v in cv_nll.items()},
-             "cv_nll": cv_nll.get(best), "n_folds": n_folds if cv_nll else 0}
-    result = CalibrationMap(method=method, params=params, optimizer="lbfgs",
-                            converged=converged, iterations=iterations, seed=seed, hyper=hyper)
+    hyper = {
+        "lambda": best,
+        "penalty": "odir",
+        "lambda_cv_nll": {f"{lam:g}": v for lam, v in cv_nll.items()},
+        "cv_nll": cv_nll.get(best),
+        "n_folds": n_folds if cv_nll else 0,
+    }
+    result = CalibrationMap(
+        method=method,
+        params=params,
+        optimizer="lbfgs",
+        converged=converged,
+        iterations=iterations,
+        seed=seed,
+        hyper=hyper,
+    )
     return with_losses(result, logits, labels)
 
 
 def _unpack(theta: np.ndarray, k: int) -> dict:
-    return {"weights": theta[:k * k].reshape(k, k).tolist(), "bias": theta[k * k:].tolist()}
+    return {"weights": theta[: k * k].reshape(k, k).tolist(), "bias": theta[k * k :].tolist()}
 
 
 def check_params(params: dict) -> None:

@@ -5,6 +5,7 @@ folds); the pooled held-out NLL ranks them. The ODIR maps bring their own score 
 search on the same folds (see ``helpers.confidence.odir``). Only ``methods.SELECTABLE`` maps that converged on
 all of val may be chosen; ties (equal to 1e-12) go to the earlier, simpler method of ``METHODS``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,18 +40,31 @@ def select(fits: dict, val_logits, val_labels, *, seed: int = 0, n_folds: int = 
     """The chosen method among ``fits`` (method -> CalibrationMap fitted on all of val) and why."""
     logits, labels = validate_logits(val_logits, val_labels)
     folds = cv_folds(labels, n_folds, seed)
-    scores = {m: (fit.hyper["cv_nll"] if _reusable(fit, n_folds, seed) else cv_nll(m, logits, labels, folds, seed))
-              for m, fit in fits.items()}
+    scores = {
+        m: (fit.hyper["cv_nll"] if _reusable(fit, n_folds, seed) else cv_nll(m, logits, labels, folds, seed))
+        for m, fit in fits.items()
+    }
     eligible = [m for m in fits if m in SELECTABLE and fits[m].converged and np.isfinite(scores[m])]
     if not eligible:
-        raise RuntimeError(f"no selectable calibration map converged (fits: "
-                           f"{ {m: f.converged for m, f in fits.items()} }); check the val logits")
+        raise RuntimeError(
+            f"no selectable calibration map converged (fits: "
+            f"{ {m: f.converged for m, f in fits.items()} }); check the val logits"
+        )
     order = rank(scores, eligible)
     chosen = order[0]
     runner_up = f"; next {order[1]} at {scores[order[1]]:.4f}" if len(order) > 1 else ""
     excluded = [m for m in fits if m not in eligible]
-    reason = (f"lowest {n_folds}-fold cross-validated NLL on val among the smooth maps that converged: "
-              f"{scores[chosen]:.4f} (raw logits {negative_log_likelihood(logits, labels):.4f}{runner_up})"
-              + (f"; not eligible: {', '.join(excluded)}" if excluded else ""))
-    return {"chosen": chosen, "criterion": f"val {n_folds}-fold CV NLL", "cv_nll": scores, "n_folds": n_folds,
-            "seed": seed, "eligible": eligible, "reason": reason}
+    reason = (
+        f"lowest {n_folds}-fold cross-validated NLL on val among the smooth maps that converged: "
+        f"{scores[chosen]:.4f} (raw logits {negative_log_likelihood(logits, labels):.4f}{runner_up})"
+        + (f"; not eligible: {', '.join(excluded)}" if excluded else "")
+    )
+    return {
+        "chosen": chosen,
+        "criterion": f"val {n_folds}-fold CV NLL",
+        "cv_nll": scores,
+        "n_folds": n_folds,
+        "seed": seed,
+        "eligible": eligible,
+        "reason": reason,
+    }

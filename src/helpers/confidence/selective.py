@@ -8,11 +8,12 @@ rejected & wrong = TN, rejected & correct = FN. Owns the threshold sweep, the ch
 threshold on validation data (``CRITERIA``), its evaluation with bootstrap CIs on another split,
 the risk-coverage curve with AURC / E-AURC, and the two figures.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,14 +31,19 @@ def _rates(tp, fp, tn, fn) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         risk = np.where(accepted > 0, fp / accepted, np.nan)
     confusion = np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], -2)  # [truth, decision]
-    return {"coverage": accepted / (tp + fp + tn + fn), "selective_risk": risk,
-            "accuracy": 1 - risk, "mcc": mcc_from_confusion(confusion)}
+    return {
+        "coverage": accepted / (tp + fp + tn + fn),
+        "selective_risk": risk,
+        "accuracy": 1 - risk,
+        "mcc": mcc_from_confusion(confusion),
+    }
 
 
 def _decision_rates(accept: np.ndarray, correct: np.ndarray) -> dict:
     """``_rates`` of one accept/reject decision vector."""
-    return _rates((accept & correct).sum(), (accept & ~correct).sum(),
-                  (~accept & ~correct).sum(), (~accept & correct).sum())
+    return _rates(
+        (accept & correct).sum(), (accept & ~correct).sum(), (~accept & ~correct).sum(), (~accept & correct).sum()
+    )
 
 
 def threshold_sweep(logits, labels, thresholds=None) -> pd.DataFrame:
@@ -54,8 +60,9 @@ def threshold_sweep(logits, labels, thresholds=None) -> pd.DataFrame:
     tn = rejected - fn
     tp = correct.sum() - fn
     fp = len(conf) - rejected - tp
-    return pd.DataFrame({"threshold": thresholds, **_rates(tp, fp, tn, fn),
-                         "accepted": tp + fp, "tp": tp, "fp": fp, "tn": tn, "fn": fn})
+    return pd.DataFrame(
+        {"threshold": thresholds, **_rates(tp, fp, tn, fn), "accepted": tp + fp, "tp": tp, "fp": fp, "tn": tn, "fn": fn}
+    )
 
 
 @dataclass(frozen=True)
@@ -94,12 +101,13 @@ def check_params(params: dict, config: dict | None = None) -> None:
     if config and "04_quantize" in config:
         models = ["fp32", *config["04_quantize"]["calibration_methods"]]
         if params["selective_model"] not in models:
-            raise ValueError(f"selective_model {params['selective_model']!r} is not a model of this run; choose one "
-                             f"of {models} (fp32 or an entry of 04_quantize.calibration_methods)")
+            raise ValueError(
+                f"selective_model {params['selective_model']!r} is not a model of this run; choose one "
+                f"of {models} (fp32 or an entry of 04_quantize.calibration_methods)"
+            )
 
 
-def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc",
-                     target: float | None = None) -> ThresholdChoice:
+def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc", target: float | None = None) -> ThresholdChoice:
     """Pick a threshold from a validation ``threshold_sweep``.
 
     max_mcc: highest decision MCC (ties: highest coverage). target_coverage: the highest
@@ -111,8 +119,7 @@ def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc",
         raise ValueError("the threshold sweep is empty; build it with threshold_sweep(val logits)")
     if (sweep["accepted"] == 0).all():
         raise ValueError("no threshold in the sweep accepts any sample; sweep lower thresholds")
-    thr, cov, risk, mcc = (sweep[c].to_numpy() for c in ("threshold", "coverage",
-                                                          "selective_risk", "mcc"))
+    thr, cov, risk, mcc = (sweep[c].to_numpy() for c in ("threshold", "coverage", "selective_risk", "mcc"))
     met = True
     if criterion == "max_mcc":
         row = _argmax_among(cov, mcc == mcc.max())
@@ -121,23 +128,37 @@ def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc",
         ok = cov >= target
         met = bool(ok.any())
         row = _argmax_among(thr, ok) if met else _argmax_among(cov, cov == cov.max())
-        message = (f"coverage >= {target} met at the highest such threshold" if met else
-                   f"target coverage {target} cannot be met with these thresholds: the highest "
-                   f"coverage is {cov[row]:.4f}; reporting that closest achievable threshold")
+        message = (
+            f"coverage >= {target} met at the highest such threshold"
+            if met
+            else f"target coverage {target} cannot be met with these thresholds: the highest "
+            f"coverage is {cov[row]:.4f}; reporting that closest achievable threshold"
+        )
     else:
         ok = risk <= target  # NaN risk (nothing accepted) is never ok
         met = bool(ok.any())
         row = _argmax_among(cov, ok) if met else _argmax_among(cov, risk == np.nanmin(risk))
-        message = (f"selective risk <= {target} met at the highest such coverage" if met else
-                   f"target risk {target} cannot be met on this split: the lowest achievable "
-                   f"selective risk is {risk[row]:.4f}; reporting that closest achievable threshold")
+        message = (
+            f"selective risk <= {target} met at the highest such coverage"
+            if met
+            else f"target risk {target} cannot be met on this split: the lowest achievable "
+            f"selective risk is {risk[row]:.4f}; reporting that closest achievable threshold"
+        )
     choice = sweep.iloc[row]
-    message += (f" (threshold {choice.threshold:.6g}, coverage {choice.coverage:.4f}, "
-                f"risk {choice.selective_risk:.4f}, MCC {choice.mcc:.4f})")
-    return ThresholdChoice(criterion=criterion, target=target, met=met, message=message,
-                           threshold=float(choice.threshold), coverage=float(choice.coverage),
-                           selective_risk=_finite_or_none(choice.selective_risk),
-                           mcc=float(choice.mcc))
+    message += (
+        f" (threshold {choice.threshold:.6g}, coverage {choice.coverage:.4f}, "
+        f"risk {choice.selective_risk:.4f}, MCC {choice.mcc:.4f})"
+    )
+    return ThresholdChoice(
+        criterion=criterion,
+        target=target,
+        met=met,
+        message=message,
+        threshold=float(choice.threshold),
+        coverage=float(choice.coverage),
+        selective_risk=_finite_or_none(choice.selective_risk),
+        mcc=float(choice.mcc),
+    )
 
 
 def _argmax_among(values: np.ndarray, candidates: np.ndarray) -> int:
@@ -150,8 +171,9 @@ def _finite_or_none(x) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def evaluate_threshold(logits, labels, threshold: float, *, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> dict:
+def evaluate_threshold(
+    logits, labels, threshold: float, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
     """Coverage, selective risk, accuracy and decision MCC of ``threshold`` on a split, each with
     a seeded percentile-bootstrap interval (``ci``); None where undefined (nothing accepted)."""
     conf, correct = top_label(logits, labels)
@@ -163,18 +185,28 @@ def evaluate_threshold(logits, labels, threshold: float, *, n_boot: int = 1000, 
         return np.array([rates[name] for name in names], dtype=np.float64)
 
     point = stats(np.arange(len(conf)))
-    low, high = bootstrap_ci(stats, len(conf), n_boot=n_boot, seed=seed, level=level,
-                             desc="selective bootstrap")
-    return {"threshold": float(threshold), "n": int(len(conf)), "accepted": int(accept.sum()),
-            **{name: _finite_or_none(v) for name, v in zip(names, point)},
-            "ci_level": level,
-            "ci": {name: [_finite_or_none(lo), _finite_or_none(hi)]
-                   for name, lo, hi in zip(names, low, high)}}
+    low, high = bootstrap_ci(stats, len(conf), n_boot=n_boot, seed=seed, level=level, desc="selective bootstrap")
+    return {
+        "threshold": float(threshold),
+        "n": int(len(conf)),
+        "accepted": int(accept.sum()),
+        **{name: _finite_or_none(v) for name, v in zip(names, point)},
+        "ci_level": level,
+        "ci": {name: [_finite_or_none(lo), _finite_or_none(hi)] for name, lo, hi in zip(names, low, high)},
+    }
 
 
-def select_and_evaluate(val_logits, val_labels, test_logits, test_labels, criterion: str = "max_mcc",
-                        target: float | None = None, *, n_boot: int = 1000,
-                        seed: int = 0) -> tuple[dict, pd.DataFrame, ThresholdChoice]:
+def select_and_evaluate(
+    val_logits,
+    val_labels,
+    test_logits,
+    test_labels,
+    criterion: str = "max_mcc",
+    target: float | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[dict, pd.DataFrame, ThresholdChoice]:
     """Choose a threshold on VALIDATION logits, evaluate it on TEST: (report, val sweep, choice).
 
     The report holds the choice (threshold, criterion, target, met, message), its validation
@@ -184,17 +216,29 @@ def select_and_evaluate(val_logits, val_labels, test_logits, test_labels, criter
     check_criterion(criterion, target)
     sweep = threshold_sweep(val_logits, val_labels)
     choice = choose_threshold(sweep, criterion, target)
-    report = {"threshold": choice.threshold, "criterion": criterion, "target": target, "met": choice.met,
-              "message": choice.message,
-              "val": {"coverage": choice.coverage, "selective_risk": choice.selective_risk, "mcc": choice.mcc},
-              "test": evaluate_threshold(test_logits, test_labels, choice.threshold, n_boot=n_boot, seed=seed),
-              "test_aurc": aurc(test_logits, test_labels)}
+    report = {
+        "threshold": choice.threshold,
+        "criterion": criterion,
+        "target": target,
+        "met": choice.met,
+        "message": choice.message,
+        "val": {"coverage": choice.coverage, "selective_risk": choice.selective_risk, "mcc": choice.mcc},
+        "test": evaluate_threshold(test_logits, test_labels, choice.threshold, n_boot=n_boot, seed=seed),
+        "test_aurc": aurc(test_logits, test_labels),
+    }
     return report, sweep, choice
 
 
-def select_for_models(calibrated: Mapping[str, Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray],
-                      models: Sequence[str], criterion: str = "max_mcc", target: float | None = None, *,
-                      n_boot: int = 1000, seed: int = 0) -> tuple[dict, pd.DataFrame, dict]:
+def select_for_models(
+    calibrated: Mapping[str, Mapping[str, np.ndarray]],
+    labels: Mapping[str, np.ndarray],
+    models: Sequence[str],
+    criterion: str = "max_mcc",
+    target: float | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[dict, pd.DataFrame, dict]:
     """``select_and_evaluate`` for each of ``models`` (calibrated ``{model: {split: logits}}``, threshold fitted on
     val, evaluated on test). Returns the reports, one sweep table with a ``model`` column, and the choices."""
     missing = [m for m in models if m not in calibrated]
@@ -203,23 +247,35 @@ def select_for_models(calibrated: Mapping[str, Mapping[str, np.ndarray]], labels
     reports, sweeps, choices = {}, [], {}
     for model in models:
         reports[model], sweep, choices[model] = select_and_evaluate(
-            calibrated[model]["val"], labels["val"], calibrated[model]["test"], labels["test"], criterion, target,
-            n_boot=n_boot, seed=seed)
+            calibrated[model]["val"],
+            labels["val"],
+            calibrated[model]["test"],
+            labels["test"],
+            criterion,
+            target,
+            n_boot=n_boot,
+            seed=seed,
+        )
         sweeps.append(sweep.assign(model=model))
     return reports, pd.concat(sweeps, ignore_index=True), choices
 
 
 def criterion_lines(reports: Mapping[str, dict]) -> str:
     """One line per model: whether its criterion was met, and the choice's message."""
-    return "\n".join(f"{model}: criterion {'met' if r['met'] else 'NOT MET'}: {r['message']}"
-                     for model, r in reports.items())
+    return "\n".join(
+        f"{model}: criterion {'met' if r['met'] else 'NOT MET'}: {r['message']}" for model, r in reports.items()
+    )
 
 
-def models_risk_coverage_figure(labels: np.ndarray, calibrated: Mapping[str, Mapping[str, np.ndarray]],
-                                reports: Mapping[str, dict]):
+def models_risk_coverage_figure(
+    labels: np.ndarray, calibrated: Mapping[str, Mapping[str, np.ndarray]], reports: Mapping[str, dict]
+):
     """Test risk-coverage curves of the calibrated models that have a report, each with its chosen threshold."""
-    return risk_coverage_figure(labels, {f"{m} (calibrated)": calibrated[m]["test"] for m in reports},
-                                {f"{m} (calibrated)": r["threshold"] for m, r in reports.items()})
+    return risk_coverage_figure(
+        labels,
+        {f"{m} (calibrated)": calibrated[m]["test"] for m in reports},
+        {f"{m} (calibrated)": r["threshold"] for m, r in reports.items()},
+    )
 
 
 def report_table(reports: Mapping[str, dict]) -> pd.DataFrame:
@@ -228,11 +284,19 @@ def report_table(reports: Mapping[str, dict]) -> pd.DataFrame:
     rows = {}
     for model, r in reports.items():
         test = r["test"]
-        rows[model] = {"threshold": r["threshold"], "met": r["met"], "val_coverage": r["val"]["coverage"],
-                       "val_risk": r["val"]["selective_risk"], "val_mcc": r["val"]["mcc"],
-                       **{f"test_{name}": _with_ci(test[key], test["ci"][key])
-                          for name, key in (("coverage", "coverage"), ("risk", "selective_risk"), ("mcc", "mcc"))},
-                       "test_aurc": r["test_aurc"]["aurc"], "test_e_aurc": r["test_aurc"]["e_aurc"]}
+        rows[model] = {
+            "threshold": r["threshold"],
+            "met": r["met"],
+            "val_coverage": r["val"]["coverage"],
+            "val_risk": r["val"]["selective_risk"],
+            "val_mcc": r["val"]["mcc"],
+            **{
+                f"test_{name}": _with_ci(test[key], test["ci"][key])
+                for name, key in (("coverage", "coverage"), ("risk", "selective_risk"), ("mcc", "mcc"))
+            },
+            "test_aurc": r["test_aurc"]["aurc"],
+            "test_e_aurc": r["test_aurc"]["e_aurc"],
+        }
     return pd.DataFrame.from_dict(rows, orient="index")  # not rounded: an AURC of 9.7e-05 must stay one
 
 
@@ -289,8 +353,9 @@ def aurc(logits, labels) -> dict:
     return {"aurc": value, "optimal_aurc": optimal, "e_aurc": value - optimal}
 
 
-def risk_coverage_figure(labels, logits_by_name: Mapping[str, np.ndarray],
-                         threshold: float | Mapping[str, float] | None = None):
+def risk_coverage_figure(
+    labels, logits_by_name: Mapping[str, np.ndarray], threshold: float | Mapping[str, float] | None = None
+):
     """Risk-coverage curves (one per entry) with the optimal curve; ``threshold`` marks, on each
     curve, the operating point of that threshold on that data -- one threshold for every curve,
     or ``{name: threshold}`` for each curve its own (e.g. each model's chosen threshold)."""
@@ -306,19 +371,22 @@ def risk_coverage_figure(labels, logits_by_name: Mapping[str, np.ndarray],
     for name, logits in logits_by_name.items():
         coverage, risk = risk_coverage_curve(logits, labels)
         scores = aurc(logits, labels)
-        line, = ax.plot(coverage, risk, label=f"{name} (AURC {scores['aurc']:.3g}, "
-                                              f"E-AURC {scores['e_aurc']:.3g})")
+        (line,) = ax.plot(coverage, risk, label=f"{name} (AURC {scores['aurc']:.3g}, E-AURC {scores['e_aurc']:.3g})")
         if per_curve.get(name) is not None:
             conf, correct = top_label(logits, labels)
             point = _decision_rates(conf >= per_curve[name], correct)
-            ax.plot(point["coverage"], point["selective_risk"], "o", color=line.get_color(),
-                    label=f"{name}: threshold {per_curve[name]:.4g}")
+            ax.plot(
+                point["coverage"],
+                point["selective_risk"],
+                "o",
+                color=line.get_color(),
+                label=f"{name}: threshold {per_curve[name]:.4g}",
+            )
     _, correct = top_label(next(iter(logits_by_name.values())), labels)
     ax.plot(coverage, _optimal_risk(correct), "k:", label="optimal ranking")
     title = "risk-coverage" + ("" if threshold is None else " (markers: operating points)")
     low = min(_populated_coverage(ax), 0.9)  # zoom to where the curves have risk > 0 (all the action on easy data)
-    ax.set(xlim=(low, 1.0 + 0.02 * (1 - low)), ylim=(0, None), xlabel="coverage", ylabel="selective risk",
-           title=title)
+    ax.set(xlim=(low, 1.0 + 0.02 * (1 - low)), ylim=(0, None), xlabel="coverage", ylabel="selective risk", title=title)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
@@ -333,11 +401,19 @@ def threshold_sweep_figure(sweep: pd.DataFrame, choice: ThresholdChoice | None =
         ax.plot(sweep["threshold"], sweep[column], style, label=column)
     if choice is not None:
         ax.axvline(choice.threshold, color="tab:red", lw=1)
-        ax.plot([choice.threshold] * 2, [choice.mcc, choice.coverage], "o", color="tab:red",
-                label=f"{choice.criterion}: t = {choice.threshold:.4g}"
-                      + ("" if choice.met else " (target not met)"))
-    ax.set(xlabel="confidence threshold", ylabel="value (MCC; coverage and risk as fractions)",
-           ylim=(min(0, sweep["mcc"].min()) - 0.02, 1.02), title="threshold sweep")
+        ax.plot(
+            [choice.threshold] * 2,
+            [choice.mcc, choice.coverage],
+            "o",
+            color="tab:red",
+            label=f"{choice.criterion}: t = {choice.threshold:.4g}" + ("" if choice.met else " (target not met)"),
+        )
+    ax.set(
+        xlabel="confidence threshold",
+        ylabel="value (MCC; coverage and risk as fractions)",
+        ylim=(min(0, sweep["mcc"].min()) - 0.02, 1.02),
+        title="threshold sweep",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

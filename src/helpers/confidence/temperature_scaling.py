@@ -6,6 +6,7 @@ It never changes the argmax, so accuracy is untouched. T is fitted as log T with
 ``bounds`` gives T (NLL(logits / T) is convex in 1/T, so unimodal in log T) and ``optimizer``
 records "bounded_search".
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,9 @@ from helpers.confidence.base import CalibrationMap, minimize_lbfgs, with_losses
 from helpers.metrics.calibration import validate_logits
 
 
-def golden_section_minimize(f: Callable[[float], float], lo: float, hi: float,
-                            tol: float = 1e-9, max_iter: int = 200) -> tuple[float, int]:
+def golden_section_minimize(
+    f: Callable[[float], float], lo: float, hi: float, tol: float = 1e-9, max_iter: int = 200
+) -> tuple[float, int]:
     """Minimize a unimodal ``f`` on [lo, hi] by golden-section search: (argmin, iterations)."""
     if not lo < hi:
         raise ValueError(f"need lo < hi, got [{lo}, {hi}]")
@@ -42,8 +44,15 @@ def golden_section_minimize(f: Callable[[float], float], lo: float, hi: float,
     return (a + b) / 2, iterations
 
 
-def fit(val_logits, val_labels, *, seed: int = 0, max_iter: int = 100, grad_tol: float = 1e-6,
-        bounds: tuple[float, float] = (0.05, 20.0)) -> CalibrationMap:
+def fit(
+    val_logits,
+    val_labels,
+    *,
+    seed: int = 0,
+    max_iter: int = 100,
+    grad_tol: float = 1e-6,
+    bounds: tuple[float, float] = (0.05, 20.0),
+) -> CalibrationMap:
     """Fit T on VALIDATION logits/labels (never on test) by minimizing NLL(logits / T).
 
     ``max_iter`` bounds the L-BFGS iterations (0 skips straight to the bounded search);
@@ -65,11 +74,18 @@ def fit(val_logits, val_labels, *, seed: int = 0, max_iter: int = 100, grad_tol:
         lo, hi = math.log(bounds[0]), math.log(bounds[1])
         with torch.no_grad():
             best, iterations = golden_section_minimize(
-                lambda x: float(nll(torch.tensor(x, dtype=torch.float64))), lo, hi)
+                lambda x: float(nll(torch.tensor(x, dtype=torch.float64))), lo, hi
+            )
         temperature, optimizer = math.exp(best), "bounded_search"
         converged = min(best - lo, hi - best) > 1e-6  # an optimum on a bound is not a minimum
-    result = CalibrationMap(method="temperature_scaling", params={"temperature": temperature},
-                            optimizer=optimizer, converged=converged, iterations=iterations, seed=seed)
+    result = CalibrationMap(
+        method="temperature_scaling",
+        params={"temperature": temperature},
+        optimizer=optimizer,
+        converged=converged,
+        iterations=iterations,
+        seed=seed,
+    )
     return with_losses(result, logits_np, labels_np)
 
 

@@ -3,6 +3,7 @@
 
 Unlike temperature scaling it may change the argmax. Starts from the identity (w = 1, b = 0).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,10 +23,18 @@ def fit(val_logits, val_labels, *, seed: int = 0, max_iter: int = 500, grad_tol:
 
     theta, iterations, converged = minimize_smooth(loss, np.r_[np.ones(k), np.zeros(k)], max_iter, grad_tol)
     if not np.isfinite(theta).all():
-        raise RuntimeError("vector scaling diverged to non-finite parameters (the validation set "
-                           "may be separable); use temperature scaling instead")
-    result = CalibrationMap(method="vector_scaling", params={"scale": theta[:k].tolist(), "bias": theta[k:].tolist()},
-                            optimizer="lbfgs", converged=converged, iterations=iterations, seed=seed)
+        raise RuntimeError(
+            "vector scaling diverged to non-finite parameters (the validation set "
+            "may be separable); use temperature scaling instead"
+        )
+    result = CalibrationMap(
+        method="vector_scaling",
+        params={"scale": theta[:k].tolist(), "bias": theta[k:].tolist()},
+        optimizer="lbfgs",
+        converged=converged,
+        iterations=iterations,
+        seed=seed,
+    )
     return with_losses(result, logits, labels)
 
 

@@ -14,6 +14,7 @@ Owns everything between raw pixels and model inputs:
 Run ``python -m helpers.data --dataset cifar10 --data-dir DIR --samples-per-class 100`` for a
 quick look at the calibration slice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,9 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     """uint8 NHWC images -> float32 NHWC, raw 0-255 (the project's single input contract)."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise ValueError(f"preprocess expects uint8 images, got {images.dtype}; pass raw pixels, not already-scaled floats")
+        raise ValueError(
+            f"preprocess expects uint8 images, got {images.dtype}; pass raw pixels, not already-scaled floats"
+        )
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"preprocess expects NHWC images (N, H, W, 1|3), got shape {images.shape}")
     return images.astype(np.float32)
@@ -71,8 +74,9 @@ def check_image_batch(images, what: str = "images", shape: tuple[int | None, ...
     if len(images) == 0:
         raise ValueError(f"{what} takes {contract}; the batch is empty ({got}): pass at least one image")
     if shape is not None and any(e is not None and e != s for e, s in zip(shape, images.shape[1:])):
-        raise ValueError(f"{what} takes {contract}; {got}: per-sample shape {images.shape[1:]}, "
-                         f"the model expects ({dims[3:]})")
+        raise ValueError(
+            f"{what} takes {contract}; {got}: per-sample shape {images.shape[1:]}, the model expects ({dims[3:]})"
+        )
     return images
 
 
@@ -82,8 +86,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         return _load_digits()
     if name == "cifar10":
         if not data_dir:
-            raise ValueError("dataset 'cifar10' needs data_dir: the path of a cifar-10-batches-py folder "
-                             "(build one with: python ../shared/data/make_cifar10_batches.py --out DIR)")
+            raise ValueError(
+                "dataset 'cifar10' needs data_dir: the path of a cifar-10-batches-py folder "
+                "(build one with: python ../shared/data/make_cifar10_batches.py --out DIR)"
+            )
         return _load_cifar10(Path(data_dir))
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
@@ -102,25 +108,36 @@ def check_params(params: dict, config: dict | None = None) -> None:
     if not 0.0 < params["val_fraction"] < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {params['val_fraction']}")
     if params["samples_per_class"] < 0:
-        raise ValueError(f"samples_per_class must be >= 1 (or 0 for the dataset default), got {params['samples_per_class']}")
+        raise ValueError(
+            f"samples_per_class must be >= 1 (or 0 for the dataset default), got {params['samples_per_class']}"
+        )
     if config is None:  # in the kernel (Phase.open): its next cell loads the dataset anyway
         return
     # the kernel's own first steps, so what would fail in phase 01 fails here, before any run directory exists:
     # every batch is read (a truncated one or an unsafe pickle is refused) and the slice must fit every class
     ds = load_dataset(params["dataset"], params["data_dir"] or None)
-    make_splits(ds, params["val_fraction"], params["samples_per_class"] or DEFAULT_SAMPLES_PER_CLASS[params["dataset"]],
-                params["seed"], params["val_source"])
+    make_splits(
+        ds,
+        params["val_fraction"],
+        params["samples_per_class"] or DEFAULT_SAMPLES_PER_CLASS[params["dataset"]],
+        params["seed"],
+        params["val_source"],
+    )
 
 
 def check_cifar10_dir(data_dir: Path) -> None:
     """Fail fast (before any work) when ``data_dir`` is not a cifar-10-batches-py folder."""
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"CIFAR-10 data_dir {data_dir} does not exist; point data_dir at a "
-                                "cifar-10-batches-py folder (python ../shared/data/make_cifar10_batches.py --out DIR builds one)")
+        raise FileNotFoundError(
+            f"CIFAR-10 data_dir {data_dir} does not exist; point data_dir at a "
+            "cifar-10-batches-py folder (python ../shared/data/make_cifar10_batches.py --out DIR builds one)"
+        )
     missing = [f for f in CIFAR_FILES if not (data_dir / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"CIFAR-10 data_dir {data_dir} is missing {', '.join(missing)}; "
-                                "it must hold data_batch_1..5, test_batch and batches.meta")
+        raise FileNotFoundError(
+            f"CIFAR-10 data_dir {data_dir} is missing {', '.join(missing)}; "
+            "it must hold data_batch_1..5, test_batch and batches.meta"
+        )
 
 
 def _load_digits() -> Dataset:
@@ -130,18 +147,25 @@ def _load_digits() -> Dataset:
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # 0..16 -> 0..255
     labels = bunch.target.astype(np.int64)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION,
-                                           stratify=labels, random_state=0)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, stratify=labels, random_state=0
+    )
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
-    return Dataset("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
-                   [str(i) for i in range(10)])
+    return Dataset(
+        "digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], [str(i) for i in range(10)]
+    )
 
 
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches only: numpy arrays and plain containers, nothing executable."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
@@ -154,8 +178,10 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             obj = _CifarUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
     except Exception as exc:  # truncated, corrupt, or not a pickle at all
-        raise ValueError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}); "
-                         "rebuild the folder with make_cifar10_batches.py") from exc
+        raise ValueError(
+            f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}); "
+            "rebuild the folder with make_cifar10_batches.py"
+        ) from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, expected a CIFAR-10 batch dict")
     return obj
@@ -168,8 +194,10 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch["data"])
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise ValueError(f"{path}: data must be uint8 (N, 3072) with N labels, got {data.dtype} {data.shape} "
-                         f"and {len(labels)} labels")
+        raise ValueError(
+            f"{path}: data must be uint8 (N, 3072) with N labels, got {data.dtype} {data.shape} "
+            f"and {len(labels)} labels"
+        )
     if labels.min() < 0 or labels.max() > 9:
         raise ValueError(f"{path}: labels must be 0..9, found {labels.min()}..{labels.max()}")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
@@ -183,16 +211,23 @@ def _load_cifar10(data_dir: Path) -> Dataset:
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get("label_names", [])]
     if len(names) != 10:
         raise ValueError(f"{data_dir / 'batches.meta'} must list 10 label_names, found {len(names)}")
-    return Dataset("cifar10", np.ascontiguousarray(np.concatenate([t[0] for t in train])),
-                   np.concatenate([t[1] for t in train]), np.ascontiguousarray(test_images), test_labels, names)
+    return Dataset(
+        "cifar10",
+        np.ascontiguousarray(np.concatenate([t[0] for t in train])),
+        np.concatenate([t[1] for t in train]),
+        np.ascontiguousarray(test_images),
+        test_labels,
+        names,
+    )
 
 
 def check_images(images: np.ndarray, dataset: str) -> None:
     """Shape/dtype check for a dataset's images (an adapter bug or a wrong folder shows here)."""
     expected = _SHAPES[dataset]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
-        raise ValueError(f"{dataset} images must be uint8 (N, {', '.join(map(str, expected))}), "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{dataset} images must be uint8 (N, {', '.join(map(str, expected))}), got {images.dtype} {images.shape}"
+        )
 
 
 def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,13 +236,15 @@ def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
-                                          stratify=labels, random_state=seed)
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
+    )
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def stratified_slice(labels: np.ndarray, samples_per_class: int, seed: int,
-                     class_names: list[str] | None = None) -> np.ndarray:
+def stratified_slice(
+    labels: np.ndarray, samples_per_class: int, seed: int, class_names: list[str] | None = None
+) -> np.ndarray:
     """Exactly ``samples_per_class`` indices per class (into ``labels``), seeded, sorted."""
     if samples_per_class < 1:
         raise ValueError(f"samples_per_class must be >= 1, got {samples_per_class}")
@@ -218,14 +255,17 @@ def stratified_slice(labels: np.ndarray, samples_per_class: int, seed: int,
         members = np.flatnonzero(labels == c)
         if len(members) < samples_per_class:
             name = class_names[c] if class_names else c
-            raise ValueError(f"samples_per_class={samples_per_class} but class {name!r} has only {len(members)} "
-                             f"training samples; lower samples_per_class to at most {len(members)}")
+            raise ValueError(
+                f"samples_per_class={samples_per_class} but class {name!r} has only {len(members)} "
+                f"training samples; lower samples_per_class to at most {len(members)}"
+            )
         chosen.append(rng.choice(members, size=samples_per_class, replace=False))
     return np.sort(np.concatenate(chosen))
 
 
-def make_splits(ds: Dataset, val_fraction: float, samples_per_class: int, seed: int,
-                val_source: str = "train") -> dict[str, np.ndarray]:
+def make_splits(
+    ds: Dataset, val_fraction: float, samples_per_class: int, seed: int, val_source: str = "train"
+) -> dict[str, np.ndarray]:
     """Indices of train / val / test and the calibration slice (into the training images).
 
     ``val_source="train"``: val is a stratified ``val_fraction`` of the training data. ``"test"``:
@@ -243,8 +283,13 @@ def make_splits(ds: Dataset, val_fraction: float, samples_per_class: int, seed: 
         train_idx = np.arange(len(ds.train_labels))
         test_idx, val_idx = split_train_val(ds.test_labels, val_fraction, seed)
     calibration = train_idx[stratified_slice(ds.train_labels[train_idx], samples_per_class, seed, ds.class_names)]
-    return {"train": train_idx, "val": val_idx, "test": test_idx, "calibration": calibration,
-            "val_source": np.array(val_source)}
+    return {
+        "train": train_idx,
+        "val": val_idx,
+        "test": test_idx,
+        "calibration": calibration,
+        "val_source": np.array(val_source),
+    }
 
 
 def split_data(ds: Dataset, splits: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -270,8 +315,10 @@ def load_splits(splits_path: Path, ds: Dataset) -> dict[str, np.ndarray]:
     for name, limit in limits.items():
         idx = splits[name]
         if len(idx) and idx.max() >= limit:
-            raise ValueError(f"{splits_path}: {name} indices reach {idx.max()} but {ds.name} has {limit} "
-                             "images: phase 01 ran on another dataset; re-run it with the same dataset/data_dir")
+            raise ValueError(
+                f"{splits_path}: {name} indices reach {idx.max()} but {ds.name} has {limit} "
+                "images: phase 01 ran on another dataset; re-run it with the same dataset/data_dir"
+            )
     return splits
 
 
@@ -301,16 +348,27 @@ def verify_distribution(labels: np.ndarray, class_names: list[str]) -> dict[str,
 def describe_inputs(images: np.ndarray) -> dict:
     """dtype, shape and pixel range of preprocessed inputs, and the NHWC check."""
     x = preprocess(images)
-    return {"dtype": str(x.dtype), "shape": list(x.shape), "min": float(x.min()), "max": float(x.max()),
-            "layout": "NHWC", "nhwc_confirmed": bool(x.shape[-1] in (1, 3))}
+    return {
+        "dtype": str(x.dtype),
+        "shape": list(x.shape),
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "layout": "NHWC",
+        "nhwc_confirmed": bool(x.shape[-1] in (1, 3)),
+    }
 
 
 def slice_record(ds: Dataset, splits: dict, samples_per_class: int) -> dict:
     """What ``distribution.json`` holds: class counts of the slice, its hash and its input description."""
     calibration = splits["calibration"]
-    return {"dataset": ds.name, "class_names": ds.class_names, "samples_per_class": samples_per_class,
-            "distribution": verify_distribution(ds.train_labels[calibration], ds.class_names),
-            "slice_hash": slice_hash(calibration, ds.train_images), "inputs": describe_inputs(ds.train_images[calibration])}
+    return {
+        "dataset": ds.name,
+        "class_names": ds.class_names,
+        "samples_per_class": samples_per_class,
+        "distribution": verify_distribution(ds.train_labels[calibration], ds.class_names),
+        "slice_hash": slice_hash(calibration, ds.train_images),
+        "inputs": describe_inputs(ds.train_images[calibration]),
+    }
 
 
 def print_slice_summary(record: dict) -> None:
@@ -319,7 +377,9 @@ def print_slice_summary(record: dict) -> None:
     print(f"Loaded {sum(record['distribution'].values())} calibration samples")
     for name, count in record["distribution"].items():
         print(f"  {name:<12} {count:>5}")
-    print(f"dtype: {inputs['dtype']}  shape: {tuple(inputs['shape'])}  pixel range: [{inputs['min']:.0f}, {inputs['max']:.0f}]")
+    print(
+        f"dtype: {inputs['dtype']}  shape: {tuple(inputs['shape'])}  pixel range: [{inputs['min']:.0f}, {inputs['max']:.0f}]"
+    )
     print("NHWC format confirmed" if inputs["nhwc_confirmed"] else "NOT NHWC: the model input contract is broken")
     print(f"slice hash: {record['slice_hash']}")
 
@@ -336,8 +396,13 @@ def sample_grid_figure(images: np.ndarray, labels: np.ndarray, class_names: list
             ax.axis("off")
             if j < len(members):
                 img = images[members[j]]
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                          vmin=0, vmax=255, interpolation="nearest")
+                ax.imshow(
+                    img[..., 0] if img.shape[-1] == 1 else img,
+                    cmap="gray" if img.shape[-1] == 1 else None,
+                    vmin=0,
+                    vmax=255,
+                    interpolation="nearest",
+                )
         axes[c][0].set_title(name, fontsize=8, loc="left")
     fig.suptitle("Calibration slice: examples per class")
     return fig
@@ -345,8 +410,9 @@ def sample_grid_figure(images: np.ndarray, labels: np.ndarray, class_names: list
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.data", description="Inspect the calibration slice.")
-    parser.add_argument("--dataset", choices=DATASETS, default=None,
-                        help="default: cifar10 when --data-dir is given, else digits")
+    parser.add_argument(
+        "--dataset", choices=DATASETS, default=None, help="default: cifar10 when --data-dir is given, else digits"
+    )
     parser.add_argument("--data-dir", default=None, help="cifar-10-batches-py folder")
     parser.add_argument("--samples-per-class", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -361,4 +427,3 @@ def _main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {exc}\n")
     print_slice_summary(slice_record(ds, splits, per_class))
     return 0
-

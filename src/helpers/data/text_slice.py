@@ -15,14 +15,15 @@ Owns the text counterpart of the image calibration slice:
   and kept in corpus order. Its hash is sha256 over each chosen sentence's UTF-8 bytes followed
   by a NUL byte, in order (a sentence holding a NUL is never kept).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,20 +54,28 @@ def split_sentences(text: str) -> list[str]:
 
 def _is_prose(sentence: str) -> bool:
     words = len(sentence.split())
-    return (MIN_WORDS <= words <= MAX_WORDS and sentence[:1].isupper() and sentence[-1] in ".!?"
-            and not any(marker in sentence for marker in _REJECTED))
+    return (
+        MIN_WORDS <= words <= MAX_WORDS
+        and sentence[:1].isupper()
+        and sentence[-1] in ".!?"
+        and not any(marker in sentence for marker in _REJECTED)
+    )
 
 
 def _read_utf8(path: Path) -> str:
     if not path.is_file():
-        raise FileNotFoundError(f"text corpus {path} does not exist; pass a UTF-8 .txt or .jsonl file, "
-                                f"or None for the default corpus ({DEFAULT_CORPUS})")
+        raise FileNotFoundError(
+            f"text corpus {path} does not exist; pass a UTF-8 .txt or .jsonl file, "
+            f"or None for the default corpus ({DEFAULT_CORPUS})"
+        )
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"text corpus {path} is not UTF-8 (invalid byte at offset {exc.start}); "
-                         "re-encode it as UTF-8 (e.g. iconv -t UTF-8)") from None
+        raise ValueError(
+            f"text corpus {path} is not UTF-8 (invalid byte at offset {exc.start}); "
+            "re-encode it as UTF-8 (e.g. iconv -t UTF-8)"
+        ) from None
     if not text.strip():
         raise ValueError(f"text corpus {path} is empty; give a file with at least one sentence of text")
     return text
@@ -80,12 +89,16 @@ def _jsonl_texts(path: Path, text: str) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be a JSON object "
-                             'with a "text" field, or a JSON string') from None
+            raise ValueError(
+                f"{path}:{number}: not valid JSON ({exc.msg}); each line must be a JSON object "
+                'with a "text" field, or a JSON string'
+            ) from None
         value = record.get("text") if isinstance(record, dict) else record
         if not isinstance(value, str):
-            raise ValueError(f'{path}:{number}: expected a JSON string or an object with a string "text" field, '
-                             f"got {type(record).__name__}{' keys ' + str(sorted(record)) if isinstance(record, dict) else ''}")
+            raise ValueError(
+                f'{path}:{number}: expected a JSON string or an object with a string "text" field, '
+                f"got {type(record).__name__}{' keys ' + str(sorted(record)) if isinstance(record, dict) else ''}"
+            )
         texts.append(value)
     return texts
 
@@ -102,8 +115,10 @@ def corpus_sentences(path: str | Path | None = None) -> list[str]:
         texts = _jsonl_texts(path, text) if path.suffix == ".jsonl" else [text]
     sentences = list(dict.fromkeys(s for t in texts for s in split_sentences(t)))
     if not sentences:
-        raise ValueError(f"no sentences found in {path or DEFAULT_CORPUS}: a sentence starts with an uppercase "
-                         f"letter, ends with . ! or ?, and has {MIN_WORDS}..{MAX_WORDS} words")
+        raise ValueError(
+            f"no sentences found in {path or DEFAULT_CORPUS}: a sentence starts with an uppercase "
+            f"letter, ends with . ! or ?, and has {MIN_WORDS}..{MAX_WORDS} words"
+        )
     return sentences
 
 
@@ -121,8 +136,10 @@ def text_slice(n: int, seed: int = 0, path: str | Path | None = None) -> TextSli
         raise ValueError(f"n must be a positive integer number of sentences, got {n!r}")
     sentences = corpus_sentences(path)
     if n > len(sentences):
-        raise ValueError(f"asked for {n} sentences but {path or DEFAULT_CORPUS} has only {len(sentences)}; "
-                         f"lower n to at most {len(sentences)} or give a larger corpus")
+        raise ValueError(
+            f"asked for {n} sentences but {path or DEFAULT_CORPUS} has only {len(sentences)}; "
+            f"lower n to at most {len(sentences)} or give a larger corpus"
+        )
     chosen = np.sort(np.random.default_rng(seed).choice(len(sentences), size=int(n), replace=False))
     picked = tuple(sentences[i] for i in chosen)
     return TextSlice(picked, sentences_sha256(picked), str(path) if path is not None else DEFAULT_CORPUS)

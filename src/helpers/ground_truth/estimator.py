@@ -38,12 +38,14 @@ predict its target latencies; the table holds one row per (model, runtime, preci
 with the absolute percentage error, beside the naive baseline total FLOPs / theoretical peak.
 With ``end_to_end``, records without one (v1.0) take part in fitting the subgraph parameters only.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,15 +141,21 @@ class GroupParams:
         return predicted
 
     def predict(self, record: MeasurementRecord) -> float:
-        return (self.scale * float(self.predict_subgraphs(record.subgraphs).sum())
-                + self.per_subgraph_ms * len(record.subgraphs) + self.call_overhead_ms)
+        return (
+            self.scale * float(self.predict_subgraphs(record.subgraphs).sum())
+            + self.per_subgraph_ms * len(record.subgraphs)
+            + self.call_overhead_ms
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self.roofline),
-                "peak_fraction": self.roofline.peak_flops_per_ms * 1e3 / self.theoretical_peak_flops,
-                "scale": self.scale, "per_subgraph_ms": self.per_subgraph_ms,
-                "call_overhead_ms": self.call_overhead_ms,
-                "by_operation_type": {kind: dataclasses.asdict(r) for kind, r in sorted(self.by_type.items())}}
+        return {
+            **dataclasses.asdict(self.roofline),
+            "peak_fraction": self.roofline.peak_flops_per_ms * 1e3 / self.theoretical_peak_flops,
+            "scale": self.scale,
+            "per_subgraph_ms": self.per_subgraph_ms,
+            "call_overhead_ms": self.call_overhead_ms,
+            "by_operation_type": {kind: dataclasses.asdict(r) for kind, r in sorted(self.by_type.items())},
+        }
 
 
 def _subgraph_table(records: Sequence[MeasurementRecord], target: str) -> pd.DataFrame:
@@ -155,8 +163,10 @@ def _subgraph_table(records: Sequence[MeasurementRecord], target: str) -> pd.Dat
     rows = []
     for record in records:
         measured = [subgraph_ms(s.measured_latency, target) for s in record.subgraphs]
-        rows += [(s.flops, s.total_bytes, ms, sum(measured), s.operation_type, record.model)
-                 for s, ms in zip(record.subgraphs, measured)]
+        rows += [
+            (s.flops, s.total_bytes, ms, sum(measured), s.operation_type, record.model)
+            for s, ms in zip(record.subgraphs, measured)
+        ]
     return pd.DataFrame(rows, columns=["flops", "bytes", "ms", "total", "operation_type", "model"])
 
 
@@ -173,9 +183,17 @@ def _fit_roofline(table: pd.DataFrame, peak_flops_per_ms: float) -> Roofline:
         return (Roofline(*np.exp(theta)).predict(flops, nbytes) - measured) / total
 
     upper = [np.log(peak_flops_per_ms), np.inf, np.inf]
-    fits = [least_squares(residuals, np.log([fraction * peak_flops_per_ms, bandwidth, overhead]),
-                          bounds=(-np.inf, upper), loss="soft_l1", f_scale=0.02, method="trf")
-            for fraction, bandwidth, overhead in STARTS]
+    fits = [
+        least_squares(
+            residuals,
+            np.log([fraction * peak_flops_per_ms, bandwidth, overhead]),
+            bounds=(-np.inf, upper),
+            loss="soft_l1",
+            f_scale=0.02,
+            method="trf",
+        )
+        for fraction, bandwidth, overhead in STARTS
+    ]
     best = min(fits, key=lambda fit: fit.cost)
     return Roofline(*(float(v) for v in np.exp(best.x)))
 
@@ -197,8 +215,9 @@ def _fit_group(records: list[MeasurementRecord], target: str, by_operation_type:
     y = np.array([end_to_end_ms(r) for r in timed])
     design = np.column_stack([x, n, np.ones_like(x)]) / y[:, None]  # relative errors: weight 1/y
     (scale, per_subgraph, call), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
-    return dataclasses.replace(partial, scale=float(scale), per_subgraph_ms=float(per_subgraph),
-                               call_overhead_ms=float(call))
+    return dataclasses.replace(
+        partial, scale=float(scale), per_subgraph_ms=float(per_subgraph), call_overhead_ms=float(call)
+    )
 
 
 @dataclass(frozen=True)
@@ -209,16 +228,16 @@ class RooflineEstimator:
     target: str = "end_to_end"
 
     @classmethod
-    def fit(cls, records: Sequence[MeasurementRecord], target: str = "end_to_end",
-            by_operation_type: bool = False) -> RooflineEstimator:
+    def fit(
+        cls, records: Sequence[MeasurementRecord], target: str = "end_to_end", by_operation_type: bool = False
+    ) -> RooflineEstimator:
         if not records:
             raise ValueError("cannot fit an estimator on no records; measure some with `calib ground-truth measure`")
         _check_target(target)
         by_group: dict[str, list[MeasurementRecord]] = {}
         for record in records:
             by_group.setdefault(group_of(record), []).append(record)
-        return cls({group: _fit_group(rs, target, by_operation_type) for group, rs in sorted(by_group.items())},
-                   target)
+        return cls({group: _fit_group(rs, target, by_operation_type) for group, rs in sorted(by_group.items())}, target)
 
     def predict(self, record: MeasurementRecord) -> float:
         """Predicted target latency (ms) of a record's model, from its subgraphs' FLOPs, bytes (and types)."""
@@ -232,8 +251,9 @@ class RooflineEstimator:
         return {name: group.to_dict() for name, group in self.groups.items()}
 
 
-def leave_one_model_out(records: Sequence[MeasurementRecord], target: str = "end_to_end",
-                        by_operation_type: bool = False) -> pd.DataFrame:
+def leave_one_model_out(
+    records: Sequence[MeasurementRecord], target: str = "end_to_end", by_operation_type: bool = False
+) -> pd.DataFrame:
     """One row per record with a ``target`` latency: measured vs predicted with its model left out,
     and the naive baseline (:func:`naive_ms`). Records of one machine (``hardware_id`` is a column)."""
     models = sorted({r.model for r in records})
@@ -249,29 +269,64 @@ def leave_one_model_out(records: Sequence[MeasurementRecord], target: str = "end
             if group_of(record) not in estimator.groups:
                 continue  # no other model was measured in this group: nothing to predict from
             predicted, naive = estimator.predict(record), naive_ms(record)
-            rows.append({"hardware_id": record.hardware_id, "model": model, "runtime": record.runtime,
-                         "precision": record.precision, "batch_size": record.batch_size, "measured_ms": measured,
-                         "predicted_ms": predicted, "ape_pct": abs(predicted - measured) / measured * 100,
-                         "naive_ms": naive, "naive_ape_pct": abs(naive - measured) / measured * 100})
-    columns = ["hardware_id", "model", "runtime", "precision", "batch_size", "measured_ms", "predicted_ms", "ape_pct",
-               "naive_ms", "naive_ape_pct"]
+            rows.append(
+                {
+                    "hardware_id": record.hardware_id,
+                    "model": model,
+                    "runtime": record.runtime,
+                    "precision": record.precision,
+                    "batch_size": record.batch_size,
+                    "measured_ms": measured,
+                    "predicted_ms": predicted,
+                    "ape_pct": abs(predicted - measured) / measured * 100,
+                    "naive_ms": naive,
+                    "naive_ape_pct": abs(naive - measured) / measured * 100,
+                }
+            )
+    columns = [
+        "hardware_id",
+        "model",
+        "runtime",
+        "precision",
+        "batch_size",
+        "measured_ms",
+        "predicted_ms",
+        "ape_pct",
+        "naive_ms",
+        "naive_ape_pct",
+    ]
     return pd.DataFrame(rows, columns=columns).sort_values(columns[:5], ignore_index=True)
 
 
 def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
     """Per (hardware, runtime, precision): models, predictions, median and p90 APE of the estimator and
     of the naive baseline."""
+
     def row(rows: pd.DataFrame) -> pd.Series:
-        return pd.Series({"models": rows["model"].nunique(), "predictions": len(rows),
-                          "median_ape_pct": rows["ape_pct"].median(), "p90_ape_pct": rows["ape_pct"].quantile(0.9),
-                          "naive_median_ape_pct": rows["naive_ape_pct"].median(),
-                          "naive_p90_ape_pct": rows["naive_ape_pct"].quantile(0.9)})
+        return pd.Series(
+            {
+                "models": rows["model"].nunique(),
+                "predictions": len(rows),
+                "median_ape_pct": rows["ape_pct"].median(),
+                "p90_ape_pct": rows["ape_pct"].quantile(0.9),
+                "naive_median_ape_pct": rows["naive_ape_pct"].median(),
+                "naive_p90_ape_pct": rows["naive_ape_pct"].quantile(0.9),
+            }
+        )
 
     keys = ["hardware_id", "runtime", "precision"]
-    return pd.DataFrame([{**dict(zip(keys, key)), **row(rows)} for key, rows in validation.groupby(keys)],
-                        columns=[*keys, "models", "predictions", "median_ape_pct", "p90_ape_pct",
-                                 "naive_median_ape_pct", "naive_p90_ape_pct"]).astype({"models": int,
-                                                                                       "predictions": int})
+    return pd.DataFrame(
+        [{**dict(zip(keys, key)), **row(rows)} for key, rows in validation.groupby(keys)],
+        columns=[
+            *keys,
+            "models",
+            "predictions",
+            "median_ape_pct",
+            "p90_ape_pct",
+            "naive_median_ape_pct",
+            "naive_p90_ape_pct",
+        ],
+    ).astype({"models": int, "predictions": int})
 
 
 def estimator_report(records: Sequence[MeasurementRecord]) -> tuple[dict[str, Any], pd.DataFrame | None]:
@@ -282,20 +337,28 @@ def estimator_report(records: Sequence[MeasurementRecord]) -> tuple[dict[str, An
     and otherwise says why it is absent instead of failing.
     """
     models = sorted({r.model for r in records})
-    report: dict[str, Any] = {"models": models, "records": len(records),
-                              "groups": RooflineEstimator.fit(records).to_dict()}
+    report: dict[str, Any] = {
+        "models": models,
+        "records": len(records),
+        "groups": RooflineEstimator.fit(records).to_dict(),
+    }
     validation = leave_one_model_out(records) if len(models) >= 2 else None
     if validation is None or validation.empty:
-        report["lomo"] = {"available": False,
-                          "reason": f"leave-one-model-out needs two models measured in one runtime/precision; the "
-                                    f"store holds {models}. Add models with `calib ground-truth measure`"}
+        report["lomo"] = {
+            "available": False,
+            "reason": f"leave-one-model-out needs two models measured in one runtime/precision; the "
+            f"store holds {models}. Add models with `calib ground-truth measure`",
+        }
         return report, None
     by_group = validation.groupby(["runtime", "precision", "batch_size"])["ape_pct"].mean()
-    report["lomo"] = {"available": True, "predictions": len(validation),
-                      "median_ape_pct": float(validation["ape_pct"].median()),
-                      "mape_pct": float(validation["ape_pct"].mean()),
-                      "mape_pct_by_model": validation.groupby("model")["ape_pct"].mean().to_dict(),
-                      "mape_pct_by_group": {f"{rt}/{p}/b{b}": v for (rt, p, b), v in by_group.items()}}
+    report["lomo"] = {
+        "available": True,
+        "predictions": len(validation),
+        "median_ape_pct": float(validation["ape_pct"].median()),
+        "mape_pct": float(validation["ape_pct"].mean()),
+        "mape_pct_by_model": validation.groupby("model")["ape_pct"].mean().to_dict(),
+        "mape_pct_by_group": {f"{rt}/{p}/b{b}": v for (rt, p, b), v in by_group.items()},
+    }
     return report, validation
 
 
@@ -314,9 +377,15 @@ def predicted_vs_measured_figure(validation: pd.DataFrame):
     lo = min(validation["measured_ms"].min(), validation["predicted_ms"].min()) / 1.5
     hi = max(validation["measured_ms"].max(), validation["predicted_ms"].max()) * 1.5
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="predicted = measured")
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured end-to-end latency (ms)",
-           ylabel="predicted (ms), model left out",
-           title=f"roofline estimator, LOMO: median APE {validation['ape_pct'].median():.1f}%")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(lo, hi),
+        ylim=(lo, hi),
+        xlabel="measured end-to-end latency (ms)",
+        ylabel="predicted (ms), model left out",
+        title=f"roofline estimator, LOMO: median APE {validation['ape_pct'].median():.1f}%",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -329,17 +398,29 @@ def efficiency_curves(records: Sequence[MeasurementRecord], bins_per_decade: int
     theoretical peak. Bins are ``bins_per_decade`` per decade of FLOP/byte, labelled by their
     geometric centre; subgraphs without FLOPs (layout) are left out.
     """
-    rows = [{"runtime": r.runtime, "precision": r.precision, "operation_type": s.operation_type,
-             "log_intensity": np.log10(s.arithmetic_intensity),
-             "efficiency": s.flops / (typical_ms(s.measured_latency) / 1e3) / s.theoretical_peak_flops}
-            for r in records for s in r.subgraphs if s.flops > 0 and s.arithmetic_intensity > 0]
+    rows = [
+        {
+            "runtime": r.runtime,
+            "precision": r.precision,
+            "operation_type": s.operation_type,
+            "log_intensity": np.log10(s.arithmetic_intensity),
+            "efficiency": s.flops / (typical_ms(s.measured_latency) / 1e3) / s.theoretical_peak_flops,
+        }
+        for r in records
+        for s in r.subgraphs
+        if s.flops > 0 and s.arithmetic_intensity > 0
+    ]
     table = pd.DataFrame(rows)
     if table.empty:
-        return pd.DataFrame(columns=["runtime", "precision", "operation_type", "arithmetic_intensity",
-                                     "efficiency_median", "count"])
+        return pd.DataFrame(
+            columns=["runtime", "precision", "operation_type", "arithmetic_intensity", "efficiency_median", "count"]
+        )
     table["bin"] = np.floor(table["log_intensity"] * bins_per_decade)
-    curves = (table.groupby(["runtime", "precision", "operation_type", "bin"])["efficiency"]
-              .agg(efficiency_median="median", count="size").reset_index())
+    curves = (
+        table.groupby(["runtime", "precision", "operation_type", "bin"])["efficiency"]
+        .agg(efficiency_median="median", count="size")
+        .reset_index()
+    )
     curves["arithmetic_intensity"] = 10 ** ((curves.pop("bin") + 0.5) / bins_per_decade)
     return curves
 
@@ -350,10 +431,20 @@ def efficiency_curves_figure(curves: pd.DataFrame, title: str):
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for (runtime, kind), rows in curves.groupby(["runtime", "operation_type"]):
-        ax.plot(rows["arithmetic_intensity"], rows["efficiency_median"] * 100, marker="o", ms=3,
-                label=kind if curves["runtime"].nunique() == 1 else f"{runtime} {kind}")
-    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP/byte)",
-           ylabel="median efficiency (% of theoretical peak)", title=title)
+        ax.plot(
+            rows["arithmetic_intensity"],
+            rows["efficiency_median"] * 100,
+            marker="o",
+            ms=3,
+            label=kind if curves["runtime"].nunique() == 1 else f"{runtime} {kind}",
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="arithmetic intensity (FLOP/byte)",
+        ylabel="median efficiency (% of theoretical peak)",
+        title=title,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -376,13 +467,22 @@ def write_efficiency_curves(root: str | Path, hardware_id: str) -> list[Path]:
     written = []
     for precision, rows in curves.groupby("precision"):
         folder = efficiency_curves_dir(root, hardware_id, precision)
-        document = {"hardware_id": hardware_id, "precision": precision, "target": target,
-                    "statistic": "median over subgraphs of FLOPs / minimum latency / theoretical peak",
-                    "runtimes": {runtime: {"roofline": estimator[f"{runtime}/{precision}"],
-                                           "curves": {kind: part[["arithmetic_intensity", "efficiency_median",
-                                                                  "count"]].to_dict(orient="list")
-                                                      for kind, part in by_runtime.groupby("operation_type")}}
-                                 for runtime, by_runtime in rows.groupby("runtime")}}
+        document = {
+            "hardware_id": hardware_id,
+            "precision": precision,
+            "target": target,
+            "statistic": "median over subgraphs of FLOPs / minimum latency / theoretical peak",
+            "runtimes": {
+                runtime: {
+                    "roofline": estimator[f"{runtime}/{precision}"],
+                    "curves": {
+                        kind: part[["arithmetic_intensity", "efficiency_median", "count"]].to_dict(orient="list")
+                        for kind, part in by_runtime.groupby("operation_type")
+                    },
+                }
+                for runtime, by_runtime in rows.groupby("runtime")
+            },
+        }
         written.append(atomic.write_json(folder / "curves.json", document))
         figure = efficiency_curves_figure(rows, f"{hardware_id} {precision}: efficiency per operation type")
         written.append(atomic.save_figure(figure, folder / "curves.png"))

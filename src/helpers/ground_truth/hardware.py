@@ -32,6 +32,7 @@ Measured peaks (:func:`measure_gemm_flops`, :func:`measure_memory_bandwidth`)
     (``a = s * c``; ``a += b``) that move 5 arrays' worth of bytes, which is what is counted.
     Both are stored with the machine's data as ``<store>/<hardware_id>/hardware.json``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,8 +113,13 @@ def _nvidia_smi(query: str) -> list[str] | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (subprocess.SubprocessError, OSError):
         return None
     first = out.strip().splitlines()[0] if out.strip() else ""
@@ -177,8 +183,14 @@ def system_state() -> tuple[SystemState, dict[str, str]]:
     if clocks is None:
         reasons["gpu_clock_mhz"] = reasons["mem_clock_mhz"] = "no NVIDIA GPU (nvidia-smi absent or failing)"
     gpu_clock, mem_clock = (float(c) for c in clocks) if clocks else (None, None)
-    state = SystemState(gpu_clock_mhz=gpu_clock, mem_clock_mhz=mem_clock, power_mode=power_mode,
-                        temperature_c=temperature, cpu_freq_mhz=cpu_freq, cpu_governor=governor)
+    state = SystemState(
+        gpu_clock_mhz=gpu_clock,
+        mem_clock_mhz=mem_clock,
+        power_mode=power_mode,
+        temperature_c=temperature,
+        cpu_freq_mhz=cpu_freq,
+        cpu_governor=governor,
+    )
     return state, reasons
 
 
@@ -216,16 +228,21 @@ def flops_per_cycle_per_core(precision: str, flags: frozenset[str], fma_units: i
     return units * max(width // element_bits, 1) * 2.0
 
 
-def theoretical_peak_flops(precision: str, *, flags: frozenset[str] | None = None, cores: int | None = None,
-                           clock_mhz: float | None = None, fma_units: int = DEFAULT_FMA_UNITS) -> float:
+def theoretical_peak_flops(
+    precision: str,
+    *,
+    flags: frozenset[str] | None = None,
+    cores: int | None = None,
+    clock_mhz: float | None = None,
+    fma_units: int = DEFAULT_FMA_UNITS,
+) -> float:
     """cores x clock x FLOPs per cycle per core, at ``precision``; defaults read this machine."""
     flags = cpu_flags() if flags is None else flags
     cores = physical_core_count() if cores is None else cores
     if clock_mhz is None:
         clock_mhz, source = cpu_clock_mhz()
         if clock_mhz is None:
-            raise RuntimeError(f"cannot compute a theoretical peak without the CPU clock ({source}); "
-                               "pass clock_mhz=")
+            raise RuntimeError(f"cannot compute a theoretical peak without the CPU clock ({source}); pass clock_mhz=")
     return cores * clock_mhz * 1e6 * flops_per_cycle_per_core(precision, flags, fma_units)
 
 
@@ -246,7 +263,7 @@ def measure_gemm_flops(n: int = 1024, repeats: int = 5, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
     out = np.empty((n, n), dtype=np.float32)
-    return 2.0 * n ** 3 / _best_seconds(lambda: np.matmul(a, b, out=out), repeats)
+    return 2.0 * n**3 / _best_seconds(lambda: np.matmul(a, b, out=out), repeats)
 
 
 def measure_memory_bandwidth(elements: int = 1 << 24, repeats: int = 5) -> float:
@@ -303,8 +320,19 @@ class HardwareProfile:
         return cls.from_dict(read_json_document(path))
 
 
-RELEVANT_FLAGS = ("sse", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",
-                  "amx_bf16", "amx_int8")
+RELEVANT_FLAGS = (
+    "sse",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 def profile_hardware(measure: bool = True, fma_units: int = DEFAULT_FMA_UNITS) -> HardwareProfile:
@@ -315,13 +343,21 @@ def profile_hardware(measure: bool = True, fma_units: int = DEFAULT_FMA_UNITS) -
     clock, source = cpu_clock_mhz(cpuinfo)
     if clock is None:
         raise RuntimeError(f"cannot profile this machine: {source}")
-    peaks = {p: theoretical_peak_flops(p, flags=flags, cores=cores, clock_mhz=clock, fma_units=fma_units)
-             for p in PRECISIONS}
+    peaks = {
+        p: theoretical_peak_flops(p, flags=flags, cores=cores, clock_mhz=clock, fma_units=fma_units) for p in PRECISIONS
+    }
     gpu = gpu_name()
     return HardwareProfile(
-        hardware_id=hardware_id(cpuinfo, gpu=gpu), cpu_model=cpu_model(cpuinfo), physical_cores=cores,
-        gpu_name=gpu, vector_flags=sorted(flags & set(RELEVANT_FLAGS)), clock_mhz=clock, clock_source=source,
-        fma_units=fma_units, theoretical_peak_flops=peaks,
+        hardware_id=hardware_id(cpuinfo, gpu=gpu),
+        cpu_model=cpu_model(cpuinfo),
+        physical_cores=cores,
+        gpu_name=gpu,
+        vector_flags=sorted(flags & set(RELEVANT_FLAGS)),
+        clock_mhz=clock,
+        clock_source=source,
+        fma_units=fma_units,
+        theoretical_peak_flops=peaks,
         measured_gemm_flops=measure_gemm_flops() if measure else None,
         measured_bandwidth_bytes_per_s=measure_memory_bandwidth() if measure else None,
-        measurement_date=utc_now_iso())
+        measurement_date=utc_now_iso(),
+    )

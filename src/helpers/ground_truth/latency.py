@@ -46,6 +46,7 @@ Entry points: :func:`measure_onnx`, :func:`measure_torch` (one record each);
 the store); :func:`run_sweep` (the full sweep of ``params/ground_truth.yaml``, behind
 ``calib ground-truth measure``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,9 +54,9 @@ import importlib.metadata
 import json
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -141,72 +142,158 @@ def _tool_version(runtime: str) -> str:
         own = importlib.metadata.version("calib-lab")
     except importlib.metadata.PackageNotFoundError:
         own = "source"
-    versions = {"onnxruntime": lambda: ort.__version__, "torch": lambda: torch.__version__,
-                "openvino": lambda: importlib.metadata.version("openvino")}
+    versions = {
+        "onnxruntime": lambda: ort.__version__,
+        "torch": lambda: torch.__version__,
+        "openvino": lambda: importlib.metadata.version("openvino"),
+    }
     backend = f"{runtime} {versions[runtime]()}"
     return f"calib-lab {own}; {backend}"
 
 
-def _build_record(*, model: str, runtime: str, precision: str, batch_size: int, input_shape: Sequence[int],
-                  subgraphs: list[SubgraphMeasurement], end_to_end: tuple[np.ndarray, np.ndarray],
-                  hardware: HardwareProfile, settings: MeasurementSettings, run_id: str | None,
-                  run_index: int) -> MeasurementRecord:
+def _build_record(
+    *,
+    model: str,
+    runtime: str,
+    precision: str,
+    batch_size: int,
+    input_shape: Sequence[int],
+    subgraphs: list[SubgraphMeasurement],
+    end_to_end: tuple[np.ndarray, np.ndarray],
+    hardware: HardwareProfile,
+    settings: MeasurementSettings,
+    run_id: str | None,
+    run_index: int,
+) -> MeasurementRecord:
     """The record; the thread's CPU time is kept only for single-threaded runs (it misses pool threads)."""
     state, _ = system_state()
     wall_ms, cpu_ms = end_to_end
     cpu_time = LatencyStats.from_samples(cpu_ms) if settings.threads == 1 else None
     summary = ModelSummary.from_subgraphs(subgraphs, batch_size, LatencyStats.from_samples(wall_ms), cpu_time)
     return MeasurementRecord(
-        schema_version=SCHEMA_VERSION, measurement_type=MEASUREMENT_TYPE, model=model,
-        hardware_id=hardware.hardware_id, device=hardware.cpu_model + (f" + {hardware.gpu_name}" if hardware.gpu_name
-                                                                        else ""),
-        precision=precision, thermal_profile=state.power_mode or state.cpu_governor or "unknown",
-        theoretical_peak_flops=hardware.theoretical_peak_flops[precision], measurement_date=utc_now_iso(),
-        tool_version=_tool_version(runtime), subgraphs=subgraphs, batch_size=batch_size,
-        input_shape=[int(d) for d in input_shape], model_summary=summary, system_state=state,
-        run_id=run_id or new_run_id(), run_index=run_index, runtime=runtime)
+        schema_version=SCHEMA_VERSION,
+        measurement_type=MEASUREMENT_TYPE,
+        model=model,
+        hardware_id=hardware.hardware_id,
+        device=hardware.cpu_model + (f" + {hardware.gpu_name}" if hardware.gpu_name else ""),
+        precision=precision,
+        thermal_profile=state.power_mode or state.cpu_governor or "unknown",
+        theoretical_peak_flops=hardware.theoretical_peak_flops[precision],
+        measurement_date=utc_now_iso(),
+        tool_version=_tool_version(runtime),
+        subgraphs=subgraphs,
+        batch_size=batch_size,
+        input_shape=[int(d) for d in input_shape],
+        model_summary=summary,
+        system_state=state,
+        run_id=run_id or new_run_id(),
+        run_index=run_index,
+        runtime=runtime,
+    )
 
 
-def _finish(record: MeasurementRecord, end_to_end: tuple[np.ndarray, np.ndarray], subgraph_ms: np.ndarray,
-            settings: MeasurementSettings) -> Measurement:
+def _finish(
+    record: MeasurementRecord,
+    end_to_end: tuple[np.ndarray, np.ndarray],
+    subgraph_ms: np.ndarray,
+    settings: MeasurementSettings,
+) -> Measurement:
     """Raw samples and warnings: a high CV, or a thread kept off the CPU by other processes."""
-    samples = {"end_to_end_ms": end_to_end[0], "subgraph_ms": subgraph_ms,
-               "subgraph_ids": np.array([s.subgraph_id for s in record.subgraphs])}
+    samples = {
+        "end_to_end_ms": end_to_end[0],
+        "subgraph_ms": subgraph_ms,
+        "subgraph_ids": np.array([s.subgraph_id for s in record.subgraphs]),
+    }
     summary, what = record.model_summary, f"{record.key} {record.precision} b{record.batch_size}"
     warnings = []
     if summary.end_to_end_latency.cv > settings.cv_warning:
-        warnings.append(f"{what}: end-to-end latency CV {summary.end_to_end_latency.cv:.1%} exceeds "
-                        f"{settings.cv_warning:.0%}; another heavy process may be running -- re-measure on an "
-                        "idle machine")
+        warnings.append(
+            f"{what}: end-to-end latency CV {summary.end_to_end_latency.cv:.1%} exceeds "
+            f"{settings.cv_warning:.0%}; another heavy process may be running -- re-measure on an "
+            "idle machine"
+        )
     if summary.end_to_end_cpu_time is not None:
         samples["end_to_end_cpu_ms"] = end_to_end[1]
         off_cpu = 1 - summary.end_to_end_cpu_time.p50 / summary.end_to_end_latency.p50
         if off_cpu > settings.cv_warning:
-            warnings.append(f"{what}: the measuring thread was off the CPU for {off_cpu:.0%} of the median call; "
-                            "other processes competed for the core (end_to_end_cpu_time is unaffected)")
+            warnings.append(
+                f"{what}: the measuring thread was off the CPU for {off_cpu:.0%} of the median call; "
+                "other processes competed for the core (end_to_end_cpu_time is unaffected)"
+            )
     return Measurement(record, samples, warnings)
 
 
 # ---------------------------------------------------------------- onnxruntime
 
 
-_DTYPE_BYTES = {"float": 4, "float16": 2, "bfloat16": 2, "double": 8, "int8": 1, "uint8": 1, "int16": 2,
-                "uint16": 2, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "bool": 1}
+_DTYPE_BYTES = {
+    "float": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "double": 8,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "uint16": 2,
+    "int32": 4,
+    "uint32": 4,
+    "int64": 8,
+    "uint64": 8,
+    "bool": 1,
+}
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcFusedConv"}
-MATMUL_OPS = {"Gemm", "FusedGemm", "QGemm", "MatMul", "FusedMatMul", "QLinearMatMul", "MatMulInteger",
-              "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+MATMUL_OPS = {
+    "Gemm",
+    "FusedGemm",
+    "QGemm",
+    "MatMul",
+    "FusedMatMul",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+}
 POOL_OPS = {"MaxPool", "AveragePool", "QLinearAveragePool", "NhwcMaxPool"}
-REDUCE_OPS = {"GlobalAveragePool", "GlobalMaxPool", "QLinearGlobalAveragePool", "ReduceMean", "ReduceMax",
-              "ReduceSum", "ReduceMin"}
+REDUCE_OPS = {
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "QLinearGlobalAveragePool",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceSum",
+    "ReduceMin",
+}
 QUANTIZE_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-LAYOUT_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "ReorderInput",
-              "ReorderOutput", "Concat", "Split", "Slice", "Gather", "Pad", "Shape", "Expand", "Tile"}
+LAYOUT_OPS = {
+    "Transpose",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "ReorderInput",
+    "ReorderOutput",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "Pad",
+    "Shape",
+    "Expand",
+    "Tile",
+}
 
 
 def operation_type(op_type: str) -> str:
     """The coarse class of an executed operator: conv, matmul, pool, reduce, quantize, layout, elementwise."""
-    for kind, ops in (("conv", CONV_OPS), ("matmul", MATMUL_OPS), ("pool", POOL_OPS), ("reduce", REDUCE_OPS),
-                      ("quantize", QUANTIZE_OPS), ("layout", LAYOUT_OPS)):
+    for kind, ops in (
+        ("conv", CONV_OPS),
+        ("matmul", MATMUL_OPS),
+        ("pool", POOL_OPS),
+        ("reduce", REDUCE_OPS),
+        ("quantize", QUANTIZE_OPS),
+        ("layout", LAYOUT_OPS),
+    ):
         if op_type in ops:
             return kind
     return "elementwise"
@@ -263,12 +350,13 @@ def _fusion_pattern(node: onnx.NodeProto) -> str:
 
 
 def _profile_tensor(entry: dict) -> _Tensor:
-    (dtype, shape), = entry.items()
+    ((dtype, shape),) = entry.items()
     return _Tensor(tuple(int(d) for d in shape), _DTYPE_BYTES[dtype])
 
 
-def _session(path: Path, settings: MeasurementSettings, profile_prefix: str | None = None,
-             optimized_path: Path | None = None) -> ort.InferenceSession:
+def _session(
+    path: Path, settings: MeasurementSettings, profile_prefix: str | None = None, optimized_path: Path | None = None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.inter_op_num_threads = 1
@@ -291,8 +379,10 @@ def onnx_input_shape(session: ort.InferenceSession, batch_size: int) -> tuple[st
     if not all(isinstance(d, int) for d in rest):
         raise ValueError(f"input {inputs[0].name!r} must have fixed height, width and channels, got {inputs[0].shape}")
     if isinstance(batch, int) and batch != batch_size:
-        raise ValueError(f"the model's batch dimension is fixed at {batch}, cannot measure batch {batch_size}; "
-                         "export it with a dynamic batch axis")
+        raise ValueError(
+            f"the model's batch dimension is fixed at {batch}, cannot measure batch {batch_size}; "
+            "export it with a dynamic batch axis"
+        )
     return inputs[0].name, (batch_size, *rest)
 
 
@@ -316,49 +406,72 @@ def _profiled_node_times(events: list[dict], warmup: int) -> tuple[list[str], di
     return names, args, np.maximum(matrix, PROFILER_RESOLUTION_MS)
 
 
-def _run_profiled(path: Path, feed: dict[str, np.ndarray], settings: MeasurementSettings
-                  ) -> tuple[tuple[np.ndarray, np.ndarray], list[dict], onnx.GraphProto]:
+def _run_profiled(
+    path: Path, feed: dict[str, np.ndarray], settings: MeasurementSettings
+) -> tuple[tuple[np.ndarray, np.ndarray], list[dict], onnx.GraphProto]:
     """End-to-end (wall, CPU) ms, the profiler's events and the optimized graph, from interleaved calls."""
     with tempfile.TemporaryDirectory(prefix="calib-latency-") as work:
         optimized = Path(work) / "optimized.onnx"
         plain = _session(path, settings)
         profiled = _session(path, settings, profile_prefix=str(Path(work) / "profile"), optimized_path=optimized)
-        end_to_end = _interleaved(lambda: plain.run(None, feed), lambda: profiled.run(None, feed),
-                                  settings.warmup, settings.repeats)
+        end_to_end = _interleaved(
+            lambda: plain.run(None, feed), lambda: profiled.run(None, feed), settings.warmup, settings.repeats
+        )
         events = json.loads(Path(profiled.end_profiling()).read_text())
         graph = onnx.load(str(optimized)).graph
     return end_to_end, events, graph
 
 
-def _onnx_subgraphs(events: list[dict], graph: onnx.GraphProto, feed: dict[str, np.ndarray], model: str,
-                    peak: float, warmup: int) -> tuple[list[SubgraphMeasurement], np.ndarray]:
+def _onnx_subgraphs(
+    events: list[dict], graph: onnx.GraphProto, feed: dict[str, np.ndarray], model: str, peak: float, warmup: int
+) -> tuple[list[SubgraphMeasurement], np.ndarray]:
     names, args, matrix = _profiled_node_times(events, warmup)
     nodes = {n.name: n for n in graph.node}
     tensors: dict[str, _Tensor] = {name: _Tensor(a.shape, a.dtype.itemsize) for name, a in feed.items()}
-    tensors |= {init.name: _Tensor(tuple(init.dims), numpy_helper.to_array(init).dtype.itemsize)
-                for init in graph.initializer}
+    tensors |= {
+        init.name: _Tensor(tuple(init.dims), numpy_helper.to_array(init).dtype.itemsize) for init in graph.initializer
+    }
     for name in names:
-        tensors |= dict(zip([o for o in nodes[name].output if o],
-                            map(_profile_tensor, args[name]["output_type_shape"])))
+        tensors |= dict(
+            zip([o for o in nodes[name].output if o], map(_profile_tensor, args[name]["output_type_shape"]))
+        )
     subgraphs = []
     for index, name in enumerate(names):
         node = nodes[name]
         inputs = [tensors.get(i) if i else None for i in node.input]
         outputs = [tensors[o] for o in node.output if o]
         if any(t is None for t, i in zip(inputs, node.input) if i):
-            raise RuntimeError(f"node {name} ({node.op_type}): inputs {list(node.input)} not all resolved; "
-                               "the profile and the optimized graph disagree")
-        subgraphs.append(SubgraphMeasurement.from_samples(
-            subgraph_id=f"{index:03d}", fusion_pattern=_fusion_pattern(node), operation_type=operation_type(node.op_type),
-            flops=node_flops(node, inputs, outputs),
-            total_bytes=sum(t.nbytes for t in inputs if t is not None) + sum(t.nbytes for t in outputs),
-            theoretical_peak_flops=peak, latency_ms=matrix[index], node_names=[name], source_model=model))
+            raise RuntimeError(
+                f"node {name} ({node.op_type}): inputs {list(node.input)} not all resolved; "
+                "the profile and the optimized graph disagree"
+            )
+        subgraphs.append(
+            SubgraphMeasurement.from_samples(
+                subgraph_id=f"{index:03d}",
+                fusion_pattern=_fusion_pattern(node),
+                operation_type=operation_type(node.op_type),
+                flops=node_flops(node, inputs, outputs),
+                total_bytes=sum(t.nbytes for t in inputs if t is not None) + sum(t.nbytes for t in outputs),
+                theoretical_peak_flops=peak,
+                latency_ms=matrix[index],
+                node_names=[name],
+                source_model=model,
+            )
+        )
     return subgraphs, matrix
 
 
-def measure_onnx(onnx_path: str | Path, *, model: str, precision: str, batch_size: int, hardware: HardwareProfile,
-                 settings: MeasurementSettings = MeasurementSettings(), run_id: str | None = None,
-                 run_index: int = 0) -> Measurement:
+def measure_onnx(
+    onnx_path: str | Path,
+    *,
+    model: str,
+    precision: str,
+    batch_size: int,
+    hardware: HardwareProfile,
+    settings: MeasurementSettings = MeasurementSettings(),
+    run_id: str | None = None,
+    run_index: int = 0,
+) -> Measurement:
     """Measure an ONNX model (fp32, or int8 QDQ) with onnxruntime on the CPU."""
     path = Path(onnx_path)
     if not path.is_file():
@@ -370,11 +483,22 @@ def measure_onnx(onnx_path: str | Path, *, model: str, precision: str, batch_siz
     input_name, shape = onnx_input_shape(_session(path, settings), batch_size)
     feed = {input_name: random_images(shape, settings.seed)}
     end_to_end, events, graph = _run_profiled(path, feed, settings)
-    subgraphs, matrix = _onnx_subgraphs(events, graph, feed, model, hardware.theoretical_peak_flops[precision],
-                                        settings.warmup)
-    record = _build_record(model=model, runtime="onnxruntime", precision=precision, batch_size=batch_size,
-                           input_shape=shape, subgraphs=subgraphs, end_to_end=end_to_end, hardware=hardware,
-                           settings=settings, run_id=run_id, run_index=run_index)
+    subgraphs, matrix = _onnx_subgraphs(
+        events, graph, feed, model, hardware.theoretical_peak_flops[precision], settings.warmup
+    )
+    record = _build_record(
+        model=model,
+        runtime="onnxruntime",
+        precision=precision,
+        batch_size=batch_size,
+        input_shape=shape,
+        subgraphs=subgraphs,
+        end_to_end=end_to_end,
+        hardware=hardware,
+        settings=settings,
+        run_id=run_id,
+        run_index=run_index,
+    )
     return _finish(record, end_to_end, matrix, settings)
 
 
@@ -411,8 +535,11 @@ def _autocast(precision: str):
 
 def _leaf_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules without children, except the no-ops of inference (Identity, Dropout)."""
-    return [(name, m) for name, m in module.named_modules()
-            if name and not list(m.children()) and not isinstance(m, NO_OP_MODULES)]
+    return [
+        (name, m)
+        for name, m in module.named_modules()
+        if name and not list(m.children()) and not isinstance(m, NO_OP_MODULES)
+    ]
 
 
 def _tensors(value) -> list[torch.Tensor]:
@@ -428,8 +555,10 @@ def _module_work(module: nn.Module, args, output, counted_flops: int) -> tuple[i
     outputs = _tensors(output)
     tensors = _tensors(args) + outputs
     cast_weights = isinstance(module, (nn.Conv2d, nn.Linear)) and outputs  # autocast runs them at the output dtype
-    param_bytes = sum(p.numel() * (outputs[0].element_size() if cast_weights else p.element_size())
-                      for p in module.parameters(recurse=False))
+    param_bytes = sum(
+        p.numel() * (outputs[0].element_size() if cast_weights else p.element_size())
+        for p in module.parameters(recurse=False)
+    )
     nbytes = sum(t.numel() * t.element_size() for t in tensors) + param_bytes
     if counted_flops:
         return counted_flops, nbytes
@@ -447,6 +576,7 @@ def _torch_call_work(module: nn.Module, images: torch.Tensor, precision: str) ->
         def hook(mod, args):
             counters[id(mod)] = FlopCounterMode(display=False)
             counters[id(mod)].__enter__()
+
         return hook
 
     def after(name):
@@ -454,6 +584,7 @@ def _torch_call_work(module: nn.Module, images: torch.Tensor, precision: str) ->
             counter = counters.pop(id(mod))
             counter.__exit__(None, None, None)
             calls.append((name, type(mod).__name__, *_module_work(mod, args, output, counter.get_total_flops())))
+
         return hook
 
     with _hooks(module, before, after), torch.inference_mode(), _autocast(precision):
@@ -474,8 +605,9 @@ def _hooks(module: nn.Module, before, after) -> Iterator[None]:
             handle.remove()
 
 
-def _torch_timings(module: nn.Module, images: torch.Tensor, precision: str,
-                   settings: MeasurementSettings) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+def _torch_timings(
+    module: nn.Module, images: torch.Tensor, precision: str, settings: MeasurementSettings
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """(end-to-end (wall, CPU) ms, ms matrix of leaf-module calls in order x measured passes), interleaved."""
     starts: list[int] = []
     passes: list[list[float]] = []
@@ -493,13 +625,21 @@ def _torch_timings(module: nn.Module, images: torch.Tensor, precision: str,
 
     with torch.inference_mode(), _autocast(precision):
         end_to_end = _interleaved(lambda: module(images), hooked, settings.warmup, settings.repeats)
-    return end_to_end, np.array(passes[settings.warmup:]).T
+    return end_to_end, np.array(passes[settings.warmup :]).T
 
 
-def measure_torch(module: nn.Module, *, model: str, precision: str, batch_size: int,
-                  image_shape: Sequence[int], hardware: HardwareProfile,
-                  settings: MeasurementSettings = MeasurementSettings(), run_id: str | None = None,
-                  run_index: int = 0) -> Measurement:
+def measure_torch(
+    module: nn.Module,
+    *,
+    model: str,
+    precision: str,
+    batch_size: int,
+    image_shape: Sequence[int],
+    hardware: HardwareProfile,
+    settings: MeasurementSettings = MeasurementSettings(),
+    run_id: str | None = None,
+    run_index: int = 0,
+) -> Measurement:
     """Measure a torch model eagerly on the CPU at fp32 or bf16 (autocast); ``image_shape`` is (H, W, C)."""
     if precision not in TORCH_PRECISIONS:
         raise ValueError(f"torch measurements take precision {' or '.join(TORCH_PRECISIONS)}, got {precision!r}")
@@ -518,13 +658,33 @@ def measure_torch(module: nn.Module, *, model: str, precision: str, batch_size: 
     finally:
         module.train(was_training)
     peak = hardware.theoretical_peak_flops[precision]
-    subgraphs = [SubgraphMeasurement.from_samples(
-        subgraph_id=f"{i:03d}", fusion_pattern=kind, operation_type=_torch_operation_type(kind),
-        flops=flops, total_bytes=nbytes, theoretical_peak_flops=peak, latency_ms=matrix[i],
-        node_names=[name], source_model=model) for i, (name, kind, flops, nbytes) in enumerate(work)]
-    record = _build_record(model=model, runtime="torch", precision=precision, batch_size=batch_size,
-                           input_shape=shape, subgraphs=subgraphs, end_to_end=end_to_end, hardware=hardware,
-                           settings=settings, run_id=run_id, run_index=run_index)
+    subgraphs = [
+        SubgraphMeasurement.from_samples(
+            subgraph_id=f"{i:03d}",
+            fusion_pattern=kind,
+            operation_type=_torch_operation_type(kind),
+            flops=flops,
+            total_bytes=nbytes,
+            theoretical_peak_flops=peak,
+            latency_ms=matrix[i],
+            node_names=[name],
+            source_model=model,
+        )
+        for i, (name, kind, flops, nbytes) in enumerate(work)
+    ]
+    record = _build_record(
+        model=model,
+        runtime="torch",
+        precision=precision,
+        batch_size=batch_size,
+        input_shape=shape,
+        subgraphs=subgraphs,
+        end_to_end=end_to_end,
+        hardware=hardware,
+        settings=settings,
+        run_id=run_id,
+        run_index=run_index,
+    )
     return _finish(record, end_to_end, matrix, settings)
 
 
@@ -581,8 +741,9 @@ class SweepConfig:
             raise ValueError("a sweep needs at least one model, one variant and one batch size")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
-            raise ValueError(f"unknown variants {unknown}; valid precision/runtime pairs: "
-                             f"{', '.join('/'.join(v) for v in VARIANTS)}")
+            raise ValueError(
+                f"unknown variants {unknown}; valid precision/runtime pairs: {', '.join('/'.join(v) for v in VARIANTS)}"
+            )
         if any(b < 1 for b in self.batch_sizes) or self.num_classes < 2 or self.calibration_images < 1:
             raise ValueError(f"batch sizes must be >= 1, num_classes >= 2, calibration_images >= 1: {self}")
 
@@ -594,14 +755,22 @@ class SweepConfig:
         unknown = set(data) - setting_keys - own_keys
         if unknown:
             raise ValueError(f"unknown sweep keys {sorted(unknown)}; valid: {sorted(setting_keys | own_keys)}")
-        models = tuple(ModelSpec(m, m) if isinstance(m, str) else
-                       ModelSpec(m["name"], m["arch"], tuple(m["input_shape"]) if m.get("input_shape") else None)
-                       for m in data.get("models", ()))
+        models = tuple(
+            ModelSpec(m, m)
+            if isinstance(m, str)
+            else ModelSpec(m["name"], m["arch"], tuple(m["input_shape"]) if m.get("input_shape") else None)
+            for m in data.get("models", ())
+        )
         variants = tuple(tuple(v.split("/")) for v in data.get("variants", ["/".join(v) for v in VARIANTS]))
-        return cls(models=models, variants=variants, batch_sizes=tuple(data.get("batch_sizes", (1, 8, 32))),
-                   num_classes=data.get("num_classes", 10), calibration_images=data.get("calibration_images", 32),
-                   settings=MeasurementSettings(**{k: data[k] for k in setting_keys & set(data)}),
-                   store=data.get("store"))
+        return cls(
+            models=models,
+            variants=variants,
+            batch_sizes=tuple(data.get("batch_sizes", (1, 8, 32))),
+            num_classes=data.get("num_classes", 10),
+            calibration_images=data.get("calibration_images", 32),
+            settings=MeasurementSettings(**{k: data[k] for k in setting_keys & set(data)}),
+            store=data.get("store"),
+        )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
@@ -631,11 +800,21 @@ class SweepResult:
 
     def table(self):
         """One row per stored record: end-to-end median and CV, subgraph count and sum."""
-        return pd.DataFrame([{"model": r.model, "runtime": r.runtime, "precision": r.precision,
-                              "batch_size": r.batch_size, "end_to_end_p50_ms": r.model_summary.end_to_end_latency.p50,
-                              "end_to_end_cv": r.model_summary.end_to_end_latency.cv,
-                              "subgraphs": r.model_summary.num_subgraphs,
-                              "subgraph_sum_ms": r.model_summary.total_latency_ms} for r in self.records])
+        return pd.DataFrame(
+            [
+                {
+                    "model": r.model,
+                    "runtime": r.runtime,
+                    "precision": r.precision,
+                    "batch_size": r.batch_size,
+                    "end_to_end_p50_ms": r.model_summary.end_to_end_latency.p50,
+                    "end_to_end_cv": r.model_summary.end_to_end_latency.cv,
+                    "subgraphs": r.model_summary.num_subgraphs,
+                    "subgraph_sum_ms": r.model_summary.total_latency_ms,
+                }
+                for r in self.records
+            ]
+        )
 
 
 def store_hardware_profile(root: str | Path, remeasure: bool = False) -> HardwareProfile:
@@ -648,8 +827,9 @@ def store_hardware_profile(root: str | Path, remeasure: bool = False) -> Hardwar
     return profile
 
 
-def quantize_int8(fp32_path: str | Path, int8_path: str | Path, image_shape: Sequence[int], images: int = 32,
-                  seed: int = 0) -> Path:
+def quantize_int8(
+    fp32_path: str | Path, int8_path: str | Path, image_shape: Sequence[int], images: int = 32, seed: int = 0
+) -> Path:
     """U8S8 per-channel QDQ int8 via ``helpers.quantize.ort``, calibrated on seeded random uint8 images."""
     int8_path = Path(int8_path)
     prepared = quantize_ort.prepare_model(fp32_path, int8_path.with_name(int8_path.stem + "_prepared.onnx"))
@@ -659,13 +839,25 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, image_shape: Seq
     return int8_path
 
 
-def _measure_variant(spec: ModelSpec, module: nn.Module, onnx_paths: dict[str, Path], precision: str, runtime: str,
-                     batch_size: int, **common) -> Measurement:
+def _measure_variant(
+    spec: ModelSpec,
+    module: nn.Module,
+    onnx_paths: dict[str, Path],
+    precision: str,
+    runtime: str,
+    batch_size: int,
+    **common,
+) -> Measurement:
     if runtime == "torch":
-        return measure_torch(module, model=spec.name, precision=precision, batch_size=batch_size,
-                             image_shape=spec.image_shape(), **common)
-    return measure_onnx(onnx_paths[precision], model=spec.name, precision=precision, batch_size=batch_size,
-                        **common)
+        return measure_torch(
+            module,
+            model=spec.name,
+            precision=precision,
+            batch_size=batch_size,
+            image_shape=spec.image_shape(),
+            **common,
+        )
+    return measure_onnx(onnx_paths[precision], model=spec.name, precision=precision, batch_size=batch_size, **common)
 
 
 def run_sweep(config: SweepConfig, store: str | Path | None = None, progress: bool = True) -> SweepResult:
@@ -680,34 +872,58 @@ def run_sweep(config: SweepConfig, store: str | Path | None = None, progress: bo
     jobs = [(spec, b, v) for spec in config.models for b in config.batch_sizes for v in variants]
     with tempfile.TemporaryDirectory(prefix="calib-sweep-") as work:
         built: dict[str, tuple[nn.Module, dict[str, Path]]] = {}
-        for index, (spec, batch_size, (precision, runtime)) in enumerate(tqdm(jobs, desc="ground truth",
-                                                                              disable=not progress)):
+        for index, (spec, batch_size, (precision, runtime)) in enumerate(
+            tqdm(jobs, desc="ground truth", disable=not progress)
+        ):
             if spec.name not in built:
                 built.clear()  # one model's artifacts at a time
                 built[spec.name] = _prepare_model(spec, config, Path(work), variants)
             module, onnx_paths = built[spec.name]
-            measurement = _measure_variant(spec, module, onnx_paths, precision, runtime, batch_size,
-                                           hardware=hardware, settings=config.settings, run_id=result.run_id,
-                                           run_index=index)
-            result.add(measurement, save_measurement(measurement.record, root, measurement.samples,
-                                                     update_manifest=False))
+            measurement = _measure_variant(
+                spec,
+                module,
+                onnx_paths,
+                precision,
+                runtime,
+                batch_size,
+                hardware=hardware,
+                settings=config.settings,
+                run_id=result.run_id,
+                run_index=index,
+            )
+            result.add(
+                measurement, save_measurement(measurement.record, root, measurement.samples, update_manifest=False)
+            )
     rebuild_manifest(root, hardware.hardware_id)
     return result
 
 
-def _prepare_model(spec: ModelSpec, config: SweepConfig, work: Path,
-                   variants: list[tuple[str, str]]) -> tuple[nn.Module, dict[str, Path]]:
+def _prepare_model(
+    spec: ModelSpec, config: SweepConfig, work: Path, variants: list[tuple[str, str]]
+) -> tuple[nn.Module, dict[str, Path]]:
     module = spec.build(config.num_classes, config.settings.seed)
     paths = {"fp32": export_onnx(module, work / f"{spec.name}.onnx", spec.image_shape())}
     if ("int8", "onnxruntime") in variants:
-        paths["int8"] = quantize_int8(paths["fp32"], work / f"{spec.name}_int8.onnx", spec.image_shape(),
-                                      config.calibration_images, config.settings.seed)
+        paths["int8"] = quantize_int8(
+            paths["fp32"],
+            work / f"{spec.name}_int8.onnx",
+            spec.image_shape(),
+            config.calibration_images,
+            config.settings.seed,
+        )
     return module, paths
 
 
-def measure_run_models(model: str, fp32_onnx: str | Path, int8_onnx: str | Path | None = None, *,
-                       store: str | Path | None = None, batch_sizes: Sequence[int] = (1,),
-                       settings: MeasurementSettings = QUICK_SETTINGS, progress: bool = True) -> SweepResult:
+def measure_run_models(
+    model: str,
+    fp32_onnx: str | Path,
+    int8_onnx: str | Path | None = None,
+    *,
+    store: str | Path | None = None,
+    batch_sizes: Sequence[int] = (1,),
+    settings: MeasurementSettings = QUICK_SETTINGS,
+    progress: bool = True,
+) -> SweepResult:
     """Phase 05: measure a run's own fp32 (and int8) ONNX models quickly and add them to the store.
 
     A batch size the model cannot take (a fixed batch axis) is skipped with the reason.
@@ -728,10 +944,17 @@ def measure_run_models(model: str, fp32_onnx: str | Path, int8_onnx: str | Path 
             else:
                 jobs.append((precision, batch_size))
     for index, (precision, batch_size) in enumerate(tqdm(jobs, desc=f"latency {model}", disable=not progress)):
-        measurement = measure_onnx(models[precision], model=model, precision=precision, batch_size=batch_size,
-                                   hardware=hardware, settings=settings, run_id=result.run_id, run_index=index)
-        result.add(measurement, save_measurement(measurement.record, root, measurement.samples,
-                                                 update_manifest=False))
+        measurement = measure_onnx(
+            models[precision],
+            model=model,
+            precision=precision,
+            batch_size=batch_size,
+            hardware=hardware,
+            settings=settings,
+            run_id=result.run_id,
+            run_index=index,
+        )
+        result.add(measurement, save_measurement(measurement.record, root, measurement.samples, update_manifest=False))
     rebuild_manifest(root, hardware.hardware_id)
     return result
 
@@ -755,31 +978,49 @@ def latency_report(result: SweepResult) -> dict:
     rows = []
     for record, path in sorted(zip(result.records, result.paths), key=lambda rp: rp[0].run_index):
         summary = record.model_summary
-        rows.append({"model": record.model, "runtime": record.runtime, "precision": record.precision,
-                     "batch_size": record.batch_size, "file": path.relative_to(result.store).as_posix(),
-                     "end_to_end_latency_ms": summary.end_to_end_latency.to_dict(),
-                     "end_to_end_cpu_time_ms": (summary.end_to_end_cpu_time.to_dict()
-                                                if summary.end_to_end_cpu_time else None),
-                     "contention_free_ms": end_to_end_ms(record), "throughput_fps": summary.throughput_fps,
-                     "num_subgraphs": summary.num_subgraphs, "total_flops": summary.total_flops})
-    return {"hardware_id": result.records[0].hardware_id if result.records else None, "run_id": result.run_id,
-            "measurements": rows, "int8_over_fp32": int8_over_fp32(result.records),
-            "skipped": result.skipped, "warnings": result.warnings}
+        rows.append(
+            {
+                "model": record.model,
+                "runtime": record.runtime,
+                "precision": record.precision,
+                "batch_size": record.batch_size,
+                "file": path.relative_to(result.store).as_posix(),
+                "end_to_end_latency_ms": summary.end_to_end_latency.to_dict(),
+                "end_to_end_cpu_time_ms": (
+                    summary.end_to_end_cpu_time.to_dict() if summary.end_to_end_cpu_time else None
+                ),
+                "contention_free_ms": end_to_end_ms(record),
+                "throughput_fps": summary.throughput_fps,
+                "num_subgraphs": summary.num_subgraphs,
+                "total_flops": summary.total_flops,
+            }
+        )
+    return {
+        "hardware_id": result.records[0].hardware_id if result.records else None,
+        "run_id": result.run_id,
+        "measurements": rows,
+        "int8_over_fp32": int8_over_fp32(result.records),
+        "skipped": result.skipped,
+        "warnings": result.warnings,
+    }
 
 
 def int8_over_fp32(records: Sequence[MeasurementRecord]) -> dict[str, float]:
     """INT8 latency as a fraction of FP32 (contention-free, ``latency_estimator.end_to_end_ms``), per
     ``<model>/<runtime>/b<batch>`` measured at both precisions."""
     by_config = {(r.model, r.runtime, r.batch_size, r.precision): end_to_end_ms(r) for r in records}
-    return {f"{m}/{rt}/b{b}": by_config[m, rt, b, "int8"] / fp32
-            for (m, rt, b, p), fp32 in sorted(by_config.items())
-            if p == "fp32" and (m, rt, b, "int8") in by_config}
+    return {
+        f"{m}/{rt}/b{b}": by_config[m, rt, b, "int8"] / fp32
+        for (m, rt, b, p), fp32 in sorted(by_config.items())
+        if p == "fp32" and (m, rt, b, "int8") in by_config
+    }
 
 
 def latency_figure(records: Sequence[MeasurementRecord]):
     """One panel per batch size: mean end-to-end latency per precision with its 95% CI (clipped at 0 ms),
     the contention-free latency as a dot, and INT8's speed-up over FP32 in the title."""
     import matplotlib.pyplot as plt
+
     if not records:
         raise ValueError("no records to plot; measure some first")
     batches = sorted({r.batch_size for r in records})
@@ -792,16 +1033,33 @@ def latency_figure(records: Sequence[MeasurementRecord]):
             labels = [f"{label}\n{r.runtime}" for label, r in zip(labels, rows)]
         stats = [r.model_summary.end_to_end_latency for r in rows]
         means = np.array([s.mean for s in stats])
-        errors = np.array([[s.mean - max(s.ci_lower, 0.0) for s in stats],  # a latency CI stops at 0 ms
-                           [s.ci_upper - s.mean for s in stats]])
+        errors = np.array(
+            [
+                [s.mean - max(s.ci_lower, 0.0) for s in stats],  # a latency CI stops at 0 ms
+                [s.ci_upper - s.mean for s in stats],
+            ]
+        )
         x = np.arange(len(rows))
-        ax.bar(x, means, yerr=errors, capsize=4, color=["C0" if r.precision == "fp32" else "C1" for r in rows],
-               label="mean wall clock, 95% CI")
+        ax.bar(
+            x,
+            means,
+            yerr=errors,
+            capsize=4,
+            color=["C0" if r.precision == "fp32" else "C1" for r in rows],
+            label="mean wall clock, 95% CI",
+        )
         ax.plot(x, [end_to_end_ms(r) for r in rows], "kD", ms=5, label="contention-free (min on-CPU)")
-        speedup = "; ".join(f"{1 / v:.1f}x faster" if v <= 1 else f"{v:.1f}x slower"
-                            for k, v in ratios.items() if k.endswith(f"/b{batch}") and v)
-        ax.set(xticks=x, xticklabels=labels, ylabel="end-to-end latency per call (ms)",
-               title=f"batch {batch}" + (f"\nINT8 {speedup} than FP32 (contention-free)" if speedup else ""))
+        speedup = "; ".join(
+            f"{1 / v:.1f}x faster" if v <= 1 else f"{v:.1f}x slower"
+            for k, v in ratios.items()
+            if k.endswith(f"/b{batch}") and v
+        )
+        ax.set(
+            xticks=x,
+            xticklabels=labels,
+            ylabel="end-to-end latency per call (ms)",
+            title=f"batch {batch}" + (f"\nINT8 {speedup} than FP32 (contention-free)" if speedup else ""),
+        )
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig

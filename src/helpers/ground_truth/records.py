@@ -29,6 +29,7 @@ which normalizes them explicitly (``MeasurementRecord.normalization`` lists ever
 ``docs/ground_truth.md``. ``measurement_date`` may be naive (no time zone: local time of the
 measuring machine); it is kept as written and :attr:`MeasurementRecord.date_zone_known` is False.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,10 +39,11 @@ import math
 import types
 import typing
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from scipy import stats
@@ -100,8 +102,15 @@ def _describe(values: Sequence[float], what: str) -> dict[str, Any]:
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if n > 1 else 0.0
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "min": float(x.min()), "max": float(x.max()),
-            "ci_lower": mean - half, "ci_upper": mean + half, "samples": n}
+    return {
+        "mean": mean,
+        "std": std,
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "ci_lower": mean - half,
+        "ci_upper": mean + half,
+        "samples": n,
+    }
 
 
 @dataclass(frozen=True)
@@ -197,21 +206,38 @@ class SubgraphMeasurement:
             raise SchemaError("theoretical_peak_flops", f"must be > 0, got {self.theoretical_peak_flops}")
 
     @classmethod
-    def from_samples(cls, *, subgraph_id: str, fusion_pattern: str, operation_type: str, flops: int,
-                     total_bytes: int, theoretical_peak_flops: float, latency_ms: Sequence[float],
-                     node_names: Sequence[str], source_model: str) -> SubgraphMeasurement:
+    def from_samples(
+        cls,
+        *,
+        subgraph_id: str,
+        fusion_pattern: str,
+        operation_type: str,
+        flops: int,
+        total_bytes: int,
+        theoretical_peak_flops: float,
+        latency_ms: Sequence[float],
+        node_names: Sequence[str],
+        source_model: str,
+    ) -> SubgraphMeasurement:
         """Statistics from raw per-call latencies (ms); zero latencies are rejected."""
         latency = np.asarray(latency_ms, dtype=np.float64)
         if latency.size and latency.min() <= 0:
             raise ValueError(f"subgraph {subgraph_id}: latencies must be > 0 ms, got min {latency.min()}")
         measured = LatencyStats.from_samples(latency)
-        return cls(subgraph_id=subgraph_id, fusion_pattern=fusion_pattern, operation_type=operation_type,
-                   flops=int(flops), total_bytes=int(total_bytes),
-                   arithmetic_intensity=flops / total_bytes if total_bytes else 0.0,
-                   theoretical_peak_flops=float(theoretical_peak_flops), measured_latency=measured,
-                   achieved_flops=flops / (measured.mean / 1e3),
-                   efficiency=EfficiencyStats.from_samples(flops / (latency / 1e3) / theoretical_peak_flops),
-                   node_names=list(node_names), source_model=source_model)
+        return cls(
+            subgraph_id=subgraph_id,
+            fusion_pattern=fusion_pattern,
+            operation_type=operation_type,
+            flops=int(flops),
+            total_bytes=int(total_bytes),
+            arithmetic_intensity=flops / total_bytes if total_bytes else 0.0,
+            theoretical_peak_flops=float(theoretical_peak_flops),
+            measured_latency=measured,
+            achieved_flops=flops / (measured.mean / 1e3),
+            efficiency=EfficiencyStats.from_samples(flops / (latency / 1e3) / theoretical_peak_flops),
+            node_names=list(node_names),
+            source_model=source_model,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -243,18 +269,27 @@ class ModelSummary:
     end_to_end_cpu_time: LatencyStats | None = None
 
     @classmethod
-    def from_subgraphs(cls, subgraphs: Sequence[SubgraphMeasurement], batch_size: int,
-                       end_to_end_latency: LatencyStats | None = None,
-                       end_to_end_cpu_time: LatencyStats | None = None) -> ModelSummary:
+    def from_subgraphs(
+        cls,
+        subgraphs: Sequence[SubgraphMeasurement],
+        batch_size: int,
+        end_to_end_latency: LatencyStats | None = None,
+        end_to_end_cpu_time: LatencyStats | None = None,
+    ) -> ModelSummary:
         if not subgraphs:
             raise ValueError("a model summary needs at least one subgraph")
         total_ms = sum(s.measured_latency.mean for s in subgraphs)
         call_ms = end_to_end_latency.mean if end_to_end_latency is not None else total_ms
-        return cls(total_flops=sum(s.flops for s in subgraphs), total_bytes=sum(s.total_bytes for s in subgraphs),
-                   total_latency_ms=total_ms,
-                   total_latency_std_ms=math.sqrt(sum(s.measured_latency.std ** 2 for s in subgraphs)),
-                   num_subgraphs=len(subgraphs), throughput_fps=batch_size * 1e3 / call_ms,
-                   end_to_end_latency=end_to_end_latency, end_to_end_cpu_time=end_to_end_cpu_time)
+        return cls(
+            total_flops=sum(s.flops for s in subgraphs),
+            total_bytes=sum(s.total_bytes for s in subgraphs),
+            total_latency_ms=total_ms,
+            total_latency_std_ms=math.sqrt(sum(s.measured_latency.std**2 for s in subgraphs)),
+            num_subgraphs=len(subgraphs),
+            throughput_fps=batch_size * 1e3 / call_ms,
+            end_to_end_latency=end_to_end_latency,
+            end_to_end_cpu_time=end_to_end_cpu_time,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,8 +359,11 @@ class MeasurementRecord:
         if self.input_shape is not None and (not self.input_shape or self.input_shape[0] != self.batch_size):
             raise SchemaError("input_shape", f"{self.input_shape} must start with batch_size {self.batch_size}")
         if not self.subgraphs or len(self.subgraphs) != self.model_summary.num_subgraphs:
-            raise SchemaError("subgraphs", f"has {len(self.subgraphs)} entries but model_summary.num_subgraphs "
-                                           f"is {self.model_summary.num_subgraphs} (needs at least one)")
+            raise SchemaError(
+                "subgraphs",
+                f"has {len(self.subgraphs)} entries but model_summary.num_subgraphs "
+                f"is {self.model_summary.num_subgraphs} (needs at least one)",
+            )
         try:
             uuid.UUID(self.run_id)
         except ValueError:
@@ -354,9 +392,12 @@ class MeasurementRecord:
     def from_dict(cls, data: dict) -> MeasurementRecord:
         """Read a v2.0 document; a v1.0 one is an error pointing at the store's reader."""
         if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
-            raise SchemaError("schema_version", f"is {data.get('schema_version')!r}, this reader takes "
-                              f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth.store.read_measurement "
-                              "(it upgrades them) or migrate them with `calib ground-truth migrate`")
+            raise SchemaError(
+                "schema_version",
+                f"is {data.get('schema_version')!r}, this reader takes "
+                f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth.store.read_measurement "
+                "(it upgrades them) or migrate them with `calib ground-truth migrate`",
+            )
         return read_dataclass(cls, data)
 
     def save(self, path: str | Path) -> Path:
@@ -389,8 +430,10 @@ def read_json_document(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
-                         "fix or re-measure the file") from None
+        raise ValueError(
+            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+            "fix or re-measure the file"
+        ) from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text; is it a measurement JSON file?") from None
     if not isinstance(data, dict):
@@ -418,8 +461,9 @@ def _fields(cls: type) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]:
     """((name, type hint) of every field, names of the required ones) of a dataclass, computed once."""
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
-    required = tuple(f.name for f in fields
-                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    required = tuple(
+        f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
     return tuple((f.name, hints[f.name]) for f in fields), required
 
 

@@ -8,6 +8,7 @@ and stores every record with its ``runtime``. :func:`peak_table` puts each recor
 to this machine's measured GEMM peak of its precision (``helpers.runtime.peak``) and next to the
 roofline estimator's prediction for it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -31,13 +32,23 @@ def check_params(params: dict, config: dict | None = None) -> None:
         if not chosen or isinstance(chosen, str) or any(c not in valid for c in chosen):
             raise ValueError(f"{key} must be a non-empty list from {list(valid)}, got {chosen!r}")
     if params["threads"] < 1 or any(not isinstance(b, int) or b < 1 for b in params["batch_sizes"]):
-        raise ValueError(f"threads and every batch size must be >= 1, got threads={params['threads']!r}, "
-                         f"batch_sizes={params['batch_sizes']!r}")
+        raise ValueError(
+            f"threads and every batch size must be >= 1, got threads={params['threads']!r}, "
+            f"batch_sizes={params['batch_sizes']!r}"
+        )
 
 
-def measure_openvino(onnx_path: str | Path, *, model: str, precision: str, batch_size: int,
-                     hardware, settings: latency.MeasurementSettings | None = None,
-                     run_id: str | None = None, run_index: int = 0) -> latency.Measurement:
+def measure_openvino(
+    onnx_path: str | Path,
+    *,
+    model: str,
+    precision: str,
+    batch_size: int,
+    hardware,
+    settings: latency.MeasurementSettings | None = None,
+    run_id: str | None = None,
+    run_index: int = 0,
+) -> latency.Measurement:
     """Measure an ONNX model (fp32, bf16, or int8 QDQ) with OpenVINO on the CPU (``helpers.runtime``).
 
     Subgraphs: one per layer OpenVINO executes after its fusions, timed by its profiler
@@ -48,8 +59,9 @@ def measure_openvino(onnx_path: str | Path, *, model: str, precision: str, batch
     settings = settings or latency.MeasurementSettings()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    session = runtime.open_session(onnx_path, "openvino", precision=precision, threads=settings.threads,
-                                   batch_size=batch_size)
+    session = runtime.open_session(
+        onnx_path, "openvino", precision=precision, threads=settings.threads, batch_size=batch_size
+    )
     shape = (batch_size, *session.input_shape)
     batch = latency.random_images(shape, settings.seed)
     profiler = session.profiler(batch)
@@ -60,15 +72,35 @@ def measure_openvino(onnx_path: str | Path, *, model: str, precision: str, batch
         passes.append(profiler.last_ms())
 
     end_to_end = latency._interleaved(lambda: session.run(batch), profiled, settings.warmup, settings.repeats)
-    matrix = np.maximum(np.array(passes[settings.warmup:]).T, latency.PROFILER_RESOLUTION_MS)
+    matrix = np.maximum(np.array(passes[settings.warmup :]).T, latency.PROFILER_RESOLUTION_MS)
     peak = hardware.theoretical_peak_flops[precision]
-    subgraphs = [SubgraphMeasurement.from_samples(
-        subgraph_id=f"{i:03d}", fusion_pattern=f"{w.layer_type}:{w.kernel}", operation_type=_operation_type(w),
-        flops=w.flops, total_bytes=w.total_bytes, theoretical_peak_flops=peak, latency_ms=matrix[i],
-        node_names=[n for n in w.fused if n] or [w.name], source_model=model) for i, w in enumerate(profiler.work)]
-    record = latency._build_record(model=model, runtime="openvino", precision=precision, batch_size=batch_size,
-                                   input_shape=shape, subgraphs=subgraphs, end_to_end=end_to_end, hardware=hardware,
-                                   settings=settings, run_id=run_id, run_index=run_index)
+    subgraphs = [
+        SubgraphMeasurement.from_samples(
+            subgraph_id=f"{i:03d}",
+            fusion_pattern=f"{w.layer_type}:{w.kernel}",
+            operation_type=_operation_type(w),
+            flops=w.flops,
+            total_bytes=w.total_bytes,
+            theoretical_peak_flops=peak,
+            latency_ms=matrix[i],
+            node_names=[n for n in w.fused if n] or [w.name],
+            source_model=model,
+        )
+        for i, w in enumerate(profiler.work)
+    ]
+    record = latency._build_record(
+        model=model,
+        runtime="openvino",
+        precision=precision,
+        batch_size=batch_size,
+        input_shape=shape,
+        subgraphs=subgraphs,
+        end_to_end=end_to_end,
+        hardware=hardware,
+        settings=settings,
+        run_id=run_id,
+        run_index=run_index,
+    )
     return latency._finish(record, end_to_end, matrix, settings)
 
 
@@ -85,11 +117,17 @@ def _operation_type(work) -> str:
     return "layout" if work.flops == 0 else "elementwise"
 
 
-def measure_runtimes(model: str, files: Mapping[str, str | Path], *, runtimes: Sequence[str] = runtime.RUNTIMES,
-                     precisions: Sequence[str] = runtime.PRECISIONS, batch_sizes: Sequence[int] = (1,),
-                     store: str | Path | None = None,
-                     settings: latency.MeasurementSettings = latency.QUICK_SETTINGS,
-                     progress: bool = True) -> latency.SweepResult:
+def measure_runtimes(
+    model: str,
+    files: Mapping[str, str | Path],
+    *,
+    runtimes: Sequence[str] = runtime.RUNTIMES,
+    precisions: Sequence[str] = runtime.PRECISIONS,
+    batch_sizes: Sequence[int] = (1,),
+    store: str | Path | None = None,
+    settings: latency.MeasurementSettings = latency.QUICK_SETTINGS,
+    progress: bool = True,
+) -> latency.SweepResult:
     """Measure ``files`` (``{"fp32": path, "int8": path}``) on every runtime x precision x batch size.
 
     bf16 runs the fp32 file. A runtime/precision this machine cannot run, or a batch size the file's
@@ -99,8 +137,11 @@ def measure_runtimes(model: str, files: Mapping[str, str | Path], *, runtimes: S
     unknown = sorted(set(runtimes) - set(runtime.RUNTIMES)) + sorted(set(precisions) - set(runtime.PRECISIONS))
     if unknown:
         raise ValueError(f"unknown runtimes/precisions {unknown}; valid: {runtime.RUNTIMES}, {runtime.PRECISIONS}")
-    paths = {p: Path(files["int8" if p == "int8" else "fp32"]) for p in precisions
-             if ("int8" if p == "int8" else "fp32") in files}
+    paths = {
+        p: Path(files["int8" if p == "int8" else "fp32"])
+        for p in precisions
+        if ("int8" if p == "int8" else "fp32") in files
+    }
     missing = sorted(str(p) for p in paths.values() if not p.is_file())
     if missing:
         raise FileNotFoundError(f"ONNX models to measure do not exist: {', '.join(missing)}")
@@ -122,16 +163,24 @@ def measure_runtimes(model: str, files: Mapping[str, str | Path], *, runtimes: S
     result.skipped = list(dict.fromkeys(result.skipped))
     for index, (name, precision, batch_size) in enumerate(tqdm(jobs, desc=f"latency {model}", disable=not progress)):
         measure = measure_openvino if name == "openvino" else latency.measure_onnx
-        measurement = measure(paths[precision], model=model, precision=precision, batch_size=batch_size,
-                              hardware=hardware, settings=settings, run_id=result.run_id, run_index=index)
-        result.add(measurement, save_measurement(measurement.record, root, measurement.samples,
-                                                 update_manifest=False))
+        measurement = measure(
+            paths[precision],
+            model=model,
+            precision=precision,
+            batch_size=batch_size,
+            hardware=hardware,
+            settings=settings,
+            run_id=result.run_id,
+            run_index=index,
+        )
+        result.add(measurement, save_measurement(measurement.record, root, measurement.samples, update_manifest=False))
     rebuild_manifest(root, hardware.hardware_id)
     return result
 
 
-def peak_table(records: Sequence[MeasurementRecord], peaks: Mapping[str, dict],
-               estimator: RooflineEstimator | None = None) -> pd.DataFrame:
+def peak_table(
+    records: Sequence[MeasurementRecord], peaks: Mapping[str, dict], estimator: RooflineEstimator | None = None
+) -> pd.DataFrame:
     """Per record: images/s, achieved FLOP/s as a fraction of the measured peak of its precision, and the
     roofline estimator's predicted latency and fraction (NaN where the estimator lacks the group)."""
     rows = []
@@ -139,11 +188,23 @@ def peak_table(records: Sequence[MeasurementRecord], peaks: Mapping[str, dict],
         measured_ms = end_to_end_ms(record) or record.model_summary.end_to_end_latency.p50
         peak = peaks[record.precision]["flops_per_s"]
         fraction = record.model_summary.total_flops / (measured_ms / 1e3) / peak
-        predicted_ms = (estimator.predict(record) if estimator is not None and group_of(record) in estimator.groups
-                        else float("nan"))
-        rows.append({"model": record.model, "runtime": record.runtime, "precision": record.precision,
-                     "batch_size": record.batch_size, "images_per_s": record.batch_size / (measured_ms / 1e3),
-                     "fraction_of_measured_peak": fraction, "roofline_predicted_ms": predicted_ms,
-                     "roofline_fraction_of_peak": record.model_summary.total_flops / (predicted_ms / 1e3) / peak,
-                     "measured_ms": measured_ms, "peak_by": peaks[record.precision]["by"]})
+        predicted_ms = (
+            estimator.predict(record)
+            if estimator is not None and group_of(record) in estimator.groups
+            else float("nan")
+        )
+        rows.append(
+            {
+                "model": record.model,
+                "runtime": record.runtime,
+                "precision": record.precision,
+                "batch_size": record.batch_size,
+                "images_per_s": record.batch_size / (measured_ms / 1e3),
+                "fraction_of_measured_peak": fraction,
+                "roofline_predicted_ms": predicted_ms,
+                "roofline_fraction_of_peak": record.model_summary.total_flops / (predicted_ms / 1e3) / peak,
+                "measured_ms": measured_ms,
+                "peak_by": peaks[record.precision]["by"],
+            }
+        )
     return pd.DataFrame(rows)

@@ -8,16 +8,18 @@ foreign v2.0 files, normalizing them explicitly (:func:`normalize`). The full ru
 file names, normalization, which of several files for one configuration is used, manifests written by
 other tools, aliases, migration -- are in ``docs/ground_truth.md``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
 import uuid
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,10 +49,26 @@ CANONICAL = "<hw>/measurements/<precision>/<model>_b<N>.json"
 LEGACY_PER_MODEL = "<hw>/<precision>/measurements/<model>.json"
 LEGACY_BATCH = "<hw>/<precision>/<model>_b<N>.json"
 LAYOUTS = (CANONICAL, LEGACY_PER_MODEL, LEGACY_BATCH)  # also the preference among files of one measurement
-V1_FIELDS = ("schema_version", "measurement_type", "model", "hardware_id", "device", "precision", "thermal_profile",
-             "theoretical_peak_flops", "measurement_date", "tool_version", "subgraphs")
-NON_RECORD_NAMES = {MANIFEST: "manifest", HARDWARE_PROFILE: "hardware profile", ALIASES: "hardware alias table",
-                    "efficiency_curves.json": "efficiency curves", "calibration_metadata.json": "calibration metadata"}
+V1_FIELDS = (
+    "schema_version",
+    "measurement_type",
+    "model",
+    "hardware_id",
+    "device",
+    "precision",
+    "thermal_profile",
+    "theoretical_peak_flops",
+    "measurement_date",
+    "tool_version",
+    "subgraphs",
+)
+NON_RECORD_NAMES = {
+    MANIFEST: "manifest",
+    HARDWARE_PROFILE: "hardware profile",
+    ALIASES: "hardware alias table",
+    "efficiency_curves.json": "efficiency curves",
+    "calibration_metadata.json": "calibration metadata",
+}
 LATENCY_ROUNDING_MS = 5e-5  # other tools' manifests round total_latency_ms to 4 decimals
 _V1_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "calib-lab/ground-truth/v1.0")
 
@@ -91,12 +109,15 @@ def split_batch_suffix(stem: str, model_key: str) -> int | None:
         return None
     match = re.fullmatch(re.escape(model_key) + r"_b([1-9][0-9]*)", stem)
     if match is None:
-        raise ValueError(f"file name {stem!r} does not match its model {model_key!r}: expected "
-                         f"{model_key}.json or {model_key}_b<batch>.json; rename the file or fix its 'model' field")
+        raise ValueError(
+            f"file name {stem!r} does not match its model {model_key!r}: expected "
+            f"{model_key}.json or {model_key}_b<batch>.json; rename the file or fix its 'model' field"
+        )
     return int(match.group(1))
 
 
 # ---------------------------------------------------------------------------------------------- files and kinds
+
 
 def _is_precision(name: str) -> bool:
     return name.lower() in PRECISIONS
@@ -158,6 +179,7 @@ def _is_record_document(data: dict) -> bool:
 
 # ---------------------------------------------------------------------------------------------- normalization
 
+
 def _note(notes: list[str], text: str) -> None:
     if text not in notes:
         notes.append(text)
@@ -186,11 +208,14 @@ def normalize(data: dict, stem: str) -> tuple[dict, str]:
         doc["precision"] = precision.lower()
         _note(notes, f"precision: {precision!r} case-folded to {precision.lower()!r}")
     if isinstance(doc["subgraphs"], list):
-        integer = [i for i, s in enumerate(doc["subgraphs"])
-                   if isinstance(s, dict) and type(s.get("subgraph_id")) is int]
+        integer = [
+            i for i, s in enumerate(doc["subgraphs"]) if isinstance(s, dict) and type(s.get("subgraph_id")) is int
+        ]
         if integer:
-            doc["subgraphs"] = [{**s, "subgraph_id": str(s["subgraph_id"])} if i in set(integer) else s
-                                for i, s in enumerate(doc["subgraphs"])]
+            doc["subgraphs"] = [
+                {**s, "subgraph_id": str(s["subgraph_id"])} if i in set(integer) else s
+                for i, s in enumerate(doc["subgraphs"])
+            ]
             _note(notes, f"subgraph_id: {len(integer)} integer ids read as strings")
     date = doc["measurement_date"]
     try:
@@ -198,8 +223,11 @@ def normalize(data: dict, stem: str) -> tuple[dict, str]:
     except ValueError:
         naive = False  # the record's validation names the field
     if naive:
-        _note(notes, "measurement_date: no time zone in the file (local time of the measuring machine); "
-                     "kept as written, zone unknown")
+        _note(
+            notes,
+            "measurement_date: no time zone in the file (local time of the measuring machine); "
+            "kept as written, zone unknown",
+        )
     if "runtime" not in doc:
         doc["runtime"] = "onnxruntime"
         _note(notes, "runtime: absent, read as the schema default 'onnxruntime'")
@@ -210,16 +238,23 @@ def normalize(data: dict, stem: str) -> tuple[dict, str]:
     if "batch_size" not in doc:
         named = split_batch_suffix(stem, key)
         doc["batch_size"] = named or 1
-        _note(notes, f"batch_size: {doc['batch_size']} from the file name" if named else
-                     "batch_size: 1, the file has none and its name no _b<N> (v1.0 predates batching)")
+        _note(
+            notes,
+            f"batch_size: {doc['batch_size']} from the file name"
+            if named
+            else "batch_size: 1, the file has none and its name no _b<N> (v1.0 predates batching)",
+        )
     if "model_summary" not in doc:
         subgraphs = read_value(list[SubgraphMeasurement], doc["subgraphs"], "subgraphs")
         if not subgraphs:
             raise SchemaError("subgraphs", "is empty; a measurement needs at least one subgraph")
         batch = read_value(int, doc["batch_size"], "batch_size")
         doc["model_summary"] = ModelSummary.from_subgraphs(subgraphs, batch).to_dict()
-        _note(notes, "model_summary: computed from the subgraphs (total_latency_ms = sum of subgraph means); "
-                     "no end-to-end latency")
+        _note(
+            notes,
+            "model_summary: computed from the subgraphs (total_latency_ms = sum of subgraph means); "
+            "no end-to-end latency",
+        )
     for name in ("input_shape", "system_state"):
         if name not in doc:
             doc[name] = None
@@ -247,8 +282,10 @@ def _read(path: Path) -> tuple[MeasurementRecord, str]:
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     if named_batch not in (None, record.batch_size):
-        raise ValueError(f"{path}: the name says batch {named_batch} but batch_size is {record.batch_size}; "
-                         "rename the file or fix its batch_size")
+        raise ValueError(
+            f"{path}: the name says batch {named_batch} but batch_size is {record.batch_size}; "
+            "rename the file or fix its batch_size"
+        )
     return record, version
 
 
@@ -257,8 +294,12 @@ def read_measurement(path: str | Path) -> MeasurementRecord:
     return _read(Path(path))[0]
 
 
-def save_measurement(record: MeasurementRecord, root: str | Path | None = None,
-                     samples: Mapping[str, np.ndarray] | None = None, update_manifest: bool = True) -> Path:
+def save_measurement(
+    record: MeasurementRecord,
+    root: str | Path | None = None,
+    samples: Mapping[str, np.ndarray] | None = None,
+    update_manifest: bool = True,
+) -> Path:
     """Write ``record`` (and its raw ``samples`` as npz) at its place in the store; refresh the manifest."""
     root = Path(root) if root is not None else default_data_dir()
     path = measurement_path(root, record.hardware_id, record.precision, record.key, record.batch_size)
@@ -278,6 +319,7 @@ def _date_key(record: MeasurementRecord) -> datetime:
 
 # ---------------------------------------------------------------------------------------------- aliases
 
+
 @dataclass(frozen=True)
 class HardwareAliases:
     """``<root>/hardware_aliases.json``: ``{"aliases": {"<alias id>": "<canonical id>", ...}}``.
@@ -290,8 +332,11 @@ class HardwareAliases:
     def __post_init__(self):
         for alias, canonical in self.aliases.items():
             if alias == canonical or canonical in self.aliases:
-                raise SchemaError(f"aliases.{alias}", f"maps to {canonical!r}, which is itself an alias (or the "
-                                                      "same id); map every alias straight to the canonical id")
+                raise SchemaError(
+                    f"aliases.{alias}",
+                    f"maps to {canonical!r}, which is itself an alias (or the "
+                    "same id); map every alias straight to the canonical id",
+                )
 
     def canonical(self, hardware_id: str) -> str:
         return self.aliases.get(hardware_id, hardware_id)
@@ -327,24 +372,36 @@ def _apply_alias(record: MeasurementRecord, aliases: HardwareAliases) -> Measure
 
 # ---------------------------------------------------------------------------------------------- manifest
 
+
 def _manifest_entry(hw_dir: Path, path: Path, record: MeasurementRecord) -> dict:
-    return {"model": record.model, "runtime": record.runtime, "precision": record.precision,
-            "batch_size": record.batch_size, "file": path.relative_to(hw_dir).as_posix(),
-            "total_latency_ms": record.model_summary.total_latency_ms,
-            "end_to_end_latency_ms": (record.model_summary.end_to_end_latency.mean
-                                      if record.model_summary.end_to_end_latency else None),
-            "total_flops": record.model_summary.total_flops, "num_subgraphs": record.model_summary.num_subgraphs,
-            "measurement_date": record.measurement_date}
+    return {
+        "model": record.model,
+        "runtime": record.runtime,
+        "precision": record.precision,
+        "batch_size": record.batch_size,
+        "file": path.relative_to(hw_dir).as_posix(),
+        "total_latency_ms": record.model_summary.total_latency_ms,
+        "end_to_end_latency_ms": (
+            record.model_summary.end_to_end_latency.mean if record.model_summary.end_to_end_latency else None
+        ),
+        "total_flops": record.model_summary.total_flops,
+        "num_subgraphs": record.model_summary.num_subgraphs,
+        "measurement_date": record.measurement_date,
+    }
 
 
 def _checked_record(hw_dir: Path, path: Path, layout: str, aliases: HardwareAliases) -> tuple[MeasurementRecord, str]:
     record, version = _read(path)
     precision_dir = path.parent.name if layout == CANONICAL else path.parts[-3 if layout == LEGACY_PER_MODEL else -2]
-    if aliases.canonical(record.hardware_id) != aliases.canonical(hw_dir.name) or \
-            record.precision != precision_dir.lower():
-        raise ValueError(f"{path}: field 'hardware_id' {record.hardware_id!r} / 'precision' {record.precision!r} "
-                         f"do not match the directory {hw_dir.name}/{precision_dir}: the file is misfiled; move it, "
-                         f"add an alias to {ALIASES}, or run `calib ground-truth migrate`")
+    if (
+        aliases.canonical(record.hardware_id) != aliases.canonical(hw_dir.name)
+        or record.precision != precision_dir.lower()
+    ):
+        raise ValueError(
+            f"{path}: field 'hardware_id' {record.hardware_id!r} / 'precision' {record.precision!r} "
+            f"do not match the directory {hw_dir.name}/{precision_dir}: the file is misfiled; move it, "
+            f"add an alias to {ALIASES}, or run `calib ground-truth migrate`"
+        )
     return record, version
 
 
@@ -358,14 +415,25 @@ def build_manifest(root: str | Path, hardware_id: str) -> dict:
         entries.append(_manifest_entry(hw_dir, path, record))
         devices.add(record.device)
     entries.sort(key=lambda e: e["file"])
-    coverage = {"models": sorted({e["model"] for e in entries}),
-                "precisions": sorted({e["precision"] for e in entries}),
-                "batch_sizes": sorted({e["batch_size"] for e in entries})}
-    return {"schema_version": SCHEMA_VERSION, "hardware_id": hardware_id, "device": ", ".join(sorted(devices)),
-            "generated_date": utc_now_iso(),
-            "summary": {"num_models": len(coverage["models"]), "num_precisions": len(coverage["precisions"]),
-                        "num_batch_sizes": len(coverage["batch_sizes"]), "total_measurements": len(entries)},
-            "measurements": entries, "coverage": coverage}
+    coverage = {
+        "models": sorted({e["model"] for e in entries}),
+        "precisions": sorted({e["precision"] for e in entries}),
+        "batch_sizes": sorted({e["batch_size"] for e in entries}),
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "hardware_id": hardware_id,
+        "device": ", ".join(sorted(devices)),
+        "generated_date": utc_now_iso(),
+        "summary": {
+            "num_models": len(coverage["models"]),
+            "num_precisions": len(coverage["precisions"]),
+            "num_batch_sizes": len(coverage["batch_sizes"]),
+            "total_measurements": len(entries),
+        },
+        "measurements": entries,
+        "coverage": coverage,
+    }
 
 
 def rebuild_manifest(root: str | Path, hardware_id: str) -> dict:
@@ -412,8 +480,9 @@ def manifest_problems(root: str | Path, hardware_id: str, actual: dict | None = 
     present = {e["file"]: e for e in actual["measurements"]}
     problems = [f"{f}: listed but no such record file" for f in sorted(set(listed) - set(present))]
     problems += [f"{f}: record file not listed" for f in sorted(set(present) - set(listed))]
-    problems += [f"{f}: {why}" for f in sorted(set(listed) & set(present))
-                 if (why := _entry_disagreement(listed[f], present[f]))]
+    problems += [
+        f"{f}: {why}" for f in sorted(set(listed) & set(present)) if (why := _entry_disagreement(listed[f], present[f]))
+    ]
     stored_total = (stored.get("summary") or {}).get("total_measurements")
     if stored_total not in (None, len(present)):
         problems.append(f"summary.total_measurements is {stored_total}, the files are {len(present)}")
@@ -421,6 +490,7 @@ def manifest_problems(root: str | Path, hardware_id: str, actual: dict | None = 
 
 
 # ---------------------------------------------------------------------------------------------- loader
+
 
 class Configuration(NamedTuple):
     model: str
@@ -459,8 +529,12 @@ class StoredRecord:
 
 def _preference(item: StoredRecord) -> tuple:
     """Newest date first; for one date the canonical layout, then v2.0 as written, then the path."""
-    return (-_date_key(item.record).timestamp(), LAYOUTS.index(item.layout), item.written_version != SCHEMA_VERSION,
-            str(item.path))
+    return (
+        -_date_key(item.record).timestamp(),
+        LAYOUTS.index(item.layout),
+        item.written_version != SCHEMA_VERSION,
+        str(item.path),
+    )
 
 
 def _choose(items: list[StoredRecord]) -> list[StoredRecord]:
@@ -509,8 +583,10 @@ class GroundTruthLoader:
             known = ", ".join(found) or "none"
             alias = self.aliases.canonical(hardware_id)
             hint = f" ({hardware_id!r} is an alias of {alias!r})" if alias != hardware_id else ""
-            raise FileNotFoundError(f"no ground truth for hardware {hardware_id!r} under {self.root}{hint} "
-                                    f"(hardware measured: {known}); measure with `calib ground-truth measure`")
+            raise FileNotFoundError(
+                f"no ground truth for hardware {hardware_id!r} under {self.root}{hint} "
+                f"(hardware measured: {known}); measure with `calib ground-truth measure`"
+            )
         return found[hardware_id]
 
     def _read_cached(self, hw_dir: Path, path: Path, layout: str) -> tuple[MeasurementRecord, str]:
@@ -538,10 +614,13 @@ class GroundTruthLoader:
             actual = {"measurements": [_manifest_entry(hw_dir, i.path, i.record) for i in found]}
             problems = manifest_problems(self.root, hw_dir.name, actual)
             if problems and self.manifest_status.get(hw_dir.name) != problems:
-                warnings.warn(f"{hw_dir / MANIFEST} does not agree with the record files ({len(problems)} "
-                              f"problem(s), first: {problems[0]}); listing rebuilt in memory. Write the project's "
-                              f"manifest with GroundTruthLoader({str(self.root)!r}).rebuild_manifest("
-                              f"{hardware_id!r})", stacklevel=2)
+                warnings.warn(
+                    f"{hw_dir / MANIFEST} does not agree with the record files ({len(problems)} "
+                    f"problem(s), first: {problems[0]}); listing rebuilt in memory. Write the project's "
+                    f"manifest with GroundTruthLoader({str(self.root)!r}).rebuild_manifest("
+                    f"{hardware_id!r})",
+                    stacklevel=2,
+                )
             self.manifest_status[hw_dir.name] = problems
             items += found
         return _choose(items)
@@ -555,8 +634,9 @@ class GroundTruthLoader:
     def list_models(self, hardware_id: str, precision: str | None = None) -> list[str]:
         if precision is not None:
             precision = validate_precision(precision.lower())
-        return sorted({c.model for c in self.list_configurations(hardware_id)
-                       if precision is None or c.precision == precision})
+        return sorted(
+            {c.model for c in self.list_configurations(hardware_id) if precision is None or c.precision == precision}
+        )
 
     def _find(self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str) -> StoredRecord:
         used = self._used(hardware_id)
@@ -566,26 +646,33 @@ class GroundTruthLoader:
             have = ", ".join(f"{c.runtime} {c.precision} b{c.batch_size}" for c in sorted(measured))
             raise FileNotFoundError(
                 f"no measurement of {model!r} ({runtime}, {config.precision}, batch {batch_size}) on {hardware_id} "
-                f"under {self.root}. " + (f"Measured for {model!r}: {have}." if have else
-                                          f"Models measured: {', '.join(self.list_models(hardware_id)) or 'none'}."))
+                f"under {self.root}. "
+                + (
+                    f"Measured for {model!r}: {have}."
+                    if have
+                    else f"Models measured: {', '.join(self.list_models(hardware_id)) or 'none'}."
+                )
+            )
         return used[config]
 
-    def path(self, hardware_id: str, model: str, precision: str, batch_size: int,
-             runtime: str = "onnxruntime") -> Path:
+    def path(self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime") -> Path:
         """The file used for one configuration."""
         return self._find(hardware_id, model, precision, batch_size, runtime).path
 
-    def load(self, hardware_id: str, model: str, precision: str, batch_size: int,
-             runtime: str = "onnxruntime") -> MeasurementRecord:
+    def load(
+        self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
+    ) -> MeasurementRecord:
         """One record; FileNotFoundError says what was looked for and what exists."""
         return self._find(hardware_id, model, precision, batch_size, runtime).record
 
-    def load_model_summary(self, hardware_id: str, model: str, precision: str, batch_size: int,
-                           runtime: str = "onnxruntime") -> ModelSummary:
+    def load_model_summary(
+        self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
+    ) -> ModelSummary:
         return self.load(hardware_id, model, precision, batch_size, runtime).model_summary
 
-    def load_samples(self, hardware_id: str, model: str, precision: str, batch_size: int,
-                     runtime: str = "onnxruntime") -> dict[str, np.ndarray]:
+    def load_samples(
+        self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
+    ) -> dict[str, np.ndarray]:
         """The raw samples stored beside a record: ``end_to_end_ms`` (wall clock), ``end_to_end_cpu_ms``
         (on-CPU time, single-threaded runs), ``subgraph_ms`` (subgraphs x calls), ``subgraph_ids``."""
         path = samples_path(self.path(hardware_id, model, precision, batch_size, runtime))
@@ -598,23 +685,41 @@ class GroundTruthLoader:
         """One record per configuration (the used file), sorted by configuration."""
         if precision is not None:
             precision = validate_precision(precision.lower())
-        return [item.record for config, item in sorted(self._used(hardware_id).items())
-                if precision is None or config.precision == precision]
+        return [
+            item.record
+            for config, item in sorted(self._used(hardware_id).items())
+            if precision is None or config.precision == precision
+        ]
 
     def summary(self, hardware_id: str) -> pd.DataFrame:
         """One row per record file: where and how it was written, what it holds, whether it is used."""
-        rows = [{"hardware_id": hardware_id, "directory": i.directory,
-                 "file": i.path.relative_to(self.root).as_posix(), "layout": i.layout,
-                 "schema_as_written": i.written_version, "model": i.record.model, "runtime": i.record.runtime,
-                 "precision": i.record.precision, "batch_size": i.record.batch_size,
-                 "num_subgraphs": i.record.model_summary.num_subgraphs,
-                 "total_latency_ms": i.record.model_summary.total_latency_ms,
-                 "total_flops": i.record.model_summary.total_flops,
-                 "measurement_date": i.record.measurement_date, "date_zone_known": i.record.date_zone_known,
-                 "normalized": len(i.record.normalization), "used": i.used, "note": i.note}
-                for i in self.records(hardware_id)]
-        return pd.DataFrame(rows).sort_values(["model", "runtime", "precision", "batch_size", "used", "file"],
-                                              ascending=[True, True, True, True, False, True], ignore_index=True)
+        rows = [
+            {
+                "hardware_id": hardware_id,
+                "directory": i.directory,
+                "file": i.path.relative_to(self.root).as_posix(),
+                "layout": i.layout,
+                "schema_as_written": i.written_version,
+                "model": i.record.model,
+                "runtime": i.record.runtime,
+                "precision": i.record.precision,
+                "batch_size": i.record.batch_size,
+                "num_subgraphs": i.record.model_summary.num_subgraphs,
+                "total_latency_ms": i.record.model_summary.total_latency_ms,
+                "total_flops": i.record.model_summary.total_flops,
+                "measurement_date": i.record.measurement_date,
+                "date_zone_known": i.record.date_zone_known,
+                "normalized": len(i.record.normalization),
+                "used": i.used,
+                "note": i.note,
+            }
+            for i in self.records(hardware_id)
+        ]
+        return pd.DataFrame(rows).sort_values(
+            ["model", "runtime", "precision", "batch_size", "used", "file"],
+            ascending=[True, True, True, True, False, True],
+            ignore_index=True,
+        )
 
     def load_hardware_profile(self, hardware_id: str) -> HardwareProfile:
         path = hardware_profile_path(self.root, hardware_id)
@@ -634,52 +739,82 @@ class GroundTruthLoader:
 
 # ---------------------------------------------------------------------------------------------- hardware listing
 
+
 def hardware_table(loader: GroundTruthLoader) -> pd.DataFrame:
     """One row per canonical hardware id: its directories, device, peak per precision, what it holds."""
     rows = []
     for hardware_id in loader.list_hardware():
         records = loader.load_all(hardware_id)
         peaks = {r.precision: r.theoretical_peak_flops for r in records}
-        rows.append({"hardware_id": hardware_id,
-                     "directories": ", ".join(d.name for d in loader.directories(hardware_id)),
-                     "device": ", ".join(sorted({r.device for r in records})),
-                     "peak_tflops": ", ".join(f"{p} {v / 1e12:.3g}" for p, v in sorted(peaks.items())),
-                     "records": len(records), "models": len({r.model for r in records}),
-                     "precisions": ", ".join(sorted(peaks)),
-                     "batch_sizes": ", ".join(str(b) for b in sorted({r.batch_size for r in records}))})
+        rows.append(
+            {
+                "hardware_id": hardware_id,
+                "directories": ", ".join(d.name for d in loader.directories(hardware_id)),
+                "device": ", ".join(sorted({r.device for r in records})),
+                "peak_tflops": ", ".join(f"{p} {v / 1e12:.3g}" for p, v in sorted(peaks.items())),
+                "records": len(records),
+                "models": len({r.model for r in records}),
+                "precisions": ", ".join(sorted(peaks)),
+                "batch_sizes": ", ".join(str(b) for b in sorted({r.batch_size for r in records})),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def likely_duplicates(loader: GroundTruthLoader, tolerance: float = 0.01) -> pd.DataFrame:
     """Pairs of hardware ids that look like one machine: same device, same peak per shared precision,
     and median relative difference of ``total_latency_ms`` over their shared configurations <= ``tolerance``."""
-    data = {h: {Configuration(r.model, r.runtime, r.precision, r.batch_size): r for r in loader.load_all(h)}
-            for h in loader.list_hardware()}
+    data = {
+        h: {Configuration(r.model, r.runtime, r.precision, r.batch_size): r for r in loader.load_all(h)}
+        for h in loader.list_hardware()
+    }
     rows = []
     ids = sorted(data)
     for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
+        for b in ids[i + 1 :]:
             shared = sorted(set(data[a]) & set(data[b]))
             if not shared:
                 continue
             ra, rb = [data[a][c] for c in shared], [data[b][c] for c in shared]
-            if any(x.device != y.device or not np.isclose(x.theoretical_peak_flops, y.theoretical_peak_flops,
-                                                          rtol=1e-6) for x, y in zip(ra, rb)):
+            if any(
+                x.device != y.device or not np.isclose(x.theoretical_peak_flops, y.theoretical_peak_flops, rtol=1e-6)
+                for x, y in zip(ra, rb)
+            ):
                 continue
-            diff = np.array([abs(x.model_summary.total_latency_ms - y.model_summary.total_latency_ms)
-                             / y.model_summary.total_latency_ms for x, y in zip(ra, rb)])
+            diff = np.array(
+                [
+                    abs(x.model_summary.total_latency_ms - y.model_summary.total_latency_ms)
+                    / y.model_summary.total_latency_ms
+                    for x, y in zip(ra, rb)
+                ]
+            )
             if np.median(diff) <= tolerance:
-                rows.append({"hardware_id": a, "same_as": b, "device": ra[0].device, "shared": len(shared),
-                             "median_latency_diff_pct": float(np.median(diff) * 100),
-                             "max_latency_diff_pct": float(diff.max() * 100)})
-    return pd.DataFrame(rows, columns=["hardware_id", "same_as", "device", "shared", "median_latency_diff_pct",
-                                       "max_latency_diff_pct"])
+                rows.append(
+                    {
+                        "hardware_id": a,
+                        "same_as": b,
+                        "device": ra[0].device,
+                        "shared": len(shared),
+                        "median_latency_diff_pct": float(np.median(diff) * 100),
+                        "max_latency_diff_pct": float(diff.max() * 100),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["hardware_id", "same_as", "device", "shared", "median_latency_diff_pct", "max_latency_diff_pct"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- migration
 
 MIGRATED, DUPLICATE, OLDER, IN_STORE, STORE_NEWER, FAILED, HELD_BACK = (
-    "migrated", "duplicate", "older measurement", "already in store", "store holds newer", "failed", "held back")
+    "migrated",
+    "duplicate",
+    "older measurement",
+    "already in store",
+    "store holds newer",
+    "failed",
+    "held back",
+)
 OUTCOMES = (MIGRATED, DUPLICATE, OLDER, IN_STORE, STORE_NEWER, FAILED, HELD_BACK)
 
 
@@ -716,9 +851,11 @@ class MigrationReport:
     def summary(self) -> str:
         verb = "would write" if self.dry_run else "wrote"
         written = sorted({e.hardware_id for e in self.of(MIGRATED)})
-        lines = [f"{verb} {len(self.of(MIGRATED))} records into {self.dest} "
-                 f"(hardware: {', '.join(written) or 'none'}); {len(self.failed)} failed; "
-                 f"{len(self.non_records)} files are not records"]
+        lines = [
+            f"{verb} {len(self.of(MIGRATED))} records into {self.dest} "
+            f"(hardware: {', '.join(written) or 'none'}); {len(self.failed)} failed; "
+            f"{len(self.non_records)} files are not records"
+        ]
         if self.entries:
             lines += ["", self.counts().to_string()]
         kinds: dict[str, list[str]] = {}
@@ -785,8 +922,15 @@ def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = Fal
             report.entries.append(MigrationEntry(str(path), hardware_id, FAILED, str(error)))
             continue
         located = _hardware_dir_of(path)
-        found.append(StoredRecord(path, located[0].name if located else "", located[1] if located else CANONICAL,
-                                  version, _apply_alias(record, aliases)))
+        found.append(
+            StoredRecord(
+                path,
+                located[0].name if located else "",
+                located[1] if located else CANONICAL,
+                version,
+                _apply_alias(record, aliases),
+            )
+        )
     blocked = {e.hardware_id for e in report.failed}
     writes = []
     for hardware_id in sorted({item.record.hardware_id for item in found}):
@@ -795,8 +939,13 @@ def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = Fal
             target = measurement_path(dest, hardware_id, record.precision, record.key, record.batch_size)
             outcome, detail = (item.status, item.note) if not item.used else _destination_outcome(target, record)
             if outcome is None and hardware_id in blocked:
-                outcome, detail = HELD_BACK, (f"not written: a file of hardware {hardware_id} failed (all or "
-                                              "nothing per hardware id); fix it and migrate again")
+                outcome, detail = (
+                    HELD_BACK,
+                    (
+                        f"not written: a file of hardware {hardware_id} failed (all or "
+                        "nothing per hardware id); fix it and migrate again"
+                    ),
+                )
             if outcome is None:
                 outcome, detail = MIGRATED, str(target)
                 writes.append((item.path, target, record))
@@ -825,4 +974,3 @@ def _destination_outcome(target: Path, record: MeasurementRecord) -> tuple[str |
     if _date_key(existing) >= _date_key(record):
         return STORE_NEWER, f"{target} holds a measurement as new or newer ({existing.measurement_date})"
     return None, ""
-

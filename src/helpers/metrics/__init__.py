@@ -1,2 +1,1 @@
-"""Metrics: ``classification`` (accuracy, MCC, confusion, bootstrap CIs) and ``calibration`` (ECE, NLL, Brier, ...).
-"""
+"""Metrics: ``classification`` (accuracy, MCC, confusion, bootstrap CIs) and ``calibration`` (ECE, NLL, Brier, ...)."""

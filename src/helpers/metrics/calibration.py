@@ -9,9 +9,10 @@ per-bin reliability table, and the reliability-diagram / confidence-histogram fi
 Every entry point takes *logits* and goes through ``validate_logits`` first: the calibrated
 model's output is ``logits / T`` (or a vector-scaled variant), which is again a logit array.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,12 +37,16 @@ def validate_logits(logits, labels) -> tuple[np.ndarray, np.ndarray]:
     logits = logits.astype(np.float64, copy=False)
     if not np.isfinite(logits.sum()) and not (finite := np.isfinite(logits)).all():
         n_nan, n_inf = int(np.isnan(logits).sum()), int(np.isinf(logits).sum())
-        raise ValueError(f"logits contain {n_nan} NaN and {n_inf} Inf value(s) in "
-                         f"{int((~finite.all(axis=1)).sum())} of {len(logits)} rows; "
-                         "fix the model / export that produced them before measuring calibration")
+        raise ValueError(
+            f"logits contain {n_nan} NaN and {n_inf} Inf value(s) in "
+            f"{int((~finite.all(axis=1)).sum())} of {len(logits)} rows; "
+            "fix the model / export that produced them before measuring calibration"
+        )
     if logits.min() >= 0 and np.allclose(logits.sum(axis=1), 1.0, rtol=0, atol=1e-4):
-        raise ValueError("these look like probabilities, not logits (every row is non-negative "
-                         "and sums to 1); pass the pre-softmax logits of the model")
+        raise ValueError(
+            "these look like probabilities, not logits (every row is non-negative "
+            "and sums to 1); pass the pre-softmax logits of the model"
+        )
     labels = np.asarray(labels)
     if labels.shape != (len(logits),):
         raise ValueError(f"labels must have shape ({len(logits)},) to match logits, got {labels.shape}")
@@ -136,8 +141,9 @@ def brier_score(logits, labels) -> float:
     return float(((softmax(logits) - one_hot) ** 2).sum(axis=1).mean())
 
 
-def ece_bootstrap_ci(logits, labels, n_bins: int = 15, *, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float]:
+def ece_bootstrap_ci(
+    logits, labels, n_bins: int = 15, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the ECE (``ece_bootstrap``: all resamples in one pass, seeded).
 
     Binned ECE is biased upward on small samples; the interval shows sampling spread around
@@ -160,12 +166,12 @@ def reliability_table(logits, labels, n_bins: int = 15) -> pd.DataFrame:
         mean_conf = np.bincount(bins, weights=conf, minlength=n_bins) / count
         acc = np.bincount(bins, weights=correct, minlength=n_bins) / count
     edges = np.arange(n_bins + 1) / n_bins
-    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count,
-                         "mean_confidence": mean_conf, "accuracy": acc})
+    return pd.DataFrame(
+        {"lower": edges[:-1], "upper": edges[1:], "count": count, "mean_confidence": mean_conf, "accuracy": acc}
+    )
 
 
-def calibration_summary(logits, labels, n_bins: int = 15, *, n_boot: int = 1000,
-                        seed: int = 0) -> dict:
+def calibration_summary(logits, labels, n_bins: int = 15, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """JSON-ready dict of every metric here, plus accuracy, with the honest statistics of the ECE:
     its bootstrap 95% CI, the debiased estimates, and the null band of a perfectly calibrated model
     with the same confidences (median, 95th percentile, p-value and the verdict in words)."""
@@ -175,11 +181,14 @@ def calibration_summary(logits, labels, n_bins: int = 15, *, n_boot: int = 1000,
     boot = ece_bootstrap(conf, correct, n_bins, n_boot=n_boot, seed=seed)
     debiased = debiased_ece(conf, correct, n_bins)
     return {
-        "n": int(len(conf)), "n_bins": n_bins, "accuracy": float(correct.mean()),
+        "n": int(len(conf)),
+        "n_bins": n_bins,
+        "accuracy": float(correct.mean()),
         "mean_confidence": float(conf.mean()),
         "ece": ece,
         "ece_ci95": [float(q) for q in np.quantile(boot, [alpha, 1 - alpha])],
-        "ece_debiased": debiased["l1"], "ce_l2_debiased": debiased["l2"],
+        "ece_debiased": debiased["l1"],
+        "ce_l2_debiased": debiased["l2"],
         "null": calibration_verdict(ece, null_ece(conf, n_bins, n_null=n_boot, seed=seed + 1), len(conf)),
         "smece": smooth_ece(conf, correct)["smece"],
         "mce": maximum_calibration_error(logits, labels, n_bins),
@@ -208,19 +217,33 @@ def honest_columns(summary: dict, suffix: str = "") -> dict:
     """The columns every calibration table shows for one ``calibration_summary``: ECE with its 95% CI,
     the debiased ECE, the null band's 95th percentile, the p-value and the verdict."""
     null = summary["null"]
-    return {f"ece{suffix}": summary["ece"], f"ece{suffix}_ci95": _interval(summary["ece_ci95"]),
-            f"ece{suffix}_debiased": summary["ece_debiased"], f"null{suffix}_p95": null["p95"],
-            f"p{suffix}": null["p_value"],
-            f"verdict{suffix}": "indistinguishable from calibrated" if null["indistinguishable"] else "miscalibrated"}
+    return {
+        f"ece{suffix}": summary["ece"],
+        f"ece{suffix}_ci95": _interval(summary["ece_ci95"]),
+        f"ece{suffix}_debiased": summary["ece_debiased"],
+        f"null{suffix}_p95": null["p95"],
+        f"p{suffix}": null["p_value"],
+        f"verdict{suffix}": "indistinguishable from calibrated" if null["indistinguishable"] else "miscalibrated",
+    }
 
 
 def calibration_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
     """One row per ``calibration_summary`` (e.g. per method): accuracy, the honest ECE columns, smooth ECE, ACE, MCE,
     classwise ECE, NLL, Brier, and n (the verdicts hold at that sample size)."""
-    rows = {name: {"n": s["n"], "accuracy": s["accuracy"], **honest_columns(s), "smece": s["smece"], "ace": s["ace"],
-                   "mce": s["mce"],
-                   "classwise_ece": s["classwise_ece"], "nll": s["nll"], "brier": s["brier"]}
-            for name, s in summaries.items()}
+    rows = {
+        name: {
+            "n": s["n"],
+            "accuracy": s["accuracy"],
+            **honest_columns(s),
+            "smece": s["smece"],
+            "ace": s["ace"],
+            "mce": s["mce"],
+            "classwise_ece": s["classwise_ece"],
+            "nll": s["nll"],
+            "brier": s["brier"],
+        }
+        for name, s in summaries.items()
+    }
     return pd.DataFrame.from_dict(rows, orient="index").round(4)
 
 
@@ -231,10 +254,17 @@ def before_after_table(results: Mapping[str, dict], maps: Mapping[str, str]) -> 
     rows = {}
     for model, result in results.items():
         pre, post = result["pre_calibration"], result["post_calibration"]
-        rows[model] = {"map": maps[model], "accuracy_pre": pre["accuracy"], "accuracy_post": post["accuracy"],
-                       **honest_columns(pre, "_pre"), **honest_columns(post, "_post"),
-                       "nll_pre": pre["nll"], "nll_post": post["nll"],
-                       "brier_pre": pre["brier"], "brier_post": post["brier"]}
+        rows[model] = {
+            "map": maps[model],
+            "accuracy_pre": pre["accuracy"],
+            "accuracy_post": post["accuracy"],
+            **honest_columns(pre, "_pre"),
+            **honest_columns(post, "_post"),
+            "nll_pre": pre["nll"],
+            "nll_post": post["nll"],
+            "brier_pre": pre["brier"],
+            "brier_post": post["brier"],
+        }
     return pd.DataFrame.from_dict(rows, orient="index").round(4)
 
 
@@ -248,26 +278,46 @@ def _panel_count(logits_by_name: Mapping[str, np.ndarray]) -> int:
     return len(logits_by_name)
 
 
-def reliability_diagram(labels, logits_by_name: Mapping[str, np.ndarray], n_bins: int = 15,
-                        ece_ci95: Mapping[str, Sequence[float]] | None = None):
+def reliability_diagram(
+    labels,
+    logits_by_name: Mapping[str, np.ndarray],
+    n_bins: int = 15,
+    ece_ci95: Mapping[str, Sequence[float]] | None = None,
+):
     """One column per entry (e.g. {"before": logits, "after": logits / T}): accuracy per bin
     against the diagonal, the gap to mean confidence as an outline, ECE in % (with its 95% CI when
     ``ece_ci95`` has the entry), the count on sparse bins, and the bin counts (log scale) underneath."""
     import matplotlib.pyplot as plt
 
     cols = _panel_count(logits_by_name)
-    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 5.6), squeeze=False, sharex=True,
-                             gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = plt.subplots(
+        2, cols, figsize=(4.2 * cols, 5.6), squeeze=False, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     width = 1 / n_bins
     for col, (name, logits) in enumerate(logits_by_name.items()):
         table = reliability_table(logits, labels, n_bins)
         top, bottom = axes[0, col], axes[1, col]
         used = table["count"] > 0
-        top.bar(table["lower"][used], table["accuracy"][used], width=width, align="edge",
-                color="tab:blue", edgecolor="black", label="accuracy")
-        top.bar(table["lower"][used], (table["mean_confidence"] - table["accuracy"])[used],
-                bottom=table["accuracy"][used], width=width, align="edge", fill=False,
-                edgecolor="tab:red", linewidth=1.4, label="gap to confidence")
+        top.bar(
+            table["lower"][used],
+            table["accuracy"][used],
+            width=width,
+            align="edge",
+            color="tab:blue",
+            edgecolor="black",
+            label="accuracy",
+        )
+        top.bar(
+            table["lower"][used],
+            (table["mean_confidence"] - table["accuracy"])[used],
+            bottom=table["accuracy"][used],
+            width=width,
+            align="edge",
+            fill=False,
+            edgecolor="tab:red",
+            linewidth=1.4,
+            label="gap to confidence",
+        )
         sparse = used & (table["count"] < max(10, 0.01 * table["count"].sum()))
         for lower, acc, count in zip(table["lower"][sparse], table["accuracy"][sparse], table["count"][sparse]):
             top.text(lower + width / 2, min(acc, 0.92) + 0.02, f"n={int(count)}", ha="center", fontsize=6)
@@ -277,8 +327,9 @@ def reliability_diagram(labels, logits_by_name: Mapping[str, np.ndarray], n_bins
         ci_text = f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci is not None else ""
         top.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}\nECE = {ece:.2f}%{ci_text}", ylabel="accuracy")
         top.legend(loc="upper left", fontsize=8)
-        bottom.bar(table["lower"][used], table["count"][used], width=width, align="edge", color="grey",
-                   edgecolor="black")
+        bottom.bar(
+            table["lower"][used], table["count"][used], width=width, align="edge", color="grey", edgecolor="black"
+        )
         bottom.set_yscale("log")
         bottom.set(xlabel="confidence", ylabel="count (log)")
     fig.tight_layout()
@@ -293,14 +344,21 @@ def confidence_histogram(labels, logits_by_name: Mapping[str, np.ndarray], n_bin
     fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 3.4), squeeze=False, sharey=True)
     for ax, (name, logits) in zip(axes[0], logits_by_name.items()):
         conf, correct = top_label(logits, labels)
-        ax.hist(conf, bins=np.arange(n_bins + 1) / n_bins, weights=np.full(len(conf), 1 / len(conf)),
-                color="tab:blue", edgecolor="black")
+        ax.hist(
+            conf,
+            bins=np.arange(n_bins + 1) / n_bins,
+            weights=np.full(len(conf), 1 / len(conf)),
+            color="tab:blue",
+            edgecolor="black",
+        )
         ax.axvline(correct.mean(), color="black", ls="--", label=f"accuracy {correct.mean():.3f}")
         ax.axvline(conf.mean(), color="tab:red", ls="--", label=f"mean conf. {conf.mean():.3f}")
         ax.set(xlim=(0, 1), title=name, xlabel="confidence", ylabel="fraction of samples")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
 def _cell_stats(bins, conf, correct, n_bins):
     """Per (bin, correct) cell: count, confidence sum and confidence sum of squares ([2, n_bins] each)."""
     cell = bins * 2 + correct
@@ -327,7 +385,7 @@ def ece_bootstrap(conf, correct, n_bins: int = 15, *, n_boot: int = 1000, seed: 
     m = rng.poisson(count, size=(n_boot, 2, n_bins))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, s1 / count, 0.0)
-        var = np.where(count > 0, np.maximum(s2 / count - mean ** 2, 0.0), 0.0)
+        var = np.where(count > 0, np.maximum(s2 / count - mean**2, 0.0), 0.0)
     conf_sum = m * mean + np.sqrt(m * var) * rng.standard_normal(m.shape)
     return np.abs(conf_sum.sum(axis=1) - m[:, 1]).sum(axis=1) / np.maximum(m.sum(axis=(1, 2)), 1)
 
@@ -372,9 +430,12 @@ def debiased_ece(conf, correct, n_bins: int = 15) -> dict:
     weight = n_b / n_b.sum()
     sigma = np.sqrt(acc * (1 - acc) / n_b)
     with np.errstate(invalid="ignore", divide="ignore"):
-        folded = np.where(sigma > 0, sigma * np.sqrt(2 / np.pi) * np.exp(-gap ** 2 / (2 * sigma ** 2))
-                          + gap * (1 - 2 * norm.cdf(-gap / sigma)), np.abs(gap))
-        sq = np.where(n_b > 1, gap ** 2 - acc * (1 - acc) / (n_b - 1), gap ** 2)
+        folded = np.where(
+            sigma > 0,
+            sigma * np.sqrt(2 / np.pi) * np.exp(-(gap**2) / (2 * sigma**2)) + gap * (1 - 2 * norm.cdf(-gap / sigma)),
+            np.abs(gap),
+        )
+        sq = np.where(n_b > 1, gap**2 - acc * (1 - acc) / (n_b - 1), gap**2)
     plugin = weight @ np.abs(gap)
     return {"l1": float(2 * plugin - weight @ folded), "l2": float(np.sqrt(max(weight @ sq, 0.0)))}
 
@@ -386,10 +447,18 @@ def calibration_verdict(ece: float, null: np.ndarray, n: int) -> dict:
     """The observed ECE against the null band: median, 95th percentile, p-value and the words."""
     p = float((1 + np.sum(null >= ece)) / (1 + len(null)))
     same = p >= NULL_LEVEL
-    words = (f"indistinguishable from calibrated at this sample size (n = {n}, p = {p:.3f})" if same else
-             f"miscalibrated beyond sampling noise at this sample size (n = {n}, p = {p:.3f})")
-    return {"median": float(np.median(null)), "p95": float(np.quantile(null, 0.95)), "p_value": p,
-            "indistinguishable": same, "verdict": words}
+    words = (
+        f"indistinguishable from calibrated at this sample size (n = {n}, p = {p:.3f})"
+        if same
+        else f"miscalibrated beyond sampling noise at this sample size (n = {n}, p = {p:.3f})"
+    )
+    return {
+        "median": float(np.median(null)),
+        "p95": float(np.quantile(null, 0.95)),
+        "p_value": p,
+        "indistinguishable": same,
+        "verdict": words,
+    }
 
 
 def smooth_ece(conf, correct, *, grid: int = 400, iterations: int = 20) -> dict:
@@ -411,8 +480,10 @@ def smooth_ece(conf, correct, *, grid: int = 400, iterations: int = 20) -> dict:
 
     def at(sigma: float) -> float:
         d = points[:, None] - points[None, :]
-        kernel = sum(np.exp(-0.5 * (x / sigma) ** 2) for x in (d, points[:, None] + points[None, :],
-                                                                points[:, None] - (2 - points[None, :])))
+        kernel = sum(
+            np.exp(-0.5 * (x / sigma) ** 2)
+            for x in (d, points[:, None] + points[None, :], points[:, None] - (2 - points[None, :]))
+        )
         return float(np.abs(kernel @ res).sum() / (kernel @ mass).sum())
 
     low, high = 1e-4, 1.0

@@ -5,11 +5,12 @@ the confusion matrix, a JSON-ready summary and a confusion-matrix figure. Also t
 tools every phase shares: ``wilson_interval`` and a seeded percentile ``bootstrap_ci``.
 Every public function validates its inputs with ``check_labels`` before any work.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from statistics import NormalDist
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -23,12 +24,16 @@ def check_labels(labels, num_classes: int, name: str = "labels") -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} is empty; metrics need at least one sample")
     if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class indices, got dtype {arr.dtype}; "
-                         "cast with .astype(np.int64) (or take argmax of scores first)")
+        raise ValueError(
+            f"{name} must hold integer class indices, got dtype {arr.dtype}; "
+            "cast with .astype(np.int64) (or take argmax of scores first)"
+        )
     bad = (arr < 0) | (arr >= num_classes)
     if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} value(s) outside [0, {num_classes}) "
-                         f"(min {arr.min()}, max {arr.max()}); check num_classes / the class list")
+        raise ValueError(
+            f"{name} has {int(bad.sum())} value(s) outside [0, {num_classes}) "
+            f"(min {arr.min()}, max {arr.max()}); check num_classes / the class list"
+        )
     return arr.astype(np.int64)
 
 
@@ -67,8 +72,7 @@ def accuracy_with_ci(labels, preds, level: float = 0.95) -> dict:
     labels, preds, _ = _check_pair(labels, preds, None)
     correct = int(np.sum(labels == preds))
     low, high = wilson_interval(correct, labels.size, level)
-    return {"accuracy": correct / labels.size, "ci_low": low, "ci_high": high,
-            "n": int(labels.size), "level": level}
+    return {"accuracy": correct / labels.size, "ci_low": low, "ci_high": high, "n": int(labels.size), "level": level}
 
 
 def confusion_matrix(labels, preds, num_classes: int | None = None) -> np.ndarray:
@@ -118,8 +122,10 @@ def classification_summary(labels, preds, class_names: Sequence[str]) -> dict:
         "accuracy_ci95": [acc["ci_low"], acc["ci_high"]],
         "mcc": mcc_from_confusion(cm),
         "class_names": list(class_names),
-        "per_class": {name: {"accuracy": None if np.isnan(a) else float(a), "support": int(s)}
-                      for name, a, s in zip(class_names, per_class, cm.sum(axis=1))},
+        "per_class": {
+            name: {"accuracy": None if np.isnan(a) else float(a), "support": int(s)}
+            for name, a, s in zip(class_names, per_class, cm.sum(axis=1))
+        },
         "confusion_matrix": cm.tolist(),
     }
 
@@ -128,14 +134,28 @@ def summary_table(summaries: dict[str, dict]):
     """One row per split/model from :func:`classification_summary` results: n, accuracy (95% CI), MCC."""
     import pandas as pd
 
-    rows = {name: {"n": s["n"], "accuracy": s["accuracy"], "ci95 low": s["accuracy_ci95"][0],
-                   "ci95 high": s["accuracy_ci95"][1], "MCC": s["mcc"]} for name, s in summaries.items()}
+    rows = {
+        name: {
+            "n": s["n"],
+            "accuracy": s["accuracy"],
+            "ci95 low": s["accuracy_ci95"][0],
+            "ci95 high": s["accuracy_ci95"][1],
+            "MCC": s["mcc"],
+        }
+        for name, s in summaries.items()
+    }
     return pd.DataFrame.from_dict(rows, orient="index").round(4)
 
 
-def bootstrap_ci(statistic: Callable[[np.ndarray], np.ndarray | float], n: int, *,
-                 n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 desc: str = "bootstrap") -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], np.ndarray | float],
+    n: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    desc: str = "bootstrap",
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``n_boot`` resamples of n rows.
 
     ``statistic`` maps an index array (rows drawn with replacement) to a value or a vector of
@@ -145,8 +165,9 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], np.ndarray | float], n: int, 
     if n <= 0 or n_boot <= 0:
         raise ValueError(f"bootstrap needs n > 0 samples and n_boot > 0, got n={n}, n_boot={n_boot}")
     rng = np.random.default_rng(seed)
-    draws = np.array([statistic(rng.integers(0, n, size=n))
-                      for _ in tqdm(range(n_boot), desc=desc, leave=False)], dtype=np.float64)
+    draws = np.array(
+        [statistic(rng.integers(0, n, size=n)) for _ in tqdm(range(n_boot), desc=desc, leave=False)], dtype=np.float64
+    )
     alpha = (1 - level) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN component gives NaN bounds
@@ -154,8 +175,7 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], np.ndarray | float], n: int, 
     return low, high
 
 
-def confusion_matrix_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "",
-                            normalize: bool = True):
+def confusion_matrix_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "", normalize: bool = True):
     """Heat map of a confusion matrix (row-normalized by default) annotated with counts."""
     import matplotlib.pyplot as plt
 
@@ -176,7 +196,14 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: Sequence[str], title: s
         threshold = shown.max() / 2
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if shown[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if shown[i, j] > threshold else "black",
+                )
     fig.tight_layout()
     return fig

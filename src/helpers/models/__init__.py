@@ -1,2 +1,1 @@
-"""Models: ``architectures``, ``training``, checkpoints (``artifact``), ``keras_import`` and ``onnx_export``.
-"""
+"""Models: ``architectures``, ``training``, checkpoints (``artifact``), ``keras_import`` and ``onnx_export``."""

@@ -22,11 +22,12 @@ All layers are plain ``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm2d`` (never s
 PT2E quantizer matches module types exactly and silently skips subclasses), and every model
 exports to ONNX.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -94,10 +95,16 @@ class DigitsCNN(nn.Module):
         super().__init__()
         self.input_scale = InputScale(input_scale)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
         )
         self.fc = nn.Linear(64, num_classes)
 
@@ -138,9 +145,14 @@ class ResNet8(nn.Module):
     Batch-norm epsilon defaults to Keras' 1e-3 (the reference's value), not torch's 1e-5.
     """
 
-    def __init__(self, num_classes: int, input_shape: tuple[int, int, int] = (32, 32, 3),
-                 widths: tuple[int, int, int] = (16, 32, 64), bn_eps: float = 1e-3,
-                 input_scale: float = DEFAULT_INPUT_SCALE):
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: tuple[int, int, int] = (32, 32, 3),
+        widths: tuple[int, int, int] = (16, 32, 64),
+        bn_eps: float = 1e-3,
+        input_scale: float = DEFAULT_INPUT_SCALE,
+    ):
         super().__init__()
         height, width, channels = input_shape
         if height != width:
@@ -207,9 +219,13 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers += [nn.Conv2d(in_ch, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, padding=1, groups=hidden, bias=False),
-                   nn.BatchNorm2d(hidden), nn.ReLU6(),
-                   nn.Conv2d(hidden, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, out_ch, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and in_ch == out_ch
 
@@ -245,13 +261,23 @@ class MobileNetV2Tiny(nn.Module):
 class MLP(nn.Module):
     """Flatten, then two hidden ReLU layers (128, 64), then the logits layer."""
 
-    def __init__(self, num_classes: int, input_shape: tuple[int, int, int], hidden: tuple[int, int] = (128, 64),
-                 input_scale: float = DEFAULT_INPUT_SCALE):
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        hidden: tuple[int, int] = (128, 64),
+        input_scale: float = DEFAULT_INPUT_SCALE,
+    ):
         super().__init__()
         self.input_scale = InputScale(input_scale)
         self.layers = nn.Sequential(
-            nn.Flatten(), nn.Linear(int(np.prod(input_shape)), hidden[0]), nn.ReLU(),
-            nn.Linear(hidden[0], hidden[1]), nn.ReLU(), nn.Linear(hidden[1], num_classes))
+            nn.Flatten(),
+            nn.Linear(int(np.prod(input_shape)), hidden[0]),
+            nn.ReLU(),
+            nn.Linear(hidden[0], hidden[1]),
+            nn.ReLU(),
+            nn.Linear(hidden[1], num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # contiguous first: flattening the channels-last view would export as an as_strided gather
@@ -268,13 +294,18 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "digits_cnn": Architecture(lambda n, shape, **kw: DigitsCNN(n, shape[2], **kw), (8, 8, 1),
-                               "small CNN for 8x8x1 digits"),
-    "resnet8": Architecture(lambda n, shape, **kw: ResNet8(n, shape, **kw), (32, 32, 3),
-                            "MLPerf Tiny ResNet-8 (CIFAR-10 reference, Keras-exact padding)"),
+    "digits_cnn": Architecture(
+        lambda n, shape, **kw: DigitsCNN(n, shape[2], **kw), (8, 8, 1), "small CNN for 8x8x1 digits"
+    ),
+    "resnet8": Architecture(
+        lambda n, shape, **kw: ResNet8(n, shape, **kw),
+        (32, 32, 3),
+        "MLPerf Tiny ResNet-8 (CIFAR-10 reference, Keras-exact padding)",
+    ),
     "resnet20": Architecture(lambda n, shape, **kw: ResNet20(n, shape[2], **kw), (32, 32, 3), "CIFAR ResNet-20"),
-    "mobilenetv2_tiny": Architecture(lambda n, shape, **kw: MobileNetV2Tiny(n, shape[2], **kw), (32, 32, 3),
-                                     "MobileNetV2-style net for 32x32"),
+    "mobilenetv2_tiny": Architecture(
+        lambda n, shape, **kw: MobileNetV2Tiny(n, shape[2], **kw), (32, 32, 3), "MobileNetV2-style net for 32x32"
+    ),
     "mlp": Architecture(lambda n, shape, **kw: MLP(n, shape, **kw), (32, 32, 3), "flatten + 2 hidden layers"),
 }
 
@@ -284,8 +315,7 @@ def available_models() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int] | None = None,
-                **kwargs) -> nn.Module:
+def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int] | None = None, **kwargs) -> nn.Module:
     """Build architecture ``name`` for ``num_classes`` classes and NHWC ``input_shape`` (H, W, C).
 
     ``input_shape`` defaults to the architecture's own (8x8x1 for ``digits_cnn``, 32x32x3
@@ -300,7 +330,9 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int] |
     arch = ARCHITECTURES[name]
     shape = tuple(arch.default_input_shape if input_shape is None else input_shape)
     if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape) or shape[2] not in (1, 3):
-        raise ValueError(f"input_shape must be NHWC (height, width, channels) with 1 or 3 channels, got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be NHWC (height, width, channels) with 1 or 3 channels, got {input_shape!r}"
+        )
     return arch.build(int(num_classes), tuple(int(s) for s in shape), **kwargs)
 
 
@@ -318,7 +350,12 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 500, 
     was_training = model.training
     model.eval()
     try:
-        return batched_logits(lambda batch: model(torch.from_numpy(batch)).float().numpy(), images, batch_size,
-                              desc="predict_logits", progress=progress)
+        return batched_logits(
+            lambda batch: model(torch.from_numpy(batch)).float().numpy(),
+            images,
+            batch_size,
+            desc="predict_logits",
+            progress=progress,
+        )
     finally:
         model.train(was_training)

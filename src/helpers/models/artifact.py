@@ -6,6 +6,7 @@ the keyword arguments that rebuild it, e.g. the input scale of an imported Keras
 architecture from the spec and loads the weights, so a checkpoint can never be paired with the
 wrong architecture silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,21 +30,29 @@ def check_params(params: dict, config: dict | None = None) -> None:
         raise ValueError(f"model_source must be one of {', '.join(SOURCES)}, got {params['model_source']!r}")
     if params["model_source"] == "keras_h5":
         if not params["h5_path"] or not Path(params["h5_path"]).is_file():
-            raise FileNotFoundError(f"model_source keras_h5 needs h5_path to be an existing .h5 file, got "
-                                    f"{params['h5_path']!r} (e.g. -p h5_path=../shared/models/mlperf_tiny_resnet8_pretrained.h5)")
+            raise FileNotFoundError(
+                f"model_source keras_h5 needs h5_path to be an existing .h5 file, got "
+                f"{params['h5_path']!r} (e.g. -p h5_path=../shared/models/mlperf_tiny_resnet8_pretrained.h5)"
+            )
         if params["dataset"] != "cifar10":
             raise ValueError("the MLPerf Tiny ResNet-8 .h5 is a CIFAR-10 model: use -p dataset=cifar10 with keras_h5")
         if params.get("val_source", "train") != "test":
-            raise ValueError("the MLPerf Tiny ResNet-8 .h5 was trained on every CIFAR-10 training image, so a val split "
-                             "from the training data would fit temperature and threshold on images it has seen: add "
-                             "-p val_source=test -p val_fraction=0.5 (val = half of the test split)")
+            raise ValueError(
+                "the MLPerf Tiny ResNet-8 .h5 was trained on every CIFAR-10 training image, so a val split "
+                "from the training data would fit temperature and threshold on images it has seen: add "
+                "-p val_source=test -p val_fraction=0.5 (val = half of the test split)"
+            )
     if params["architecture"] and params["architecture"] not in available_models():
-        raise ValueError(f"unknown architecture {params['architecture']!r}; choose one of {', '.join(available_models())}")
+        raise ValueError(
+            f"unknown architecture {params['architecture']!r}; choose one of {', '.join(available_models())}"
+        )
     if params["precision"] not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {params['precision']!r}")
     if params["epochs"] < 1 or params["batch_size"] < 1 or params["lr"] <= 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got epochs={params['epochs']}, "
-                         f"batch_size={params['batch_size']}, lr={params['lr']}")
+        raise ValueError(
+            f"need epochs >= 1, batch_size >= 1 and lr > 0; got epochs={params['epochs']}, "
+            f"batch_size={params['batch_size']}, lr={params['lr']}"
+        )
 
 
 def obtain(phase, params: dict, ds, train_xy, val_xy) -> tuple[nn.Module, dict, dict | None]:
@@ -53,28 +62,48 @@ def obtain(phase, params: dict, ds, train_xy, val_xy) -> tuple[nn.Module, dict, 
         from helpers.models.keras_import import import_resnet8
 
         model, imported = import_resnet8(params["h5_path"])
-        model_spec = spec("resnet8", imported["num_classes"], ds.train_images.shape[1:], widths=imported["widths"],
-                          bn_eps=imported["bn_eps"], input_scale=imported["input_scale"])
+        model_spec = spec(
+            "resnet8",
+            imported["num_classes"],
+            ds.train_images.shape[1:],
+            widths=imported["widths"],
+            bn_eps=imported["bn_eps"],
+            input_scale=imported["input_scale"],
+        )
         return model, model_spec, None
-    model_spec = spec(params["architecture"] or DEFAULT_ARCHITECTURE[params["dataset"]], ds.num_classes,
-                      ds.train_images.shape[1:])
+    model_spec = spec(
+        params["architecture"] or DEFAULT_ARCHITECTURE[params["dataset"]], ds.num_classes, ds.train_images.shape[1:]
+    )
     with phase.timer("training"):
         model, history = train(
-            build(model_spec), *train_xy, *val_xy, epochs=params["epochs"], batch_size=params["batch_size"],
-            lr=params["lr"], seed=params["seed"], augment=params["augment"],
-            label_smoothing=params["label_smoothing"], precision=params["precision"],
-            on_epoch_end=epoch_logger(phase.log, params["epochs"]))
+            build(model_spec),
+            *train_xy,
+            *val_xy,
+            epochs=params["epochs"],
+            batch_size=params["batch_size"],
+            lr=params["lr"],
+            seed=params["seed"],
+            augment=params["augment"],
+            label_smoothing=params["label_smoothing"],
+            precision=params["precision"],
+            on_epoch_end=epoch_logger(phase.log, params["epochs"]),
+        )
     return model, model_spec, history
 
 
 def spec(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs) -> dict:
-    return {"name": name, "num_classes": int(num_classes), "input_shape": [int(s) for s in input_shape],
-            "kwargs": kwargs}
+    return {
+        "name": name,
+        "num_classes": int(num_classes),
+        "input_shape": [int(s) for s in input_shape],
+        "kwargs": kwargs,
+    }
 
 
 def build(model_spec: dict) -> nn.Module:
-    return build_model(model_spec["name"], model_spec["num_classes"], tuple(model_spec["input_shape"]),
-                       **model_spec.get("kwargs", {}))
+    return build_model(
+        model_spec["name"], model_spec["num_classes"], tuple(model_spec["input_shape"]), **model_spec.get("kwargs", {})
+    )
 
 
 def save(model: nn.Module, model_spec: dict, spec_path: Path, checkpoint_path: Path) -> None:

@@ -21,6 +21,7 @@ The dense layer's softmax is dropped: like every model here, the import returns 
 Every Keras weight must land in exactly one torch tensor and every torch tensor must be filled;
 anything else is an error naming the layer.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,10 +56,14 @@ def read_model_config(path: str | Path) -> tuple[dict[str, KerasLayer], dict]:
             attrs = {k: _text(v) for k, v in f.attrs.items()}
             has_weights = "model_weights" in f
     except OSError as exc:
-        raise ValueError(f"{path} is not an HDF5 file ({exc}); pass a Keras model saved with model.save('x.h5')") from exc
+        raise ValueError(
+            f"{path} is not an HDF5 file ({exc}); pass a Keras model saved with model.save('x.h5')"
+        ) from exc
     if "model_config" not in attrs or not has_weights:
-        raise ValueError(f"{path} is HDF5 but not a saved Keras model (no model_config attribute or model_weights "
-                         "group); pass a file written by Keras model.save('x.h5'), not save_weights()")
+        raise ValueError(
+            f"{path} is HDF5 but not a saved Keras model (no model_config attribute or model_weights "
+            "group); pass a file written by Keras model.save('x.h5'), not save_weights()"
+        )
     config = json.loads(attrs["model_config"])
     if config.get("class_name") not in ("Functional", "Model"):
         raise ValueError(f"{path}: expected a Keras functional model, got {config.get('class_name')!r}")
@@ -98,13 +103,24 @@ def _check(layer: KerasLayer, class_name: str, **expected) -> KerasLayer:
     for key, value in expected.items():
         actual = layer.config.get(key)
         if (list(actual) if isinstance(actual, (list, tuple)) else actual) != value:
-            raise ValueError(f"Keras layer {layer.name!r} has {key}={actual!r}; ResNet-8 import supports {key}={value!r}")
+            raise ValueError(
+                f"Keras layer {layer.name!r} has {key}={actual!r}; ResNet-8 import supports {key}={value!r}"
+            )
     return layer
 
 
 def _conv(layer: KerasLayer, kernel: int, stride: int) -> KerasLayer:
-    return _check(layer, "Conv2D", kernel_size=[kernel, kernel], strides=[stride, stride], padding="same",
-                  activation="linear", use_bias=True, dilation_rate=[1, 1], data_format="channels_last")
+    return _check(
+        layer,
+        "Conv2D",
+        kernel_size=[kernel, kernel],
+        strides=[stride, stride],
+        padding="same",
+        activation="linear",
+        use_bias=True,
+        dilation_rate=[1, 1],
+        data_format="channels_last",
+    )
 
 
 def _relu(graph: _Graph, layer: KerasLayer) -> KerasLayer:
@@ -121,8 +137,10 @@ def _walk_stack(graph: _Graph, node: KerasLayer, index: int) -> tuple[KerasLayer
     main = [c for c in convs if c.config["kernel_size"] == [3, 3]]
     projection = [c for c in convs if c.config["kernel_size"] == [1, 1]]
     if len(main) != 1 or len(projection) > 1 or len(convs) != len(main) + len(projection):
-        raise ValueError(f"Keras layer {node.name!r} should feed one 3x3 Conv2D (and at most one 1x1 shortcut "
-                         f"Conv2D), found {[c.name for c in convs]}")
+        raise ValueError(
+            f"Keras layer {node.name!r} should feed one 3x3 Conv2D (and at most one 1x1 shortcut "
+            f"Conv2D), found {[c.name for c in convs]}"
+        )
     stride = 1 if index == 0 else 2
     parts = {"conv1": _conv(main[0], 3, stride)}
     parts["bn1"] = _bn(graph, parts["conv1"])
@@ -134,8 +152,10 @@ def _walk_stack(graph: _Graph, node: KerasLayer, index: int) -> tuple[KerasLayer
         parts["shortcut"] = _conv(projection[0], 1, stride)
         shortcut_source = projection[0].name
     if set(add.inbound) != {parts["bn2"].name, shortcut_source}:
-        raise ValueError(f"Keras layer {add.name!r} adds {list(add.inbound)}; expected {parts['bn2'].name!r} "
-                         f"and the shortcut {shortcut_source!r}")
+        raise ValueError(
+            f"Keras layer {add.name!r} adds {list(add.inbound)}; expected {parts['bn2'].name!r} "
+            f"and the shortcut {shortcut_source!r}"
+        )
     return _relu(graph, add), {f"stacks.{index}.{key}": layer for key, layer in parts.items()}
 
 
@@ -147,14 +167,18 @@ def parse_resnet8(layers: dict[str, KerasLayer]) -> tuple[dict, dict[str, KerasL
         raise ValueError(f"expected one InputLayer, found {[i.name for i in inputs]}")
     height, width, channels = inputs[0].config["batch_input_shape"][1:]
     if len(graph.consumers[inputs[0].name]) != 1:
-        raise ValueError(f"Keras input {inputs[0].name!r} should feed exactly one layer, feeds "
-                         f"{[c.name for c in graph.consumers[inputs[0].name]]}")
+        raise ValueError(
+            f"Keras input {inputs[0].name!r} should feed exactly one layer, feeds "
+            f"{[c.name for c in graph.consumers[inputs[0].name]]}"
+        )
     first = graph.consumers[inputs[0].name][0]
     input_scale = 1.0  # raw 0-255 in, straight into the first conv
     if first.class_name == "Rescaling":
         if first.config.get("offset", 0.0) != 0.0:
-            raise ValueError(f"Keras layer {first.name!r} rescales with offset {first.config['offset']}; "
-                             "only a pure scale maps onto InputScale")
+            raise ValueError(
+                f"Keras layer {first.name!r} rescales with offset {first.config['offset']}; "
+                "only a pure scale maps onto InputScale"
+            )
         input_scale = float(first.config["scale"])
         first = graph.next(first, "Conv2D")
     mapping = {"conv": _conv(first, 3, 1)}
@@ -169,17 +193,25 @@ def parse_resnet8(layers: dict[str, KerasLayer]) -> tuple[dict, dict[str, KerasL
         size = size if index == 0 else math.ceil(size / 2)
     pool = graph.next(node, "AveragePooling2D")
     if list(pool.config["pool_size"]) != [size, size] or pool.config["padding"] != "valid":
-        raise ValueError(f"Keras layer {pool.name!r} pools {pool.config['pool_size']} over a {size}x{size} map; "
-                         "only a global average pool maps onto ResNet8's pool")
+        raise ValueError(
+            f"Keras layer {pool.name!r} pools {pool.config['pool_size']} over a {size}x{size} map; "
+            "only a global average pool maps onto ResNet8's pool"
+        )
     mapping["fc"] = _check(graph.next(graph.next(pool, "Flatten"), "Dense"), "Dense", use_bias=True)
     if len(widths) == 0 or mapping["conv"].config["filters"] != widths[0]:
         raise ValueError(f"the stem conv {mapping['conv'].name!r} must have as many filters as the first stack")
     epsilons = {layer.config["epsilon"] for layer in mapping.values() if layer.class_name == "BatchNormalization"}
     if len(epsilons) != 1:
-        raise ValueError(f"the BatchNormalization layers use different epsilons {sorted(epsilons)}; "
-                         "ResNet8 takes one bn_eps")
-    args = {"num_classes": mapping["fc"].config["units"], "input_shape": (height, width, channels),
-            "widths": tuple(widths), "bn_eps": float(epsilons.pop()), "input_scale": input_scale}
+        raise ValueError(
+            f"the BatchNormalization layers use different epsilons {sorted(epsilons)}; ResNet8 takes one bn_eps"
+        )
+    args = {
+        "num_classes": mapping["fc"].config["units"],
+        "input_shape": (height, width, channels),
+        "widths": tuple(widths),
+        "bn_eps": float(epsilons.pop()),
+        "input_scale": input_scale,
+    }
     return args, mapping
 
 
@@ -194,8 +226,10 @@ def _keras_weights(group: h5py.Group, layer: KerasLayer) -> dict[str, np.ndarray
 
 def _copy(target: torch.Tensor, value: np.ndarray, layer: KerasLayer, what: str) -> None:
     if tuple(target.shape) != value.shape:
-        raise ValueError(f"Keras layer {layer.name!r}: {what} has shape {value.shape} after conversion, "
-                         f"the torch model expects {tuple(target.shape)}")
+        raise ValueError(
+            f"Keras layer {layer.name!r}: {what} has shape {value.shape} after conversion, "
+            f"the torch model expects {tuple(target.shape)}"
+        )
     with torch.no_grad():
         target.copy_(torch.from_numpy(np.ascontiguousarray(value)))
 
@@ -211,8 +245,12 @@ def _load_layer(module: nn.Module, layer: KerasLayer, weights: dict[str, np.ndar
         _copy(module.bias, weights["bias"], layer, "bias")
         return {"kernel", "bias"}
     if isinstance(module, nn.BatchNorm2d) and layer.class_name == "BatchNormalization":
-        for torch_name, keras_name in (("weight", "gamma"), ("bias", "beta"),
-                                       ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
+        for torch_name, keras_name in (
+            ("weight", "gamma"),
+            ("bias", "beta"),
+            ("running_mean", "moving_mean"),
+            ("running_var", "moving_variance"),
+        ):
             _copy(getattr(module, torch_name), weights[keras_name], layer, keras_name)
         module.momentum = 1.0 - float(layer.config["momentum"])  # epsilon came with ResNet8(bn_eps=...)
         return {"gamma", "beta", "moving_mean", "moving_variance"}
@@ -237,25 +275,38 @@ def import_resnet8(path: str | Path) -> tuple[ResNet8, dict]:
         group = f["model_weights"]
         for torch_name, layer in mapping.items():
             if torch_name not in modules:
-                raise ValueError(f"Keras layer {layer.name!r} maps to torch module {torch_name!r}, which "
-                                 "ResNet8 does not have (an identity shortcut where Keras has a conv?)")
+                raise ValueError(
+                    f"Keras layer {layer.name!r} maps to torch module {torch_name!r}, which "
+                    "ResNet8 does not have (an identity shortcut where Keras has a conv?)"
+                )
             weights = _keras_weights(group, layer)
             used = _load_layer(modules[torch_name], layer, weights)
             if set(weights) != used:
-                raise ValueError(f"Keras layer {layer.name!r} has weights {sorted(set(weights) - used)} "
-                                 "that have no place in the torch model")
+                raise ValueError(
+                    f"Keras layer {layer.name!r} has weights {sorted(set(weights) - used)} "
+                    "that have no place in the torch model"
+                )
             loaded_elements += sum(w.size for w in weights.values())
         mapped = {layer.name for layer in mapping.values()}
-        unmapped = [name for name, sub in group.items() if name not in mapped and len(sub.attrs.get("weight_names", []))]
+        unmapped = [
+            name for name, sub in group.items() if name not in mapped and len(sub.attrs.get("weight_names", []))
+        ]
     if unmapped:
         raise ValueError(f"Keras layers {unmapped} carry weights but are not part of the ResNet-8 graph")
     _check_all_filled(model, mapping)
     model.eval()
-    info = {"source": path.name, "sha256": sha256_file(path), "keras_version": attrs.get("keras_version"),
-            "input_scale": args["input_scale"], "num_classes": args["num_classes"],
-            "widths": list(args["widths"]), "bn_eps": args["bn_eps"], "keras_weight_elements": loaded_elements,
-            "output_activation_dropped": layers[mapping["fc"].name].config.get("activation"),
-            "layer_map": {torch_name: layer.name for torch_name, layer in mapping.items()}}
+    info = {
+        "source": path.name,
+        "sha256": sha256_file(path),
+        "keras_version": attrs.get("keras_version"),
+        "input_scale": args["input_scale"],
+        "num_classes": args["num_classes"],
+        "widths": list(args["widths"]),
+        "bn_eps": args["bn_eps"],
+        "keras_weight_elements": loaded_elements,
+        "output_activation_dropped": layers[mapping["fc"].name].config.get("activation"),
+        "layer_map": {torch_name: layer.name for torch_name, layer in mapping.items()},
+    }
     return model, info
 
 

@@ -3,10 +3,11 @@
 A model's logits for a split are stored under the key ``<model>_<split>``; this module is the only
 place that builds or parses that key (phase 02's single-model ``logits.npz`` holds bare split keys).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -23,8 +24,14 @@ def key(model: str, split: str) -> str:
 
 def save(path: Path, logits: Mapping[str, Mapping[str, np.ndarray]]) -> None:
     """Write ``{model: {split: logits}}`` atomically (deterministic bytes)."""
-    atomic.save_npz(path, **{key(model, split): np.asarray(x, np.float32)
-                             for model, by_split in logits.items() for split, x in by_split.items()})
+    atomic.save_npz(
+        path,
+        **{
+            key(model, split): np.asarray(x, np.float32)
+            for model, by_split in logits.items()
+            for split, x in by_split.items()
+        },
+    )
 
 
 def load(path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -21,6 +21,7 @@ place through ``helpers.run.atomic``.
 the same uint8 images and raises :class:`OnnxParityError` unless their logits are the same outputs
 by ``helpers.models.parity`` (the one definition, which phase 08's bundle load-back uses too).
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,9 +62,18 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with warnings.catch_warnings():  # torch.export's own pytree deprecation notice, not actionable here
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-            torch.onnx.export(model, (example,), tmp, dynamo=True, external_data=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.onnx.export(
+                model,
+                (example,),
+                tmp,
+                dynamo=True,
+                external_data=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                verbose=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+            )
         exported = onnx.load(str(tmp))
         strip_source_metadata(exported.graph)
         onnx.save(exported, str(tmp))
@@ -98,14 +108,21 @@ def onnx_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
     return session
 
 
-def onnx_logits(session: ort.InferenceSession | str | Path, images: np.ndarray, batch_size: int = 500,
-                progress: bool = False) -> np.ndarray:
+def onnx_logits(
+    session: ort.InferenceSession | str | Path, images: np.ndarray, batch_size: int = 500, progress: bool = False
+) -> np.ndarray:
     """float32 logits of an ONNX model on uint8 NHWC ``images`` (preprocessed here), in batches."""
     if not isinstance(session, ort.InferenceSession):
         session = onnx_session(session)
     expected = tuple(d if isinstance(d, int) else None for d in session.get_inputs()[0].shape[1:])
-    return batched_logits(lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0], images, batch_size,
-                          desc="onnx_logits", progress=progress, shape=expected)
+    return batched_logits(
+        lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0],
+        images,
+        batch_size,
+        desc="onnx_logits",
+        progress=progress,
+        shape=expected,
+    )
 
 
 def check_parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray, batch_size: int = 500) -> parity.Parity:
@@ -120,7 +137,9 @@ def check_parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray, ba
         raise OnnxParityError(f"{onnx_path}: logits shape {actual.shape}, torch gives {expected.shape}")
     result = parity.compare_logits(expected, actual)
     if not result.passed:
-        raise OnnxParityError(f"{onnx_path} disagrees with the torch model on {len(images)} images: "
-                              f"{result.message()}; "
-                              "re-export from the same weights, and compare in eval mode")
+        raise OnnxParityError(
+            f"{onnx_path} disagrees with the torch model on {len(images)} images: "
+            f"{result.message()}; "
+            "re-export from the same weights, and compare in eval mode"
+        )
     return result

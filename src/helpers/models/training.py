@@ -17,12 +17,13 @@ A non-finite loss stops training with ``FloatingPointError`` naming the epoch an
 Checkpoints are plain state dicts written atomically (``save_checkpoint``) and read with
 ``torch.load(weights_only=True)`` (``load_checkpoint``), which names mismatching keys.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -90,11 +91,25 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
     return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)  # OneCycleLR then cycles momentum
 
 
-def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
-          val_images: np.ndarray, val_labels: np.ndarray, *, epochs: int, batch_size: int, lr: float,
-          seed: int, augment: bool = False, label_smoothing: float = 0.0, weight_decay: float = 5e-4,
-          precision: str = "fp32", num_threads: int | None = None, progress: bool = True,
-          on_epoch_end: Callable[[int, History], None] | None = None) -> tuple[nn.Module, History]:
+def train(
+    model: nn.Module,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    augment: bool = False,
+    label_smoothing: float = 0.0,
+    weight_decay: float = 5e-4,
+    precision: str = "fp32",
+    num_threads: int | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, History], None] | None = None,
+) -> tuple[nn.Module, History]:
     """Train ``model`` in place on uint8 NHWC images; returns (model in eval mode, history).
 
     ``lr`` is the one-cycle schedule's peak. Each epoch shuffles the training set and drops the
@@ -110,31 +125,66 @@ def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
     _check_split(train_images, np.asarray(train_labels), num_classes, "train")
     _check_split(val_images, np.asarray(val_labels), num_classes, "val")
     if epochs < 1 or not 1 <= batch_size <= len(train_images):
-        raise ValueError(f"need epochs >= 1 and 1 <= batch_size <= {len(train_images)} (the training set size), "
-                         f"got epochs={epochs}, batch_size={batch_size}")
+        raise ValueError(
+            f"need epochs >= 1 and 1 <= batch_size <= {len(train_images)} (the training set size), "
+            f"got epochs={epochs}, batch_size={batch_size}"
+        )
     if not (lr > 0 and 0.0 <= label_smoothing < 1.0 and weight_decay >= 0):
-        raise ValueError(f"need lr > 0, 0 <= label_smoothing < 1, weight_decay >= 0; got lr={lr}, "
-                         f"label_smoothing={label_smoothing}, weight_decay={weight_decay}")
+        raise ValueError(
+            f"need lr > 0, 0 <= label_smoothing < 1, weight_decay >= 0; got lr={lr}, "
+            f"label_smoothing={label_smoothing}, weight_decay={weight_decay}"
+        )
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     threads = num_threads or len(os.sched_getaffinity(0))
     with deterministic_cpu(seed, threads):
-        history = _fit(model, torch.from_numpy(train_images), torch.from_numpy(np.asarray(train_labels, np.int64)),
-                       val_images, np.asarray(val_labels), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                       augment=augment, label_smoothing=label_smoothing, weight_decay=weight_decay,
-                       precision=precision, progress=progress, on_epoch_end=on_epoch_end)
+        history = _fit(
+            model,
+            torch.from_numpy(train_images),
+            torch.from_numpy(np.asarray(train_labels, np.int64)),
+            val_images,
+            np.asarray(val_labels),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            augment=augment,
+            label_smoothing=label_smoothing,
+            weight_decay=weight_decay,
+            precision=precision,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+        )
     return model, history
 
 
 def epoch_logger(log: Callable[..., None], epochs: int) -> Callable[[int, History], None]:
     """An ``on_epoch_end`` that logs each epoch's loss and accuracies (``log`` is ``phase.log``)."""
+
     def on_epoch_end(epoch: int, history: History) -> None:
         log("epoch", epoch=epoch, epochs=epochs, **{k: history[k][-1] for k in ("loss", "train_acc", "val_acc")})
+
     return on_epoch_end
 
 
-def _fit(model, images, labels, val_images, val_labels, *, epochs, batch_size, lr, seed, augment,
-         label_smoothing, weight_decay, precision, progress, on_epoch_end) -> History:
+def _fit(
+    model,
+    images,
+    labels,
+    val_images,
+    val_labels,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    augment,
+    label_smoothing,
+    weight_decay,
+    precision,
+    progress,
+    on_epoch_end,
+) -> History:
     generator = torch.Generator().manual_seed(seed)
     steps = len(images) // batch_size
     optimizer = _optimizer(model, lr, weight_decay)
@@ -143,9 +193,21 @@ def _fit(model, images, labels, val_images, val_labels, *, epochs, batch_size, l
     model.to(memory_format=torch.channels_last)
     try:
         for epoch in range(1, epochs + 1):
-            loss, train_acc = _train_epoch(model, images, labels, optimizer, schedule, generator, epoch=epoch,
-                                           epochs=epochs, batch_size=batch_size, augment=augment,
-                                           label_smoothing=label_smoothing, precision=precision, progress=progress)
+            loss, train_acc = _train_epoch(
+                model,
+                images,
+                labels,
+                optimizer,
+                schedule,
+                generator,
+                epoch=epoch,
+                epochs=epochs,
+                batch_size=batch_size,
+                augment=augment,
+                label_smoothing=label_smoothing,
+                precision=precision,
+                progress=progress,
+            )
             history["epoch"].append(epoch)
             history["loss"].append(loss)
             history["train_acc"].append(train_acc)
@@ -158,8 +220,22 @@ def _fit(model, images, labels, val_images, val_labels, *, epochs, batch_size, l
     return history
 
 
-def _train_epoch(model, images, labels, optimizer, schedule, generator, *, epoch, epochs, batch_size, augment,
-                 label_smoothing, precision, progress) -> tuple[float, float]:
+def _train_epoch(
+    model,
+    images,
+    labels,
+    optimizer,
+    schedule,
+    generator,
+    *,
+    epoch,
+    epochs,
+    batch_size,
+    augment,
+    label_smoothing,
+    precision,
+    progress,
+) -> tuple[float, float]:
     """One pass over a fresh shuffle; returns (mean loss, accuracy on the batches as trained)."""
     model.train()
     steps = len(images) // batch_size
@@ -167,15 +243,17 @@ def _train_epoch(model, images, labels, optimizer, schedule, generator, *, epoch
     loss_sum, correct = 0.0, 0
     bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress)
     for step in bar:
-        idx = order[step * batch_size:(step + 1) * batch_size]
+        idx = order[step * batch_size : (step + 1) * batch_size]
         batch = augment_batch(images[idx], generator) if augment else images[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(torch.from_numpy(preprocess(batch.numpy())))
         loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}/{epochs}, step "
-                                     f"{step + 1}/{steps} (learning rate {schedule.get_last_lr()[0]:.3g}); "
-                                     "lower lr, or check the model's weights and inputs")
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at epoch {epoch}/{epochs}, step "
+                f"{step + 1}/{steps} (learning rate {schedule.get_last_lr()[0]:.3g}); "
+                "lower lr, or check the model's weights and inputs"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -219,11 +297,16 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                         if k in state and tuple(state[k].shape) != tuple(v.shape))
+    wrong_shape = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    )
     if missing or unexpected or wrong_shape:
-        raise ValueError(f"checkpoint {path} is for another architecture than {type(model).__name__}: "
-                         f"missing keys {missing[:8]}, unexpected keys {unexpected[:8]}, shape mismatches "
-                         f"(checkpoint vs model) {wrong_shape[:8]}; build the model the checkpoint was saved from")
+        raise ValueError(
+            f"checkpoint {path} is for another architecture than {type(model).__name__}: "
+            f"missing keys {missing[:8]}, unexpected keys {unexpected[:8]}, shape mismatches "
+            f"(checkpoint vs model) {wrong_shape[:8]}; build the model the checkpoint was saved from"
+        )
     model.load_state_dict(state)
     return model

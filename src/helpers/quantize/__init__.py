@@ -1,2 +1,1 @@
-"""Post-training quantization: the calibration-input ``guard``, ORT QDQ (``ort``) and torchao PT2E (``pt2e``).
-"""
+"""Post-training quantization: the calibration-input ``guard``, ORT QDQ (``ort``) and torchao PT2E (``pt2e``)."""

@@ -13,6 +13,7 @@ accuracy collapses after quantization while the FP32 model looks fine. This modu
   stops with a clear message; ``mode="warn"`` returns the finding (the wrong-preprocessing
   ablation calibrates wrongly on purpose).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -46,38 +47,52 @@ class GuardFinding:
         return self.diagnosis == "match"
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "diagnosis": self.diagnosis, "message": self.message,
-                "calibration_stats": self.calibration, "reference_stats": self.reference}
+        return {
+            "ok": self.ok,
+            "diagnosis": self.diagnosis,
+            "message": self.message,
+            "calibration_stats": self.calibration,
+            "reference_stats": self.reference,
+        }
 
 
-def check_calibration_slice(images, labels=None, *, image_shape: tuple[int, int, int] | None = None,
-                            num_classes: int | None = None) -> None:
+def check_calibration_slice(
+    images, labels=None, *, image_shape: tuple[int, int, int] | None = None, num_classes: int | None = None
+) -> None:
     """Raise ValueError unless ``images`` is a non-empty uint8 NHWC batch (and labels match it)."""
     if not isinstance(images, np.ndarray):
         raise ValueError(f"calibration images must be a numpy array, got {type(images).__name__}")
     if images.dtype != np.uint8:
-        raise ValueError(f"calibration images must be uint8 raw pixels, got {images.dtype}; pass the "
-                         "calibration slice as stored by phase 01, not preprocessed or scaled floats")
+        raise ValueError(
+            f"calibration images must be uint8 raw pixels, got {images.dtype}; pass the "
+            "calibration slice as stored by phase 01, not preprocessed or scaled floats"
+        )
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"calibration images must be NHWC (N, H, W, 1|3), got shape {images.shape}; "
-                         "transpose NCHW batches with images.transpose(0, 2, 3, 1)")
+        raise ValueError(
+            f"calibration images must be NHWC (N, H, W, 1|3), got shape {images.shape}; "
+            "transpose NCHW batches with images.transpose(0, 2, 3, 1)"
+        )
     if len(images) == 0:
         raise ValueError("the calibration slice is empty; phase 01 must write at least one image per class")
     if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
-        raise ValueError(f"calibration images are {images.shape[1:]} but the model takes {tuple(image_shape)}; "
-                         "the slice comes from a different dataset than the model was trained on")
+        raise ValueError(
+            f"calibration images are {images.shape[1:]} but the model takes {tuple(image_shape)}; "
+            "the slice comes from a different dataset than the model was trained on"
+        )
     if labels is None:
         return
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"calibration labels must be 1-D integers, one per image ({len(images)}), "
-                         f"got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"calibration labels must be 1-D integers, one per image ({len(images)}), got {labels.dtype} {labels.shape}"
+        )
     if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"calibration labels must lie in [0, {num_classes}), found {labels.min()}..{labels.max()}")
 
 
-def load_calibration_slice(path: str | Path, train_images: np.ndarray, train_labels: np.ndarray,
-                           expected_hash: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_calibration_slice(
+    path: str | Path, train_images: np.ndarray, train_labels: np.ndarray, expected_hash: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(images, labels)`` of the slice phase 01 stored as ``indices`` into the training images.
 
     Checks the file, its keys, that the indices fit ``train_images``, that the stored labels are
@@ -86,26 +101,38 @@ def load_calibration_slice(path: str | Path, train_images: np.ndarray, train_lab
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"calibration slice {path} does not exist; run phase 01_data first "
-                                "(it writes results/01_data/calibration_slice.npz)")
+        raise FileNotFoundError(
+            f"calibration slice {path} does not exist; run phase 01_data first "
+            "(it writes results/01_data/calibration_slice.npz)"
+        )
     with np.load(path, allow_pickle=False) as npz:
         missing = [k for k in SLICE_KEYS if k not in npz.files]
         if missing:
-            raise ValueError(f"{path} lacks {', '.join(missing)}; it holds {sorted(npz.files)} "
-                             f"and a calibration slice needs {', '.join(SLICE_KEYS)}")
+            raise ValueError(
+                f"{path} lacks {', '.join(missing)}; it holds {sorted(npz.files)} "
+                f"and a calibration slice needs {', '.join(SLICE_KEYS)}"
+            )
         indices, labels = npz["indices"], npz["labels"]
     if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or len(indices) != len(labels):
-        raise ValueError(f"{path}: indices must be 1-D integers, one per label, got {indices.dtype} {indices.shape} "
-                         f"and {len(labels)} labels")
+        raise ValueError(
+            f"{path}: indices must be 1-D integers, one per label, got {indices.dtype} {indices.shape} "
+            f"and {len(labels)} labels"
+        )
     if len(indices) and (indices.min() < 0 or indices.max() >= len(train_images)):
-        raise ValueError(f"{path}: indices span {indices.min()}..{indices.max()} but the training set has "
-                         f"{len(train_images)} images; the slice was drawn from another dataset")
+        raise ValueError(
+            f"{path}: indices span {indices.min()}..{indices.max()} but the training set has "
+            f"{len(train_images)} images; the slice was drawn from another dataset"
+        )
     if not np.array_equal(labels, np.asarray(train_labels)[indices]):
-        raise ValueError(f"{path}: the stored labels differ from the dataset's labels at the slice indices; "
-                         "the slice was drawn from another dataset -- rerun phase 01_data")
+        raise ValueError(
+            f"{path}: the stored labels differ from the dataset's labels at the slice indices; "
+            "the slice was drawn from another dataset -- rerun phase 01_data"
+        )
     if expected_hash is not None and slice_hash(indices, train_images) != expected_hash:
-        raise ValueError(f"{path}: slice hash differs from {expected_hash[:12]}... (distribution.json); the images "
-                         "at these indices are not the ones phase 01 chose -- load the same dataset")
+        raise ValueError(
+            f"{path}: slice hash differs from {expected_hash[:12]}... (distribution.json); the images "
+            "at these indices are not the ones phase 01 chose -- load the same dataset"
+        )
     images = train_images[indices]
     check_calibration_slice(images, labels)
     return images, labels.astype(np.int64)
@@ -114,20 +141,22 @@ def load_calibration_slice(path: str | Path, train_images: np.ndarray, train_lab
 def channel_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel min, max, mean and std of an NHWC tensor (float64 accumulation)."""
     flat = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
-    return {"min": flat.min(axis=0), "max": flat.max(axis=0),
-            "mean": flat.mean(axis=0), "std": flat.std(axis=0)}
+    return {"min": flat.min(axis=0), "max": flat.max(axis=0), "mean": flat.mean(axis=0), "std": flat.std(axis=0)}
 
 
-def check_calibration_inputs(calibration_inputs: np.ndarray, images: np.ndarray, *, mode: str = "raise",
-                             rtol: float = 1e-4) -> GuardFinding:
+def check_calibration_inputs(
+    calibration_inputs: np.ndarray, images: np.ndarray, *, mode: str = "raise", rtol: float = 1e-4
+) -> GuardFinding:
     """Compare calibration tensors with ``preprocess(images)``; raise or warn on a mismatch."""
     if mode not in MODES:
         raise ValueError(f"unknown guard mode {mode!r}; choose one of {', '.join(MODES)}")
     check_calibration_slice(images)
     calibration_inputs = np.asarray(calibration_inputs)
     if calibration_inputs.dtype != np.float32:
-        raise ValueError(f"calibration inputs must be float32 model inputs, got {calibration_inputs.dtype}; "
-                         "build them with helpers.data.preprocess(images)")
+        raise ValueError(
+            f"calibration inputs must be float32 model inputs, got {calibration_inputs.dtype}; "
+            "build them with helpers.data.preprocess(images)"
+        )
     reference = preprocess(images)
     finding = _diagnose(calibration_inputs, reference, rtol)
     if finding.ok:
@@ -143,8 +172,11 @@ def _diagnose(calib: np.ndarray, reference: np.ndarray, rtol: float) -> GuardFin
     fix = "calibrate on helpers.data.preprocess(images), the function evaluation uses"
     if calib.shape != reference.shape:
         layout = calib.shape == reference.transpose(0, 3, 1, 2).shape
-        what = ("NCHW while evaluation feeds NHWC" if layout
-                else f"shaped {calib.shape}, evaluation feeds {reference.shape}")
+        what = (
+            "NCHW while evaluation feeds NHWC"
+            if layout
+            else f"shaped {calib.shape}, evaluation feeds {reference.shape}"
+        )
         return GuardFinding("layout" if layout else "shape", f"calibration inputs look {what}; {fix}", {}, {})
     c, r = channel_stats(calib), channel_stats(reference)
     shown_c = {k: v.tolist() for k, v in c.items()}
@@ -152,8 +184,10 @@ def _diagnose(calib: np.ndarray, reference: np.ndarray, rtol: float) -> GuardFin
     if _close(c, r, rtol):
         return GuardFinding("match", "calibration inputs match evaluation preprocessing", shown_c, shown_r)
     if _close(c, {k: v / 255.0 for k, v in r.items()}, 1e-3):
-        what = (f"divided by 255 (max {_fmt(c['max'])} vs {_fmt(r['max'])} in evaluation preprocessing); "
-                "the model takes raw 0-255 pixels and scales inside itself")
+        what = (
+            f"divided by 255 (max {_fmt(c['max'])} vs {_fmt(r['max'])} in evaluation preprocessing); "
+            "the model takes raw 0-255 pixels and scales inside itself"
+        )
         return GuardFinding("divided_by_255", f"calibration inputs look {what}; {fix}", shown_c, shown_r)
     if np.allclose(c["mean"], 0.0, atol=0.1) and np.allclose(c["std"], 1.0, atol=0.1):
         what = "mean/std normalized (per-channel mean ~0, std ~1) while evaluation feeds raw 0-255 pixels"
@@ -161,8 +195,10 @@ def _diagnose(calib: np.ndarray, reference: np.ndarray, rtol: float) -> GuardFin
     if calib.shape[-1] > 1 and _close(c, {k: v[::-1] for k, v in r.items()}, rtol):
         what = "channel-reversed (BGR vs RGB) relative to evaluation preprocessing"
         return GuardFinding("channels_reversed", f"calibration inputs look {what}; {fix}", shown_c, shown_r)
-    what = (f"differently preprocessed: per-channel mean {_fmt(c['mean'])} / max {_fmt(c['max'])} vs "
-            f"{_fmt(r['mean'])} / {_fmt(r['max'])} in evaluation preprocessing")
+    what = (
+        f"differently preprocessed: per-channel mean {_fmt(c['mean'])} / max {_fmt(c['max'])} vs "
+        f"{_fmt(r['mean'])} / {_fmt(r['max'])} in evaluation preprocessing"
+    )
     return GuardFinding("mismatch", f"calibration inputs look {what}; {fix}", shown_c, shown_r)
 
 

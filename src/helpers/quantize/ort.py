@@ -29,6 +29,7 @@ The flow, each step a function::
 Every file is written through ``helpers.run.atomic``; the same prepared model, slice and options give
 byte-identical INT8 models.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,11 @@ METHODS = ("minmax", "entropy", "percentile")
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-_ORT_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile}
+_ORT_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 CALIBRATED_OP_TYPES = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static quantizes
 
 TYPES_REASON = (
@@ -80,8 +84,9 @@ def check_params(params: dict, config: dict | None = None) -> None:
     """Validate phase 04's parameters before any kernel starts (a bad method must not wait for training)."""
     methods = params["calibration_methods"]
     if not methods or isinstance(methods, str) or len(set(methods)) != len(methods):
-        raise ValueError(f"calibration_methods must be a non-empty list of distinct methods from {list(METHODS)}, "
-                         f"got {methods!r}")
+        raise ValueError(
+            f"calibration_methods must be a non-empty list of distinct methods from {list(METHODS)}, got {methods!r}"
+        )
     for method in methods:
         _check_choice(method, METHODS, "calibration method")
     if params["num_bins"] < 2:
@@ -101,6 +106,7 @@ def _check_choice(value: str, options, what: str) -> str:
 
 # ---------------------------------------------------------------------------- model preparation
 
+
 def check_model(path: str | Path) -> onnx.ModelProto:
     """Load an FP32 classifier and check it: onnx.checker, one 4-D float input named ``images``."""
     path = Path(path)
@@ -109,16 +115,23 @@ def check_model(path: str | Path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ValueError(f"{path} fails onnx.checker ({exc}); re-export the model with helpers.models.onnx_export "
-                         "before quantizing") from exc
+        raise ValueError(
+            f"{path} fails onnx.checker ({exc}); re-export the model with helpers.models.onnx_export before quantizing"
+        ) from exc
     model = onnx.load(str(path))
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     dims = inputs[0].type.tensor_type.shape.dim if len(inputs) == 1 else []
-    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(dims) != 4 \
-            or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+    if (
+        len(inputs) != 1
+        or inputs[0].name != INPUT_NAME
+        or len(dims) != 4
+        or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT
+    ):
         found = [(i.name, len(i.type.tensor_type.shape.dim)) for i in inputs]
-        raise ValueError(f"{path} must take one float32 NHWC input named {INPUT_NAME!r}, found (name, rank) {found}; "
-                         "export with helpers.models.onnx_export, which names the input 'images'")
+        raise ValueError(
+            f"{path} must take one float32 NHWC input named {INPUT_NAME!r}, found (name, rank) {found}; "
+            "export with helpers.models.onnx_export, which names the input 'images'"
+        )
     return model
 
 
@@ -133,12 +146,15 @@ def weighted_nodes(model_path: str | Path) -> list[str]:
     nodes = [n for n in onnx.load(str(model_path)).graph.node if n.op_type in WEIGHTED_OPS]
     unnamed = sum(not n.name for n in nodes)
     if unnamed:
-        raise ValueError(f"{model_path}: {unnamed} weighted node(s) have no name; node names are what "
-                         "nodes_to_exclude refers to -- run prepare_model on an exported model")
+        raise ValueError(
+            f"{model_path}: {unnamed} weighted node(s) have no name; node names are what "
+            "nodes_to_exclude refers to -- run prepare_model on an exported model"
+        )
     return [n.name for n in nodes]
 
 
 # ---------------------------------------------------------------------------- calibration
+
 
 class SliceReader(CalibrationDataReader):
     """Yields ``{"images": batch}`` of float32 NHWC calibration inputs, ``batch_size`` at a time."""
@@ -157,7 +173,7 @@ class SliceReader(CalibrationDataReader):
         start = next(self._starts, None)
         if start is None:
             return None
-        return {INPUT_NAME: self.inputs[start:min(start + self.batch_size, self._end)]}
+        return {INPUT_NAME: self.inputs[start : min(start + self.batch_size, self._end)]}
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -193,9 +209,14 @@ class CalibrationStatistics:
     def _compute(self, method: str) -> TensorsData:
         if method == "minmax":
             return TensorsData(CalibrationMethod.MinMax, {name: (h[2], h[3]) for name, h in self.histograms.items()})
-        collector = HistogramCollector(method=method, symmetric=False, num_bins=self.num_bins,
-                                       num_quantized_bins=self.num_quantized_bins, percentile=self.percentile,
-                                       scenario="same")
+        collector = HistogramCollector(
+            method=method,
+            symmetric=False,
+            num_bins=self.num_bins,
+            num_quantized_bins=self.num_quantized_bins,
+            percentile=self.percentile,
+            scenario="same",
+        )
         collector.histogram_dict = self.histograms
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints per-call progress lines
             return TensorsData(_ORT_METHODS[method], collector.compute_collection_result())
@@ -211,15 +232,28 @@ class CalibrationStatistics:
 
     def describe(self) -> dict:
         """The deterministic description that goes into quant_report.json."""
-        return {"samples": self.num_samples, "model_sha256": self.model_sha256, "num_bins": self.num_bins,
-                "num_quantized_bins": self.num_quantized_bins, "percentile": self.percentile,
-                "tensors": len(self.histograms), "guard": self.guard.to_dict()}
+        return {
+            "samples": self.num_samples,
+            "model_sha256": self.model_sha256,
+            "num_bins": self.num_bins,
+            "num_quantized_bins": self.num_quantized_bins,
+            "percentile": self.percentile,
+            "tensors": len(self.histograms),
+            "guard": self.guard.to_dict(),
+        }
 
 
-def collect_calibration_statistics(prepared_path: str | Path, images: np.ndarray, *,
-                                   calibration_inputs: np.ndarray | None = None, guard: str = "raise",
-                                   batch_size: int = 64, num_bins: int = 2048, num_quantized_bins: int = 128,
-                                   percentile: float = 99.999) -> CalibrationStatistics:
+def collect_calibration_statistics(
+    prepared_path: str | Path,
+    images: np.ndarray,
+    *,
+    calibration_inputs: np.ndarray | None = None,
+    guard: str = "raise",
+    batch_size: int = 64,
+    num_bins: int = 2048,
+    num_quantized_bins: int = 128,
+    percentile: float = 99.999,
+) -> CalibrationStatistics:
     """Run the calibration slice through the prepared model once and keep ORT's histograms.
 
     ``images`` is the uint8 NHWC slice. The calibrator sees ``preprocess(images)`` unless
@@ -228,18 +262,23 @@ def collect_calibration_statistics(prepared_path: str | Path, images: np.ndarray
     """
     check_calibration_slice(images)
     if num_bins <= num_quantized_bins:
-        raise ValueError(f"num_bins ({num_bins}) must exceed num_quantized_bins ({num_quantized_bins}); with equal "
-                         "values the entropy search has one candidate and reproduces MinMax")
+        raise ValueError(
+            f"num_bins ({num_bins}) must exceed num_quantized_bins ({num_quantized_bins}); with equal "
+            "values the entropy search has one candidate and reproduces MinMax"
+        )
     if not 0.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
     inputs = preprocess(images) if calibration_inputs is None else calibration_inputs
     finding = check_calibration_inputs(inputs, images, mode=guard)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="calib-") as tmp:
-        calibrator = create_calibrator(Path(prepared_path), CALIBRATED_OP_TYPES,
-                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod.Entropy,
-                                       extra_options={"num_bins": num_bins, "num_quantized_bins": num_quantized_bins})
+        calibrator = create_calibrator(
+            Path(prepared_path),
+            CALIBRATED_OP_TYPES,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=CalibrationMethod.Entropy,
+            extra_options={"num_bins": num_bins, "num_quantized_bins": num_quantized_bins},
+        )
         reader = SliceReader(inputs, batch_size)
         # one batch per collect_data call: ORT keeps every activation of a call in memory
         for begin in tqdm(range(0, len(inputs), batch_size), desc="calibration", leave=False):
@@ -247,48 +286,89 @@ def collect_calibration_statistics(prepared_path: str | Path, images: np.ndarray
             with contextlib.redirect_stdout(io.StringIO()):
                 calibrator.collect_data(reader)
         histograms = calibrator.collector.get_histogram_dict()
-    return CalibrationStatistics(model_sha256=atomic.sha256_file(prepared_path), num_samples=len(inputs),
-                                 num_bins=num_bins, num_quantized_bins=num_quantized_bins, percentile=percentile,
-                                 guard=finding, histograms=histograms,
-                                 seconds={"collect": time.perf_counter() - start})
+    return CalibrationStatistics(
+        model_sha256=atomic.sha256_file(prepared_path),
+        num_samples=len(inputs),
+        num_bins=num_bins,
+        num_quantized_bins=num_quantized_bins,
+        percentile=percentile,
+        guard=finding,
+        histograms=histograms,
+        seconds={"collect": time.perf_counter() - start},
+    )
 
 
 # ---------------------------------------------------------------------------- quantization
 
-def quantize_model(prepared_path: str | Path, out_path: str | Path, stats: CalibrationStatistics,
-                   method: str = "minmax", *, quant_format: str = "qdq", activation_type: str = "uint8",
-                   weight_type: str = "int8", per_channel: bool = True, nodes_to_quantize=None,
-                   nodes_to_exclude=()) -> dict:
+
+def quantize_model(
+    prepared_path: str | Path,
+    out_path: str | Path,
+    stats: CalibrationStatistics,
+    method: str = "minmax",
+    *,
+    quant_format: str = "qdq",
+    activation_type: str = "uint8",
+    weight_type: str = "int8",
+    per_channel: bool = True,
+    nodes_to_quantize=None,
+    nodes_to_exclude=(),
+) -> dict:
     """Quantize the prepared model with ``method``'s ranges; write ``out_path``; return its report."""
     _check_choice(method, METHODS, "calibration method")
     _check_choice(quant_format, FORMATS, "quantization format")
     _check_choice(activation_type, TYPES, "activation type")
     _check_choice(weight_type, TYPES, "weight type")
     if atomic.sha256_file(prepared_path) != stats.model_sha256:
-        raise ValueError(f"the calibration statistics were collected on another model than {prepared_path}; "
-                         "collect them on the same prepared model you quantize")
+        raise ValueError(
+            f"the calibration statistics were collected on another model than {prepared_path}; "
+            "collect them on the same prepared model you quantize"
+        )
     ranges = stats.ranges(method)
     with tempfile.TemporaryDirectory(prefix="quant-") as tmp:
         cache = atomic.save_with(Path(tmp) / "ranges.json", lambda p: save_tensors_data(ranges, p))
-        atomic.save_with(out_path, lambda p: quantize_static(
-            str(prepared_path), str(p), calibration_data_reader=None, quant_format=FORMATS[quant_format],
-            per_channel=per_channel, activation_type=TYPES[activation_type], weight_type=TYPES[weight_type],
-            nodes_to_quantize=list(nodes_to_quantize or []), nodes_to_exclude=list(nodes_to_exclude),
-            calibrate_method=_ORT_METHODS[method], calibration_cache_path=str(cache)))
+        atomic.save_with(
+            out_path,
+            lambda p: quantize_static(
+                str(prepared_path),
+                str(p),
+                calibration_data_reader=None,
+                quant_format=FORMATS[quant_format],
+                per_channel=per_channel,
+                activation_type=TYPES[activation_type],
+                weight_type=TYPES[weight_type],
+                nodes_to_quantize=list(nodes_to_quantize or []),
+                nodes_to_exclude=list(nodes_to_exclude),
+                calibrate_method=_ORT_METHODS[method],
+                calibration_cache_path=str(cache),
+            ),
+        )
     onnx.checker.check_model(str(out_path))
     default_types = (activation_type, weight_type, per_channel) == ("uint8", "int8", True)
-    return {"method": method, "format": quant_format, "activation_type": activation_type, "weight_type": weight_type,
-            "per_channel": per_channel, "types_reason": TYPES_REASON if default_types else "set by the caller",
-            "nodes_excluded": list(nodes_to_exclude), "size_bytes": Path(out_path).stat().st_size,
-            "sha256": atomic.sha256_file(out_path)}
+    return {
+        "method": method,
+        "format": quant_format,
+        "activation_type": activation_type,
+        "weight_type": weight_type,
+        "per_channel": per_channel,
+        "types_reason": TYPES_REASON if default_types else "set by the caller",
+        "nodes_excluded": list(nodes_to_exclude),
+        "size_bytes": Path(out_path).stat().st_size,
+        "sha256": atomic.sha256_file(out_path),
+    }
 
 
 def _accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     return metrics.accuracy(labels, onnx_logits(model_path, images).argmax(axis=1))
 
 
-def layer_sensitivity(prepared_path: str | Path, stats: CalibrationStatistics, images: np.ndarray,
-                      labels: np.ndarray, method: str = "minmax") -> list[dict]:
+def layer_sensitivity(
+    prepared_path: str | Path,
+    stats: CalibrationStatistics,
+    images: np.ndarray,
+    labels: np.ndarray,
+    method: str = "minmax",
+) -> list[dict]:
     """Quantize one weighted layer at a time; rows sorted most sensitive first.
 
     Each row: node, op, weight (the initializer name, e.g. ``stacks.1.conv1.weight``), accuracy
@@ -305,15 +385,30 @@ def layer_sensitivity(prepared_path: str | Path, stats: CalibrationStatistics, i
             quantize_model(prepared_path, path, stats, method, nodes_to_quantize=[node])
             logits = onnx_logits(path, images)
             accuracy = metrics.accuracy(labels, logits.argmax(axis=1))
-            rows.append({"node": node, "op": nodes[node].op_type, "weight": nodes[node].input[1],
-                         "accuracy": accuracy, "accuracy_drop": fp32_accuracy - accuracy,
-                         "mean_abs_logit_diff": float(np.abs(logits - fp32_logits).mean())})
+            rows.append(
+                {
+                    "node": node,
+                    "op": nodes[node].op_type,
+                    "weight": nodes[node].input[1],
+                    "accuracy": accuracy,
+                    "accuracy_drop": fp32_accuracy - accuracy,
+                    "mean_abs_logit_diff": float(np.abs(logits - fp32_logits).mean()),
+                }
+            )
     return sorted(rows, key=lambda r: (-r["accuracy_drop"], -r["mean_abs_logit_diff"], r["node"]))
 
 
-def quantize_within_tolerance(prepared_path: str | Path, out_path: str | Path, stats: CalibrationStatistics,
-                              images: np.ndarray, labels: np.ndarray, *, method: str = "minmax",
-                              max_accuracy_drop: float = 0.003, sensitivity: list[dict] | None = None) -> dict:
+def quantize_within_tolerance(
+    prepared_path: str | Path,
+    out_path: str | Path,
+    stats: CalibrationStatistics,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    method: str = "minmax",
+    max_accuracy_drop: float = 0.003,
+    sensitivity: list[dict] | None = None,
+) -> dict:
     """Keep the most sensitive layers in FP32, one more at a time, until the drop <= ``max_accuracy_drop``.
 
     ``max_accuracy_drop`` is a fraction (0.003 = 0.3 points), measured on ``images``/``labels``
@@ -331,14 +426,28 @@ def quantize_within_tolerance(prepared_path: str | Path, out_path: str | Path, s
         steps.append({"layers_in_fp32": k, "accuracy": accuracy, "accuracy_drop": fp32_accuracy - accuracy})
         if fp32_accuracy - accuracy <= max_accuracy_drop:
             break
-    return {**report, "fp32_accuracy": fp32_accuracy, "accuracy": steps[-1]["accuracy"],
-            "max_accuracy_drop": max_accuracy_drop, "within_tolerance": steps[-1]["accuracy_drop"] <= max_accuracy_drop,
-            "steps": steps}
+    return {
+        **report,
+        "fp32_accuracy": fp32_accuracy,
+        "accuracy": steps[-1]["accuracy"],
+        "max_accuracy_drop": max_accuracy_drop,
+        "within_tolerance": steps[-1]["accuracy_drop"] <= max_accuracy_drop,
+        "steps": steps,
+    }
 
 
-def calibration_size_sweep(prepared_path: str | Path, images: np.ndarray, labels: np.ndarray, sizes_per_class,
-                           eval_images: np.ndarray, eval_labels: np.ndarray, *, method: str = "minmax",
-                           seed: int = 0, **stats_options) -> list[dict]:
+def calibration_size_sweep(
+    prepared_path: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    sizes_per_class,
+    eval_images: np.ndarray,
+    eval_labels: np.ndarray,
+    *,
+    method: str = "minmax",
+    seed: int = 0,
+    **stats_options,
+) -> list[dict]:
     """Accuracy of the INT8 model calibrated on ``n`` slice images per class, for each ``n``."""
     check_calibration_slice(images, labels)
     _check_choice(method, METHODS, "calibration method")
@@ -350,22 +459,36 @@ def calibration_size_sweep(prepared_path: str | Path, images: np.ndarray, labels
             quantize_model(prepared_path, Path(tmp) / "sized.onnx", stats, method)
             preds = onnx_logits(Path(tmp) / "sized.onnx", eval_images).argmax(axis=1)
             acc = metrics.accuracy_with_ci(eval_labels, preds)
-            rows.append({"samples_per_class": per_class, "samples": len(subset), "accuracy": acc["accuracy"],
-                         "accuracy_ci95": [acc["ci_low"], acc["ci_high"]]})
+            rows.append(
+                {
+                    "samples_per_class": per_class,
+                    "samples": len(subset),
+                    "accuracy": acc["accuracy"],
+                    "accuracy_ci95": [acc["ci_low"], acc["ci_high"]],
+                }
+            )
     return rows
 
 
-def wrong_preprocessing_ablation(prepared_path: str | Path, images: np.ndarray, eval_images: np.ndarray,
-                                 eval_labels: np.ndarray, *, method: str = "minmax",
-                                 stats: CalibrationStatistics | None = None, **stats_options) -> dict:
+def wrong_preprocessing_ablation(
+    prepared_path: str | Path,
+    images: np.ndarray,
+    eval_images: np.ndarray,
+    eval_labels: np.ndarray,
+    *,
+    method: str = "minmax",
+    stats: CalibrationStatistics | None = None,
+    **stats_options,
+) -> dict:
     """The "v1.0 bug": calibrate on pixels divided by 255, evaluate on raw 0-255, next to the right way.
 
     Returns both accuracies (with CIs) and the guard's finding, which runs warn-only here.
     ``stats`` (the correct calibration, if already collected) saves one pass.
     """
     correct = stats or collect_calibration_statistics(prepared_path, images, **stats_options)
-    divided = collect_calibration_statistics(prepared_path, images, guard="warn",
-                                             calibration_inputs=preprocess(images) / np.float32(255), **stats_options)
+    divided = collect_calibration_statistics(
+        prepared_path, images, guard="warn", calibration_inputs=preprocess(images) / np.float32(255), **stats_options
+    )
     result = {"method": method, "guard_finding": divided.guard.to_dict()}
     with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
         for name, variant_stats in (("correct", correct), ("divided_by_255", divided)):
@@ -377,23 +500,33 @@ def wrong_preprocessing_ablation(prepared_path: str | Path, images: np.ndarray, 
 
 # ---------------------------------------------------------------------------- results
 
+
 def variant_metrics(logits: np.ndarray, labels: np.ndarray, fp32_logits: np.ndarray) -> dict:
     """Accuracy (Wilson 95% CI), MCC, agreement with FP32 predictions, max/mean |logit - FP32 logit|."""
     logits, fp32_logits = np.asarray(logits), np.asarray(fp32_logits)
     if logits.shape != fp32_logits.shape or logits.ndim != 2 or len(logits) != len(labels):
-        raise ValueError(f"logits {logits.shape} and FP32 logits {fp32_logits.shape} must both be (N, classes) "
-                         f"with N = {len(labels)} labels")
+        raise ValueError(
+            f"logits {logits.shape} and FP32 logits {fp32_logits.shape} must both be (N, classes) "
+            f"with N = {len(labels)} labels"
+        )
     preds = logits.argmax(axis=1)
     acc = metrics.accuracy_with_ci(labels, preds)
     diff = np.abs(logits.astype(np.float64) - fp32_logits)
-    return {"accuracy": acc["accuracy"], "accuracy_ci95": [acc["ci_low"], acc["ci_high"]], "n": acc["n"],
-            "mcc": metrics.mcc(labels, preds, logits.shape[1]),
-            "agreement_with_fp32": float(np.mean(preds == fp32_logits.argmax(axis=1))),
-            "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean())}
+    return {
+        "accuracy": acc["accuracy"],
+        "accuracy_ci95": [acc["ci_low"], acc["ci_high"]],
+        "n": acc["n"],
+        "mcc": metrics.mcc(labels, preds, logits.shape[1]),
+        "agreement_with_fp32": float(np.mean(preds == fp32_logits.argmax(axis=1))),
+        "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
+    }
 
 
-BEST_VARIANT_RULE = ("highest test accuracy; ties: highest agreement with FP32 predictions, then lowest mean "
-                     "|logit - FP32 logit|, then name in alphabetical order")
+BEST_VARIANT_RULE = (
+    "highest test accuracy; ties: highest agreement with FP32 predictions, then lowest mean "
+    "|logit - FP32 logit|, then name in alphabetical order"
+)
 
 
 def best_variant(rows: Mapping[str, Mapping[str, float]]) -> str:
@@ -408,12 +541,19 @@ def best_variant(rows: Mapping[str, Mapping[str, float]]) -> str:
         missing = [k for k in ("accuracy", "agreement_with_fp32", "mean_abs_logit_diff") if k not in row]
         if missing:
             raise ValueError(f"variant {name!r} lacks {', '.join(missing)}; pass variant_metrics(...) rows")
-    return min(rows, key=lambda n: (-rows[n]["accuracy"], -rows[n]["agreement_with_fp32"],
-                                    rows[n]["mean_abs_logit_diff"], n))
+    return min(
+        rows, key=lambda n: (-rows[n]["accuracy"], -rows[n]["agreement_with_fp32"], rows[n]["mean_abs_logit_diff"], n)
+    )
 
 
-def build_quant_report(labels: np.ndarray, fp32_logits: np.ndarray, fp32_size_bytes: int,
-                       variants: dict[str, tuple[np.ndarray, dict]], default_variant: str, **sections) -> dict:
+def build_quant_report(
+    labels: np.ndarray,
+    fp32_logits: np.ndarray,
+    fp32_size_bytes: int,
+    variants: dict[str, tuple[np.ndarray, dict]],
+    default_variant: str,
+    **sections,
+) -> dict:
     """quant_report.json content: FP32 and every INT8 variant, measured on the same labels.
 
     ``variants`` maps a name (``ort_minmax``, ``pt2e_x86``, ...) to ``(logits, info)`` where
@@ -428,8 +568,12 @@ def build_quant_report(labels: np.ndarray, fp32_logits: np.ndarray, fp32_size_by
         if "size_bytes" not in info:
             raise ValueError(f"variant {name!r} lacks size_bytes in its info")
         row = variant_metrics(logits, labels, fp32_logits)
-        rows[name] = {**info, **row, "accuracy_drop": fp32["accuracy"] - row["accuracy"],
-                      "size_ratio": info["size_bytes"] / fp32_size_bytes}
+        rows[name] = {
+            **info,
+            **row,
+            "accuracy_drop": fp32["accuracy"] - row["accuracy"],
+            "size_ratio": info["size_bytes"] / fp32_size_bytes,
+        }
     return {"fp32": fp32, "variants": rows, "default_variant": default_variant, **sections}
 
 
@@ -437,8 +581,15 @@ def report_table(report: dict, timings: dict[str, float] | None = None):
     """One row per model (FP32 first); ``timings`` (variant -> calibration seconds) adds a column."""
     import pandas as pd
 
-    columns = ["accuracy", "accuracy_ci95", "mcc", "agreement_with_fp32", "max_abs_logit_diff",
-               "mean_abs_logit_diff", "size_bytes"]
+    columns = [
+        "accuracy",
+        "accuracy_ci95",
+        "mcc",
+        "agreement_with_fp32",
+        "max_abs_logit_diff",
+        "mean_abs_logit_diff",
+        "size_bytes",
+    ]
     rows = {"fp32": report["fp32"], **report["variants"]}
     table = pd.DataFrame({name: {c: row[c] for c in columns} for name, row in rows.items()}).T
     table["accuracy_drop_points"] = 100 * (report["fp32"]["accuracy"] - table["accuracy"].astype(float))
@@ -455,8 +606,9 @@ def report_figure(report: dict):
     names = list(rows)
     acc = np.array([rows[n]["accuracy"] for n in names])
     ci = np.array([rows[n]["accuracy_ci95"] for n in names])
-    colors = ["tab:gray" if n == "fp32" else "tab:green" if n == report["default_variant"] else "tab:blue"
-              for n in names]
+    colors = [
+        "tab:gray" if n == "fp32" else "tab:green" if n == report["default_variant"] else "tab:blue" for n in names
+    ]
     fig, (ax_acc, ax_size) = plt.subplots(1, 2, figsize=(max(8.0, 1.4 * len(names) + 4), 3.8))
     ax_acc.bar(names, 100 * acc, yerr=100 * np.abs(ci.T - acc), capsize=4, color=colors)
     low = max(0.0, 100 * ci[:, 0].min() - 5)

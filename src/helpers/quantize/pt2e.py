@@ -24,6 +24,7 @@ Two traps are checked, never left silent:
 If Inductor cannot compile here (no C++ compiler, an Inductor failure), ``compile_int8`` prints
 and warns the reason and returns the eager converted model -- never a silent fallback.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,9 +34,9 @@ import logging
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -75,8 +76,10 @@ from helpers.run import atomic
 DEFAULT_WEIGHT_EPS = 2**-12  # torchao's x86 default: the smallest weight scale the observer returns
 LOWERED_WEIGHT_EPS = float(torch.finfo(torch.float32).eps)  # small enough for weights that see 0-255 inputs
 _LAYER_OPS = {torch.ops.aten.conv2d.default: "conv2d", torch.ops.aten.linear.default: "linear"}
-_DQ_TENSOR = (torch.ops.quantized_decomposed.dequantize_per_tensor.default,
-              torch.ops.quantized_decomposed.dequantize_per_tensor.tensor)
+_DQ_TENSOR = (
+    torch.ops.quantized_decomposed.dequantize_per_tensor.default,
+    torch.ops.quantized_decomposed.dequantize_per_tensor.tensor,
+)
 _DQ_CHANNEL = torch.ops.quantized_decomposed.dequantize_per_channel.default
 
 
@@ -96,11 +99,16 @@ class PT2EResult:
 
     def describe(self) -> dict:
         """The deterministic part, for quant_report.json."""
-        return {"quantizer": "torchao X86InductorQuantizer (default x86 config)", "activation_type": "uint8",
-                "weight_type": "int8 per-channel symmetric", "weight_eps": self.weight_eps,
-                "layers_quantized": self.layers, "clamped_weight_channels": self.clamped_weight_channels,
-                "size_bytes": graph_tensor_bytes(self.module),
-                "size_measure": "bytes of the tensors the converted graph uses"}
+        return {
+            "quantizer": "torchao X86InductorQuantizer (default x86 config)",
+            "activation_type": "uint8",
+            "weight_type": "int8 per-channel symmetric",
+            "weight_eps": self.weight_eps,
+            "layers_quantized": self.layers,
+            "clamped_weight_channels": self.clamped_weight_channels,
+            "size_bytes": graph_tensor_bytes(self.module),
+            "size_measure": "bytes of the tensors the converted graph uses",
+        }
 
 
 def quantization_config(weight_eps: float = DEFAULT_WEIGHT_EPS):
@@ -112,8 +120,9 @@ def quantization_config(weight_eps: float = DEFAULT_WEIGHT_EPS):
     return dataclasses.replace(config, weight=dataclasses.replace(config.weight, observer_or_fake_quant_ctr=observer))
 
 
-def quantize_pt2e(model: nn.Module, images: np.ndarray, *, batch_size: int = 64,
-                  weight_eps: float = DEFAULT_WEIGHT_EPS) -> PT2EResult:
+def quantize_pt2e(
+    model: nn.Module, images: np.ndarray, *, batch_size: int = 64, weight_eps: float = DEFAULT_WEIGHT_EPS
+) -> PT2EResult:
     """Export, observe ``preprocess(images)`` in batches, convert; check every conv/linear got quantized."""
     check_calibration_slice(images)
     if batch_size < 1:
@@ -125,7 +134,7 @@ def quantize_pt2e(model: nn.Module, images: np.ndarray, *, batch_size: int = 64,
     prepared = prepare_pt2e(exported.module(), X86InductorQuantizer().set_global(config))
     with torch.no_grad():
         for begin in tqdm(range(0, len(images), batch_size), desc="PT2E calibration", leave=False):
-            prepared(torch.from_numpy(preprocess(images[begin:begin + batch_size])))
+            prepared(torch.from_numpy(preprocess(images[begin : begin + batch_size])))
     converted = convert_pt2e(prepared)
     seconds = time.perf_counter() - start
     layers = layer_quantization(converted)
@@ -134,12 +143,16 @@ def quantize_pt2e(model: nn.Module, images: np.ndarray, *, batch_size: int = 64,
         raise UnquantizedLayerError(
             f"PT2E left {len(skipped)} layer(s) in FP32: {', '.join(skipped)}. The X86InductorQuantizer matches "
             "exact module types, so subclasses of nn.Conv2d / nn.Linear are skipped; build these layers as plain "
-            "nn.Conv2d / nn.Linear (helpers.models does)")
+            "nn.Conv2d / nn.Linear (helpers.models does)"
+        )
     clamped = clamped_weight_channels(converted, weight_eps)
     if clamped:
-        warnings.warn(f"weight scales hit the observer floor eps={weight_eps:g} in {clamped} (layer: channels); "
-                      "those weights round to a few int8 levels -- typical for weights that see raw 0-255 inputs. "
-                      f"Pass weight_eps={LOWERED_WEIGHT_EPS:g} (LOWERED_WEIGHT_EPS)", stacklevel=2)
+        warnings.warn(
+            f"weight scales hit the observer floor eps={weight_eps:g} in {clamped} (layer: channels); "
+            "those weights round to a few int8 levels -- typical for weights that see raw 0-255 inputs. "
+            f"Pass weight_eps={LOWERED_WEIGHT_EPS:g} (LOWERED_WEIGHT_EPS)",
+            stacklevel=2,
+        )
     return PT2EResult(converted, list(layers), clamped, weight_eps, seconds)
 
 
@@ -154,8 +167,12 @@ def layer_quantization(graph_module: torch.fx.GraphModule) -> dict[str, bool]:
     for node in graph_module.graph.nodes:
         if node.op == "call_function" and node.target in _LAYER_OPS:
             x, weight = node.args[0], node.args[1]
-            quantized = (isinstance(x, torch.fx.Node) and x.target in _DQ_TENSOR
-                         and isinstance(weight, torch.fx.Node) and weight.target == _DQ_CHANNEL)
+            quantized = (
+                isinstance(x, torch.fx.Node)
+                and x.target in _DQ_TENSOR
+                and isinstance(weight, torch.fx.Node)
+                and weight.target == _DQ_CHANNEL
+            )
             result[_layer_name(node)] = quantized
     return result
 
@@ -245,15 +262,18 @@ def compile_int8(module: torch.fx.GraphModule, images: np.ndarray) -> Int8Runner
         with torch.no_grad(), torch._inductor.config.patch(freezing=True):
             _, code = run_and_get_code(compiled, example)
     except Exception as exc:  # Inductor needs a C++ toolchain and can fail on a graph; say so, run eager
-        reason = (f"torch.compile failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); running "
-                  "the eager converted model instead: same int8 rounding, float kernels, no int8 speed-up")
+        reason = (
+            f"torch.compile failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); running "
+            "the eager converted model instead: same int8 rounding, float kernels, no int8 speed-up"
+        )
         print(reason)
         warnings.warn(reason, stacklevel=2)
         return Int8Runner(module, "eager", reason, [])
     kernels = sorted(set(re.findall(r"torch\.ops\.(?:onednn|quantized)\.\w+", "\n".join(code))))
     if not kernels:
-        warnings.warn("Inductor compiled the model but its code calls no int8 kernel; latency will be FP32-like",
-                      stacklevel=2)
+        warnings.warn(
+            "Inductor compiled the model but its code calls no int8 kernel; latency will be FP32-like", stacklevel=2
+        )
     return Int8Runner(compiled, "inductor", None, kernels)
 
 
@@ -263,5 +283,10 @@ def predict_logits(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarra
     The last batch is zero-padded to ``batch_size`` so a compiled model sees one shape.
     """
     with torch.no_grad():
-        return batched_logits(lambda batch: fn(torch.from_numpy(batch)).numpy(), images, batch_size,
-                              desc="PT2E predict_logits", pad_last=True)
+        return batched_logits(
+            lambda batch: fn(torch.from_numpy(batch)).numpy(),
+            images,
+            batch_size,
+            desc="PT2E predict_logits",
+            pad_last=True,
+        )

@@ -8,6 +8,7 @@ The writers are also *deterministic*: the same content gives the same bytes (sor
 fixed zip timestamps in ``.npz``, no date metadata in PNGs), which is what lets two runs of the
 same configuration produce byte-identical results files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,9 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +86,10 @@ def disk_full(exc: OSError, where: str | os.PathLike) -> str:
 
 
 def disk_full_message(detail: str, where: str | os.PathLike) -> str:
-    return (f"no space left on device while writing under {where} ({detail}); nothing half-written was kept: "
-            f"free some space, then `calib run --resume {where}` continues from the last complete phase")
+    return (
+        f"no space left on device while writing under {where} ({detail}); nothing half-written was kept: "
+        f"free some space, then `calib run --resume {where}` continues from the last complete phase"
+    )
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

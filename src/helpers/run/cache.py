@@ -16,6 +16,7 @@ filesystem this needs working ``flock``: NFSv4, Lustre with ``-o flock``, CephFS
 Phases that describe the machine they run on, or name their own run, are never reused
 (``NOT_REUSED``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,10 @@ def claim(root: Path, key: str, holder: dict, log: Callable[[str], None] = print
                 if not waited:
                     with contextlib.suppress(OSError, ValueError):
                         other = json.loads(owner.read_text())
-                        log(f"[{holder.get('phase')}] waiting: run {other.get('run')} on {other.get('host')} "
-                            f"(pid {other.get('pid')}) is computing this phase with the same input key")
+                        log(
+                            f"[{holder.get('phase')}] waiting: run {other.get('run')} on {other.get('host')} "
+                            f"(pid {other.get('pid')}) is computing this phase with the same input key"
+                        )
                     waited = True
                 time.sleep(poll_s)
         atomic.write_json(owner, {**holder, "host": socket.gethostname(), "pid": os.getpid()})
@@ -123,8 +126,9 @@ def materialize(source: Path, run_dir: Path, phase_id: str, key: str) -> dict | 
     return {"run": source.name, "files": len(doc["files"]), **how, "manifest": doc}
 
 
-def run_once(run_dir: Path, phase_id: str, key: str, compute: Callable[[], object],
-             log: Callable[[str], None] = print) -> str:
+def run_once(
+    run_dir: Path, phase_id: str, key: str, compute: Callable[[], object], log: Callable[[str], None] = print
+) -> str:
     """Reuse ``phase_id`` from another run of the same runs root with input key ``key``, else ``compute()``.
 
     Returns ``"reused"`` or ``"ran"``. Concurrent callers with the same key compute it once.
@@ -141,10 +145,19 @@ def run_once(run_dir: Path, phase_id: str, key: str, compute: Callable[[], objec
                 log(f"[{phase_id}] {source.name} holds this input key but its files do not verify: not reused")
                 continue
             doc = reused.pop("manifest")
-            run_record.record_complete(run_dir, phase_id, doc, started=started, finished=run_record.now(),
-                                       duration_s=round(time.perf_counter() - start, 3), reused_from=reused)
-            log(f"[{phase_id}] reused from run {source.name} (same input key; {reused['linked']} hardlinked, "
-                f"{reused['copied']} copied, sha256 verified)")
+            run_record.record_complete(
+                run_dir,
+                phase_id,
+                doc,
+                started=started,
+                finished=run_record.now(),
+                duration_s=round(time.perf_counter() - start, 3),
+                reused_from=reused,
+            )
+            log(
+                f"[{phase_id}] reused from run {source.name} (same input key; {reused['linked']} hardlinked, "
+                f"{reused['copied']} copied, sha256 verified)"
+            )
             return "reused"
         if run_record.load(run_dir)["phases"].get(phase_id, {}).get("reused_from"):
             run_record.set_phase(run_dir, phase_id, reused_from=None)  # computed here this time

@@ -15,6 +15,7 @@
 This module belongs to ``run/``: it reads run directories only (records, logs, JSON results),
 never imports domain modules.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,14 +76,18 @@ class QuietKernelManager(AsyncKernelManager):
 
 # -- events ---------------------------------------------------------------------------------
 
+
 def _num(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _scalars(fields: dict) -> str:
     skip = ("time", "phase", "event")
-    return " ".join(f"{k} {_num(v)}" for k, v in fields.items()
-                    if isinstance(v, (int, float, str)) and not isinstance(v, bool) and k not in skip)
+    return " ".join(
+        f"{k} {_num(v)}"
+        for k, v in fields.items()
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool) and k not in skip
+    )
 
 
 def format_event(event: dict) -> str | None:
@@ -102,8 +107,11 @@ def format_event(event: dict) -> str | None:
         return f"{phase} {event.get('method')} calibrated {event.get('seconds', float('nan')):.1f} s"
     if kind == "measured":
         notes = len(event.get("skipped") or []) + len(event.get("warnings") or [])
-        return (f"{phase} measured {event.get('records')} latency records" + (f" ({notes} notes)" if notes else "")
-                + (f" into {event['store']}" if event.get("store") else ""))
+        return (
+            f"{phase} measured {event.get('records')} latency records"
+            + (f" ({notes} notes)" if notes else "")
+            + (f" into {event['store']}" if event.get("store") else "")
+        )
     if kind in ("activation_stats", "transformer_stats"):
         return f"{phase} statistics of the {event.get('role')} model done"
     rest = _scalars(event)
@@ -195,8 +203,9 @@ def summary_lines(run_dir: Path, outcome: dict[str, str] | None = None) -> list[
     rows = [("phase", "status", "seconds"), *phase_rows(record, outcome)]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["", *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
-    total = sum(row.get("duration_s") or 0 for pid, row in record["phases"].items()
-                if (outcome or {}).get(pid) != "skipped")
+    total = sum(
+        row.get("duration_s") or 0 for pid, row in record["phases"].items() if (outcome or {}).get(pid) != "skipped"
+    )
     lines.append(f"{record.get('status', '?')} in {total:.0f} s (phases' own time)")
     head = headline.text(headline.for_run(run_dir, record))
     if head:
@@ -214,5 +223,10 @@ def summary_lines(run_dir: Path, outcome: dict[str, str] | None = None) -> list[
 def failure_banner(phase_id: str, error: str, notebook: Path) -> list[str]:
     """The lines naming a failed phase (stderr)."""
     bar = "=" * 78
-    return [bar, f"{phase_id} FAILED: {error}", f"  executed notebook: {notebook}",
-            "  the phases after it did not run; the report shows what exists", bar]
+    return [
+        bar,
+        f"{phase_id} FAILED: {error}",
+        f"  executed notebook: {notebook}",
+        "  the phases after it did not run; the report shows what exists",
+        bar,
+    ]

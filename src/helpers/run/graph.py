@@ -12,6 +12,7 @@ each of its values to the ``"<phase>/<file>"`` globs readable before ``phase.sea
 and nothing else. :data:`MODEL_PHASE` is the phase whose model every later phase reads
 (``Phase.model_input``).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -67,46 +68,129 @@ _TARGET_LABELS = ("02a_target/target_train_labels.npz",)
 
 PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec("00_environment", "Environment", (), ("environment.json", "isa.png")),
-    PhaseSpec("01_data", "Data and calibration slice", (),
-              ("splits.npz", "calibration_slice.npz", "distribution.json", "samples.png"),
-              precheck="helpers.data.datasets:check_params"),
-    PhaseSpec("02_train", "Baseline model, metrics and ONNX export", ("01_data",),
-              ("model.json", "model.pt", "logits.npz", "metrics.json", "confusion.png", "model.onnx"),
-              optional=("history.json", "curves.png"), precheck="helpers.models.artifact:check_params"),
-    PhaseSpec("02a_target", "Target domain", ("01_data",),
-              ("target.json", "target_test_images.npz", "target_test_labels.npz", "target.png"),
-              optional=("target_train_images.npz", "target_train_labels.npz", "source_test_images.npz",
-                        "source_test_labels.npz")),
-    PhaseSpec("02b_adapt", "Domain adaptation", ("01_data", "02_train", "02a_target"),
-              ("model.json", "model.pt", "model.onnx", "logits.npz", "adapter.pt", "adapter_config.json",
-               "adaptation.json", "adaptation.png"), precheck="helpers.adaptation.methods:check_params",
-              mode_param="adaptation",
-              inputs=(("none", _BASE_MODEL), ("lora", _BASE_MODEL + _TARGET_IMAGES + _TARGET_LABELS),
-                      ("adabn", _BASE_MODEL + _TARGET_IMAGES), ("tent", _BASE_MODEL + _TARGET_IMAGES)),
-              sealed_inputs=("02a_target/*_test_*.npz", "01_data/splits.npz")),
-    PhaseSpec("03_activation_stats", "Activation statistics", ("01_data", MODEL_PHASE),
-              ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
-              precheck="helpers.activations.stats:check_params"),
-    PhaseSpec("04_quantize", "Post-training quantization", ("01_data", MODEL_PHASE),
-              ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "runtime_logits.npz", "quant.png"),
-              precheck="helpers.quantize.ort:check_params"),
-    PhaseSpec("05_latency", "Latency ground truth", (MODEL_PHASE, "04_quantize"),
-              ("latency.json", "estimator.json", "peaks.json", "latency.png"),
-              precheck="helpers.ground_truth.runtime_latency:check_params"),
-    PhaseSpec("06_confidence", "Confidence calibration", ("01_data", MODEL_PHASE, "04_quantize"),
-              ("*/scaling_params.json", "calibration_metrics.json", "reliability.png", "confidence.png",
-               "calibrated_logits.npz")),
-    PhaseSpec("07_selective", "Selective-prediction threshold", ("01_data", "06_confidence"),
-              ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png"),
-              precheck="helpers.confidence.selective:check_params"),
-    PhaseSpec("08_bundle", "Deployment bundle",
-              ("01_data", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
-              ("bundle/model_fp32.onnx", "bundle/model_int8.onnx", "bundle/bundle.json", "bundle/checksums.json",
-               "validation.json", "predictions.png")),
-    PhaseSpec("09_report", "Run report", ("00_environment", "01_data", "02_train", "02a_target", MODEL_PHASE,
-                                          "03_activation_stats",
-                                          "04_quantize", "05_latency", "06_confidence", "07_selective", "08_bundle"),
-              ("report.html",), soft_upstream=True),
+    PhaseSpec(
+        "01_data",
+        "Data and calibration slice",
+        (),
+        ("splits.npz", "calibration_slice.npz", "distribution.json", "samples.png"),
+        precheck="helpers.data.datasets:check_params",
+    ),
+    PhaseSpec(
+        "02_train",
+        "Baseline model, metrics and ONNX export",
+        ("01_data",),
+        ("model.json", "model.pt", "logits.npz", "metrics.json", "confusion.png", "model.onnx"),
+        optional=("history.json", "curves.png"),
+        precheck="helpers.models.artifact:check_params",
+    ),
+    PhaseSpec(
+        "02a_target",
+        "Target domain",
+        ("01_data",),
+        ("target.json", "target_test_images.npz", "target_test_labels.npz", "target.png"),
+        optional=(
+            "target_train_images.npz",
+            "target_train_labels.npz",
+            "source_test_images.npz",
+            "source_test_labels.npz",
+        ),
+    ),
+    PhaseSpec(
+        "02b_adapt",
+        "Domain adaptation",
+        ("01_data", "02_train", "02a_target"),
+        (
+            "model.json",
+            "model.pt",
+            "model.onnx",
+            "logits.npz",
+            "adapter.pt",
+            "adapter_config.json",
+            "adaptation.json",
+            "adaptation.png",
+        ),
+        precheck="helpers.adaptation.methods:check_params",
+        mode_param="adaptation",
+        inputs=(
+            ("none", _BASE_MODEL),
+            ("lora", _BASE_MODEL + _TARGET_IMAGES + _TARGET_LABELS),
+            ("adabn", _BASE_MODEL + _TARGET_IMAGES),
+            ("tent", _BASE_MODEL + _TARGET_IMAGES),
+        ),
+        sealed_inputs=("02a_target/*_test_*.npz", "01_data/splits.npz"),
+    ),
+    PhaseSpec(
+        "03_activation_stats",
+        "Activation statistics",
+        ("01_data", MODEL_PHASE),
+        ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
+        precheck="helpers.activations.stats:check_params",
+    ),
+    PhaseSpec(
+        "04_quantize",
+        "Post-training quantization",
+        ("01_data", MODEL_PHASE),
+        ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "runtime_logits.npz", "quant.png"),
+        precheck="helpers.quantize.ort:check_params",
+    ),
+    PhaseSpec(
+        "05_latency",
+        "Latency ground truth",
+        (MODEL_PHASE, "04_quantize"),
+        ("latency.json", "estimator.json", "peaks.json", "latency.png"),
+        precheck="helpers.ground_truth.runtime_latency:check_params",
+    ),
+    PhaseSpec(
+        "06_confidence",
+        "Confidence calibration",
+        ("01_data", MODEL_PHASE, "04_quantize"),
+        (
+            "*/scaling_params.json",
+            "calibration_metrics.json",
+            "reliability.png",
+            "confidence.png",
+            "calibrated_logits.npz",
+        ),
+    ),
+    PhaseSpec(
+        "07_selective",
+        "Selective-prediction threshold",
+        ("01_data", "06_confidence"),
+        ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png"),
+        precheck="helpers.confidence.selective:check_params",
+    ),
+    PhaseSpec(
+        "08_bundle",
+        "Deployment bundle",
+        ("01_data", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
+        (
+            "bundle/model_fp32.onnx",
+            "bundle/model_int8.onnx",
+            "bundle/bundle.json",
+            "bundle/checksums.json",
+            "validation.json",
+            "predictions.png",
+        ),
+    ),
+    PhaseSpec(
+        "09_report",
+        "Run report",
+        (
+            "00_environment",
+            "01_data",
+            "02_train",
+            "02a_target",
+            MODEL_PHASE,
+            "03_activation_stats",
+            "04_quantize",
+            "05_latency",
+            "06_confidence",
+            "07_selective",
+            "08_bundle",
+        ),
+        ("report.html",),
+        soft_upstream=True,
+    ),
 )
 _BY_ID = {p.id: p for p in PHASES}
 
@@ -133,8 +217,10 @@ def select(selection: str | list[str] | None) -> list[PhaseSpec]:
             raise ValueError(f"unknown phase {item!r}; phases are: {', '.join(_BY_ID)}")
         wanted.update(matches)
     if not wanted:
-        raise ValueError(f"--phases {selection!r} names no phase; give phase ids or numbers, e.g. 00,01 "
-                         f"(phases are: {', '.join(_BY_ID)})")
+        raise ValueError(
+            f"--phases {selection!r} names no phase; give phase ids or numbers, e.g. 00,01 "
+            f"(phases are: {', '.join(_BY_ID)})"
+        )
     return [p for p in PHASES if p.id in upstream_closure(wanted)]
 
 

@@ -6,6 +6,7 @@ report's headline card and the ``calib ls`` / ``diff`` columns. Reads JSON only 
 the run record or the manifests, and phase 05's ``latency.json``); a phase that did not run
 leaves its entries out.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,11 @@ def latency_headline(latency: Mapping | None) -> dict:
         return {}
     key = min(ratios, key=lambda k: (_batch(k), k))
     batch = _batch(key)
-    means = {m["precision"]: m["end_to_end_latency_ms"]["mean"] for m in latency.get("measurements", [])
-             if m.get("batch_size") == batch and m.get("precision") in ("fp32", "int8")}
+    means = {
+        m["precision"]: m["end_to_end_latency_ms"]["mean"]
+        for m in latency.get("measurements", [])
+        if m.get("batch_size") == batch and m.get("precision") in ("fp32", "int8")
+    }
     ratio = ratios[key]
     out = {"latency_batch": batch, "int8_speedup": 1.0 / ratio if ratio else math.nan}
     out.update({f"{p}_latency_ms": v for p, v in means.items()})
@@ -61,8 +65,11 @@ def from_summaries(summaries: Mapping[str, Mapping], latency: Mapping | None = N
 
 def for_run(run_dir: Path, record: Mapping) -> dict[str, Any]:
     """Headline of a run directory from its record's phase summaries (complete phases only)."""
-    summaries = {pid: row.get("summary") or {} for pid, row in record.get("phases", {}).items()
-                 if row.get("status") == "complete"}
+    summaries = {
+        pid: row.get("summary") or {}
+        for pid, row in record.get("phases", {}).items()
+        if row.get("status") == "complete"
+    }
     latency = None
     if "05_latency" in summaries and (Path(run_dir) / LATENCY_FILE).is_file():
         latency = json.loads((Path(run_dir) / LATENCY_FILE).read_text())

@@ -11,6 +11,7 @@ Three answers, three exit codes (2 stays "not a run directory"):
   the record is altered or unreadable, a phase the record calls complete has no manifest, or
   ``config_resolved.yaml`` is no longer the config the run was created with.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,8 +37,10 @@ class RunCheck:
 
     def verdict(self) -> str:
         if self.damaged:
-            return (f"DAMAGED, {len(self.damaged)} problem(s); `calib run --resume {self.run_dir}` re-runs the "
-                    "damaged phases (restore a changed config_resolved.yaml first)")
+            return (
+                f"DAMAGED, {len(self.damaged)} problem(s); `calib run --resume {self.run_dir}` re-runs the "
+                "damaged phases (restore a changed config_resolved.yaml first)"
+            )
         if self.incomplete:
             return f"incomplete but intact; `calib run --resume {self.run_dir}` finishes it"
         return "complete and intact: all manifests verify"
@@ -77,8 +80,11 @@ def check_run(run_dir: Path) -> RunCheck:
     rows = record["phases"] if record is not None else {pid: {} for pid in config or {}}
     for phase_id, row in rows.items():
         check_phase(check, phase_id, row, known=record is not None)
-    leftovers = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")
-                       if p.name.startswith(".tmp-") or p.name.endswith(manifest.PENDING_SUFFIX))
+    leftovers = sorted(
+        p.relative_to(run_dir).as_posix()
+        for p in run_dir.rglob("*")
+        if p.name.startswith(".tmp-") or p.name.endswith(manifest.PENDING_SUFFIX)
+    )
     if leftovers:
         check.incomplete.append(f"unfinished file(s) of a stopped writer: {', '.join(leftovers)}")
     if record is not None:
@@ -107,11 +113,15 @@ def check_phase(check: RunCheck, phase_id: str, row: dict, known: bool) -> None:
     if problems:
         check.damaged += problems
     elif known and status != "complete":
-        check.incomplete.append(f"{phase_id}: manifest verifies but run_record.json says {status} (stopped before "
-                                "it was recorded; --resume records it)")
+        check.incomplete.append(
+            f"{phase_id}: manifest verifies but run_record.json says {status} (stopped before "
+            "it was recorded; --resume records it)"
+        )
     elif row.get("manifest_sha256") and row["manifest_sha256"] != doc.get("sha256"):
-        check.damaged.append(f"{phase_id}: run_record.json and manifests/{phase_id}.json disagree (the record holds "
-                             "another manifest's hash)")
+        check.damaged.append(
+            f"{phase_id}: run_record.json and manifests/{phase_id}.json disagree (the record holds "
+            "another manifest's hash)"
+        )
 
 
 def registry_problems(run_dir: Path, record: dict) -> list[str]:

@@ -11,6 +11,7 @@ A phase kernel is started by jupyter_client in a session of its own, so it can o
 ``<run>/.kernel.lock`` for its lifetime (:func:`hold_for_kernel`), and a new executor waits for
 those to drop (:func:`wait_for_kernels`) before it touches the run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,9 +65,10 @@ def run_lock(run_dir: Path, kernel_wait_s: float = 30.0) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunLocked(f"run {run_dir} is being executed by {holder(run_dir)}; wait for it to finish "
-                            f"(calib show {run_dir} shows its progress): one process executes a run at a time"
-                            ) from None
+            raise RunLocked(
+                f"run {run_dir} is being executed by {holder(run_dir)}; wait for it to finish "
+                f"(calib show {run_dir} shows its progress): one process executes a run at a time"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"PID {os.getpid()} on {platform.node()}\n".encode())
         wait_for_kernels(run_dir, kernel_wait_s)
@@ -96,8 +98,10 @@ def wait_for_kernels(run_dir: Path, timeout_s: float) -> None:
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise RunLocked(f"a phase kernel of an earlier execution of {run_dir} is still running after "
-                                    f"{timeout_s:.0f} s; wait for it to exit (or end it), then retry") from None
+                    raise RunLocked(
+                        f"a phase kernel of an earlier execution of {run_dir} is still running after "
+                        f"{timeout_s:.0f} s; wait for it to exit (or end it), then retry"
+                    ) from None
                 time.sleep(0.1)
     finally:
         os.close(fd)

@@ -12,6 +12,7 @@ The input key hashes everything a phase's results depend on: its resolved params
 manifests, its notebook's code and the helper sources. ``calib run --resume`` skips a phase only
 when its manifest verifies and its input key matches.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,24 +48,32 @@ def notebook_code_hash(notebook: Path) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-def key_parts(phase_id: str, params: dict, notebook: Path, upstream: list[str], run_dir: Path,
-              soft: bool = False) -> dict:
+def key_parts(
+    phase_id: str, params: dict, notebook: Path, upstream: list[str], run_dir: Path, soft: bool = False
+) -> dict:
     """What a phase's input key hashes: its params, its notebook code, the helper sources, its upstream manifests.
 
     Raises FileNotFoundError when an upstream manifest is missing: the phase cannot run yet --
     unless ``soft`` (a phase that reports on whatever exists): then a missing upstream counts as
     absent in the key.
     """
-    parts = {"phase": phase_id, "params": hashlib.sha256(canonical_json(params)).hexdigest(),
-             "notebook": notebook_code_hash(notebook), "helpers": helpers_source_hash(), "upstream": {}}
+    parts = {
+        "phase": phase_id,
+        "params": hashlib.sha256(canonical_json(params)).hexdigest(),
+        "notebook": notebook_code_hash(notebook),
+        "helpers": helpers_source_hash(),
+        "upstream": {},
+    }
     for up in upstream:
         path = manifest_path(run_dir, up)
         if not path.exists() and soft:
             parts["upstream"][up] = None
             continue
         if not path.exists():
-            raise FileNotFoundError(f"phase {phase_id} needs phase {up}, which has no manifest in {run_dir}; "
-                                    f"run it first (calib run --resume {run_dir})")
+            raise FileNotFoundError(
+                f"phase {phase_id} needs phase {up}, which has no manifest in {run_dir}; "
+                f"run it first (calib run --resume {run_dir})"
+            )
         parts["upstream"][up] = atomic.sha256_file(path)
     return parts
 
@@ -73,8 +82,9 @@ def key_of(parts: dict) -> str:
     return hashlib.sha256(canonical_json(parts)).hexdigest()
 
 
-def input_key(phase_id: str, params: dict, notebook: Path, upstream: list[str], run_dir: Path,
-              soft: bool = False) -> str:
+def input_key(
+    phase_id: str, params: dict, notebook: Path, upstream: list[str], run_dir: Path, soft: bool = False
+) -> str:
     """Hash of params, upstream manifests, notebook code and helper sources (see :func:`key_parts`)."""
     return key_of(key_parts(phase_id, params, notebook, upstream, run_dir, soft))
 
@@ -99,8 +109,14 @@ def content_hash(doc: dict) -> str:
     return hashlib.sha256(canonical_json({k: v for k, v in doc.items() if k != "sha256"})).hexdigest()
 
 
-def write_manifest(run_dir: Path, phase_id: str, parts: dict, summary: dict[str, Any] | None = None,
-                   notebook: str | None = None, pending: bool = False) -> Path:
+def write_manifest(
+    run_dir: Path,
+    phase_id: str,
+    parts: dict,
+    summary: dict[str, Any] | None = None,
+    notebook: str | None = None,
+    pending: bool = False,
+) -> Path:
     """List every file under results/<phase>/ (size, sha256) and write the manifest atomically.
 
     ``notebook`` names the phase's executed notebook (relative to the run; None for a notebook run
@@ -115,8 +131,17 @@ def write_manifest(run_dir: Path, phase_id: str, parts: dict, summary: dict[str,
         if rel.split("/")[-1].startswith(".tmp-"):
             raise RuntimeError(f"{path} is an unfinished temporary file; a writer did not complete")
         files[rel] = {"size": path.stat().st_size, "sha256": atomic.sha256_file(path)}
-    doc = atomic.to_jsonable({"schema": SCHEMA, "phase": phase_id, "input_key": key_of(parts), "key_parts": parts,
-                              "files": files, "summary": summary or {}, "notebook": notebook})
+    doc = atomic.to_jsonable(
+        {
+            "schema": SCHEMA,
+            "phase": phase_id,
+            "input_key": key_of(parts),
+            "key_parts": parts,
+            "files": files,
+            "summary": summary or {},
+            "notebook": notebook,
+        }
+    )
     doc["sha256"] = content_hash(doc)
     return atomic.write_json(pending_path(run_dir, phase_id) if pending else manifest_path(run_dir, phase_id), doc)
 
@@ -149,11 +174,15 @@ def verify(run_dir: Path, phase_id: str) -> list[str]:
     if manifest.get("corrupt"):
         return [f"{phase_id}: manifest {manifest_path(run_dir, phase_id)} is not valid JSON"]
     if manifest.get("schema") != SCHEMA:
-        return [f"{phase_id}: manifest has schema {manifest.get('schema')!r}, not {SCHEMA} (an older calib-lab wrote "
-                "it, or it was edited); --resume re-runs the phase"]
+        return [
+            f"{phase_id}: manifest has schema {manifest.get('schema')!r}, not {SCHEMA} (an older calib-lab wrote "
+            "it, or it was edited); --resume re-runs the phase"
+        ]
     if manifest.get("sha256") != content_hash(manifest):
-        return [f"{phase_id}: manifest {manifest_path(run_dir, phase_id).relative_to(run_dir)} was altered (its "
-                "content hash does not match); --resume re-runs the phase"]
+        return [
+            f"{phase_id}: manifest {manifest_path(run_dir, phase_id).relative_to(run_dir)} was altered (its "
+            "content hash does not match); --resume re-runs the phase"
+        ]
     root = results_dir(run_dir, phase_id)
     problems = []
     for rel, entry in manifest["files"].items():

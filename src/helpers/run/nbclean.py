@@ -11,6 +11,7 @@ committed with outputs nor makes ``git status`` (and so the run record's ``git.d
     python -m helpers.run.nbclean install                             # git config of this checkout
     python -m helpers.run.nbclean check                               # exit 1 naming offenders
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -96,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         found = check()
         for line in found:
             print(line)
-        print(f"{len(found)} problem(s): strip outputs with `python -m helpers.run.nbclean install` and re-add"
-              if found else "source notebooks are output-free")
+        print(
+            f"{len(found)} problem(s): strip outputs with `python -m helpers.run.nbclean install` and re-add"
+            if found
+            else "source notebooks are output-free"
+        )
         return 1 if found else 0
     print(__doc__, file=sys.stderr)
     return 2

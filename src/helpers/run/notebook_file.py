@@ -4,6 +4,7 @@ The run layer needs only cell sources and tags (for the code hash and the parame
 reading the JSON directly keeps ``nbformat`` -> ``jsonschema`` (about 0.8 s) out of every
 kernel's first import. The sources are exactly what ``nbformat.read(...).cells[i].source`` gives.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,9 @@ def code_cells(path: Path) -> list[CodeCell]:
         if cell.get("cell_type") != "code":
             continue
         source = cell.get("source", "")
-        out.append(CodeCell("".join(source) if isinstance(source, list) else source,
-                            tuple(cell.get("metadata", {}).get("tags", ()))))
+        out.append(
+            CodeCell(
+                "".join(source) if isinstance(source, list) else source, tuple(cell.get("metadata", {}).get("tags", ()))
+            )
+        )
     return out

@@ -18,14 +18,16 @@ Everything is validated before any kernel starts: an unknown key is an error lis
 keys, a value whose type does not match the notebook default is an error, and a notebook without
 a cell tagged ``parameters`` is an error.
 """
+
 from __future__ import annotations
 
 import ast
 import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -42,8 +44,10 @@ def parameters_source(path: Path) -> str:
     """The source of the notebook's cell tagged ``parameters``."""
     cells = [cell for cell in code_cells(path) if "parameters" in cell.tags]
     if not cells:
-        raise ParamError(f"{path.name} has no cell tagged 'parameters'; tag the cell holding its defaults "
-                         "(JupyterLab: property inspector > cell tags)")
+        raise ParamError(
+            f"{path.name} has no cell tagged 'parameters'; tag the cell holding its defaults "
+            "(JupyterLab: property inspector > cell tags)"
+        )
     return cells[0].source
 
 
@@ -71,13 +75,15 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for node in ast.parse(parameters_source(path)).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ParamError(f"{path.name}: the parameters cell may only hold `name = literal` lines, "
-                             f"found: {ast.unparse(node)}")
+            raise ParamError(
+                f"{path.name}: the parameters cell may only hold `name = literal` lines, found: {ast.unparse(node)}"
+            )
         try:
             params[node.targets[0].id] = ast.literal_eval(node.value)
         except ValueError:
-            raise ParamError(f"{path.name}: parameter {node.targets[0].id} must be a literal, "
-                             f"found {ast.unparse(node.value)}") from None
+            raise ParamError(
+                f"{path.name}: parameter {node.targets[0].id} must be a literal, found {ast.unparse(node.value)}"
+            ) from None
     return params
 
 
@@ -128,12 +134,15 @@ def check_type(name: str, default: Any, value: Any, where: str) -> None:
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise ParamError(f"{where}: parameter {name!r} must be {type(default).__name__} like its default "
-                         f"{default!r}, got {type(value).__name__} {value!r}")
+        raise ParamError(
+            f"{where}: parameter {name!r} must be {type(default).__name__} like its default "
+            f"{default!r}, got {type(value).__name__} {value!r}"
+        )
 
 
-def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]],
-            sources: dict | None = None) -> dict[str, dict[str, Any]]:
+def resolve(
+    defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]], sources: dict | None = None
+) -> dict[str, dict[str, Any]]:
     """Resolved parameters per phase from notebook ``defaults`` and named ``layers`` (lowest first).
 
     One precedence: a later layer wins; within one layer a phase-scoped key (``02_train: {epochs: 3}``,
@@ -145,9 +154,11 @@ def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]],
     for layer_name, layer in layers:
         unknown = sorted(k for k in layer if k not in defaults and k not in shared_names)
         if unknown:
-            raise ParamError(f"unknown parameter(s) {', '.join(unknown)} in {layer_name}"
-                             f"{did_you_mean(unknown, shared_names)}; valid shared keys: "
-                             f"{', '.join(sorted(shared_names))}; phase sections: {', '.join(defaults)}")
+            raise ParamError(
+                f"unknown parameter(s) {', '.join(unknown)} in {layer_name}"
+                f"{did_you_mean(unknown, shared_names)}; valid shared keys: "
+                f"{', '.join(sorted(shared_names))}; phase sections: {', '.join(defaults)}"
+            )
     resolved = {}
     for phase_id, phase_defaults in defaults.items():
         valid = sorted(set(phase_defaults) - {RUN_DIR_PARAM})
@@ -159,8 +170,10 @@ def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]],
                 raise ParamError(f"section {phase_id!r} in {layer_name} must be a mapping of that phase's parameters")
             bad = sorted(set(section) - set(valid))
             if bad:
-                raise ParamError(f"unknown parameter(s) {', '.join(bad)} for phase {phase_id} in {layer_name}"
-                                 f"{did_you_mean(bad, valid)}; valid: {', '.join(valid)}")
+                raise ParamError(
+                    f"unknown parameter(s) {', '.join(bad)} for phase {phase_id} in {layer_name}"
+                    f"{did_you_mean(bad, valid)}; valid: {', '.join(valid)}"
+                )
             for name in valid:
                 for key, scope in ((name, layer), (f"{phase_id}.{name}", section)):  # shared first: the phase key wins
                     if name in scope:
@@ -169,8 +182,12 @@ def resolve(defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]],
                         params[name] = deep_merge(params[name], value) if both_dicts else copy.deepcopy(value)
                         origin[name] = f"{layer_name} ({key})"
         for name in valid:
-            check_type(name, phase_defaults[name], params[name], phase_id if name not in origin
-                       else f"{phase_id} (set by {origin[name]})")
+            check_type(
+                name,
+                phase_defaults[name],
+                params[name],
+                phase_id if name not in origin else f"{phase_id} (set by {origin[name]})",
+            )
         resolved[phase_id] = params
         if sources is not None:
             changed = {name: origin[name] for name in origin if params[name] != phase_defaults[name]}

@@ -14,6 +14,7 @@ first finds or creates its upstream phases there.
 their manifests; ``phase.out(...)`` only this phase's declared outputs; ``phase.finish()`` checks
 that every declared output exists and writes the manifest, last.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,9 @@ class Phase:
         self.spec, self.run_dir, self.params = spec, run_dir, params
         self.results = manifest.results_dir(run_dir, spec.id)
         self.log_path = run_dir / "logs" / f"{spec.id}.jsonl"
-        self.key_parts = manifest.key_parts(spec.id, params, spec.notebook, list(spec.upstream), run_dir,
-                                            spec.soft_upstream)
+        self.key_parts = manifest.key_parts(
+            spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream
+        )
         self.key = manifest.key_of(self.key_parts)
         # the run holds this notebook's executed copy (papermill, nbval) -- not so for a notebook run by hand
         self.notebook = f"notebooks/{spec.id}.ipynb" if executed_copy else None
@@ -57,7 +59,7 @@ class Phase:
         spec.readable(params, sealed=False)  # a mode without declared inputs fails here, before any work
 
     @classmethod
-    def open(cls, phase_id: str, namespace: dict[str, Any]) -> "Phase":
+    def open(cls, phase_id: str, namespace: dict[str, Any]) -> Phase:
         spec = get_phase(phase_id)
         defaults = notebook_parameters(spec.notebook)
         params = {}
@@ -69,8 +71,10 @@ class Phase:
         if namespace.get(RUN_DIR_PARAM):
             run_dir = Path(namespace[RUN_DIR_PARAM]).resolve()
             if not (run_dir / run_record.FILENAME).exists():
-                raise FileNotFoundError(f"run_dir {run_dir} is not a run directory; leave run_dir empty for a "
-                                        "scratch run, or create one with `calib run`")
+                raise FileNotFoundError(
+                    f"run_dir {run_dir} is not a run directory; leave run_dir empty for a "
+                    "scratch run, or create one with `calib run`"
+                )
         else:
             from helpers.run.runner import prepare_scratch_run
 
@@ -89,19 +93,24 @@ class Phase:
     def input(self, phase_id: str, name: str) -> Path:
         """Path of a declared output of a declared upstream phase, verified against its manifest."""
         if phase_id not in self.spec.upstream:
-            raise PermissionError(f"{self.spec.id} does not declare {phase_id} upstream (it reads from "
-                                  f"{', '.join(self.spec.upstream) or 'nothing'}); declare it in helpers/run/graph.py")
+            raise PermissionError(
+                f"{self.spec.id} does not declare {phase_id} upstream (it reads from "
+                f"{', '.join(self.spec.upstream) or 'nothing'}); declare it in helpers/run/graph.py"
+            )
         if not get_phase(phase_id).declares(name):
-            raise PermissionError(f"{name!r} is not a declared output of {phase_id} "
-                                  f"(declared: {', '.join(get_phase(phase_id).outputs)})")
+            raise PermissionError(
+                f"{name!r} is not a declared output of {phase_id} (declared: {', '.join(get_phase(phase_id).outputs)})"
+            )
         readable = self.spec.readable(self.params, sealed=self._sealed is not None)
         if readable is not None and not any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in readable):
             mode = f"{self.spec.mode_param}={self.params[self.spec.mode_param]!r}"
             later = any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in self.spec.sealed_inputs)
-            raise PermissionError(f"{self.spec.id} with {mode} does not read {phase_id}/{name}"
-                                  + (" before phase.seal() has fixed its fitted outputs" if later else "")
-                                  + f"; it may read {', '.join(readable) or 'nothing'} "
-                                  "(declared in helpers/run/graph.py)")
+            raise PermissionError(
+                f"{self.spec.id} with {mode} does not read {phase_id}/{name}"
+                + (" before phase.seal() has fixed its fitted outputs" if later else "")
+                + f"; it may read {', '.join(readable) or 'nothing'} "
+                "(declared in helpers/run/graph.py)"
+            )
         doc = manifest.read_manifest(self.run_dir, phase_id)
         if doc is None:
             raise FileNotFoundError(f"upstream phase {phase_id} has no manifest in {self.run_dir}: run it first")
@@ -110,8 +119,10 @@ class Phase:
         if entry is None or not path.is_file():
             raise FileNotFoundError(f"{phase_id} did not produce {name} (its manifest lists {', '.join(doc['files'])})")
         if sha256_file(path) != entry["sha256"]:
-            raise RuntimeError(f"{path} was altered after {phase_id} wrote it (sha256 differs from its manifest); "
-                               f"re-run with `calib run --resume {self.run_dir}`")
+            raise RuntimeError(
+                f"{path} was altered after {phase_id} wrote it (sha256 differs from its manifest); "
+                f"re-run with `calib run --resume {self.run_dir}`"
+            )
         return path
 
     def model_input(self, name: str) -> Path:
@@ -148,11 +159,15 @@ class Phase:
     def out(self, name: str) -> Path:
         """Path for one of this phase's declared outputs (parent folders created)."""
         if self._sealed is not None and name in self._sealed:
-            raise PermissionError(f"{self.spec.id}: {name} is sealed (phase.seal() fixed its bytes); it cannot be "
-                                  "written again, only read through phase.out_sealed()")
+            raise PermissionError(
+                f"{self.spec.id}: {name} is sealed (phase.seal() fixed its bytes); it cannot be "
+                "written again, only read through phase.out_sealed()"
+            )
         if not self.spec.declares(name):
-            raise PermissionError(f"{name!r} is not a declared output of {self.spec.id} "
-                                  f"(declared: {', '.join(self.spec.outputs)}); declare it in helpers/run/graph.py")
+            raise PermissionError(
+                f"{name!r} is not a declared output of {self.spec.id} "
+                f"(declared: {', '.join(self.spec.outputs)}); declare it in helpers/run/graph.py"
+            )
         path = self.results / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -167,8 +182,9 @@ class Phase:
             raise RuntimeError(f"{self.spec.id} is already sealed ({', '.join(self._sealed)})")
         missing = [n for n in names if not (self.results / n).is_file()]
         if not names or missing:
-            raise FileNotFoundError(f"{self.spec.id}: seal() needs written outputs; "
-                                    f"missing: {', '.join(missing) or '-'}")
+            raise FileNotFoundError(
+                f"{self.spec.id}: seal() needs written outputs; missing: {', '.join(missing) or '-'}"
+            )
         self._sealed = {n: sha256_file(self.results / n) for n in names}
         self.log("sealed", files=self._sealed)
         return self._sealed
@@ -182,8 +198,9 @@ class Phase:
     def log(self, event: str, **fields: Any) -> None:
         """Append one structured event to logs/<phase>.jsonl (flushed and fsynced)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": run_record.now(), "phase": self.spec.id, "event": event, **to_jsonable(fields)},
-                          sort_keys=True)
+        line = json.dumps(
+            {"time": run_record.now(), "phase": self.spec.id, "event": event, **to_jsonable(fields)}, sort_keys=True
+        )
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
@@ -210,20 +227,28 @@ class Phase:
             raise RuntimeError(f"{self.spec.id} did not write its declared output(s): {', '.join(missing)}")
         undeclared = [f for f in produced if not self.spec.declares(f)]
         if undeclared:
-            raise RuntimeError(f"{self.spec.id} wrote undeclared file(s) {', '.join(undeclared)}; "
-                               "write through phase.out() and declare outputs in helpers/run/graph.py")
+            raise RuntimeError(
+                f"{self.spec.id} wrote undeclared file(s) {', '.join(undeclared)}; "
+                "write through phase.out() and declare outputs in helpers/run/graph.py"
+            )
         summary = to_jsonable(summary or {})
         managed = bool(os.environ.get(run_record.MANAGED_ENV))  # the runner promotes it after the notebook is saved
         manifest.write_manifest(self.run_dir, self.spec.id, self.key_parts, summary, self.notebook, pending=managed)
         seconds = round(time.perf_counter() - self._started, 3)
         self.log("phase_finished", seconds=seconds, files=len(produced))
         if not managed:
-            record = run_record.record_complete(self.run_dir, self.spec.id,
-                                                manifest.read_manifest(self.run_dir, self.spec.id),
-                                                finished=run_record.now(), duration_s=seconds)
+            record = run_record.record_complete(
+                self.run_dir,
+                self.spec.id,
+                manifest.read_manifest(self.run_dir, self.spec.id),
+                finished=run_record.now(),
+                duration_s=seconds,
+            )
             if all(row.get("status") == "complete" for row in record["phases"].values()):  # a scratch run
                 record["status"] = "complete"
                 run_record.save(self.run_dir, record)
-        print(f"{self.spec.id}: {len(produced)} files, manifest written to "
-              f"{manifest.manifest_path(self.run_dir, self.spec.id).relative_to(self.run_dir)}")
+        print(
+            f"{self.spec.id}: {len(produced)} files, manifest written to "
+            f"{manifest.manifest_path(self.run_dir, self.spec.id).relative_to(self.run_dir)}"
+        )
         return summary

@@ -1,4 +1,5 @@
 """Where the project lives: its root, its runs root, and the hash of its helper sources."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ def project_root() -> Path:
         return Path(env).resolve()
     root = _PACKAGE_DIR.parent.parent
     if not (root / "pyproject.toml").exists() or not (root / "notebooks").is_dir():
-        raise RuntimeError(f"calib-lab's notebooks are not beside the installed package ({root}); install the "
-                           "checkout with `pip install -e .` or set CALIB_PROJECT_ROOT to the checkout")
+        raise RuntimeError(
+            f"calib-lab's notebooks are not beside the installed package ({root}); install the "
+            "checkout with `pip install -e .` or set CALIB_PROJECT_ROOT to the checkout"
+        )
     return root
 
 

@@ -9,6 +9,7 @@ manifests and the config. Every phase that re-runs says why: no manifest yet, a 
 longer verifies, its executed notebook missing or altered, an upstream phase that re-ran, or which
 part of its input key changed (params, upstream manifests, its notebook, the helper sources).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,10 +25,12 @@ def check_identity(run_dir: Path, record: dict, config: dict) -> None:
     if not changes:
         return
     overrides = " ".join(f"-p {c.split(':')[0]}={c.split(' -> ')[1]}" for c in changes if " -> " in c)
-    raise ParamError(f"{Path(run_dir) / run_record.CONFIG_FILE} was changed after the run was created "
-                     f"({'; '.join(changes)}). A run's parameters are part of its identity: it is not resumed with "
-                     "other ones. Restore the file (run_record.json holds the original under 'config'), or start a "
-                     f"new run with the new values: calib run [--params FILE.yaml] {overrides}".rstrip())
+    raise ParamError(
+        f"{Path(run_dir) / run_record.CONFIG_FILE} was changed after the run was created "
+        f"({'; '.join(changes)}). A run's parameters are part of its identity: it is not resumed with "
+        "other ones. Restore the file (run_record.json holds the original under 'config'), or start a "
+        f"new run with the new values: calib run [--params FILE.yaml] {overrides}".rstrip()
+    )
 
 
 def load_record(run_dir: Path, config: dict, log=print) -> dict:
@@ -37,16 +40,19 @@ def load_record(run_dir: Path, config: dict, log=print) -> dict:
     except (run_record.RecordDamaged, FileNotFoundError) as exc:
         log(f"{exc}\nrebuilding {run_record.FILENAME} from the manifests and {run_record.CONFIG_FILE}")
         record = run_record.rebuild(run_dir, config)
-        log(f"rebuilt {run_record.FILENAME}: "
-            f"{sum(r['status'] == 'complete' for r in record['phases'].values())} phase(s) complete")
+        log(
+            f"rebuilt {run_record.FILENAME}: "
+            f"{sum(r['status'] == 'complete' for r in record['phases'].values())} phase(s) complete"
+        )
     check_identity(run_dir, record, config)
     return record
 
 
 def remove_leftovers(run_dir: Path, log=print) -> None:
     """Delete what a killed writer left: temporary files and pending manifests (never read by anything)."""
-    for stale in sorted(p for p in Path(run_dir).rglob("*")
-                        if p.name.startswith(".tmp-") or p.name.endswith(manifest.PENDING_SUFFIX)):
+    for stale in sorted(
+        p for p in Path(run_dir).rglob("*") if p.name.startswith(".tmp-") or p.name.endswith(manifest.PENDING_SUFFIX)
+    ):
         stale.unlink()
         log(f"removed unfinished file {stale.relative_to(run_dir)}")
 

@@ -8,6 +8,7 @@ artifact registry (sha256 and size of every file in the run directory). A damage
 named in the error; :func:`rebuild` recreates it from the manifests and ``config_resolved.yaml``.
 Every update rewrites the file atomically. Dates live here and in ``logs/``, never in ``results/``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -41,9 +42,12 @@ def now() -> str:
 def git_state(root: Path | None = None) -> dict:
     """The project's git sha and whether tracked files differ from HEAD (compared through git's clean
     filters: a source notebook whose only change is outputs, stripped by the nbclean filter, is clean)."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root or project_root(), capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root or project_root(), capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
         return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("diff", "HEAD", "--name-only"))}
     except (OSError, subprocess.CalledProcessError):
@@ -66,8 +70,13 @@ def versions() -> dict:
 
 
 def host() -> dict:
-    return {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "python_executable": sys.executable}
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python_executable": sys.executable,
+    }
 
 
 class RecordDamaged(ValueError):
@@ -81,11 +90,15 @@ def load(run_dir: Path) -> dict:
     try:
         record = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordDamaged(f"{path} is damaged ({exc}); `calib run --resume {run_dir}` rebuilds it from the "
-                            "manifests and config_resolved.yaml") from None
+        raise RecordDamaged(
+            f"{path} is damaged ({exc}); `calib run --resume {run_dir}` rebuilds it from the "
+            "manifests and config_resolved.yaml"
+        ) from None
     if not isinstance(record, dict) or not isinstance(record.get("phases"), dict):
-        raise RecordDamaged(f"{path} is damaged (no phase table); `calib run --resume {run_dir}` rebuilds it from "
-                            "the manifests and config_resolved.yaml")
+        raise RecordDamaged(
+            f"{path} is damaged (no phase table); `calib run --resume {run_dir}` rebuilds it from "
+            "the manifests and config_resolved.yaml"
+        )
     return record
 
 
@@ -102,8 +115,10 @@ def load_config(run_dir: Path) -> dict:
     try:
         config = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid YAML ({exc}); restore it (run_record.json holds the config the run "
-                         "was created with, under 'config') or start a new run") from None
+        raise ValueError(
+            f"{path} is not valid YAML ({exc}); restore it (run_record.json holds the config the run "
+            "was created with, under 'config') or start a new run"
+        ) from None
     if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
         raise ValueError(f"{path} must map each phase id to its parameters; restore it or start a new run")
     return config
@@ -135,9 +150,18 @@ def disk_free_gib(path: Path) -> float:
 
 def create(run_dir: Path, run_id: str, config_hash: str, phase_ids: list[str], config: dict | None = None) -> dict:
     """The record of a new run; ``config`` (the resolved config, hashed to ``config_hash``) is its identity."""
-    record = {"run_id": run_id, "created": now(), "status": "running", "config_hash": config_hash, "config": config,
-              "git": git_state(), "versions": versions(), "host": {**host(), "disk_free_gib": disk_free_gib(run_dir)},
-              "phases": {pid: {"status": "pending"} for pid in phase_ids}, "artifacts": {}}
+    record = {
+        "run_id": run_id,
+        "created": now(),
+        "status": "running",
+        "config_hash": config_hash,
+        "config": config,
+        "git": git_state(),
+        "versions": versions(),
+        "host": {**host(), "disk_free_gib": disk_free_gib(run_dir)},
+        "phases": {pid: {"status": "pending"} for pid in phase_ids},
+        "artifacts": {},
+    }
     save(run_dir, record)
     return record
 
@@ -154,10 +178,17 @@ def set_phase(run_dir: Path, phase_id: str, **fields) -> dict:
 def record_complete(run_dir: Path, phase_id: str, doc: dict, **fields) -> dict:
     """Mark a phase complete with the content hash of its manifest and the sha256 of its executed notebook."""
     notebook = doc.get("notebook")
-    return set_phase(run_dir, phase_id, status="complete", error=None, input_key=doc.get("input_key"),
-                     summary=doc.get("summary", {}), manifest_sha256=doc.get("sha256"),
-                     notebook_sha256=atomic.sha256_file(run_dir / notebook)
-                     if notebook and (run_dir / notebook).is_file() else None, **fields)
+    return set_phase(
+        run_dir,
+        phase_id,
+        status="complete",
+        error=None,
+        input_key=doc.get("input_key"),
+        summary=doc.get("summary", {}),
+        manifest_sha256=doc.get("sha256"),
+        notebook_sha256=atomic.sha256_file(run_dir / notebook) if notebook and (run_dir / notebook).is_file() else None,
+        **fields,
+    )
 
 
 _RUN_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})(-\d+)?$")
@@ -173,14 +204,31 @@ def rebuild(run_dir: Path, config: dict) -> dict:
     run_dir, chash = Path(run_dir), config_hash(config)
     match = _RUN_ID.match(run_dir.name)
     if match and match.group(2) != chash[:8]:
-        raise ValueError(f"{run_dir / FILENAME} is damaged and config_resolved.yaml does not match the config hash in "
-                         f"the run id ({chash[:8]} vs {match.group(2)}): restore config_resolved.yaml or start a "
-                         "new run")
-    created = (dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
-               .isoformat(timespec="seconds") if match else now())
-    record = {"run_id": run_dir.name, "created": created, "status": "running", "config_hash": chash, "config": config,
-              "git": git_state(), "versions": versions(), "host": host(), "rebuilt": now(),
-              "phases": {pid: {"status": "pending"} for pid in config}, "artifacts": {}}
+        raise ValueError(
+            f"{run_dir / FILENAME} is damaged and config_resolved.yaml does not match the config hash in "
+            f"the run id ({chash[:8]} vs {match.group(2)}): restore config_resolved.yaml or start a "
+            "new run"
+        )
+    created = (
+        dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ")
+        .replace(tzinfo=dt.timezone.utc)
+        .isoformat(timespec="seconds")
+        if match
+        else now()
+    )
+    record = {
+        "run_id": run_dir.name,
+        "created": created,
+        "status": "running",
+        "config_hash": chash,
+        "config": config,
+        "git": git_state(),
+        "versions": versions(),
+        "host": host(),
+        "rebuilt": now(),
+        "phases": {pid: {"status": "pending"} for pid in config},
+        "artifacts": {},
+    }
     save(run_dir, record)
     for phase_id in config:
         doc = manifest.read_manifest(run_dir, phase_id)

@@ -8,6 +8,7 @@ that re-runs forces everything downstream of it to re-run. A failed phase leaves
 is marked failed with its error in ``run_record.json``, and stops the run; the report (a phase
 with ``soft_upstream``) still runs on whatever exists. What the console shows is ``run/console.py``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,13 @@ def all_defaults() -> dict[str, dict]:
     return {spec.id: notebook_parameters(spec.notebook) for spec in PHASES if spec.notebook.exists()}
 
 
-def resolve_config(param_files: list[str] = (), overrides: list[str] = (), extra: dict | None = None,
-                   sources: dict | None = None, yaml_layers: list[dict] = ()) -> dict:
+def resolve_config(
+    param_files: list[str] = (),
+    overrides: list[str] = (),
+    extra: dict | None = None,
+    sources: dict | None = None,
+    yaml_layers: list[dict] = (),
+) -> dict:
     """Resolved, validated params of every phase: defaults < params/default.yaml < files < -y < -p < extra.
 
     ``sources`` (when given) receives which layer set each non-default value (``params.resolve``)."""
@@ -65,8 +71,13 @@ def resolve_config(param_files: list[str] = (), overrides: list[str] = (), extra
 
 def absolute_paths(resolved: dict) -> dict:
     """``*_dir`` / ``*_path`` params relative to the caller's cwd -> absolute (kernels run elsewhere)."""
-    return {pid: {k: str(Path(v).resolve()) if k.endswith(("_dir", "_path")) and isinstance(v, str) and v else v
-                  for k, v in params.items()} for pid, params in resolved.items()}
+    return {
+        pid: {
+            k: str(Path(v).resolve()) if k.endswith(("_dir", "_path")) and isinstance(v, str) and v else v
+            for k, v in params.items()
+        }
+        for pid, params in resolved.items()
+    }
 
 
 def precheck(resolved: dict) -> None:
@@ -89,12 +100,15 @@ def check_writable(root: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ParamError(f"run root {root} is not writable ({exc.strerror}); pass --runs-root DIR or set "
-                         "CALIB_RUNS_ROOT to a writable folder") from None
+        raise ParamError(
+            f"run root {root} is not writable ({exc.strerror}); pass --runs-root DIR or set "
+            "CALIB_RUNS_ROOT to a writable folder"
+        ) from None
 
 
-def create_run(resolved: dict, specs: list[PhaseSpec], root: Path, run_id: str | None = None,
-               sources: dict | None = None) -> Path:
+def create_run(
+    resolved: dict, specs: list[PhaseSpec], root: Path, run_id: str | None = None, sources: dict | None = None
+) -> Path:
     """A new run directory: its config (hashed into the record: the run's identity) and its record."""
     check_writable(root)
     text = yaml.safe_dump({s.id: resolved[s.id] for s in specs}, sort_keys=True)
@@ -108,8 +122,10 @@ def create_run(resolved: dict, specs: list[PhaseSpec], root: Path, run_id: str |
             break
         except FileExistsError:
             if run_id:
-                raise ParamError(f"run {run_id} already exists under {root}; choose another --run-id, or continue "
-                                 f"that run with `calib run --resume {root / run_id}`") from None
+                raise ParamError(
+                    f"run {run_id} already exists under {root}; choose another --run-id, or continue "
+                    f"that run with `calib run --resume {root / run_id}`"
+                ) from None
     run_dir = root / name
     (run_dir / "notebooks").mkdir()
     write_text(run_dir / CONFIG_FILE, text)
@@ -120,9 +136,11 @@ def create_run(resolved: dict, specs: list[PhaseSpec], root: Path, run_id: str |
 
 def sources_yaml(sources: dict) -> str:
     """config_sources.yaml: which layer set each value of config_resolved.yaml that is not its notebook default."""
-    return ("# which layer (and key) set each parameter that differs from its notebook default; later layers win,\n"
-            "# within one layer a phase-scoped key beats a shared one (README: parameter layers)\n"
-            + (yaml.safe_dump(sources, sort_keys=True) if sources else "{}\n"))
+    return (
+        "# which layer (and key) set each parameter that differs from its notebook default; later layers win,\n"
+        "# within one layer a phase-scoped key beats a shared one (README: parameter layers)\n"
+        + (yaml.safe_dump(sources, sort_keys=True) if sources else "{}\n")
+    )
 
 
 @contextlib.contextmanager
@@ -140,8 +158,17 @@ def kernel_environment():
                 os.environ[k] = v
 
 
-def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bool = False,
-            progress: bool = True, cell_timeout: int | None = None, reuse: bool = False, log=print) -> dict[str, str]:
+def execute(
+    run_dir: Path,
+    specs: list[PhaseSpec],
+    resolved: dict,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    cell_timeout: int | None = None,
+    reuse: bool = False,
+    log=print,
+) -> dict[str, str]:
     """Run ``specs`` in order in ``run_dir``; returns phase id -> 'ran' | 'skipped' | 'reused'.
 
     ``reuse``: a phase with the input key of a verified phase in another run of the same runs root
@@ -162,8 +189,9 @@ def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bo
             log(f"[{spec.id}] re-runs: {reason}")
         log(f"[{spec.id}] {spec.title}")
         key = manifest.key_of(parts)
-        compute = functools.partial(run_phase, run_dir, spec, params, key, progress=progress,
-                                    cell_timeout=cell_timeout, log=log, reason=reason)
+        compute = functools.partial(
+            run_phase, run_dir, spec, params, key, progress=progress, cell_timeout=cell_timeout, log=log, reason=reason
+        )
         if reuse:
             outcome[spec.id] = cache.run_once(run_dir, spec.id, key, compute, log=log)
         else:
@@ -172,24 +200,48 @@ def execute(run_dir: Path, specs: list[PhaseSpec], resolved: dict, *, resume: bo
     return outcome
 
 
-def run_phase(run_dir: Path, spec: PhaseSpec, params: dict, key: str, *, progress: bool,
-              cell_timeout: int | None, log=print, reason: str = "new run") -> None:
+def run_phase(
+    run_dir: Path,
+    spec: PhaseSpec,
+    params: dict,
+    key: str,
+    *,
+    progress: bool,
+    cell_timeout: int | None,
+    log=print,
+    reason: str = "new run",
+) -> None:
     """Execute one phase; its kernel's pending manifest becomes the manifest once the executed notebook is written."""
     import papermill as pm
 
     manifest.withdraw(run_dir, spec.id)
-    run_record.set_phase(run_dir, spec.id, status="running", started=run_record.now(), error=None, reason=reason,
-                         git=run_record.git_state(), disk_free_gib=run_record.disk_free_gib(run_dir))
+    run_record.set_phase(
+        run_dir,
+        spec.id,
+        status="running",
+        started=run_record.now(),
+        error=None,
+        reason=reason,
+        git=run_record.git_state(),
+        disk_free_gib=run_record.disk_free_gib(run_dir),
+    )
     out = run_dir / "notebooks" / f"{spec.id}.ipynb"
     start = time.perf_counter()
     error = None
     try:
         with atomic_path(out) as tmp, console.EventTail(run_dir / "logs" / f"{spec.id}.jsonl", log):
             try:  # KERNEL_ENV goes to the kernel process only: set here, it would also silence papermill's bar
-                pm.execute_notebook(str(spec.notebook), str(tmp), parameters={**params, "run_dir": ".."},
-                                    cwd=str(run_dir / "notebooks"), kernel_name="python3", progress_bar=progress,
-                                    execution_timeout=cell_timeout, request_save_on_cell_execute=False,
-                                    kernel_manager_class=console.QuietKernelManager.with_env(KERNEL_ENV))
+                pm.execute_notebook(
+                    str(spec.notebook),
+                    str(tmp),
+                    parameters={**params, "run_dir": ".."},
+                    cwd=str(run_dir / "notebooks"),
+                    kernel_name="python3",
+                    progress_bar=progress,
+                    execution_timeout=cell_timeout,
+                    request_save_on_cell_execute=False,
+                    kernel_manager_class=console.QuietKernelManager.with_env(KERNEL_ENV),
+                )
             except pm.PapermillExecutionError as exc:  # the executed notebook (with the error) is still kept
                 error = f"{exc.ename}: {exc.evalue}"
                 if any(f"[Errno {code}]" in exc.evalue for code in DISK_FULL):  # the kernel hit a full disk
@@ -199,14 +251,18 @@ def run_phase(run_dir: Path, spec: PhaseSpec, params: dict, key: str, *, progres
     seconds = round(time.perf_counter() - start, 3)
     written = manifest.read_manifest(run_dir, spec.id, pending=True)
     if error is None and (written is None or written.get("input_key") != key):
-        error = ("the notebook finished without writing its manifest (its last cell must call phase.finish())"
-                 if written is None else "its input key differs from the one computed when it started (were helper sources, the notebook or params edited during the run?)")
+        error = (
+            "the notebook finished without writing its manifest (its last cell must call phase.finish())"
+            if written is None
+            else "its input key differs from the one computed when it started (were helper sources, the notebook or params edited during the run?)"
+        )
     if error is not None:
         for path in (manifest.manifest_path(run_dir, spec.id), manifest.pending_path(run_dir, spec.id)):
             path.unlink(missing_ok=True)  # results stay for debugging
         with contextlib.suppress(OSError):  # on a full disk the record may not be writable either
-            run_record.set_phase(run_dir, spec.id, status="failed", error=error, duration_s=seconds,
-                                 finished=run_record.now())
+            run_record.set_phase(
+                run_dir, spec.id, status="failed", error=error, duration_s=seconds, finished=run_record.now()
+            )
         raise PhaseFailed(spec.id, error, out)
     manifest.promote(run_dir, spec.id)
     run_record.record_complete(run_dir, spec.id, written, duration_s=seconds, finished=run_record.now())
@@ -220,19 +276,32 @@ def finish_run(run_dir: Path, status: str) -> None:
     run_record.save(run_dir, record)
 
 
-def run(param_files: list[str] = (), overrides: list[str] = (), yaml_layers: list[dict] = (), phases: str | None = None,
-        root: str | None = None, resume: str | None = None, run_id: str | None = None,
-        progress: bool = True, cell_timeout: int | None = None, reuse: bool = False, log=print) -> Path:
+def run(
+    param_files: list[str] = (),
+    overrides: list[str] = (),
+    yaml_layers: list[dict] = (),
+    phases: str | None = None,
+    root: str | None = None,
+    resume: str | None = None,
+    run_id: str | None = None,
+    progress: bool = True,
+    cell_timeout: int | None = None,
+    reuse: bool = False,
+    log=print,
+) -> Path:
     """``calib run``: a new run (or ``resume`` an existing one) executed phase by phase."""
     if resume:
         run_dir = Path(resume).resolve()
         if param_files or overrides or yaml_layers:
-            raise ParamError("--resume re-uses the run's own config_resolved.yaml; drop -f/--params/-y/-p "
-                             "(start a new run to change parameters)")
+            raise ParamError(
+                "--resume re-uses the run's own config_resolved.yaml; drop -f/--params/-y/-p "
+                "(start a new run to change parameters)"
+            )
         resolved = run_record.load_config(run_dir)
     else:
-        resolved = resolve_config(list(param_files), list(overrides), sources=(sources := {}),
-                                  yaml_layers=list(yaml_layers))
+        resolved = resolve_config(
+            list(param_files), list(overrides), sources=(sources := {}), yaml_layers=list(yaml_layers)
+        )
         specs = select(phases)
         missing = [str(s.notebook) for s in specs if s.id not in resolved]
         if missing:
@@ -246,8 +315,16 @@ def run(param_files: list[str] = (), overrides: list[str] = (), yaml_layers: lis
             specs = [s for s in (select(phases) if phases else PHASES) if s.id in resolved]
         log(f"run directory: {run_dir}")
         try:
-            execute(run_dir, specs, resolved, resume=bool(resume), progress=progress, cell_timeout=cell_timeout,
-                    reuse=reuse, log=log)
+            execute(
+                run_dir,
+                specs,
+                resolved,
+                resume=bool(resume),
+                progress=progress,
+                cell_timeout=cell_timeout,
+                reuse=reuse,
+                log=log,
+            )
         except PhaseFailed as failed:
             report_anyway(run_dir, specs, resolved, failed, progress=progress, cell_timeout=cell_timeout, log=log)
             with contextlib.suppress(OSError):  # a full disk: the phase row already says so, if it could
@@ -319,8 +396,10 @@ def extend_scratch_run(run_dir: Path, resolved: dict, specs: list[PhaseSpec]) ->
     config = run_record.load_config(run_dir) or {}
     wanted = {**config, **{s.id: resolved[s.id] for s in specs}}
     if wanted != config:
-        write_text(run_dir / CONFIG_FILE, yaml.safe_dump({p.id: wanted[p.id] for p in PHASES if p.id in wanted},
-                                                         sort_keys=True))
+        write_text(
+            run_dir / CONFIG_FILE,
+            yaml.safe_dump({p.id: wanted[p.id] for p in PHASES if p.id in wanted}, sort_keys=True),
+        )
         record = run_record.load(run_dir)
         record["config"] = yaml.safe_load(run_dir.joinpath(CONFIG_FILE).read_text())  # the scratch run's identity
         record["config_hash"] = config_hash(record["config"])

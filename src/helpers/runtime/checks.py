@@ -16,6 +16,7 @@ runtimes a consumer (the bundle) may use for a model. :func:`evaluate_models` ru
 every runtime and applies both; :func:`choose_fastest` picks phase 08's default runtime among those
 that passed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,13 +47,16 @@ def accuracy_gate(accuracy: float, reference_accuracy: float) -> tuple[bool, str
     """(passed, why): at most ACCURACY_MARGIN below the reference runtime's accuracy on the same file."""
     drop = reference_accuracy - accuracy
     if drop > ACCURACY_MARGIN + 1e-12:
-        return False, (f"accuracy {accuracy:.4f} is {100 * drop:.2f} points below {REFERENCE_RUNTIME}'s "
-                       f"{reference_accuracy:.4f} (allowed: {100 * ACCURACY_MARGIN:.1f})")
+        return False, (
+            f"accuracy {accuracy:.4f} is {100 * drop:.2f} points below {REFERENCE_RUNTIME}'s "
+            f"{reference_accuracy:.4f} (allowed: {100 * ACCURACY_MARGIN:.1f})"
+        )
     return True, f"accuracy {accuracy:.4f} vs {REFERENCE_RUNTIME} {reference_accuracy:.4f}"
 
 
-def compare_runtimes(labels: np.ndarray, logits: Mapping[str, np.ndarray], precision: str,
-                     reference: str = REFERENCE_RUNTIME) -> dict[str, dict]:
+def compare_runtimes(
+    labels: np.ndarray, logits: Mapping[str, np.ndarray], precision: str, reference: str = REFERENCE_RUNTIME
+) -> dict[str, dict]:
     """Per runtime: accuracy, agreement (identical argmax) and max |logit diff| vs ``reference``, both gates."""
     if reference not in logits:
         raise ValueError(f"the reference runtime {reference!r} is missing; got {sorted(logits)}")
@@ -65,11 +69,17 @@ def compare_runtimes(labels: np.ndarray, logits: Mapping[str, np.ndarray], preci
         accuracy = float(np.mean(values.argmax(1) == labels))
         parity, parity_why = cross_runtime_parity(ref, values, precision)
         accurate, accuracy_why = accuracy_gate(accuracy, ref_accuracy)
-        rows[runtime] = {"accuracy": accuracy, "accuracy_drop_points": 100 * (ref_accuracy - accuracy),
-                         "agreement": float(np.mean(values.argmax(1) == ref.argmax(1))),
-                         "max_abs_logit_diff": float(np.max(np.abs(values.astype(np.float64) - ref))),
-                         "parity_passed": parity, "parity": parity_why,
-                         "accuracy_passed": accurate, "accuracy_check": accuracy_why, "passed": parity and accurate}
+        rows[runtime] = {
+            "accuracy": accuracy,
+            "accuracy_drop_points": 100 * (ref_accuracy - accuracy),
+            "agreement": float(np.mean(values.argmax(1) == ref.argmax(1))),
+            "max_abs_logit_diff": float(np.max(np.abs(values.astype(np.float64) - ref))),
+            "parity_passed": parity,
+            "parity": parity_why,
+            "accuracy_passed": accurate,
+            "accuracy_check": accuracy_why,
+            "passed": parity and accurate,
+        }
     return rows
 
 
@@ -95,9 +105,16 @@ def logits_key(runtime: str, model: str, split: str) -> str:
     return f"{runtime}__{model}__{split}"
 
 
-def evaluate_models(models: Mapping[str, tuple[str | Path, str]], images: Mapping[str, np.ndarray],
-                    labels: np.ndarray, *, split: str = "test", threads: int = 1, batch_size: int = 500,
-                    progress: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+def evaluate_models(
+    models: Mapping[str, tuple[str | Path, str]],
+    images: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    split: str = "test",
+    threads: int = 1,
+    batch_size: int = 500,
+    progress: bool = False,
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Every model on every runtime that runs its precision: (report, logits by :func:`logits_key`).
 
     ``models`` maps a name to (ONNX path, precision); ``images`` maps split names to uint8 images, and
@@ -108,10 +125,17 @@ def evaluate_models(models: Mapping[str, tuple[str | Path, str]], images: Mappin
     if split not in images:
         raise ValueError(f"split {split!r} is not among the images given ({sorted(images)})")
     logits: dict[str, np.ndarray] = {}
-    report = {"reference_runtime": REFERENCE_RUNTIME, "split": split, "accuracy_margin_points": 100 * ACCURACY_MARGIN,
-              "fp32_parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL}, "threads": threads,
-              "batch_size": batch_size,
-              "versions": {}, "skipped": {}, "models": {}}
+    report = {
+        "reference_runtime": REFERENCE_RUNTIME,
+        "split": split,
+        "accuracy_margin_points": 100 * ACCURACY_MARGIN,
+        "fp32_parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL},
+        "threads": threads,
+        "batch_size": batch_size,
+        "versions": {},
+        "skipped": {},
+        "models": {},
+    }
     for name, (path, precision) in models.items():
         on_split = {}
         for runtime in RUNTIMES:
@@ -129,15 +153,24 @@ def evaluate_models(models: Mapping[str, tuple[str | Path, str]], images: Mappin
     return report, logits
 
 
-def choose_fastest(paths: Mapping[str, str | Path], candidates: Mapping[str, list[str]], *, threads: int,
-                   batch_size: int = 32, rounds: int = 5, calls: int = 5,
-                   image_shape: tuple[int, ...] | None = None) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+def choose_fastest(
+    paths: Mapping[str, str | Path],
+    candidates: Mapping[str, list[str]],
+    *,
+    threads: int,
+    batch_size: int = 32,
+    rounds: int = 5,
+    calls: int = 5,
+    image_shape: tuple[int, ...] | None = None,
+) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
     """Per precision the fastest of its candidate runtimes (:func:`fastest`), from paired timings of one
     ``batch_size`` batch (:func:`paired_timings`); returns (choice, median ms per call per runtime)."""
     choice, medians = {}, {}
     for precision, runtimes in candidates.items():
-        sessions = {r: open_session(paths[precision], r, precision=precision, threads=threads, batch_size=batch_size)
-                    for r in runtimes}
+        sessions = {
+            r: open_session(paths[precision], r, precision=precision, threads=threads, batch_size=batch_size)
+            for r in runtimes
+        }
         if not sessions:
             raise ValueError(f"no runtime passed the checks for {precision}; nothing to deploy it with")
         shape = image_shape or next(iter(sessions.values())).input_shape
@@ -152,7 +185,14 @@ def runtime_table(report: dict):
     """One row per model and runtime of an :func:`evaluate_models` report: accuracy, agreement, gates."""
     import pandas as pd
 
-    rows = [{"model": name, "runtime": runtime, "precision": entry["precision"],
-             **{k: row[k] for k in ("accuracy", "accuracy_drop_points", "agreement", "max_abs_logit_diff", "passed")}}
-            for name, entry in report["models"].items() for runtime, row in entry["runtimes"].items()]
+    rows = [
+        {
+            "model": name,
+            "runtime": runtime,
+            "precision": entry["precision"],
+            **{k: row[k] for k in ("accuracy", "accuracy_drop_points", "agreement", "max_abs_logit_diff", "passed")},
+        }
+        for name, entry in report["models"].items()
+        for runtime, row in entry["runtimes"].items()
+    ]
     return pd.DataFrame(rows).set_index(["model", "runtime"])

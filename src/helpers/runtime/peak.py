@@ -9,6 +9,7 @@ find the cores free; fewer, longer calls read a contended peak). The peak of a p
 over the runtimes that run it: the practical limit a model's throughput is compared with (phase 05,
 ``benchmarks/bench_runtime.py``).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -32,15 +33,19 @@ def gemm_model(n: int, precision: str, seed: int = 0) -> onnx.ModelProto:
         inits = [numpy_helper.from_array(weight, "w")]
     else:
         w_scale = np.float32(np.abs(weight).max() / 127)
-        inits = [numpy_helper.from_array(np.round(weight / w_scale).astype(np.int8), "w_q"),
-                 numpy_helper.from_array(np.array(w_scale, np.float32), "w_s"),
-                 numpy_helper.from_array(np.array(0, np.int8), "w_z"),
-                 numpy_helper.from_array(np.array(1.0, np.float32), "x_s"),
-                 numpy_helper.from_array(np.array(128, np.uint8), "x_z")]
-        nodes = [helper.make_node("QuantizeLinear", [INPUT_NAME, "x_s", "x_z"], ["x_q"]),
-                 helper.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_dq"]),
-                 helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_dq"]),
-                 helper.make_node("MatMul", ["x_dq", "w_dq"], ["logits"])]
+        inits = [
+            numpy_helper.from_array(np.round(weight / w_scale).astype(np.int8), "w_q"),
+            numpy_helper.from_array(np.array(w_scale, np.float32), "w_s"),
+            numpy_helper.from_array(np.array(0, np.int8), "w_z"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "x_s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "x_z"),
+        ]
+        nodes = [
+            helper.make_node("QuantizeLinear", [INPUT_NAME, "x_s", "x_z"], ["x_q"]),
+            helper.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_dq"]),
+            helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_dq"]),
+            helper.make_node("MatMul", ["x_dq", "w_dq"], ["logits"]),
+        ]
     graph = helper.make_graph(nodes, f"gemm_{precision}", [x], [y], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
@@ -60,7 +65,7 @@ def measure_gemm(runtime: str, precision: str, threads: int, n: int = 512, repea
             start = time.perf_counter()
             session.run(x)
             best = min(best, time.perf_counter() - start)
-    return 2.0 * n ** 3 / best
+    return 2.0 * n**3 / best
 
 
 def measured_peaks(threads: int, n: int = 512, repeats: int = 20) -> dict[str, dict]:
@@ -78,7 +83,12 @@ def measured_peaks(threads: int, n: int = 512, repeats: int = 20) -> dict[str, d
         if not by_runtime:
             continue  # no runtime runs it here (bf16 without native support): no peak to compare with
         best = max(by_runtime, key=by_runtime.get)
-        peaks[precision] = {"flops_per_s": by_runtime[best], "by": best, "by_runtime": by_runtime,
-                            "not_measured": reasons, "n": n, "threads": threads}
+        peaks[precision] = {
+            "flops_per_s": by_runtime[best],
+            "by": best,
+            "by_runtime": by_runtime,
+            "not_measured": reasons,
+            "n": n,
+            "threads": threads,
+        }
     return peaks
-

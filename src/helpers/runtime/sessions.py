@@ -31,6 +31,7 @@ rounding of the fused requantization), which is why phase 04 checks accuracy per
 ``PERF_COUNT``) on one batch and returns one row per executed layer: what it fused, the kernel that
 ran (``brgconv_avx512_I8``...), its precision and its time.
 """
+
 from __future__ import annotations
 
 import json
@@ -120,13 +121,19 @@ class Session:
 
     def logits(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """float32 logits of uint8 NHWC ``images`` (``helpers.data.preprocess`` here), ``batch_size`` at a time."""
-        return batched_logits(self.run, images, self.batch_size, desc=self.runtime, progress=progress,
-                              shape=self.input_shape)
+        return batched_logits(
+            self.run, images, self.batch_size, desc=self.runtime, progress=progress, shape=self.input_shape
+        )
 
     def describe(self) -> dict:
         """The settings, as recorded next to every result this session produced."""
-        row = {"runtime": self.runtime, "version": self.version(), "precision": self.precision,
-               "threads": self.threads, "batch_size": self.batch_size}
+        row = {
+            "runtime": self.runtime,
+            "version": self.version(),
+            "precision": self.precision,
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+        }
         if self.runtime == "openvino":
             row["inference_precision_hint"] = OPENVINO_HINTS[self.precision]
         return row
@@ -174,9 +181,15 @@ class OnnxRuntimeSession(Session):
         for name in names:
             mine = [e for e in nodes if e["name"] == name][-calls:]
             args = mine[0]["args"]
-            rows.append(LayerTime(name=name.removesuffix("_kernel_time"), layer_type=args.get("op_name", ""),
-                                  kernel=args.get("provider", ""), precision=_ort_precision(args),
-                                  ms=float(np.median([e["dur"] for e in mine])) / 1e3))
+            rows.append(
+                LayerTime(
+                    name=name.removesuffix("_kernel_time"),
+                    layer_type=args.get("op_name", ""),
+                    kernel=args.get("provider", ""),
+                    precision=_ort_precision(args),
+                    ms=float(np.median([e["dur"] for e in mine])) / 1e3,
+                )
+            )
         return rows
 
 
@@ -187,9 +200,13 @@ def _ort_precision(args: dict) -> str:
 
 def openvino_config(session: Session, perf_count: bool = False) -> dict:
     """The CPU plugin's settings for a session: its threads, one stream, its precision hint, no pinning."""
-    return {"INFERENCE_NUM_THREADS": session.threads, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[session.precision], "ENABLE_CPU_PINNING": False,
-            "PERF_COUNT": perf_count}
+    return {
+        "INFERENCE_NUM_THREADS": session.threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[session.precision],
+        "ENABLE_CPU_PINNING": False,
+        "PERF_COUNT": perf_count,
+    }
 
 
 class OpenVinoSession(Session):
@@ -231,11 +248,21 @@ class OpenVinoSession(Session):
                 if entry.status.name == "EXECUTED":
                     samples.setdefault(entry.node_name, []).append(entry.real_time.total_seconds() * 1e3)
                     info[entry.node_name] = entry
-        fused = {op.get_friendly_name(): tuple(str(op.get_rt_info()["originalLayersNames"].astype(str)).split(","))
-                 for op in compiled.get_runtime_model().get_ordered_ops()}
-        return [LayerTime(name=name, layer_type=info[name].node_type, kernel=info[name].exec_type,
-                          precision=_ov_precision(info[name].exec_type), ms=float(np.median(times)),
-                          fused=fused.get(name, ())) for name, times in samples.items()]
+        fused = {
+            op.get_friendly_name(): tuple(str(op.get_rt_info()["originalLayersNames"].astype(str)).split(","))
+            for op in compiled.get_runtime_model().get_ordered_ops()
+        }
+        return [
+            LayerTime(
+                name=name,
+                layer_type=info[name].node_type,
+                kernel=info[name].exec_type,
+                precision=_ov_precision(info[name].exec_type),
+                ms=float(np.median(times)),
+                fused=fused.get(name, ()),
+            )
+            for name, times in samples.items()
+        ]
 
 
 class OpenVinoProfiler:
@@ -276,27 +303,33 @@ def image_shape(path: Path) -> tuple[int, ...]:
     graph = onnx.load(str(path), load_external_data=False).graph
     inputs = [i for i in graph.input if i.name not in {init.name for init in graph.initializer}]
     if [i.name for i in inputs] != [INPUT_NAME] or len(inputs[0].type.tensor_type.shape.dim) != 4:
-        raise ValueError(f"{path} has inputs {[i.name for i in inputs]}; models exported here take one NHWC input "
-                         f"named {INPUT_NAME!r}")
+        raise ValueError(
+            f"{path} has inputs {[i.name for i in inputs]}; models exported here take one NHWC input "
+            f"named {INPUT_NAME!r}"
+        )
     return tuple(d.dim_value for d in inputs[0].type.tensor_type.shape.dim[1:])
 
 
-def open_session(path: str | Path, runtime: str = "onnxruntime", *, precision: str = "fp32", threads: int = 1,
-                 batch_size: int = 32) -> Session:
+def open_session(
+    path: str | Path, runtime: str = "onnxruntime", *, precision: str = "fp32", threads: int = 1, batch_size: int = 32
+) -> Session:
     """A session for the ONNX file ``path`` on ``runtime`` at ``precision`` (module docstring); checked first."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist")
     if not isinstance(threads, int) or threads < 1 or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"threads and batch_size must be integers >= 1, got threads={threads!r}, "
-                         f"batch_size={batch_size!r}")
+        raise ValueError(
+            f"threads and batch_size must be integers >= 1, got threads={threads!r}, batch_size={batch_size!r}"
+        )
     ok, why = support(runtime, precision)
     if not ok:
         raise RuntimeUnavailable(f"{runtime} cannot run {precision} here: {why}")
     quantized = is_qdq(path)
     if quantized != (precision == "int8"):
-        raise ValueError(f"{path} is {'a QDQ (int8)' if quantized else 'a float'} model but precision={precision!r}; "
-                         f"use precision={'int8' if quantized else 'fp32 or bf16'} for it")
+        raise ValueError(
+            f"{path} is {'a QDQ (int8)' if quantized else 'a float'} model but precision={precision!r}; "
+            f"use precision={'int8' if quantized else 'fp32 or bf16'} for it"
+        )
     return BACKENDS[runtime](path, precision, threads, batch_size, image_shape(path))
 
 
@@ -378,8 +411,15 @@ def openvino_layer_work(compiled, executed: set[str]) -> list[LayerWork]:
         else:
             flops = _shape_size(out)
         nbytes = itemsize * (sum(_shape_size(s) for s in inputs) + sum(_shape_size(s) for s in outputs))
-        rows.append(LayerWork(name=op.get_friendly_name(), layer_type=layer_type,
-                              kernel=info["primitiveType"].astype(str), precision=precisions[0].strip(),
-                              flops=flops, total_bytes=nbytes,
-                              fused=tuple(info["originalLayersNames"].astype(str).split(","))))
+        rows.append(
+            LayerWork(
+                name=op.get_friendly_name(),
+                layer_type=layer_type,
+                kernel=info["primitiveType"].astype(str),
+                precision=precisions[0].strip(),
+                flops=flops,
+                total_bytes=nbytes,
+                fused=tuple(info["originalLayersNames"].astype(str).split(",")),
+            )
+        )
     return rows

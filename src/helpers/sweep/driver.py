@@ -1,8 +1,9 @@
 """``calib sweep``: plan, create the member runs, execute them on Dask, record, report.
 
-    calib sweep SWEEP.yaml [--params F] [-p k=v] [--phases 02] [--scheduler ADDRESS | --workers N]
-    calib sweep --resume <runs root>/sweeps/<id>
+calib sweep SWEEP.yaml [--params F] [-p k=v] [--phases 02] [--scheduler ADDRESS | --workers N]
+calib sweep --resume <runs root>/sweeps/<id>
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,31 +26,56 @@ def describe(p: plan.Plan) -> str:
     return f"sweep {p.sweep_id}: {len(p.members)} run(s) ({'; '.join(parts)}); phases {phases}"
 
 
-def create(sweep_file: str, param_files: list[str], overrides: list[str], phases: str | None, root: Path,
-           options: dict, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def create(
+    sweep_file: str,
+    param_files: list[str],
+    overrides: list[str],
+    phases: str | None,
+    root: Path,
+    options: dict,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, dict]:
     """Validate every point, create every member run and the sweep record; nothing is executed yet."""
     p = plan.plan(sweep_file, param_files, overrides, phases)
     check_writable(root)
     taken = [m.run_id for m in p.members if (root / m.run_id).exists()]
     if taken or record.sweep_dir(root, p.sweep_id).exists():
-        raise ParamError(f"sweep {p.sweep_id} or its runs already exist under {root} ({', '.join(taken[:3])}); "
-                         "wait a second and start again, or --resume it")
+        raise ParamError(
+            f"sweep {p.sweep_id} or its runs already exist under {root} ({', '.join(taken[:3])}); "
+            "wait a second and start again, or --resume it"
+        )
     log(describe(p))
     for member in p.members:
         create_run(member.resolved, p.specs, root, member.run_id)
     directory = record.sweep_dir(root, p.sweep_id)
     directory.mkdir(parents=True)
-    doc = {"schema": record.SCHEMA, "sweep_id": p.sweep_id, "created": run_record.now(), "status": "created",
-           "sweep_file": str(Path(sweep_file).resolve()), "spec": p.spec, "param_files": list(param_files),
-           "overrides": list(overrides), "phases": [s.id for s in p.specs], "varying": p.varying,
-           "options": options, "git": run_record.git_state(),
-           "members": [{"run_id": m.run_id, "point": m.point, "status": "pending"} for m in p.members]}
+    doc = {
+        "schema": record.SCHEMA,
+        "sweep_id": p.sweep_id,
+        "created": run_record.now(),
+        "status": "created",
+        "sweep_file": str(Path(sweep_file).resolve()),
+        "spec": p.spec,
+        "param_files": list(param_files),
+        "overrides": list(overrides),
+        "phases": [s.id for s in p.specs],
+        "varying": p.varying,
+        "options": options,
+        "git": run_record.git_state(),
+        "members": [{"run_id": m.run_id, "point": m.point, "status": "pending"} for m in p.members],
+    }
     record.save(directory, doc)
     return directory, doc
 
 
-def execute(directory: Path, doc: dict, scheduler: str | None, workers: int | None, progress: bool = True,
-            log: Callable[[str], None] = print) -> dict:
+def execute(
+    directory: Path,
+    doc: dict,
+    scheduler: str | None,
+    workers: int | None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run every member that is not done; returns the updated sweep record (also written to disk)."""
     root = directory.parent.parent  # <runs root>/sweeps/<id>: the sweep moves with its runs root
     todo = []
@@ -64,23 +90,35 @@ def execute(directory: Path, doc: dict, scheduler: str | None, workers: int | No
     client, info, pin = engine.start_client(scheduler, workers)
     try:
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
-        log(f"sweep {doc['sweep_id']}: {len(todo)} of {len(doc['members'])} run(s) to do on "
-            f"{info['kind']} {client.scheduler.address} ({n_workers} worker(s)); runs under {root}")
+        log(
+            f"sweep {doc['sweep_id']}: {len(todo)} of {len(doc['members'])} run(s) to do on "
+            f"{info['kind']} {client.scheduler.address} ({n_workers} worker(s)); runs under {root}"
+        )
         doc.update(status="running", engine={**info, "workers": n_workers})
         record.save(directory, doc)
         specs = select(doc["phases"])
         members = [plan.Member(rid, {}, run_record.load_config(root / rid)) for rid in todo]
         ordered = engine.submission_order(members, specs, n_workers)
-        futures = engine.submit(client, ordered, root, doc["options"].get("cell_timeout"), pin,
-                                doc["options"].get("retries", 2))
+        futures = engine.submit(
+            client, ordered, root, doc["options"].get("cell_timeout"), pin, doc["options"].get("retries", 2)
+        )
         bar = _bar(len(todo), progress)
         done = [0]
 
         def on_result(run_id: str, outcome: dict) -> None:
             done[0] += 1
-            record.set_member(directory, doc, run_id, status=outcome["status"], error=outcome.get("error"),
-                              phases=outcome.get("phases", {}), worker=outcome.get("worker"),
-                              threads=outcome.get("threads"), cpus=outcome.get("cpus"), seconds=outcome.get("seconds"))
+            record.set_member(
+                directory,
+                doc,
+                run_id,
+                status=outcome["status"],
+                error=outcome.get("error"),
+                phases=outcome.get("phases", {}),
+                worker=outcome.get("worker"),
+                threads=outcome.get("threads"),
+                cpus=outcome.get("cpus"),
+                seconds=outcome.get("seconds"),
+            )
             line = member_line(f"[{done[0]}/{len(todo)}]", run_id, outcome)
             if bar:
                 bar.write(line)
@@ -110,8 +148,10 @@ def member_line(counter: str, run_id: str, outcome: dict) -> str:
     did = {k: [p[:2] for p, o in outcome.get("phases", {}).items() if o == k] for k in ("ran", "reused", "skipped")}
     text = "; ".join(f"{k} {','.join(v)}" for k, v in did.items() if v)
     where = f" in {outcome['seconds']} s on {outcome['worker']}" if outcome.get("worker") else ""
-    return (f"{counter} {run_id}: {outcome['status']}{where}{f' ({text})' if text else ''}"
-            f"{': ' + outcome['error'] if outcome.get('error') else ''}")
+    return (
+        f"{counter} {run_id}: {outcome['status']}{where}{f' ({text})' if text else ''}"
+        f"{': ' + outcome['error'] if outcome.get('error') else ''}"
+    )
 
 
 def finish(directory: Path, doc: dict, log: Callable[[str], None]) -> dict:
@@ -120,8 +160,10 @@ def finish(directory: Path, doc: dict, log: Callable[[str], None]) -> dict:
     doc["finished"] = run_record.now()
     record.save(directory, doc)
     csv_path, html_path = report.write(directory, doc)
-    log(f"sweep {doc['sweep_id']}: {', '.join(f'{n} {s}' for s, n in sorted(tally.items()))}\n"
-        f"  sweep record: {directory / record.FILENAME}\n  results: {csv_path}\n  report: {html_path}")
+    log(
+        f"sweep {doc['sweep_id']}: {', '.join(f'{n} {s}' for s, n in sorted(tally.items()))}\n"
+        f"  sweep record: {directory / record.FILENAME}\n  results: {csv_path}\n  report: {html_path}"
+    )
     return doc
 
 
@@ -133,18 +175,39 @@ def _bar(total: int, progress: bool):
     return tqdm(total=total, unit="run", desc="sweep")
 
 
-def start(sweep_file: str, param_files: list[str] = (), overrides: list[str] = (), phases: str | None = None,
-          root: str | None = None, scheduler: str | None = None, workers: int | None = None,
-          cell_timeout: int | None = None, retries: int = 2, progress: bool = True,
-          log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def start(
+    sweep_file: str,
+    param_files: list[str] = (),
+    overrides: list[str] = (),
+    phases: str | None = None,
+    root: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    cell_timeout: int | None = None,
+    retries: int = 2,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, dict]:
     """``calib sweep SWEEP.yaml``: validate, create, execute; returns the sweep directory and record."""
-    directory, doc = create(sweep_file, list(param_files), list(overrides), phases, runs_root(root),
-                            {"cell_timeout": cell_timeout, "retries": retries}, log=log)
+    directory, doc = create(
+        sweep_file,
+        list(param_files),
+        list(overrides),
+        phases,
+        runs_root(root),
+        {"cell_timeout": cell_timeout, "retries": retries},
+        log=log,
+    )
     return directory, execute(directory, doc, scheduler, workers, progress=progress, log=log)
 
 
-def resume(directory: str, scheduler: str | None = None, workers: int | None = None, progress: bool = True,
-           log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def resume(
+    directory: str,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, dict]:
     """``calib sweep --resume DIR``: complete the members that are not done (others are left as they are)."""
     path = Path(directory).resolve()
     doc = record.load(path)

@@ -13,6 +13,7 @@ Threads: each worker runs one task at a time (one thread); its kernels get a thr
 LocalCluster each worker's kernels are also pinned (CPU affinity) to their own cores, so N
 workers on N cores do not oversubscribe.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,13 @@ from helpers.run import manifest, run_record
 from helpers.run.graph import upstream_closure
 from helpers.run.params import config_hash
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 def host_of(address: str) -> str:
@@ -82,9 +88,16 @@ def run_member(run_dir: str, cell_timeout: int | None, workers_on_host: dict[str
         status, error = "complete", None
     except PhaseFailed as exc:  # a notebook error: deterministic, so not retried
         status, error = "failed", str(exc)
-    return {"status": status, "error": error, "phases": phase_outcomes(Path(run_dir), since),
-            "worker": worker.address, "threads": threads, "cpus": cpus,
-            "seconds": round(time.perf_counter() - start, 1), "log": lines}
+    return {
+        "status": status,
+        "error": error,
+        "phases": phase_outcomes(Path(run_dir), since),
+        "worker": worker.address,
+        "threads": threads,
+        "cpus": cpus,
+        "seconds": round(time.perf_counter() - start, 1),
+        "log": lines,
+    }
 
 
 def submission_order(members: list, specs: list, n_workers: int) -> list:
@@ -95,13 +108,14 @@ def submission_order(members: list, specs: list, n_workers: int) -> list:
     wait for the first. Greedy: next is the member sharing the fewest signatures with the last
     ``n_workers - 1`` picks (tie-break: sweep order).
     """
+
     def signatures(member) -> set[str]:
         return {config_hash({p: member.resolved[p] for p in sorted(upstream_closure({s.id}))}) for s in specs}
 
     pending = [(m, signatures(m)) for m in members]
     order: list = []
     while pending:
-        window = set().union(*(sig for _, sig in order[-(n_workers - 1):])) if n_workers > 1 and order else set()
+        window = set().union(*(sig for _, sig in order[-(n_workers - 1) :])) if n_workers > 1 and order else set()
         best = min(range(len(pending)), key=lambda i: len(pending[i][1] & window))
         order.append(pending.pop(best))
     return [m for m, _ in order]
@@ -117,16 +131,28 @@ def start_client(scheduler: str | None, workers: int | None):
         client = Client(scheduler, timeout="30s")
         return client, {"kind": "external", "scheduler": scheduler}, False
     n = workers or host_cores()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+    )
     return Client(cluster), {"kind": "LocalCluster", "workers": n}, True
 
 
 def submit(client, members: list, root: Path, cell_timeout: int | None, pin: bool, retries: int) -> dict:
     """Submit every member (in the given order); returns future -> run id."""
     hosts = workers_per_host(client)
-    return {client.submit(run_member, str(root / m.run_id), cell_timeout, hosts, pin, key=f"calib-{m.run_id}",
-                          pure=False, retries=retries): m.run_id for m in members}
+    return {
+        client.submit(
+            run_member,
+            str(root / m.run_id),
+            cell_timeout,
+            hosts,
+            pin,
+            key=f"calib-{m.run_id}",
+            pure=False,
+            retries=retries,
+        ): m.run_id
+        for m in members
+    }
 
 
 def gather(futures: dict, on_result: Callable[[str, dict], None]) -> None:

@@ -15,6 +15,7 @@ Members are (grid combinations + points) x seeds. Each member's parameters are r
 and validated (unknown keys, types, the phase prechecks) before anything starts; two members
 that resolve to the same configuration of the selected phases are an error.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,19 +55,27 @@ def load_sweep_file(path: str | Path) -> dict:
     where = f"sweep file {path}"
     unknown = sorted(set(doc) - set(SWEEP_KEYS))
     if unknown:
-        raise ParamError(f"{where}: unknown key(s) {', '.join(unknown)}; a sweep file holds {', '.join(SWEEP_KEYS)} "
-                         "(put base parameters in a --params file)")
+        raise ParamError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; a sweep file holds {', '.join(SWEEP_KEYS)} "
+            "(put base parameters in a --params file)"
+        )
     grid, points, seeds = doc.get("grid", {}), doc.get("points", []), doc.get("seeds", [])
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
-        raise ParamError(f"{where}: grid must map each key to a non-empty list of values, "
-                         "e.g. grid: {samples_per_class: [10, 50]}")
+        raise ParamError(
+            f"{where}: grid must map each key to a non-empty list of values, e.g. grid: {{samples_per_class: [10, 50]}}"
+        )
     if SEED in grid:
         raise ParamError(f"{where}: list seeds under `seeds:`, not in the grid")
     if not isinstance(points, list) or any(not isinstance(p, dict) or not p or SEED in p for p in points):
-        raise ParamError(f"{where}: points must be a list of non-empty mappings of key: value (seeds go under "
-                         "`seeds:`), e.g. points: [{02_train.epochs: 5}]")
-    if not isinstance(seeds, list) or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds) \
-            or len(set(seeds)) != len(seeds):
+        raise ParamError(
+            f"{where}: points must be a list of non-empty mappings of key: value (seeds go under "
+            "`seeds:`), e.g. points: [{02_train.epochs: 5}]"
+        )
+    if (
+        not isinstance(seeds, list)
+        or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise ParamError(f"{where}: seeds must be a list of distinct integers, e.g. seeds: [0, 1, 2]")
     if not (grid or points or seeds):
         raise ParamError(f"{where}: nothing to sweep; give a grid, points and/or seeds")
@@ -122,8 +131,13 @@ def sweep_identifier(name: str, now: dt.datetime | None = None) -> str:
     return f"{name}-{stamp}"
 
 
-def plan(sweep_file: str | Path, param_files: list[str] = (), overrides: list[str] = (),
-         phases: str | None = None, sweep_id: str | None = None) -> Plan:
+def plan(
+    sweep_file: str | Path,
+    param_files: list[str] = (),
+    overrides: list[str] = (),
+    phases: str | None = None,
+    sweep_id: str | None = None,
+) -> Plan:
     """Expand and validate every point; raises ParamError listing every bad point before anything starts."""
     doc = load_sweep_file(sweep_file)
     points = expand(doc)
@@ -141,19 +155,24 @@ def plan(sweep_file: str | Path, param_files: list[str] = (), overrides: list[st
             continue
         resolved_points.append((point, resolved, label))
     if errors:
-        raise ParamError(f"{len(errors)} of {len(points)} sweep point(s) are invalid; nothing was started:\n  "
-                         + "\n  ".join(errors))
+        raise ParamError(
+            f"{len(errors)} of {len(points)} sweep point(s) are invalid; nothing was started:\n  " + "\n  ".join(errors)
+        )
     seen: dict[str, str] = {}
     for _, resolved, label in resolved_points:
         chash = config_hash({s.id: resolved[s.id] for s in specs})
         if chash in seen:
-            raise ParamError(f"sweep points ({seen[chash]}) and ({label}) give the same configuration of phases "
-                             f"{', '.join(s.id for s in specs)}; a key they differ in does not reach these phases "
-                             "(check --phases and the keys' phase sections)")
+            raise ParamError(
+                f"sweep points ({seen[chash]}) and ({label}) give the same configuration of phases "
+                f"{', '.join(s.id for s in specs)}; a key they differ in does not reach these phases "
+                "(check --phases and the keys' phase sections)"
+            )
         seen[chash] = label
     varying = varying_keys(points)
     sweep_id = sweep_id or sweep_identifier(doc["name"])
     width = max(2, len(str(len(resolved_points) - 1)))
-    members = [Member(f"{sweep_id}-{i:0{width}d}-{slug(point, varying)}", point, resolved)
-               for i, (point, resolved, _) in enumerate(resolved_points)]
+    members = [
+        Member(f"{sweep_id}-{i:0{width}d}-{slug(point, varying)}", point, resolved)
+        for i, (point, resolved, _) in enumerate(resolved_points)
+    ]
     return Plan(sweep_id, doc, specs, varying, members)

@@ -4,6 +4,7 @@ Only the sweep's client writes it (workers write their own run directories), eve
 atomic rewrite, so a killed client leaves the last complete state; ``calib sweep --resume`` reads
 it and completes the members that are not done.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def sweep_dir(root: Path, sweep_id: str) -> Path:
 def load(directory: Path) -> dict:
     path = Path(directory) / FILENAME
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not a sweep directory (no {FILENAME}); sweeps live under "
-                                f"<runs root>/{SWEEPS_DIR}/")
+        raise FileNotFoundError(
+            f"{directory} is not a sweep directory (no {FILENAME}); sweeps live under <runs root>/{SWEEPS_DIR}/"
+        )
     return json.loads(path.read_text())
 
 

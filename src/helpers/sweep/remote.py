@@ -12,6 +12,7 @@ else crosses back); the client writes them into the central store atomically and
 hardware's store manifest and efficiency curves. A local worker with the resource takes the same
 path (that is how it is tested).
 """
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,10 @@ RESOURCE_PREFIX = "hw-"
 
 def resource_name(hardware: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", hardware or ""):
-        raise ParamError(f"--hardware {hardware!r}: use letters, digits, '.', '_' or '-' (the worker advertises "
-                         f"--resources \"{RESOURCE_PREFIX}<name>=1\")")
+        raise ParamError(
+            f"--hardware {hardware!r}: use letters, digits, '.', '_' or '-' (the worker advertises "
+            f'--resources "{RESOURCE_PREFIX}<name>=1")'
+        )
     return f"{RESOURCE_PREFIX}{hardware}"
 
 
@@ -43,8 +46,15 @@ def measure_task(config: SweepConfig) -> dict:
         result = run_sweep(config, store=tmp, progress=False)
         files = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
         measured = [p.relative_to(tmp).as_posix() for p in result.paths]
-    return {"files": files, "measurements": measured, "run_id": result.run_id, "skipped": result.skipped,
-            "warnings": result.warnings, "unknown_state": result.unknown_state, "host": socket.gethostname()}
+    return {
+        "files": files,
+        "measurements": measured,
+        "run_id": result.run_id,
+        "skipped": result.skipped,
+        "warnings": result.warnings,
+        "unknown_state": result.unknown_state,
+        "host": socket.gethostname(),
+    }
 
 
 def measure_on(scheduler: str, hardware: str, config: SweepConfig, store: str | Path | None = None) -> SweepResult:
@@ -56,13 +66,20 @@ def measure_on(scheduler: str, hardware: str, config: SweepConfig, store: str | 
     with Client(scheduler, timeout="30s") as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
         if not any(w.get("resources", {}).get(resource) for w in workers.values()):
-            raise ParamError(f"no worker of {scheduler} carries hardware {hardware!r}; start one on that machine "
-                             f"with: dask worker {scheduler} --nthreads 1 --resources \"{resource}=1\"")
+            raise ParamError(
+                f"no worker of {scheduler} carries hardware {hardware!r}; start one on that machine "
+                f'with: dask worker {scheduler} --nthreads 1 --resources "{resource}=1"'
+            )
         out = client.submit(measure_task, config, resources={resource: 1}, pure=False).result()
     for rel, data in out["files"].items():
         atomic.write_bytes(root / rel, data)
-    result = SweepResult(store=root, run_id=out["run_id"], unknown_state=out["unknown_state"],
-                         skipped=out["skipped"], warnings=out["warnings"])
+    result = SweepResult(
+        store=root,
+        run_id=out["run_id"],
+        unknown_state=out["unknown_state"],
+        skipped=out["skipped"],
+        warnings=out["warnings"],
+    )
     result.paths = [root / rel for rel in out["measurements"]]
     result.records = [read_measurement(p) for p in result.paths]
     for hardware_id in sorted({r.hardware_id for r in result.records}):

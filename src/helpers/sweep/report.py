@@ -7,6 +7,7 @@ varying parameter and every result that varies, the result against that paramete
 combination of the other varying parameters, the mean over seeds with the seed spread (standard
 deviation) as error bars.
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,16 +40,25 @@ def derived(metrics: dict[str, float]) -> dict[str, float]:
     """The INT8 accuracy drop (FP32 - INT8 test accuracy) per variant, from phase 04's summary."""
     fp32 = metrics.get("04_quantize.fp32_test_accuracy")
     prefix = "04_quantize.int8_test_accuracy."
-    return {f"04_quantize.int8_accuracy_drop.{k[len(prefix):]}": fp32 - v
-            for k, v in metrics.items() if fp32 is not None and k.startswith(prefix)}
+    return {
+        f"04_quantize.int8_accuracy_drop.{k[len(prefix) :]}": fp32 - v
+        for k, v in metrics.items()
+        if fp32 is not None and k.startswith(prefix)
+    }
 
 
 def results_table(doc: dict, root: Path) -> pd.DataFrame:
     rows = []
     for member in doc["members"]:
         row = {"run": member["run_id"], "status": member["status"]}
-        row.update({key: value_label(member["point"].get(key)) if isinstance(member["point"].get(key), (list, dict))
-                    else member["point"].get(key) for key in doc["varying"]})
+        row.update(
+            {
+                key: value_label(member["point"].get(key))
+                if isinstance(member["point"].get(key), (list, dict))
+                else member["point"].get(key)
+                for key in doc["varying"]
+            }
+        )
         try:
             phases = run_record.load(root / member["run_id"])["phases"]
         except FileNotFoundError:
@@ -66,8 +76,14 @@ def results_table(doc: dict, root: Path) -> pd.DataFrame:
 def metric_columns(table: pd.DataFrame, doc: dict) -> list[str]:
     """Result columns worth a figure: numeric and not the same in every member."""
     fixed = {"run", "status", "reused", *doc["varying"]}
-    return [c for c in table.columns if c not in fixed and pd.api.types.is_numeric_dtype(table[c])
-            and table[c].notna().sum() > 1 and table[c].nunique(dropna=True) > 1]
+    return [
+        c
+        for c in table.columns
+        if c not in fixed
+        and pd.api.types.is_numeric_dtype(table[c])
+        and table[c].notna().sum() > 1
+        and table[c].nunique(dropna=True) > 1
+    ]
 
 
 def spread(table: pd.DataFrame, param: str, metric: str, series: list[str]) -> pd.DataFrame:
@@ -91,8 +107,13 @@ def figure_png(table: pd.DataFrame, param: str, metric: str, series: list[str]) 
     for name, part in groups:
         part = part.set_index(param).reindex(categories).dropna(subset=["mean"])
         x = part.index.to_numpy(dtype=float) if numeric_x else [categories.index(v) for v in part.index]
-        label = ", ".join(f"{k.split('.')[-1]}={value_label(v)}" for k, v in
-                          zip(series, name if isinstance(name, tuple) else (name,))) or None
+        label = (
+            ", ".join(
+                f"{k.split('.')[-1]}={value_label(v)}"
+                for k, v in zip(series, name if isinstance(name, tuple) else (name,))
+            )
+            or None
+        )
         ax.errorbar(x, part["mean"], yerr=part["std"], marker="o", capsize=3, label=label)
     if not numeric_x:
         ax.set_xticks(range(len(categories)), [value_label(c) for c in categories])
@@ -124,24 +145,35 @@ def figures(table: pd.DataFrame, doc: dict) -> list[tuple[str, bytes]]:
 
 
 def render(table: pd.DataFrame, doc: dict, plots: list[tuple[str, bytes]]) -> str:
-    css = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;font-size:12px}"
-           "td,th{padding:2px 6px;border-bottom:1px solid #ddd}.scroll{overflow-x:auto}"
-           "figure{display:inline-block;margin:0.5em}figcaption{font-size:12px}")
+    css = (
+        "body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{padding:2px 6px;border-bottom:1px solid #ddd}.scroll{overflow-x:auto}"
+        "figure{display:inline-block;margin:0.5em}figcaption{font-size:12px}"
+    )
     grid = ", ".join(f"{k}: {', '.join(value_label(v) for v in vals)}" for k, vals in doc["spec"]["grid"].items())
-    facts = [f"sweep {doc['sweep_id']}, status {doc['status']}, {len(doc['members'])} run(s), "
-             f"phases {', '.join(doc['phases'])}",
-             f"grid: {grid or '-'}; explicit points: {len(doc['spec']['points'])}; "
-             f"seeds: {', '.join(map(str, doc['spec']['seeds'])) or '-'}",
-             f"varying parameters: {', '.join(doc['varying']) or '-'}"]
-    imgs = "".join(f'<figure><img alt="{html.escape(c)}" src="data:image/png;base64,'
-                   f'{base64.b64encode(png).decode("ascii")}"><figcaption>{html.escape(c)}</figcaption></figure>'
-                   for c, png in plots) or "<p>No result varies across complete members: nothing to plot.</p>"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>sweep {html.escape(doc["sweep_id"])}'
-            f"</title><style>{css}</style></head><body><h1>Sweep {html.escape(doc['sweep_id'])}</h1>"
-            + "".join(f"<p>{html.escape(f)}</p>" for f in facts)
-            + f"<h2>Figures</h2>{imgs}<h2>Results</h2><div class=\"scroll\">"
-            + table.to_html(index=False, border=0, na_rep="-", float_format="{:.4g}".format)
-            + "</div></body></html>\n")
+    facts = [
+        f"sweep {doc['sweep_id']}, status {doc['status']}, {len(doc['members'])} run(s), "
+        f"phases {', '.join(doc['phases'])}",
+        f"grid: {grid or '-'}; explicit points: {len(doc['spec']['points'])}; "
+        f"seeds: {', '.join(map(str, doc['spec']['seeds'])) or '-'}",
+        f"varying parameters: {', '.join(doc['varying']) or '-'}",
+    ]
+    imgs = (
+        "".join(
+            f'<figure><img alt="{html.escape(c)}" src="data:image/png;base64,'
+            f'{base64.b64encode(png).decode("ascii")}"><figcaption>{html.escape(c)}</figcaption></figure>'
+            for c, png in plots
+        )
+        or "<p>No result varies across complete members: nothing to plot.</p>"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>sweep {html.escape(doc["sweep_id"])}'
+        f"</title><style>{css}</style></head><body><h1>Sweep {html.escape(doc['sweep_id'])}</h1>"
+        + "".join(f"<p>{html.escape(f)}</p>" for f in facts)
+        + f'<h2>Figures</h2>{imgs}<h2>Results</h2><div class="scroll">'
+        + table.to_html(index=False, border=0, na_rep="-", float_format="{:.4g}".format)
+        + "</div></body></html>\n"
+    )
 
 
 def write(directory: Path, doc: dict) -> tuple[Path, Path]:

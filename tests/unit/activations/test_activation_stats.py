@@ -1,4 +1,5 @@
 """helpers.activations.stats: streaming moments vs numpy, clamp, NaN naming, rates, inference-only, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,9 @@ def captured_outputs(model, layers, inputs_per_batch):
     model.eval()
     modules = dict(model.named_modules())
     seen = {name: [] for name in layers}
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen[n].append(o.detach().clone()))
-               for n in layers]
+    handles = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: seen[n].append(o.detach().clone())) for n in layers
+    ]
     with torch.no_grad():
         for x in inputs_per_batch:
             model(x)
@@ -82,7 +84,7 @@ def test_streaming_moments_match_numpy_conv_and_linear(digits):
     model = init_model("digits_cnn", 10, seed=0)
     layers = ["features.2", "features.6", "features.9", "fc"]  # conv-block ReLUs [N,C,H,W] and the logits [N,10]
     stats = image_activation_stats(model, layers, images, idx, role="init", batch_size=37)  # 116 = 37+37+37+5
-    batches = [torch.from_numpy(preprocess(images[idx[s:s + 37]])) for s in range(0, len(idx), 37)]
+    batches = [torch.from_numpy(preprocess(images[idx[s : s + 37]])) for s in range(0, len(idx), 37)]
     seen = captured_outputs(model, layers, batches)
     for l, name in enumerate(layers):
         rows = as_rows(seen[name])
@@ -110,8 +112,9 @@ def test_conv_outputs_in_either_memory_format(memory_format, chunk_elements, mon
     inputs = [torch.randn(n, 3, 6, 7).contiguous(memory_format=memory_format) for n in UNEVEN]
     seen = captured_outputs(model, ["1", "2"], inputs)
     assert seen["1"][0].is_contiguous(memory_format=memory_format)
-    stats = collect_activation_stats(model, ["1", "2"], [Batch(x) for x in inputs], call_model, role="t",
-                                     slice_sha256="x")
+    stats = collect_activation_stats(
+        model, ["1", "2"], [Batch(x) for x in inputs], call_model, role="t", slice_sha256="x"
+    )
     for l, name in enumerate(["1", "2"]):
         rows = as_rows(seen[name])
         np.testing.assert_allclose(stats.mu[l], rows.mean(0), rtol=1e-12, atol=1e-14)
@@ -137,8 +140,9 @@ def test_streaming_moments_are_stable_far_from_zero_with_uneven_batches():
     torch.manual_seed(1)
     model = Offset().eval()
     inputs = [torch.randn(n, 4) for n in UNEVEN]
-    stats = collect_activation_stats(model, ["act"], [Batch(x) for x in inputs], call_model,
-                                     role="test", slice_sha256="x")
+    stats = collect_activation_stats(
+        model, ["act"], [Batch(x) for x in inputs], call_model, role="test", slice_sha256="x"
+    )
     rows = as_rows(captured_outputs(model, ["act"], inputs)["act"])
     np.testing.assert_allclose(stats.mu[0], rows.mean(0), rtol=1e-13)
     np.testing.assert_allclose(stats.sigma[0], rows.std(0), rtol=1e-9)
@@ -149,8 +153,9 @@ def test_float64_activations_are_not_modified_by_the_hooks():
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(3, 4), nn.Identity()).double().eval()
     inputs = [torch.randn(n, 3, dtype=torch.float64) for n in UNEVEN]
-    stats = collect_activation_stats(model, ["0", "1"], [Batch(x) for x in inputs], call_model, role="t",
-                                     slice_sha256="x")
+    stats = collect_activation_stats(
+        model, ["0", "1"], [Batch(x) for x in inputs], call_model, role="t", slice_sha256="x"
+    )
     rows = as_rows(captured_outputs(model, ["0"], inputs)["0"])
     np.testing.assert_allclose(stats.mu, [rows.mean(0)] * 2, rtol=1e-12)
     np.testing.assert_allclose(stats.sigma, [rows.std(0)] * 2, rtol=1e-10)
@@ -192,8 +197,9 @@ def test_mask_excludes_padding_positions():
         x[~valid] = 50.0  # padding positions carry huge values that would dominate if counted
         inputs.append(x)
         valids.append(valid)
-    stats = collect_activation_stats(model, ["act"], [Batch(x, v) for x, v in zip(inputs, valids)], call_model,
-                                     role="test", slice_sha256="x")
+    stats = collect_activation_stats(
+        model, ["act"], [Batch(x, v) for x, v in zip(inputs, valids)], call_model, role="test", slice_sha256="x"
+    )
     rows = as_rows(captured_outputs(model, ["act"], inputs)["act"], valids)
     assert stats.sample_counts[0] == sum(map(sum, lengths)) == rows.shape[0]
     np.testing.assert_allclose(stats.mu[0], rows.mean(0), rtol=1e-12)
@@ -204,8 +210,14 @@ def test_mask_excludes_padding_positions():
 def test_mask_with_wrong_shape_is_rejected():
     model = Tokens().eval()
     with pytest.raises(ValueError, match="mask shape"):
-        collect_activation_stats(model, ["act"], [Batch(torch.randn(2, 4, 3), torch.ones(2, 5, dtype=torch.bool))],
-                                 call_model, role="test", slice_sha256="x")
+        collect_activation_stats(
+            model,
+            ["act"],
+            [Batch(torch.randn(2, 4, 3), torch.ones(2, 5, dtype=torch.bool))],
+            call_model,
+            role="test",
+            slice_sha256="x",
+        )
 
 
 def test_clamp_raises_sigma_to_eps_and_counts_units():
@@ -214,8 +226,9 @@ def test_clamp_raises_sigma_to_eps_and_counts_units():
         lin.weight[:2] = 0.0  # units 0 and 1 are constant (their bias)
     model = nn.Sequential(lin).eval()
     x = [torch.randn(n, 3) for n in UNEVEN]
-    stats = collect_activation_stats(model, ["0"], [Batch(v) for v in x], call_model, role="t", slice_sha256="x",
-                                     eps=1e-3)
+    stats = collect_activation_stats(
+        model, ["0"], [Batch(v) for v in x], call_model, role="t", slice_sha256="x", eps=1e-3
+    )
     assert stats.clamp_counts.tolist() == [2]
     np.testing.assert_array_equal(stats.sigma[0, :2], [1e-3, 1e-3])
     np.testing.assert_allclose(stats.mu[0, :2], lin.bias[:2].detach().double().numpy(), rtol=1e-6)
@@ -235,8 +248,9 @@ def test_nan_and_inf_fail_naming_the_layer():
     x = torch.rand(6, 4) + 0.5
     x[1, 2], x[4, 0], x[5, 3] = -1.0, -2.0, 0.0  # two NaN, one -Inf after log
     with pytest.raises(ValueError, match=r"'b': 2 NaN, 1 Inf") as err:
-        collect_activation_stats(LogAfter(), ["a", "b"], [Batch(x[:4]), Batch(x[4:])], call_model,
-                                 role="t", slice_sha256="x")
+        collect_activation_stats(
+            LogAfter(), ["a", "b"], [Batch(x[:4]), Batch(x[4:])], call_model, role="t", slice_sha256="x"
+        )
     assert "'a'" not in str(err.value)
 
 
@@ -298,8 +312,9 @@ def test_outputs_are_deterministic_and_complete(digits, tmp_path):
     assert atomic.sha256_file(json_path) == atomic.sha256_file(json_again)
     assert npz_path.name == STATS_FILE and json_path.name == TARGETS_FILE
     arrays = np.load(npz_path)
-    assert sorted(arrays.files) == sorted(["mu", "sigma", "mask", "widths", "layer_names", "sample_counts", "eps",
-                                           "clamp_counts"])
+    assert sorted(arrays.files) == sorted(
+        ["mu", "sigma", "mask", "widths", "layer_names", "sample_counts", "eps", "clamp_counts"]
+    )
     np.testing.assert_array_equal(arrays["mu"], stats.mu)
     assert arrays["layer_names"].tolist() == ["features.2", "fc"]
     targets = json.loads(json_path.read_text())
@@ -343,8 +358,10 @@ def test_bad_input_is_rejected_before_work(digits):
 
 def test_figures_show_both_definitions_and_roles(digits):
     images, idx = digits
-    by_role = {role: image_activation_stats(init_model("digits_cnn", 10, seed=s), ["features.2", "fc"], images,
-                                            idx, role=role) for role, s in (("trained", 1), ("init", 2))}
+    by_role = {
+        role: image_activation_stats(init_model("digits_cnn", 10, seed=s), ["features.2", "fc"], images, idx, role=role)
+        for role, s in (("trained", 1), ("init", 2))
+    }
     fig = plot_rates(by_role)
     assert len(fig.axes) == 2 and all(len(ax.patches) == 4 for ax in fig.axes)  # 2 layers x 2 roles each
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["trained", "init"]
@@ -352,11 +369,17 @@ def test_figures_show_both_definitions_and_roles(digits):
     assert [t.get_text() for t in sigma_fig.axes[0].get_xticklabels()] == ["features.2", "fc"]
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("digits_cnn", ["features.1", "features.4", "features.8"]),
-    ("resnet8", ["bn", "stacks.0.bn1", "stacks.0.bn2", "stacks.1.bn1", "stacks.1.bn2", "stacks.2.bn1", "stacks.2.bn2"]),
-    ("mlp", ["layers.1", "layers.3"]),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("digits_cnn", ["features.1", "features.4", "features.8"]),
+        (
+            "resnet8",
+            ["bn", "stacks.0.bn1", "stacks.0.bn2", "stacks.1.bn1", "stacks.1.bn2", "stacks.2.bn1", "stacks.2.bn2"],
+        ),
+        ("mlp", ["layers.1", "layers.3"]),
+    ],
+)
 def test_default_layers_are_the_pre_activations(name, expected):
     model = init_model(name, 10, seed=0)
     assert default_layers(model) == expected
@@ -380,20 +403,32 @@ def test_role_models_rebuild_the_spec_untrained_and_seeded():
     assert not torch.equal(init.fc.weight, role_models(trained, spec, seed=5)["init"].fc.weight)
 
 
-PHASE_PARAMS = {"model_roles": ["trained", "init"], "layers": [], "eps": 1e-6, "theta": 1.0, "stats_batch_size": 256,
-                "transformer_sentences": 0}
+PHASE_PARAMS = {
+    "model_roles": ["trained", "init"],
+    "layers": [],
+    "eps": 1e-6,
+    "theta": 1.0,
+    "stats_batch_size": 256,
+    "transformer_sentences": 0,
+}
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"model_roles": ["trained", "best"]}, r"unknown model role\(s\) \['best'\]; declared roles: 'trained', 'init'"),
-    ({"model_roles": []}, "non-empty list of distinct roles"),
-    ({"model_roles": ["init", "init"]}, "non-empty list of distinct roles"),
-    ({"layers": "fc"}, "list of module names"),
-    ({"eps": 0.0}, "eps must be a finite float > 0"),
-    ({"theta": float("nan")}, "theta must be a finite float"),
-    ({"stats_batch_size": 0}, "stats_batch_size >= 1"),
-    ({"transformer_sentences": -1}, "transformer_sentences >= 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            {"model_roles": ["trained", "best"]},
+            r"unknown model role\(s\) \['best'\]; declared roles: 'trained', 'init'",
+        ),
+        ({"model_roles": []}, "non-empty list of distinct roles"),
+        ({"model_roles": ["init", "init"]}, "non-empty list of distinct roles"),
+        ({"layers": "fc"}, "list of module names"),
+        ({"eps": 0.0}, "eps must be a finite float > 0"),
+        ({"theta": float("nan")}, "theta must be a finite float"),
+        ({"stats_batch_size": 0}, "stats_batch_size >= 1"),
+        ({"transformer_sentences": -1}, "transformer_sentences >= 0"),
+    ],
+)
 def test_phase_params_are_validated(override, message):
     check_params(PHASE_PARAMS)
     with pytest.raises(ValueError, match=message):
@@ -402,8 +437,10 @@ def test_phase_params_are_validated(override, message):
 
 def test_sigma_panels_and_table_per_role(digits):
     images, idx = digits
-    by_role = {role: image_activation_stats(init_model("digits_cnn", 10, seed=s), ["features.1", "fc"], images,
-                                            idx, role=role) for role, s in (("trained", 1), ("init", 2))}
+    by_role = {
+        role: image_activation_stats(init_model("digits_cnn", 10, seed=s), ["features.1", "fc"], images, idx, role=role)
+        for role, s in (("trained", 1), ("init", 2))
+    }
     fig = plot_sigma_by_role(by_role)
     assert [ax.get_title() for ax in fig.axes] == ["sigma per layer (trained)", "sigma per layer (init)"]
     table = stats_table(by_role)
@@ -411,5 +448,9 @@ def test_sigma_panels_and_table_per_role(digits):
     np.testing.assert_array_equal(table["r* positive (init)"], by_role["init"].r_star["positive"])
     np.testing.assert_array_equal(table["clamped (trained)"], by_role["trained"].clamp_counts)
     with pytest.raises(ValueError, match="same layers"):
-        stats_table({"a": by_role["init"], "b": image_activation_stats(init_model("digits_cnn", 10, seed=0), ["fc"],
-                                                                        images, idx, role="b")})
+        stats_table(
+            {
+                "a": by_role["init"],
+                "b": image_activation_stats(init_model("digits_cnn", 10, seed=0), ["fc"], images, idx, role="b"),
+            }
+        )

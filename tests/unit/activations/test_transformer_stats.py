@@ -1,4 +1,5 @@
 """helpers.data.text_slice and helpers.activations.transformer: text slices and MiniLM MLP statistics (skip without the extra)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,18 +27,28 @@ def test_default_corpus_slice_is_seeded_ordered_and_hashed():
 
 
 def test_split_sentences_keeps_prose_only():
-    text = ("The first sentence is plain prose.  The second one\nwraps over a line!\n\n"
-            "   >>> print('this is code, not prose.')\n\nshort one.\nlowercase start is dropped here too.")
+    text = (
+        "The first sentence is plain prose.  The second one\nwraps over a line!\n\n"
+        "   >>> print('this is code, not prose.')\n\nshort one.\nlowercase start is dropped here too."
+    )
     assert split_sentences(text) == ["The first sentence is plain prose.", "The second one wraps over a line!"]
 
 
 def test_user_text_and_jsonl_files(tmp_path):
     txt = tmp_path / "corpus.txt"
     txt.write_text("Alpha beta gamma delta epsilon. Zeta eta theta iota kappa!\n\nLambda mu nu xi omicron pi?\n")
-    assert text_slice(3, path=txt).sentences == ("Alpha beta gamma delta epsilon.", "Zeta eta theta iota kappa!",
-                                                 "Lambda mu nu xi omicron pi?")
+    assert text_slice(3, path=txt).sentences == (
+        "Alpha beta gamma delta epsilon.",
+        "Zeta eta theta iota kappa!",
+        "Lambda mu nu xi omicron pi?",
+    )
     jsonl = tmp_path / "corpus.jsonl"
-    jsonl.write_text(json.dumps({"text": "One two three four five six."}) + "\n\n" + json.dumps("Seven eight nine ten eleven.") + "\n")
+    jsonl.write_text(
+        json.dumps({"text": "One two three four five six."})
+        + "\n\n"
+        + json.dumps("Seven eight nine ten eleven.")
+        + "\n"
+    )
     assert corpus_sentences(jsonl) == ["One two three four five six.", "Seven eight nine ten eleven."]
 
 
@@ -85,7 +96,7 @@ def mixed_lengths():
     """Short and long sentences together: a batch of all of them is mostly padding for the short ones."""
     corpus = corpus_sentences()
     by_words = sorted(corpus, key=lambda s: (len(s.split()), s))
-    return _slice(by_words[:SENTENCES // 2] + by_words[-SENTENCES // 2:])
+    return _slice(by_words[: SENTENCES // 2] + by_words[-SENTENCES // 2 :])
 
 
 def _slice(sentences):
@@ -107,7 +118,9 @@ def captured_intermediates(model, tokenizer, sentences):
 
     modules = dict(model.named_modules())
     seen = {}
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o)) for n in mlp_layer_names(model)]
+    handles = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o)) for n in mlp_layer_names(model)
+    ]
     encoded = tokenizer(list(sentences), padding=True, return_tensors="pt")
     with torch.inference_mode():
         model(**encoded)
@@ -145,8 +158,9 @@ def test_padding_counted_without_the_mask_changes_the_stats(minilm, mixed_length
 
     model, tokenizer = minilm
     batches = [Batch(b.inputs) for b in token_batches(tokenizer, mixed_lengths.sentences, SENTENCES, 128)]
-    unmasked = collect_activation_stats(model, mlp_layer_names(model), batches, lambda m, x: m(**x),
-                                        role="trained", slice_sha256=mixed_lengths.sha256)
+    unmasked = collect_activation_stats(
+        model, mlp_layer_names(model), batches, lambda m, x: m(**x), role="trained", slice_sha256=mixed_lengths.sha256
+    )
     assert (unmasked.sample_counts > padded.sample_counts).all()
     assert np.abs(unmasked.mu - padded.mu).max() > 1e-3
 
@@ -156,9 +170,13 @@ def test_minilm_outputs_are_deterministic(minilm, tmp_path):
 
     model, tokenizer = minilm
     text = text_slice(SENTENCES, seed=0)
-    paths = [save_stats(transformer_activation_stats(model, tokenizer, text, role="trained", batch_size=4,
-                                                     max_length=24), tmp_path / r)
-             for r in ("a", "b")]
+    paths = [
+        save_stats(
+            transformer_activation_stats(model, tokenizer, text, role="trained", batch_size=4, max_length=24),
+            tmp_path / r,
+        )
+        for r in ("a", "b")
+    ]
     (npz_a, json_a), (npz_b, json_b) = paths
     assert atomic.sha256_file(npz_a) == atomic.sha256_file(npz_b)
     assert atomic.sha256_file(json_a) == atomic.sha256_file(json_b)

@@ -1,4 +1,5 @@
 """papermill-style parameter options, and the console's event lines and headline (pure functions)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,26 +12,36 @@ from helpers.run.params import ParamError, parse_overrides
 def test_papermill_spellings_give_the_same_layer():
     assert p_overrides([["epochs", "3"], ["02_train.lr=0.05"]]) == ["epochs=3", "02_train.lr=0.05"]
     assert parse_overrides(p_overrides([["epochs", "3"], ["02_train.lr=0.05"]])) == {
-        "epochs": 3, "02_train": {"lr": 0.05}}
+        "epochs": 3,
+        "02_train": {"lr": 0.05},
+    }
     assert yaml_layers(["{seed: 1, 02_train: {batch_size: 32}}", "{calibration_methods: [minmax, entropy]}"]) == [
-        {"seed": 1, "02_train": {"batch_size": 32}}, {"calibration_methods": ["minmax", "entropy"]}]
+        {"seed": 1, "02_train": {"batch_size": 32}},
+        {"calibration_methods": ["minmax", "entropy"]},
+    ]
 
 
 def test_y_is_its_own_layer_below_p():
     """-y sits between the files and -p: `-y '{02_train: {epochs: 3}}' -p epochs=5` trains 5 (the later layer)."""
     from helpers.run.runner import resolve_config
 
-    resolved = resolve_config(overrides=p_overrides([["epochs", "5"]]), yaml_layers=yaml_layers(
-        ["{02_train: {epochs: 3}}"]))
+    resolved = resolve_config(
+        overrides=p_overrides([["epochs", "5"]]), yaml_layers=yaml_layers(["{02_train: {epochs: 3}}"])
+    )
     assert resolved["02_train"]["epochs"] == 5
     resolved = resolve_config(yaml_layers=yaml_layers(["{02_train: {epochs: 3}}", "{epochs: 4}"]))
     assert resolved["02_train"]["epochs"] == 4
 
 
-@pytest.mark.parametrize("p, y, message", [([["epochs"]], None, "-p expects KEY VALUE or KEY=VALUE"),
-                                           ([["a", "1", "2"]], None, "-p expects KEY VALUE"),
-                                           (None, ["[1, 2]"], "-y expects a YAML mapping"),
-                                           (None, ["{a: [1"], "is not valid YAML")])
+@pytest.mark.parametrize(
+    "p, y, message",
+    [
+        ([["epochs"]], None, "-p expects KEY VALUE or KEY=VALUE"),
+        ([["a", "1", "2"]], None, "-p expects KEY VALUE"),
+        (None, ["[1, 2]"], "-y expects a YAML mapping"),
+        (None, ["{a: [1"], "is not valid YAML"),
+    ],
+)
 def test_malformed_options_are_param_errors(p, y, message):
     with pytest.raises(ParamError, match=message.replace("[", r"\[")):
         p_overrides(p)
@@ -38,16 +49,35 @@ def test_malformed_options_are_param_errors(p, y, message):
 
 
 def test_event_lines():
-    assert console.format_event({"phase": "02_train", "event": "epoch", "epoch": 3, "epochs": 15, "loss": 0.6123,
-                                 "train_acc": 0.9, "val_acc": 0.7891}) == \
-        "02_train epoch 3/15 loss 0.612 train_acc 0.9 val_acc 0.789"
-    assert console.format_event({"phase": "04_quantize", "event": "calibration_seconds", "method": "entropy",
-                                 "seconds": 11.46}) == "04_quantize entropy calibrated 11.5 s"
-    assert console.format_event({"phase": "04_quantize", "event": "timing", "name": "pt2e_eager",
-                                 "seconds": 2.0}) == "04_quantize pt2e_eager 2.0 s"
+    assert (
+        console.format_event(
+            {
+                "phase": "02_train",
+                "event": "epoch",
+                "epoch": 3,
+                "epochs": 15,
+                "loss": 0.6123,
+                "train_acc": 0.9,
+                "val_acc": 0.7891,
+            }
+        )
+        == "02_train epoch 3/15 loss 0.612 train_acc 0.9 val_acc 0.789"
+    )
+    assert (
+        console.format_event(
+            {"phase": "04_quantize", "event": "calibration_seconds", "method": "entropy", "seconds": 11.46}
+        )
+        == "04_quantize entropy calibrated 11.5 s"
+    )
+    assert (
+        console.format_event({"phase": "04_quantize", "event": "timing", "name": "pt2e_eager", "seconds": 2.0})
+        == "04_quantize pt2e_eager 2.0 s"
+    )
     assert console.format_event({"phase": "01_data", "event": "phase_started", "params": {}}) is None
-    assert console.format_event({"phase": "03_x", "event": "custom", "n": 4, "names": ["a"], "time": "t"}) == \
-        "03_x custom n 4"
+    assert (
+        console.format_event({"phase": "03_x", "event": "custom", "n": 4, "names": ["a"], "time": "t"})
+        == "03_x custom n 4"
+    )
 
 
 def test_event_tail_reads_only_complete_new_lines(tmp_path):
@@ -67,11 +97,17 @@ def test_event_tail_reads_only_complete_new_lines(tmp_path):
 
 def test_headline_from_summaries():
     head = headline.from_summaries(
-        {"02_train": {"test_accuracy": 0.9741}, "04_quantize": {"best_variant": "minmax",
-                                                                "int8_test_accuracy": {"minmax": 0.9722}},
-         "06_confidence": {"ece_pre": {"fp32": 0.0412}, "ece_post": {"fp32": 0.0103}}, "08_bundle": {"status": "FAIL"}},
-        {"int8_over_fp32": {"m/ort/b32": 0.5, "m/ort/b1": 0.625}, "measurements": []})
-    assert headline.text(head) == ("FP32 acc 97.41% | INT8 (minmax) acc 97.22% | ECE 4.12% -> 1.03% | "
-                                   "INT8 1.6x faster than FP32 (batch 1) | bundle FAIL")
+        {
+            "02_train": {"test_accuracy": 0.9741},
+            "04_quantize": {"best_variant": "minmax", "int8_test_accuracy": {"minmax": 0.9722}},
+            "06_confidence": {"ece_pre": {"fp32": 0.0412}, "ece_post": {"fp32": 0.0103}},
+            "08_bundle": {"status": "FAIL"},
+        },
+        {"int8_over_fp32": {"m/ort/b32": 0.5, "m/ort/b1": 0.625}, "measurements": []},
+    )
+    assert headline.text(head) == (
+        "FP32 acc 97.41% | INT8 (minmax) acc 97.22% | ECE 4.12% -> 1.03% | "
+        "INT8 1.6x faster than FP32 (batch 1) | bundle FAIL"
+    )
     assert headline.speedup_text(0.8) == "1.2x slower"
     assert headline.from_summaries({}) == {}

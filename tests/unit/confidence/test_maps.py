@@ -1,4 +1,5 @@
 """helpers.confidence maps: every method through the one interface, on synthetic logits with a known distortion."""
+
 from __future__ import annotations
 
 import json
@@ -91,7 +92,10 @@ def test_selection_picks_the_lowest_cv_nll_smooth_map_and_says_why(fits, data):
 def test_selection_tie_goes_to_the_simpler_method():
     scores = {"dirichlet": 0.5, "vector_scaling": 0.5 + 1e-14, "temperature_scaling": 0.7}
     assert selection.rank(scores, ["dirichlet", "vector_scaling", "temperature_scaling"]) == [
-        "vector_scaling", "dirichlet", "temperature_scaling"]
+        "vector_scaling",
+        "dirichlet",
+        "temperature_scaling",
+    ]
 
 
 def test_methods_param_and_bad_maps_are_refused():

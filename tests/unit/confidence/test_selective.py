@@ -1,4 +1,5 @@
 """helpers.confidence.selective: decision MCC vs scikit-learn, AURC vs hand-computed small cases."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,11 @@ def test_sweep_decision_mcc_and_rates_match_direct_computation():
         assert row.coverage == accept.mean()
         assert row.selective_risk == pytest.approx(1 - correct[accept].mean())
         assert (row.tp, row.fp, row.tn, row.fn) == (
-            (accept & correct).sum(), (accept & ~correct).sum(),
-            (~accept & ~correct).sum(), (~accept & correct).sum())
+            (accept & correct).sum(),
+            (accept & ~correct).sum(),
+            (~accept & ~correct).sum(),
+            (~accept & correct).sum(),
+        )
 
 
 def test_aurc_by_hand_with_distinct_confidences():
@@ -162,8 +166,10 @@ def test_figures_render(tmp_path):
     logits, labels = noisy_logits(5, n=400)
     sweep = threshold_sweep(logits, labels)
     choice = choose_threshold(sweep, "target_risk", 0.0001)
-    figures = {"rc": risk_coverage_figure(labels, {"raw": logits, "T=2": logits / 2}, 0.5),
-               "sweep": threshold_sweep_figure(sweep, choice)}
+    figures = {
+        "rc": risk_coverage_figure(labels, {"raw": logits, "T=2": logits / 2}, 0.5),
+        "sweep": threshold_sweep_figure(sweep, choice),
+    }
     for name, fig in figures.items():
         assert isinstance(fig, Figure)
         assert atomic.save_figure(fig, tmp_path / f"{name}.png").stat().st_size > 0
@@ -172,8 +178,7 @@ def test_figures_render(tmp_path):
 def test_select_on_val_evaluate_on_test_and_report_an_unmet_target(tmp_path):
     logits, labels = noisy_logits(6, n=1200)
     val, test = slice(0, 600), slice(600, None)
-    report, sweep, choice = select_and_evaluate(logits[val], labels[val], logits[test], labels[test],
-                                                n_boot=50, seed=0)
+    report, sweep, choice = select_and_evaluate(logits[val], labels[val], logits[test], labels[test], n_boot=50, seed=0)
     assert choice == choose_threshold(threshold_sweep(logits[val], labels[val]))
     assert len(sweep) == len(np.unique(softmax(logits[val]).max(axis=1)))
     again = evaluate_threshold(logits[val], labels[val], report["threshold"], n_boot=10)
@@ -181,8 +186,9 @@ def test_select_on_val_evaluate_on_test_and_report_an_unmet_target(tmp_path):
     assert report["test"] == evaluate_threshold(logits[test], labels[test], report["threshold"], n_boot=50, seed=0)
     assert report["test_aurc"] == aurc(logits[test], labels[test])
     logits[0], labels[0] = [100.0, 0, 0, 0, 0], 1  # the most confident val prediction is wrong: risk 0 unreachable
-    unmet, _, _ = select_and_evaluate(logits[val], labels[val], logits[test], labels[test], "target_risk", 0.0,
-                                      n_boot=20)
+    unmet, _, _ = select_and_evaluate(
+        logits[val], labels[val], logits[test], labels[test], "target_risk", 0.0, n_boot=20
+    )
     assert unmet["met"] is False and "cannot be met" in unmet["message"]
     table = report_table({"max_mcc": report, "risk 0": unmet})
     assert list(table.index) == ["max_mcc", "risk 0"] and not table.loc["risk 0", "met"]
@@ -205,8 +211,9 @@ def test_risk_coverage_markers_sit_at_each_curves_own_threshold():
     markers = {line.get_label(): line.get_xydata()[0] for line in fig.axes[0].lines if line.get_marker() == "o"}
     for name, t in (("raw", 0.9), ("T=2", 0.5)):
         expected = evaluate_threshold(curves[name], labels, t, n_boot=1)
-        assert tuple(markers[f"{name}: threshold {t:.4g}"]) == pytest.approx((expected["coverage"],
-                                                                               expected["selective_risk"]))
+        assert tuple(markers[f"{name}: threshold {t:.4g}"]) == pytest.approx(
+            (expected["coverage"], expected["selective_risk"])
+        )
     with pytest.raises(ValueError, match="not curves"):
         risk_coverage_figure(labels, curves, {"other": 0.5})
 
@@ -219,8 +226,9 @@ def test_select_for_models_is_select_and_evaluate_per_model():
     reports, sweeps, choices = select_for_models(calibrated, labels, ["minmax", "fp32"], n_boot=50, seed=3)
     assert list(reports) == ["minmax", "fp32"] and list(sweeps["model"].unique()) == ["minmax", "fp32"]
     for model in reports:
-        alone, sweep, choice = select_and_evaluate(calibrated[model]["val"], val_labels, calibrated[model]["test"],
-                                                   test_labels, n_boot=50, seed=3)
+        alone, sweep, choice = select_and_evaluate(
+            calibrated[model]["val"], val_labels, calibrated[model]["test"], test_labels, n_boot=50, seed=3
+        )
         assert reports[model] == alone and choices[model] == choice
         assert sweeps[sweeps["model"] == model].drop(columns="model").reset_index(drop=True).equals(sweep)
     with pytest.raises(ValueError, match=r"no calibrated logits for \['entropy'\]"):

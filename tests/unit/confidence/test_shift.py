@@ -1,4 +1,5 @@
 """helpers.confidence.shift: one map fitted on source val, measured on source-like and shifted test sets."""
+
 from __future__ import annotations
 
 import numpy as np

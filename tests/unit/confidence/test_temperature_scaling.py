@@ -1,4 +1,5 @@
 """helpers.confidence.temperature_scaling on synthetic logits whose true temperature is known."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,16 @@ def test_fit_is_deterministic_to_the_bit(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     record = json.loads(a.read_text())
     assert record["method"] == "temperature_scaling"
-    assert set(record) == {"method", "params", "calibration_loss", "optimizer", "converged", "iterations", "seed",
-                           "hyper"}
+    assert set(record) == {
+        "method",
+        "params",
+        "calibration_loss",
+        "optimizer",
+        "converged",
+        "iterations",
+        "seed",
+        "hyper",
+    }
     assert record["params"] == {"temperature": first.temperature}
     assert record["calibration_loss"]["after"] <= record["calibration_loss"]["before"]
 

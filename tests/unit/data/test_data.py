@@ -130,7 +130,11 @@ def test_real_cifar10_batches(cifar10_dir):
 
 
 def test_data_cli_prints_the_slice_summary(cifar10_dir):
-    out = subprocess.run([sys.executable, "-m", "helpers.data", "--data-dir", str(cifar10_dir),
-                          "--samples-per-class", "100"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "helpers.data", "--data-dir", str(cifar10_dir), "--samples-per-class", "100"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "Loaded 1000 calibration samples" in out and "NHWC format confirmed" in out
     assert "airplane" in out and "shape: (1000, 32, 32, 3)" in out and "pixel range: [0, 255]" in out

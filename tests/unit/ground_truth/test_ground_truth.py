@@ -1,4 +1,5 @@
 """The v2.0 ground-truth schema: statistics, round trips, validation errors naming file and field."""
+
 from __future__ import annotations
 
 import json
@@ -23,24 +24,45 @@ from helpers.ground_truth.records import (
 PEAK = 1e11
 
 
-def make_subgraph(index: int, samples_ms, flops: int = 2_000_000, nbytes: int = 40_000,
-                  operation_type: str = "conv") -> SubgraphMeasurement:
+def make_subgraph(
+    index: int, samples_ms, flops: int = 2_000_000, nbytes: int = 40_000, operation_type: str = "conv"
+) -> SubgraphMeasurement:
     return SubgraphMeasurement.from_samples(
-        subgraph_id=f"{index:03d}", fusion_pattern="FusedConv+Relu", operation_type=operation_type, flops=flops,
-        total_bytes=nbytes, theoretical_peak_flops=PEAK, latency_ms=samples_ms, node_names=[f"/conv{index}"],
-        source_model="tiny")
+        subgraph_id=f"{index:03d}",
+        fusion_pattern="FusedConv+Relu",
+        operation_type=operation_type,
+        flops=flops,
+        total_bytes=nbytes,
+        theoretical_peak_flops=PEAK,
+        latency_ms=samples_ms,
+        node_names=[f"/conv{index}"],
+        source_model="tiny",
+    )
 
 
 def make_record(**changes) -> MeasurementRecord:
     rng = np.random.default_rng(0)
     subgraphs = [make_subgraph(i, 0.05 + 0.01 * rng.random(8)) for i in range(3)]
     end_to_end = LatencyStats.from_samples(0.2 + 0.02 * rng.random(8))
-    fields = dict(schema_version="2.0", measurement_type="efficiency", model="tiny", hardware_id="test-cpu-2c",
-                  device="Test CPU", precision="fp32", thermal_profile="unknown", theoretical_peak_flops=PEAK,
-                  measurement_date="2024-05-01T12:00:00+00:00", tool_version="calib-lab test", subgraphs=subgraphs,
-                  batch_size=4, input_shape=[4, 8, 8, 1],
-                  model_summary=ModelSummary.from_subgraphs(subgraphs, 4, end_to_end),
-                  system_state=SystemState(cpu_freq_mhz=2400.0), run_id=str(uuid.UUID(int=7)), run_index=0)
+    fields = dict(
+        schema_version="2.0",
+        measurement_type="efficiency",
+        model="tiny",
+        hardware_id="test-cpu-2c",
+        device="Test CPU",
+        precision="fp32",
+        thermal_profile="unknown",
+        theoretical_peak_flops=PEAK,
+        measurement_date="2024-05-01T12:00:00+00:00",
+        tool_version="calib-lab test",
+        subgraphs=subgraphs,
+        batch_size=4,
+        input_shape=[4, 8, 8, 1],
+        model_summary=ModelSummary.from_subgraphs(subgraphs, 4, end_to_end),
+        system_state=SystemState(cpu_freq_mhz=2400.0),
+        run_id=str(uuid.UUID(int=7)),
+        run_index=0,
+    )
     return MeasurementRecord(**{**fields, **changes})
 
 
@@ -88,16 +110,20 @@ def test_model_summary_totals_and_throughput():
     assert ModelSummary.from_subgraphs(subs, 8).throughput_fps == pytest.approx(8 / 3.1e-3)
 
 
-@pytest.mark.parametrize("obj", [
-    LatencyStats.from_samples([1.0, 2.0, 4.0]),
-    EfficiencyStats.from_samples([0.1, 0.3]),
-    make_subgraph(2, [0.5, 0.7, 0.6]),
-    ModelSummary.from_subgraphs([make_subgraph(0, [1.0, 2.0])], 2, LatencyStats.from_samples([3.0, 3.5])),
-    SystemState(cpu_freq_mhz=2600.0, cpu_governor="performance"),
-    SystemState(),
-    make_record(),
-    make_record(system_state=None, input_shape=None, runtime="torch"),
-], ids=lambda o: type(o).__name__)
+@pytest.mark.parametrize(
+    "obj",
+    [
+        LatencyStats.from_samples([1.0, 2.0, 4.0]),
+        EfficiencyStats.from_samples([0.1, 0.3]),
+        make_subgraph(2, [0.5, 0.7, 0.6]),
+        ModelSummary.from_subgraphs([make_subgraph(0, [1.0, 2.0])], 2, LatencyStats.from_samples([3.0, 3.5])),
+        SystemState(cpu_freq_mhz=2600.0, cpu_governor="performance"),
+        SystemState(),
+        make_record(),
+        make_record(system_state=None, input_shape=None, runtime="torch"),
+    ],
+    ids=lambda o: type(o).__name__,
+)
 def test_every_dataclass_round_trips_through_json(obj):
     again = type(obj).from_dict(json.loads(json.dumps(obj.to_dict())))
     assert again == obj
@@ -155,15 +181,18 @@ def test_unknown_precision_lists_the_valid_ones():
     assert all(p in str(info.value) for p in PRECISIONS)
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"measurement_date": "2024-05-01 noon"}, "measurement_date"),
-    ({"run_id": "run-1"}, "run_id"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"input_shape": [2, 8, 8, 1]}, "input_shape"),  # disagrees with batch_size 4
-    ({"schema_version": "1.0"}, "schema_version"),
-    ({"runtime": "tvm"}, "runtime"),
-    ({"batch_size": True}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"measurement_date": "2024-05-01 noon"}, "measurement_date"),
+        ({"run_id": "run-1"}, "run_id"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"input_shape": [2, 8, 8, 1]}, "input_shape"),  # disagrees with batch_size 4
+        ({"schema_version": "1.0"}, "schema_version"),
+        ({"runtime": "tvm"}, "runtime"),
+        ({"batch_size": True}, "batch_size"),
+    ],
+)
 def test_invalid_values_name_their_field(change, field):
     with pytest.raises(SchemaError, match=f"'{field}'"):
         MeasurementRecord.from_dict(make_record().to_dict() | change)

@@ -1,4 +1,5 @@
 """The ground-truth store: layout, v1.0 compatibility, batch names, manifest, loader, migration, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -40,34 +41,42 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("stem, model, batch", [
-    ("efficientnet_b0", "efficientnet_b0", None),
-    ("efficientnet_b1_b4", "efficientnet_b1", 4),
-    ("resnet_b16", "resnet", 16),
-    ("resnet_b16", "resnet_b16", None),
-    ("resnet_b16_b1", "resnet_b16", 1),
-    ("mobilenet_b2_b32", "mobilenet_b2", 32),
-    ("mobilenet_b2_b32", "mobilenet_b2_b32", None),
-    ("resnet8-torch_b8", "resnet8-torch", 8),
-])
+@pytest.mark.parametrize(
+    "stem, model, batch",
+    [
+        ("efficientnet_b0", "efficientnet_b0", None),
+        ("efficientnet_b1_b4", "efficientnet_b1", 4),
+        ("resnet_b16", "resnet", 16),
+        ("resnet_b16", "resnet_b16", None),
+        ("resnet_b16_b1", "resnet_b16", 1),
+        ("mobilenet_b2_b32", "mobilenet_b2", 32),
+        ("mobilenet_b2_b32", "mobilenet_b2_b32", None),
+        ("resnet8-torch_b8", "resnet8-torch", 8),
+    ],
+)
 def test_batch_suffix_is_read_against_the_model_name(stem, model, batch):
     assert split_batch_suffix(stem, model) == batch
 
 
-@pytest.mark.parametrize("stem, model", [("mobilenet_b2_b32", "mobilenet"), ("resnet_b0", "resnet"),
-                                         ("resnet_b16x", "resnet"), ("resnet8", "resnet20")])
+@pytest.mark.parametrize(
+    "stem, model",
+    [("mobilenet_b2_b32", "mobilenet"), ("resnet_b0", "resnet"), ("resnet_b16x", "resnet"), ("resnet8", "resnet20")],
+)
 def test_a_name_that_does_not_match_its_model_is_an_error(stem, model):
     with pytest.raises(ValueError, match="does not match its model"):
         split_batch_suffix(stem, model)
 
 
-@pytest.mark.parametrize("relative, model, batch", [
-    ("hw/fp32/measurements/efficientnet_b0.json", "efficientnet_b0", 1),      # legacy per-model layout
-    ("hw/fp32/measurements/resnet_b16.json", "resnet_b16", 1),
-    ("old/hw/fp32/efficientnet_b1_b4.json", "efficientnet_b1", 4),            # legacy batch layout
-    ("old/hw/fp32/mobilenet_b2_b32.json", "mobilenet_b2", 32),
-    ("old/hw/fp32/resnet_b16.json", "resnet", 16),
-])
+@pytest.mark.parametrize(
+    "relative, model, batch",
+    [
+        ("hw/fp32/measurements/efficientnet_b0.json", "efficientnet_b0", 1),  # legacy per-model layout
+        ("hw/fp32/measurements/resnet_b16.json", "resnet_b16", 1),
+        ("old/hw/fp32/efficientnet_b1_b4.json", "efficientnet_b1", 4),  # legacy batch layout
+        ("old/hw/fp32/mobilenet_b2_b32.json", "mobilenet_b2", 32),
+        ("old/hw/fp32/resnet_b16.json", "resnet", 16),
+    ],
+)
 def test_v1_files_upgrade_with_batch_from_the_name(tmp_path, relative, model, batch):
     path = write_json(tmp_path / relative, v1_document(model))
     record = read_measurement(path)
@@ -76,7 +85,8 @@ def test_v1_files_upgrade_with_batch_from_the_name(tmp_path, relative, model, ba
     assert record.model_summary.end_to_end_latency is None
     assert record.model_summary.num_subgraphs == 3
     assert record.model_summary.total_latency_ms == pytest.approx(
-        sum(s.measured_latency.mean for s in record.subgraphs))
+        sum(s.measured_latency.mean for s in record.subgraphs)
+    )
     assert read_measurement(path).run_id == record.run_id  # derived, not random: upgrades are reproducible
 
 
@@ -94,11 +104,13 @@ def test_v2_name_must_agree_with_batch_size(tmp_path):
 
 
 def populated_store(root: Path) -> list[MeasurementRecord]:
-    records = [make_record(model="tiny", batch_size=1, input_shape=[1, 8, 8, 1]),
-               make_record(model="tiny", batch_size=4),
-               make_record(model="tiny", precision="int8", batch_size=4),
-               make_record(model="tiny", runtime="torch", batch_size=4),
-               make_record(model="other", batch_size=4)]
+    records = [
+        make_record(model="tiny", batch_size=1, input_shape=[1, 8, 8, 1]),
+        make_record(model="tiny", batch_size=4),
+        make_record(model="tiny", precision="int8", batch_size=4),
+        make_record(model="tiny", runtime="torch", batch_size=4),
+        make_record(model="other", batch_size=4),
+    ]
     for record in records:
         store.save_measurement(record, root, samples={"end_to_end_ms": np.arange(5.0)}, update_manifest=False)
     store.rebuild_manifest(root, HW)
@@ -111,8 +123,7 @@ def test_layout_and_manifest(tmp_path):
     assert (hw_dir / "measurements/fp32/tiny_b1.json").is_file()
     assert (hw_dir / "measurements/fp32/tiny-torch_b4.npz").is_file()
     manifest = json.loads((hw_dir / "manifest.json").read_text())
-    assert manifest["summary"] == {"num_models": 2, "num_precisions": 2, "num_batch_sizes": 2,
-                                   "total_measurements": 5}
+    assert manifest["summary"] == {"num_models": 2, "num_precisions": 2, "num_batch_sizes": 2, "total_measurements": 5}
     assert manifest["coverage"] == {"models": ["other", "tiny"], "precisions": ["fp32", "int8"], "batch_sizes": [1, 4]}
     entry = next(e for e in manifest["measurements"] if e["file"] == "measurements/int8/tiny_b4.json")
     assert (entry["model"], entry["precision"], entry["batch_size"], entry["num_subgraphs"]) == ("tiny", "int8", 4, 3)
@@ -200,9 +211,12 @@ def test_migration_writes_the_canonical_layout(tmp_path):
     assert older.source.endswith("b/test-cpu-2c/fp32/mobilenet_b2_b32.json") and "older than" in older.detail
     loader = GroundTruthLoader(dest)
     assert loader.list_configurations(HW) == [
-        ("efficientnet_b0", "onnxruntime", "fp32", 1), ("efficientnet_b1", "onnxruntime", "fp32", 4),
-        ("mobilenet_b2", "onnxruntime", "fp32", 32), ("resnet_b16", "onnxruntime", "int8", 1),
-        ("tiny", "onnxruntime", "fp32", 4)]
+        ("efficientnet_b0", "onnxruntime", "fp32", 1),
+        ("efficientnet_b1", "onnxruntime", "fp32", 4),
+        ("mobilenet_b2", "onnxruntime", "fp32", 32),
+        ("resnet_b16", "onnxruntime", "int8", 1),
+        ("tiny", "onnxruntime", "fp32", 4),
+    ]
     assert loader.load(HW, "mobilenet_b2", "fp32", 32).measurement_date == "2023-03-01T08:00:00+00:00"
     assert (dest / HW / "measurements/fp32/tiny_b4.npz").read_bytes() == b"samples"
     assert json.loads((dest / HW / "measurements/int8/resnet_b16_b1.json").read_text())["schema_version"] == "2.0"

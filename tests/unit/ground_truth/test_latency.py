@@ -1,4 +1,5 @@
 """Latency measurement on real onnxruntime sessions and torch models; the hardware description."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,12 @@ def onnx_models(tmp_path_factory, digits_cnn) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def measured(onnx_models, profile) -> dict[str, latency.Measurement]:
-    return {p: latency.measure_onnx(path, model="digits_cnn", precision=p, batch_size=BATCH, hardware=profile,
-                                    settings=FAST) for p, path in onnx_models.items()}
+    return {
+        p: latency.measure_onnx(
+            path, model="digits_cnn", precision=p, batch_size=BATCH, hardware=profile, settings=FAST
+        )
+        for p, path in onnx_models.items()
+    }
 
 
 def torch_flops(module: torch.nn.Module, batch: int) -> int:
@@ -90,8 +95,14 @@ def test_cpu_time_is_kept_for_single_threaded_runs_only(measured, onnx_models, p
     wall, cpu = m.samples["end_to_end_ms"], m.samples["end_to_end_cpu_ms"]
     assert np.all(cpu <= wall * 1.01 + 0.01)  # one thread cannot be on the CPU longer than the call lasted
     assert m.record.model_summary.end_to_end_cpu_time.mean == pytest.approx(cpu.mean())
-    two = latency.measure_onnx(onnx_models["fp32"], model="d", precision="fp32", batch_size=1, hardware=profile,
-                               settings=latency.MeasurementSettings(repeats=2, warmup=0, threads=2))
+    two = latency.measure_onnx(
+        onnx_models["fp32"],
+        model="d",
+        precision="fp32",
+        batch_size=1,
+        hardware=profile,
+        settings=latency.MeasurementSettings(repeats=2, warmup=0, threads=2),
+    )
     assert two.record.model_summary.end_to_end_cpu_time is None and "end_to_end_cpu_ms" not in two.samples
 
 
@@ -122,8 +133,15 @@ def test_record_is_complete_and_valid(measured, profile, tmp_path):
 
 
 def test_torch_subgraphs_are_leaf_module_calls(digits_cnn, profile):
-    m = latency.measure_torch(digits_cnn, model="digits_cnn", precision="fp32", batch_size=BATCH, image_shape=SHAPE,
-                              hardware=profile, settings=FAST)
+    m = latency.measure_torch(
+        digits_cnn,
+        model="digits_cnn",
+        precision="fp32",
+        batch_size=BATCH,
+        image_shape=SHAPE,
+        hardware=profile,
+        settings=FAST,
+    )
     leaves = [n for n, mod in digits_cnn.named_modules() if n and not list(mod.children())]
     assert [s.node_names[0] for s in m.record.subgraphs] == leaves  # every leaf called once, in order
     heavy = sum(s.flops for s in m.record.subgraphs if s.operation_type in ("conv", "matmul"))
@@ -138,19 +156,28 @@ def test_bf16_runs_at_two_bytes_or_is_refused(digits_cnn, profile):
     supported, reason = latency.bf16_support()
     if not supported:
         with pytest.raises(RuntimeError, match="bf16"):
-            latency.measure_torch(digits_cnn, model="d", precision="bf16", batch_size=BATCH, image_shape=SHAPE,
-                                  hardware=profile, settings=FAST)
+            latency.measure_torch(
+                digits_cnn,
+                model="d",
+                precision="bf16",
+                batch_size=BATCH,
+                image_shape=SHAPE,
+                hardware=profile,
+                settings=FAST,
+            )
         return
-    m = latency.measure_torch(digits_cnn, model="d", precision="bf16", batch_size=BATCH, image_shape=SHAPE,
-                              hardware=profile, settings=FAST)
+    m = latency.measure_torch(
+        digits_cnn, model="d", precision="bf16", batch_size=BATCH, image_shape=SHAPE, hardware=profile, settings=FAST
+    )
     conv = next(s for s in m.record.subgraphs if s.fusion_pattern == "Conv2d")
     assert conv.total_bytes == 4 * BATCH * 64 + 2 * (BATCH * 64 * 16 + 16 * 9)  # fp32 input, bf16 output and weights
 
 
 def test_high_variation_is_flagged(onnx_models, profile):
     strict = latency.MeasurementSettings(repeats=3, warmup=1, cv_warning=1e-9)
-    m = latency.measure_onnx(onnx_models["fp32"], model="d", precision="fp32", batch_size=1, hardware=profile,
-                             settings=strict)
+    m = latency.measure_onnx(
+        onnx_models["fp32"], model="d", precision="fp32", batch_size=1, hardware=profile, settings=strict
+    )
     assert any("CV" in w and "another heavy process" in w for w in m.warnings)
 
 
@@ -170,8 +197,9 @@ def test_fixed_batch_models_are_refused_or_skipped(digits_cnn, profile, tmp_path
     with pytest.raises(ValueError, match="fixed at 1"):
         latency.measure_onnx(path, model="d", precision="fp32", batch_size=4, hardware=profile, settings=FAST)
     profile.save(hardware_profile_path(tmp_path / "store", profile.hardware_id))  # no GEMM/bandwidth run
-    result = latency.measure_run_models("fixed", path, store=tmp_path / "store", batch_sizes=(1, 4), settings=FAST,
-                                        progress=False)
+    result = latency.measure_run_models(
+        "fixed", path, store=tmp_path / "store", batch_sizes=(1, 4), settings=FAST, progress=False
+    )
     assert [r.batch_size for r in result.records] == [1]
     assert result.skipped == [f"fixed fp32 b4: {path} has a fixed batch of 1"]
 
@@ -179,11 +207,19 @@ def test_fixed_batch_models_are_refused_or_skipped(digits_cnn, profile, tmp_path
 def test_phase05_measurement_adds_to_the_store(onnx_models, profile, tmp_path):
     root = tmp_path / "store"
     profile.save(hardware_profile_path(root, profile.hardware_id))
-    result = latency.measure_run_models("run_cnn", onnx_models["fp32"], onnx_models["int8"], store=root,
-                                        batch_sizes=(1, 4), settings=FAST, progress=False)
+    result = latency.measure_run_models(
+        "run_cnn",
+        onnx_models["fp32"],
+        onnx_models["int8"],
+        store=root,
+        batch_sizes=(1, 4),
+        settings=FAST,
+        progress=False,
+    )
     loader = GroundTruthLoader(root)
-    assert loader.list_configurations(profile.hardware_id) == [("run_cnn", "onnxruntime", p, b)
-                                                               for p in ("fp32", "int8") for b in (1, 4)]
+    assert loader.list_configurations(profile.hardware_id) == [
+        ("run_cnn", "onnxruntime", p, b) for p in ("fp32", "int8") for b in (1, 4)
+    ]
     assert loader.check_manifest(profile.hardware_id) == []
     assert {r.run_id for r in result.records} == {result.run_id}
     assert sorted(r.run_index for r in result.records) == [0, 1, 2, 3]
@@ -193,12 +229,28 @@ def test_phase05_measurement_adds_to_the_store(onnx_models, profile, tmp_path):
 
 def test_cli_measure_narrows_the_profile(tmp_path):
     store = tmp_path / "store"
-    code = cli_main(["measure", "--store", str(store), "--models", "mlp_digits", "--precisions", "fp32",
-                     "--batch-sizes", "1", "--repeats", "2", "--no-progress"])
+    code = cli_main(
+        [
+            "measure",
+            "--store",
+            str(store),
+            "--models",
+            "mlp_digits",
+            "--precisions",
+            "fp32",
+            "--batch-sizes",
+            "1",
+            "--repeats",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     hw = hardware.hardware_id()
-    assert GroundTruthLoader(store).list_configurations(hw) == [("mlp_digits", "onnxruntime", "fp32", 1),
-                                                                ("mlp_digits", "torch", "fp32", 1)]
+    assert GroundTruthLoader(store).list_configurations(hw) == [
+        ("mlp_digits", "onnxruntime", "fp32", 1),
+        ("mlp_digits", "torch", "fp32", 1),
+    ]
     saved = hardware.HardwareProfile.load(hardware_profile_path(store, hw))
     assert 0 < saved.measured_gemm_flops <= saved.theoretical_peak_flops["fp32"]
     assert saved.measured_bandwidth_bytes_per_s > 0
@@ -233,8 +285,10 @@ flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512_vnni
 def test_hardware_id_is_a_stable_slug_of_model_and_physical_cores():
     info = hardware.parse_cpuinfo(CPUINFO)
     assert hardware.hardware_id(info, gpu=None) == "intel-r-xeon-r-gold-6148-cpu-2-40ghz-1c"  # 2 threads, 1 core
-    assert hardware.hardware_id(info, gpu="NVIDIA H100 80GB HBM3") == \
-        "intel-r-xeon-r-gold-6148-cpu-2-40ghz-1c-nvidia-h100-80gb-hbm3"
+    assert (
+        hardware.hardware_id(info, gpu="NVIDIA H100 80GB HBM3")
+        == "intel-r-xeon-r-gold-6148-cpu-2-40ghz-1c-nvidia-h100-80gb-hbm3"
+    )
     assert hardware.hardware_id() == hardware.hardware_id()
 
 
@@ -257,16 +311,28 @@ def test_system_state_explains_every_unknown_field():
 
 def test_latency_report_and_figure_agree_with_the_store(onnx_models, profile, tmp_path):
     import matplotlib
+
     matplotlib.use("Agg")
     root = tmp_path / "store"
     profile.save(hardware_profile_path(root, profile.hardware_id))
-    result = latency.measure_run_models("run_cnn", onnx_models["fp32"], onnx_models["int8"], store=root,
-                                        batch_sizes=(1, 3), settings=FAST, progress=False)
+    result = latency.measure_run_models(
+        "run_cnn",
+        onnx_models["fp32"],
+        onnx_models["int8"],
+        store=root,
+        batch_sizes=(1, 3),
+        settings=FAST,
+        progress=False,
+    )
     report = latency.latency_report(result)
     loader = GroundTruthLoader(root)
     assert report["hardware_id"] == profile.hardware_id and report["run_id"] == result.run_id
-    assert [(row["precision"], row["batch_size"]) for row in report["measurements"]] == \
-        [("fp32", 1), ("int8", 1), ("fp32", 3), ("int8", 3)]
+    assert [(row["precision"], row["batch_size"]) for row in report["measurements"]] == [
+        ("fp32", 1),
+        ("int8", 1),
+        ("fp32", 3),
+        ("int8", 3),
+    ]
     for row in report["measurements"]:
         args = (profile.hardware_id, "run_cnn", row["precision"], row["batch_size"])
         summary = loader.load(*args).model_summary
@@ -276,10 +342,12 @@ def test_latency_report_and_figure_agree_with_the_store(onnx_models, profile, tm
         assert row["contention_free_ms"] == summary.end_to_end_cpu_time.min
         assert row["num_subgraphs"] == summary.num_subgraphs
     cpu = {(r["precision"], r["batch_size"]): r["end_to_end_cpu_time_ms"]["min"] for r in report["measurements"]}
-    assert report["int8_over_fp32"] == {f"run_cnn/onnxruntime/b{b}": pytest.approx(cpu["int8", b] / cpu["fp32", b])
-                                        for b in (1, 3)}
+    assert report["int8_over_fp32"] == {
+        f"run_cnn/onnxruntime/b{b}": pytest.approx(cpu["int8", b] / cpu["fp32", b]) for b in (1, 3)
+    }
     fig = latency.latency_figure(result.records)
     assert [ax.get_title().split("\n") for ax in fig.axes] == [
         ["batch 1", f"INT8/FP32 {report['int8_over_fp32']['run_cnn/onnxruntime/b1']:.2f}x (contention-free)"],
-        ["batch 3", f"INT8/FP32 {report['int8_over_fp32']['run_cnn/onnxruntime/b3']:.2f}x (contention-free)"]]
+        ["batch 3", f"INT8/FP32 {report['int8_over_fp32']['run_cnn/onnxruntime/b3']:.2f}x (contention-free)"],
+    ]
     assert all(len(ax.patches) == 2 for ax in fig.axes)

@@ -1,4 +1,5 @@
 """The roofline estimator: recovers a known roofline, validates leave-one-model-out from a store."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -29,12 +30,19 @@ def synthetic_record(model: str, batch: int, rng: np.random.Generator, end_to_en
     flops = (batch * 10 ** rng.uniform(3, 7, size=count)).astype(int)
     nbytes = (batch * 10 ** rng.uniform(3, 5.5, size=count)).astype(int)
     latency = TRUE_ROOFLINE.predict(flops.astype(float), nbytes.astype(float))
-    subgraphs = [make_subgraph(i, [ms, ms * 1.5], flops=int(f), nbytes=int(b))  # the minimum is what counts
-                 for i, (f, b, ms) in enumerate(zip(flops, nbytes, latency))]
+    subgraphs = [
+        make_subgraph(i, [ms, ms * 1.5], flops=int(f), nbytes=int(b))  # the minimum is what counts
+        for i, (f, b, ms) in enumerate(zip(flops, nbytes, latency))
+    ]
     total = SCALE * latency.sum() + PER_SUBGRAPH_MS * len(subgraphs) + CALL_OVERHEAD_MS
     e2e = LatencyStats.from_samples([total, total * 1.2]) if end_to_end else None
-    return make_record(model=model, batch_size=batch, input_shape=None, subgraphs=subgraphs,
-                       model_summary=ModelSummary.from_subgraphs(subgraphs, batch, e2e))
+    return make_record(
+        model=model,
+        batch_size=batch,
+        input_shape=None,
+        subgraphs=subgraphs,
+        model_summary=ModelSummary.from_subgraphs(subgraphs, batch, e2e),
+    )
 
 
 @pytest.fixture
@@ -104,8 +112,10 @@ def test_figure_plots_every_validated_record(stored):
 def test_efficiency_curves_are_written_per_precision_with_a_figure(stored):
     root, hw = stored.root, "test-cpu-2c"
     paths = le.write_efficiency_curves(root, hw)
-    assert [p.relative_to(root / hw).as_posix() for p in paths] == ["efficiency_curves/fp32/curves.json",
-                                                                    "efficiency_curves/fp32/curves.png"]
+    assert [p.relative_to(root / hw).as_posix() for p in paths] == [
+        "efficiency_curves/fp32/curves.json",
+        "efficiency_curves/fp32/curves.png",
+    ]
     document = json.loads(paths[0].read_text())
     assert document["target"] == "end_to_end"  # every record of the project's sweep has one
     runtime = document["runtimes"]["onnxruntime"]

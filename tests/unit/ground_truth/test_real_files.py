@@ -8,6 +8,7 @@ file has a v2.0 twin the tool wrote from the same measurement, with ``batch_size
 ``model_summary``: the twins are the oracle for what the reader derives. Cost: about 20 s of CPU in all
 (the slow-marked goal test adds about 20 s).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ from helpers.ground_truth.store import CANONICAL, LEGACY_BATCH, LEGACY_PER_MODEL
 # the sample's manifests disagree with its files (Ryzen) or are missing (second tree): warned, tested below
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not agree with the record files:UserWarning")
 RYZEN, JETSON = "ryzen_9_8945hs", "jetson_orin_15w"
-NON_RECORDS = {"calibration metadata": 1, "efficiency curves": 4, "manifest": 2, "markdown report": 1,
-               "other file (no suffix)": 1}
+NON_RECORDS = {
+    "calibration metadata": 1,
+    "efficiency curves": 4,
+    "manifest": 2,
+    "markdown report": 1,
+    "other file (no suffix)": 1,
+}
 
 
 @pytest.fixture(scope="session")
@@ -189,18 +195,26 @@ def test_the_migrated_store_reloads_with_the_foreign_manifests_totals_and_the_sa
     for hardware_id in (JETSON, RYZEN):
         assert loader.check_manifest(hardware_id) == []
         foreign = json.loads((sample / "calibration_data" / hardware_id / "manifest.json").read_text())
-        ours = {(e["model"], e["precision"], e["batch_size"]): e for e in
-                json.loads((dest / hardware_id / "manifest.json").read_text())["measurements"]}
+        ours = {
+            (e["model"], e["precision"], e["batch_size"]): e
+            for e in json.loads((dest / hardware_id / "manifest.json").read_text())["measurements"]
+        }
         assert len(ours) == len(foreign["measurements"])
         for entry in foreign["measurements"]:
             mine = ours[(entry["model"], entry["precision"], entry["batch_size"])]
             assert mine["total_latency_ms"] == pytest.approx(entry["total_latency_ms"], abs=5e-5)
             assert (mine["total_flops"], mine["num_subgraphs"]) == (entry["total_flops"], entry["num_subgraphs"])
             assert mine["measurement_date"] == entry["measurement_date"]
-    used_in_place = {(i.record.hardware_id, i.configuration): i.record for i in in_place.values()
-                     if i.used and i.path.is_relative_to(sample / "calibration_data")}
-    reloaded = {(h, c): loader.load(h, *c[:1], c.precision, c.batch_size, c.runtime)
-                for h in loader.list_hardware() for c in loader.list_configurations(h)}
+    used_in_place = {
+        (i.record.hardware_id, i.configuration): i.record
+        for i in in_place.values()
+        if i.used and i.path.is_relative_to(sample / "calibration_data")
+    }
+    reloaded = {
+        (h, c): loader.load(h, *c[:1], c.precision, c.batch_size, c.runtime)
+        for h in loader.list_hardware()
+        for c in loader.list_configurations(h)
+    }
     assert reloaded == used_in_place  # lossless: the normalization notes travel with the record
 
 

@@ -1,4 +1,5 @@
 """Phase 05 across runtimes: real OpenVINO and onnxruntime measurements of the reference digits models into a store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,9 @@ def profile() -> hardware.HardwareProfile:
 def stored(tmp_path_factory, profile):
     root = tmp_path_factory.mktemp("store")
     profile.save(hardware_profile_path(root, profile.hardware_id))
-    result = runtime_latency.measure_runtimes("ref_cnn", FILES, batch_sizes=(1, 4), store=root, settings=FAST,
-                                              progress=False)
+    result = runtime_latency.measure_runtimes(
+        "ref_cnn", FILES, batch_sizes=(1, 4), store=root, settings=FAST, progress=False
+    )
     return root, result
 
 
@@ -81,11 +83,14 @@ def test_bad_requests_fail_before_measuring(tmp_path):
         runtime_latency.measure_runtimes("m", {"fp32": tmp_path / "none.onnx"}, store=tmp_path)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("05_latency.runtimes=[tvm]", "runtimes must be a non-empty list"),
-    ("05_latency.precisions=[fp8]", "precisions must be a non-empty list"),
-    ("05_latency.threads=0", "threads and every batch size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("05_latency.runtimes=[tvm]", "runtimes must be a non-empty list"),
+        ("05_latency.precisions=[fp8]", "precisions must be a non-empty list"),
+        ("05_latency.threads=0", "threads and every batch size must be >= 1"),
+    ],
+)
 def test_phase05_precheck_refuses_bad_runtime_parameters_before_any_kernel(override, message):
     with pytest.raises(ValueError, match=message):
         resolve_config(overrides=[override])

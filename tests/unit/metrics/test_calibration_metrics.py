@@ -1,4 +1,5 @@
 """helpers.metrics.calibration: cross-checked against torchmetrics and scikit-learn."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,12 @@ def test_classwise_ece_matches_torchmetrics_binary_ece_per_class():
     keep = off_edges(softmax(logits))
     logits, labels = logits[keep], labels[keep]
     probs = torch.from_numpy(softmax(logits))
-    per_class = [float(BinaryCalibrationError(n_bins=15, norm="l1")(
-        probs[:, c], torch.from_numpy((labels == c).astype(np.int64)))) for c in range(4)]
+    per_class = [
+        float(
+            BinaryCalibrationError(n_bins=15, norm="l1")(probs[:, c], torch.from_numpy((labels == c).astype(np.int64)))
+        )
+        for c in range(4)
+    ]
     assert classwise_calibration_error(logits, labels) == pytest.approx(np.mean(per_class), abs=1e-6)
 
 
@@ -92,7 +97,8 @@ def test_edge_convention_changes_ece_as_computed_by_hand():
     assert expected_calibration_error(logits, labels) == pytest.approx((2 / 3 + c) / 2, abs=1e-12)
     # torchmetrics' [lo, hi) bins put both samples in one bin: |1/2 - (1/3 + c) / 2|
     theirs = MulticlassCalibrationError(num_classes=3, n_bins=15)(
-        torch.from_numpy(softmax(logits)), torch.from_numpy(labels))
+        torch.from_numpy(softmax(logits)), torch.from_numpy(labels)
+    )
     assert float(theirs) == pytest.approx(abs(0.5 - (1 / 3 + c) / 2), abs=1e-6)
 
 
@@ -107,13 +113,12 @@ def test_adaptive_ece_uses_equal_mass_bins():
 def test_nll_matches_sklearn_log_loss_and_brier_matches_the_formula():
     logits, labels = overconfident_logits(5, 500, 6)
     probs = softmax(logits)
-    assert negative_log_likelihood(logits, labels) == pytest.approx(
-        log_loss(labels, probs, labels=range(6)), rel=1e-10)
-    direct = np.mean([sum((probs[i, c] - (labels[i] == c)) ** 2 for c in range(6))
-                      for i in range(len(labels))])
+    assert negative_log_likelihood(logits, labels) == pytest.approx(log_loss(labels, probs, labels=range(6)), rel=1e-10)
+    direct = np.mean([sum((probs[i, c] - (labels[i] == c)) ** 2 for c in range(6)) for i in range(len(labels))])
     assert brier_score(logits, labels) == pytest.approx(direct, rel=1e-12)
     assert brier_score(logits, labels) == pytest.approx(
-        brier_score_loss(labels, probs, labels=range(6), scale_by_half=False), rel=1e-12)
+        brier_score_loss(labels, probs, labels=range(6), scale_by_half=False), rel=1e-12
+    )
 
 
 def test_nll_is_exact_for_extreme_logits():
@@ -154,16 +159,18 @@ def test_calibration_summary_is_json_ready(tmp_path):
     assert json.loads(path.read_text())["ece_ci95"] == summary["ece_ci95"]
 
 
-@pytest.mark.parametrize("logits,labels,message", [
-    (np.array([[np.nan, 1.0], [np.inf, 0.0], [0.0, -np.inf]]), [0, 1, 0],
-     "1 NaN and 2 Inf value.*3 of 3 rows"),
-    (np.array([[0.2, 0.8], [0.5, 0.5]]), [0, 1], "look like probabilities"),
-    (np.array([[0.0, 1.0], [2.0, 0.0]]), [0, 2], r"outside \[0, 2\)"),
-    (np.array([[0.0, 1.0], [2.0, 0.0]]), [0], r"shape \(2,\)"),
-    (np.zeros((0, 3)), np.zeros(0, dtype=np.int64), "empty"),
-    (np.zeros(3), [0, 1, 2], r"\[N, K >= 2\]"),
-    (np.array([[1, 2], [3, 4]]), [0, 1], "floating point"),
-])
+@pytest.mark.parametrize(
+    "logits,labels,message",
+    [
+        (np.array([[np.nan, 1.0], [np.inf, 0.0], [0.0, -np.inf]]), [0, 1, 0], "1 NaN and 2 Inf value.*3 of 3 rows"),
+        (np.array([[0.2, 0.8], [0.5, 0.5]]), [0, 1], "look like probabilities"),
+        (np.array([[0.0, 1.0], [2.0, 0.0]]), [0, 2], r"outside \[0, 2\)"),
+        (np.array([[0.0, 1.0], [2.0, 0.0]]), [0], r"shape \(2,\)"),
+        (np.zeros((0, 3)), np.zeros(0, dtype=np.int64), "empty"),
+        (np.zeros(3), [0, 1, 2], r"\[N, K >= 2\]"),
+        (np.array([[1, 2], [3, 4]]), [0, 1], "floating point"),
+    ],
+)
 def test_bad_inputs_are_refused_with_a_clear_message(logits, labels, message):
     with pytest.raises(ValueError, match=message):
         validate_logits(logits, np.asarray(labels))

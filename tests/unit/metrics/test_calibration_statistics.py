@@ -1,5 +1,6 @@
 """The honest statistics of helpers.metrics.calibration against exact simulations, Kumar et al.'s
 estimator as they published it, and netcal (a test-only extra)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -112,7 +113,7 @@ def test_ece_agrees_with_netcal():
     logits, labels = model(9, 4000, temperature=1.4)
     conf, correct = top_label(logits, labels)
     edges = np.arange(16) / 15
-    keep = (np.abs(conf[:, None] - edges).min(axis=1) > 1e-6)  # netcal's bins are [lo, hi), ours (lo, hi]
+    keep = np.abs(conf[:, None] - edges).min(axis=1) > 1e-6  # netcal's bins are [lo, hi), ours (lo, hi]
     probs = softmax(logits)[keep]
     theirs = netcal.ECE(bins=15).measure(probs, labels[keep])
     assert expected_calibration_error(logits[keep], labels[keep]) == pytest.approx(theirs, abs=1e-6)

@@ -1,4 +1,5 @@
 """helpers.metrics: cross-checked against scikit-learn, intervals against their definitions."""
+
 from __future__ import annotations
 
 import json
@@ -36,37 +37,40 @@ def noisy_predictions(seed: int, n: int, k: int, flip: float):
     return labels, preds
 
 
-@pytest.mark.parametrize("seed,k,flip", [(0, 2, 0.3), (1, 3, 0.5), (2, 10, 0.2), (3, 10, 0.95),
-                                         (4, 7, 1.0)])
+@pytest.mark.parametrize("seed,k,flip", [(0, 2, 0.3), (1, 3, 0.5), (2, 10, 0.2), (3, 10, 0.95), (4, 7, 1.0)])
 def test_mcc_and_confusion_match_sklearn_on_random_data(seed, k, flip):
     labels, preds = noisy_predictions(seed, 500, k, flip)
     assert mcc(labels, preds, k) == pytest.approx(skm.matthews_corrcoef(labels, preds), abs=1e-12)
-    np.testing.assert_array_equal(confusion_matrix(labels, preds, k),
-                                  skm.confusion_matrix(labels, preds, labels=range(k)))
+    np.testing.assert_array_equal(
+        confusion_matrix(labels, preds, k), skm.confusion_matrix(labels, preds, labels=range(k))
+    )
     assert accuracy(labels, preds) == pytest.approx(skm.accuracy_score(labels, preds))
 
 
 @pytest.mark.filterwarnings("ignore:A single label was found")  # sklearn, for the all-one-class case
-@pytest.mark.parametrize("labels,preds", [
-    ([2, 2, 2, 2], [2, 2, 2, 2]),  # all one class, perfect: degenerate, sklearn says 0
-    ([0, 0, 0, 0], [1, 2, 1, 0]),  # constant truth
-    ([0, 1, 2, 1], [1, 1, 1, 1]),  # constant prediction
-    ([0, 1, 2, 3, 0, 1], [0, 1, 2, 3, 0, 1]),  # perfect
-    ([0, 1, 0, 1], [1, 0, 1, 0]),  # perfectly inverted binary: -1
-    ([0, 0, 1, 1, 4], [0, 1, 1, 1, 4]),  # classes 2 and 3 absent
-])
+@pytest.mark.parametrize(
+    "labels,preds",
+    [
+        ([2, 2, 2, 2], [2, 2, 2, 2]),  # all one class, perfect: degenerate, sklearn says 0
+        ([0, 0, 0, 0], [1, 2, 1, 0]),  # constant truth
+        ([0, 1, 2, 1], [1, 1, 1, 1]),  # constant prediction
+        ([0, 1, 2, 3, 0, 1], [0, 1, 2, 3, 0, 1]),  # perfect
+        ([0, 1, 0, 1], [1, 0, 1, 0]),  # perfectly inverted binary: -1
+        ([0, 0, 1, 1, 4], [0, 1, 1, 1, 4]),  # classes 2 and 3 absent
+    ],
+)
 def test_mcc_degenerate_cases_match_sklearn(labels, preds):
     labels, preds = np.array(labels), np.array(preds)
     assert mcc(labels, preds, 5) == pytest.approx(skm.matthews_corrcoef(labels, preds), abs=1e-12)
-    np.testing.assert_array_equal(confusion_matrix(labels, preds, 5),
-                                  skm.confusion_matrix(labels, preds, labels=range(5)))
+    np.testing.assert_array_equal(
+        confusion_matrix(labels, preds, 5), skm.confusion_matrix(labels, preds, labels=range(5))
+    )
 
 
 def test_mcc_from_confusion_is_vectorized_over_a_stack():
     pairs = [noisy_predictions(seed, 300, 4, 0.4) for seed in range(5)]
     stack = np.stack([confusion_matrix(y, p, 4) for y, p in pairs])
-    np.testing.assert_allclose(mcc_from_confusion(stack),
-                               [skm.matthews_corrcoef(y, p) for y, p in pairs], atol=1e-12)
+    np.testing.assert_allclose(mcc_from_confusion(stack), [skm.matthews_corrcoef(y, p) for y, p in pairs], atol=1e-12)
 
 
 def test_per_class_accuracy_is_recall_with_nan_for_absent_classes():
@@ -127,15 +131,18 @@ def test_classification_summary_is_consistent_and_json_ready(tmp_path):
     assert json.loads(path.read_text())["confusion_matrix"] == summary["confusion_matrix"]
 
 
-@pytest.mark.parametrize("labels,preds,num_classes,message", [
-    ([0, 1, 2], [0, 1], 3, "differ in shape"),
-    ([0, 1, 3], [0, 1, 1], 3, r"outside \[0, 3\)"),
-    ([0, -1, 1], [0, 1, 1], 3, "outside"),
-    ([], [], 3, "empty"),
-    ([], [], None, "empty"),
-    ([0.0, 1.0], [0, 1], 3, "integer class indices"),
-    ([[0, 1]], [[0, 1]], 3, "1-D"),
-])
+@pytest.mark.parametrize(
+    "labels,preds,num_classes,message",
+    [
+        ([0, 1, 2], [0, 1], 3, "differ in shape"),
+        ([0, 1, 3], [0, 1, 1], 3, r"outside \[0, 3\)"),
+        ([0, -1, 1], [0, 1, 1], 3, "outside"),
+        ([], [], 3, "empty"),
+        ([], [], None, "empty"),
+        ([0.0, 1.0], [0, 1], 3, "integer class indices"),
+        ([[0, 1]], [[0, 1]], 3, "1-D"),
+    ],
+)
 def test_bad_labels_are_refused_with_a_clear_message(labels, preds, num_classes, message):
     with pytest.raises(ValueError, match=message):
         confusion_matrix(np.array(labels), np.array(preds), num_classes)

@@ -4,6 +4,7 @@ The imported model is compared with an independent numpy interpreter of the Kera
 straight from the file (TensorFlow's 'same' padding formula, NHWC, float64), so a wrong kernel
 layout, padding side or BN epsilon shows up as a logit difference.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ def _tf_same(size: int, kernel: int, stride: int) -> tuple[int, int]:
 def _keras_weights(f: h5py.File) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for name, group in f["model_weights"].items():
-        out[name] = {n.decode().split("/")[-1].split(":")[0]: np.asarray(group[n.decode()], np.float64)
-                     for n in group.attrs["weight_names"]}
+        out[name] = {
+            n.decode().split("/")[-1].split(":")[0]: np.asarray(group[n.decode()], np.float64)
+            for n in group.attrs["weight_names"]
+        }
     return out
 
 
@@ -48,8 +51,9 @@ def keras_reference_logits(path, images: np.ndarray) -> np.ndarray:
             y = images.astype(np.float64)
         elif kind == "Conv2D":
             k, s = cfg["kernel_size"][0], cfg["strides"][0]
-            x = np.pad(inputs[0], ((0, 0), _tf_same(inputs[0].shape[1], k, s), _tf_same(inputs[0].shape[2], k, s),
-                                   (0, 0)))
+            x = np.pad(
+                inputs[0], ((0, 0), _tf_same(inputs[0].shape[1], k, s), _tf_same(inputs[0].shape[2], k, s), (0, 0))
+            )
             windows = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s]  # N, H, W, C, k, k
             y = np.einsum("nhwcij,ijco->nhwo", windows, w["kernel"]) + w["bias"]
         elif kind == "BatchNormalization":
@@ -79,25 +83,31 @@ def imported(keras_h5):
 def test_imported_model_matches_the_keras_graph(keras_h5, imported):
     model, _ = imported
     images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(predict_logits(model, images), keras_reference_logits(keras_h5, images),
-                               rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        predict_logits(model, images), keras_reference_logits(keras_h5, images), rtol=0, atol=1e-4
+    )
 
 
 def test_every_keras_weight_lands(keras_h5, imported):
     model, info = imported
     with h5py.File(keras_h5, "r") as f:
         weights = _keras_weights(f)
-        epsilons = {layer["name"]: layer["config"]["epsilon"]
-                    for layer in json.loads(f.attrs["model_config"])["config"]["layers"]
-                    if layer["class_name"] == "BatchNormalization"}
+        epsilons = {
+            layer["name"]: layer["config"]["epsilon"]
+            for layer in json.loads(f.attrs["model_config"])["config"]["layers"]
+            if layer["class_name"] == "BatchNormalization"
+        }
     total = sum(a.size for layer in weights.values() for a in layer.values())
-    statistics = sum(layer[k].size for layer in weights.values() for k in ("moving_mean", "moving_variance")
-                     if k in layer)
+    statistics = sum(
+        layer[k].size for layer in weights.values() for k in ("moving_mean", "moving_variance") if k in layer
+    )
     state = model.state_dict()
     assert info["keras_weight_elements"] == total
     assert count_parameters(model) == total - statistics
-    assert sum(v.numel() for k, v in state.items()
-               if not k.endswith("num_batches_tracked") and k != "input_scale.factor") == total
+    assert (
+        sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked") and k != "input_scale.factor")
+        == total
+    )
     modules = dict(model.named_modules())
     for torch_name, keras_name in info["layer_map"].items():
         w = weights[keras_name]
@@ -107,8 +117,12 @@ def test_every_keras_weight_lands(keras_h5, imported):
             np.testing.assert_array_equal(back, w["kernel"].astype(np.float32))
             np.testing.assert_array_equal(state[f"{torch_name}.bias"].numpy(), w["bias"].astype(np.float32))
         else:
-            for ours, theirs in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
-                                 ("running_var", "moving_variance")):
+            for ours, theirs in (
+                ("weight", "gamma"),
+                ("bias", "beta"),
+                ("running_mean", "moving_mean"),
+                ("running_var", "moving_variance"),
+            ):
                 np.testing.assert_array_equal(state[f"{torch_name}.{ours}"].numpy(), w[theirs].astype(np.float32))
             assert modules[torch_name].eps == epsilons[keras_name]
     assert set(info["layer_map"].values()) == {name for name, w in weights.items() if w}
@@ -176,7 +190,15 @@ def test_info_rebuilds_the_architecture_from_a_checkpoint(imported, tmp_path):
     model, info = imported
     assert not model.training
     path = save_checkpoint(model, tmp_path / "imported.pt")
-    rebuilt = load_checkpoint(build_model("resnet8", info["num_classes"], widths=tuple(info["widths"]),
-                                          bn_eps=info["bn_eps"], input_scale=info["input_scale"]), path)
+    rebuilt = load_checkpoint(
+        build_model(
+            "resnet8",
+            info["num_classes"],
+            widths=tuple(info["widths"]),
+            bn_eps=info["bn_eps"],
+            input_scale=info["input_scale"],
+        ),
+        path,
+    )
     images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(predict_logits(rebuilt, images), predict_logits(model, images))

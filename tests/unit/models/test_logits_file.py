@@ -8,8 +8,10 @@ from helpers.models import logits_file
 
 def test_round_trip_keeps_models_splits_and_values(tmp_path):
     rng = np.random.default_rng(0)
-    logits = {"fp32": {"val": rng.normal(size=(4, 3)), "test": rng.normal(size=(5, 3))},
-              "pt2e_x": {"val": rng.normal(size=(4, 3)), "test": rng.normal(size=(5, 3))}}
+    logits = {
+        "fp32": {"val": rng.normal(size=(4, 3)), "test": rng.normal(size=(5, 3))},
+        "pt2e_x": {"val": rng.normal(size=(4, 3)), "test": rng.normal(size=(5, 3))},
+    }
     logits_file.save(tmp_path / "l.npz", logits)
     back = logits_file.load(tmp_path / "l.npz")
     assert set(back) == {"fp32", "pt2e_x"} and set(back["pt2e_x"]) == {"val", "test"}

@@ -1,4 +1,5 @@
 """helpers.models: registry, input contract (InputScale), Keras 'same' padding, batch inference."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,11 +50,21 @@ def test_models_are_small_and_resnet8_matches_the_mlperf_layout():
     # MLPerf Tiny ResNet-8 from its description: conv3x3 (with bias) and BN per layer, 1x1 projections, dense
     conv = lambda k, cin, cout: k * k * cin * cout + cout  # noqa: E731
     bn = lambda c: 2 * c  # noqa: E731  (gamma, beta; the moving statistics are buffers)
-    expected = (conv(3, 3, 16) + bn(16)
-                + 2 * (conv(3, 16, 16) + bn(16))
-                + conv(3, 16, 32) + conv(3, 32, 32) + 2 * bn(32) + conv(1, 16, 32)
-                + conv(3, 32, 64) + conv(3, 64, 64) + 2 * bn(64) + conv(1, 32, 64)
-                + 64 * 10 + 10)
+    expected = (
+        conv(3, 3, 16)
+        + bn(16)
+        + 2 * (conv(3, 16, 16) + bn(16))
+        + conv(3, 16, 32)
+        + conv(3, 32, 32)
+        + 2 * bn(32)
+        + conv(1, 16, 32)
+        + conv(3, 32, 64)
+        + conv(3, 64, 64)
+        + 2 * bn(64)
+        + conv(1, 32, 64)
+        + 64 * 10
+        + 10
+    )
     assert sizes["resnet8"] == expected
 
 
@@ -83,20 +94,22 @@ def test_input_scale_is_a_stored_factor_inside_the_model():
     scaled = build_model("resnet8", 10).eval()
     assert float(scaled.state_dict()["input_scale.factor"]) == pytest.approx(1 / 255)
     identity = build_model("resnet8", 10, input_scale=1.0).eval()
-    identity.load_state_dict({k: v for k, v in scaled.state_dict().items() if k != "input_scale.factor"},
-                             strict=False)
+    identity.load_state_dict({k: v for k, v in scaled.state_dict().items() if k != "input_scale.factor"}, strict=False)
     x = _random_inputs((32, 32, 3))
     torch.testing.assert_close(scaled(x), identity(x / 255.0), rtol=1e-5, atol=1e-5)
     assert float(identity.input_scale.factor) == 1.0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"name": "resnet9", "num_classes": 10}, "unknown model 'resnet9'; choose one of digits_cnn"),
-    ({"name": "resnet8", "num_classes": 1}, "num_classes must be an integer >= 2"),
-    ({"name": "mlp", "num_classes": 10, "input_shape": (32, 32)}, "input_shape must be NHWC"),
-    ({"name": "mlp", "num_classes": 10, "input_shape": (32, 32, 4)}, "1 or 3 channels"),
-    ({"name": "resnet8", "num_classes": 10, "input_shape": (32, 16, 3)}, "square inputs only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "resnet9", "num_classes": 10}, "unknown model 'resnet9'; choose one of digits_cnn"),
+        ({"name": "resnet8", "num_classes": 1}, "num_classes must be an integer >= 2"),
+        ({"name": "mlp", "num_classes": 10, "input_shape": (32, 32)}, "input_shape must be NHWC"),
+        ({"name": "mlp", "num_classes": 10, "input_shape": (32, 32, 4)}, "1 or 3 channels"),
+        ({"name": "resnet8", "num_classes": 10, "input_shape": (32, 16, 3)}, "square inputs only"),
+    ],
+)
 def test_build_model_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model(**kwargs)

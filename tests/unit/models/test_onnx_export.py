@@ -1,4 +1,5 @@
 """helpers.models.onnx_export: real exports run by real onnxruntime sessions against the torch models."""
+
 from __future__ import annotations
 
 from pathlib import Path

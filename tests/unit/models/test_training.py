@@ -1,4 +1,5 @@
 """helpers.models.training on the built-in digits set: determinism, accuracy, NaN stop, augmentation, checkpoints."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -33,8 +34,9 @@ def digits():
 def _train_digits(ds, seed: int, **overrides):
     torch.manual_seed(seed)
     model = build_model("digits_cnn", ds.num_classes)
-    return train(model, ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
-                 **{**RECIPE, "seed": seed, **overrides})
+    return train(
+        model, ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, **{**RECIPE, "seed": seed, **overrides}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +78,14 @@ def test_non_finite_weights_stop_at_the_first_step(digits):
     with torch.no_grad():
         model.fc.bias[0] = float("inf")
     with pytest.raises(FloatingPointError, match=r"became nan at epoch 1/1, step 1/"):
-        train(model, digits.train_images, digits.train_labels, digits.test_images, digits.test_labels,
-              **{**RECIPE, "epochs": 1, "seed": 0})
+        train(
+            model,
+            digits.train_images,
+            digits.train_labels,
+            digits.test_images,
+            digits.test_labels,
+            **{**RECIPE, "epochs": 1, "seed": 0},
+        )
 
 
 def test_augment_batch_is_a_flip_and_a_padded_crop():
@@ -89,7 +97,7 @@ def test_augment_batch_is_a_flip_and_a_padded_crop():
         candidates = []
         for image in (original, original[:, ::-1]):
             padded = np.pad(image, ((p, p), (p, p), (0, 0)))
-            candidates += [padded[dy:dy + 6, dx:dx + 5] for dy in range(2 * p + 1) for dx in range(2 * p + 1)]
+            candidates += [padded[dy : dy + 6, dx : dx + 5] for dy in range(2 * p + 1) for dx in range(2 * p + 1)]
         assert any(np.array_equal(crop, c) for c in candidates)
     again = augment_batch(images, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
@@ -109,16 +117,25 @@ def test_checkpoint_round_trip_and_architecture_mismatch(trained):
         load_checkpoint(model, path.with_name("absent.pt"))
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda d: {"train_images": d.train_images.astype(np.float32)}, "uint8 NHWC"),
-    (lambda d: {"train_labels": d.train_labels + 10}, r"outside \[0, 10\)"),
-    (lambda d: {"val_labels": d.test_labels[:-1]}, "540 images but labels of shape"),
-    (lambda d: {"batch_size": 0}, "batch_size"),
-    (lambda d: {"precision": "fp16"}, "precision must be one of"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: {"train_images": d.train_images.astype(np.float32)}, "uint8 NHWC"),
+        (lambda d: {"train_labels": d.train_labels + 10}, r"outside \[0, 10\)"),
+        (lambda d: {"val_labels": d.test_labels[:-1]}, "540 images but labels of shape"),
+        (lambda d: {"batch_size": 0}, "batch_size"),
+        (lambda d: {"precision": "fp16"}, "precision must be one of"),
+    ],
+)
 def test_bad_arguments_fail_before_training(digits, change, match):
-    args = dict(train_images=digits.train_images, train_labels=digits.train_labels,
-                val_images=digits.test_images, val_labels=digits.test_labels, **RECIPE, seed=0)
+    args = dict(
+        train_images=digits.train_images,
+        train_labels=digits.train_labels,
+        val_images=digits.test_images,
+        val_labels=digits.test_labels,
+        **RECIPE,
+        seed=0,
+    )
     args.update(change(digits))
     with pytest.raises(ValueError, match=match):
         train(build_model("digits_cnn", 10), **args)

@@ -1,4 +1,5 @@
 """Calibration guard: real digits images, real preprocess, the mistakes it must name."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,13 +83,16 @@ def test_bad_arguments_are_refused(digits_images):
         check_calibration_inputs(preprocess(digits_images).astype(np.float64), digits_images)
 
 
-@pytest.mark.parametrize("images, message", [
-    (np.zeros((4, 8, 8, 1), np.float32), "uint8"),
-    (np.zeros((4, 8, 8), np.uint8), "NHWC"),
-    (np.zeros((4, 1, 8, 8), np.uint8), "NHWC"),
-    (np.zeros((0, 8, 8, 1), np.uint8), "empty"),
-    ([[1, 2]], "numpy array"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((4, 8, 8, 1), np.float32), "uint8"),
+        (np.zeros((4, 8, 8), np.uint8), "NHWC"),
+        (np.zeros((4, 1, 8, 8), np.uint8), "NHWC"),
+        (np.zeros((0, 8, 8, 1), np.uint8), "empty"),
+        ([[1, 2]], "numpy array"),
+    ],
+)
 def test_slice_validation(images, message):
     with pytest.raises(ValueError, match=message):
         check_calibration_slice(images)
@@ -107,8 +111,9 @@ def test_load_calibration_slice_as_phase_01_writes_it(tmp_path):
     ds = load_dataset("digits")
     indices = stratified_slice(ds.train_labels, 5, seed=0)
     path = atomic.save_npz(tmp_path / "calibration_slice.npz", indices=indices, labels=ds.train_labels[indices])
-    images, labels = load_calibration_slice(path, ds.train_images, ds.train_labels,
-                                            expected_hash=slice_hash(indices, ds.train_images))
+    images, labels = load_calibration_slice(
+        path, ds.train_images, ds.train_labels, expected_hash=slice_hash(indices, ds.train_images)
+    )
     np.testing.assert_array_equal(images, ds.train_images[indices])
     assert labels.dtype == np.int64 and np.array_equal(labels, ds.train_labels[indices])
 
@@ -129,5 +134,9 @@ def test_load_calibration_slice_refuses_wrong_files(tmp_path):
         load_calibration_slice(tmp_path / "big.npz", ds.train_images, ds.train_labels)
     good = atomic.save_npz(tmp_path / "good.npz", indices=indices, labels=ds.train_labels[indices])
     with pytest.raises(ValueError, match="slice hash differs"):
-        load_calibration_slice(good, 255 - ds.train_images, ds.train_labels,  # same labels, other pixels
-                               expected_hash=slice_hash(indices, ds.train_images))
+        load_calibration_slice(
+            good,
+            255 - ds.train_images,
+            ds.train_labels,  # same labels, other pixels
+            expected_hash=slice_hash(indices, ds.train_images),
+        )

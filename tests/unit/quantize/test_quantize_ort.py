@@ -1,4 +1,5 @@
 """ORT static INT8: real onnxruntime sessions on a briefly trained digits CNN."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,12 @@ BINS = 512  # entropy search cost grows with the bin count; 512 > 128 keeps it a
 def digits():
     ds = load_dataset("digits")
     calibration = stratified_slice(ds.train_labels, 10, seed=0)
-    return {"calib_images": ds.train_images[calibration], "calib_labels": ds.train_labels[calibration],
-            "images": ds.test_images, "labels": ds.test_labels}
+    return {
+        "calib_images": ds.train_images[calibration],
+        "calib_labels": ds.train_labels[calibration],
+        "images": ds.test_images,
+        "labels": ds.test_labels,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +46,18 @@ def prepared(tmp_path_factory, digits) -> Path:
     """A digits CNN trained for two epochs, exported to ONNX and prepared for quantization."""
     ds = load_dataset("digits")
     torch.manual_seed(0)
-    model, _ = train(build_model("digits_cnn", 10), ds.train_images, ds.train_labels, ds.test_images[:100],
-                     ds.test_labels[:100], epochs=2, batch_size=64, lr=0.1, seed=0, progress=False)
+    model, _ = train(
+        build_model("digits_cnn", 10),
+        ds.train_images,
+        ds.train_labels,
+        ds.test_images[:100],
+        ds.test_labels[:100],
+        epochs=2,
+        batch_size=64,
+        lr=0.1,
+        seed=0,
+        progress=False,
+    )
     root = tmp_path_factory.mktemp("ort")
     export_onnx(model, root / "fp32.onnx", (8, 8, 1))
     return q.prepare_model(root / "fp32.onnx", root / "prepared.onnx")
@@ -63,8 +78,12 @@ def _accuracy(logits, labels) -> float:
 
 
 def test_minmax_ranges_equal_ort_minmax_calibrator(prepared, stats, digits, tmp_path):
-    calibrator = create_calibrator(prepared, q.CALIBRATED_OP_TYPES, augmented_model_path=str(tmp_path / "aug.onnx"),
-                                   calibrate_method=CalibrationMethod.MinMax)
+    calibrator = create_calibrator(
+        prepared,
+        q.CALIBRATED_OP_TYPES,
+        augmented_model_path=str(tmp_path / "aug.onnx"),
+        calibrate_method=CalibrationMethod.MinMax,
+    )
     calibrator.collect_data(q.SliceReader(preprocess(digits["calib_images"]), batch_size=16))
     reference = calibrator.compute_data()
     ours = stats.ranges("minmax")
@@ -82,8 +101,12 @@ def test_entropy_searches_instead_of_copying_minmax(prepared, stats, digits, tmp
         assert minmax[name][0] <= entropy[name][0] and entropy[name][1] <= minmax[name][1], name
 
     # the trap the num_bins option avoids: ORT's default entropy options reproduce MinMax exactly
-    default = create_calibrator(prepared, q.CALIBRATED_OP_TYPES, augmented_model_path=str(tmp_path / "aug.onnx"),
-                                calibrate_method=CalibrationMethod.Entropy)
+    default = create_calibrator(
+        prepared,
+        q.CALIBRATED_OP_TYPES,
+        augmented_model_path=str(tmp_path / "aug.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+    )
     default.collect_data(q.SliceReader(preprocess(digits["calib_images"]), batch_size=len(digits["calib_images"])))
     default_ranges = default.compute_data()
     assert {n: [float(v) for v in default_ranges[n].range_value] for n in minmax} == minmax
@@ -102,13 +125,19 @@ def test_every_method_gives_a_u8s8_per_channel_int8_model(prepared, stats, digit
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"
-               and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    weights = [
+        inits[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4
+    ]
     assert weights and all(w.dtype == np.int8 for w in weights)
     activation_zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zps and all(zp.dtype == np.uint8 for zp in activation_zps)
-    conv_scales = [inits[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"
-                   and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    conv_scales = [
+        inits[n.input[1]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4
+    ]
     assert all(s.shape == (w.shape[0],) for s, w in zip(conv_scales, weights))  # one scale per output channel
     assert report["types_reason"] == q.TYPES_REASON and report["size_bytes"] == (tmp_path / "int8.onnx").stat().st_size
     int8_logits = onnx_logits(tmp_path / "int8.onnx", digits["images"])
@@ -165,14 +194,19 @@ def test_models_that_fail_the_checker_are_refused(prepared, tmp_path):
 
 def test_guard_stops_calibration_on_divided_pixels(prepared, digits):
     with pytest.raises(CalibrationMismatchError, match="divided by 255"):
-        q.collect_calibration_statistics(prepared, digits["calib_images"], num_bins=BINS,
-                                         calibration_inputs=preprocess(digits["calib_images"]) / np.float32(255))
+        q.collect_calibration_statistics(
+            prepared,
+            digits["calib_images"],
+            num_bins=BINS,
+            calibration_inputs=preprocess(digits["calib_images"]) / np.float32(255),
+        )
 
 
 def test_divided_by_255_calibration_collapses_accuracy(prepared, stats, digits):
     with pytest.warns(UserWarning, match="divided by 255"):
-        result = q.wrong_preprocessing_ablation(prepared, digits["calib_images"], digits["images"], digits["labels"],
-                                                stats=stats, num_bins=BINS)
+        result = q.wrong_preprocessing_ablation(
+            prepared, digits["calib_images"], digits["images"], digits["labels"], stats=stats, num_bins=BINS
+        )
     assert result["guard_finding"]["diagnosis"] == "divided_by_255"
     assert result["correct"]["accuracy"] > 0.85
     assert result["divided_by_255"]["accuracy"] < 0.5  # near chance (0.1): every activation saturates
@@ -192,8 +226,15 @@ def test_sensitivity_ranks_a_damaged_layer_first_and_fallback_keeps_it_fp32(prep
     assert [r["node"] for r in rows][0] == victim and sorted(r["node"] for r in rows) == sorted(nodes)
     assert rows[0]["accuracy_drop"] > 0.05
 
-    report = q.quantize_within_tolerance(prepared, tmp_path / "fallback.onnx", damaged, digits["images"],
-                                         digits["labels"], max_accuracy_drop=0.01, sensitivity=rows)
+    report = q.quantize_within_tolerance(
+        prepared,
+        tmp_path / "fallback.onnx",
+        damaged,
+        digits["images"],
+        digits["labels"],
+        max_accuracy_drop=0.01,
+        sensitivity=rows,
+    )
     assert report["within_tolerance"] and report["nodes_excluded"][0] == victim
     assert report["steps"][0]["accuracy_drop"] > 0.01 >= report["steps"][-1]["accuracy_drop"]
     fallback = onnx.load(str(tmp_path / "fallback.onnx")).graph
@@ -203,21 +244,35 @@ def test_sensitivity_ranks_a_damaged_layer_first_and_fallback_keeps_it_fp32(prep
 
 
 def test_calibration_size_sweep(prepared, digits):
-    rows = q.calibration_size_sweep(prepared, digits["calib_images"], digits["calib_labels"], (10, 2),
-                                    digits["images"], digits["labels"], num_bins=BINS)
+    rows = q.calibration_size_sweep(
+        prepared,
+        digits["calib_images"],
+        digits["calib_labels"],
+        (10, 2),
+        digits["images"],
+        digits["labels"],
+        num_bins=BINS,
+    )
     assert [(r["samples_per_class"], r["samples"]) for r in rows] == [(2, 20), (10, 100)]
     assert all(r["accuracy_ci95"][0] <= r["accuracy"] <= r["accuracy_ci95"][1] for r in rows)
     assert rows[-1]["accuracy"] > 0.85
     with pytest.raises(ValueError, match="lower samples_per_class"):
-        q.calibration_size_sweep(prepared, digits["calib_images"], digits["calib_labels"], (11,),
-                                 digits["images"], digits["labels"])
+        q.calibration_size_sweep(
+            prepared, digits["calib_images"], digits["calib_labels"], (11,), digits["images"], digits["labels"]
+        )
 
 
 def test_quant_report_table_and_figure(prepared, stats, digits, fp32_logits, tmp_path):
     info = q.quantize_model(prepared, tmp_path / "int8.onnx", stats, "minmax")
     logits = onnx_logits(tmp_path / "int8.onnx", digits["images"])
-    report = q.build_quant_report(digits["labels"], fp32_logits, prepared.stat().st_size,
-                                  {"ort_minmax": (logits, info)}, "ort_minmax", calibration=stats.describe())
+    report = q.build_quant_report(
+        digits["labels"],
+        fp32_logits,
+        prepared.stat().st_size,
+        {"ort_minmax": (logits, info)},
+        "ort_minmax",
+        calibration=stats.describe(),
+    )
     fp32, int8 = report["fp32"], report["variants"]["ort_minmax"]
     assert fp32["agreement_with_fp32"] == 1.0 and fp32["max_abs_logit_diff"] == 0.0
     assert int8["max_abs_logit_diff"] == pytest.approx(np.abs(logits - fp32_logits).max())
@@ -239,8 +294,10 @@ def test_best_variant_is_decided_by_the_numbers_with_the_documented_tie_breaks(d
     half = fp32.copy()
     half[::2] = wrong[::2]
     close, far = fp32 + 0.01, fp32 + 0.2  # equally accurate, equal agreement, different distance to FP32
-    rows = {name: q.variant_metrics(logits, labels, fp32) for name, logits in
-            {"a": half, "far": far, "close": close, "c": wrong}.items()}
+    rows = {
+        name: q.variant_metrics(logits, labels, fp32)
+        for name, logits in {"a": half, "far": far, "close": close, "c": wrong}.items()
+    }
     assert q.best_variant(rows) == "close"  # accuracy ties with "far": lower mean |logit diff| wins
     reordered = dict(reversed(list(rows.items())))
     assert q.best_variant(reordered) == "close"  # never the dicts' order

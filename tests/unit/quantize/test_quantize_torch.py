@@ -1,4 +1,5 @@
 """PT2E static INT8: real torch.export / torchao conversion of a briefly trained digits CNN."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,16 +21,30 @@ class LoggingConv2d(nn.Conv2d):
 def digits():
     ds = load_dataset("digits")
     calibration = stratified_slice(ds.train_labels, 10, seed=0)
-    return {"train": (ds.train_images, ds.train_labels), "calib": ds.train_images[calibration],
-            "images": ds.test_images[:270], "labels": ds.test_labels[:270]}
+    return {
+        "train": (ds.train_images, ds.train_labels),
+        "calib": ds.train_images[calibration],
+        "images": ds.test_images[:270],
+        "labels": ds.test_labels[:270],
+    }
 
 
 @pytest.fixture(scope="module")
 def model(digits) -> nn.Module:
     images, labels = digits["train"]
     torch.manual_seed(0)
-    trained, _ = train(build_model("digits_cnn", 10), images, labels, digits["images"][:100], digits["labels"][:100],
-                       epochs=2, batch_size=64, lr=0.1, seed=0, progress=False)
+    trained, _ = train(
+        build_model("digits_cnn", 10),
+        images,
+        labels,
+        digits["images"][:100],
+        digits["labels"][:100],
+        epochs=2,
+        batch_size=64,
+        lr=0.1,
+        seed=0,
+        progress=False,
+    )
     return trained
 
 
@@ -49,7 +64,8 @@ def _layer_names(model: nn.Module) -> list[str]:
 
 def test_every_conv_and_linear_is_quantized(model, converted, digits, fp32_logits):
     assert converted.layers == _layer_names(model) and qt.layer_quantization(converted.module) == {
-        name: True for name in _layer_names(model)}
+        name: True for name in _layer_names(model)
+    }
     assert converted.clamped_weight_channels == {}
     int8_logits = qt.predict_logits(converted.module, digits["images"])
     agreement = np.mean(int8_logits.argmax(1) == fp32_logits.argmax(1))
@@ -61,8 +77,10 @@ def test_every_conv_and_linear_is_quantized(model, converted, digits, fp32_logit
 
 def test_converted_model_round_trips_through_a_file(converted, digits, tmp_path):
     path = qt.save_converted(converted.module, tmp_path / "pt2e.pt2", digits["calib"][:8])
-    np.testing.assert_array_equal(qt.predict_logits(qt.load_converted(path), digits["images"]),
-                                  qt.predict_logits(converted.module, digits["images"]))
+    np.testing.assert_array_equal(
+        qt.predict_logits(qt.load_converted(path), digits["images"]),
+        qt.predict_logits(converted.module, digits["images"]),
+    )
     with pytest.raises(FileNotFoundError, match="save_converted"):
         qt.load_converted(tmp_path / "missing.pt2")
 
@@ -94,8 +112,10 @@ def test_weight_eps_floor_on_a_model_without_internal_scaling(model, digits, fp3
     assert floored.clamped_weight_channels == {first_conv: model.features[0].out_channels}
     lowered = qt.quantize_pt2e(unscaled, digits["calib"], weight_eps=qt.LOWERED_WEIGHT_EPS)
     assert lowered.clamped_weight_channels == {}
-    error = {name: np.abs(qt.predict_logits(r.module, digits["images"]) - fp32_logits).mean()
-             for name, r in (("floored", floored), ("lowered", lowered))}
+    error = {
+        name: np.abs(qt.predict_logits(r.module, digits["images"]) - fp32_logits).mean()
+        for name, r in (("floored", floored), ("lowered", lowered))
+    }
     assert error["floored"] > 2 * error["lowered"]
 
 
@@ -116,8 +136,10 @@ def test_compile_failure_falls_back_to_eager_loudly(converted, digits, capsys):
             runner = qt.compile_int8(converted.module, digits["images"][:32])
     assert runner.backend == "eager" and "No working C++ compiler" in runner.reason
     assert "running the eager converted model" in capsys.readouterr().out
-    np.testing.assert_array_equal(qt.predict_logits(runner, digits["images"][:32], batch_size=32),
-                                  qt.predict_logits(converted.module, digits["images"][:32], batch_size=32))
+    np.testing.assert_array_equal(
+        qt.predict_logits(runner, digits["images"][:32], batch_size=32),
+        qt.predict_logits(converted.module, digits["images"][:32], batch_size=32),
+    )
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """The cross-run phase cache on real run directories, real files and real concurrent processes."""
+
 from __future__ import annotations
 
 import json

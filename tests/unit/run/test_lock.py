@@ -1,4 +1,5 @@
 """One process per run directory (the lock), and parallel launches on one runs root."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -69,8 +70,10 @@ def test_parallel_launches_on_one_runs_root_all_get_their_own_run(tmp_path):
     assert not [p for p in root.iterdir() if p.name.startswith(".")], "no probe file is left behind"
 
 
-KERNEL = ("import sys, time\nfrom helpers.run.lock import hold_for_kernel\nhold_for_kernel(sys.argv[1])\n"
-          "print('held', flush=True)\ntime.sleep(600)\n")
+KERNEL = (
+    "import sys, time\nfrom helpers.run.lock import hold_for_kernel\nhold_for_kernel(sys.argv[1])\n"
+    "print('held', flush=True)\ntime.sleep(600)\n"
+)
 
 
 def test_a_new_executor_waits_for_a_kernel_of_a_killed_execution(tmp_path):

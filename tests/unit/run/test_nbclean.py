@@ -1,4 +1,5 @@
 """Source notebooks stay output-free: the committed ones are checked, and the git clean filter strips outputs."""
+
 from __future__ import annotations
 
 import shutil
@@ -39,8 +40,13 @@ def test_clean_filter_gives_back_the_committed_bytes(tmp_path):
     source = project_root() / "notebooks/01_data.ipynb"
     dirty = tmp_path / "dirty.ipynb"
     nbformat.write(executed_copy(tmp_path), dirty)
-    proc = subprocess.run([sys.executable, "-m", "helpers.run.nbclean", "clean"], input=dirty.read_text(),
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "helpers.run.nbclean", "clean"],
+        input=dirty.read_text(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert proc.stdout == source.read_text()  # outputs, counts and editor metadata gone; ids and tags kept
 
 
@@ -51,8 +57,15 @@ def test_git_with_the_filter_commits_no_outputs_and_stays_clean(tmp_path):
     shutil.copy(project_root() / ".gitattributes", repo / ".gitattributes")
     notebook = repo / "notebooks/01_data.ipynb"
     shutil.copy(project_root() / "notebooks/01_data.ipynb", notebook)
-    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=repo,  # noqa: E731
-                                    capture_output=True, text=True, check=True).stdout
+    git = lambda *a: (
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
+            cwd=repo,  # noqa: E731
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     git("init", "-q")
     nbclean.install(repo)
     git("add", "-A")

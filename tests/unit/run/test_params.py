@@ -5,8 +5,10 @@ from nbformat.v4 import new_code_cell, new_notebook
 from helpers.run.params import ParamError, notebook_parameters, parse_overrides, resolve
 from helpers.run.runner import all_defaults
 
-DEFAULTS = {"01_data": {"run_dir": "", "seed": 0, "dataset": "digits", "val_fraction": 0.1},
-            "02_train": {"run_dir": "", "seed": 0, "epochs": 5, "lr": 0.1, "layers": [1, 2]}}
+DEFAULTS = {
+    "01_data": {"run_dir": "", "seed": 0, "dataset": "digits", "val_fraction": 0.1},
+    "02_train": {"run_dir": "", "seed": 0, "epochs": 5, "lr": 0.1, "layers": [1, 2]},
+}
 
 
 def write_nb(path, source, tags=("parameters",)):
@@ -36,8 +38,11 @@ def test_non_literal_parameter_is_an_error(tmp_path):
 
 
 def test_layers_later_wins_and_sections_beat_shared_keys():
-    layers = [("default.yaml", {"seed": 1, "epochs": 2}), ("file", {"02_train": {"epochs": 7}}),
-              ("-p", parse_overrides(["seed=4", "02_train.lr=0.5"]))]
+    layers = [
+        ("default.yaml", {"seed": 1, "epochs": 2}),
+        ("file", {"02_train": {"epochs": 7}}),
+        ("-p", parse_overrides(["seed=4", "02_train.lr=0.5"])),
+    ]
     out = resolve(DEFAULTS, layers)
     assert out["01_data"] == {"seed": 4, "dataset": "digits", "val_fraction": 0.1}
     assert out["02_train"] == {"seed": 4, "epochs": 7, "lr": 0.5, "layers": [1, 2]}

@@ -1,6 +1,7 @@
 """The phase contract, tested directly: ``Phase.input`` hands out only declared outputs of declared upstream
 phases (verified against their manifests), ``Phase.out`` and ``finish`` refuse undeclared outputs, and every
 phase's precheck runs before any kernel (a bad phase-04 or phase-07 parameter fails at resolve time)."""
+
 from __future__ import annotations
 
 import json
@@ -102,13 +103,16 @@ def test_no_phase_declares_a_catch_all_output():
             assert not pattern.startswith("*."), f"{spec.id} declares the catch-all {pattern!r}"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("04_quantize.calibration_methods=[minmax, kl]", "calibration method"),
-    ("04_quantize.num_bins=1", "num_bins must be >= 2"),
-    ("04_quantize.size_sweep=[0]", "size_sweep"),
-    ("07_selective.criterion=foo", "unknown criterion"),
-    ("07_selective.selective_model=entropy", "selective_model 'entropy' is not a model of this run"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("04_quantize.calibration_methods=[minmax, kl]", "calibration method"),
+        ("04_quantize.num_bins=1", "num_bins must be >= 2"),
+        ("04_quantize.size_sweep=[0]", "size_sweep"),
+        ("07_selective.criterion=foo", "unknown criterion"),
+        ("07_selective.selective_model=entropy", "selective_model 'entropy' is not a model of this run"),
+    ],
+)
 def test_every_phase_precheck_runs_before_any_kernel(override, message):
     overrides = [override, "04_quantize.calibration_methods=[minmax]"] if "selective_model" in override else [override]
     with pytest.raises(ValueError, match=message):

@@ -1,4 +1,5 @@
 """Parameter precedence: a later layer wins; within one layer a phase-scoped key beats a shared one."""
+
 from __future__ import annotations
 
 import itertools

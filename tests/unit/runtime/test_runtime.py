@@ -1,4 +1,5 @@
 """helpers.runtime on the committed reference run's real digits models (FP32 and INT8 QDQ), both runtimes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,8 +63,9 @@ def test_logits_are_repeatable_and_fp32_runtimes_agree(runtime, test_split):
 
 def test_int8_on_both_runtimes_passes_the_accuracy_gate(test_split):
     images, labels = test_split
-    logits = {r: rt.open_session(INT8, r, precision="int8", threads=1, batch_size=128).logits(images)
-              for r in rt.RUNTIMES}
+    logits = {
+        r: rt.open_session(INT8, r, precision="int8", threads=1, batch_size=128).logits(images) for r in rt.RUNTIMES
+    }
     rows = rt.compare_runtimes(labels, logits, "int8")
     assert rows["onnxruntime"]["agreement"] == 1.0 and rows["onnxruntime"]["max_abs_logit_diff"] == 0.0
     assert rows["openvino"]["agreement"] > 0.98
@@ -139,10 +141,12 @@ def test_bf16_is_its_own_precision_on_openvino(test_split):
 def test_evaluate_models_reports_both_gates_and_keeps_every_runtimes_logits():
     ds = data.load_dataset("digits")
     images, labels = data.eval_splits(ds, data.load_splits(RESULTS / "01_data" / "splits.npz", ds))
-    report, logits = rt.evaluate_models({"fp32": (FP32, "fp32"), "minmax": (INT8, "int8")}, images, labels["test"],
-                                        threads=1, batch_size=256)
-    assert sorted(logits) == sorted(rt.logits_key(r, m, s) for r in rt.RUNTIMES for m in ("fp32", "minmax")
-                                    for s in ("val", "test"))
+    report, logits = rt.evaluate_models(
+        {"fp32": (FP32, "fp32"), "minmax": (INT8, "int8")}, images, labels["test"], threads=1, batch_size=256
+    )
+    assert sorted(logits) == sorted(
+        rt.logits_key(r, m, s) for r in rt.RUNTIMES for m in ("fp32", "minmax") for s in ("val", "test")
+    )
     assert (report["threads"], report["batch_size"], report["split"]) == (1, 256, "test")
     for name in ("fp32", "minmax"):
         rows = report["models"][name]["runtimes"]
@@ -153,9 +157,14 @@ def test_evaluate_models_reports_both_gates_and_keeps_every_runtimes_logits():
 
 
 def test_choose_fastest_times_every_candidate_and_picks_one_of_them():
-    choice, medians = rt.choose_fastest({"fp32": FP32, "int8": INT8}, {"fp32": ["onnxruntime", "openvino"],
-                                                                       "int8": ["onnxruntime"]},
-                                        threads=1, batch_size=8, rounds=2, calls=2)
+    choice, medians = rt.choose_fastest(
+        {"fp32": FP32, "int8": INT8},
+        {"fp32": ["onnxruntime", "openvino"], "int8": ["onnxruntime"]},
+        threads=1,
+        batch_size=8,
+        rounds=2,
+        calls=2,
+    )
     assert choice["int8"] == "onnxruntime" and choice["fp32"] in ("onnxruntime", "openvino")
     assert set(medians["fp32"]) == {"onnxruntime", "openvino"} and all(v > 0 for v in medians["fp32"].values())
     with pytest.raises(ValueError, match="no runtime passed the checks for int8"):

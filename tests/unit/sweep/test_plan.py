@@ -1,4 +1,5 @@
 """Sweep files: expansion (grid x points x seeds), validation of every point before anything starts, names."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,11 @@ def sweep_file(tmp_path: Path, doc: dict) -> Path:
 
 
 def test_grid_points_and_seeds_expand_in_order(tmp_path):
-    doc = {"grid": {"02_train.lr": [0.05, 0.1], "samples_per_class": [5, 10]},
-           "points": [{"02_train.epochs": 2}], "seeds": [0, 1]}
+    doc = {
+        "grid": {"02_train.lr": [0.05, 0.1], "samples_per_class": [5, 10]},
+        "points": [{"02_train.epochs": 2}],
+        "seeds": [0, 1],
+    }
     p = plan.plan(sweep_file(tmp_path, doc), phases="02")
     assert len(p.members) == (2 * 2 + 1) * 2
     first, last = p.members[0], p.members[-1]
@@ -34,29 +38,34 @@ def test_grid_points_and_seeds_expand_in_order(tmp_path):
 
 
 def test_command_line_layers_apply_to_every_member_and_the_point_wins(tmp_path):
-    p = plan.plan(sweep_file(tmp_path, {"grid": {"02_train.lr": [0.05, 0.2]}}), overrides=["02_train.lr=0.3",
-                                                                                             "epochs=1"], phases="02")
+    p = plan.plan(
+        sweep_file(tmp_path, {"grid": {"02_train.lr": [0.05, 0.2]}}),
+        overrides=["02_train.lr=0.3", "epochs=1"],
+        phases="02",
+    )
     assert [m.resolved["02_train"]["lr"] for m in p.members] == [0.05, 0.2]
     assert {m.resolved["02_train"]["epochs"] for m in p.members} == {1}
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"grid": {"02_train.lr": [0.1]}, "seeds": [0], "extra": 1}, "unknown key(s) extra"),
-    ({"grid": {"seed": [0, 1]}}, "under `seeds:`"),
-    ({"grid": {"02_train.lr": []}}, "non-empty list"),
-    ({"seeds": [0, 0]}, "distinct integers"),
-    ({"seeds": ["a"]}, "distinct integers"),
-    ({"points": [{}]}, "non-empty mappings"),
-    ({}, "nothing to sweep"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"grid": {"02_train.lr": [0.1]}, "seeds": [0], "extra": 1}, "unknown key(s) extra"),
+        ({"grid": {"seed": [0, 1]}}, "under `seeds:`"),
+        ({"grid": {"02_train.lr": []}}, "non-empty list"),
+        ({"seeds": [0, 0]}, "distinct integers"),
+        ({"seeds": ["a"]}, "distinct integers"),
+        ({"points": [{}]}, "non-empty mappings"),
+        ({}, "nothing to sweep"),
+    ],
+)
 def test_malformed_sweep_files_are_refused_with_the_fix(tmp_path, doc, message):
     with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan.plan(sweep_file(tmp_path, doc))
 
 
 def test_every_bad_point_is_named_before_anything_starts(tmp_path):
-    doc = {"points": [{"02_train.lrr": 0.1}, {"02_train.lr": "fast"}, {"02_train.lr": 0.1},
-                      {"dataset": "cifar10"}]}
+    doc = {"points": [{"02_train.lrr": 0.1}, {"02_train.lr": "fast"}, {"02_train.lr": 0.1}, {"dataset": "cifar10"}]}
     with pytest.raises(ParamError) as err:
         plan.plan(sweep_file(tmp_path, doc), phases="02")
     text = str(err.value)

@@ -1,4 +1,5 @@
 """The sweep report from real member run records: one row per run, seed spread, self-contained page."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,15 +21,24 @@ def sweep(tmp_path):
     for (spc, seed), int8 in ACCURACY.items():
         run_id = f"s-{spc}-{seed}"
         run_dir = create_run(resolved, select("04"), tmp_path, run_id)
-        run_record.set_phase(run_dir, "04_quantize", status="complete", summary={
-            "fp32_test_accuracy": 0.99, "int8_test_accuracy": {"minmax": int8}, "best_variant": "minmax"})
+        run_record.set_phase(
+            run_dir,
+            "04_quantize",
+            status="complete",
+            summary={"fp32_test_accuracy": 0.99, "int8_test_accuracy": {"minmax": int8}, "best_variant": "minmax"},
+        )
         run_record.set_phase(run_dir, "01_data", status="complete", reused_from={"run": "x"}, summary={"test": 540})
         members.append({"run_id": run_id, "point": {"samples_per_class": spc, "seed": seed}, "status": "complete"})
     directory = record.sweep_dir(tmp_path, "s")
     directory.mkdir(parents=True)
-    doc = {"sweep_id": "s", "status": "complete", "phases": ["01_data", "02_train", "04_quantize"],
-           "varying": ["samples_per_class", "seed"], "members": members,
-           "spec": {"grid": {"samples_per_class": [10, 50]}, "points": [], "seeds": [0, 1]}}
+    doc = {
+        "sweep_id": "s",
+        "status": "complete",
+        "phases": ["01_data", "02_train", "04_quantize"],
+        "varying": ["samples_per_class", "seed"],
+        "members": members,
+        "spec": {"grid": {"samples_per_class": [10, 50]}, "points": [], "seeds": [0, 1]},
+    }
     return directory, doc
 
 
@@ -41,15 +51,18 @@ def test_table_has_a_row_per_member_with_varying_params_reuse_and_results(sweep)
     drop = table.set_index("run")["04_quantize.int8_accuracy_drop.minmax"]
     assert drop["s-10-0"] == pytest.approx(0.09) and drop["s-50-1"] == pytest.approx(0.01)
     assert "04_quantize.best_variant" not in table.columns  # only numeric results
-    assert report.metric_columns(table, doc) == ["04_quantize.int8_test_accuracy.minmax",
-                                                  "04_quantize.int8_accuracy_drop.minmax"]
+    assert report.metric_columns(table, doc) == [
+        "04_quantize.int8_test_accuracy.minmax",
+        "04_quantize.int8_accuracy_drop.minmax",
+    ]
 
 
 def test_seed_spread_is_mean_and_std_over_seeds(sweep):
     directory, doc = sweep
     table = report.results_table(doc, directory.parent.parent)
     stats = report.spread(table, "samples_per_class", "04_quantize.int8_test_accuracy.minmax", []).set_index(
-        "samples_per_class")
+        "samples_per_class"
+    )
     assert stats.loc[10, "mean"] == pytest.approx(0.92) and stats.loc[10, "std"] == pytest.approx(np.std([0.90, 0.94]))
     assert list(stats["n"]) == [2, 2]
 
@@ -61,4 +74,4 @@ def test_written_csv_and_page(sweep):
     page = html_path.read_text()
     assert page.count("<figure>") == 2  # two varying results x one non-seed parameter
     assert "04_quantize.int8_accuracy_drop.minmax vs samples_per_class" in page
-    assert "src=\"http" not in page and page.count("data:image/png;base64,") == 2
+    assert 'src="http' not in page and page.count("data:image/png;base64,") == 2
