@@ -22,6 +22,7 @@ from helpers.metrics.calibration import negative_log_likelihood
 
 # method name -> its module in helpers.confidence; the order is the selection's tie-break (simplest first)
 MODULES = {
+    "identity": "identity",
     "temperature_scaling": "temperature_scaling",
     "vector_scaling": "vector_scaling",
     "ensemble_temperature_scaling": "ensemble_temperature",

@@ -11,12 +11,19 @@ from __future__ import annotations
 from helpers.confidence.base import MODULES, CalibrationMap, method_module
 
 METHODS = tuple(MODULES)
-SELECTABLE = ("temperature_scaling", "vector_scaling", "ensemble_temperature_scaling", "matrix_scaling", "dirichlet")
+SELECTABLE = (
+    "identity",
+    "temperature_scaling",
+    "vector_scaling",
+    "ensemble_temperature_scaling",
+    "matrix_scaling",
+    "dirichlet",
+)
 
 
 def check_methods(methods) -> list[str]:
-    """``methods`` ("all", "a,b" or a list of names) as known names in METHODS order, temperature
-    scaling always included (it is the reference every other map is compared with)."""
+    """``methods`` ("all", "a,b" or a list of names) as known names in METHODS order, the identity (no map)
+    and temperature scaling always included (the references every other map is compared with)."""
     if isinstance(methods, str):
         methods = list(METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in MODULES]
@@ -25,7 +32,8 @@ def check_methods(methods) -> list[str]:
             f"unknown calibration method(s) {unknown or methods!r}; pass 'all' or a comma-separated "
             f"list of {', '.join(METHODS)}"
         )
-    return ["temperature_scaling", *[m for m in METHODS if m in methods and m != "temperature_scaling"]]
+    always = ("identity", "temperature_scaling")
+    return [*always, *[m for m in METHODS if m in methods and m not in always]]
 
 
 def fit_calibration(method: str, val_logits, val_labels, **options) -> CalibrationMap:

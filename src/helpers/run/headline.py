@@ -47,7 +47,9 @@ def from_summaries(summaries: Mapping[str, Mapping], latency: Mapping | None = N
     train, quant = summaries.get("02_train") or {}, summaries.get("04_quantize") or {}
     conf, bundle = summaries.get("06_confidence") or {}, summaries.get("08_bundle") or {}
     out: dict[str, Any] = {}
-    if "test_accuracy" in train:
+    if "fp32_test_accuracy" in quant:  # the deployed FP32 model (the adapted one, when 02b adapts)
+        out["fp32_accuracy"] = quant["fp32_test_accuracy"]
+    elif "test_accuracy" in train:
         out["fp32_accuracy"] = train["test_accuracy"]
     variant = quant.get("best_variant")
     if variant is not None and variant in (quant.get("int8_test_accuracy") or {}):

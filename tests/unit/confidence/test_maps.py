@@ -100,8 +100,26 @@ def test_selection_tie_goes_to_the_simpler_method():
 
 def test_methods_param_and_bad_maps_are_refused():
     assert check_methods("all") == list(METHODS)
-    assert check_methods("dirichlet") == ["temperature_scaling", "dirichlet"]  # the reference is always fitted
-    with pytest.raises(ValueError, match="comma-separated list of temperature_scaling"):
+    assert check_methods("dirichlet") == ["identity", "temperature_scaling", "dirichlet"]  # the references always
+    with pytest.raises(ValueError, match="comma-separated list of identity, temperature_scaling"):
         check_methods("dirichlet,platt")
     with pytest.raises(ValueError, match="'weights' must be a finite array of shape"):
         CalibrationMap.from_dict({"method": "dirichlet", "params": {"weights": [[1, 0]], "bias": [0, 0]}})
+
+
+def test_raw_logits_are_kept_when_no_map_beats_them_on_val():
+    """A small, nearly separable val set: every fitted map's CV NLL is worse than the raw logits', so the
+    selection keeps the raw logits (the identity) instead of deploying a map that hurts the confidences."""
+    from helpers.confidence.selection import select
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (120, 10))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(10, p=p) for p in probs])  # calibrated by construction: any fit only overfits
+    fits = {
+        m: fit_calibration(m, logits, labels, seed=0) for m in ("identity", "temperature_scaling", "vector_scaling")
+    }
+    selection = select(fits, logits, labels, seed=0)
+    assert selection["cv_nll"]["identity"] <= min(selection["cv_nll"].values()) + 1e-12
+    assert selection["chosen"] == "identity"
+    np.testing.assert_array_equal(fits["identity"].apply(logits), logits)
