@@ -34,6 +34,15 @@ def save(path: Path, logits: Mapping[str, Mapping[str, np.ndarray]]) -> None:
     )
 
 
+def load_splits(path: Path) -> dict[str, np.ndarray]:
+    """``{split: logits}`` of a single-model file (phase 02's ``logits.npz``: bare split keys); the file is closed."""
+    with np.load(path) as npz:
+        unknown = [name for name in npz.files if name not in SPLITS]
+        if unknown:
+            raise ValueError(f"{path}: keys {unknown} are not splits {SPLITS}; a multi-model file reads with load()")
+        return {name: npz[name] for name in npz.files}
+
+
 def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
     """``{model: {split: logits}}`` from a file written by ``save``, in the file's key order."""
     out: dict[str, dict[str, np.ndarray]] = {}

@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from helpers.data.datasets import preprocess, stratified_slice
 from helpers.metrics import classification as metrics
+from helpers.models import logits_file
 from helpers.models.onnx_export import INPUT_NAME, onnx_logits
 from helpers.quantize.guard import GuardFinding, check_calibration_inputs, check_calibration_slice
 from helpers.run import atomic
@@ -620,3 +621,38 @@ def report_figure(report: dict):
     fig.suptitle(f"FP32 vs INT8 (default: {report['default_variant']})")
     fig.tight_layout()
     return fig
+
+
+def int8_model_name(method: str) -> str:
+    """Phase 04's file name of the INT8 model of one calibration method (the one place it is built)."""
+    _check_choice(method, METHODS, "calibration method")
+    return f"model_int8_{method}.onnx"
+
+
+@dataclass
+class Variants:
+    """Phase 04's ORT INT8 models: per calibration method its file, its quantization report and its logits."""
+
+    paths: dict[str, Path]
+    info: dict[str, dict]
+    logits: dict[str, dict[str, np.ndarray]]  # method -> split -> logits (``helpers.models.logits_file``)
+
+    def best(self, test_labels: np.ndarray, fp32_test_logits: np.ndarray) -> str:
+        """:func:`best_variant` over the methods' test numbers."""
+        return best_variant(
+            {m: variant_metrics(by_split["test"], test_labels, fp32_test_logits) for m, by_split in self.logits.items()}
+        )
+
+
+def quantize_variants(phase, prepared: str | Path, stats: CalibrationStatistics, methods, images) -> Variants:
+    """Phase 04's step: one INT8 model per calibration method (same statistics), its logits on every split of
+    ``images``, each method's calibration time logged; the logits saved as ``int8_logits.npz``."""
+    variants = Variants({}, {}, {})
+    for method in methods:
+        path = phase.out(int8_model_name(method))
+        variants.paths[method] = path
+        variants.info[method] = quantize_model(prepared, path, stats, method)
+        variants.logits[method] = {split: onnx_logits(path, x) for split, x in images.items()}
+        phase.log("calibration_seconds", method=method, seconds=stats.calibration_seconds(method))
+    logits_file.save(phase.out("int8_logits.npz"), variants.logits)
+    return variants

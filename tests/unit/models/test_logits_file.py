@@ -32,3 +32,12 @@ def test_unknown_split_and_foreign_keys_are_refused(tmp_path):
     np.savez(tmp_path / "foreign.npz", val=np.ones(2))
     with pytest.raises(ValueError, match="is not <model>_<split>"):
         logits_file.load(tmp_path / "foreign.npz")
+
+
+def test_a_single_model_file_reads_as_splits_and_a_multi_model_file_does_not(tmp_path):
+    np.savez(tmp_path / "single.npz", val=np.ones((2, 3), np.float32), test=np.zeros((1, 3), np.float32))
+    splits = logits_file.load_splits(tmp_path / "single.npz")
+    assert set(splits) == {"val", "test"} and splits["test"].shape == (1, 3)
+    logits_file.save(tmp_path / "multi.npz", {"fp32": {"val": np.ones((2, 3)), "test": np.ones((1, 3))}})
+    with pytest.raises(ValueError, match="are not splits"):
+        logits_file.load_splits(tmp_path / "multi.npz")

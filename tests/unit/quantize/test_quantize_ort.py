@@ -308,3 +308,9 @@ def test_best_variant_is_decided_by_the_numbers_with_the_documented_tie_breaks(d
         q.best_variant({})
     with pytest.raises(ValueError, match="variant 'a' lacks"):
         q.best_variant({"a": {"accuracy": 1.0}})
+
+
+def test_int8_model_name_is_built_in_one_place_and_refuses_unknown_methods():
+    assert q.int8_model_name("entropy") == "model_int8_entropy.onnx"
+    with pytest.raises(ValueError, match="calibration method"):
+        q.int8_model_name("kl")
