@@ -95,6 +95,15 @@ def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
     }
 
 
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Validate phase 08's parameters before any kernel starts."""
+    if params["runtime_batch"] < 1:
+        raise ValueError(
+            f"runtime_batch must be >= 1 (the batch of the timing that picks the default runtime), "
+            f"got {params['runtime_batch']}"
+        )
+
+
 def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict[str, float], str]:
     """Per precision the accept threshold phase 07 chose for that precision's model, and the criterion.
 

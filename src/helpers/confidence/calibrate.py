@@ -145,3 +145,12 @@ def summary(results: Mapping[str, Calibration]) -> dict:
         "ece_post": pick("ece", "post_calibration"),
         "p_post": {m: r.metrics_doc()["post_calibration"]["null"]["p_value"] for m, r in results.items()},
     }
+
+
+def check_params(params: dict, config: dict | None = None) -> None:
+    """Validate phase 06's parameters before any kernel starts: the methods, bins and bootstrap resamples."""
+    check_methods(params["methods"])
+    if params["n_bins"] < 1:
+        raise ValueError(f"n_bins must be >= 1, got {params['n_bins']}")
+    if params["n_boot"] < 0:
+        raise ValueError(f"n_boot must be >= 0 (0: no bootstrap intervals), got {params['n_boot']}")

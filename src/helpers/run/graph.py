@@ -151,6 +151,7 @@ PHASES: tuple[PhaseSpec, ...] = (
             "confidence.png",
             "calibrated_logits.npz",
         ),
+        precheck="helpers.confidence.calibrate:check_params",
     ),
     PhaseSpec(
         "07_selective",
@@ -171,6 +172,7 @@ PHASES: tuple[PhaseSpec, ...] = (
             "validation.json",
             "predictions.png",
         ),
+        precheck="helpers.bundle:check_params",
     ),
     PhaseSpec(
         "09_report",

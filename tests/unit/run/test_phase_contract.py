@@ -110,6 +110,9 @@ def test_no_phase_declares_a_catch_all_output():
         ("04_quantize.num_bins=1", "num_bins must be >= 2"),
         ("04_quantize.size_sweep=[0]", "size_sweep"),
         ("07_selective.criterion=foo", "unknown criterion"),
+        ("06_confidence.methods=platt", "unknown calibration method"),
+        ("06_confidence.n_bins=0", "n_bins must be >= 1"),
+        ("08_bundle.runtime_batch=0", "runtime_batch must be >= 1"),
         ("07_selective.selective_model=entropy", "selective_model 'entropy' is not a model of this run"),
     ],
 )
