@@ -92,7 +92,8 @@ def test_readme_gives_this_command():
 
 
 def test_keras_h5_without_val_from_test_is_refused_before_any_kernel(cifar10_slice, keras_h5, tmp_path):
-    args = command(cifar10_slice, keras_h5, "--no-progress", "--runs-root", str(tmp_path))
+    slice_sized = ("-p", "01_data.samples_per_class=20")  # the slice holds 100 images per class
+    args = command(cifar10_slice, keras_h5, *slice_sized, "--no-progress", "--runs-root", str(tmp_path))
     args = args[: args.index("val_source=test") - 1] + args[args.index("val_source=test") + 1 :]
     proc = calib(*args, check=False, cwd=ROOT)
     assert proc.returncode == 2 and "val_source=test" in proc.stderr, proc.stderr

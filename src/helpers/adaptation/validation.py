@@ -64,6 +64,35 @@ def before_after(
     return out
 
 
+SHIFT_FILE = "shift_logits.npz"
+
+
+def save_shift_logits(
+    path, before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """The logits of the model before and after adaptation on each test set (source-like, target), with its
+    labels: what phase 06 measures calibration under shift on (``load_shift_logits``)."""
+    from helpers.run import atomic
+
+    arrays = {}
+    for name, (images, labels) in sets.items():
+        arrays[f"{name}.labels"] = np.asarray(labels)
+        for when, model in (("before", before), ("after", after)):
+            arrays[f"{name}.{when}"] = predict_logits(model, images)
+    atomic.save_npz(path, **arrays)
+
+
+def load_shift_logits(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"<set> test, <before|after> adaptation": (logits, labels)}`` from ``save_shift_logits``'s file."""
+    with np.load(path) as npz:
+        names = sorted({key.split(".")[0] for key in npz.files})
+        return {
+            f"{name} test, {when} adaptation": (npz[f"{name}.{when}"], npz[f"{name}.labels"])
+            for name in names
+            for when in ("before", "after")
+        }
+
+
 def trainable_record(adapted: Adapted) -> dict:
     return {
         "count": adapted.trainable,

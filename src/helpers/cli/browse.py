@@ -124,7 +124,7 @@ def run_status(run_dir: Path, record: Mapping, verify: bool = True) -> str:
         done = sum(row.get("status") == "complete" for row in phases.values())
         status = f"scratch {done}/{len(phases)}"
     if verify and status != "failed" and check_run(run_dir).damaged:
-        return "damaged (calib verify says what)"
+        return "altered (verify fails)"
     return status
 
 
