@@ -15,6 +15,7 @@ from helpers.ground_truth.store import manifest_problems, read_measurement
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # a scheduler and a worker with a hardware resource: about 2 min
 def test_measurements_run_on_the_worker_carrying_the_hardware_and_land_in_the_central_store(tmp_path):
     profile = tmp_path / "tiny.yaml"
     profile.write_text(

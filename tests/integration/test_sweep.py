@@ -113,6 +113,7 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.slow  # a real scheduler + 2 workers, one killed: about 3 min of CI on 2 cores
 def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
     """2 x 2 on `dask scheduler` + 2 `dask worker`s; one worker is killed while a member is inside its
     second phase: Dask re-submits that member on the other worker, which resumes it from its manifests."""
@@ -173,6 +174,7 @@ def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
             assert m["cpus"] is None
 
 
+@pytest.mark.slow  # kills the client mid-sweep, then resumes: about 2 min
 def test_resume_after_the_client_is_killed_completes_only_unfinished_members(tmp_path):
     root = tmp_path / "runs"
     sweep = write_sweep(tmp_path, {"name": "seeds", "seeds": [0, 1, 2]})
