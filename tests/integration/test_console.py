@@ -40,7 +40,7 @@ def test_full_run_console(default_run):
     assert {row[1] for row in table} == {"complete"}
     headline = next(line for line in out.splitlines() if line.startswith("FP32 acc "))
     record = json.loads((default_run / "run_record.json").read_text())
-    acc = record["phases"]["02_train"]["summary"]["test_accuracy"]
+    acc = record["phases"]["04_quantize"]["summary"]["fp32_test_accuracy"]  # the deployed (adapted) FP32 model
     assert f"FP32 acc {100 * acc:.2f}%" in headline
     assert re.search(
         r"INT8 \(\w+\) acc [\d.]+% \| ECE [\d.]+% -> [\d.]+% \| INT8 [\d.]+x (faster|slower) than FP32 "
@@ -52,18 +52,20 @@ def test_full_run_console(default_run):
 
 
 def test_failed_phase_gets_a_report_with_a_banner_and_exit_1(tmp_path):
-    proc = calib("run", "--no-progress", "--runs-root", str(tmp_path), "-p", "samples_per_class=500", check=False)
+    # a layer name no precheck can know (it needs the model): phase 03 fails in its kernel
+    bad_layer = ["-p", "03_activation_stats.layers=[no_such_layer]"]
+    proc = calib("run", "--no-progress", "--runs-root", str(tmp_path), *bad_layer, check=False)
     assert proc.returncode == 1
     run = only_run(tmp_path)
-    assert "01_data FAILED" in proc.stderr and "class '0' has only" in proc.stderr
+    assert "03_activation_stats FAILED" in proc.stderr and "unknown layer(s) ['no_such_layer']" in proc.stderr
     record = json.loads((run / "run_record.json").read_text())
-    assert record["status"] == "failed" and record["phases"]["01_data"]["status"] == "failed"
+    assert record["status"] == "failed" and record["phases"]["03_activation_stats"]["status"] == "failed"
     assert record["phases"]["09_report"]["status"] == "complete"
-    assert record["phases"]["02_train"]["status"] == "pending"
+    assert record["phases"]["04_quantize"]["status"] == "pending"
     page = (run / "results/09_report/report.html").read_text()
-    assert 'class="banner"' in page and "01_data failed" in page and "class &#x27;0&#x27; has only" in page
-    assert re.search(r"^02_train\s+not run\s+-$", proc.stdout, re.M)
-    assert re.search(r"^01_data\s+failed\s+[\d.]+$", proc.stdout, re.M)
+    assert 'class="banner"' in page and "03_activation_stats failed" in page and "no_such_layer" in page
+    assert re.search(r"^04_quantize\s+not run\s+-$", proc.stdout, re.M)
+    assert re.search(r"^03_activation_stats\s+failed\s+[\d.]+$", proc.stdout, re.M)
     assert f"report: {run / 'results/09_report/report.html'}" in proc.stdout
     for noise in NOISE:
         assert noise not in proc.stdout + proc.stderr
