@@ -46,6 +46,8 @@ FAST = [
     "torch_pt2e=false",
     "-p",
     "n_boot=20",
+    "-p",
+    "adaptation=none",  # 02a/02b run, as pass-through: the chain's kill points are the phases below
 ]
 PHASES = ["00_environment", "01_data", "02_train", "04_quantize", "06_confidence", "07_selective"]
 KINDS = ("working", "pending_manifest", "manifest")
