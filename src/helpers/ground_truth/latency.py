@@ -85,6 +85,7 @@ from helpers.ground_truth.store import default_data_dir, hardware_profile_path, 
 from helpers.models.architectures import ARCHITECTURES, build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.quantize import ort as quantize_ort
+from helpers.run.headline import speedup_text
 
 PROFILER_RESOLUTION_MS = 1e-3
 ONNX_PRECISIONS = ("fp32", "int8")
@@ -1049,11 +1050,7 @@ def latency_figure(records: Sequence[MeasurementRecord]):
             label="mean wall clock, 95% CI",
         )
         ax.plot(x, [end_to_end_ms(r) for r in rows], "kD", ms=5, label="contention-free (min on-CPU)")
-        speedup = "; ".join(
-            f"{1 / v:.1f}x faster" if v <= 1 else f"{v:.1f}x slower"
-            for k, v in ratios.items()
-            if k.endswith(f"/b{batch}") and v
-        )
+        speedup = "; ".join(speedup_text(1 / v) for k, v in ratios.items() if k.endswith(f"/b{batch}") and v)
         ax.set(
             xticks=x,
             xticklabels=labels,

@@ -17,6 +17,7 @@ from helpers.ground_truth.records import MeasurementRecord
 from helpers.ground_truth.store import GroundTruthLoader, hardware_profile_path
 from helpers.models.architectures import build_model
 from helpers.models.onnx_export import export_onnx
+from helpers.run.headline import speedup_text
 from helpers.run.project import project_root
 
 BATCH = 2
@@ -347,7 +348,13 @@ def test_latency_report_and_figure_agree_with_the_store(onnx_models, profile, tm
     }
     fig = latency.latency_figure(result.records)
     assert [ax.get_title().split("\n") for ax in fig.axes] == [
-        ["batch 1", f"INT8/FP32 {report['int8_over_fp32']['run_cnn/onnxruntime/b1']:.2f}x (contention-free)"],
-        ["batch 3", f"INT8/FP32 {report['int8_over_fp32']['run_cnn/onnxruntime/b3']:.2f}x (contention-free)"],
+        [
+            "batch 1",
+            f"INT8 {speedup_text(1 / report['int8_over_fp32']['run_cnn/onnxruntime/b1'])} than FP32 (contention-free)",
+        ],
+        [
+            "batch 3",
+            f"INT8 {speedup_text(1 / report['int8_over_fp32']['run_cnn/onnxruntime/b3'])} than FP32 (contention-free)",
+        ],
     ]
     assert all(len(ax.patches) == 2 for ax in fig.axes)
