@@ -51,7 +51,7 @@ def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_
     assert (scratch / "manifests/02_train.json").read_bytes() == train_manifest, "02 was reused, not re-run"
     record = json.loads((scratch / "run_record.json").read_text())
     assert {pid: row["status"] for pid, row in record["phases"].items()} == dict.fromkeys(
-        ["01_data", "02_train", "03_activation_stats"], "complete"
+        ["01_data", "02_train", "02a_target", "02b_adapt", "03_activation_stats"], "complete"
     )
     assert record["status"] == "complete", "a scratch run whose phases all completed is not left running"
     assert "03_activation_stats" in (scratch / "config_resolved.yaml").read_text()

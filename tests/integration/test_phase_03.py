@@ -16,6 +16,7 @@ from cli_runner import calib
 from helpers.data.datasets import load_dataset, preprocess
 from helpers.models import artifact as model_artifact
 from helpers.run.atomic import sha256_file
+from helpers.run.graph import MODEL_PHASE
 from helpers.run.project import project_root
 from helpers.run.runner import kernel_environment
 
@@ -39,8 +40,9 @@ def load_role(run: Path, role: str, base: str = "") -> tuple[dict, dict]:
 
 
 def role_model(run: Path, role: str) -> torch.nn.Module:
-    """The model of a role rebuilt independently: phase 02's checkpoint, or its spec seeded with seed 0."""
-    results = run / "results" / "02_train"
+    """The model of a role rebuilt independently: the checkpoint phase 03 reads (02b's, the adapted model), or
+    its spec seeded with seed 0."""
+    results = run / "results" / MODEL_PHASE
     model, spec = model_artifact.load(results / "model.json", results / "model.pt")
     if role == "init":
         torch.manual_seed(0)
