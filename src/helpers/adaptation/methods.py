@@ -39,8 +39,10 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from helpers.data.datasets import preprocess
+from helpers.models import import_noise
 from helpers.models.training import augment_batch, deterministic_cpu
 
+import_noise.quiet()  # peft imports torchao
 MODES = ("none", "lora", "adabn", "tent")
 LABEL_FREE = ("adabn", "tent")
 ADAPTABLE = (nn.Conv2d, nn.Linear)  # layer types LoRA adapts

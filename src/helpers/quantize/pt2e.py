@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import logging
 import re
 import time
 import warnings
@@ -42,22 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.models import import_noise
 
-class _DropMessages(logging.Filter):
-    """Drops known, non-actionable import-time log lines (they also vary per machine and run)."""
-
-    def __init__(self, *fragments: str):
-        super().__init__()
-        self.fragments = fragments
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(f in str(record.msg) for f in self.fragments)
-
-
-# torchao tries to load its CUDA kernels on a CPU-only machine, and torch flags an Enum registration
-# inside torchao: neither says anything about our quantization.
-logging.getLogger("torchao").addFilter(_DropMessages("Failed to load"))
-logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("register_constant() on Enum"))
+import_noise.quiet()  # before torchao is imported
 
 from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
