@@ -38,10 +38,6 @@ from helpers.quantize import ort as quantize_ort
 from helpers.run.project import project_root
 from helpers.run.runner import KERNEL_ENV
 
-# Under -m slow for now: after the merge, 02b's adaptation cell prints output nbval cannot yet mask (a progress
-# text that differs run to run); the reference re-execution runs with `pytest -m slow tests/regression`.
-pytestmark = pytest.mark.slow
-
 ROOT = project_root()
 REFERENCE = ROOT / "runs" / "reference"
 HERE = Path(__file__).resolve().parent
