@@ -42,7 +42,7 @@ bf16 runs only where the CPU has native bf16 (``avx512_bf16`` or ``amx_bf16``); 
 is skipped with the reason. Inputs are seeded uniform 0-255 float32 NHWC, the input contract.
 
 Entry points: :func:`measure_onnx`, :func:`measure_torch` (one record each);
-:func:`measure_run_models` (phase 05: a run's own fp32/int8 ONNX models, few repetitions, into
+:func:`helpers.ground_truth.runtime_latency.measure_runtimes` (phase 05: a run's own fp32/int8 ONNX models on every runtime, few repetitions, into
 the store); :func:`run_sweep` (the full sweep of ``params/ground_truth.yaml``, behind
 ``calib ground-truth measure``).
 """
@@ -913,51 +913,6 @@ def _prepare_model(
             config.settings.seed,
         )
     return module, paths
-
-
-def measure_run_models(
-    model: str,
-    fp32_onnx: str | Path,
-    int8_onnx: str | Path | None = None,
-    *,
-    store: str | Path | None = None,
-    batch_sizes: Sequence[int] = (1,),
-    settings: MeasurementSettings = QUICK_SETTINGS,
-    progress: bool = True,
-) -> SweepResult:
-    """Phase 05: measure a run's own fp32 (and int8) ONNX models quickly and add them to the store.
-
-    A batch size the model cannot take (a fixed batch axis) is skipped with the reason.
-    """
-    root = Path(store or default_data_dir())
-    models = {"fp32": Path(fp32_onnx)} | ({"int8": Path(int8_onnx)} if int8_onnx is not None else {})
-    missing = [str(p) for p in models.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"ONNX models to measure do not exist: {', '.join(missing)}")
-    hardware = store_hardware_profile(root)
-    result = SweepResult(store=root, run_id=new_run_id())
-    jobs = []
-    for batch_size in batch_sizes:
-        for precision, path in models.items():
-            fixed = fixed_batch_size(path)
-            if fixed not in (None, batch_size):
-                result.skipped.append(f"{model} {precision} b{batch_size}: {path} has a fixed batch of {fixed}")
-            else:
-                jobs.append((precision, batch_size))
-    for index, (precision, batch_size) in enumerate(tqdm(jobs, desc=f"latency {model}", disable=not progress)):
-        measurement = measure_onnx(
-            models[precision],
-            model=model,
-            precision=precision,
-            batch_size=batch_size,
-            hardware=hardware,
-            settings=settings,
-            run_id=result.run_id,
-            run_index=index,
-        )
-        result.add(measurement, save_measurement(measurement.record, root, measurement.samples, update_manifest=False))
-    rebuild_manifest(root, hardware.hardware_id)
-    return result
 
 
 def fixed_batch_size(onnx_path: str | Path) -> int | None:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.cli.ground_truth import main as cli_main
-from helpers.ground_truth import hardware, latency
+from helpers.ground_truth import hardware, latency, runtime_latency
 from helpers.ground_truth.records import MeasurementRecord
 from helpers.ground_truth.store import GroundTruthLoader, hardware_profile_path
 from helpers.models.architectures import build_model
@@ -198,25 +198,29 @@ def test_fixed_batch_models_are_refused_or_skipped(digits_cnn, profile, tmp_path
     with pytest.raises(ValueError, match="fixed at 1"):
         latency.measure_onnx(path, model="d", precision="fp32", batch_size=4, hardware=profile, settings=FAST)
     profile.save(hardware_profile_path(tmp_path / "store", profile.hardware_id))  # no GEMM/bandwidth run
-    result = latency.measure_run_models(
-        "fixed", path, store=tmp_path / "store", batch_sizes=(1, 4), settings=FAST, progress=False
-    )
+    result = measure_on_onnxruntime("fixed", {"fp32": path}, tmp_path / "store", (1, 4))
     assert [r.batch_size for r in result.records] == [1]
     assert result.skipped == [f"fixed fp32 b4: {path} has a fixed batch of 1"]
+
+
+def measure_on_onnxruntime(model: str, files: dict, store, batch_sizes):
+    """Phase 05's measurement (runtime_latency.measure_runtimes) on onnxruntime alone, quick settings."""
+    return runtime_latency.measure_runtimes(
+        model,
+        files,
+        runtimes=["onnxruntime"],
+        precisions=list(files),
+        store=store,
+        batch_sizes=batch_sizes,
+        settings=FAST,
+        progress=False,
+    )
 
 
 def test_phase05_measurement_adds_to_the_store(onnx_models, profile, tmp_path):
     root = tmp_path / "store"
     profile.save(hardware_profile_path(root, profile.hardware_id))
-    result = latency.measure_run_models(
-        "run_cnn",
-        onnx_models["fp32"],
-        onnx_models["int8"],
-        store=root,
-        batch_sizes=(1, 4),
-        settings=FAST,
-        progress=False,
-    )
+    result = measure_on_onnxruntime("run_cnn", onnx_models, root, (1, 4))
     loader = GroundTruthLoader(root)
     assert loader.list_configurations(profile.hardware_id) == [
         ("run_cnn", "onnxruntime", p, b) for p in ("fp32", "int8") for b in (1, 4)
@@ -316,15 +320,7 @@ def test_latency_report_and_figure_agree_with_the_store(onnx_models, profile, tm
     matplotlib.use("Agg")
     root = tmp_path / "store"
     profile.save(hardware_profile_path(root, profile.hardware_id))
-    result = latency.measure_run_models(
-        "run_cnn",
-        onnx_models["fp32"],
-        onnx_models["int8"],
-        store=root,
-        batch_sizes=(1, 3),
-        settings=FAST,
-        progress=False,
-    )
+    result = measure_on_onnxruntime("run_cnn", onnx_models, root, (1, 3))
     report = latency.latency_report(result)
     loader = GroundTruthLoader(root)
     assert report["hardware_id"] == profile.hardware_id and report["run_id"] == result.run_id
