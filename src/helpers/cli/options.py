@@ -71,17 +71,6 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _flatten(tree: dict, prefix: str = "") -> list[str]:
-    items = []
-    for key, value in tree.items():
-        if isinstance(value, dict) and not prefix and key[:2].isdigit():  # a phase section
-            items += _flatten(value, f"{key}.")
-        else:
-            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-            items.append(f"{prefix}{key}={text}")
-    return items
-
-
 def yaml_layers(texts: list[str] | None) -> list[dict]:
     """The ``-y 'YAML'`` mappings, one parameter layer each (after the ``-f`` files, before ``-p``)."""
     layers = []
@@ -99,27 +88,6 @@ def yaml_layers(texts: list[str] | None) -> list[dict]:
 def p_overrides(p_items: list[list[str]] | None) -> list[str]:
     """``KEY=VALUE`` items from ``-p`` in both papermill spellings (``-p KEY VALUE`` and ``-p KEY=VALUE``)."""
     out: list[str] = []
-    for item in p_items or []:
-        if len(item) == 1 and "=" in item[0]:
-            out.append(item[0])
-        elif len(item) == 2 and "=" not in item[0]:
-            out.append(f"{item[0]}={item[1]}")
-        else:
-            raise ParamError(f"-p expects KEY VALUE or KEY=VALUE, got {' '.join(item)!r}")
-    return out
-
-
-def overrides(p_items: list[list[str]] | None, yaml_texts: list[str] | None) -> list[str]:
-    """``KEY=VALUE`` overrides from ``-y`` mappings then ``-p`` items (both papermill spellings)."""
-    out: list[str] = []
-    for text in yaml_texts or []:
-        try:
-            layer = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ParamError(f"-y {text!r} is not valid YAML: {exc}") from None
-        if not isinstance(layer, dict):
-            raise ParamError(f"-y expects a YAML mapping like '{{epochs: 3}}', got {text!r}")
-        out += _flatten(layer)
     for item in p_items or []:
         if len(item) == 1 and "=" in item[0]:
             out.append(item[0])
