@@ -48,18 +48,26 @@ def _parity(expected: np.ndarray, actual: np.ndarray, what: str) -> dict:
     return result
 
 
-def before_after(
-    before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int
-) -> dict:
-    """Per test set ("source", "target"): accuracy with 95% Wilson CI and per-class accuracy, before and after."""
+def evaluation_logits(
+    before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per test set ("source", "target"): the logits before and after adaptation, and the labels (one pass each)."""
+    return {
+        name: {"before": predict_logits(before, images), "after": predict_logits(after, images), "labels": labels}
+        for name, (images, labels) in sets.items()
+    }
+
+
+def before_after(logits: dict[str, dict[str, np.ndarray]], num_classes: int) -> dict:
+    """Per test set of ``evaluation_logits``: accuracy with 95% Wilson CI and per-class accuracy, before and after."""
     out = {}
-    for name, (images, labels) in sets.items():
+    for name, by_when in logits.items():
         out[name] = {}
-        for when, model in (("before", before), ("after", after)):
-            preds = predict_logits(model, images).argmax(1)
+        for when in ("before", "after"):
+            preds = by_when[when].argmax(1)
             out[name][when] = {
-                **accuracy_with_ci(labels, preds),
-                "per_class": per_class_accuracy(labels, preds, num_classes).tolist(),
+                **accuracy_with_ci(by_when["labels"], preds),
+                "per_class": per_class_accuracy(by_when["labels"], preds, num_classes).tolist(),
             }
     return out
 
@@ -67,19 +75,11 @@ def before_after(
 SHIFT_FILE = "shift_logits.npz"
 
 
-def save_shift_logits(
-    path, before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> None:
-    """The logits of the model before and after adaptation on each test set (source-like, target), with its
-    labels: what phase 06 measures calibration under shift on (``load_shift_logits``)."""
+def save_shift_logits(path, logits: dict[str, dict[str, np.ndarray]]) -> None:
+    """``evaluation_logits`` as one npz: what phase 06 measures calibration under shift on (``load_shift_logits``)."""
     from helpers.run import atomic
 
-    arrays = {}
-    for name, (images, labels) in sets.items():
-        arrays[f"{name}.labels"] = np.asarray(labels)
-        for when, model in (("before", before), ("after", after)):
-            arrays[f"{name}.{when}"] = predict_logits(model, images)
-    atomic.save_npz(path, **arrays)
+    atomic.save_npz(path, **{f"{name}.{key}": np.asarray(v) for name, by in logits.items() for key, v in by.items()})
 
 
 def load_shift_logits(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
