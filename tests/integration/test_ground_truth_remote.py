@@ -33,33 +33,9 @@ def test_measurements_run_on_the_worker_carrying_the_hardware_and_land_in_the_ce
     store = tmp_path / "central"
     with dask_cluster(tmp_path, 1, resources="hw-board=1") as (address, _, client):
         (worker,) = client.scheduler_info(n_workers=-1)["workers"].values()
-        proc = calib(
-            "ground-truth",
-            "measure",
-            "--params",
-            str(profile),
-            "--store",
-            str(store),
-            "--scheduler",
-            address,
-            "--hardware",
-            "board",
-            "--no-progress",
-        )
-        missing = calib(
-            "ground-truth",
-            "measure",
-            "--params",
-            str(profile),
-            "--store",
-            str(store),
-            "--scheduler",
-            address,
-            "--hardware",
-            "other",
-            "--no-progress",
-            check=False,
-        )
+        measure = ("ground-truth", "measure", "--params", str(profile), "--store", str(store), "--scheduler", address)
+        proc = calib(*measure, "--hardware", "board", "--no-progress")
+        missing = calib(*measure, "--hardware", "other", "--no-progress", check=False)
     assert "stored 2 measurements" in proc.stdout
     (hardware_dir,) = [p for p in store.iterdir() if p.is_dir()]
     records = [read_measurement(p) for p in sorted(hardware_dir.glob("measurements/*/*.json"))]
