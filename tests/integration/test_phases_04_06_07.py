@@ -22,6 +22,7 @@ from helpers.confidence.methods import METHODS
 from helpers.metrics import calibration as calibration_metrics
 from helpers.models.onnx_export import onnx_logits
 from helpers.quantize import ort as quantize_ort
+from helpers.run.graph import MODEL_PHASE
 
 PHASES = ("04_quantize", "06_confidence", "07_selective")
 
@@ -65,7 +66,7 @@ def test_int8_models_are_close_to_fp32_and_their_logits_are_what_onnxruntime_giv
         np.testing.assert_array_equal(logits, int8[f"{method}_test"])
         assert row["accuracy"] == np.mean(logits.argmax(1) == split_labels["test"])
         assert int8[f"{method}_val"].shape == (len(split_labels["val"]), 10)
-    fp32_test = np.load(results(run, "02_train", "logits.npz"))["test"]
+    fp32_test = np.load(results(run, MODEL_PHASE, "logits.npz"))["test"]
     recomputed = {m: quantize_ort.variant_metrics(int8[f"{m}_test"], split_labels["test"], fp32_test) for m in methods}
     assert report["best_variant"] == quantize_ort.best_variant(recomputed)
     assert report["best_variant"] == quantize_ort.best_variant({m: report["variants"][m] for m in methods})
@@ -82,7 +83,7 @@ def test_every_onnx_model_is_checked_on_every_runtime(run, split_labels):
     assert sorted(checked["models"]) == sorted(["fp32", *report["ort_variants"]])
     for name, entry in checked["models"].items():
         path = (
-            results(run, "02_train", "model.onnx")
+            results(run, MODEL_PHASE, "model.onnx")
             if name == "fp32"
             else results(run, "04_quantize", f"model_int8_{name}.onnx")
         )
@@ -117,7 +118,7 @@ def test_calibration_guard_passes_and_the_divided_by_255_ablation_collapses_accu
 def test_every_map_fitted_on_val_the_chosen_one_applied_and_measured_honestly(run, split_labels):
     metrics = read_json(run, "06_confidence", "calibration_metrics.json")
     calibrated = np.load(results(run, "06_confidence", "calibrated_logits.npz"))
-    raw = {"fp32": np.load(results(run, "02_train", "logits.npz"))}
+    raw = {"fp32": np.load(results(run, MODEL_PHASE, "logits.npz"))}
     int8 = np.load(results(run, "04_quantize", "int8_logits.npz"))
     assert set(metrics) == {"fp32", *read_json(run, "04_quantize", "quant_report.json")["ort_variants"]}
     for model in metrics:

@@ -14,6 +14,7 @@ import pytest
 
 from helpers import bundle, data, report
 from helpers.models import parity
+from helpers.run.graph import MODEL_PHASE
 from helpers.run.project import project_root
 
 
@@ -36,7 +37,7 @@ def test_validation_passed_and_bundle_is_complete(full_run):
     assert doc["source"]["run_id"] == full_run.name
     assert set(doc["source"]["manifests_sha256"]) == {
         "01_data",
-        "02_train",
+        MODEL_PHASE,
         "04_quantize",
         "06_confidence",
         "07_selective",

@@ -163,25 +163,16 @@ def measure_runtimes(
     result.skipped = list(dict.fromkeys(result.skipped))
     for index, (name, precision, batch_size) in enumerate(tqdm(jobs, desc=f"latency {model}", disable=not progress)):
         measure = measure_openvino if name == "openvino" else latency.measure_onnx
-        try:
-            measurement = measure(
-                paths[precision],
-                model=model,
-                precision=precision,
-                batch_size=batch_size,
-                hardware=hardware,
-                settings=settings,
-                run_id=result.run_id,
-                run_index=index,
-            )
-        except RuntimeError as exc:
-            if name == runtime.REFERENCE_RUNTIME:  # the reference runtime failing is an error, not a skip
-                raise
-            # OpenVINO can claim a precision (from CPUID) that its kernels then cannot build, e.g. bf16 when
-            # oneDNN's ISA is capped: that configuration is reported and not measured, like any unsupported one
-            reason = [line for line in str(exc).splitlines() if line.strip()][-1:] or [type(exc).__name__]
-            result.skipped.append(f"{model} {name} {precision} b{batch_size}: {reason[0]}")
-            continue
+        measurement = measure(
+            paths[precision],
+            model=model,
+            precision=precision,
+            batch_size=batch_size,
+            hardware=hardware,
+            settings=settings,
+            run_id=result.run_id,
+            run_index=index,
+        )
         result.add(measurement, save_measurement(measurement.record, root, measurement.samples, update_manifest=False))
     rebuild_manifest(root, hardware.hardware_id)
     return result

@@ -34,6 +34,7 @@ ran (``brgconv_avx512_I8``...), its precision and its time.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections.abc import Sequence
@@ -75,7 +76,30 @@ def support(runtime: str, precision: str) -> tuple[bool, str]:
 
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         return False, "OpenVINO reports no native bf16 on this CPU (no avx512_bf16 / AMX): it is not offered"
+    failure = openvino_bf16_build_failure()
+    if failure:
+        return False, f"OpenVINO lists BF16 (from CPUID) but cannot build bf16 kernels here: {failure}"
     return True, "native bf16 (OpenVINO's CPU OPTIMIZATION_CAPABILITIES lists BF16)"
+
+
+@functools.cache
+def openvino_bf16_build_failure() -> str | None:
+    """Why OpenVINO fails to compile a small bf16 MatMul here (the last line of its error), or None.
+
+    OpenVINO reads bf16 support from CPUID, but oneDNN builds the kernels: with oneDNN's ISA capped
+    (``ONEDNN_MAX_CPU_ISA=AVX2``, the regression's simulated second machine) the listed precision has
+    no kernels, so compiling any bf16 model fails. One probe per process decides it for every caller.
+    """
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([4, 32], np.float32, name=INPUT_NAME)
+    probe = ov.Model([ops.matmul(x, ops.constant(np.ones((32, 16), np.float32)), False, False)], [x], "bf16_probe")
+    try:
+        ov.Core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    except RuntimeError as exc:
+        return ([line for line in str(exc).splitlines() if line.strip()][-1:] or [type(exc).__name__])[0]
+    return None
 
 
 def available(precision: str) -> list[str]:
