@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,transformer,peers]"
 	# source notebooks stay output-free in git (JupyterLab's Run All saves outputs into them)
 	-$(PY) -m helpers.run.nbclean install
+	# JupyterLab's saves of a notebook run by hand are copied into its scratch run
+	$(PY) -m helpers.run.hand_run install
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import papermill as pm
 
@@ -55,3 +61,67 @@ def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_
     )
     assert record["status"] == "complete", "a scratch run whose phases all completed is not left running"
     assert "03_activation_stats" in (scratch / "config_resolved.yaml").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_jupyterlab_save_of_a_hand_run_notebook_lands_in_its_scratch_run(tmp_path, monkeypatch):
+    """A real Jupyter server with the hook `make install` configured: saving 00 (run by hand) copies it, outputs
+    and all, into 00's scratch run; saving 01 (never run by hand) copies nothing."""
+    from helpers.run import hand_run
+
+    assert json.loads(hand_run.config_path().read_text())["FileContentsManager"]["post_save_hook"] == hand_run.HOOK, (
+        "the Jupyter server hook is not configured: run `make install`"
+    )
+    project = tmp_path / "project"  # the server saves over source notebooks: a copy of the checkout's
+    for name in ("notebooks", "params"):
+        shutil.copytree(project_root() / name, project / name)
+    shutil.copy(project_root() / "pyproject.toml", project)
+    monkeypatch.setenv("CALIB_PROJECT_ROOT", str(project))
+    execute_as_a_user("00_environment.ipynb", tmp_path / "runs", tmp_path / "executed.ipynb")
+    (scratch,) = (tmp_path / "runs").glob("scratch-*")
+    executed = json.loads((tmp_path / "executed.ipynb").read_text())
+    assert any(cell.get("outputs") for cell in executed["cells"])
+
+    port, token = free_port(), "calib-test"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}"]
+        + [f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={project}"],
+        env={**os.environ, "CALIB_RUNS_ROOT": str(tmp_path / "runs")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def api(method: str, path: str, body: dict | None = None) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                api("GET", "status")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.5)
+        notebook = {"type": "notebook", "format": "json", "content": executed}
+        assert api("PUT", "contents/notebooks/00_environment.ipynb", notebook) == 200
+        assert api("PUT", "contents/notebooks/01_data.ipynb", notebook) == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    copy = json.loads((scratch / "notebooks/00_environment.ipynb").read_text())
+    assert [c.get("outputs") for c in copy["cells"]] == [c.get("outputs") for c in executed["cells"]]
+    assert not (scratch / "notebooks/01_data.ipynb").exists()

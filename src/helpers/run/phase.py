@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.run import lock, manifest, run_record
+from helpers.run import hand_run, lock, manifest, run_record
 from helpers.run.atomic import sha256_file, to_jsonable
 from helpers.run.graph import MODEL_PHASE, PhaseSpec, get_phase
 from helpers.run.params import RUN_DIR_PARAM, check_type, notebook_parameters
@@ -79,6 +79,7 @@ class Phase:
             from helpers.run.runner import prepare_scratch_run
 
             run_dir = prepare_scratch_run(phase_id, params)
+            hand_run.remember(phase_id, run_dir)  # JupyterLab's saves of this notebook are copied there
             print(f"{phase_id}: working in scratch run {run_dir}")
         if os.environ.get(run_record.MANAGED_ENV):
             lock.hold_for_kernel(run_dir)  # until this kernel exits: a new executor waits for it

@@ -1,0 +1,86 @@
+"""The executed copy of a notebook run by hand: what JupyterLab saves lands in its scratch run too.
+
+A phase notebook opened in JupyterLab works in a scratch run (:func:`helpers.run.runner.prepare_scratch_run`);
+:func:`remember` notes which one, per phase, in ``<runs root>/.hand-run/<phase>``. JupyterLab saves the
+notebook, outputs and all, over the source file in ``notebooks/`` (the git filter of
+:mod:`helpers.run.nbclean` keeps those outputs out of git); the Jupyter server hook
+:func:`keep_executed_copy` then copies the saved file to ``<scratch run>/notebooks/<phase>.ipynb``,
+beside the results it produced, as ``calib run`` keeps its executed notebooks. The copy is what was
+last saved; it is not part of the phase's manifest (the results are, whichever way they were made).
+
+``make install`` enables the hook for this environment's Jupyter server::
+
+    python -m helpers.run.hand_run install   # sets it in <sys.prefix>/etc/jupyter/jupyter_server_config.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from helpers.run.atomic import write_text
+from helpers.run.project import project_root, runs_root
+
+POINTERS = ".hand-run"  # under the runs root: one file per phase, holding its scratch run's path
+HOOK = "helpers.run.hand_run.keep_executed_copy"  # an import string: the server imports it
+
+
+def remember(phase_id: str, run_dir: Path) -> None:
+    """Note that ``phase_id``'s notebook, run by hand, works in the scratch run ``run_dir``."""
+    write_text(runs_root() / POINTERS / phase_id, str(run_dir.resolve()))
+
+
+def scratch_run_of(phase_id: str) -> Path | None:
+    """The scratch run ``phase_id``'s notebook last worked in by hand, if it still exists."""
+    pointer = runs_root() / POINTERS / phase_id
+    if not pointer.is_file():
+        return None
+    run_dir = Path(pointer.read_text())
+    return run_dir if (run_dir / "notebooks").is_dir() else None
+
+
+def keep_executed_copy(model: dict, os_path: str, contents_manager=None, **_) -> Path | None:
+    """Jupyter server ``post_save_hook``: a saved ``notebooks/<phase>.ipynb`` is copied into its scratch run.
+
+    Saves of other files, and of notebooks not run by hand since their scratch run was removed, copy
+    nothing. Returns the copy's path (or None).
+    """
+    saved = Path(os_path).resolve()
+    if model.get("type") != "notebook" or saved.parent != (project_root() / "notebooks").resolve():
+        return None
+    run_dir = scratch_run_of(saved.stem)
+    if run_dir is None:
+        return None
+    copy = run_dir / "notebooks" / saved.name
+    write_text(copy, saved.read_text())
+    if contents_manager is not None:
+        contents_manager.log.info("calib-lab: executed copy of %s kept in %s", saved.name, copy)
+    return copy
+
+
+def config_path(prefix: Path = Path(sys.prefix)) -> Path:
+    """The environment's Jupyter server config (its ``.d`` folder holds only extension switches)."""
+    return prefix / "etc" / "jupyter" / "jupyter_server_config.json"
+
+
+def install(prefix: Path = Path(sys.prefix)) -> Path:
+    """Enable :func:`keep_executed_copy` for the Jupyter server of the environment at ``prefix`` (other settings
+    in its config are kept)."""
+    path = config_path(prefix)
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config.setdefault("FileContentsManager", {})["post_save_hook"] = HOOK
+    write_text(path, json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["install"]:
+        print("usage: python -m helpers.run.hand_run install", file=sys.stderr)
+        return 2
+    print(f"JupyterLab saves of notebooks/*.ipynb are copied into their scratch runs ({install()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
