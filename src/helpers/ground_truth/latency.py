@@ -784,10 +784,17 @@ class SweepConfig:
 @dataclass
 class SweepResult:
     """What a sweep stored, what it skipped (with why), the warnings it raised, and why any system
-    state field is unknown (``unknown_state``: field -> reason, from ``hardware.system_state``)."""
+    state field is unknown (``unknown_state``: field -> reason, from ``hardware.system_state``).
+
+    A phase-05 sweep (``runtime_latency.measure_runtimes``) stores nothing while it measures: its
+    ``paths`` are where ``runtime_latency.publish`` will put the ``pending`` measurements, and
+    ``hardware`` is the machine's profile to store beside them.
+    """
 
     store: Path
     run_id: str
+    hardware: HardwareProfile | None = None
+    pending: list[Measurement] = field(default_factory=list)
     unknown_state: dict[str, str] = field(default_factory=lambda: system_state()[1])
     records: list[MeasurementRecord] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
@@ -818,13 +825,15 @@ class SweepResult:
         )
 
 
-def store_hardware_profile(root: str | Path, remeasure: bool = False) -> HardwareProfile:
-    """This machine's profile from the store, measured (GEMM peak, bandwidth) and saved when absent."""
+def store_hardware_profile(root: str | Path, remeasure: bool = False, save: bool = True) -> HardwareProfile:
+    """This machine's profile from the store, measured (GEMM peak, bandwidth) when absent, and saved unless
+    ``save`` is False (phase 05 saves it with its records, once it has completed)."""
     path = hardware_profile_path(root, hardware_id())
     if path.is_file() and not remeasure:
         return HardwareProfile.load(path)
     profile = profile_hardware(measure=True)
-    profile.save(path)
+    if save:
+        profile.save(path)
     return profile
 
 

@@ -4,7 +4,9 @@
 interleaving of plain and profiled calls; subgraphs are the layers OpenVINO executes, from its own
 profiler). :func:`measure_runtimes` measures a run's FP32 and INT8 files on every runtime x
 precision this machine runs (bf16: the FP32 file under OpenVINO's bf16 hint, where the CPU has it)
-and stores every record with its ``runtime``. :func:`peak_table` puts each record's throughput next
+and writes nothing: :func:`records_with` is the store as it will be, for the estimator, and
+:func:`publish` -- phase 05's last step -- stores every record with its ``runtime``, so a phase that
+fails leaves the store as it was. :func:`peak_table` puts each record's throughput next
 to this machine's measured GEMM peak of its precision (``helpers.runtime.peak``) and next to the
 roofline estimator's prediction for it.
 """
@@ -20,9 +22,17 @@ from tqdm.auto import tqdm
 
 from helpers import runtime
 from helpers.ground_truth import latency
-from helpers.ground_truth.estimator import RooflineEstimator, end_to_end_ms, group_of
+from helpers.ground_truth.estimator import RooflineEstimator, end_to_end_ms, group_of, write_efficiency_curves
 from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement, new_run_id
-from helpers.ground_truth.store import default_data_dir, rebuild_manifest, save_measurement
+from helpers.ground_truth.store import (
+    Configuration,
+    GroundTruthLoader,
+    default_data_dir,
+    hardware_profile_path,
+    rebuild_manifest,
+    record_path,
+    save_measurement,
+)
 
 
 def check_params(params: dict, config: dict | None = None) -> None:
@@ -131,8 +141,8 @@ def measure_runtimes(
     """Measure ``files`` (``{"fp32": path, "int8": path}``) on every runtime x precision x batch size.
 
     bf16 runs the fp32 file. A runtime/precision this machine cannot run, or a batch size the file's
-    fixed batch axis refuses, is skipped with the reason; every other record goes to the store with
-    its runtime, and the store's manifest is rebuilt once at the end.
+    fixed batch axis refuses, is skipped with the reason. Nothing is written to ``store`` (its hardware
+    profile is read, or measured): :func:`publish` stores the result.
     """
     unknown = sorted(set(runtimes) - set(runtime.RUNTIMES)) + sorted(set(precisions) - set(runtime.PRECISIONS))
     if unknown:
@@ -146,8 +156,8 @@ def measure_runtimes(
     if missing:
         raise FileNotFoundError(f"ONNX models to measure do not exist: {', '.join(missing)}")
     root = Path(store or default_data_dir())
-    hardware = latency.store_hardware_profile(root)
-    result = latency.SweepResult(store=root, run_id=new_run_id())
+    hardware = latency.store_hardware_profile(root, save=False)
+    result = latency.SweepResult(store=root, run_id=new_run_id(), hardware=hardware)
     jobs = []
     for batch_size in batch_sizes:
         for precision, path in paths.items():
@@ -173,9 +183,40 @@ def measure_runtimes(
             run_id=result.run_id,
             run_index=index,
         )
-        result.add(measurement, save_measurement(measurement.record, root, measurement.samples, update_manifest=False))
-    rebuild_manifest(root, hardware.hardware_id)
+        result.add(measurement, record_path(root, measurement.record))
+        result.pending.append(measurement)
     return result
+
+
+def records_with(result: latency.SweepResult) -> list[MeasurementRecord]:
+    """What ``GroundTruthLoader(result.store).load_all(hardware_id)`` returns once :func:`publish` has stored
+    ``result``: the store's records for this machine, with the sweep's in place of the configurations it
+    measured (the newest record of a configuration is the one used)."""
+    if not result.records:
+        return []
+    hardware_id = result.records[0].hardware_id
+    loader = GroundTruthLoader(result.store)
+    stored = loader.load_all(hardware_id) if hardware_id in loader.list_hardware() else []
+    measured = {Configuration.of(r) for r in result.records}
+    kept = [r for r in stored if Configuration.of(r) not in measured]
+    return sorted(kept + list(result.records), key=Configuration.of)
+
+
+def publish(result: latency.SweepResult) -> list[Path]:
+    """Store a sweep of :func:`measure_runtimes`: the machine's profile where the store lacks it, each record with
+    its raw samples, the rebuilt manifest and the efficiency curves. Phase 05 calls it last."""
+    if not result.pending:
+        return []
+    hardware_id = result.hardware.hardware_id
+    profile = hardware_profile_path(result.store, hardware_id)
+    if not profile.is_file():
+        result.hardware.save(profile)
+    for measurement in result.pending:
+        save_measurement(measurement.record, result.store, measurement.samples, update_manifest=False)
+    rebuild_manifest(result.store, hardware_id)
+    write_efficiency_curves(result.store, hardware_id)
+    result.pending = []
+    return result.paths
 
 
 def peak_table(

@@ -86,6 +86,11 @@ def measurement_path(root: str | Path, hardware_id: str, precision: str, key: st
     return Path(root) / hardware_id / MEASUREMENTS / validate_precision(precision.lower()) / f"{key}_b{batch_size}.json"
 
 
+def record_path(root: str | Path, record: MeasurementRecord) -> Path:
+    """Where :func:`save_measurement` puts ``record`` in the store at ``root``."""
+    return measurement_path(root, record.hardware_id, record.precision, record.key, record.batch_size)
+
+
 def samples_path(record_path: str | Path) -> Path:
     """The raw-samples ``.npz`` beside a record file."""
     return Path(record_path).with_suffix(".npz")
@@ -302,7 +307,7 @@ def save_measurement(
 ) -> Path:
     """Write ``record`` (and its raw ``samples`` as npz) at its place in the store; refresh the manifest."""
     root = Path(root) if root is not None else default_data_dir()
-    path = measurement_path(root, record.hardware_id, record.precision, record.key, record.batch_size)
+    path = record_path(root, record)
     if samples is not None:
         atomic.save_npz(samples_path(path), **samples)
     record.save(path)
@@ -498,6 +503,10 @@ class Configuration(NamedTuple):
     precision: str
     batch_size: int
 
+    @classmethod
+    def of(cls, record: MeasurementRecord) -> Configuration:
+        return cls(record.model, record.runtime, record.precision, record.batch_size)
+
 
 @dataclass(frozen=True)
 class StoredRecord:
@@ -523,8 +532,7 @@ class StoredRecord:
 
     @property
     def configuration(self) -> Configuration:
-        r = self.record
-        return Configuration(r.model, r.runtime, r.precision, r.batch_size)
+        return Configuration.of(self.record)
 
 
 def _preference(item: StoredRecord) -> tuple:

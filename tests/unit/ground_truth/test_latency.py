@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from helpers.cli.ground_truth import main as cli_main
 from helpers.ground_truth import hardware, latency, runtime_latency
 from helpers.ground_truth.records import MeasurementRecord
-from helpers.ground_truth.store import GroundTruthLoader, hardware_profile_path
+from helpers.ground_truth.store import GroundTruthLoader, efficiency_curves_dir, hardware_profile_path
 from helpers.models.architectures import build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.run.headline import speedup_text
@@ -217,19 +217,33 @@ def measure_on_onnxruntime(model: str, files: dict, store, batch_sizes):
     )
 
 
-def test_phase05_measurement_adds_to_the_store(onnx_models, profile, tmp_path):
+def store_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_phase05_measurement_is_stored_only_when_published(onnx_models, profile, tmp_path):
+    """measure_runtimes writes nothing (a phase 05 failing after it leaves the store as it was); records_with
+    is what the store then holds; publish stores it all, the manifest and efficiency curves with it."""
     root = tmp_path / "store"
     profile.save(hardware_profile_path(root, profile.hardware_id))
+    runtime_latency.publish(measure_on_onnxruntime("run_cnn", onnx_models, root, (1,)))  # an earlier run
+    before = store_files(root)
     result = measure_on_onnxruntime("run_cnn", onnx_models, root, (1, 4))
+    assert store_files(root) == before
+    expected = runtime_latency.records_with(result)
+    assert runtime_latency.publish(result) == result.paths and all(p.is_file() for p in result.paths)
     loader = GroundTruthLoader(root)
+    assert loader.load_all(profile.hardware_id) == expected
+    assert [r.run_id for r in expected] == [result.run_id] * 4, "this run's b1 records replaced the earlier run's"
     assert loader.list_configurations(profile.hardware_id) == [
         ("run_cnn", "onnxruntime", p, b) for p in ("fp32", "int8") for b in (1, 4)
     ]
     assert loader.check_manifest(profile.hardware_id) == []
-    assert {r.run_id for r in result.records} == {result.run_id}
     assert sorted(r.run_index for r in result.records) == [0, 1, 2, 3]
     samples = loader.load_samples(profile.hardware_id, "run_cnn", "int8", 4)
     assert samples["end_to_end_ms"].shape == (FAST.repeats,)
+    assert (efficiency_curves_dir(root, profile.hardware_id, "int8") / "curves.json").is_file()
+    assert runtime_latency.publish(result) == [], "published once"
 
 
 def test_cli_measure_narrows_the_profile(tmp_path):
@@ -322,6 +336,7 @@ def test_latency_report_and_figure_agree_with_the_store(onnx_models, profile, tm
     profile.save(hardware_profile_path(root, profile.hardware_id))
     result = measure_on_onnxruntime("run_cnn", onnx_models, root, (1, 3))
     report = latency.latency_report(result)
+    runtime_latency.publish(result)
     loader = GroundTruthLoader(root)
     assert report["hardware_id"] == profile.hardware_id and report["run_id"] == result.run_id
     assert [(row["precision"], row["batch_size"]) for row in report["measurements"]] == [

@@ -34,6 +34,7 @@ def stored(tmp_path_factory, profile):
     result = runtime_latency.measure_runtimes(
         "ref_cnn", FILES, batch_sizes=(1, 4), store=root, settings=FAST, progress=False
     )
+    runtime_latency.publish(result)
     return root, result
 
 
