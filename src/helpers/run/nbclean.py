@@ -14,11 +14,10 @@ committed with outputs nor makes ``git status`` (and so the run record's ``git.d
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
-
-import nbformat
 
 from helpers.run.project import project_root
 
@@ -26,30 +25,43 @@ FILTER = "calib-nbstrip"
 KEPT_CELL_METADATA = ("tags",)  # the parameters tag (papermill) and nbval markers live here
 
 
-def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Outputs, execution counts, editor and widget metadata removed (cell ids and tags kept), in place."""
-    for cell in nb.cells:
-        cell.metadata = nbformat.from_dict({k: v for k, v in cell.metadata.items() if k in KEPT_CELL_METADATA})
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
+def strip(nb: dict) -> dict:
+    """Outputs, execution counts, editor and widget metadata removed (cell ids and tags kept), in place.
+
+    Works on the notebook's plain JSON (git runs the filter once per notebook whose stat info it cannot
+    trust, e.g. in a fresh clone, so it imports nothing heavier than :mod:`json`).
+    """
+    for cell in nb["cells"]:
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in KEPT_CELL_METADATA}
+        if isinstance(cell.get("source"), str):
+            cell["source"] = cell["source"].splitlines(True)  # nbformat's on-disk form
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
     kept = {}
-    if "kernelspec" in nb.metadata:
-        kept["kernelspec"] = nb.metadata["kernelspec"]
-    if "language_info" in nb.metadata:
-        kept["language_info"] = {"name": nb.metadata["language_info"].get("name", "python")}
-    nb.metadata = nbformat.from_dict(kept)
+    if "kernelspec" in nb["metadata"]:
+        kept["kernelspec"] = nb["metadata"]["kernelspec"]
+    if "language_info" in nb["metadata"]:
+        kept["language_info"] = {"name": nb["metadata"]["language_info"].get("name", "python")}
+    nb["metadata"] = kept
     return nb
 
 
-def problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
+def clean_text(text: str) -> str:
+    """A notebook file's text stripped, serialized exactly as nbformat writes it (then a final newline)."""
+    return (
+        json.dumps(strip(json.loads(text)), indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False) + "\n"
+    )
+
+
+def problems(nb: dict, name: str) -> list[str]:
     """What a committed source notebook must not hold, one line each."""
     out = []
-    for index, cell in enumerate(nb.cells):
+    for index, cell in enumerate(nb["cells"]):
         where = f"{name} cell {index} (id {cell.get('id')})"
-        if cell.cell_type == "code" and cell.get("outputs"):
-            out.append(f"{where} has {len(cell.outputs)} output(s)")
-        if cell.cell_type == "code" and cell.get("execution_count") is not None:
-            out.append(f"{where} has execution_count {cell.execution_count}")
+        if cell["cell_type"] == "code" and cell.get("outputs"):
+            out.append(f"{where} has {len(cell['outputs'])} output(s)")
+        if cell["cell_type"] == "code" and cell.get("execution_count") is not None:
+            out.append(f"{where} has execution_count {cell['execution_count']}")
     return out
 
 
@@ -64,16 +76,14 @@ def check(root: Path | None = None) -> list[str]:
     root = root or project_root()
     found = []
     for path in sorted((root / "notebooks").glob("*.ipynb")):
-        nb = nbformat.reads(committed_text(path, root), as_version=nbformat.NO_CONVERT)
-        found += problems(nb, f"notebooks/{path.name}")
+        found += problems(json.loads(committed_text(path, root)), f"notebooks/{path.name}")
     return found
 
 
 def clean_stream(src=None, dst=None) -> None:
     """The git clean filter: a notebook on stdin, the stripped notebook on stdout."""
     src, dst = src or sys.stdin, dst or sys.stdout
-    nb = nbformat.reads(src.read(), as_version=nbformat.NO_CONVERT)
-    dst.write(nbformat.writes(strip(nb)) + "\n")
+    dst.write(clean_text(src.read()))
 
 
 def install(root: Path | None = None) -> str:

@@ -41,14 +41,20 @@ def now() -> str:
 
 def git_state(root: Path | None = None) -> dict:
     """The project's git sha and whether tracked files differ from HEAD (compared through git's clean
-    filters: a source notebook whose only change is outputs, stripped by the nbclean filter, is clean)."""
+    filters: a source notebook whose only change is outputs, stripped by the nbclean filter, is clean).
 
-    def git(*args: str) -> str:
+    In a fresh clone every file is "racily clean" (as new as the index), so each ``git diff`` reads them
+    all through the filters; refreshing the index first saves their stat info once, not per phase.
+    (``git status`` would refresh too, but reports an outputs-only notebook as modified by its size.)
+    """
+
+    def git(*args: str, check: bool = True) -> str:
         return subprocess.run(
-            ["git", *args], cwd=root or project_root(), capture_output=True, text=True, check=True
+            ["git", *args], cwd=root or project_root(), capture_output=True, text=True, check=check
         ).stdout.strip()
 
     try:
+        git("update-index", "-q", "--refresh", check=False)  # exits 1 where files changed; the diff says which
         return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("diff", "HEAD", "--name-only"))}
     except (OSError, subprocess.CalledProcessError):
         return {"sha": None, "dirty": None}
