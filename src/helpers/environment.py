@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from pathlib import Path
 
+from helpers.ground_truth.hardware import cpu_flags, cpu_model, read_cpuinfo
 from helpers.run.run_record import package_versions
 
 REQUIRED = (
@@ -64,15 +64,8 @@ def check_required() -> dict[str, str]:
 
 def cpu_info() -> dict:
     """CPU model, vector ISA flags that matter for int8/bf16 kernels, and core counts."""
-    model, flags = platform.processor() or "unknown", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("unknown", platform.machine()):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+    processors = read_cpuinfo()
+    flags, model = cpu_flags(processors), cpu_model(processors)
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "model": model,

@@ -53,10 +53,10 @@ from helpers.ground_truth.records import (
     SystemState,
     read_dataclass,
     read_json_document,
-    utc_now_iso,
     validate_precision,
 )
 from helpers.run import atomic
+from helpers.run.run_record import now as utc_now
 
 CPUINFO = Path("/proc/cpuinfo")
 CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
@@ -79,12 +79,13 @@ def parse_cpuinfo(text: str) -> list[dict[str, str]]:
     return processors
 
 
-def _cpuinfo() -> list[dict[str, str]]:
+def read_cpuinfo() -> list[dict[str, str]]:
+    """This machine's ``/proc/cpuinfo``, one dict per logical processor (empty where there is none)."""
     return parse_cpuinfo(CPUINFO.read_text()) if CPUINFO.is_file() else []
 
 
 def cpu_model(cpuinfo: list[dict[str, str]] | None = None) -> str:
-    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     for entry in cpuinfo:
         if entry.get("model name"):
             return entry["model name"]
@@ -93,13 +94,13 @@ def cpu_model(cpuinfo: list[dict[str, str]] | None = None) -> str:
 
 def physical_core_count(cpuinfo: list[dict[str, str]] | None = None) -> int:
     """Distinct (physical id, core id) pairs; the logical processor count when those are absent."""
-    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     cores = {(e.get("physical id"), e.get("core id")) for e in cpuinfo if "core id" in e}
     return len(cores) or len(cpuinfo) or os.cpu_count() or 1
 
 
 def cpu_flags(cpuinfo: list[dict[str, str]] | None = None) -> frozenset[str]:
-    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     return frozenset(cpuinfo[0].get("flags", "").split()) if cpuinfo else frozenset()
 
 
@@ -135,7 +136,7 @@ def slugify(text: str) -> str:
 
 def hardware_id(cpuinfo: list[dict[str, str]] | None = None, gpu: str | None | bool = True) -> str:
     """The machine's stable id (see the module docstring). ``gpu=True`` asks ``nvidia-smi``."""
-    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     gpu = gpu_name() if gpu is True else gpu
     parts = [cpu_model(cpuinfo), f"{physical_core_count(cpuinfo)}c"] + ([gpu] if gpu else [])
     return slugify(" ".join(parts))
@@ -152,7 +153,7 @@ def cpu_clock_mhz(cpuinfo: list[dict[str, str]] | None = None) -> tuple[float | 
     """(maximum clock in MHz, where it came from): cpufreq's max, else /proc/cpuinfo's ``cpu MHz``."""
     if (khz := _read_sys(CPUFREQ / "cpuinfo_max_freq")) is not None:
         return int(khz) / 1e3, f"{CPUFREQ / 'cpuinfo_max_freq'}"
-    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     mhz = [float(e["cpu MHz"]) for e in cpuinfo if "cpu MHz" in e]
     if mhz:
         return max(mhz), "/proc/cpuinfo cpu MHz (no cpufreq driver: the nominal or current clock)"
@@ -166,7 +167,7 @@ def system_state() -> tuple[SystemState, dict[str, str]]:
     if cur is not None:
         cpu_freq = int(cur) / 1e3
     else:
-        mhz = [float(e["cpu MHz"]) for e in _cpuinfo() if "cpu MHz" in e]
+        mhz = [float(e["cpu MHz"]) for e in read_cpuinfo() if "cpu MHz" in e]
         cpu_freq = float(np.mean(mhz)) if mhz else None
         if cpu_freq is None:
             reasons["cpu_freq_mhz"] = "no cpufreq scaling_cur_freq and no 'cpu MHz' in /proc/cpuinfo"
@@ -337,7 +338,7 @@ RELEVANT_FLAGS = (
 
 def profile_hardware(measure: bool = True, fma_units: int = DEFAULT_FMA_UNITS) -> HardwareProfile:
     """This machine's profile; ``measure=False`` skips the GEMM and bandwidth measurements."""
-    cpuinfo = _cpuinfo()
+    cpuinfo = read_cpuinfo()
     flags = cpu_flags(cpuinfo)
     cores = physical_core_count(cpuinfo)
     clock, source = cpu_clock_mhz(cpuinfo)
@@ -359,5 +360,5 @@ def profile_hardware(measure: bool = True, fma_units: int = DEFAULT_FMA_UNITS) -
         theoretical_peak_flops=peaks,
         measured_gemm_flops=measure_gemm_flops() if measure else None,
         measured_bandwidth_bytes_per_s=measure_memory_bandwidth() if measure else None,
-        measurement_date=utc_now_iso(),
+        measurement_date=utc_now(),
     )

@@ -79,13 +79,13 @@ from helpers.ground_truth.records import (
     ModelSummary,
     SubgraphMeasurement,
     new_run_id,
-    utc_now_iso,
 )
 from helpers.ground_truth.store import default_data_dir, hardware_profile_path, rebuild_manifest, save_measurement
 from helpers.models.architectures import ARCHITECTURES, build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.quantize import ort as quantize_ort
 from helpers.run.headline import speedup_text
+from helpers.run.run_record import now as utc_now
 
 PROFILER_RESOLUTION_MS = 1e-3
 ONNX_PRECISIONS = ("fp32", "int8")
@@ -180,7 +180,7 @@ def _build_record(
         precision=precision,
         thermal_profile=state.power_mode or state.cpu_governor or "unknown",
         theoretical_peak_flops=hardware.theoretical_peak_flops[precision],
-        measurement_date=utc_now_iso(),
+        measurement_date=utc_now(),
         tool_version=_tool_version(runtime),
         subgraphs=subgraphs,
         batch_size=batch_size,

@@ -41,7 +41,7 @@ import typing
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -80,11 +80,6 @@ def validate_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise SchemaError("precision", f"is {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
     return precision
-
-
-def utc_now_iso() -> str:
-    """The current time as tz-aware ISO 8601 (UTC), the form every date in the store takes."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def new_run_id() -> str:

@@ -34,11 +34,11 @@ from helpers.ground_truth.records import (
     SubgraphMeasurement,
     read_json_document,
     read_value,
-    utc_now_iso,
     validate_precision,
 )
 from helpers.run import atomic
 from helpers.run.project import project_root
+from helpers.run.run_record import now as utc_now
 
 MANIFEST = "manifest.json"
 HARDWARE_PROFILE = "hardware.json"
@@ -429,7 +429,7 @@ def build_manifest(root: str | Path, hardware_id: str) -> dict:
         "schema_version": SCHEMA_VERSION,
         "hardware_id": hardware_id,
         "device": ", ".join(sorted(devices)),
-        "generated_date": utc_now_iso(),
+        "generated_date": utc_now(),
         "summary": {
             "num_models": len(coverage["models"]),
             "num_precisions": len(coverage["precisions"]),

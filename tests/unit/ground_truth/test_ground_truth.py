@@ -18,8 +18,8 @@ from helpers.ground_truth.records import (
     SchemaError,
     SubgraphMeasurement,
     SystemState,
-    utc_now_iso,
 )
+from helpers.run import run_record
 
 PEAK = 1e11
 
@@ -222,4 +222,4 @@ def test_null_only_where_optional():
 def test_utc_now_is_tz_aware_iso():
     from datetime import datetime
 
-    assert datetime.fromisoformat(utc_now_iso()).utcoffset() is not None
+    assert datetime.fromisoformat(run_record.now()).utcoffset() is not None
