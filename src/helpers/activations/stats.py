@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from tqdm import tqdm
 
-from helpers.data.datasets import check_image_batch, preprocess, slice_hash
+from helpers.data.datasets import check_image_batch, check_indices, preprocess, slice_hash
 from helpers.models.architectures import build_model
 from helpers.run import atomic
 
@@ -405,16 +405,9 @@ def image_activation_stats(
     Batches go through ``helpers.data.preprocess``; the slice hash is ``helpers.data.slice_hash``.
     """
     images, indices = check_image_batch(images, what="activation statistics"), np.asarray(indices)
-    if indices.ndim != 1 or len(indices) == 0 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(
-            f"empty or malformed calibration slice: indices must be a non-empty 1-D integer array, "
-            f"got {indices.dtype} {indices.shape}; use the 'calibration' indices of splits.npz"
-        )
-    if indices.min() < 0 or indices.max() >= len(images):
-        raise ValueError(
-            f"slice indices span {indices.min()}..{indices.max()} but there are {len(images)} images; "
-            "index the same image array the slice was drawn from"
-        )
+    if len(indices) == 0:
+        raise ValueError("empty calibration slice: use the 'calibration' indices of splits.npz")
+    check_indices(indices, len(images), "calibration slice", "index the same image array the slice was drawn from")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batches = [Batch(images[indices[s : s + batch_size]]) for s in range(0, len(indices), batch_size)]

@@ -305,6 +305,17 @@ def eval_splits(ds: Dataset, splits: dict) -> tuple[dict[str, np.ndarray], dict[
     return {name: x for name, (x, _) in pairs.items()}, {name: y for name, (_, y) in pairs.items()}
 
 
+def check_indices(indices: np.ndarray, size: int, where: str, hint: str) -> np.ndarray:
+    """``indices`` as a 1-D integer array within ``[0, size)``; else a ValueError naming ``where``, what is
+    wrong, and ``hint`` (how to fix it). The one bounds check of split, slice and calibration indices."""
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"{where}: indices must be a 1-D integer array, got {indices.dtype} {indices.shape}; {hint}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= size):
+        raise ValueError(f"{where}: indices span {indices.min()}..{indices.max()} but there are {size} images; {hint}")
+    return indices
+
+
 def load_splits(splits_path: Path, ds: Dataset) -> dict[str, np.ndarray]:
     """Phase 01's split indices, checked against the dataset they index."""
     with np.load(splits_path) as f:
@@ -313,12 +324,8 @@ def load_splits(splits_path: Path, ds: Dataset) -> dict[str, np.ndarray]:
     val_limit = len(ds.test_labels) if splits["val_source"] == "test" else len(ds.train_labels)
     limits = {"train": len(ds.train_labels), "val": val_limit, "test": len(ds.test_labels)}
     for name, limit in limits.items():
-        idx = splits[name]
-        if len(idx) and idx.max() >= limit:
-            raise ValueError(
-                f"{splits_path}: {name} indices reach {idx.max()} but {ds.name} has {limit} "
-                "images: phase 01 ran on another dataset; re-run it with the same dataset/data_dir"
-            )
+        hint = f"phase 01 ran on another dataset than {ds.name}; re-run it with the same dataset/data_dir"
+        check_indices(splits[name], limit, f"{splits_path} ({name})", hint)
     return splits
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.data.datasets import preprocess, slice_hash
+from helpers.data.datasets import check_indices, preprocess, slice_hash
 
 MODES = ("raise", "warn")
 STATS = ("min", "max", "mean", "std")
@@ -113,16 +113,11 @@ def load_calibration_slice(
                 f"and a calibration slice needs {', '.join(SLICE_KEYS)}"
             )
         indices, labels = npz["indices"], npz["labels"]
-    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or len(indices) != len(labels):
-        raise ValueError(
-            f"{path}: indices must be 1-D integers, one per label, got {indices.dtype} {indices.shape} "
-            f"and {len(labels)} labels"
-        )
-    if len(indices) and (indices.min() < 0 or indices.max() >= len(train_images)):
-        raise ValueError(
-            f"{path}: indices span {indices.min()}..{indices.max()} but the training set has "
-            f"{len(train_images)} images; the slice was drawn from another dataset"
-        )
+    check_indices(
+        indices, len(train_images), str(path), "the slice was drawn from another dataset than this training set"
+    )
+    if len(indices) != len(labels):
+        raise ValueError(f"{path}: {len(indices)} indices but {len(labels)} labels; a slice holds one label per index")
     if not np.array_equal(labels, np.asarray(train_labels)[indices]):
         raise ValueError(
             f"{path}: the stored labels differ from the dataset's labels at the slice indices; "

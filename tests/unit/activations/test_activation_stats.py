@@ -339,7 +339,7 @@ def test_bad_input_is_rejected_before_work(digits):
     model = init_model("digits_cnn", 10, seed=0)
     with pytest.raises(ValueError, match=r"unknown layer\(s\) \['nope'\].*features\.2"):
         image_activation_stats(model, ["nope"], images, idx, role="init")
-    with pytest.raises(ValueError, match="empty or malformed calibration slice"):
+    with pytest.raises(ValueError, match="empty calibration slice: use"):
         image_activation_stats(model, ["fc"], images, idx[:0], role="init")
     with pytest.raises(ValueError, match="empty calibration slice"):
         collect_activation_stats(model, ["fc"], [], call_model, role="init", slice_sha256="x")

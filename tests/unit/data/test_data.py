@@ -138,3 +138,21 @@ def test_data_cli_prints_the_slice_summary(cifar10_dir):
     ).stdout
     assert "Loaded 1000 calibration samples" in out and "NHWC format confirmed" in out
     assert "airplane" in out and "shape: (1000, 32, 32, 3)" in out and "pixel range: [0, 255]" in out
+
+
+def test_indices_out_of_range_or_not_integers_are_named_with_the_fix():
+    assert data.check_indices(np.array([0, 4]), 5, "x", "fix").tolist() == [0, 4]
+    with pytest.raises(ValueError, match=r"^s\.npz \(val\): indices span 2\.\.5 but there are 5 images; rerun$"):
+        data.check_indices(np.array([2, 5]), 5, "s.npz (val)", "rerun")
+    with pytest.raises(ValueError, match=r"span -1\.\.0"):
+        data.check_indices(np.array([-1, 0]), 5, "x", "fix")
+    with pytest.raises(ValueError, match=r"1-D integer array, got float64 \(2,\); fix"):
+        data.check_indices(np.array([0.0, 1.0]), 5, "x", "fix")
+
+
+def test_splits_of_another_dataset_are_refused(tmp_path):
+    ds = data.load_dataset("digits")
+    path = tmp_path / "splits.npz"
+    np.savez(path, train=np.array([0, 10_000]), val=np.array([1]), test=np.array([2]))
+    with pytest.raises(ValueError, match=r"\(train\): indices span 0\.\.10000 .*another dataset than digits"):
+        data.load_splits(path, ds)
