@@ -156,9 +156,11 @@ def crash_chain(tmp_path: Path, baseline: Path, seed: int, kills: int) -> dict:
     return stats
 
 
-def test_kill_9_in_five_phases_then_resume_equals_the_uninterrupted_run(baseline, tmp_path):
-    stats = crash_chain(tmp_path, baseline, seed=int(os.environ.get("CALIB_CRASH_SEED", "14")), kills=5)
-    assert stats["kills"] == 5 and stats["damaged_after_kill"] == 0
+def test_kill_9_in_three_phases_then_resume_equals_the_uninterrupted_run(baseline, tmp_path):
+    """One kill of each kind (mid-phase, pending manifest, manifest written), in random phases; the slow
+    chains below kill 6 times per trial."""
+    stats = crash_chain(tmp_path, baseline, seed=int(os.environ.get("CALIB_CRASH_SEED", "14")), kills=3)
+    assert stats["kills"] == 3 and stats["damaged_after_kill"] == 0
     print(f"crash chain: {stats}")
 
 

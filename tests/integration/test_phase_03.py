@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from helpers.models import artifact as model_artifact
 from helpers.run.atomic import sha256_file
 from helpers.run.graph import MODEL_PHASE
 from helpers.run.project import project_root
+from helpers.run.run_record import MANAGED_ENV
 from helpers.run.runner import kernel_environment
 
 PHASE = "03_activation_stats"
@@ -125,10 +127,12 @@ def test_second_run_gives_identical_files(run_dir):
 
 
 def execute_copy(run_dir: Path, tmp_path: Path, **params) -> Path:
-    """Execute the phase notebook on a copy of the run with ``params`` (papermill, the runner's kernel env)."""
+    """Execute the phase notebook on a copy of the run with ``params`` (papermill, the runner's kernel env but not
+    its managed-run marker: no runner promotes the manifest here, the phase writes it itself)."""
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy)
     with kernel_environment():
+        os.environ.pop(MANAGED_ENV)
         pm.execute_notebook(
             str(NOTEBOOK),
             str(tmp_path / "executed.ipynb"),
