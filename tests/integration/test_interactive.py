@@ -34,8 +34,7 @@ def execute_as_a_user(notebook: str, runs_root, out):
 
 def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_path):
     execute_as_a_user("02_train.ipynb", tmp_path / "runs", tmp_path / "first.ipynb")
-    (scratch,) = (tmp_path / "runs").iterdir()
-    assert scratch.name.startswith("scratch-")
+    (scratch,) = (tmp_path / "runs").glob("scratch-*")
     record = json.loads((scratch / "run_record.json").read_text())
     assert {pid: row["status"] for pid, row in record["phases"].items()} == {
         "01_data": "complete",
@@ -45,7 +44,7 @@ def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_
     data_manifest = (scratch / "manifests/01_data.json").read_bytes()
 
     execute_as_a_user("02_train.ipynb", tmp_path / "runs", tmp_path / "second.ipynb")
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [scratch.name]
+    assert list((tmp_path / "runs").glob("scratch-*")) == [scratch]
     started = [json.loads(line) for line in (scratch / "logs/01_data.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "phase_started" for e in started) == 1, "the verified upstream phase is reused"
     assert (scratch / "manifests/01_data.json").read_bytes() == data_manifest
@@ -53,7 +52,9 @@ def test_notebook_with_defaults_builds_and_then_reuses_its_scratch_upstream(tmp_
     # then 03 by hand: its scratch run is found by its upstream phases (01, 02), not by its own params
     train_manifest = (scratch / "manifests/02_train.json").read_bytes()
     execute_as_a_user("03_activation_stats.ipynb", tmp_path / "runs", tmp_path / "03.ipynb")
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [scratch.name], "one scratch run for 02 and 03"
+    assert list((tmp_path / "runs").glob("scratch-*")) == [scratch], "one scratch run for 02 and 03"
+    for phase_id in ("02_train", "03_activation_stats"):  # where JupyterLab's saves of these notebooks go
+        assert (tmp_path / "runs" / ".hand-run" / phase_id).read_text() == str(scratch)
     assert (scratch / "manifests/02_train.json").read_bytes() == train_manifest, "02 was reused, not re-run"
     record = json.loads((scratch / "run_record.json").read_text())
     assert {pid: row["status"] for pid, row in record["phases"].items()} == dict.fromkeys(
