@@ -239,11 +239,11 @@ def test_the_isa_cap_reached_the_kernels(reexecuted, machine):
         assert recorded != "DEFAULT"
 
 
-def val_labels(run_dir: Path) -> np.ndarray:
+def split_labels(run_dir: Path, split: str) -> np.ndarray:
     from helpers import data
 
     ds = data.load_dataset("digits")
-    return data.split_data(ds, data.load_splits(run_dir / "results/01_data/splits.npz", ds), "val")[1]
+    return data.split_data(ds, data.load_splits(run_dir / "results/01_data/splits.npz", ds), split)[1]
 
 
 def lookup(tree: dict, dotted: str):
@@ -256,27 +256,27 @@ def lookup(tree: dict, dotted: str):
 # machines on the same configuration: AVX2-capped torch vs AVX-512 (the reference, AMD EPYC),
 # ATen without vector ISA + oneDNN SSE4.1 vs AVX-512, and (issue 11) an Intel Xeon with AVX-512 +
 # AMX vs the EPYC. Training rounds differently on each, so the model itself differs: this is the
-# variation of two equally good trainings, not of float rounding alone.
+# variation of two equally good trainings, not of float rounding alone. Phases 04-07 evaluate the
+# deployed model, 02b's adapted one: LoRA fine-tuning on the noisy target domain amplifies 02's
+# difference (measured AVX2-capped, the only second machine measured since 02b exists).
 @pytest.mark.parametrize(
     "phase, key, tolerance",
     [
         # 540 test images; measured 1 image (0.0019) on all three other machines -> 3 images
         ("02_train", "test_accuracy", 3 / 540),
-        ("04_quantize", "fp32_test_accuracy", 3 / 540),
         # 126 val images; measured 1 image (0.0079, SSE4.1) -> 3 images
         ("02_train", "val_accuracy", 3 / 126),
         # measured 0.0021 (AVX2 and SSE4.1) -> 0.0065
         ("02_train", "test_mcc", 0.0065),
-        # INT8 on the same 540 images; measured 2 images (0.0037: entropy, percentile, AVX2) -> 6 images
-        ("04_quantize", "int8_test_accuracy.minmax", 6 / 540),
-        ("04_quantize", "int8_test_accuracy.entropy", 6 / 540),
-        ("04_quantize", "int8_test_accuracy.percentile", 6 / 540),
-        ("04_quantize", "int8_test_accuracy.pt2e", 6 / 540),
-        # ECE after temperature scaling; measured, any model: 0.0032 (entropy, AVX2) -> 0.01
-        ("06_confidence", "ece_post.fp32", 0.01),
-        # coverage at the chosen threshold; measured 0.0093 (5 images, SSE4.1, where the threshold
-        # moved 0.981 -> 0.995) -> 0.03
-        ("07_selective", "test_coverage", 0.03),
+        # the adapted model on the same 540 images; measured 4 images (0.0074, AVX2) -> 12 images
+        ("04_quantize", "fp32_test_accuracy", 12 / 540),
+        # its INT8 variants; measured 4 images (minmax, percentile), 3 (entropy, pt2e), AVX2 -> 12 images
+        ("04_quantize", "int8_test_accuracy.minmax", 12 / 540),
+        ("04_quantize", "int8_test_accuracy.entropy", 12 / 540),
+        ("04_quantize", "int8_test_accuracy.percentile", 12 / 540),
+        ("04_quantize", "int8_test_accuracy.pt2e", 12 / 540),
+        # ECE after the chosen map; measured, any model: 0.0076 (entropy, AVX2) -> 0.025
+        ("06_confidence", "ece_post.fp32", 0.025),
     ],
 )
 def test_key_results_match_the_reference_within_measured_variation(reexecuted, phase, key, tolerance):
@@ -311,6 +311,23 @@ def test_threshold_maximizes_val_mcc_on_its_recorded_sweep(reexecuted):
         assert report["threshold"] == selective.choose_threshold(rows.drop(columns="model"), "max_mcc").threshold
 
 
+def test_test_coverage_is_what_the_threshold_accepts(reexecuted):
+    """Unstable by value, as its threshold is (coverage 0.933 on the reference, 0.983 AVX2-capped, where the
+    threshold moved 0.81 -> 0.52): asserted by what defines it -- the share of test images whose calibrated
+    confidence reaches the recorded threshold."""
+    doc = read_json(reexecuted, "results/07_selective/threshold.json")
+    calibrated = np.load(reexecuted / "results/06_confidence/calibrated_logits.npz")
+    test_labels = split_labels(reexecuted, "test")
+    for model, report in doc["models"].items():
+        logits = calibrated[f"{model}_test"]
+        recomputed = selective.evaluate_threshold(logits, test_labels, report["threshold"], n_boot=1)
+        assert recomputed["coverage"] == report["test"]["coverage"], model
+    assert (
+        summary(reexecuted, "07_selective")["test_coverage"]
+        == doc["models"][doc["selective_model"]]["test"]["coverage"]
+    )
+
+
 def test_temperatures_minimize_val_nll(reexecuted):
     """Unstable by value (FP32 T: 0.197 on the reference, 0.457 AVX2-capped, 0.05 -- the search bound -- with
     SSE4.1, whose model classifies all 126 val images correctly): asserted by its defining property, T
@@ -322,7 +339,7 @@ def test_temperatures_minimize_val_nll(reexecuted):
     low, high = inspect.signature(temperature_scaling.fit).parameters["bounds"].default
     raw = {"fp32": np.load(reexecuted / f"results/{MODEL_PHASE}/logits.npz")["val"]}
     int8 = np.load(reexecuted / "results/04_quantize/int8_logits.npz")
-    labels = val_labels(reexecuted)
+    labels = split_labels(reexecuted, "val")
     metrics = read_json(reexecuted, "results/06_confidence/calibration_metrics.json")
     assert set(metrics) == set(read_json(REFERENCE, "results/06_confidence/calibration_metrics.json"))
     for model in metrics:
