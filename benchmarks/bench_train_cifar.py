@@ -7,6 +7,9 @@ throughput (training images/s, the per-epoch test evaluation included) and train
 -- an accuracy-vs-time curve -- then the final test accuracy and the test accuracy of the
 pretrained MLPerf model imported from Keras.
 
+Measured (2-core AMD EPYC, idle, 2 threads, 40 epochs): 83.0% in 19.1 min at 1747 images/s; the
+step itself is timed per configuration by ``bench_train_step.py``.
+
     python benchmarks/bench_train_cifar.py --data-dir .cache/cifar-10-batches-py
     (build the folder first: python ../shared/data/make_cifar10_batches.py --out .cache/cifar-10-batches-py)
 """
@@ -35,7 +38,7 @@ DEFAULT_KERAS = ROOT.parent / "shared" / "models" / "mlperf_tiny_resnet8_pretrai
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="a cifar-10-batches-py folder")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=40, help="40 fit the 20-minute budget on 2 idle cores")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.3, help="one-cycle peak learning rate")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
