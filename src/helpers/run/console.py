@@ -110,7 +110,7 @@ def format_event(event: dict) -> str | None:
         return (
             f"{phase} measured {event.get('records')} latency records"
             + (f" ({notes} notes)" if notes else "")
-            + (f" into {event['store']}" if event.get("store") else "")
+            + (f" for {event['store']} (stored when the phase completes)" if event.get("store") else "")
         )
     if kind in ("activation_stats", "transformer_stats"):
         return f"{phase} statistics of the {event.get('role')} model done"

@@ -73,6 +73,12 @@ def test_event_lines():
         console.format_event({"phase": "04_quantize", "event": "timing", "name": "pt2e_eager", "seconds": 2.0})
         == "04_quantize pt2e_eager 2.0 s"
     )
+    assert (
+        console.format_event(
+            {"phase": "05_latency", "event": "measured", "records": 10, "skipped": ["a"], "warnings": [], "store": "S"}
+        )
+        == "05_latency measured 10 latency records (1 notes) for S (stored when the phase completes)"
+    )
     assert console.format_event({"phase": "01_data", "event": "phase_started", "params": {}}) is None
     assert (
         console.format_event({"phase": "03_x", "event": "custom", "n": 4, "names": ["a"], "time": "t"})
