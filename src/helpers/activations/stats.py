@@ -405,9 +405,9 @@ def image_activation_stats(
     Batches go through ``helpers.data.preprocess``; the slice hash is ``helpers.data.slice_hash``.
     """
     images, indices = check_image_batch(images, what="activation statistics"), np.asarray(indices)
+    check_indices(indices, len(images), "calibration slice", "index the same image array the slice was drawn from")
     if len(indices) == 0:
         raise ValueError("empty calibration slice: use the 'calibration' indices of splits.npz")
-    check_indices(indices, len(images), "calibration slice", "index the same image array the slice was drawn from")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batches = [Batch(images[indices[s : s + batch_size]]) for s in range(0, len(indices), batch_size)]

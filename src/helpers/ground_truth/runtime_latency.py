@@ -27,6 +27,8 @@ from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement,
 from helpers.ground_truth.store import (
     Configuration,
     GroundTruthLoader,
+    HardwareAliases,
+    apply_alias,
     default_data_dir,
     hardware_profile_path,
     rebuild_manifest,
@@ -190,21 +192,22 @@ def measure_runtimes(
 
 def records_with(result: latency.SweepResult) -> list[MeasurementRecord]:
     """What ``GroundTruthLoader(result.store).load_all(hardware_id)`` returns once :func:`publish` has stored
-    ``result``: the store's records for this machine, with the sweep's in place of the configurations it
-    measured (the newest record of a configuration is the one used)."""
+    ``result``: the store's records for this machine (its canonical id, where the store aliases it), with the
+    sweep's in place of the configurations it measured (the newest record of a configuration is the one used)."""
     if not result.records:
         return []
-    hardware_id = result.records[0].hardware_id
     loader = GroundTruthLoader(result.store)
+    hardware_id = loader.aliases.canonical(result.records[0].hardware_id)
     stored = loader.load_all(hardware_id) if hardware_id in loader.list_hardware() else []
-    measured = {Configuration.of(r) for r in result.records}
-    kept = [r for r in stored if Configuration.of(r) not in measured]
-    return sorted(kept + list(result.records), key=Configuration.of)
+    measured = [apply_alias(r, loader.aliases) for r in result.records]
+    kept = [r for r in stored if Configuration.of(r) not in {Configuration.of(m) for m in measured}]
+    return sorted(kept + measured, key=Configuration.of)
 
 
 def publish(result: latency.SweepResult) -> list[Path]:
     """Store a sweep of :func:`measure_runtimes`: the machine's profile where the store lacks it, each record with
-    its raw samples, the rebuilt manifest and the efficiency curves. Phase 05 calls it last."""
+    its raw samples, the rebuilt manifest of its directory and the efficiency curves of its (canonical) machine.
+    Phase 05 calls it last."""
     if not result.pending:
         return []
     hardware_id = result.hardware.hardware_id
@@ -214,7 +217,7 @@ def publish(result: latency.SweepResult) -> list[Path]:
     for measurement in result.pending:
         save_measurement(measurement.record, result.store, measurement.samples, update_manifest=False)
     rebuild_manifest(result.store, hardware_id)
-    write_efficiency_curves(result.store, hardware_id)
+    write_efficiency_curves(result.store, HardwareAliases.load(result.store).canonical(hardware_id))
     result.pending = []
     return result.paths
 

@@ -367,7 +367,8 @@ class HardwareAliases:
         return atomic.write_json(Path(root) / ALIASES, {"aliases": dict(sorted(self.aliases.items()))})
 
 
-def _apply_alias(record: MeasurementRecord, aliases: HardwareAliases) -> MeasurementRecord:
+def apply_alias(record: MeasurementRecord, aliases: HardwareAliases) -> MeasurementRecord:
+    """``record`` as the loader reads it: its hardware id mapped to the canonical one (noted), if aliased."""
     canonical = aliases.canonical(record.hardware_id)
     if canonical == record.hardware_id:
         return record
@@ -618,7 +619,7 @@ class GroundTruthLoader:
             found = []
             for path, layout in _record_files(hw_dir):
                 record, version = self._read_cached(hw_dir, path, layout)
-                found.append(StoredRecord(path, hw_dir.name, layout, version, _apply_alias(record, self.aliases)))
+                found.append(StoredRecord(path, hw_dir.name, layout, version, apply_alias(record, self.aliases)))
             actual = {"measurements": [_manifest_entry(hw_dir, i.path, i.record) for i in found]}
             problems = manifest_problems(self.root, hw_dir.name, actual)
             if problems and self.manifest_status.get(hw_dir.name) != problems:
@@ -936,7 +937,7 @@ def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = Fal
                 located[0].name if located else "",
                 located[1] if located else CANONICAL,
                 version,
-                _apply_alias(record, aliases),
+                apply_alias(record, aliases),
             )
         )
     blocked = {e.hardware_id for e in report.failed}

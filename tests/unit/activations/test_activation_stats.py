@@ -341,6 +341,8 @@ def test_bad_input_is_rejected_before_work(digits):
         image_activation_stats(model, ["nope"], images, idx, role="init")
     with pytest.raises(ValueError, match="empty calibration slice: use"):
         image_activation_stats(model, ["fc"], images, idx[:0], role="init")
+    with pytest.raises(ValueError, match=r"calibration slice: indices must be a 1-D integer array, got int64 \(\)"):
+        image_activation_stats(model, ["fc"], images, idx[0], role="init")
     with pytest.raises(ValueError, match="empty calibration slice"):
         collect_activation_stats(model, ["fc"], [], call_model, role="init", slice_sha256="x")
     with pytest.raises(ValueError, match="uint8"):

@@ -359,3 +359,35 @@ def test_list_prints_every_configuration_and_the_manifest_state(sample, capsys):
     out = capsys.readouterr().out
     assert "15 configurations from 30 record files" in out and "manifest of ryzen_9_8945hs: not used" in out
     assert out.count("same measurement as") == 15
+
+
+def test_phase05_publishes_into_the_real_store_where_this_machine_is_an_alias_of_its_ryzen(sample, tmp_path):
+    """Phase 05's measurement published into a copy of the real store, this machine aliased to the Ryzen there:
+    records_with is the real records merged with the new ones exactly as the loader reads them afterwards, and
+    no record file the other tool wrote changes."""
+    from helpers.ground_truth import hardware, latency, runtime_latency
+
+    root = Path(shutil.copytree(sample / "calibration_data", tmp_path / "store"))
+    profile = hardware.profile_hardware(measure=False)
+    profile.save(store.hardware_profile_path(root, profile.hardware_id))
+    store.HardwareAliases.load(root).with_alias(profile.hardware_id, RYZEN).save(root)
+    foreign = {p: p.read_bytes() for p in (root / RYZEN).rglob("*.json") if "efficiency_curves" not in p.parts}
+    model = store.project_root() / "runs/reference/results/02_train/model.onnx"
+    result = runtime_latency.measure_runtimes(
+        "ref_cnn",
+        {"fp32": model},
+        runtimes=["onnxruntime"],
+        precisions=["fp32"],
+        store=root,
+        settings=latency.MeasurementSettings(repeats=2, warmup=1),
+        progress=False,
+    )
+    expected = runtime_latency.records_with(result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the Ryzen's own manifest disagrees: tested above
+        real = GroundTruthLoader(sample / "calibration_data").load_all(RYZEN)
+        assert len(expected) == len(real) + 1 and {r.hardware_id for r in expected} == {RYZEN}
+        runtime_latency.publish(result)
+        assert GroundTruthLoader(root).load_all(RYZEN) == expected
+    assert {p: p.read_bytes() for p in foreign} == foreign
+    assert (store.efficiency_curves_dir(root, RYZEN, "fp32") / "curves.json").is_file()
