@@ -10,8 +10,11 @@ count is fixed, and shuffling and augmentation draw from one seeded ``torch.Gene
 same arguments give a byte-identical checkpoint (different thread counts or CPUs may differ in
 the last bits). Augmentation (``augment=True``, for CIFAR) is a random horizontal flip and a
 random crop from the image zero-padded by 4 pixels, done on whole uint8 NHWC batches before
-``helpers.data.preprocess``. The model trains in channels-last memory format and is returned
-contiguous, in eval mode.
+``helpers.data.preprocess``. With ``low_res=(size, epochs)`` the first ``epochs`` epochs crop
+``size`` x ``size`` instead (progressive resizing: those epochs cost about (size/H)^2 of a full
+one; ``benchmarks/bench_train_cifar.py`` measures what it buys); the model must accept that
+size (convolutions, then a global pool). The
+model trains in channels-last memory format and is returned contiguous, in eval mode.
 
 A non-finite loss stops training with ``FloatingPointError`` naming the epoch and the step.
 Checkpoints are plain state dicts written atomically (``save_checkpoint``) and read with
@@ -55,19 +58,21 @@ def deterministic_cpu(seed: int, num_threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous[1])
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per image: horizontal flip with p=0.5, then a random HxW crop of the 4-pixel zero-padded image.
+def augment_batch(images: torch.Tensor, generator: torch.Generator, size: int | None = None) -> torch.Tensor:
+    """Per image: horizontal flip with p=0.5, then a random crop of the 4-pixel zero-padded image.
 
-    ``images`` is a uint8 NHWC batch; the result has the same shape and dtype.
+    ``images`` is a uint8 NHWC batch; the crop is HxW (the result has the batch's shape and
+    dtype) or, with ``size``, ``size`` x ``size`` from anywhere in the padded image.
     """
     n, height, width, _ = images.shape
+    crop_h, crop_w = (height, width) if size is None else (size, size)
     flip = torch.rand(n, generator=generator) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(2), images)
     padded = F.pad(images, (0, 0, CROP_PADDING, CROP_PADDING, CROP_PADDING, CROP_PADDING))
-    top = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator)
-    left = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator)
-    rows = (top[:, None] + torch.arange(height))[:, :, None]
-    cols = (left[:, None] + torch.arange(width))[:, None, :]
+    top = torch.randint(0, height + 2 * CROP_PADDING - crop_h + 1, (n,), generator=generator)
+    left = torch.randint(0, width + 2 * CROP_PADDING - crop_w + 1, (n,), generator=generator)
+    rows = (top[:, None] + torch.arange(crop_h))[:, :, None]
+    cols = (left[:, None] + torch.arange(crop_w))[:, None, :]
     return padded[torch.arange(n)[:, None, None], rows, cols]
 
 
@@ -107,6 +112,7 @@ def train(
     weight_decay: float = 5e-4,
     precision: str = "fp32",
     num_threads: int | None = None,
+    low_res: tuple[int, int] | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, History], None] | None = None,
 ) -> tuple[nn.Module, History]:
@@ -136,6 +142,8 @@ def train(
         )
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if low_res is not None:
+        _check_low_res(model, train_images, low_res, augment, epochs)
     threads = num_threads or len(os.sched_getaffinity(0))
     with deterministic_cpu(seed, threads):
         history = _fit(
@@ -152,10 +160,29 @@ def train(
             label_smoothing=label_smoothing,
             weight_decay=weight_decay,
             precision=precision,
+            low_res=low_res or (None, 0),
             progress=progress,
             on_epoch_end=on_epoch_end,
         )
     return model, history
+
+
+def _check_low_res(model: nn.Module, images: np.ndarray, low_res: tuple[int, int], augment: bool, epochs: int):
+    """``low_res`` is (size, epochs) with augmentation on, size within the image, and a model that takes it."""
+    size, low_epochs = low_res
+    height, width = images.shape[1:3]
+    if not augment or not 1 <= size <= min(height, width) or not 1 <= low_epochs <= epochs:
+        raise ValueError(
+            f"low_res=(size, epochs) needs augment=True, 1 <= size <= {min(height, width)} (the image side) "
+            f"and 1 <= epochs <= {epochs}; got {low_res} with augment={augment}"
+        )
+    try:
+        predict_logits(model, np.zeros((1, size, size, images.shape[3]), np.uint8))
+    except RuntimeError as err:
+        raise ValueError(
+            f"low_res: {type(model).__name__} cannot take {size}x{size} inputs ({err}); "
+            "choose a size it accepts or train without low_res"
+        ) from None
 
 
 def epoch_logger(log: Callable[..., None], epochs: int) -> Callable[[int, History], None]:
@@ -182,6 +209,7 @@ def _fit(
     label_smoothing,
     weight_decay,
     precision,
+    low_res,
     progress,
     on_epoch_end,
 ) -> History:
@@ -204,6 +232,7 @@ def _fit(
                 epochs=epochs,
                 batch_size=batch_size,
                 augment=augment,
+                crop=low_res[0] if epoch <= low_res[1] else None,
                 label_smoothing=label_smoothing,
                 precision=precision,
                 progress=progress,
@@ -232,6 +261,7 @@ def _train_epoch(
     epochs,
     batch_size,
     augment,
+    crop,
     label_smoothing,
     precision,
     progress,
@@ -244,7 +274,7 @@ def _train_epoch(
     bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress)
     for step in bar:
         idx = order[step * batch_size : (step + 1) * batch_size]
-        batch = augment_batch(images[idx], generator) if augment else images[idx]
+        batch = augment_batch(images[idx], generator, crop) if augment else images[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(torch.from_numpy(preprocess(batch.numpy())))
         loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=label_smoothing)

@@ -104,6 +104,38 @@ def test_augment_batch_is_a_flip_and_a_padded_crop():
     assert not torch.equal(out, augment_batch(images, torch.Generator().manual_seed(1)))
 
 
+def test_augment_batch_crops_a_given_size_from_anywhere_in_the_padded_image():
+    images = torch.from_numpy(np.random.default_rng(0).integers(1, 256, (64, 6, 5, 3), dtype=np.uint8))
+    out = augment_batch(images, torch.Generator().manual_seed(0), size=4)
+    assert out.shape == (64, 4, 4, 3) and out.dtype == torch.uint8
+    p = CROP_PADDING
+    offsets = set()
+    for original, crop in zip(images.numpy(), out.numpy()):
+        found = set()
+        for image in (original, original[:, ::-1]):
+            padded = np.pad(image, ((p, p), (p, p), (0, 0)))
+            found |= {
+                (dy, dx)
+                for dy in range(6 + 2 * p - 3)
+                for dx in range(5 + 2 * p - 3)
+                if np.array_equal(crop, padded[dy : dy + 4, dx : dx + 4])
+            }
+        assert found, "each crop is a 4x4 window of the padded (maybe mirrored) image"
+        offsets |= found
+    assert max(dy for dy, _ in offsets) > 2 * p and max(dx for _, dx in offsets) > 2 * p  # beyond full-size range
+
+
+def test_low_res_epochs_train_deterministically_on_smaller_crops(digits):
+    model, history = _train_digits(digits, seed=0, epochs=2, augment=True, low_res=(6, 1))
+    again, history_again = _train_digits(digits, seed=0, epochs=2, augment=True, low_res=(6, 1))
+    full, _ = _train_digits(digits, seed=0, epochs=2, augment=True)
+    assert history == history_again
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value)
+    assert any(not torch.equal(full.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert predict_logits(model, digits.test_images).shape == (len(digits.test_images), 10)
+
+
 def test_checkpoint_round_trip_and_architecture_mismatch(trained):
     model, _, path = trained
     fresh = load_checkpoint(build_model("digits_cnn", 10), path)
@@ -125,6 +157,10 @@ def test_checkpoint_round_trip_and_architecture_mismatch(trained):
         (lambda d: {"val_labels": d.test_labels[:-1]}, "540 images but labels of shape"),
         (lambda d: {"batch_size": 0}, "batch_size"),
         (lambda d: {"precision": "fp16"}, "precision must be one of"),
+        (lambda d: {"low_res": (6, 2)}, r"needs augment=True"),
+        (lambda d: {"low_res": (9, 2), "augment": True}, r"1 <= size <= 8 \(the image side\)"),
+        (lambda d: {"low_res": (6, 7), "augment": True}, r"1 <= epochs <= 6"),
+        (lambda d: {"low_res": (1, 2), "augment": True}, r"DigitsCNN cannot take 1x1 inputs"),
     ],
 )
 def test_bad_arguments_fail_before_training(digits, change, match):
