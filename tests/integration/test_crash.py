@@ -8,10 +8,10 @@ before the run record said so. After every kill ``calib verify`` must say "incom
 (exit 3, never damaged); at the end the run must verify and its results, manifests, executed
 notebooks and record must match the uninterrupted run's.
 
-Default selection: one chain of 5 kills in 5 of the 6 phases of a small configuration, plus its
-uninterrupted baseline run: 2.5 CPU-minutes (19 min wall on two cores at load average 20, a few
-minutes on an idle machine; mostly kernel start-up). ``-m slow``: CALIB_CRASH_TRIALS more chains
-(default 4) of 6 kills each, one in every phase.
+Default selection: one chain of 3 kills, one of each kind, in 3 of the 6 phases of a small
+configuration, plus its uninterrupted baseline run: about 3.5 minutes on an idle 2-core machine
+(baseline 86 s, chain 104-118 s; mostly kernel start-up). ``-m slow``: CALIB_CRASH_TRIALS more
+chains (default 4) of 6 kills each, one in every phase.
 """
 
 from __future__ import annotations
