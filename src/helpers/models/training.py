@@ -13,8 +13,8 @@ random crop from the image zero-padded by 4 pixels, done on whole uint8 NHWC bat
 ``helpers.data.preprocess``. With ``low_res=(size, epochs)`` the first ``epochs`` epochs crop
 ``size`` x ``size`` instead (progressive resizing: those epochs cost about (size/H)^2 of a full
 one; ``benchmarks/bench_train_cifar.py`` measures what it buys); the model must accept that
-size (convolutions, then a global pool). The
-model trains in channels-last memory format and is returned contiguous, in eval mode.
+size (convolutions, then a global pool). The model trains in channels-last memory format and
+is returned contiguous, in eval mode.
 
 A non-finite loss stops training with ``FloatingPointError`` naming the epoch and the step.
 Checkpoints are plain state dicts written atomically (``save_checkpoint``) and read with
