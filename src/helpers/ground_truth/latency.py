@@ -43,8 +43,8 @@ is skipped with the reason. Inputs are seeded uniform 0-255 float32 NHWC, the in
 
 Entry points: :func:`measure_onnx`, :func:`measure_torch` (one record each);
 :func:`helpers.ground_truth.runtime_latency.measure_runtimes` (phase 05: a run's own fp32/int8 ONNX
-models on every runtime, few repetitions; ``runtime_latency.publish`` stores them); :func:`run_sweep` (the full sweep of ``params/ground_truth.yaml``, behind
-``calib ground-truth measure``).
+models on every runtime, few repetitions; ``runtime_latency.publish`` stores them);
+:func:`run_sweep` (the full sweep of ``params/ground_truth.yaml``, behind ``calib ground-truth measure``).
 """
 
 from __future__ import annotations

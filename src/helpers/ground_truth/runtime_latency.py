@@ -200,7 +200,8 @@ def records_with(result: latency.SweepResult) -> list[MeasurementRecord]:
     hardware_id = loader.aliases.canonical(result.records[0].hardware_id)
     stored = loader.load_all(hardware_id) if hardware_id in loader.list_hardware() else []
     measured = [apply_alias(r, loader.aliases) for r in result.records]
-    kept = [r for r in stored if Configuration.of(r) not in {Configuration.of(m) for m in measured}]
+    replaced = {Configuration.of(m) for m in measured}
+    kept = [r for r in stored if Configuration.of(r) not in replaced]
     return sorted(kept + measured, key=Configuration.of)
 
 
