@@ -223,7 +223,7 @@ def honest_columns(summary: dict, suffix: str = "") -> dict:
         f"ece{suffix}_debiased": summary["ece_debiased"],
         f"null{suffix}_p95": null["p95"],
         f"p{suffix}": null["p_value"],
-        f"verdict{suffix}": "indistinguishable from calibrated" if null["indistinguishable"] else "miscalibrated",
+        f"verdict{suffix}": VERDICTS[0] if null["indistinguishable"] else VERDICTS[1],
     }
 
 
@@ -441,6 +441,8 @@ def debiased_ece(conf, correct, n_bins: int = 15) -> dict:
 
 
 NULL_LEVEL = 0.05  # p-value below which the ECE is called distinguishable from perfect calibration
+# The verdict's words, p >= NULL_LEVEL first: tables print them alone, calibration_verdict in a sentence.
+VERDICTS = ("indistinguishable from calibrated", "miscalibrated")
 
 
 def calibration_verdict(ece: float, null: np.ndarray, n: int) -> dict:
@@ -448,9 +450,9 @@ def calibration_verdict(ece: float, null: np.ndarray, n: int) -> dict:
     p = float((1 + np.sum(null >= ece)) / (1 + len(null)))
     same = p >= NULL_LEVEL
     words = (
-        f"indistinguishable from calibrated at this sample size (n = {n}, p = {p:.3f})"
+        f"{VERDICTS[0]} at this sample size (n = {n}, p = {p:.3f})"
         if same
-        else f"miscalibrated beyond sampling noise at this sample size (n = {n}, p = {p:.3f})"
+        else f"{VERDICTS[1]} beyond sampling noise at this sample size (n = {n}, p = {p:.3f})"
     )
     return {
         "median": float(np.median(null)),
