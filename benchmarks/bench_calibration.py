@@ -11,7 +11,9 @@ the test logits (npz) so a second run skips the model.
 
 Targets: our chosen method's NLL <= the best peer NLL (FP32 and INT8); the calibrated models
 indistinguishable from perfect (p >= 0.05) at n = 5000; the 1000-resample bootstrap <= 2x one ECE
-call at 10k and <= 5 s at 1M; ECE <= 1.5x torchmetrics.
+call at 10k and <= 5 s at 1M; ECE <= 1.5x torchmetrics; phase 06's work on the CIFAR-10 profile (every
+map, selection and measurement for FP32 and three INT8 variants) <= 30 s on 2 cores, with each map's fit
+time printed beside netcal's fit of its counterpart.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.confidence.calibrate import calibrate
+from helpers.confidence.calibrate import calibrate, calibrate_models
 from helpers.metrics.calibration import calibration_summary, ece_bootstrap_ci, expected_calibration_error, softmax
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +161,48 @@ def compare(model: str, logits: np.ndarray, labels: np.ndarray, n_boot: int) -> 
     )
 
 
+def fit_times(logits: dict[str, np.ndarray], labels: np.ndarray, n_boot: int) -> None:
+    """Each map's fit (its own CV included) beside netcal's counterpart, then phase 06's whole work for four
+    models: FP32 and the INT8 model standing for the three ORT variants phase 06 calibrates."""
+    from netcal.binning import HistogramBinning, IsotonicRegression
+    from netcal.scaling import LogisticCalibration, TemperatureScaling
+    from sklearn.model_selection import train_test_split
+
+    from helpers.confidence.base import one_thread
+    from helpers.confidence.methods import METHODS, fit_calibration
+
+    val, test = train_test_split(np.arange(len(labels)), test_size=0.5, stratify=labels, random_state=0)
+    z, y = logits["fp32"][val].astype(np.float64), labels[val]
+    netcal = {
+        "temperature_scaling": TemperatureScaling,
+        "matrix_scaling": LogisticCalibration,
+        "histogram_binning": lambda: HistogramBinning(bins=15),
+        "isotonic": IsotonicRegression,
+    }
+    print(f"\nfit time per map on {len(val)} val logits (ours on one thread, its lambda CV included; best of 3)")
+    print(f"{'map':<30}{'ours s':>9}{'iterations':>12}{'netcal s':>10}{'ours / netcal':>15}")
+    for method in METHODS:
+        with one_thread():
+            ours = best_of(lambda m=method: fit_calibration(m, z, y, seed=0), 3)
+            iterations = fit_calibration(method, z, y, seed=0).iterations
+        peer = best_of(lambda m=method: netcal[m]().fit(softmax(z), y), 3) if method in netcal else None
+        peer_text = f"{peer:>10.3f}{ours / peer:>15.2f}" if peer else f"{'-':>10}{'-':>15}"
+        print(f"{method:<30}{ours:>9.3f}{iterations:>12}{peer_text}")
+    four = {
+        m: {
+            split: logits["int8" if m != "fp32" and "int8" in logits else "fp32"][rows]
+            for split, rows in (("val", val), ("test", test))
+        }
+        for m in ("fp32", "minmax", "entropy", "percentile")
+    }
+    start = time.perf_counter()
+    calibrate_models(four, {"val": y, "test": labels[test]}, "all", seed=0, n_boot=n_boot)
+    print(
+        f"phase 06's work for four models (every map, selection, {n_boot}-resample measurements): "
+        f"{time.perf_counter() - start:.1f} s (target <= 30 s)"
+    )
+
+
 def best_of(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -212,6 +256,8 @@ def main() -> None:
         m for m in ("fp32", "int8") if m in logits and not (m == "int8" and args.no_int8) and not args.speed_only
     ]:
         compare(model, logits[model].astype(np.float64), labels, args.n_boot)
+    if not args.speed_only:
+        fit_times(logits, labels, args.n_boot)
     speed(logits["fp32"].astype(np.float32), labels)
 
 

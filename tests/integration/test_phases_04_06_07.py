@@ -148,6 +148,18 @@ def test_every_map_fitted_on_val_the_chosen_one_applied_and_measured_honestly(ru
     )
 
 
+def test_every_map_fit_time_is_in_the_phase_log(run):
+    """The helpers' calibration_fit events reach logs/06_confidence.jsonl through the phase's log handler:
+    one per model and map, with its wall time (timings go to logs, never to results)."""
+    events = [json.loads(line) for line in (run / "logs" / "06_confidence.jsonl").read_text().splitlines()]
+    fits = [e for e in events if e["event"] == "calibration_fit"]
+    models = read_json(run, "06_confidence", "calibration_metrics.json")
+    assert sorted((e["model"], e["method"]) for e in fits) == sorted((m, method) for m in models for method in METHODS)
+    assert all(e["seconds"] >= 0 and e["source"] == "helpers.confidence.calibrate" for e in fits)
+    started = next(i for i, e in enumerate(events) if e["event"] == "phase_started")
+    assert all(events.index(e) > started for e in fits)
+
+
 def test_threshold_reproduces_its_val_metrics_and_test_evaluation(run, split_labels):
     doc = read_json(run, "07_selective", "threshold.json")
     calibrated = np.load(results(run, "06_confidence", "calibrated_logits.npz"))

@@ -9,17 +9,21 @@ bundle computes, so phase 07 and the bundle see the same confidences and the sam
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from helpers.confidence.base import CalibrationMap
+from helpers.confidence.base import CalibrationMap, one_thread
 from helpers.confidence.methods import check_methods, fit_calibration
 from helpers.confidence.selection import select
 from helpers.metrics.calibration import calibration_summary, improvement
 from helpers.run import atomic
+
+log = logging.getLogger(__name__)  # each map's fit time goes to the phase's log (helpers.run.phase)
 
 
 @dataclass(frozen=True)
@@ -61,20 +65,32 @@ def calibrate(
     seed: int = 0,
     n_bins: int = 15,
     n_boot: int = 1000,
+    model: str = "",
 ) -> Calibration:
-    """One model: ``logits`` / ``labels`` by split ("val" fits and selects, "test" measures)."""
-    fits = {m: fit_calibration(m, logits["val"], labels["val"], seed=seed) for m in check_methods(methods)}
-    selection = select(fits, logits["val"], labels["val"], seed=seed)
+    """One model (named ``model`` in the log): ``logits`` / ``labels`` by split ("val" fits and selects, "test"
+    measures), on one thread."""
     summary = lambda x: calibration_summary(x, labels["test"], n_bins, n_boot=n_boot, seed=seed)  # noqa: E731
     stored = lambda fit, x: fit.apply(x).astype(np.float32)  # noqa: E731  (measured as 07 and the bundle see them)
-    chosen = fits[selection["chosen"]]
-    return Calibration(
-        fits=fits,
-        selection=selection,
-        pre=summary(logits["test"]),
-        methods={m: summary(stored(fit, logits["test"])) for m, fit in fits.items()},
-        calibrated={split: stored(chosen, x) for split, x in logits.items()},
-    )
+    with one_thread():
+        fits = {m: _timed_fit(model, m, logits["val"], labels["val"], seed) for m in check_methods(methods)}
+        selection = select(fits, logits["val"], labels["val"], seed=seed)
+        chosen = fits[selection["chosen"]]
+        return Calibration(
+            fits=fits,
+            selection=selection,
+            pre=summary(logits["test"]),
+            methods={m: summary(stored(fit, logits["test"])) for m, fit in fits.items()},
+            calibrated={split: stored(chosen, x) for split, x in logits.items()},
+        )
+
+
+def _timed_fit(model: str, method: str, val_logits: np.ndarray, val_labels: np.ndarray, seed: int) -> CalibrationMap:
+    start = time.perf_counter()
+    fit = fit_calibration(method, val_logits, val_labels, seed=seed)
+    seconds = round(time.perf_counter() - start, 4)
+    fields = {"model": model, "method": method, "seconds": seconds, "iterations": fit.iterations}
+    log.info("calibration_fit", extra={"fields": fields})
+    return fit
 
 
 def calibrate_models(
@@ -83,7 +99,7 @@ def calibrate_models(
     """``calibrate`` for every model of ``{model: {split: logits}}`` (methods validated before any fit)."""
     check_methods(methods)
     return {
-        model: calibrate(by_split, labels, methods, **options)
+        model: calibrate(by_split, labels, methods, model=model, **options)
         for model, by_split in tqdm(logits.items(), desc="calibration maps", leave=False)
     }
 

@@ -13,6 +13,10 @@ first finds or creates its upstream phases there.
 ``phase.input(...)`` hands out only declared outputs of declared upstream phases, checked against
 their manifests; ``phase.out(...)`` only this phase's declared outputs; ``phase.finish()`` checks
 that every declared output exists and writes the manifest, last.
+
+Helpers never take the phase: an event a helper wants in the phase's log (a fit's wall time, say) goes to
+``logging.getLogger("helpers....").info(event, extra={"fields": {...}})``, and the open phase appends it
+to ``logs/<phase>.jsonl`` like its own ``phase.log`` events (:class:`PhaseLogHandler`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import logging
 import os
 import random
 import time
@@ -31,7 +36,7 @@ import numpy as np
 from helpers.run import hand_run, lock, manifest, run_record
 from helpers.run.atomic import sha256_file, to_jsonable
 from helpers.run.graph import MODEL_PHASE, PhaseSpec, get_phase
-from helpers.run.params import RUN_DIR_PARAM, check_type, notebook_parameters
+from helpers.run.params import RUN_DIR_PARAM, check_value, notebook_parameters
 
 
 def seed_everything(seed: int) -> None:
@@ -41,6 +46,25 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
+
+
+class PhaseLogHandler(logging.Handler):
+    """Appends the ``helpers`` loggers' INFO events to the open phase's log (one handler: the last phase opened)."""
+
+    def __init__(self, phase: Phase):
+        super().__init__(logging.INFO)
+        self.phase = phase
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.phase.log(record.getMessage(), source=record.name, **getattr(record, "fields", {}))
+
+    @classmethod
+    def attach(cls, phase: Phase) -> None:
+        logger = logging.getLogger("helpers")
+        for handler in [h for h in logger.handlers if isinstance(h, cls)]:
+            logger.removeHandler(handler)
+        logger.addHandler(cls(phase))
+        logger.setLevel(logging.INFO)
 
 
 class Phase:
@@ -65,7 +89,7 @@ class Phase:
         params = {}
         for name, default in defaults.items():
             if name != RUN_DIR_PARAM:
-                check_type(name, default, namespace[name], phase_id)
+                check_value(name, default, namespace[name], phase_id)
                 params[name] = namespace[name]
         spec.check(params)
         if namespace.get(RUN_DIR_PARAM):
@@ -88,6 +112,7 @@ class Phase:
         phase = cls(spec, run_dir, params, executed_copy=bool(namespace.get(RUN_DIR_PARAM)))
         phase.results.mkdir(parents=True, exist_ok=True)
         phase.log("phase_started", params=params)
+        PhaseLogHandler.attach(phase)
         return phase
 
     # -- reading ---------------------------------------------------------------------------

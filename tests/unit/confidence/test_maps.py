@@ -123,3 +123,48 @@ def test_raw_logits_are_kept_when_no_map_beats_them_on_val():
     assert selection["cv_nll"]["identity"] <= min(selection["cv_nll"].values()) + 1e-12
     assert selection["chosen"] == "identity"
     np.testing.assert_array_equal(fits["identity"].apply(logits), logits)
+
+
+@pytest.mark.parametrize("lam", [1.0, 1e-3])
+def test_odir_newton_fit_reaches_the_optimum_an_independent_solver_finds(data, lam):
+    """Newton's minimum of the ODIR objective vs scipy's L-BFGS-B run to a tight tolerance from the same start
+    (the solver phase 06 used before): same objective to 1e-9, in a handful of iterations instead of hundreds."""
+    from scipy.optimize import minimize
+
+    val_z, val_y, _, _ = data
+    k = val_z.shape[1]
+    off, c_w, c_b = 1 - np.eye(k), lam / (k * (k - 1)), lam / k
+
+    def objective(theta):
+        weights, bias = theta[: k * k].reshape(k, k), theta[k * k :]
+        return (
+            negative_log_likelihood(val_z @ weights.T + bias, val_y)
+            + c_w * ((weights * off) ** 2).sum()
+            + c_b * (bias**2).sum()
+        )
+
+    theta, iterations, converged = odir.fit_linear(val_z, val_y, lam)
+    start = np.r_[np.eye(k).ravel(), np.zeros(k)]
+    oracle = minimize(objective, start, method="L-BFGS-B", options={"maxiter": 10000, "gtol": 1e-10, "ftol": 1e-15})
+    assert converged and iterations <= 20
+    assert objective(theta) <= oracle.fun + 1e-9
+    np.testing.assert_allclose(theta, oracle.x, atol=2e-3)
+
+
+def test_odir_newton_fit_reports_running_out_of_iterations(data):
+    val_z, val_y, _, _ = data
+    _, iterations, converged = odir.fit_linear(val_z, val_y, 1e-3, max_iter=1)
+    assert not converged and iterations == 1
+
+
+def test_calibration_runs_on_one_thread_and_restores_the_thread_counts():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from helpers.confidence.base import one_thread
+
+    before = torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]
+    with one_thread():
+        assert torch.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+    assert (torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]) == before
