@@ -16,6 +16,8 @@ The flow, each step a function::
   (128): with ``quantize_static``'s default entropy options (128 and 128) the KL search has a
   single candidate, the full range, and entropy silently equals MinMax.
 * **Types.** U8S8 by default (uint8 activations, int8 per-channel weights); see ``TYPES_REASON``.
+  The input (uint8 pixels) is quantized exactly and ahead of the layout transpose
+  (``helpers.quantize.exact_input``), so the first layer runs on integers too.
 * **Sensitivity and fallback.** ``layer_sensitivity`` quantizes one weighted layer at a time;
   ``quantize_within_tolerance`` keeps the most sensitive layers in FP32 until the accuracy drop is
   within a tolerance. ``calibration_size_sweep`` measures accuracy per calibration-set size, and
@@ -58,6 +60,7 @@ from helpers.data.datasets import preprocess, stratified_slice
 from helpers.metrics import classification as metrics
 from helpers.models import logits_file
 from helpers.models.onnx_export import INPUT_NAME, onnx_logits
+from helpers.quantize import exact_input
 from helpers.quantize.guard import GuardFinding, check_calibration_inputs, check_calibration_slice
 from helpers.run import atomic
 
@@ -328,9 +331,10 @@ def quantize_model(
     ranges = stats.ranges(method)
     with tempfile.TemporaryDirectory(prefix="quant-") as tmp:
         cache = atomic.save_with(Path(tmp) / "ranges.json", lambda p: save_tensors_data(ranges, p))
-        atomic.save_with(
-            out_path,
-            lambda p: quantize_static(
+        entry = {}
+
+        def write(p: Path) -> None:
+            quantize_static(
                 str(prepared_path),
                 str(p),
                 calibration_data_reader=None,
@@ -342,8 +346,11 @@ def quantize_model(
                 nodes_to_exclude=list(nodes_to_exclude),
                 calibrate_method=_ORT_METHODS[method],
                 calibration_cache_path=str(cache),
-            ),
-        )
+            )
+            if (quant_format, activation_type) == ("qdq", "uint8"):
+                entry.update(exact_input.apply(p))
+
+        atomic.save_with(out_path, write)
     onnx.checker.check_model(str(out_path))
     default_types = (activation_type, weight_type, per_channel) == ("uint8", "int8", True)
     return {
@@ -354,6 +361,7 @@ def quantize_model(
         "per_channel": per_channel,
         "types_reason": TYPES_REASON if default_types else "set by the caller",
         "nodes_excluded": list(nodes_to_exclude),
+        **entry,
         "size_bytes": Path(out_path).stat().st_size,
         "sha256": atomic.sha256_file(out_path),
     }

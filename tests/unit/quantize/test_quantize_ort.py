@@ -145,6 +145,41 @@ def test_every_method_gives_a_u8s8_per_channel_int8_model(prepared, stats, digit
     assert np.mean(int8_logits.argmax(1) == fp32_logits.argmax(1)) > 0.97
 
 
+def test_input_is_quantized_exactly_before_the_layout_transpose(prepared, stats, digits, tmp_path):
+    """images -> Q (scale 1, zero point 0) -> DQ -> Transpose -> first layer, for every method: the pixels pass
+    exactly (the model's logits equal those of the same model reading the pixels unquantized), and OpenVINO
+    runs every convolution, the first included, on integers."""
+    import openvino as ov
+
+    for method in q.METHODS:
+        path = tmp_path / f"{method}.onnx"
+        assert q.quantize_model(prepared, path, stats, method)["input_quantization"].startswith("exact")
+        model = onnx.load(str(path))
+        nodes, inits = model.graph.node, {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        quant = next(n for n in nodes if "images" in n.input)
+        dequant = next(n for n in nodes if quant.output[0] in n.input)
+        layout = next(n for n in nodes if dequant.output[0] in n.input)
+        assert (quant.op_type, dequant.op_type, layout.op_type) == ("QuantizeLinear", "DequantizeLinear", "Transpose")
+        assert inits[quant.input[1]] == 1.0 and inits[quant.input[2]] == 0
+        assert [n.op_type for n in nodes if layout.output[0] in n.input] == ["Mul"]  # the model's 1/255 (InputScale)
+        layout.input[0] = "images"  # the same graph without the input's Q/DQ pair
+        nodes.remove(quant)
+        nodes.remove(dequant)
+        onnx.save(model, str(tmp_path / "unquantized_input.onnx"))
+        np.testing.assert_array_equal(
+            onnx_logits(path, digits["images"]), onnx_logits(tmp_path / "unquantized_input.onnx", digits["images"])
+        )
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(tmp_path / "minmax.onnx")), "CPU")
+    convolutions = [
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    ]
+    assert len(convolutions) == sum(n.op_type == "Conv" for n in onnx.load(str(prepared)).graph.node)
+    assert set(convolutions) <= {"u8", "i8"}, convolutions
+
+
 def test_int8_bytes_are_deterministic(prepared, digits, tmp_path):
     digests = []
     for run in range(2):
