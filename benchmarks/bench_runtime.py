@@ -202,8 +202,8 @@ def main(argv=None) -> int:
     )
     peaks = peak.measured_peaks(args.threads)
     print(
-        "measured GEMM peaks (512 x 512, best of 20):",
-        {p: f"{v['flops_per_s'] / 1e9:.1f} G/s ({v['by']})" for p, v in peaks.items()},
+        f"measured GEMM peaks (best of 20 at n = {', '.join(map(str, peak.SIZES))}):",
+        {p: f"{v['flops_per_s'] / 1e9:.1f} G/s ({v['by']}, n = {v['n']})" for p, v in peaks.items()},
     )
     out = {"peaks": peaks, "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:

@@ -249,7 +249,7 @@ def peak_table(
                 "roofline_predicted_ms": predicted_ms,
                 "roofline_fraction_of_peak": record.model_summary.total_flops / (predicted_ms / 1e3) / peak,
                 "measured_ms": measured_ms,
-                "peak_by": peaks[record.precision]["by"],
+                "peak_by": f"{peaks[record.precision]['by']}, n = {peaks[record.precision].get('n', '?')}",
             }
         )
     return pd.DataFrame(rows)

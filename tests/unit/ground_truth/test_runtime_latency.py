@@ -115,7 +115,7 @@ def test_a_precision_openvino_claims_but_cannot_build_is_skipped_not_fatal(tmp_p
         "r = runtime_latency.measure_runtimes('cap', {'fp32': Path(sys.argv[1])}, runtimes=['onnxruntime', 'openvino'],"
         " precisions=['fp32', 'bf16'], store=sys.argv[2], settings=latency.MeasurementSettings(repeats=2, warmup=1),"
         " progress=False)\n"
-        "peaks = peak.measured_peaks(1, n=64, repeats=1)\n"
+        "peaks = peak.measured_peaks(1, sizes=(64,), repeats=1)\n"
         "print(json.dumps({'skipped': r.skipped, 'records': [[x.runtime, x.precision] for x in r.records],"
         " 'peaks': sorted(peaks)}))\n"
     )

@@ -128,6 +128,15 @@ def test_int8_gemm_graph_computes_the_product_and_runs_faster_than_nothing():
     assert peak.measure_gemm("onnxruntime", "int8", threads=1, n=64, repeats=2) > 1e8
 
 
+def test_peaks_are_the_best_over_runtimes_and_sizes_and_say_where():
+    peaks = peak.measured_peaks(1, sizes=(64, 128), repeats=2)
+    assert {"fp32", "int8"} <= set(peaks)
+    for precision, doc in peaks.items():
+        assert doc["flops_per_s"] == doc["by_runtime"][doc["by"]] == max(doc["by_runtime"].values()), precision
+        assert doc["n"] == doc["n_by_runtime"][doc["by"]] and set(doc["n_by_runtime"].values()) <= {64, 128}
+        assert set(doc["by_runtime"]) | set(doc["not_measured"]) == set(rt.RUNTIMES)
+
+
 @pytest.mark.skipif(not rt.support("openvino", "bf16")[0], reason="no native bf16 on this CPU")
 def test_bf16_is_its_own_precision_on_openvino(test_split):
     images, _ = test_split
