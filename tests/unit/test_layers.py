@@ -15,19 +15,9 @@ from pathlib import Path
 import helpers
 
 PACKAGE = Path(helpers.__file__).resolve().parent
-# Lowest first. A module may import its own unit and any unit of an earlier rank, nothing else.
-LAYERS: list[set[str]] = [
-    {"run"},
-    {"data"},
-    {"metrics"},
-    {"models"},
-    {"runtime"},
-    {"activations", "quantize", "confidence", "adaptation"},
-    {"ground_truth"},
-    {"environment", "bundle"},
-    {"report", "sweep"},
-    {"cli"},
-]
+# Lowest first (helpers.LAYERS, the one statement of the order). A module may import its own unit and any unit
+# of an earlier rank, nothing else.
+LAYERS = helpers.LAYERS
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
 
@@ -61,7 +51,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_every_unit_has_a_layer():
     units = {unit_of(m) for m in import_graph() if m != "helpers"}
-    assert units <= set(RANK), f"add {sorted(units - set(RANK))} to LAYERS (and to helpers/__init__.py)"
+    assert units <= set(RANK), f"add {sorted(units - set(RANK))} to helpers.LAYERS (src/helpers/__init__.py)"
 
 
 def test_no_layer_imports_upward_or_sideways():
