@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.run import headline, manifest
+from helpers.run.graph import get_phase
 
 Files = Mapping[str, Path]  # result file name (relative to results/<phase>/) -> path
 
@@ -112,6 +113,11 @@ COLUMN_NAMES = {
     "accept_mismatches": "accept mismatches",
     "accepted": "accepted",
     "passed": "passed",
+    "val_cv_nll": "val CV NLL (chooses)",
+    "test_nll": "test NLL",
+    "test_ece": "test ECE (%)",
+    "p": "p (ECE vs the null band)",
+    "eligible": "selectable",
 }
 PERCENT = {
     "accuracy",
@@ -125,6 +131,7 @@ PERCENT = {
     "ece",
     "ece_debiased",
     "null_p95",
+    "test_ece",
 }
 
 
@@ -338,6 +345,35 @@ def latency_section(files: Files, inputs) -> list[str]:
     ]
 
 
+def candidate_tables(files: Files, results: Mapping[str, dict]) -> list[str]:
+    """Per model, every candidate map: how its fit went, its val CV NLL (what chose), its test figures, and the
+    sentence that says why the chosen one won (the identity winning means no map beat the raw logits on val)."""
+    from helpers.confidence.base import CalibrationMap
+
+    parts = ["<h3>Candidate maps: chosen on val, measured on test</h3>"]
+    for name in sorted(n for n in files if n.endswith("/scaling_params.json")):
+        model, doc = name.split("/")[0], _json(files, name)
+        chosen, measured = doc["selection"]["chosen"], results[model]["methods"]
+        frame = pd.DataFrame(
+            {
+                method: {
+                    "map": CalibrationMap.from_dict(fit).label(),
+                    "converged": fit["converged"],
+                    "val_cv_nll": doc["selection"]["cv_nll"][method],
+                    "test_nll": measured[method]["nll"],
+                    "test_ece": measured[method]["ece"],
+                    "p": measured[method]["null"]["p_value"],
+                    "eligible": method in doc["selection"]["eligible"],
+                    "chosen": "chosen" if method == chosen else "",
+                }
+                for method, fit in doc["candidates"].items()
+            }
+        ).T.sort_values("val_cv_nll", kind="stable")
+        parts += [f"<h4>{html.escape(model)}</h4>", table(frame.set_index("map"), index="map")]
+        parts.append(paragraph(f"{model}: {chosen} chosen: {doc['selection']['reason']}"))
+    return parts
+
+
 def calibration_section(files: Files, inputs) -> list[str]:
     from helpers.confidence.base import CalibrationMap
     from helpers.metrics.calibration import before_after_table
@@ -364,6 +400,7 @@ def calibration_section(files: Files, inputs) -> list[str]:
         tables.append(f"<h3>{title}</h3>" + table(part, index="model"))
     return [
         *tables,
+        *candidate_tables(files, results),
         *figures(files, {"reliability.png": "reliability diagrams (test)"}),
         *figures(
             files, {n: n.removesuffix(".png") for n in sorted(files) if n.endswith(".png") and n != "reliability.png"}
@@ -408,19 +445,24 @@ def bundle_section(files: Files, inputs) -> list[str]:
     ]
 
 
-SECTIONS: dict[str, tuple[str, Callable[[Files, Mapping[str, Files]], list[str]]]] = {
-    "00_environment": ("Environment", environment_section),
-    "01_data": ("Data and calibration slice", data_section),
-    "02_train": ("Training", training_section),
-    "02a_target": ("Target domain", target_section),
-    "02b_adapt": ("Domain adaptation", adaptation_section),
-    "03_activation_stats": ("Activation statistics", activation_section),
-    "04_quantize": ("Quantization", quantization_section),
-    "05_latency": ("Latency", latency_section),
-    "06_confidence": ("Confidence calibration", calibration_section),
-    "07_selective": ("Selective prediction", selective_section),
-    "08_bundle": ("Deployment bundle", bundle_section),
+# phase id -> the function that renders its section; the titles are the graph's (helpers.run.graph)
+SECTIONS: dict[str, Callable[[Files, Mapping[str, Files]], list[str]]] = {
+    "00_environment": environment_section,
+    "01_data": data_section,
+    "02_train": training_section,
+    "02a_target": target_section,
+    "02b_adapt": adaptation_section,
+    "03_activation_stats": activation_section,
+    "04_quantize": quantization_section,
+    "05_latency": latency_section,
+    "06_confidence": calibration_section,
+    "07_selective": selective_section,
+    "08_bundle": bundle_section,
 }
+
+
+def section_title(pid: str) -> str:
+    return get_phase(pid).title
 
 
 def missing_phases(inputs: Mapping[str, Files]) -> list[str]:
@@ -428,8 +470,8 @@ def missing_phases(inputs: Mapping[str, Files]) -> list[str]:
 
 
 def _section(pid: str, inputs: Mapping[str, Files]) -> str:
-    title, build = SECTIONS[pid]
-    head = f'<section id="{pid}"><h2>{pid.split("_")[0]} · {html.escape(title)}</h2>'
+    build = SECTIONS[pid]
+    head = f'<section id="{pid}"><h2>{pid.split("_")[0]} · {html.escape(section_title(pid))}</h2>'
     if pid not in inputs:
         return head + f'<p class="missing">Phase {pid} is missing from this run: no results to show.</p></section>'
     try:
@@ -515,7 +557,7 @@ def _params_table(overview: Mapping) -> str:
             row = rows.setdefault(key, {"values": {}, "changed": False, "phases": []})
             row["values"][json.dumps(value, sort_keys=True, default=str)] = value
             row["changed"] |= value != overview["defaults"].get(pid, {}).get(key, value)
-            row["phases"].append(pid[:2])
+            row["phases"].append(pid.split("_")[0])
     body = []
     for key in sorted(rows, key=lambda k: (not rows[k]["changed"], k)):
         row = rows[key]
@@ -576,7 +618,7 @@ def render(inputs: Mapping[str, Files], title: str = "calib-lab run report", ove
         else "<p>Every phase is present.</p>"
     )
     contents = "".join(
-        f'<li><a href="#{pid}">{pid[:2]} · {html.escape(SECTIONS[pid][0])}</a>'
+        f'<li><a href="#{pid}">{pid.split("_")[0]} · {html.escape(section_title(pid))}</a>'
         f"{' (missing)' if pid in missing else ''}</li>"
         for pid in SECTIONS
     )
@@ -594,7 +636,7 @@ def section_table(inputs: Mapping[str, Files]) -> pd.DataFrame:
     """Which sections the report shows, and how many result files each phase provided."""
     return pd.DataFrame(
         {
-            "section": [t for t, _ in SECTIONS.values()],
+            "section": [section_title(pid) for pid in SECTIONS],
             "status": ["present" if pid in inputs else "missing" for pid in SECTIONS],
             "result files": [len(inputs.get(pid, {})) for pid in SECTIONS],
         },

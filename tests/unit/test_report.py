@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import matplotlib
 
@@ -17,9 +18,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import environment, report  # noqa: E402
-from helpers.confidence import selective
-from helpers.confidence.temperature_scaling import fit as fit_temperature  # noqa: E402
-from helpers.metrics import calibration as calibration_metrics
+from helpers.confidence import calibrate, selective
 from helpers.metrics import classification as metrics
 from helpers.quantize import ort as quantize_ort
 from helpers.run import atomic, run_record
@@ -87,20 +86,17 @@ def inputs(tmp_path_factory):
         s: metrics.classification_summary(y, x.argmax(1), CLASSES)
         for s, y, x in (("val", val_y, val_logits), ("test", test_y, test_logits))
     }
-    fit = fit_temperature(val_logits, val_y)
-    calibrated = {"val": fit.apply(val_logits), "test": fit.apply(test_logits)}
+    calibration = calibrate.calibrate(
+        {"val": val_logits, "test": test_logits}, {"val": val_y, "test": test_y}, "temperature_scaling", n_boot=20
+    )
+    calibrated = calibration.calibrated
     threshold_report, _, _ = selective.select_and_evaluate(
         calibrated["val"], val_y, calibrated["test"], test_y, n_boot=20
     )
     quant = quantize_ort.build_quant_report(
         test_y, test_logits, 4000, {"minmax": (int8_logits, {"size_bytes": 1200})}, "minmax", best_variant="minmax"
     )
-    cal = {
-        "fp32": {
-            "pre_calibration": calibration_metrics.calibration_summary(test_logits, test_y, n_boot=20),
-            "post_calibration": calibration_metrics.calibration_summary(calibrated["test"], test_y, n_boot=20),
-        }
-    }
+    cal = {"fp32": calibration.metrics_doc()}
     latency_row = {
         "model": "m",
         "runtime": "onnxruntime",
@@ -168,7 +164,7 @@ def inputs(tmp_path_factory):
             "latency.png": "png",
         },
         "06_confidence": {
-            "fp32/scaling_params.json": fit.to_dict(),
+            "fp32/scaling_params.json": calibration.params_doc(),
             "calibration_metrics.json": cal,
             "reliability.png": "png",
             "confidence.png": "png",
@@ -206,6 +202,25 @@ def test_full_report_has_every_section_table_and_figure(inputs):
     assert "minmax" in page and "run-7" in page and 'class="pass">PASS' in page
     assert "INT8 latency vs FP32 (05)" in page and "b1: 1.2x faster" in page  # 05's ratio joined into 04's table
     assert "<th>model</th>" in page and "<th>accuracy (%)</th>" in page and "accuracy_drop_points" not in page
+
+
+def test_calibration_section_shows_every_candidate_and_why_the_chosen_one_won():
+    """On the committed reference run's real phase-06 files: a row per candidate map per model, the chosen one
+    marked, and the selection's own sentence (the identity winning says why no map was applied)."""
+    results = Path(report.__file__).resolve().parents[2] / "runs/reference/results/06_confidence"
+    files = {p.relative_to(results).as_posix(): p for p in results.rglob("*") if p.is_file()}
+    html_text = "\n".join(
+        report.candidate_tables(files, json.loads((results / "calibration_metrics.json").read_text()))
+    )
+    for name in (n for n in files if n.endswith("/scaling_params.json")):
+        doc = json.loads(files[name].read_text())
+        model = name.split("/")[0]
+        assert f"<h4>{model}</h4>" in html_text
+        assert f"{model}: {doc['selection']['chosen']} chosen: {doc['selection']['reason']}" in html_text
+    assert html_text.count("<td>chosen</td>") == len([n for n in files if n.endswith("/scaling_params.json")])
+    assert html_text.count("<tr>") == sum(  # body rows (the header row has a style)
+        len(json.loads(files[n].read_text())["candidates"]) for n in files if n.endswith("/scaling_params.json")
+    )
 
 
 def test_page_is_self_contained(inputs):
