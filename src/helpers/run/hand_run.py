@@ -8,6 +8,12 @@ notebook, outputs and all, over the source file in ``notebooks/`` (the git filte
 beside the results it produced, as ``calib run`` keeps its executed notebooks. The copy is what was
 last saved; it is not part of the phase's manifest (the results are, whichever way they were made).
 
+Every save of a ``notebooks/*.ipynb`` also refreshes git's index entry for it (:func:`refresh_git_index`):
+the clean filter makes the saved file and its committed form differ in size, and git then reports the
+notebook as modified (``git status``) although ``git diff`` is empty, until the index records the new
+size. The refresh re-adds the file only when its cleaned content *is* the index's, so a real edit of the
+notebook's code stays unstaged and shows as modified.
+
 ``make install`` enables the hook for this environment's Jupyter server::
 
     python -m helpers.run.hand_run install   # sets it in <sys.prefix>/etc/jupyter/jupyter_server_config.json
@@ -16,6 +22,7 @@ last saved; it is not part of the phase's manifest (the results are, whichever w
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,6 +56,7 @@ def keep_executed_copy(model: dict, os_path: str, contents_manager=None, **_) ->
     saved = Path(os_path).resolve()
     if model.get("type") != "notebook" or saved.parent != (project_root() / "notebooks").resolve():
         return None
+    refresh_git_index(saved)
     run_dir = scratch_run_of(saved.stem)
     if run_dir is None:
         return None
@@ -57,6 +65,23 @@ def keep_executed_copy(model: dict, os_path: str, contents_manager=None, **_) ->
     if contents_manager is not None:
         contents_manager.log.info("calib-lab: executed copy of %s kept in %s", saved.name, copy)
     return copy
+
+
+def refresh_git_index(path: Path) -> bool:
+    """Record a saved notebook's new size in git's index when its cleaned content is what the index holds
+    (then ``git status`` no longer lists it); returns whether it did. Outside a git checkout, or with the clean
+    filter not installed, or when the notebook's code really changed, it changes nothing."""
+    root, rel = project_root(), path.resolve().relative_to(project_root().resolve()).as_posix()
+
+    def git(*args: str) -> str | None:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    staged = git("ls-files", "--stage", "--", rel)
+    cleaned = git("hash-object", f"--path={rel}", "--", rel)
+    if not staged or not cleaned or staged.split()[1] != cleaned:
+        return False
+    return git("add", "--", rel) is not None
 
 
 def config_path(prefix: Path = Path(sys.prefix)) -> Path:

@@ -3,8 +3,11 @@
 ``notebooks/*.ipynb`` are committed without outputs (executed copies live in run directories).
 JupyterLab's "Run All" saves outputs into them; the git clean filter installed by ``make install``
 (``python -m helpers.run.nbclean install``; ``.gitattributes`` names the filter) strips outputs,
-execution counts and editor metadata on their way into git, so such a notebook neither gets
-committed with outputs nor makes ``git status`` (and so the run record's ``git.dirty``) dirty.
+execution counts and editor metadata on their way into git, so such a notebook is never committed
+with outputs and ``git diff`` shows nothing. ``git status`` would still list it (the saved file's size
+differs from the index's, and git takes a size change for a change without running the filter): the
+Jupyter save hook refreshes the notebook's index entry when its cleaned content is unchanged
+(:func:`helpers.run.hand_run.refresh_git_index`); a file saved by another editor needs a `git add` of it.
 ``python -m helpers.run.nbclean check`` lists committed notebooks that hold outputs (a test runs it).
 
     python -m helpers.run.nbclean clean < NB.ipynb > STRIPPED.ipynb   # the filter itself
