@@ -346,10 +346,37 @@ def slice_hash(indices: np.ndarray, images: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def verify_distribution(labels: np.ndarray, class_names: list[str]) -> dict[str, int]:
+def class_counts(labels: np.ndarray, class_names: list[str]) -> dict[str, int]:
     """Class name -> count, in class order."""
     counts = np.bincount(labels, minlength=len(class_names))
     return {name: int(n) for name, n in zip(class_names, counts)}
+
+
+def verify_distribution(labels: np.ndarray, class_names: list[str]) -> dict[str, int]:
+    """Print the per-class table of ``labels`` (count and share) and return class name -> count.
+
+    The calibration-data API of the PTQ design this project follows; a class with no sample is named.
+    """
+    counts = class_counts(labels, class_names)
+    total = max(sum(counts.values()), 1)
+    print(f"{'class':<12} {'count':>6} {'share':>7}")
+    for name, count in counts.items():
+        print(f"{name:<12} {count:>6} {100 * count / total:>6.1f}%")
+    empty = [name for name, count in counts.items() if count == 0]
+    print(f"{'total':<12} {total:>6}" + (f"   no sample of: {', '.join(empty)}" if empty else ""))
+    return counts
+
+
+def load_calibration_data(
+    data_dir: str | Path, samples_per_class: int = 100, seed: int = 0, dataset: str = "cifar10"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, labels, class_names) for post-training-quantization calibration: ``samples_per_class`` images
+    of every class, stratified and seeded from the TRAINING batches (never test), as the model sees them --
+    ``preprocess``ed: float32 NHWC, raw 0-255. The calibration-data API of the PTQ design this project follows;
+    phase 01 draws its slice with the same ``stratified_slice``."""
+    ds = load_dataset(dataset, data_dir)
+    chosen = stratified_slice(ds.train_labels, samples_per_class, seed, ds.class_names)
+    return preprocess(ds.train_images[chosen]), ds.train_labels[chosen], list(ds.class_names)
 
 
 def describe_inputs(images: np.ndarray) -> dict:
@@ -372,7 +399,7 @@ def slice_record(ds: Dataset, splits: dict, samples_per_class: int) -> dict:
         "dataset": ds.name,
         "class_names": ds.class_names,
         "samples_per_class": samples_per_class,
-        "distribution": verify_distribution(ds.train_labels[calibration], ds.class_names),
+        "distribution": class_counts(ds.train_labels[calibration], ds.class_names),
         "slice_hash": slice_hash(calibration, ds.train_images),
         "inputs": describe_inputs(ds.train_images[calibration]),
     }

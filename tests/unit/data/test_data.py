@@ -156,3 +156,21 @@ def test_splits_of_another_dataset_are_refused(tmp_path):
     np.savez(path, train=np.array([0, 10_000]), val=np.array([1]), test=np.array([2]))
     with pytest.raises(ValueError, match=r"\(train\): indices span 0\.\.10000 .*another dataset than digits"):
         data.load_splits(path, ds)
+
+
+def test_verify_distribution_prints_the_per_class_table_and_names_an_empty_class(digits, capsys):
+    labels = digits.train_labels[digits.train_labels != 3]  # no sample of class "3"
+    counts = data.verify_distribution(labels, digits.class_names)
+    out = capsys.readouterr().out
+    assert counts == {name: int((labels == i).sum()) for i, name in enumerate(digits.class_names)}
+    assert out.splitlines()[0].split() == ["class", "count", "share"] and len(out.splitlines()) == 12
+    assert "no sample of: 3" in out
+
+
+def test_load_calibration_data_is_the_stratified_training_slice_as_the_model_sees_it(cifar10_dir):
+    images, labels, class_names = data.load_calibration_data(cifar10_dir, samples_per_class=10)
+    ds = data.load_dataset("cifar10", cifar10_dir)
+    chosen = data.stratified_slice(ds.train_labels, 10, 0, ds.class_names)
+    assert images.dtype == np.float32 and images.shape == (100, 32, 32, 3) and images.max() <= 255
+    np.testing.assert_array_equal(images, data.preprocess(ds.train_images[chosen]))
+    assert np.bincount(labels).tolist() == [10] * 10 and class_names == ds.class_names
