@@ -36,7 +36,7 @@ import numpy as np
 from helpers.run import hand_run, lock, manifest, run_record
 from helpers.run.atomic import sha256_file, to_jsonable
 from helpers.run.graph import MODEL_PHASE, PhaseSpec, get_phase
-from helpers.run.params import RUN_DIR_PARAM, check_value, notebook_parameters
+from helpers.run.params import RUN_DIR_PARAM, check_type, notebook_parameters
 
 
 def seed_everything(seed: int) -> None:
@@ -89,7 +89,7 @@ class Phase:
         params = {}
         for name, default in defaults.items():
             if name != RUN_DIR_PARAM:
-                check_value(name, default, namespace[name], phase_id)
+                check_type(name, default, namespace[name], phase_id)
                 params[name] = namespace[name]
         spec.check(params)
         if namespace.get(RUN_DIR_PARAM):
