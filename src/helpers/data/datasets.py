@@ -334,7 +334,7 @@ def split_table(ds: Dataset, splits: dict[str, np.ndarray]):
     import pandas as pd
 
     names = ("train", "val", "test", "calibration")
-    table = pd.DataFrame({name: verify_distribution(split_data(ds, splits, name)[1], ds.class_names) for name in names})
+    table = pd.DataFrame({name: class_counts(split_data(ds, splits, name)[1], ds.class_names) for name in names})
     table.loc["total"] = table.sum()
     return table
 
