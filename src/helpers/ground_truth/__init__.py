@@ -1,13 +1,26 @@
 """Latency ground truth: measurement ``records`` (schema v2.0), their ``store`` on disk, ``hardware`` profiles,
 the ``latency`` measurement sweep and the roofline ``estimator``.
 
-``helpers.ground_truth.GroundTruthLoader`` is the store's loader (imported on first use).
+The store's documented API is importable from here (each imported on first use)::
+
+    from helpers.ground_truth import GroundTruthLoader, MeasurementRecord, ModelSummary, SystemState
 """
+
+_EXPORTS = {
+    "GroundTruthLoader": "helpers.ground_truth.store",
+    "MeasurementRecord": "helpers.ground_truth.records",
+    "ModelSummary": "helpers.ground_truth.records",
+    "SystemState": "helpers.ground_truth.records",
+}
 
 
 def __getattr__(name: str):
-    if name == "GroundTruthLoader":
-        from helpers.ground_truth.store import GroundTruthLoader
+    if name in _EXPORTS:
+        import importlib
 
-        return GroundTruthLoader
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'helpers.ground_truth' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
