@@ -282,21 +282,28 @@ def resplit(
     n_splits: int = 100,
     cal_fraction: float = 0.5,
     seed: int = 0,
+    strata=None,
 ) -> dict:
     """Spread of ``evaluate(cal_idx, test_idx)``'s numeric metrics over ``n_splits`` random splits of
     range(n) (seeded permutations; round(cal_fraction * n) calibration indices): {metric: {mean, std, min,
     max}}, element-wise for array metrics (NaN entries ignored); non-numeric entries are kept as is.
-    Give a randomized predictor a new seed per split: one fixed u vector over a fixed pool is not exchangeable."""
+    Give a randomized predictor a new seed per split: one fixed u vector over a fixed pool is not exchangeable.
+    With ``strata`` (one label per index) every split is stratified: round(cal_fraction * n_s) calibration
+    indices of each stratum s, as a stratified val split has (a Mondrian fit needs every class in it)."""
     n_cal = round(cal_fraction * n)
     if not (0 < n_cal < n and n_splits >= 1):
         raise ValueError(
             f"need n_splits >= 1 and 0 < cal_fraction * n < n, got n_splits={n_splits}, n_cal={n_cal} of {n}"
         )
     rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if strata is None else [np.flatnonzero(np.asarray(strata) == s) for s in np.unique(strata)]
     runs = []
     for _ in range(n_splits):
-        perm = rng.permutation(n)
-        runs.append(evaluate(perm[:n_cal], perm[n_cal:]))
+        perms = [g[rng.permutation(len(g))] for g in groups]
+        cuts = [round(cal_fraction * len(g)) for g in groups]
+        cal = np.sort(np.concatenate([p[:c] for p, c in zip(perms, cuts)]))
+        test = np.sort(np.concatenate([p[c:] for p, c in zip(perms, cuts)]))
+        runs.append(evaluate(cal, test))
     out = {}
     for key, first in runs[0].items():
         if isinstance(first, (str, list)):
