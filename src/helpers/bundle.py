@@ -1,13 +1,21 @@
-"""The deployment bundle: two ONNX models, their calibration and threshold, one verifiable folder.
+"""The deployment bundle: self-contained ONNX models, their calibration and rules, one verifiable folder.
 
 A bundle is a directory holding only relative names::
 
-    model_fp32.onnx     the phase-02 model
-    model_int8.onnx     the most accurate INT8 variant of phase 04 (named in bundle.json)
-    bundle.json         schema_version, class names, the input contract, per precision the model
-                        file, calibration map and accept threshold, the selective criterion, the
-                        source run (run id, sha256 of the upstream phase manifests), versions
+    model_fp32.onnx     the deployed model, its calibration map and decision rules inside the graph
+    model_int8.onnx     the most accurate INT8 variant of phase 04 (named in bundle.json), likewise
+    bundle.json         schema_version, class names, the input contract, the outputs (name, dtype, shape,
+                        meaning), per precision the model file, calibration map, accept rule and set
+                        thresholds with each rule in words, the guarantees they come with, the source
+                        run (run id, git commit and dirty flag, sha256 of the upstream manifests), versions
+    README.md, client.py  how to serve it; a client that needs only numpy and onnxruntime
     checksums.json      sha256 of every other file, written last
+
+Since schema 3 each model's graph computes everything a client needs (``helpers.confidence.onnx_graph``):
+``logits``, ``probabilities`` (the chosen calibration map and softmax), ``accept`` (the global threshold,
+or the class-wise rule of conformal risk control) and ``prediction_set`` (the per-class LAC conformal set),
+so any ONNX runtime -- C++, Java, C#, a browser, OpenVINO -- serves the calibrated model without this
+package; the map's parameters stay in bundle.json for provenance.
 
 ``write_bundle`` writes it (deterministic bytes, through ``helpers.run.atomic``); ``load`` verifies
 the checksums, refuses a newer ``schema_version`` and returns a :class:`Bundle` whose
@@ -35,24 +43,31 @@ that field (and hence in checksums.json) only.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
+from helpers.confidence import onnx_graph
 from helpers.confidence.base import CalibrationMap
-from helpers.data.datasets import check_image_batch
+from helpers.data.datasets import check_image_batch, preprocess
 from helpers.metrics.calibration import softmax
 from helpers.models import parity
 from helpers.models.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
 from helpers.run import atomic
 
-SCHEMA_VERSION = 2  # 2: a calibration map per precision (1: a temperature)
+SCHEMA_VERSION = 3  # 3: the map and rules inside each graph, per-class thresholds, sets (2: a map; 1: a temperature)
 PRECISIONS = ("fp32", "int8")
 MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
 BUNDLE_FILE = "bundle.json"
 CHECKSUMS_FILE = "checksums.json"
+GUIDE_FILES = ("README.md", "client.py")  # written beside the models: how to serve the bundle without calib-lab
+# the graph's float32 probabilities vs the Python map's (float64 -> float32): worst measured 1.1e-6 (matrix
+# scaling, tests/unit/confidence/test_onnx_graph.py), so ~4.5x
+GRAPH_PROBABILITY_ATOL = 5e-6
 # calibrated probabilities: float32(logits / T) rounds once more than the logits (on top of what parity allows)
 PROBABILITY_ATOL = 1e-6
 PREPROCESSING = (
@@ -68,7 +83,21 @@ class BundleError(ValueError):
 class Prediction:
     labels: np.ndarray  # int64 (N,): argmax class index
     probabilities: np.ndarray  # float64 (N, classes): softmax(float32(calibration map(logits)))
-    accept: np.ndarray  # bool (N,): max probability >= threshold
+    accept: np.ndarray  # bool (N,): max probability >= the threshold (of the predicted class, per-class rules)
+    prediction_set: np.ndarray | None = None  # bool (N, classes): probability >= the class's set threshold
+
+
+def threshold_array(threshold, num_classes: int) -> np.ndarray:
+    """A bundle.json threshold -- one probability, or one per class with None for "never" -- as K floats."""
+    if isinstance(threshold, (list, tuple)):
+        return np.array([math.inf if t is None else float(t) for t in threshold])
+    return np.full(num_classes, float(threshold))
+
+
+def accept_flags(probabilities: np.ndarray, threshold) -> np.ndarray:
+    """max probability >= the threshold of the predicted class (every class's the same for a global one)."""
+    per_class = threshold_array(threshold, probabilities.shape[1])
+    return probabilities.max(axis=1) >= per_class[probabilities.argmax(axis=1)]
 
 
 def input_contract(input_shape: Sequence[int]) -> dict:
@@ -86,17 +115,24 @@ def input_contract(input_shape: Sequence[int]) -> dict:
 
 
 def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
-    """The run a bundle comes from: its id and the sha256 of each named phase's manifest."""
+    """The run a bundle comes from: its id, its git commit and dirty flag, and the sha256 of each named phase's
+    manifest."""
+    from helpers.run import run_record
     from helpers.run.manifest import manifest_path
 
     return {
         "run_id": Path(run_dir).name,
+        "git": run_record.load(Path(run_dir)).get("git"),  # commit and dirty flag of the code that made the run
         "manifests_sha256": {pid: atomic.sha256_file(manifest_path(Path(run_dir), pid)) for pid in phase_ids},
     }
 
 
 def check_params(params: dict, config: dict | None = None) -> None:
     """Validate phase 08's parameters before any kernel starts."""
+    if params.get("accept_rule", "global") not in ACCEPT_RULE_TEXT:
+        raise ValueError(
+            f"accept_rule must be one of {list(ACCEPT_RULE_TEXT)} (the bundle's accept output), got {params['accept_rule']!r}"
+        )
     if params["runtime_batch"] < 1:
         raise ValueError(
             f"runtime_batch must be >= 1 (the batch of the timing that picks the default runtime), "
@@ -115,6 +151,53 @@ def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict
     primary = reports[threshold_doc["selective_model"]]
     thresholds = {p: float(reports.get(m, primary)["threshold"]) for p, m in models.items()}
     return thresholds, primary["criterion"]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the bundle's graphs decide, per precision: the accept thresholds (one, or one per class with None
+    for never), the per-class set thresholds, and what they guarantee in words."""
+
+    accept: dict
+    sets: dict[str, list[float]]
+    guarantees: dict
+
+
+def rules_for(
+    conformal_doc: dict, models: Mapping[str, str], accept_rule: str, thresholds: Mapping[str, float]
+) -> Rules:
+    """The rules phase 07 fitted (its conformal.json) for each precision's model: ``accept_rule`` "global" keeps
+    07's thresholds (``thresholds_for``), "classwise" takes its class-wise risk-control thresholds; the
+    prediction set is its per-class LAC set (``guarantees.DEPLOYED_SET``). A model 07 did not fit gets the
+    rules of 07's ``selective_model``."""
+    from helpers.confidence import guarantees
+
+    if accept_rule not in ACCEPT_RULE_TEXT:
+        raise ValueError(f"accept_rule must be one of {list(ACCEPT_RULE_TEXT)}, got {accept_rule!r}")
+    docs = conformal_doc["models"]
+    fitted = {
+        p: guarantees.Guarantees.from_document(docs.get(m, docs[conformal_doc["selective_model"]]))
+        for p, m in models.items()
+    }
+    accept = {
+        p: float(thresholds[p])
+        if accept_rule == "global"
+        else [None if math.isinf(t) else float(t) for t in g.rejection.thresholds]
+        for p, g in fitted.items()
+    }
+    first = next(iter(fitted.values()))
+    words = first.document()["guarantees"]
+    return Rules(
+        accept=accept,
+        sets={p: g.set_thresholds() for p, g in fitted.items()},
+        guarantees={
+            "prediction_set": f"{guarantees.DEPLOYED_SET}: {words['sets']}",
+            "accept": words["rejection"] if accept_rule == "classwise" else "none: a threshold chosen by a criterion",
+            "alpha_sets": first.alpha_sets,
+            "alpha_risk": first.alpha_risk,
+            "fitted_on": "the val split (phase 07), measured on test",
+        },
+    )
 
 
 def _check_build_args(model_paths, class_names, calibrations, thresholds) -> None:
@@ -138,8 +221,16 @@ def _check_values(class_names, calibrations, thresholds) -> None:
                 "tolerance bounds; deploy a smooth map (phase 06 selects only those)"
             )
         thr = thresholds.get(precision)
-        if not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1:
-            raise ValueError(f"threshold for {precision} must be a confidence in [0, 1], got {thr!r}")
+        entries = thr if isinstance(thr, (list, tuple)) else [thr]
+        if (isinstance(thr, (list, tuple)) and len(thr) != len(class_names)) or not all(
+            (t is None and isinstance(thr, (list, tuple)))
+            or (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1)
+            for t in entries
+        ):
+            raise ValueError(
+                f"threshold for {precision} must be a confidence in [0, 1], or one per class ({len(class_names)}, "
+                f"None for a class never accepted), got {thr!r}"
+            )
     if (
         not isinstance(class_names, (list, tuple))
         or len(class_names) < 2
@@ -163,15 +254,28 @@ def write_bundle(
     runtimes: Mapping[str, Sequence[str]] | None = None,
     default_runtimes: Mapping[str, str] | None = None,
     runtime_settings: Mapping | None = None,
+    set_thresholds: Mapping[str, Sequence[float]] | None = None,
+    accept_rule: str = "global",
+    guarantees: Mapping | None = None,
 ) -> dict:
-    """Write the bundle into ``bundle_dir`` (models, bundle.json, then checksums.json); returns bundle.json.
+    """Write the bundle into ``bundle_dir`` (models, bundle.json, README.md, client.py, then checksums.json);
+    returns bundle.json.
 
-    ``calibrations[precision]`` is the chosen map's ``CalibrationMap.to_dict()`` (phase 06's scaling_params.json).
+    Each model is written with its calibration map and rules appended to its graph
+    (``onnx_graph.calibrated_model``). ``calibrations[precision]`` is the chosen map's
+    ``CalibrationMap.to_dict()`` (phase 06's scaling_params.json); ``thresholds[precision]`` the accept
+    threshold: one probability (``accept_rule`` "global") or one per class (None: never accepted; "classwise").
+    ``set_thresholds[precision]``: the per-class LAC set thresholds (phase 07's conformal.json), or None for
+    no ``prediction_set`` output; ``guarantees``: what the rules guarantee, in words (copied into bundle.json).
     ``runtimes``: per precision the runtimes offered (default: onnxruntime only); ``default_runtimes``:
     per precision the one ``predict`` uses unless told (one of those offered); ``runtime_settings``:
     the threads and batch size the offered runtimes' outputs were checked at (and their versions).
     """
     _check_build_args(model_paths, class_names, calibrations, thresholds)
+    if accept_rule not in ACCEPT_RULE_TEXT:
+        raise ValueError(f"accept_rule must be one of {list(ACCEPT_RULE_TEXT)}, got {accept_rule!r}")
+    if set_thresholds is not None and any(len(set_thresholds[p]) != len(class_names) for p in PRECISIONS):
+        raise ValueError(f"set_thresholds must hold one probability per class ({len(class_names)}) per precision")
     runtimes = {p: list((runtimes or {}).get(p, ["onnxruntime"])) for p in PRECISIONS}
     defaults = {p: (default_runtimes or {}).get(p, runtimes[p][0]) for p in PRECISIONS}
     for precision in PRECISIONS:
@@ -181,17 +285,39 @@ def write_bundle(
                 f"offered, {runtimes[precision]}; pass those that passed phase 04's checks"
             )
     bundle_dir = Path(bundle_dir)
+    sets = {p: (None if set_thresholds is None else [float(t) for t in set_thresholds[p]]) for p in PRECISIONS}
     for precision in PRECISIONS:
-        atomic.write_bytes(bundle_dir / MODEL_FILES[precision], Path(model_paths[precision]).read_bytes())
+        graph = onnx_graph.calibrated_model(
+            onnx.load(str(model_paths[precision])),
+            calibrations[precision],
+            threshold_array(thresholds[precision], len(class_names)).tolist()
+            if isinstance(thresholds[precision], (list, tuple))
+            else float(thresholds[precision]),
+            sets[precision],
+        )
+        atomic.write_bytes(bundle_dir / MODEL_FILES[precision], graph.SerializeToString())
+    outputs = {name: spec for name, spec in onnx_graph.OUTPUTS.items() if name != "prediction_set" or sets["fp32"]}
     doc = {
         "schema_version": SCHEMA_VERSION,
         "class_names": list(class_names),
         "input": input_contract(input_shape),
+        "outputs": outputs,
         "models": {
-            p: {"file": MODEL_FILES[p], "calibration": _map_doc(calibrations[p]), "threshold": float(thresholds[p])}
+            p: {
+                "file": MODEL_FILES[p],
+                "calibration": _map_doc(calibrations[p]),
+                "threshold": thresholds[p] if isinstance(thresholds[p], (list, tuple)) else float(thresholds[p]),
+                **({"set_thresholds": sets[p]} if sets[p] is not None else {}),
+                "rules": _rules_doc(calibrations[p], accept_rule, sets[p] is not None),
+            }
             for p in PRECISIONS
         },
-        "selective": {"criterion": criterion, "accept": "max calibrated probability >= threshold"},
+        "selective": {
+            "criterion": criterion,
+            "accept_rule": accept_rule,
+            "accept": ACCEPT_RULE_TEXT[accept_rule],
+        },
+        **({"guarantees": dict(guarantees)} if guarantees else {}),
         "source": source,
         "versions": versions,
     }
@@ -200,12 +326,110 @@ def write_bundle(
         doc["models"][precision] |= {"runtimes": runtimes[precision], "runtime": defaults[precision]}
     doc["runtime_settings"] = dict(runtime_settings or {"threads": 1, "batch_size": 500})
     atomic.write_json(bundle_dir / BUNDLE_FILE, doc)
-    names = [*MODEL_FILES.values(), BUNDLE_FILE]
+    atomic.write_text(bundle_dir / "README.md", guide_text(doc))
+    atomic.write_text(bundle_dir / "client.py", CLIENT)
+    names = [*MODEL_FILES.values(), BUNDLE_FILE, *GUIDE_FILES]
     atomic.write_json(
         bundle_dir / CHECKSUMS_FILE,
         {"algorithm": "sha256", "files": {n: atomic.sha256_file(bundle_dir / n) for n in names}},
     )
     return doc
+
+
+ACCEPT_RULE_TEXT = {
+    "global": "accept when the max calibrated probability >= threshold (phase 07's criterion on val)",
+    "classwise": (
+        "accept when the max calibrated probability >= threshold[predicted class] (None: never): conformal "
+        "risk control on val, P(accepted and wrong | predicted class) <= alpha_risk per class"
+    ),
+}
+
+
+def _rules_doc(calibration: dict, accept_rule: str, with_sets: bool) -> dict:
+    """Each output's rule in words, for this model."""
+    rules = {"probabilities": onnx_graph.describe(calibration), "accept": ACCEPT_RULE_TEXT[accept_rule]}
+    if with_sets:
+        rules["prediction_set"] = (
+            "class j is in the set when probabilities[j] >= set_thresholds[j]: split-conformal LAC sets per class "
+            "(Mondrian) fitted on val, P(true label in the set | true class) >= 1 - alpha_sets"
+        )
+    return rules
+
+
+CLIENT = '''"""Serve this bundle with numpy and onnxruntime only:  python client.py IMAGES.npy [fp32|int8]
+
+IMAGES.npy holds uint8 images, N x H x W x C as bundle.json's "input" says. Every output is computed inside
+the ONNX graph (calibrated probabilities, the accept rule, the conformal prediction set): nothing else to apply.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(precision="fp32"):
+    doc = json.loads((HERE / "bundle.json").read_text())
+    model = HERE / doc["models"][precision]["file"]
+    return doc, ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+
+
+def predict(doc, session, images):
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != tuple(doc["input"]["shape"][1:]):
+        raise ValueError(f"need uint8 images N x {doc['input']['shape'][1:]}, got {images.dtype} {images.shape}")
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(None, {doc["input"]["name"]: images.astype(np.float32)})))
+
+
+if __name__ == "__main__":
+    doc, session = load(sys.argv[2] if len(sys.argv) > 2 else "fp32")
+    out = predict(doc, session, np.load(sys.argv[1]))
+    classes = doc["class_names"]
+    for i, probs in enumerate(out["probabilities"]):
+        top = int(probs.argmax())
+        members = [classes[j] for j in np.flatnonzero(out["prediction_set"][i])] if "prediction_set" in out else []
+        print(f"{i}: {classes[top]} p={probs[top]:.3f} {'accept' if out['accept'][i] else 'reject'} set={members}")
+'''
+
+
+def guide_text(doc: dict) -> str:
+    """The bundle's README.md: what it holds, its input and outputs, how to serve it anywhere."""
+    shape = " x ".join("N" if d is None else str(d) for d in doc["input"]["shape"])
+    rows = "\n".join(
+        f"| `{name}` | {spec['dtype']} | {' x '.join(map(str, spec['shape']))} | {spec['meaning']} |"
+        for name, spec in doc["outputs"].items()
+    )
+    rules = "\n".join(
+        f"- **{precision}** (`{model['file']}`): " + "; ".join(f"{k}: {v}" for k, v in model["rules"].items())
+        for precision, model in doc["models"].items()
+    )
+    return f"""# A calib-lab deployment bundle
+
+Classes: {", ".join(map(str, doc["class_names"]))}. Source run: `{doc["source"].get("run_id")}`.
+
+Every model here is a self-contained ONNX graph: feed it uint8 pixels cast to float32, NHWC, shape
+`{shape}` (input `{doc["input"]["name"]}`, no scaling, no normalization), and it returns:
+
+| output | dtype | shape | meaning |
+|---|---|---|---|
+{rows}
+
+Rules, per precision:
+{rules}
+
+Serve it with any ONNX runtime (onnxruntime in Python, C++, Java or C#, onnxruntime-web, OpenVINO):
+`client.py` is a complete client that needs only numpy and onnxruntime:
+
+    python client.py images.npy fp32
+
+`bundle.json` holds the calibration map's parameters, the thresholds and where they come from;
+`checksums.json` the sha256 of every file.
+"""
 
 
 def _map_doc(calibration: dict) -> dict:
@@ -252,7 +476,11 @@ def _check_schema(doc: dict, path: Path) -> None:
 
 
 def verify_checksums(bundle_dir: Path) -> None:
-    """Raise BundleError naming the first file that is missing or whose sha256 differs."""
+    """Raise BundleError naming the first file that is missing or whose sha256 differs from checksums.json.
+
+    When a file and its checksum disagree, either may have changed. A bundle alone cannot tell which
+    and says so; a bundle inside its run asks the manifest of the phase that wrote it (``altered_side``).
+    """
     listed = _read_json(bundle_dir / CHECKSUMS_FILE).get("files", {})
     for name in [*MODEL_FILES.values(), BUNDLE_FILE]:
         if name not in listed:
@@ -263,11 +491,45 @@ def verify_checksums(bundle_dir: Path) -> None:
             raise BundleError(f"{CHECKSUMS_FILE} names {name!r}; a bundle uses relative names inside it only")
         if not path.is_file():
             raise BundleError(f"bundle file {name} is missing from {bundle_dir}")
-        if atomic.sha256_file(path) != expected:
+        if atomic.sha256_file(path) == expected:
+            continue
+        side, source = altered_side(bundle_dir, name)
+        fix = "rebuild the bundle (calib run --phases 08) or restore"
+        if side == CHECKSUMS_FILE:
             raise BundleError(
-                f"bundle file {name} was altered: its sha256 differs from {CHECKSUMS_FILE}; "
-                "rebuild the bundle (calib run --phases 08) or restore the file"
+                f"{CHECKSUMS_FILE} was altered: it differs from the run's manifest {source}, while {name} still "
+                f"matches it; {fix} {CHECKSUMS_FILE}"
             )
+        if side == name:
+            raise BundleError(
+                f"bundle file {name} was altered: its sha256 differs from {CHECKSUMS_FILE} and from the run's "
+                f"manifest {source}; {fix} the file"
+            )
+        raise BundleError(
+            f"bundle file {name} does not match its sha256 in {CHECKSUMS_FILE}: the file or {CHECKSUMS_FILE} was "
+            f"altered (a bundle outside its run cannot tell which); {fix} both from the run"
+        )
+
+
+def altered_side(bundle_dir: Path, name: str) -> tuple[str | None, str]:
+    """Which of ``name`` and checksums.json differs from the manifest of the phase that wrote the bundle
+    (``<run>/results/<phase>/<bundle dir>``), and that manifest's path; ``(None, "")`` when it cannot tell."""
+    from helpers.run import manifest
+
+    bundle_dir = bundle_dir.resolve()
+    phase_dir = bundle_dir.parent
+    if phase_dir.parent.name != "results":
+        return None, ""
+    run_dir, phase_id = phase_dir.parent.parent, phase_dir.name
+    doc = manifest.read_manifest(run_dir, phase_id)
+    if not doc or doc.get("sha256") != manifest.content_hash(doc):  # none, or altered itself
+        return None, ""
+    recorded = {rel: entry.get("sha256") for rel, entry in doc.get("files", {}).items()}
+    matches = {
+        n: recorded.get(f"{bundle_dir.name}/{n}") == atomic.sha256_file(bundle_dir / n) for n in (name, CHECKSUMS_FILE)
+    }
+    changed = [n for n, same in matches.items() if not same]
+    return (changed[0] if len(changed) == 1 else None), str(manifest.manifest_path(run_dir, phase_id))
 
 
 class Bundle:
@@ -323,11 +585,31 @@ class Bundle:
         model = self._model(precision)
         calibrated = self.calibration[precision].apply(self.logits(images, precision, runtime)).astype(np.float32)
         probabilities = softmax(calibrated.astype(np.float64))
+        sets = model.get("set_thresholds")
         return Prediction(
             labels=probabilities.argmax(axis=1),
             probabilities=probabilities,
-            accept=probabilities.max(axis=1) >= model["threshold"],
+            accept=accept_flags(probabilities, model["threshold"]),
+            prediction_set=None if sets is None else probabilities >= np.asarray(sets),
         )
+
+    def outputs(self, images, precision: str = "fp32", runtime: str | None = None, batch_size: int = 500) -> dict:
+        """Every output of the bundled graph -- what any ONNX client gets: logits, probabilities, accept and
+        (schema >= 3) prediction_set -- on uint8 NHWC images (``runtime``: the default)."""
+        images = self._check_images(images)
+        runtime = runtime or self.runtimes(precision)[0]
+        if runtime == "onnxruntime":
+            session = self._sessions[precision, "onnxruntime"]
+            names = [o.name for o in session.get_outputs()]
+
+            def run(batch):
+                return dict(zip(names, session.run(None, {INPUT_NAME: batch})))
+
+        else:
+            self._run(images[:1], precision, runtime)  # opens (and checks) the session
+            run = self._sessions[precision, runtime].run_named
+        parts = [run(preprocess(images[s : s + batch_size])) for s in range(0, len(images), batch_size)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def load(path: str | Path) -> Bundle:
@@ -401,8 +683,9 @@ def _compare(
     allowed = probability_tolerance(ref_logits, bundle.calibration[precision].probability_lipschitz())
     prob_diff = np.abs(prediction.probabilities - ref_probs).max(axis=1)
     confidence = ref_probs.max(axis=1)
+    per_class = threshold_array(threshold, ref_probs.shape[1])[ref_probs.argmax(axis=1)]
     accept_diff, near_threshold = parity.flag_mismatches(
-        confidence >= threshold, prediction.accept, np.abs(confidence - threshold) <= allowed
+        accept_flags(ref_probs, threshold), prediction.accept, np.abs(confidence - per_class) <= allowed
     )
     top2 = np.sort(ref_probs, axis=1)[:, -2:]
     label_diff, near_tie_labels = parity.flag_mismatches(
@@ -420,8 +703,10 @@ def _compare(
         "near_threshold_accept_mismatches": near_threshold,
         "accepted": int(prediction.accept.sum()),
         "parity": logit_parity.describe(),
+        **_graph_checks(bundle, images, precision, runtime, prediction, logits),
     }
     failures = [] if logit_parity.passed else [logit_parity.message()]
+    failures += row.pop("graph_failures")
     if label_diff > near_tie_labels:
         failures.append(f"{label_diff - near_tie_labels} calibrated argmax differ(s) away from a near tie")
     if np.any(prob_diff > allowed):
@@ -432,6 +717,43 @@ def _compare(
     if accept_diff > near_threshold:
         failures.append(f"{accept_diff - near_threshold} accept flag(s) differ away from the threshold")
     return {**row, "passed": not failures, "failures": failures}
+
+
+def _graph_checks(bundle: Bundle, images, precision: str, runtime: str, prediction: Prediction, logits) -> dict:
+    """The graph's own outputs (what a client without this package gets) against the Python rules on the same
+    logits: the logits identical, probabilities within GRAPH_PROBABILITY_ATOL, accept flags and set membership
+    identical except within that tolerance of their threshold (counted)."""
+    graph = bundle.outputs(images, precision, runtime)
+    if "probabilities" not in graph:  # a bundle from before schema 3: raw logits only
+        return {"graph_failures": []}
+    model = bundle.doc["models"][precision]
+    probs = prediction.probabilities
+    near = np.abs(probs.max(axis=1) - threshold_array(model["threshold"], probs.shape[1])[probs.argmax(axis=1)])
+    accept_diff, near_accept = parity.flag_mismatches(
+        prediction.accept, graph["accept"], near <= GRAPH_PROBABILITY_ATOL
+    )
+    row = {
+        "graph_logits_identical": bool(np.array_equal(graph["logits"], logits)),
+        "graph_probability_max_abs_diff": float(np.abs(graph["probabilities"] - probs).max()),
+        "graph_accept_mismatches": accept_diff,
+        "graph_near_threshold_accept_mismatches": near_accept,
+    }
+    if prediction.prediction_set is not None:
+        row["graph_set_mismatches"], row["graph_near_threshold_set_mismatches"] = parity.flag_mismatches(
+            prediction.prediction_set.ravel(),
+            graph["prediction_set"].ravel(),
+            (np.abs(probs - np.asarray(model["set_thresholds"])) <= GRAPH_PROBABILITY_ATOL).ravel(),
+        )
+    failures = []
+    if not row["graph_logits_identical"]:
+        failures.append("the graph's logits output differs from the model's logits")
+    if row["graph_probability_max_abs_diff"] > GRAPH_PROBABILITY_ATOL:
+        failures.append(f"the graph's probabilities differ by {row['graph_probability_max_abs_diff']:.3g}")
+    if accept_diff > near_accept:
+        failures.append(f"{accept_diff - near_accept} graph accept flag(s) differ away from the threshold")
+    if row.get("graph_set_mismatches", 0) > row.get("graph_near_threshold_set_mismatches", 0):
+        failures.append("graph prediction sets differ away from their thresholds")
+    return {**row, "graph_failures": failures}
 
 
 def validate(
@@ -513,11 +835,14 @@ def validation_table(validation: dict):
         "accept_mismatches",
         "near_threshold_accept_mismatches",
         "accepted",
+        "graph_probability_max_abs_diff",
+        "graph_accept_mismatches",
+        "graph_set_mismatches",
         "passed",
     ]
     rows = {p: validation[p] for p in PRECISIONS}  # onnxruntime; other runtimes: "<precision> <runtime>"
     rows |= {f"{p} {r}": c for r, checks in validation.get("runtimes", {}).items() for p, c in checks.items()}
-    return pd.DataFrame({name: {c: row[c] for c in columns} for name, row in rows.items()}).T
+    return pd.DataFrame({name: {c: row.get(c) for c in columns} for name, row in rows.items()}).T
 
 
 def prediction_grid_figure(

@@ -6,11 +6,14 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cli_runner import calib
+from helpers.run.project import project_root
 
 pytestmark = pytest.mark.integration
 
@@ -123,5 +126,20 @@ def test_params_lists_keys_types_defaults_comments_and_phases():
     every = {row["key"]: row for row in json.loads(calib("params", "--format", "json").stdout)}
     assert every["seed"]["phases"] == "all" and every["n_boot"]["phases"] == "06,07"
     assert every["samples_per_class"]["comment"].startswith("calibration slice size per class")
+    assert every["adapt_epochs"]["phases"] == "02b" and every["dataset"]["phases"].startswith("01,02,02a,02b,03")
+    assert every["epochs"]["max"] == 1000 and every["n_boot"]["max"] == 100000 and every["lr"]["max"] is None
+    assert "CALIB_LIFT_BOUNDS" in out
     bad = calib("params", "42", check=False)
     assert bad.returncode == 2 and "unknown phase '42'" in bad.stderr
+
+
+def test_a_reader_that_goes_away_gets_no_traceback():
+    """`calib show RUN | head`: the pipe closes before calib writes; it stops quietly (exit 1), no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "helpers.cli", "show", "reference", "--runs-root", str(project_root() / "runs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 1 and "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -102,3 +102,57 @@ def test_full_disk_is_a_clear_error_and_resume_finishes_after_space_is_freed(tmp
     assert "Traceback" not in out, out[-4000:]
     assert "verify-exit=3" in out, "a full disk leaves an incomplete, not a damaged, run"
     assert "resume-exit=0" in out and "final-verify-exit=0" in out, out[-4000:]
+
+
+def test_a_run_id_is_one_name_under_the_runs_root(tmp_path):
+    """Issue 29.2: --run-id ../../escape created a directory two levels above the runs root, invisible to ls."""
+    root = tmp_path / "a" / "b" / "runs"
+    for bad in ("../../escape", str(tmp_path / "abs" / "path"), "..", "x/y"):
+        message = refused(root, "--phases", "00", "--run-id", bad)
+        assert f"--run-id {bad!r} is not a valid name: use 1-200 letters, digits" in message, message
+    assert list(tmp_path.iterdir()) == [], "nothing was created, the runs root included"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("02_train.lr=.nan", "02_train (set by -p (02_train.lr)): parameter 'lr' must be a finite number, got nan"),
+        ("lr=-.inf", "02_train (set by -p (lr)): parameter 'lr' must be a finite number, got -inf"),
+        ("lora_target_modules=[2024-01-01]", "parameter 'lora_target_modules' holds 2024-01-01, a date"),
+    ],
+    ids=["nan", "inf", "date"],
+)
+def test_a_value_no_run_record_can_hold_is_refused_naming_the_key_and_leaves_nothing(tmp_path, override, key):
+    """Issue 29.3: NaN passed validation, failed writing the run record and left a half-created run per try."""
+    root = tmp_path / "runs"
+    for _ in range(2):
+        message = refused(root, "-p", override)
+        assert key in message and "Out of range float" not in message, message
+    assert no_run_dirs(root)
+
+
+def test_epochs_beyond_its_bound_is_refused_with_the_bound_and_how_to_lift_it(tmp_path):
+    """Issue 29.4: epochs=1000000000 was accepted and trained until someone killed it."""
+    root = tmp_path / "runs"
+    message = refused(root, "-p", "epochs=1000000000")
+    assert "02_train.epochs=1000000000 is above its upper bound 1000 (set by -p (epochs))" in message, message
+    assert "CALIB_LIFT_BOUNDS=02_train.epochs" in message
+    assert no_run_dirs(root)
+
+
+def test_a_misspelled_phase_id_in_a_key_gets_a_suggestion(tmp_path):
+    message = refused(tmp_path / "runs", "-p", "02_trian.epochs=3")
+    assert "unknown parameter(s) 02_trian in -p (did you mean 02_train?)" in message, message
+    assert no_run_dirs(tmp_path / "runs")
+
+
+def test_an_h5_path_that_is_not_hdf5_is_refused_before_any_phase_runs(cifar10_dir, tmp_path):
+    """Issue 29.9: only existence was checked; phase 02 failed after 00 and 01 had run."""
+    fake = tmp_path / "model.h5"
+    fake.write_text("not an HDF5 file")
+    root = tmp_path / "runs"
+    args = ["--params", str(project_root() / "params/cifar10.yaml"), "-p", f"data_dir={cifar10_dir}"]
+    args += ["-p", "model_source=keras_h5", "-p", f"h5_path={fake}", "-p", "val_source=test", "--phases", "02"]
+    message = refused(root, *args)
+    assert f"h5_path: {fake} is not an HDF5 file" in message, message
+    assert no_run_dirs(root)

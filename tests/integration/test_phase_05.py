@@ -95,3 +95,15 @@ def test_estimator_json_says_lomo_needs_more_models(latency_run):
     assert (run_dir / "results" / "05_latency" / "latency.png").stat().st_size > 0
     record = json.loads((run_dir / "run_record.json").read_text())
     assert record["phases"]["05_latency"]["status"] == "complete"
+
+
+def test_the_run_keeps_what_it_stored_and_the_store_holds_it(latency_run):
+    """Phase 05 stages its records among its results (listed in its manifest); the runner stores them once the
+    phase's manifest is in place (issue 29, item 5): the store holds exactly those bytes."""
+    run_dir, store = latency_run
+    staged = run_dir / "results" / "05_latency" / "store"
+    files = sorted(p for p in staged.rglob("*") if p.is_file())
+    assert any(p.suffix == ".npz" for p in files) and any(p.name == "hardware.json" for p in files)
+    assert all((store / p.relative_to(staged)).read_bytes() == p.read_bytes() for p in files)
+    listed = json.loads((run_dir / "manifests" / "05_latency.json").read_text())["files"]
+    assert {f"store/{p.relative_to(staged).as_posix()}" for p in files} <= set(listed)

@@ -66,6 +66,90 @@ def test_bundle_predicts_digits_from_a_copy(full_run, tmp_path):
         )  # accepting by confidence does not lower accuracy
 
 
+EXTERNAL_CLIENT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+
+bundle_dir, images_file, runtime = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+images = np.load(images_file)
+results = {}
+if runtime == "onnxruntime":
+    sys.path.insert(0, str(bundle_dir))
+    import client  # the bundle's own client: numpy and onnxruntime only
+    for precision in ("fp32", "int8"):
+        doc, session = client.load(precision)
+        results[precision] = {k: v.tolist() for k, v in client.predict(doc, session, images).items()}
+else:
+    import openvino as ov
+    doc = json.loads((bundle_dir / "bundle.json").read_text())
+    core = ov.Core()
+    for precision in ("fp32", "int8"):
+        model = core.compile_model(
+            core.read_model(str(bundle_dir / doc["models"][precision]["file"])), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+        )
+        out = model.create_infer_request().infer({0: images.astype(np.float32)})
+        results[precision] = {port.get_any_name(): out[port].tolist() for port in model.outputs}
+leaked = sorted(m for m in sys.modules if m == "helpers" or m.startswith("helpers."))
+print(json.dumps({"results": results, "project_modules": leaked}))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_an_external_client_reproduces_the_pipeline_from_the_bundle_alone(full_run, tmp_path, runtime):
+    """No import of this project: the bundle's client.py (numpy + onnxruntime), or OpenVINO on the bundle's
+    files, in a fresh process on a copy of the bundle. Its calibrated accuracy, accept coverage, selective
+    accuracy and prediction-set coverage are the pipeline's (phases 06 and 07) on the same test images, but for
+    images within the graph's float32 tolerance of a threshold (validation.json counts them: none here)."""
+    copied = shutil.copytree(full_run / "results/08_bundle/bundle", tmp_path / "bundle")
+    ds = data.load_dataset("digits")
+    images, labels = data.split_data(ds, data.load_splits(full_run / "results/01_data/splits.npz", ds), "test")
+    np.save(tmp_path / "images.npy", images)
+    proc = subprocess.run(
+        [sys.executable, "-c", EXTERNAL_CLIENT, str(copied), str(tmp_path / "images.npy"), runtime],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CALIB_PROJECT_ROOT")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["project_modules"] == []
+    calibrated = np.load(full_run / "results/06_confidence/calibrated_logits.npz")
+    threshold = json.loads((full_run / "results/07_selective/threshold.json").read_text())
+    conformal = json.loads((full_run / "results/07_selective/conformal.json").read_text())
+    doc = json.loads((copied / "bundle.json").read_text())
+    models = {"fp32": "fp32", "int8": doc["models"]["int8"]["variant"]}
+    for precision, model in models.items():
+        got = {k: np.asarray(v) for k, v in out["results"][precision].items()}
+        assert set(got) == set(doc["outputs"])
+        pipeline = calibrated[f"{model}_test"]
+        assert np.mean(got["probabilities"].argmax(1) == labels) == np.mean(pipeline.argmax(1) == labels)
+        report = threshold["models"].get(model, threshold["models"][threshold["selective_model"]])
+        if model in threshold["models"]:
+            assert got["accept"].mean() == report["test"]["coverage"], precision
+        correct = got["probabilities"].argmax(1) == labels
+        assert correct[got["accept"]].mean() == pytest.approx(1 - report["test"]["selective_risk"], abs=1e-12)
+        sets = conformal["models"].get(model, conformal["models"][conformal["selective_model"]])
+        if model in conformal["models"]:
+            covered = got["prediction_set"][np.arange(len(labels)), labels].mean()
+            assert covered == sets["test"]["sets"][sets["deployed_set"]]["coverage"], precision
+
+
+def test_bundle_describes_every_output_and_rule_and_its_provenance(full_run):
+    doc = json.loads((full_run / "results/08_bundle/bundle/bundle.json").read_text())
+    assert set(doc["outputs"]) == {"logits", "probabilities", "accept", "prediction_set"}
+    assert all({"dtype", "shape", "meaning"} <= set(spec) for spec in doc["outputs"].values())
+    for model in doc["models"].values():
+        assert set(model["rules"]) == {"probabilities", "accept", "prediction_set"}
+        assert len(model["set_thresholds"]) == len(doc["class_names"])
+    assert set(doc["source"]["git"]) == {"sha", "dirty"}
+    readme = (full_run / "results/08_bundle/bundle/README.md").read_text()
+    assert "client.py" in readme and all(f"`{name}`" in readme for name in doc["outputs"])
+    checksums = json.loads((full_run / "results/08_bundle/bundle/checksums.json").read_text())["files"]
+    assert {"README.md", "client.py", "bundle.json", "model_fp32.onnx", "model_int8.onnx"} == set(checksums)
+
+
 def test_tampered_bundle_file_is_named(full_run, tmp_path):
     copied = shutil.copytree(full_run / "results/08_bundle/bundle", tmp_path / "bundle")
     model = copied / "model_int8.onnx"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cli_runner import calib, only_run
+from helpers.run import run_record
 
 COMPLETE, DAMAGED, INCOMPLETE = 0, 1, 3
 
@@ -132,11 +133,11 @@ def test_verify_says_incomplete_for_a_run_with_pending_phases_and_damaged_for_a_
     shutil.rmtree(run / "results/01_data")
     record["phases"]["01_data"]["status"] = "running"
     record["status"] = "running"
-    (run / "run_record.json").write_text(json.dumps(record))
+    run_record.save(run, record)  # as the runner leaves it when killed inside the phase
     v = verify(run)
     assert v.returncode == INCOMPLETE and "01_data: running, no manifest" in v.stdout and "incomplete" in v.stdout
     record["phases"]["01_data"]["status"] = "complete"
-    (run / "run_record.json").write_text(json.dumps(record))
+    run_record.save(run, record)
     v = verify(run)
     assert v.returncode == DAMAGED and "01_data: run_record.json says complete but it has no manifest" in v.stdout
 
@@ -197,3 +198,33 @@ def test_resume_under_changed_code_says_why_each_phase_reruns_and_records_its_gi
     row = json.loads((run / "run_record.json").read_text())["phases"]["01_data"]
     assert row["reason"] == "its notebook's code changed since it ran"
     assert row["git"] == {"sha": None, "dirty": None}, "the git state of this execution (the copy is no checkout)"
+
+
+def test_an_edited_record_is_damage_and_resume_does_not_keep_it(run):
+    """Issue 29, item 1: a phase row's input key edited in run_record.json passed verify, and --resume skipped
+    every phase and kept the edited record. Now the record's own sha256 says it was altered, and --resume
+    rebuilds it from the manifests. A legacy record (no self-hash) is field-checked: an edited registry
+    entry is damage, and --resume registers the file as it is."""
+    path = run / "run_record.json"
+    text = path.read_text()
+    flip(path, text.index('"input_key": "', text.index('"01_data": {', text.index('"phases"'))) + 20)
+    v = verify(run)
+    assert v.returncode == DAMAGED and "its content hash does not match" in v.stdout, v.stdout
+    out = calib("run", "--resume", str(run), "--no-progress").stdout
+    assert "rebuilt run_record.json" in out and "[01_data] up to date" in out, out
+    rows = json.loads(path.read_text())["phases"]
+    assert rows["01_data"]["input_key"] == json.loads((run / "manifests/01_data.json").read_text())["input_key"]
+    assert verify(run).returncode == COMPLETE
+
+    record = json.loads(path.read_text())
+    del record["schema"], record["sha256"]  # as a record written before the self-hash
+    record["artifacts"]["results/01_data/splits.npz"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(record, indent=2))
+    v = verify(run)
+    assert (
+        v.returncode == DAMAGED
+        and "results/01_data/splits.npz: differs from run_record.json's artifact registry" in v.stdout
+    )
+    assert "legacy record" in v.stdout + v.stderr
+    calib("run", "--resume", str(run), "--no-progress")
+    assert verify(run).returncode == COMPLETE

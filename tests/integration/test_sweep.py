@@ -50,6 +50,24 @@ def test_invalid_points_are_refused_before_any_run_is_created(tmp_path):
     assert not root.exists() or not any(root.iterdir())
 
 
+@pytest.mark.parametrize("field", ["run_id", "sweep_id"])
+def test_a_member_id_or_sweep_id_that_escapes_the_runs_root_is_refused_on_resume(tmp_path, field):
+    """Issue 29.2 for sweeps: sweep.json names the member runs; an edited one must not send a worker elsewhere."""
+    from helpers.sweep import driver
+
+    root = tmp_path / "a" / "runs"
+    sweep = write_sweep(tmp_path, {"name": "names", "seeds": [0]})
+    directory, doc = driver.create(str(sweep), [], [], "00", root, {"cell_timeout": None, "retries": 0}, log=print)
+    target = doc["members"][0] if field == "run_id" else doc
+    target[field] = "../../escape"
+    (directory / "sweep.json").write_text(json.dumps(doc))
+    before = sorted(tmp_path.rglob("*"))
+    proc = calib("sweep", "--resume", str(directory), "--workers", "1", "--no-progress", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "'../../escape' is not a valid name: use 1-200 letters, digits" in proc.stderr, proc.stderr
+    assert sorted(tmp_path.rglob("*")) == before, "nothing was created or changed"
+
+
 def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
     """2 x 2 over training params, 2 workers: 01 is executed once and hardlinked into the other three."""
     root = tmp_path / "runs"
@@ -156,11 +174,19 @@ def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
         signal_group(victim, signal.SIGKILL)  # the whole `dask worker` (nanny, worker, its kernel)
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out
-        _, doc = the_sweep(root)
+        directory, doc = the_sweep(root)
         assert doc["status"] == "complete" and doc["engine"]["kind"] == "external"
         assert all(m["status"] == "complete" for m in doc["members"])
         member = next(m for m in doc["members"] if m["run_id"] == victim_run)
         assert member["worker"] != victim_address
+        # issue 29.7: the lost worker and the re-run are reported -- console, sweep.json, report
+        assert f"worker {victim_address} lost while running {victim_run}" in out, out
+        assert f"{victim_run}: complete" in out and f"after 1 retry (worker lost on {victim_address})" in out, out
+        assert [(w["worker"], w["running"]) for w in doc["lost_workers"]] == [(victim_address, [victim_run])]
+        assert [(r["reason"], r["worker"]) for r in member["retries"]] == [("worker lost", victim_address)]
+        assert all(not m["retries"] for m in doc["members"] if m["run_id"] != victim_run)
+        page = (directory / "sweep_report.html").read_text()
+        assert f"lost workers: {victim_address} (running {victim_run})" in page
         assert member["phases"]["00_environment"] == "skipped"  # resumed from its manifests, not from zero
         assert member["phases"]["01_data"] == "ran"
         rec = json.loads((root / victim_run / "run_record.json").read_text())
@@ -172,6 +198,33 @@ def test_sweep_on_a_real_scheduler_survives_a_killed_worker(tmp_path):
             env = json.loads((root / m["run_id"] / "results/00_environment/environment.json").read_text())
             assert env["threads"]["OMP_NUM_THREADS"] == budget and env["threads"]["torch_num_threads"] == int(budget)
             assert m["cpus"] is None
+
+
+def test_a_member_that_raises_is_retried_and_every_retry_is_reported(tmp_path):
+    """Issue 29.7: retries were silent. A member whose run another process executes raises RunLocked on every
+    attempt: Dask retries it (--retries 1), the console, sweep.json and the report say so, and it fails."""
+    from helpers.run.lock import run_lock
+
+    root = tmp_path / "runs"
+    sweep = write_sweep(tmp_path, {"name": "locked", "seeds": [0]})
+    args = ["--workers", "1", "--no-progress"]
+    calib("sweep", str(sweep), "--phases", "00", "--retries", "1", "--runs-root", str(root), *args)
+    directory, doc = the_sweep(root)
+    run_id = doc["members"][0]["run_id"]
+    (root / run_id / "manifests/00_environment.json").unlink()  # incomplete again: --resume executes it
+    with run_lock(root / run_id):  # another process executes this run
+        proc = calib("sweep", "--resume", str(directory), *args, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{run_id} raised on tcp://" in proc.stdout and "RunLocked" in proc.stdout, proc.stdout
+    assert "Dask retries it (retry 1 of 1)" in proc.stdout and "no retries left" in proc.stdout, proc.stdout
+    assert f"{run_id}: failed after 1 retry (raised on tcp://" in proc.stdout, proc.stdout
+    _, doc = the_sweep(root)
+    (member,) = doc["members"]
+    assert member["status"] == "failed" and "RunLocked" in member["error"]
+    assert [r["reason"] for r in member["retries"]] == ["raised"] and "RunLocked" in member["retries"][0]["error"]
+    page = (directory / "sweep_report.html").read_text()
+    assert f"retried members: {run_id} (raised on tcp://" in page
+    assert (directory / "sweep_results.csv").read_text().splitlines()[0].startswith("run,status,reused,retries")
 
 
 @pytest.mark.slow  # kills the client mid-sweep, then resumes: about 2 min

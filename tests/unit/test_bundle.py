@@ -94,8 +94,10 @@ def test_bundle_json_records_the_contract_and_relative_names_only(bundle_dir, tm
     assert doc["models"]["int8"]["variant"] == "dynamic"
     assert {p: m["calibration"]["params"]["temperature"] for p, m in doc["models"].items()} == TEMPERATURES
     assert sorted(p.name for p in bundle_dir.iterdir()) == [
+        "README.md",
         "bundle.json",
         "checksums.json",
+        "client.py",
         "model_fp32.onnx",
         "model_int8.onnx",
     ]
@@ -103,7 +105,8 @@ def test_bundle_json_records_the_contract_and_relative_names_only(bundle_dir, tm
         assert str(tmp_path) not in (bundle_dir / name).read_text()
     listed = json.loads((bundle_dir / "checksums.json").read_text())["files"]
     assert listed == {
-        n: atomic.sha256_file(bundle_dir / n) for n in ("bundle.json", "model_fp32.onnx", "model_int8.onnx")
+        n: atomic.sha256_file(bundle_dir / n)
+        for n in ("bundle.json", "model_fp32.onnx", "model_int8.onnx", "README.md", "client.py")
     }
 
 
@@ -119,7 +122,52 @@ def test_tampered_file_is_named(bundle_dir, name):
     data = bytearray(path.read_bytes())
     data[-2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(bundle.BundleError, match=f"{name} was altered"):
+    with pytest.raises(bundle.BundleError, match=f"{name} does not match its sha256 in checksums.json"):
+        bundle.load(bundle_dir)
+
+
+def alter_listed_sha(bundle_dir, name):
+    sums = json.loads((bundle_dir / "checksums.json").read_text())
+    sums["files"][name] = sums["files"][name][:-1] + ("0" if sums["files"][name][-1] != "0" else "1")
+    atomic.write_json(bundle_dir / "checksums.json", sums)
+
+
+def test_an_altered_checksums_json_is_not_blamed_on_the_model(bundle_dir):
+    """Issue 29.9: one digit of checksums.json changed, and load said model_fp32.onnx was altered. Alone, a
+    bundle cannot tell which of the two changed: the error says so."""
+    alter_listed_sha(bundle_dir, "model_fp32.onnx")
+    with pytest.raises(bundle.BundleError) as info:
+        bundle.load(bundle_dir)
+    message = str(info.value)
+    assert "model_fp32.onnx was altered" not in message
+    assert "model_fp32.onnx does not match its sha256 in checksums.json: the file or checksums.json was altered" in (
+        message
+    )
+
+
+def in_a_run(tmp_path, models):
+    """A bundle where phase 08 writes it, with that phase's manifest (sha256 of every file under results/08)."""
+    from helpers.run import manifest
+
+    run_dir = tmp_path / "run"
+    build(run_dir / "results/08_bundle/bundle", models)
+    manifest.write_manifest(run_dir, "08_bundle", {"phase": "08_bundle", "upstream": {}})
+    return run_dir / "results/08_bundle/bundle"
+
+
+def test_in_a_run_the_phase_manifest_says_which_file_was_altered(tmp_path, models):
+    bundle_dir = in_a_run(tmp_path, models)
+    alter_listed_sha(bundle_dir, "model_fp32.onnx")
+    with pytest.raises(bundle.BundleError, match=r"checksums.json was altered: it differs from the run's manifest"):
+        bundle.load(bundle_dir)
+    bundle_dir = in_a_run(tmp_path / "again", models)
+    path = bundle_dir / "model_fp32.onnx"
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        bundle.BundleError, match=r"model_fp32.onnx was altered: its sha256 differs from checksums.json"
+    ):
         bundle.load(bundle_dir)
 
 

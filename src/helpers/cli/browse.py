@@ -20,9 +20,9 @@ from typing import Any
 
 from helpers.cli.sweep import sweeps_table
 from helpers.run import headline, run_record
-from helpers.run.graph import PHASES
+from helpers.run.graph import PHASES, short_id
 from helpers.run.integrity import check_run
-from helpers.run.params import RUN_DIR_PARAM, notebook_parameters, parameter_comments
+from helpers.run.params import LIFT_BOUNDS_ENV, RUN_DIR_PARAM, notebook_parameters, parameter_comments
 from helpers.run.project import runs_root
 
 FORMATS = ("table", "md", "json", "csv")
@@ -34,7 +34,10 @@ MAX_WIDTH = 120
 
 def list_runs(root: Path) -> list[Path]:
     return (
-        sorted((p for p in root.iterdir() if (p / run_record.FILENAME).exists()), key=lambda p: p.name)
+        sorted(
+            (p for p in root.iterdir() if not p.name.startswith(".") and (p / run_record.FILENAME).exists()),
+            key=lambda p: p.name,
+        )
         if root.is_dir()
         else []
     )
@@ -303,7 +306,8 @@ def cmd_diff(args) -> int:
 
 
 def parameter_rows(phase: str | None = None) -> list[dict]:
-    """Every parameter: name, type, default, its comment in the parameters cell, the phases declaring it."""
+    """Every parameter: name, type, default, its upper bound (``PhaseSpec.bounds``), its comment in the
+    parameters cell, the phases declaring it."""
     from helpers.run.graph import get_phase
 
     specs = [get_phase(phase)] if phase else list(PHASES)
@@ -315,22 +319,24 @@ def parameter_rows(phase: str | None = None) -> list[dict]:
         for name, default in defaults.items():
             if name == RUN_DIR_PARAM:
                 continue
-            entry = declared.setdefault(name, {"phases": [], "defaults": {}, "comment": ""})
+            entry = declared.setdefault(name, {"phases": [], "defaults": {}, "comment": "", "max": {}})
             entry["phases"].append(spec.id)
             entry["defaults"][spec.id] = default
             entry["comment"] = entry["comment"] or comments.get(name, "")
+            entry["max"][spec.id] = dict(spec.bounds).get(name)
     wanted = {s.id for s in specs}
     rows = []
     for name, entry in declared.items():
         if not wanted & set(entry["phases"]):
             continue
-        default = entry["defaults"][next(p for p in entry["phases"] if p in wanted)]
-        phases = "all" if len(entry["phases"]) == len(PHASES) else ",".join(p[:2] for p in entry["phases"])
+        phase = next(p for p in entry["phases"] if p in wanted)
+        phases = "all" if len(entry["phases"]) == len(PHASES) else ",".join(map(short_id, entry["phases"]))
         rows.append(
             {
                 "key": name,
-                "type": type(default).__name__,
-                "default": default,
+                "type": type(entry["defaults"][phase]).__name__,
+                "default": entry["defaults"][phase],
+                "max": entry["max"].get(phase),
                 "phases": phases,
                 "comment": entry["comment"],
             }
@@ -343,7 +349,7 @@ def cmd_params(args) -> int:
     if args.phase:
         from helpers.run.graph import select
 
-        matches = [s for s in PHASES if s.id == args.phase or s.id[:2] == args.phase]
+        matches = [s for s in PHASES if args.phase in (s.id, s.short_id)]
         if not matches:
             select(args.phase)  # raises the usual "unknown phase" error
         phase = matches[0].id
@@ -351,10 +357,11 @@ def cmd_params(args) -> int:
     if args.format == "table":
         for row in rows:
             row["default"] = json.dumps(row["default"]) if not isinstance(row["default"], str) else repr(row["default"])
-    print(render(rows, ["key", "type", "default", "phases", "comment"], args.format, whole=("default", "comment")))
+    columns = ["key", "type", "default", "max", "phases", "comment"]
+    print(render(rows, columns, args.format, whole=("default", "comment")))
     if args.format == "table":
         print(
             "\nset with -p key value (every phase sharing it) or -p PHASE.key value (that phase only); "
-            "files with -f FILE.yaml"
+            f"files with -f FILE.yaml\nmax: an upper bound that catches typos; lift one with {LIFT_BOUNDS_ENV}=PHASE.key"
         )
     return 0

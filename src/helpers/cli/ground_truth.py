@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     listing = with_store(commands.add_parser("list", help="every record per hardware id, read in place"), True)
-    listing.add_argument("--all", action="store_true", help="also the files not used (duplicates, older ones)")
+    listing.add_argument("--all", action="store_true", help="also the files not used by default (repeats, duplicates)")
     hardware = with_store(commands.add_parser("hardware", help="hardware ids, their peaks, and likely duplicates"))
     hardware.add_argument(
         "--tolerance",
@@ -137,6 +137,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "num_subgraphs",
         "total_latency_ms",
         "measurement_date",
+        "repeat",
         "date_zone_known",
         "layout",
         "schema_as_written",
@@ -147,7 +148,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         used = table[table["used"]]
         print(
             f"{hardware_id}: {len(used)} configurations from {len(table)} record files "
-            f"({len(table) - len(used)} duplicates or older), directories "
+            f"({len(table) - len(used)} other repeats or duplicates), directories "
             f"{', '.join(d.name for d in loader.directories(hardware_id))}"
         )
         for directory, problems in sorted(loader.manifest_status.items()):
@@ -201,7 +202,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if len({r.model for r in records}) < 2:
             print(f"{hardware_id}: one model only, nothing to leave out")
             continue
-        validation = le.leave_one_model_out(records, target, by_operation_type=not args.shared_roofline)
+        validation = le.leave_one_model_out(
+            records, target, by_operation_type=not args.shared_roofline, repeats=loader.load_repeats(hardware_id)
+        )
         tables.append(validation.assign(target=target))
     if not tables:
         return 0
@@ -216,6 +219,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(
         "target subgraph_sum = the sum of the subgraphs' mean latencies, what v1.0 and other tools' files "
         "measure (not the model's end-to-end latency)."
+    )
+    print(
+        "a configuration measured more than once counts as the median of its repeats; median_repeat_spread_pct "
+        "((max - min) / median across repeats) is the noise floor of the APE (NaN: no repeats)."
     )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     if args.csv:

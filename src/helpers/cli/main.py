@@ -16,6 +16,7 @@ RUN is a name under the runs root (as ``calib ls`` prints it) or a path. Browsin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from helpers.run.atomic import disk_full
@@ -27,7 +28,7 @@ def cmd_run(args) -> int:
     from helpers.cli.browse import resolve_run
     from helpers.cli.options import p_overrides, yaml_layers
     from helpers.run import console
-    from helpers.run.runner import PhaseFailed, run
+    from helpers.run.runner import DiskFull, PhaseFailed, run
 
     resume = str(resolve_run(args.resume, args.runs_root)) if args.resume else None
     log = console.console_writer(console.is_tty())
@@ -46,8 +47,12 @@ def cmd_run(args) -> int:
             reuse=args.reuse,
         )
     except PhaseFailed as exc:
-        print("\n".join(console.failure_banner(exc.phase_id, exc.error, exc.notebook)), file=sys.stderr)
+        banner = console.failure_banner(exc.phase_id, exc.error, exc.notebook, reported=not exc.disk_full)
+        print("\n".join(banner), file=sys.stderr)
         print("\n".join(console.summary_lines(exc.notebook.parent.parent)))
+        return 1
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print("\n".join(console.summary_lines(run_dir)))
     return 0
@@ -165,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamError, ValueError, FileNotFoundError, RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`calib show RUN | head`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+        return 1
     except OSError as exc:
-        where = getattr(args, "resume", None) or getattr(args, "run_dir", None) or "the run directory"
+        where = getattr(args, "resume", None) or getattr(args, "run_dir", None)  # None: no run to continue
         print(f"error: {disk_full(exc, where)}", file=sys.stderr)  # anything but a full disk is re-raised
         return 1

@@ -112,6 +112,21 @@ def evaluate(guarantees: Guarantees, test_logits, test_labels) -> dict:
     }
 
 
+def measured(evaluation: dict) -> dict:
+    """``evaluate``'s figures as JSON (NaN -- a class without images -- as None), for ``conformal.json``."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [plain(v) for v in value]
+        if isinstance(value, (float, np.floating)):
+            return None if np.isnan(value) else float(value)
+        return value
+
+    return plain(evaluation)
+
+
 def spread(guarantees: Guarantees, logits: dict, labels: dict, *, n_splits: int = 100, seed: int = 0) -> dict:
     """Coverage, mean set size and the lowest class coverage of every set method over ``n_splits`` random
     re-splits of val + test pooled (stratified, the same val share), refitted each time: {method: {metric: spread}}."""

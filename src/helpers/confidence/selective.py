@@ -98,6 +98,13 @@ def check_params(params: dict, config: dict | None = None) -> None:
     check_criterion(params["criterion"], None if params["criterion"] == "max_mcc" else params["target"])
     if params["n_boot"] < 0:
         raise ValueError(f"n_boot must be >= 0, got {params['n_boot']}")
+    for key in ("set_alpha", "risk_alpha"):  # the conformal sets' and the class-wise rule's levels
+        if key in params and not 0 < params[key] < 1:
+            raise ValueError(f"{key} must be in (0, 1) (a miscoverage or risk level such as 0.1), got {params[key]}")
+    if params.get("resplits", 1) < 1:
+        raise ValueError(
+            f"resplits must be >= 1 (random val/test re-splits for the conformal spread), got {params['resplits']}"
+        )
     if config and "04_quantize" in config:
         models = ["fp32", *config["04_quantize"]["calibration_methods"]]
         if params["selective_model"] not in models:

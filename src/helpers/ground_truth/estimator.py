@@ -37,12 +37,16 @@ Validation (:func:`leave_one_model_out`): for each model, fit on every other mod
 predict its target latencies; the table holds one row per (model, runtime, precision, batch)
 with the absolute percentage error, beside the naive baseline total FLOPs / theoretical peak.
 With ``end_to_end``, records without one (v1.0) take part in fitting the subgraph parameters only.
+Given the store's repeats (``GroundTruthLoader.load_repeats``), the measured value of a configuration
+measured more than once is the median over its repeats, and the row says how far they spread
+(``repeat_spread_pct``: (max - min) / median): the noise floor below which no estimator error means
+anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +56,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from helpers.ground_truth.records import LatencyStats, MeasurementRecord, SubgraphMeasurement
-from helpers.ground_truth.store import GroundTruthLoader, efficiency_curves_dir
+from helpers.ground_truth.store import Configuration, GroundTruthLoader, efficiency_curves_dir
 from helpers.run import atomic
 
 TARGETS = ("end_to_end", "subgraph_sum")
@@ -251,11 +255,28 @@ class RooflineEstimator:
         return {name: group.to_dict() for name, group in self.groups.items()}
 
 
+def repeat_spread(
+    record: MeasurementRecord, target: str, repeats: Mapping[Configuration, Sequence[MeasurementRecord]] | None
+) -> tuple[float | None, int, float]:
+    """(measured value, number of repeats, their spread in %) of a record's configuration: with several repeats
+    the median of their ``target`` latencies and (max - min) / median; else the record's own value, 1, NaN."""
+    values = [v for r in (repeats or {}).get(Configuration.of(record), [record]) if (v := measured_ms(r, target))]
+    if len(values) < 2:
+        return measured_ms(record, target), 1, float("nan")
+    median = float(np.median(values))
+    return median, len(values), (max(values) - min(values)) / median * 100
+
+
 def leave_one_model_out(
-    records: Sequence[MeasurementRecord], target: str = "end_to_end", by_operation_type: bool = False
+    records: Sequence[MeasurementRecord],
+    target: str = "end_to_end",
+    by_operation_type: bool = False,
+    repeats: Mapping[Configuration, Sequence[MeasurementRecord]] | None = None,
 ) -> pd.DataFrame:
     """One row per record with a ``target`` latency: measured vs predicted with its model left out,
-    and the naive baseline (:func:`naive_ms`). Records of one machine (``hardware_id`` is a column)."""
+    and the naive baseline (:func:`naive_ms`). Records of one machine (``hardware_id`` is a column),
+    one per configuration (the fit uses them); ``repeats`` (every measurement per configuration) make the
+    measured value the median over the repeats and add their count and spread (:func:`repeat_spread`)."""
     models = sorted({r.model for r in records})
     if len(models) < 2:
         raise ValueError(f"leave-one-model-out needs at least two models, got {models}")
@@ -263,7 +284,7 @@ def leave_one_model_out(
     for model in models:
         estimator = RooflineEstimator.fit([r for r in records if r.model != model], target, by_operation_type)
         for record in records:
-            measured = measured_ms(record, target)
+            measured, count, spread = repeat_spread(record, target, repeats)
             if record.model != model or measured is None:
                 continue
             if group_of(record) not in estimator.groups:
@@ -281,6 +302,8 @@ def leave_one_model_out(
                     "ape_pct": abs(predicted - measured) / measured * 100,
                     "naive_ms": naive,
                     "naive_ape_pct": abs(naive - measured) / measured * 100,
+                    "repeats": count,
+                    "repeat_spread_pct": spread,
                 }
             )
     columns = [
@@ -294,13 +317,16 @@ def leave_one_model_out(
         "ape_pct",
         "naive_ms",
         "naive_ape_pct",
+        "repeats",
+        "repeat_spread_pct",
     ]
     return pd.DataFrame(rows, columns=columns).sort_values(columns[:5], ignore_index=True)
 
 
 def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
     """Per (hardware, runtime, precision): models, predictions, median and p90 APE of the estimator and
-    of the naive baseline."""
+    of the naive baseline, and the median spread across repeats where configurations were measured more
+    than once (NaN where none was)."""
 
     def row(rows: pd.DataFrame) -> pd.Series:
         return pd.Series(
@@ -311,6 +337,7 @@ def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
                 "p90_ape_pct": rows["ape_pct"].quantile(0.9),
                 "naive_median_ape_pct": rows["naive_ape_pct"].median(),
                 "naive_p90_ape_pct": rows["naive_ape_pct"].quantile(0.9),
+                "median_repeat_spread_pct": rows["repeat_spread_pct"].median(),
             }
         )
 
@@ -325,6 +352,7 @@ def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
             "p90_ape_pct",
             "naive_median_ape_pct",
             "naive_p90_ape_pct",
+            "median_repeat_spread_pct",
         ],
     ).astype({"models": int, "predictions": int})
 

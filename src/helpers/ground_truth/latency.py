@@ -80,7 +80,13 @@ from helpers.ground_truth.records import (
     SubgraphMeasurement,
     new_run_id,
 )
-from helpers.ground_truth.store import default_data_dir, hardware_profile_path, rebuild_manifest, save_measurement
+from helpers.ground_truth.store import (
+    default_data_dir,
+    hardware_profile_path,
+    rebuild_manifest,
+    save_measurement,
+    write_lock,
+)
 from helpers.models.architectures import ARCHITECTURES, build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.quantize import ort as quantize_ort
@@ -901,10 +907,11 @@ def run_sweep(config: SweepConfig, store: str | Path | None = None, progress: bo
                 run_id=result.run_id,
                 run_index=index,
             )
-            result.add(
-                measurement, save_measurement(measurement.record, root, measurement.samples, update_manifest=False)
-            )
-    rebuild_manifest(root, hardware.hardware_id)
+            with write_lock(root):
+                path = save_measurement(measurement.record, root, measurement.samples, update_manifest=False)
+            result.add(measurement, path)
+    with write_lock(root):
+        rebuild_manifest(root, hardware.hardware_id)
     return result
 
 

@@ -4,16 +4,23 @@
 interleaving of plain and profiled calls; subgraphs are the layers OpenVINO executes, from its own
 profiler). :func:`measure_runtimes` measures a run's FP32 and INT8 files on every runtime x
 precision this machine runs (bf16: the FP32 file under OpenVINO's bf16 hint, where the CPU has it)
-and writes nothing: :func:`records_with` is the store as it will be, for the estimator, and
-:func:`publish` -- phase 05's last step -- stores every record with its ``runtime``, so a phase that
-fails leaves the store as it was. :func:`peak_table` puts each record's throughput next
+and writes nothing: :func:`records_with` is the store as it will be, for the estimator. Phase 05
+stages its records (:func:`stage`: with their raw samples and the machine's profile) among its own
+results, under ``store/`` laid out as in the store, and the runner stores them -- :func:`publish_phase`,
+the graph's ``publish`` hook of phase 05 -- once the phase's manifest is in place: the last thing the
+phase does, so a phase 05 that fails leaves the store as it was (the store write itself is all or
+nothing), and the run keeps a copy of what it stored. Each record is a file of its own, named by its
+run: a second run of the same model adds repeats, it never replaces the first run's records.
+:func:`peak_table` puts each record's throughput next
 to this machine's measured GEMM peak of its precision (``helpers.runtime.peak``) and next to the
 roofline estimator's prediction for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,7 @@ from helpers.ground_truth import latency
 from helpers.ground_truth.estimator import RooflineEstimator, end_to_end_ms, group_of, write_efficiency_curves
 from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement, new_run_id
 from helpers.ground_truth.store import (
+    HARDWARE_PROFILE,
     Configuration,
     GroundTruthLoader,
     HardwareAliases,
@@ -33,8 +41,12 @@ from helpers.ground_truth.store import (
     hardware_profile_path,
     rebuild_manifest,
     record_path,
-    save_measurement,
+    samples_path,
+    write_lock,
 )
+from helpers.run import atomic
+
+STAGED = "store"  # phase 05's results: the files it stores, laid out as in the store
 
 
 def check_params(params: dict, config: dict | None = None) -> None:
@@ -205,22 +217,115 @@ def records_with(result: latency.SweepResult) -> list[MeasurementRecord]:
     return sorted(kept + measured, key=Configuration.of)
 
 
+def store_root(store_dir: str, run_dir: str | Path) -> Path:
+    """Phase 05's store: ``store_dir``, else ``calibration_data/`` in the runs root, beside the run."""
+    return Path(store_dir) if store_dir else Path(run_dir).parent / "calibration_data"
+
+
+def stage(result: latency.SweepResult, out: Callable[[str], Path]) -> list[Path]:
+    """Write what :func:`measure_runtimes` measured -- each record with its raw samples, and the machine's profile --
+    through ``out`` (phase 05: ``phase.out``) under ``store/``, laid out as it will lie in the store. Nothing is
+    stored: the runner stores it once the phase is complete (:func:`publish_phase`). Returns where the records
+    will be stored."""
+    staged = {}
+    if result.pending:
+        staged[hardware_profile_path("", result.hardware.hardware_id).as_posix()] = result.hardware.save
+    for measurement in result.pending:
+        rel = record_path("", measurement.record)
+        staged[samples_path(rel).as_posix()] = lambda path, m=measurement: atomic.save_npz(path, **m.samples)
+        staged[rel.as_posix()] = measurement.record.save
+    for rel, write in staged.items():
+        write(out(f"{STAGED}/{rel}"))
+    return result.paths
+
+
+def publish_phase(run_dir: Path, phase_id: str, params: dict) -> list[Path]:
+    """Phase 05's ``publish`` hook (``helpers.run.graph``): the records it staged among its results go into its
+    store (``store_dir``, :func:`store_root`), once the phase's manifest is in place."""
+    return store_staged(Path(run_dir) / "results" / phase_id / STAGED, store_root(params["store_dir"], run_dir))
+
+
 def publish(result: latency.SweepResult) -> list[Path]:
-    """Store a sweep of :func:`measure_runtimes`: the machine's profile where the store lacks it, each record with
-    its raw samples, the rebuilt manifest of its directory and the efficiency curves of its (canonical) machine.
-    Phase 05 calls it last."""
+    """Store a sweep of :func:`measure_runtimes` straight away (outside a phase: staged in a temporary folder, then
+    :func:`store_staged`); a sweep is stored once (again: nothing to do, returns [])."""
     if not result.pending:
         return []
-    hardware_id = result.hardware.hardware_id
-    profile = hardware_profile_path(result.store, hardware_id)
-    if not profile.is_file():
-        result.hardware.save(profile)
-    for measurement in result.pending:
-        save_measurement(measurement.record, result.store, measurement.samples, update_manifest=False)
-    rebuild_manifest(result.store, hardware_id)
-    write_efficiency_curves(result.store, HardwareAliases.load(result.store).canonical(hardware_id))
+    with tempfile.TemporaryDirectory(prefix=".staging-") as tmp:
+
+        def out(rel: str) -> Path:
+            (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+            return Path(tmp) / rel
+
+        stage(result, out)
+        store_staged(Path(tmp) / STAGED, result.store)
     result.pending = []
     return result.paths
+
+
+def store_staged(staged: Path, root: Path) -> list[Path]:
+    """Copy a staged tree (:func:`stage`) into the store at ``root``; returns the record files.
+
+    Each record (raw samples first, the record last) is written where it is absent; a file already there with
+    the same bytes is left (storing twice changes nothing), one with other bytes is an error -- a measurement
+    is never replaced. The machine's profile is written where the store lacks one. Then each machine's
+    manifest is rebuilt and its efficiency curves refitted (under its canonical id). One writer at a time
+    (``store.write_lock``: two runs storing at once do so in turn, and the last rebuild lists every
+    record). All or nothing: on any error the store is put back as it was (:func:`_restored_on_error`)
+    before the error propagates.
+    """
+    files = sorted(
+        (p for p in Path(staged).rglob("*") if p.is_file()),
+        key=lambda p: (p.name != HARDWARE_PROFILE, p.suffix == ".json", p),
+    )
+    if not files:  # nothing staged (a notebook of before staging stored its records itself)
+        return []
+    hardware_ids = sorted({p.relative_to(staged).parts[0] for p in files})
+    with write_lock(root), _restored_on_error([Path(root) / h for h in hardware_ids]):
+        for source in files:
+            target = Path(root) / source.relative_to(staged)
+            if target.is_file() and (source.name == HARDWARE_PROFILE or target.read_bytes() == source.read_bytes()):
+                continue  # the store's own profile; or this very record, stored before
+            if target.exists():
+                raise FileExistsError(f"{target} holds another measurement; the store never replaces one")
+            atomic.write_bytes(target, source.read_bytes())
+        aliases = HardwareAliases.load(root)
+        for hardware_id in hardware_ids:
+            rebuild_manifest(root, hardware_id)
+            write_efficiency_curves(root, aliases.canonical(hardware_id))
+    return [Path(root) / p.relative_to(staged) for p in files if p.suffix == ".json" and p.name != HARDWARE_PROFILE]
+
+
+@contextlib.contextmanager
+def _restored_on_error(directories: list[Path]) -> Iterator[None]:
+    """On an error in the block, ``directories`` are put back as they were: files and folders that appeared are
+    removed, files that changed (manifests, efficiency curves: everything a store write rewrites, which are
+    small) get their bytes back. Record files are only ever added, so they are not read beforehand. Used
+    under the store's write lock: whatever appeared meanwhile is this writer's."""
+    before = {d: set(d.rglob("*")) if d.is_dir() else None for d in directories}  # None: did not exist
+    saved = {p: p.read_bytes() for d in directories for p in before[d] or () if p.is_file() and not _is_record_file(p)}
+    try:
+        yield
+    except BaseException:
+        for directory, existed in before.items():
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.rglob("*"), reverse=True):  # children before their folders
+                if existed is None or path not in existed:
+                    if path.is_dir():
+                        path.rmdir()
+                    else:
+                        path.unlink()
+            if existed is None:
+                directory.rmdir()
+        for path, data in saved.items():
+            with contextlib.suppress(OSError):
+                if path.read_bytes() != data:
+                    atomic.write_bytes(path, data)
+        raise
+
+
+def _is_record_file(path: Path) -> bool:
+    return path.parent.parent.name == "measurements" and path.suffix in (".json", ".npz")
 
 
 def peak_table(

@@ -1,21 +1,26 @@
 """Where latency ground truth lives on disk: layouts, other tools' files, manifests, aliases, loader, migration.
 
-The store is ``<root>/<hardware_id>/measurements/<precision>/<model key>_b<batch>.json`` (schema v2.0)
-beside ``hardware.json``, ``manifest.json`` and derived ``efficiency_curves/<precision>/``; the root
-holds ``hardware_aliases.json``. :class:`GroundTruthLoader` also reads, in place, the two legacy layouts
+The store is ``<root>/<hardware_id>/measurements/<precision>/<model key>_b<batch>_r<run>.json`` (schema
+v2.0; ``<run>``: the first 8 hex digits of the record's ``run_id``, so a measurement repeated by another
+run is kept beside the first, never replaces it) beside ``hardware.json``, ``manifest.json`` and derived
+``efficiency_curves/<precision>/``; the root holds ``hardware_aliases.json``. :class:`GroundTruthLoader`
+also reads, in place, the two legacy layouts
 (``<hw>/<precision>/measurements/<model>.json``, ``<hw>/<precision>/<model>_b<N>.json``) and v1.0 or
 foreign v2.0 files, normalizing them explicitly (:func:`normalize`). The full rules -- batch sizes in
-file names, normalization, which of several files for one configuration is used, manifests written by
+file names, normalization, repeats of one configuration and the one used by default, manifests written by
 other tools, aliases, migration -- are in ``docs/ground_truth.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import re
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,11 +46,12 @@ from helpers.run.project import project_root
 from helpers.run.run_record import now as utc_now
 
 MANIFEST = "manifest.json"
+WRITE_LOCK = ".write.lock"  # at the store root: one writer at a time (:func:`write_lock`)
 HARDWARE_PROFILE = "hardware.json"
 ALIASES = "hardware_aliases.json"
 MEASUREMENTS = "measurements"
 EFFICIENCY_CURVES = "efficiency_curves"
-CANONICAL = "<hw>/measurements/<precision>/<model>_b<N>.json"
+CANONICAL = "<hw>/measurements/<precision>/<model>_b<N>[_r<run>].json"
 LEGACY_PER_MODEL = "<hw>/<precision>/measurements/<model>.json"
 LEGACY_BATCH = "<hw>/<precision>/<model>_b<N>.json"
 LAYOUTS = (CANONICAL, LEGACY_PER_MODEL, LEGACY_BATCH)  # also the preference among files of one measurement
@@ -68,8 +74,12 @@ NON_RECORD_NAMES = {
     ALIASES: "hardware alias table",
     "efficiency_curves.json": "efficiency curves",
     "calibration_metadata.json": "calibration metadata",
+    WRITE_LOCK: "store lock",
 }
 LATENCY_ROUNDING_MS = 5e-5  # other tools' manifests round total_latency_ms to 4 decimals
+USED, REPEAT, DUPLICATE = "used", "repeat", "duplicate"  # a record file: the default repeat, another, a copy
+RUN_SUFFIX_DIGITS = 8  # the run id's hex digits in a record's file name (``_r<run>``): one file per repeat
+DERIVED_RUN_ID = "run_id: absent, derived from hardware, precision, model, date and batch (uuid5)"
 _V1_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "calib-lab/ground-truth/v1.0")
 
 
@@ -82,13 +92,19 @@ def default_data_dir() -> Path:
     return root / "calibration_data"
 
 
-def measurement_path(root: str | Path, hardware_id: str, precision: str, key: str, batch_size: int) -> Path:
-    return Path(root) / hardware_id / MEASUREMENTS / validate_precision(precision.lower()) / f"{key}_b{batch_size}.json"
+def measurement_path(
+    root: str | Path, hardware_id: str, precision: str, key: str, batch_size: int, run_id: str | None = None
+) -> Path:
+    """A record's file; with ``run_id`` (every file the project writes) named by its run: one file per repeat."""
+    suffix = f"_r{run_id.replace('-', '')[:RUN_SUFFIX_DIGITS]}" if run_id else ""
+    precision = validate_precision(precision.lower())
+    return Path(root) / hardware_id / MEASUREMENTS / precision / f"{key}_b{batch_size}{suffix}.json"
 
 
 def record_path(root: str | Path, record: MeasurementRecord) -> Path:
-    """Where :func:`save_measurement` puts ``record`` in the store at ``root``."""
-    return measurement_path(root, record.hardware_id, record.precision, record.key, record.batch_size)
+    """Where :func:`save_measurement` puts ``record`` in the store at ``root`` (named by its run: a repeat of its
+    configuration by another run lies beside it)."""
+    return measurement_path(root, record.hardware_id, record.precision, record.key, record.batch_size, record.run_id)
 
 
 def samples_path(record_path: str | Path) -> Path:
@@ -104,21 +120,27 @@ def efficiency_curves_dir(root: str | Path, hardware_id: str, precision: str) ->
     return Path(root) / hardware_id / EFFICIENCY_CURVES / validate_precision(precision.lower())
 
 
-def split_batch_suffix(stem: str, model_key: str) -> int | None:
-    """The batch size a file stem encodes for ``model_key``, or None when the stem is the bare key.
+def stem_parts(stem: str, model_key: str) -> tuple[int | None, str | None]:
+    """(batch size, run) a file stem encodes for ``model_key``: None, None for the bare key.
 
-    The single rule for batch sizes in file names (docs/ground_truth.md): raises ValueError when
-    the stem is neither ``model_key`` nor ``model_key_b<N>``.
+    The single rule for file names (docs/ground_truth.md): ``model_key``, ``model_key_b<N>`` or
+    ``model_key_b<N>_r<run>`` (the run id's first 8 hex digits); anything else raises ValueError.
     """
     if stem == model_key:
-        return None
-    match = re.fullmatch(re.escape(model_key) + r"_b([1-9][0-9]*)", stem)
+        return None, None
+    match = re.fullmatch(re.escape(model_key) + rf"_b([1-9][0-9]*)(?:_r([0-9a-f]{{{RUN_SUFFIX_DIGITS}}}))?", stem)
     if match is None:
         raise ValueError(
             f"file name {stem!r} does not match its model {model_key!r}: expected "
-            f"{model_key}.json or {model_key}_b<batch>.json; rename the file or fix its 'model' field"
+            f"{model_key}.json, {model_key}_b<batch>.json or {model_key}_b<batch>_r<run>.json; rename the "
+            "file or fix its 'model' field"
         )
-    return int(match.group(1))
+    return int(match.group(1)), match.group(2)
+
+
+def split_batch_suffix(stem: str, model_key: str) -> int | None:
+    """The batch size a file stem encodes for ``model_key``, or None when the stem is the bare key (:func:`stem_parts`)."""
+    return stem_parts(stem, model_key)[0]
 
 
 # ---------------------------------------------------------------------------------------------- files and kinds
@@ -129,8 +151,9 @@ def _is_precision(name: str) -> bool:
 
 
 def record_layout(parts: tuple[str, ...]) -> str | None:
-    """Which layout a JSON file's path relative to its hardware directory is in (None: not a record's place)."""
-    if not parts or not parts[-1].endswith(".json") or parts[-1] in NON_RECORD_NAMES:
+    """Which layout a JSON file's path relative to its hardware directory is in (None: not a record's place; hidden
+    files never are: a writer's ``.tmp-*`` file (``helpers.run.atomic``) is not a record until it is renamed)."""
+    if not parts or not parts[-1].endswith(".json") or parts[-1] in NON_RECORD_NAMES or parts[-1].startswith("."):
         return None
     if len(parts) == 3 and parts[0] == MEASUREMENTS and _is_precision(parts[1]):
         return CANONICAL
@@ -156,6 +179,8 @@ def file_kind(path: Path) -> str:
     """What a file that is not a measurement record is, by name (``record`` for a record candidate)."""
     if path.name in NON_RECORD_NAMES:
         return NON_RECORD_NAMES[path.name]
+    if path.name.startswith(".tmp-"):
+        return "unfinished temporary file"
     if EFFICIENCY_CURVES in path.parts[:-1]:
         return "efficiency curves"
     if path.suffix == ".json":
@@ -267,7 +292,7 @@ def normalize(data: dict, stem: str) -> tuple[dict, str]:
     if "run_id" not in doc:
         identity = "/".join(str(doc[k]) for k in ("hardware_id", "precision", "model", "measurement_date"))
         doc["run_id"] = str(uuid.uuid5(_V1_RUN_NAMESPACE, f"{identity}/b{doc['batch_size']}"))
-        _note(notes, "run_id: absent, derived from hardware, precision, model, date and batch (uuid5)")
+        _note(notes, DERIVED_RUN_ID)
     if "run_index" not in doc:
         doc["run_index"] = 0
         _note(notes, "run_index: absent, 0")
@@ -281,7 +306,7 @@ def _read(path: Path) -> tuple[MeasurementRecord, str]:
     try:
         doc, version = normalize(data, path.stem)
         record = MeasurementRecord.from_dict(doc)
-        named_batch = split_batch_suffix(path.stem, record.key)
+        named_batch, named_run = stem_parts(path.stem, record.key)
     except SchemaError as error:
         raise error.in_file(path) from None
     except ValueError as error:
@@ -290,6 +315,10 @@ def _read(path: Path) -> tuple[MeasurementRecord, str]:
         raise ValueError(
             f"{path}: the name says batch {named_batch} but batch_size is {record.batch_size}; "
             "rename the file or fix its batch_size"
+        )
+    if named_run is not None and not record.run_id.replace("-", "").startswith(named_run):
+        raise ValueError(
+            f"{path}: the name says run {named_run} but run_id is {record.run_id}; rename the file or fix its run_id"
         )
     return record, version
 
@@ -393,6 +422,7 @@ def _manifest_entry(hw_dir: Path, path: Path, record: MeasurementRecord) -> dict
         "total_flops": record.model_summary.total_flops,
         "num_subgraphs": record.model_summary.num_subgraphs,
         "measurement_date": record.measurement_date,
+        "run_id": record.run_id,
     }
 
 
@@ -440,6 +470,20 @@ def build_manifest(root: str | Path, hardware_id: str) -> dict:
         "measurements": entries,
         "coverage": coverage,
     }
+
+
+@contextlib.contextmanager
+def write_lock(root: str | Path) -> Iterator[None]:
+    """Held (``fcntl.flock``, exclusive) while a writer adds records to a store and rebuilds its derived files
+    (manifests, efficiency curves): concurrent writers (two phase-05 runs at once) write in turn, so the last
+    rebuild lists every record, and a writer that undoes its failed write undoes only its own."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(root) / WRITE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def rebuild_manifest(root: str | Path, hardware_id: str) -> dict:
@@ -511,25 +555,30 @@ class Configuration(NamedTuple):
 
 @dataclass(frozen=True)
 class StoredRecord:
-    """One record file as the loader found it, and whether it is the one used for its configuration."""
+    """One record file as the loader found it: which repeat of its configuration it holds, and whether it is the
+    one used by default (``used``), another repeat (``repeat``) or a second file of one measurement (``duplicate``)."""
 
     path: Path
     directory: str
     layout: str
     written_version: str
     record: MeasurementRecord
-    status: str = "used"  # or DUPLICATE (same measurement as ``winner``) or OLDER (than ``winner``)
-    winner: Path | None = None
+    status: str = USED  # or REPEAT (another measurement of the configuration) or DUPLICATE (of ``winner``)
+    winner: Path | None = None  # the default repeat's file (REPEAT), the measurement's used file (DUPLICATE)
+    repeat: int = 1  # which measurement of the configuration, oldest first
+    repeats: int = 1  # how many measurements of the configuration there are
 
     @property
     def used(self) -> bool:
-        return self.status == "used"
+        return self.status == USED
 
     @property
     def note(self) -> str:
-        if self.used:
-            return ""
-        return f"{'same measurement as' if self.status == DUPLICATE else 'older than'} {self.winner}"
+        if self.status == DUPLICATE:
+            return f"same measurement as {self.winner}"
+        if self.status == REPEAT:
+            return f"repeat {self.repeat} of {self.repeats}; the default (newest) is {self.winner}"
+        return f"repeat {self.repeat} of {self.repeats}, the default (newest)" if self.repeats > 1 else ""
 
     @property
     def configuration(self) -> Configuration:
@@ -546,18 +595,43 @@ def _preference(item: StoredRecord) -> tuple:
     )
 
 
+def _derived_run_id(record: MeasurementRecord) -> bool:
+    return DERIVED_RUN_ID in record.normalization
+
+
+def same_measurement(a: MeasurementRecord, b: MeasurementRecord) -> bool:
+    """Two files of one measurement: the same date and run id, or the same date where a file had no run id of its
+    own (v1.0: derived) -- e.g. a v1.0 file and the v2.0 file its tool migrated it to. Two runs of the
+    project never share a run id: their records are repeats, even when measured in the same second."""
+    return a.measurement_date == b.measurement_date and (
+        a.run_id == b.run_id or _derived_run_id(a) or _derived_run_id(b)
+    )
+
+
 def _choose(items: list[StoredRecord]) -> list[StoredRecord]:
-    """Mark one file per configuration as used; the rest say whose duplicate (same date) or elder they are."""
+    """Per configuration: its measurements (repeats, numbered oldest first), the newest one used by default, and
+    for each measurement held by several files, which file is used (:func:`_preference`) and which duplicate it."""
     by_config: dict[Configuration, list[StoredRecord]] = {}
     for item in items:
         by_config.setdefault(item.configuration, []).append(item)
     chosen = []
     for config in sorted(by_config):
-        first, *rest = sorted(by_config[config], key=_preference)
-        chosen.append(first)
-        for other in rest:
-            same = other.record.measurement_date == first.record.measurement_date
-            chosen.append(dataclasses.replace(other, status=DUPLICATE if same else OLDER, winner=first.path))
+        measurements: list[list[StoredRecord]] = []  # the files of each measurement, preferred first
+        for item in sorted(by_config[config], key=_preference):
+            same = next((m for m in measurements if same_measurement(m[0].record, item.record)), None)
+            if same is None:
+                measurements.append([item])
+            else:
+                same.append(item)
+        default = measurements[0][0]  # newest (then layout, version, path)
+        ordered = sorted(measurements, key=lambda m: (_date_key(m[0].record), str(m[0].path)))
+        for number, (first, *others) in enumerate(ordered, 1):
+            where = {"repeat": number, "repeats": len(ordered)}
+            if first is default:
+                chosen.append(dataclasses.replace(first, status=USED, **where))
+            else:
+                chosen.append(dataclasses.replace(first, status=REPEAT, winner=default.path, **where))
+            chosen += [dataclasses.replace(o, status=DUPLICATE, winner=first.path, **where) for o in others]
     return chosen
 
 
@@ -647,9 +721,13 @@ class GroundTruthLoader:
             {c.model for c in self.list_configurations(hardware_id) if precision is None or c.precision == precision}
         )
 
-    def _find(self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str) -> StoredRecord:
+    def _find(
+        self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str, repeat: str | None = None
+    ) -> StoredRecord:
         used = self._used(hardware_id)
         config = Configuration(model, runtime, validate_precision(precision.lower()), batch_size)
+        if config in used and repeat is not None:
+            return self._repeat(hardware_id, config, repeat)
         if config not in used:
             measured = [c for c in used if c.model == model]
             have = ", ".join(f"{c.runtime} {c.precision} b{c.batch_size}" for c in sorted(measured))
@@ -664,15 +742,67 @@ class GroundTruthLoader:
             )
         return used[config]
 
-    def path(self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime") -> Path:
-        """The file used for one configuration."""
-        return self._find(hardware_id, model, precision, batch_size, runtime).path
+    def _measurements(self, hardware_id: str, config: Configuration) -> list[StoredRecord]:
+        """The repeats of one configuration (one file each), oldest first."""
+        items = [i for i in self.records(hardware_id) if i.configuration == config and i.status != DUPLICATE]
+        return sorted(items, key=lambda i: i.repeat)
+
+    def _repeat(self, hardware_id: str, config: Configuration, repeat: str) -> StoredRecord:
+        found = [i for i in self._measurements(hardware_id, config) if i.record.run_id.startswith(repeat)]
+        if len(found) != 1:
+            have = ", ".join(
+                f"{i.record.run_id} ({i.record.measurement_date})" for i in self._measurements(hardware_id, config)
+            )
+            problem = "no repeat" if not found else f"{len(found)} repeats"
+            raise FileNotFoundError(
+                f"{problem} of {config.model!r} ({config.runtime}, {config.precision}, batch {config.batch_size}) on "
+                f"{hardware_id} has a run id starting with {repeat!r}; its repeats (run id, date): {have}"
+            )
+        return found[0]
+
+    def path(
+        self,
+        hardware_id: str,
+        model: str,
+        precision: str,
+        batch_size: int,
+        runtime: str = "onnxruntime",
+        repeat: str | None = None,
+    ) -> Path:
+        """The file of one configuration: its default repeat (the newest), or the repeat whose run id starts with
+        ``repeat``."""
+        return self._find(hardware_id, model, precision, batch_size, runtime, repeat).path
 
     def load(
-        self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
+        self,
+        hardware_id: str,
+        model: str,
+        precision: str,
+        batch_size: int,
+        runtime: str = "onnxruntime",
+        repeat: str | None = None,
     ) -> MeasurementRecord:
-        """One record; FileNotFoundError says what was looked for and what exists."""
-        return self._find(hardware_id, model, precision, batch_size, runtime).record
+        """One record: the configuration's newest measurement (the default repeat), or with ``repeat`` the one whose
+        ``run_id`` starts with it; the record's ``run_id`` and ``run_index`` say which it is. FileNotFoundError
+        says what was looked for and what exists."""
+        return self._find(hardware_id, model, precision, batch_size, runtime, repeat).record
+
+    def repeats(
+        self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
+    ) -> list[MeasurementRecord]:
+        """Every measurement of one configuration, oldest first (``load`` without ``repeat``: the newest)."""
+        config = self._find(hardware_id, model, precision, batch_size, runtime).configuration
+        return [i.record for i in self._measurements(hardware_id, config)]
+
+    def load_repeats(
+        self, hardware_id: str, precision: str | None = None
+    ) -> dict[Configuration, list[MeasurementRecord]]:
+        """Every measurement of every configuration (oldest first), for the spread across repeats."""
+        out: dict[Configuration, list[MeasurementRecord]] = {}
+        for item in sorted(self.records(hardware_id), key=lambda i: (i.configuration, i.repeat)):
+            if item.status != DUPLICATE and (precision is None or item.record.precision == precision.lower()):
+                out.setdefault(item.configuration, []).append(item.record)
+        return out
 
     def load_model_summary(
         self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
@@ -680,18 +810,25 @@ class GroundTruthLoader:
         return self.load(hardware_id, model, precision, batch_size, runtime).model_summary
 
     def load_samples(
-        self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
+        self,
+        hardware_id: str,
+        model: str,
+        precision: str,
+        batch_size: int,
+        runtime: str = "onnxruntime",
+        repeat: str | None = None,
     ) -> dict[str, np.ndarray]:
-        """The raw samples stored beside a record: ``end_to_end_ms`` (wall clock), ``end_to_end_cpu_ms``
-        (on-CPU time, single-threaded runs), ``subgraph_ms`` (subgraphs x calls), ``subgraph_ids``."""
-        path = samples_path(self.path(hardware_id, model, precision, batch_size, runtime))
+        """The raw samples stored beside a record (the default repeat, or ``repeat``): ``end_to_end_ms`` (wall
+        clock), ``end_to_end_cpu_ms`` (on-CPU time, single-threaded runs), ``subgraph_ms`` (subgraphs x calls),
+        ``subgraph_ids``."""
+        path = samples_path(self.path(hardware_id, model, precision, batch_size, runtime, repeat))
         if not path.is_file():
             raise FileNotFoundError(f"no raw samples at {path} (v1.0, foreign and migrated records have none)")
         with np.load(path) as archive:
             return {name: archive[name] for name in archive.files}
 
     def load_all(self, hardware_id: str, precision: str | None = None) -> list[MeasurementRecord]:
-        """One record per configuration (the used file), sorted by configuration."""
+        """One record per configuration (its default repeat: the newest), sorted by configuration."""
         if precision is not None:
             precision = validate_precision(precision.lower())
         return [
@@ -717,6 +854,8 @@ class GroundTruthLoader:
                 "total_latency_ms": i.record.model_summary.total_latency_ms,
                 "total_flops": i.record.model_summary.total_flops,
                 "measurement_date": i.record.measurement_date,
+                "run_id": i.record.run_id,
+                "repeat": f"{i.repeat}/{i.repeats}",
                 "date_zone_known": i.record.date_zone_known,
                 "normalized": len(i.record.normalization),
                 "used": i.used,
@@ -815,16 +954,14 @@ def likely_duplicates(loader: GroundTruthLoader, tolerance: float = 0.01) -> pd.
 
 # ---------------------------------------------------------------------------------------------- migration
 
-MIGRATED, DUPLICATE, OLDER, IN_STORE, STORE_NEWER, FAILED, HELD_BACK = (
+MIGRATED, IN_STORE, CONFLICT, FAILED, HELD_BACK = (
     "migrated",
-    "duplicate",
-    "older measurement",
     "already in store",
-    "store holds newer",
+    "name taken",
     "failed",
     "held back",
 )
-OUTCOMES = (MIGRATED, DUPLICATE, OLDER, IN_STORE, STORE_NEWER, FAILED, HELD_BACK)
+OUTCOMES = (MIGRATED, DUPLICATE, IN_STORE, CONFLICT, FAILED, HELD_BACK)
 
 
 @dataclass(frozen=True)
@@ -895,10 +1032,10 @@ def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = Fal
     """Copy the records found under ``sources`` into ``dest``'s canonical layout as v2.0, then rebuild manifests.
 
     Records are normalized (:func:`normalize`) and their hardware id mapped through ``dest``'s
-    alias table. One record per (hardware, precision, model key, batch) is written: among files of
-    the same measurement (same date) the rest are ``duplicate``s, an earlier date is an ``older
-    measurement``; a destination file already equal is ``already in store``, a newer one stays.
-    A file that cannot be read ``failed``; every record of its hardware id is then ``held back``
+    alias table. One file per measurement is written, named by its run (:func:`record_path`): every
+    repeat of a configuration is kept; among files of one measurement (:func:`same_measurement`)
+    the rest are ``duplicate``s; a measurement the store holds already is ``already in store``, and
+    a store file under the name that holds another one stays (``name taken``). A file that cannot be read ``failed``; every record of its hardware id is then ``held back``
     (all or nothing per hardware id) while other hardware ids are written. Files that are not
     records are listed by kind. Raw-sample ``.npz`` files travel with their record. ``dry_run``
     reads everything and writes nothing.
@@ -942,11 +1079,17 @@ def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = Fal
         )
     blocked = {e.hardware_id for e in report.failed}
     writes = []
+    in_dest = GroundTruthLoader(dest)
     for hardware_id in sorted({item.record.hardware_id for item in found}):
+        with warnings.catch_warnings():  # a destination manifest that disagrees is rebuilt below
+            warnings.simplefilter("ignore", UserWarning)
+            stored = in_dest.records(hardware_id) if hardware_id in in_dest.list_hardware() else []
         for item in _choose([i for i in found if i.record.hardware_id == hardware_id]):
             record = item.record
-            target = measurement_path(dest, hardware_id, record.precision, record.key, record.batch_size)
-            outcome, detail = (item.status, item.note) if not item.used else _destination_outcome(target, record)
+            target = record_path(dest, record)
+            outcome, detail = (
+                (DUPLICATE, item.note) if item.status == DUPLICATE else _destination_outcome(target, record, stored)
+            )
             if outcome is None and hardware_id in blocked:
                 outcome, detail = (
                     HELD_BACK,
@@ -959,27 +1102,30 @@ def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = Fal
                 outcome, detail = MIGRATED, str(target)
                 writes.append((item.path, target, record))
             report.entries.append(MigrationEntry(str(item.path), hardware_id, outcome, detail))
-    if not dry_run:
-        for source, target, record in writes:
-            if samples_path(source).is_file():
-                atomic.write_bytes(samples_path(target), samples_path(source).read_bytes())
-            record.save(target)
-        for hardware_id in sorted({r.hardware_id for _, _, r in writes}):
-            rebuild_manifest(dest, hardware_id)
+    if not dry_run and writes:
+        with write_lock(dest):
+            for source, target, record in writes:
+                if samples_path(source).is_file():
+                    atomic.write_bytes(samples_path(target), samples_path(source).read_bytes())
+                record.save(target)
+            for hardware_id in sorted({r.hardware_id for _, _, r in writes}):
+                rebuild_manifest(dest, hardware_id)
     report.entries.sort(key=lambda e: (e.hardware_id, e.source))
     return report
 
 
-def _destination_outcome(target: Path, record: MeasurementRecord) -> tuple[str | None, str]:
-    """Why an existing destination file stays (None: write ``record``)."""
+def _destination_outcome(target: Path, record: MeasurementRecord, stored: list[StoredRecord]) -> tuple[str | None, str]:
+    """Why ``record`` is not written to ``target`` (None: write it). The store never replaces a measurement:
+    one it holds already (in any file) is ``already in store``; another record under the name is kept."""
+    held = next(
+        (i for i in stored if i.configuration == Configuration.of(record) and same_measurement(i.record, record)), None
+    )
+    if held is not None:
+        return IN_STORE, str(held.path)
     if not target.is_file():
         return None, ""
     try:
         existing = read_measurement(target)
     except (OSError, ValueError):
-        return None, ""  # an unreadable destination file is replaced
-    if existing == record:
-        return IN_STORE, str(target)
-    if _date_key(existing) >= _date_key(record):
-        return STORE_NEWER, f"{target} holds a measurement as new or newer ({existing.measurement_date})"
-    return None, ""
+        return None, ""  # an unreadable destination file is replaced (a repair: it held no measurement)
+    return CONFLICT, f"{target} holds another measurement ({existing.run_id}, {existing.measurement_date}); kept"

@@ -34,6 +34,12 @@ def check_params(params: dict, config: dict | None = None) -> None:
                 f"model_source keras_h5 needs h5_path to be an existing .h5 file, got "
                 f"{params['h5_path']!r} (e.g. -p h5_path=../shared/models/mlperf_tiny_resnet8_pretrained.h5)"
             )
+        from helpers.models.keras_import import check_resnet8_file
+
+        try:  # what phase 02 reads first: an HDF5 file holding a Keras ResNet-8 (its weights are read there)
+            check_resnet8_file(params["h5_path"])
+        except ValueError as exc:
+            raise ValueError(f"h5_path: {exc}") from None
         if params["dataset"] != "cifar10":
             raise ValueError("the MLPerf Tiny ResNet-8 .h5 is a CIFAR-10 model: use -p dataset=cifar10 with keras_h5")
         if params.get("val_source", "train") != "test":
@@ -48,11 +54,13 @@ def check_params(params: dict, config: dict | None = None) -> None:
         )
     if params["precision"] not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {params['precision']!r}")
-    if params["epochs"] < 1 or params["batch_size"] < 1 or params["lr"] <= 0:
+    if params["epochs"] < 1 or params["batch_size"] < 1 or not params["lr"] > 0:  # `not >`: NaN fails too
         raise ValueError(
             f"need epochs >= 1, batch_size >= 1 and lr > 0; got epochs={params['epochs']}, "
             f"batch_size={params['batch_size']}, lr={params['lr']}"
         )
+    if not 0.0 <= params["label_smoothing"] < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {params['label_smoothing']}")
 
 
 def obtain(phase, params: dict, ds, train_xy, val_xy) -> tuple[nn.Module, dict, dict | None]:

@@ -257,6 +257,13 @@ def _load_layer(module: nn.Module, layer: KerasLayer, weights: dict[str, np.ndar
     raise ValueError(f"Keras layer {layer.name!r} ({layer.class_name}) cannot load into torch {type(module).__name__}")
 
 
+def check_resnet8_file(path: str | Path) -> dict:
+    """The checks of :func:`import_resnet8` that read no weights: an HDF5 file holding a saved Keras model
+    whose graph is a ResNet-8; returns the ``ResNet8`` arguments. Raises ValueError naming the problem."""
+    args, _ = parse_resnet8(read_model_config(path)[0])
+    return args
+
+
 def import_resnet8(path: str | Path) -> tuple[ResNet8, dict]:
     """Build ``ResNet8`` from a Keras ``.h5`` (architecture + weights); returns (model in eval mode, info).
 

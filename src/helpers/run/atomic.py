@@ -78,14 +78,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def disk_full(exc: OSError, where: str | os.PathLike) -> str:
+def disk_full(exc: OSError, where: str | os.PathLike | None) -> str:
     """The message for a full disk (or quota) hit while writing under ``where``; any other OSError is re-raised."""
     if exc.errno not in DISK_FULL:
         raise exc
     return disk_full_message(f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}", where)
 
 
-def disk_full_message(detail: str, where: str | os.PathLike) -> str:
+def disk_full_message(detail: str, where: str | os.PathLike | None) -> str:
+    """``where``: the run the writer worked on (named in the command that continues it); None when there is
+    no run to continue (nothing was created)."""
+    if where is None:
+        return (
+            f"no space left on device ({detail}); nothing half-written was kept: free some space, then run "
+            "the command again"
+        )
     return (
         f"no space left on device while writing under {where} ({detail}); nothing half-written was kept: "
         f"free some space, then `calib run --resume {where}` continues from the last complete phase"

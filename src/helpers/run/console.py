@@ -220,13 +220,14 @@ def summary_lines(run_dir: Path, outcome: dict[str, str] | None = None) -> list[
     return lines
 
 
-def failure_banner(phase_id: str, error: str, notebook: Path) -> list[str]:
-    """The lines naming a failed phase (stderr)."""
+def failure_banner(phase_id: str, error: str, notebook: Path, reported: bool = True) -> list[str]:
+    """The lines naming a failed phase (stderr); ``reported``: the report ran on what exists (not on a full disk)."""
     bar = "=" * 78
     return [
         bar,
         f"{phase_id} FAILED: {error}",
         f"  executed notebook: {notebook}",
-        "  the phases after it did not run; the report shows what exists",
+        "  the phases after it did not run; "
+        + ("the report shows what exists" if reported else "neither did the report (the disk is full)"),
         bar,
     ]

@@ -11,6 +11,11 @@ each of its values to the ``"<phase>/<file>"`` globs readable before ``phase.sea
 (evaluation data). Phase 02b uses it so that a label-free adaptation mode is handed target images
 and nothing else. :data:`MODEL_PHASE` is the phase whose model every later phase reads
 (``Phase.model_input``).
+
+``bounds`` are upper bounds of parameters where a typo is plausible and costly (epochs, sizes,
+counts, bins; for a list, of each entry): ``calib run`` and ``calib sweep`` refuse a larger value
+before anything starts (``params.check_upper_bounds``), ``$CALIB_LIFT_BOUNDS`` lifts one, and
+``calib params`` lists them. They are generous: a value beyond one is hours of work or out of memory.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ class PhaseSpec:
     mode_param: str = ""  # the parameter whose value selects one of ``inputs``
     inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (mode, "<phase>/<file>" globs readable before seal)
     sealed_inputs: tuple[str, ...] = ()  # "<phase>/<file>" globs readable once the phase has sealed its outputs
+    bounds: tuple[tuple[str, int], ...] = ()  # (parameter, upper bound) checked before a run is created
+    publish: str = ""  # "module:function" storing results outside the run once the manifest is in place (see store)
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.id)
 
     @property
     def notebook(self) -> Path:
@@ -44,8 +55,15 @@ class PhaseSpec:
         """Run the phase's precheck on its params (``config``: every phase's params, for cross-phase rules;
         None when a notebook runs alone). Called by ``calib run`` before any kernel and by ``Phase.open``."""
         if self.precheck:
-            module, _, function = self.precheck.partition(":")
-            getattr(importlib.import_module(module), function)(params, config)
+            _function(self.precheck)(params, config)
+
+    def store(self, run_dir: Path, params: dict) -> None:
+        """The phase's last step: its ``publish`` hook, ``function(run_dir, phase_id, params)``, writes what the
+        phase keeps outside the run (phase 05: its records into the ground-truth store) from its results, once
+        its manifest is in place -- so a phase that fails never leaves anything there. It is idempotent (a
+        phase stopped before it was recorded stores again on resume) and all or nothing."""
+        if self.publish:
+            _function(self.publish)(run_dir, self.id, params)
 
     def declares(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs + self.optional)
@@ -61,7 +79,20 @@ class PhaseSpec:
         return by_mode[mode] + (self.sealed_inputs if sealed else ())
 
 
+def _function(name: str):
+    """The function a ``"module:function"`` name of the graph refers to (imported when first needed)."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def short_id(phase_id: str) -> str:
+    """``02b_adapt`` -> ``02b``: what ``--phases`` takes and what tables print."""
+    return phase_id.split("_")[0]
+
+
 MODEL_PHASE = "02b_adapt"  # the phase whose model.json/.pt/.onnx and logits.npz later phases read
+MAX_THREADS = 1024  # threads of one process (a machine with more cores is rare)
+N_BOOT_BOUND = ("n_boot", 100_000)  # bootstrap resamples (06, 07): the default 1000 takes seconds
 _BASE_MODEL = ("02_train/model.json", "02_train/model.pt")
 _TARGET_IMAGES = ("02a_target/target_train_images.npz",)
 _TARGET_LABELS = ("02a_target/target_train_labels.npz",)
@@ -82,6 +113,7 @@ PHASES: tuple[PhaseSpec, ...] = (
         ("model.json", "model.pt", "logits.npz", "metrics.json", "confusion.png", "model.onnx"),
         optional=("history.json", "curves.png"),
         precheck="helpers.models.artifact:check_params",
+        bounds=(("epochs", 1000), ("batch_size", 16_384)),
     ),
     PhaseSpec(
         "02a_target",
@@ -111,6 +143,12 @@ PHASES: tuple[PhaseSpec, ...] = (
             "shift_logits.npz",
         ),
         precheck="helpers.adaptation.methods:check_params",
+        bounds=(
+            ("adapt_epochs", 1000),
+            ("adapt_batch_size", 16_384),
+            ("lora_rank", 1024),
+            ("adapt_threads", MAX_THREADS),
+        ),
         mode_param="adaptation",
         inputs=(
             ("none", _BASE_MODEL),
@@ -126,6 +164,7 @@ PHASES: tuple[PhaseSpec, ...] = (
         ("01_data", MODEL_PHASE),
         ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
         precheck="helpers.activations.stats:check_params",
+        bounds=(("stats_batch_size", 65_536), ("transformer_sentences", 100_000)),
     ),
     PhaseSpec(
         "04_quantize",
@@ -133,13 +172,17 @@ PHASES: tuple[PhaseSpec, ...] = (
         ("01_data", MODEL_PHASE),
         ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "runtime_logits.npz", "quant.png"),
         precheck="helpers.quantize.ort:check_params",
+        bounds=(("num_bins", 16_384), ("size_sweep", 10_000), ("runtime_threads", MAX_THREADS)),
     ),
     PhaseSpec(
         "05_latency",
         "Latency ground truth",
         (MODEL_PHASE, "04_quantize"),
         ("latency.json", "estimator.json", "peaks.json", "latency.png"),
+        optional=("estimator.png", "store/*"),
         precheck="helpers.ground_truth.runtime_latency:check_params",
+        publish="helpers.ground_truth.runtime_latency:publish_phase",
+        bounds=(("batch_sizes", 4096), ("repeats", 10_000), ("warmup", 1000), ("threads", MAX_THREADS)),
     ),
     PhaseSpec(
         "06_confidence",
@@ -154,13 +197,22 @@ PHASES: tuple[PhaseSpec, ...] = (
             "calibration_under_shift.json",
         ),
         precheck="helpers.confidence.calibrate:check_params",
+        bounds=(("n_bins", 1000), N_BOOT_BOUND),
     ),
     PhaseSpec(
         "07_selective",
         "Selective-prediction threshold",
         ("01_data", "06_confidence"),
-        ("threshold.json", "threshold_sweep.csv", "risk_coverage.png", "threshold_sweep.png"),
+        (
+            "threshold.json",
+            "threshold_sweep.csv",
+            "risk_coverage.png",
+            "threshold_sweep.png",
+            "conformal.json",
+            "conformal.png",
+        ),
         precheck="helpers.confidence.selective:check_params",
+        bounds=(N_BOOT_BOUND, ("resplits", 10000)),
     ),
     PhaseSpec(
         "08_bundle",
@@ -170,11 +222,14 @@ PHASES: tuple[PhaseSpec, ...] = (
             "bundle/model_fp32.onnx",
             "bundle/model_int8.onnx",
             "bundle/bundle.json",
+            "bundle/README.md",
+            "bundle/client.py",
             "bundle/checksums.json",
             "validation.json",
             "predictions.png",
         ),
         precheck="helpers.bundle:check_params",
+        bounds=(("runtime_batch", 4096),),
     ),
     PhaseSpec(
         "09_report",
@@ -216,7 +271,7 @@ def select(selection: str | list[str] | None) -> list[PhaseSpec]:
     items = selection.split(",") if isinstance(selection, str) else list(selection)
     wanted: set[str] = set()
     for item in (s.strip() for s in items if s.strip()):
-        matches = [p.id for p in PHASES if p.id == item or p.id.split("_")[0] == item]
+        matches = [p.id for p in PHASES if item in (p.id, p.short_id)]
         if not matches:
             raise ValueError(f"unknown phase {item!r}; phases are: {', '.join(_BY_ID)}")
         wanted.update(matches)

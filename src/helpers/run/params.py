@@ -15,16 +15,23 @@ notebook declares them (``seed``, ``dataset`` ...). A top-level key naming a pha
 (``-p roles=[trained,init]``).
 
 Everything is validated before any kernel starts: an unknown key is an error listing the valid
-keys, a value whose type does not match the notebook default is an error, and a notebook without
-a cell tagged ``parameters`` is an error.
+keys, a value whose type does not match the notebook default is an error, a value a run record
+cannot hold (NaN, infinity, an unquoted date YAML read as one) is an error, and a notebook without
+a cell tagged ``parameters`` is an error. Upper bounds (``check_upper_bounds``) are declared per
+phase in the graph and lifted per key through ``$CALIB_LIFT_BOUNDS``. Run ids, sweep names and
+member ids are names (``check_name``): one folder under the runs root.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import datetime as dt
 import hashlib
 import json
+import math
+import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,10 +41,28 @@ import yaml
 from helpers.run.notebook_file import code_cells
 
 RUN_DIR_PARAM = "run_dir"  # injected by the runner, never part of the configuration
+LIFT_BOUNDS_ENV = "CALIB_LIFT_BOUNDS"  # comma-separated keys (02_train.epochs, or epochs for every phase)
+MAX_NAME = 200  # characters of a run id (a folder name; the file system allows 255)
+NAME_CHARS = "letters, digits, '.', '_', '+', '=' or '-'"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
 
 
 class ParamError(ValueError):
     """A parameter problem found before any work started."""
+
+
+def check_name(name: object, what: str, max_len: int = MAX_NAME) -> str:
+    """A run id, sweep name or sweep member id: one folder name under the runs root, never a path.
+
+    1 to ``max_len`` of NAME_CHARS, starting with a letter or digit (so no ``..``, no hidden
+    name, nothing an option parser takes for a flag); raises ParamError naming ``what`` otherwise.
+    """
+    if not isinstance(name, str) or len(name) > max_len or not _NAME.fullmatch(name):
+        raise ParamError(
+            f"{what} {name!r} is not a valid name: use 1-{max_len} {NAME_CHARS}, starting with a letter or "
+            "digit (it names one folder under the runs root: no '/', no '..')"
+        )
+    return name
 
 
 def parameters_source(path: Path) -> str:
@@ -140,6 +165,71 @@ def check_type(name: str, default: Any, value: Any, where: str) -> None:
         )
 
 
+def not_plain(value: Any) -> str | None:
+    """What in ``value`` a run record (JSON) cannot hold, said for the error; None when it is plain data."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "finite"
+    if isinstance(value, (list, tuple)):
+        return next((problem for item in value if (problem := not_plain(item))), None)
+    if isinstance(value, dict):
+        return next((problem for item in value.values() if (problem := not_plain(item))), None)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    kind = "a date" if isinstance(value, (dt.date, dt.datetime)) else f"a {type(value).__name__}"
+    return f"holds {value}, {kind}"
+
+
+def check_value(name: str, default: Any, value: Any, where: str) -> None:
+    """A value has its default's type (``check_type``) and is plain data: finite numbers, strings, booleans,
+    null, lists and mappings of them -- what a run record (JSON) holds."""
+    check_type(name, default, value, where)
+    problem = not_plain(value)
+    if problem == "finite":
+        shape = "be a finite number" if isinstance(value, float) else "hold finite numbers only"
+        raise ParamError(
+            f"{where}: parameter {name!r} must {shape}, got {value!r} (no NaN or infinity); "
+            f"give a value like its default {default!r}"
+        )
+    if problem:
+        raise ParamError(
+            f"{where}: parameter {name!r} {problem} (YAML reads unquoted text such as 2024-01-01 so); "
+            f"quote it ('...') or give numbers, strings, booleans, lists and mappings"
+        )
+
+
+def lifted_bounds() -> set[str]:
+    """The keys whose upper bound ``$CALIB_LIFT_BOUNDS`` lifts (``02_train.epochs``, or ``epochs``: every phase)."""
+    return {key.strip() for key in os.environ.get(LIFT_BOUNDS_ENV, "").split(",") if key.strip()}
+
+
+def check_upper_bounds(phase_id: str, params: dict, bounds: Iterable[tuple[str, int]], origin: dict) -> None:
+    """Each bounded parameter (a list: each of its entries) is at most its bound unless the key is lifted.
+
+    ``bounds`` are the phase's declared ``(name, upper bound)`` pairs (``PhaseSpec.bounds``), ``origin``
+    which layer set each value (``resolve``'s sources of this phase). A bound catches a typo
+    (``epochs=1000000000``) before any work starts; ``$CALIB_LIFT_BOUNDS`` lets a deliberate value through.
+    """
+    lifted = lifted_bounds()
+    for name, bound in bounds:
+        key, value = f"{phase_id}.{name}", params[name]
+        if key in lifted or name in lifted:
+            continue
+        values = value if isinstance(value, list) else [value]  # other types than numbers: the precheck's
+        over = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v > bound]
+        if not over:
+            continue
+        what = (
+            f"{key} holds {over[0]}, above its upper bound {bound} for each entry"
+            if isinstance(value, list)
+            else f"{key}={value} is above its upper bound {bound}"
+        )
+        raise ParamError(
+            f"{what}{f' (set by {origin[name]})' if name in origin else ''}; the bound catches a typo before "
+            f"any work starts. If you mean it, lift it: {LIFT_BOUNDS_ENV}={key} calib ... (comma-separate "
+            "several keys; `calib params` lists every bound)"
+        )
+
+
 def resolve(
     defaults: dict[str, dict[str, Any]], layers: list[tuple[str, dict]], sources: dict | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -156,7 +246,7 @@ def resolve(
         if unknown:
             raise ParamError(
                 f"unknown parameter(s) {', '.join(unknown)} in {layer_name}"
-                f"{did_you_mean(unknown, shared_names)}; valid shared keys: "
+                f"{did_you_mean(unknown, [*shared_names, *defaults])}; valid shared keys: "
                 f"{', '.join(sorted(shared_names))}; phase sections: {', '.join(defaults)}"
             )
     resolved = {}
@@ -182,7 +272,7 @@ def resolve(
                         params[name] = deep_merge(params[name], value) if both_dicts else copy.deepcopy(value)
                         origin[name] = f"{layer_name} ({key})"
         for name in valid:
-            check_type(
+            check_value(
                 name,
                 phase_defaults[name],
                 params[name],

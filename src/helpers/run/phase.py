@@ -36,7 +36,7 @@ import numpy as np
 from helpers.run import hand_run, lock, manifest, run_record
 from helpers.run.atomic import sha256_file, to_jsonable
 from helpers.run.graph import MODEL_PHASE, PhaseSpec, get_phase
-from helpers.run.params import RUN_DIR_PARAM, check_type, notebook_parameters
+from helpers.run.params import RUN_DIR_PARAM, check_value, notebook_parameters
 
 
 def seed_everything(seed: int) -> None:
@@ -89,7 +89,7 @@ class Phase:
         params = {}
         for name, default in defaults.items():
             if name != RUN_DIR_PARAM:
-                check_type(name, default, namespace[name], phase_id)
+                check_value(name, default, namespace[name], phase_id)
                 params[name] = namespace[name]
         spec.check(params)
         if namespace.get(RUN_DIR_PARAM):
@@ -262,7 +262,12 @@ class Phase:
         manifest.write_manifest(self.run_dir, self.spec.id, self.key_parts, summary, self.notebook, pending=managed)
         seconds = round(time.perf_counter() - self._started, 3)
         self.log("phase_finished", seconds=seconds, files=len(produced))
-        if not managed:
+        if not managed:  # run by hand: the runner's steps after the manifest are this kernel's
+            try:
+                self.spec.store(self.run_dir, self.params)  # what it keeps outside the run (05: the store), last
+            except BaseException:
+                manifest.manifest_path(self.run_dir, self.spec.id).unlink(missing_ok=True)
+                raise
             record = run_record.record_complete(
                 self.run_dir,
                 self.spec.id,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers.run import manifest, run_record
-from helpers.run.integrity import notebook_problem
+from helpers.run.integrity import notebook_problem, row_problems
 from helpers.run.params import ParamError
 
 
@@ -75,8 +75,9 @@ def why_rerun(run_dir: Path, phase_id: str, parts: dict, reran_upstream: list[st
 
 
 def record_skipped(run_dir: Path, phase_id: str) -> None:
-    """A skipped phase whose row lags behind its manifest (stopped between the two writes): record it now."""
+    """A skipped phase whose row lags behind or disagrees with its manifest (stopped between the two writes, or
+    edited): record it from the manifest now."""
     row = run_record.load(run_dir)["phases"].get(phase_id, {})
     doc = manifest.read_manifest(run_dir, phase_id)
-    if row.get("status") != "complete" or row.get("manifest_sha256") != doc.get("sha256"):
+    if row.get("status") != "complete" or row_problems(run_dir, phase_id, row, doc):
         run_record.record_complete(run_dir, phase_id, doc)

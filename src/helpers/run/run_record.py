@@ -4,13 +4,20 @@ Holds the run id, tz-aware times, the git sha and dirty flag, the resolved confi
 (the run's identity, from creation on), library versions, a host summary (with the free disk at
 creation), the phase table (status, times, duration, error, why it ran, the git state of that
 execution, the content hash of its manifest and the sha256 of its executed notebook) and the
-artifact registry (sha256 and size of every file in the run directory). A damaged record is
-named in the error; :func:`rebuild` recreates it from the manifests and ``config_resolved.yaml``.
-Every update rewrites the file atomically. Dates live here and in ``logs/``, never in ``results/``.
+artifact registry (sha256 and size of every file in the run directory), and -- like a manifest -- a
+sha256 over its own content (``sha256``, with ``schema``: :data:`SCHEMA`). A record written before
+the self-hash (a *legacy* record: neither field) is read, its fields checked, its content not.
+
+:func:`load` refuses a record that does not hold together on its own (:func:`problems`: the
+self-hash, the fields every record has, statuses, the config against ``config_hash``); ``calib
+verify`` (``helpers.run.integrity``) checks the rest against the files. A damaged record is named in
+the error; :func:`rebuild` recreates it from the manifests and ``config_resolved.yaml``. Every update
+rewrites the file atomically. Dates live here and in ``logs/``, never in ``results/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -31,8 +39,17 @@ from helpers.run.project import project_root
 
 FILENAME = "run_record.json"
 CONFIG_FILE = "config_resolved.yaml"
+RESERVE = ".reserve"  # room to record a failure on a full disk (:func:`reserve`): bookkeeping, never an artifact
 VERSIONED = ("torch", "onnxruntime", "numpy", "onnx", "papermill", "scikit-learn")
 MANAGED_ENV = "CALIB_MANAGED_RUN"  # set by the runner in its kernels: it, not the kernel, keeps this record
+SCHEMA = 2  # 2: the record carries a sha256 over its own content (a legacy record has neither field)
+RUN_STATUSES = ("running", "complete", "failed")
+PHASE_STATUSES = ("pending", "running", "complete", "failed")
+REQUIRED = ("run_id", "status", "config_hash", "config", "phases", "artifacts")
+# Kept for information only, never checked against anything (the self-hash covers them): top-level fields
+# and the fields of a phase row. Everything else is checked by :func:`problems` or ``calib verify``.
+INFORMATIONAL = ("run_id", "created", "updated", "finished", "rebuilt", "git", "versions", "host")
+INFORMATIONAL_ROW = ("started", "finished", "duration_s", "reason", "git", "disk_free_gib", "error", "reused_from")
 
 
 def now() -> str:
@@ -86,31 +103,123 @@ def host() -> dict:
 
 
 class RecordDamaged(ValueError):
-    """A run_record.json that cannot be read."""
+    """A run_record.json that cannot be read, or does not hold together (:func:`problems`)."""
 
 
-def load(run_dir: Path) -> dict:
+def damaged(run_dir: Path, why: str) -> str:
+    return (
+        f"{Path(run_dir) / FILENAME} is damaged ({why}); `calib run --resume {run_dir}` rebuilds it from the "
+        "manifests and config_resolved.yaml"
+    )
+
+
+def parse(run_dir: Path) -> dict:
+    """The record as written: valid JSON with a phase table, nothing else checked (see :func:`load`)."""
     path = Path(run_dir) / FILENAME
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {FILENAME})")
     try:
         record = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordDamaged(
-            f"{path} is damaged ({exc}); `calib run --resume {run_dir}` rebuilds it from the "
-            "manifests and config_resolved.yaml"
-        ) from None
+        raise RecordDamaged(damaged(run_dir, str(exc))) from None
     if not isinstance(record, dict) or not isinstance(record.get("phases"), dict):
-        raise RecordDamaged(
-            f"{path} is damaged (no phase table); `calib run --resume {run_dir}` rebuilds it from "
-            "the manifests and config_resolved.yaml"
-        )
+        raise RecordDamaged(damaged(run_dir, "no phase table"))
     return record
 
 
+def load(run_dir: Path) -> dict:
+    """The record, refused (:class:`RecordDamaged`, naming the first problem) unless it holds together."""
+    record = parse(run_dir)
+    if found := problems(record):
+        raise RecordDamaged(damaged(run_dir, "; ".join(found[:3]) + ("; ..." if len(found) > 3 else "")))
+    return record
+
+
+def is_legacy(record: dict) -> bool:
+    """Written before records carried their own sha256 (neither ``schema`` nor ``sha256``): not self-checked."""
+    return "schema" not in record and "sha256" not in record
+
+
+def seal(record: dict) -> dict:
+    """Stamp the schema and the sha256 over the record's own content (everything but ``sha256``)."""
+    record["schema"] = SCHEMA
+    record["sha256"] = manifest.content_hash(atomic.to_jsonable(record))
+    return record
+
+
+def problems(record: dict) -> list[str]:
+    """How a record fails to hold together on its own (empty: it does): its self-hash (unless legacy), the
+    fields every record has, the run's and the phases' statuses, its phase table against its config, and
+    its config against ``config_hash`` (the run's identity). The files are ``calib verify``'s part."""
+    out = []
+    if not is_legacy(record):
+        if record.get("schema") != SCHEMA:
+            out.append(f"schema {record.get('schema')!r}, this calib-lab writes {SCHEMA}")
+        elif "sha256" not in record:
+            out.append("no sha256 over its content, which its schema requires")
+        elif record["sha256"] != manifest.content_hash(record):
+            out.append("its content hash does not match: it was altered")
+    out += [f"no {name!r}" for name in REQUIRED if name not in record]
+    if record.get("status", "running") not in RUN_STATUSES:
+        out.append(f"unknown run status {record['status']!r}")
+    for phase_id, row in record.get("phases", {}).items():
+        if not isinstance(row, dict) or row.get("status") not in PHASE_STATUSES:
+            out.append(f"{phase_id}: unknown status {row.get('status') if isinstance(row, dict) else row!r}")
+    config = record.get("config")
+    if config is not None:  # None: a record created without its config (older API); config_hash alone
+        if not isinstance(config, dict) or config_hash(config) != record.get("config_hash"):
+            out.append("its config does not hash to its config_hash")
+        elif missing := [pid for pid in config if pid not in record.get("phases", {})]:
+            out.append(f"no row for phase {', '.join(missing)} of its config")
+        elif extra := [pid for pid in record.get("phases", {}) if pid not in config]:
+            out.append(f"a row for {', '.join(extra)}, which its config does not hold")
+    artifacts = record.get("artifacts", {})
+    if not isinstance(artifacts, dict):
+        out.append("its artifact registry is not a table")
+    else:
+        for rel, entry in sorted(artifacts.items()):
+            for name, kind in (("sha256", str), ("size", int)):
+                if not isinstance(entry, dict) or not isinstance(entry.get(name), kind):
+                    out.append(f"{rel}: run_record.json's artifact registry entry has no {name}")
+    return out
+
+
 def save(run_dir: Path, record: dict) -> None:
+    """Seal and write the record atomically; on a full disk the run's reserve (:func:`reserve`) makes room."""
     record["updated"] = now()
-    atomic.write_json(run_dir / FILENAME, record)
+    path = Path(run_dir) / FILENAME
+    try:
+        atomic.write_json(path, seal(record))
+    except OSError as exc:
+        reserve = Path(run_dir) / RESERVE
+        if exc.errno not in atomic.DISK_FULL or not reserve.exists():
+            raise
+        reserve.unlink()  # spent: this is what it was kept for
+        atomic.write_json(path, record)
+
+
+def reserve(run_dir: Path) -> None:
+    """Keep room beside the record (``<run>/.reserve``: twice the record's size plus 64 KiB; the runner grows it
+    before each phase, as the record grows), so that a phase that fails on a full disk can still be recorded
+    as failed, and the run too: :func:`save` releases it when a write finds the disk full. A disk too full
+    for the reserve raises that OSError, as the phase would."""
+    fd = os.open(Path(run_dir) / RESERVE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, 2 * (Path(run_dir) / FILENAME).stat().st_size + 64 * 1024)
+    except OSError as exc:
+        if exc.errno in atomic.DISK_FULL:
+            raise  # other errors (a filesystem without fallocate): no reserve, nothing else changes
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def reserved(run_dir: Path) -> Iterator[None]:
+    """While a run executes: its reserve (:func:`reserve`) is removed when the block ends."""
+    try:
+        yield
+    finally:
+        (Path(run_dir) / RESERVE).unlink(missing_ok=True)
 
 
 def load_config(run_dir: Path) -> dict:
@@ -173,9 +282,12 @@ def create(run_dir: Path, run_id: str, config_hash: str, phase_ids: list[str], c
 
 
 def set_phase(run_dir: Path, phase_id: str, **fields) -> dict:
-    """Merge ``fields`` into a phase's row (and register artifacts) in one atomic rewrite."""
+    """Merge ``fields`` into a phase's row (and register artifacts) in one atomic rewrite. A phase that starts
+    running makes the run running (a complete run executed again no longer says complete)."""
     record = load(run_dir)
     record["phases"].setdefault(phase_id, {}).update(fields)
+    if fields.get("status") == "running":
+        record["status"] = "running"
     record["artifacts"] = artifact_registry(run_dir)
     save(run_dir, record)
     return record
@@ -248,6 +360,6 @@ def artifact_registry(run_dir: Path) -> dict:
     out = {}
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(run_dir).as_posix()
-        if rel != FILENAME and not path.name.startswith(".tmp-") and path.name not in LOCK_FILES:
+        if rel != FILENAME and not path.name.startswith(".tmp-") and path.name not in (*LOCK_FILES, RESERVE):
             out[rel] = {"sha256": atomic.sha256_file(path), "size": path.stat().st_size}
     return out

@@ -15,9 +15,12 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import secrets
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -25,7 +28,16 @@ from helpers.run import cache, console, manifest, run_record
 from helpers.run.atomic import DISK_FULL, atomic_path, disk_full, disk_full_message, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
 from helpers.run.lock import run_lock
-from helpers.run.params import ParamError, config_hash, load_yaml, notebook_parameters, parse_overrides, resolve
+from helpers.run.params import (
+    ParamError,
+    check_name,
+    check_upper_bounds,
+    config_hash,
+    load_yaml,
+    notebook_parameters,
+    parse_overrides,
+    resolve,
+)
 from helpers.run.project import project_root, runs_root
 from helpers.run.resume import load_record, record_skipped, remove_leftovers, why_rerun
 from helpers.run.run_record import CONFIG_FILE, MANAGED_ENV
@@ -35,9 +47,13 @@ KERNEL_ENV = {MANAGED_ENV: "1", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0", "MPL
 
 
 class PhaseFailed(RuntimeError):
-    def __init__(self, phase_id: str, error: str, notebook: Path):
+    def __init__(self, phase_id: str, error: str, notebook: Path, disk_full: bool = False):
         super().__init__(f"phase {phase_id} failed: {error}\n  executed notebook: {notebook}")
-        self.phase_id, self.error, self.notebook = phase_id, error, notebook
+        self.phase_id, self.error, self.notebook, self.disk_full = phase_id, error, notebook, disk_full
+
+
+class DiskFull(RuntimeError):
+    """A full disk stopped ``calib run`` outside a phase (its record, between phases); the message names the run."""
 
 
 def all_defaults() -> dict[str, dict]:
@@ -54,7 +70,9 @@ def resolve_config(
 ) -> dict:
     """Resolved, validated params of every phase: defaults < params/default.yaml < files < -y < -p < extra.
 
-    ``sources`` (when given) receives which layer set each non-default value (``params.resolve``)."""
+    Validated: known keys, types, plain data (``params.resolve``), the upper bounds of the graph
+    (``check_bounds``), each phase's precheck. ``sources`` (when given) receives which layer set each
+    non-default value."""
     layers = []
     default_yaml = project_root() / "params" / "default.yaml"
     if default_yaml.exists():
@@ -64,9 +82,19 @@ def resolve_config(
     layers.append(("-p", parse_overrides(overrides)))
     if extra:
         layers.append(("notebook", extra))
+    sources = {} if sources is None else sources
     resolved = absolute_paths(resolve(all_defaults(), layers, sources))
+    check_bounds(resolved, sources)
     precheck(resolved)
     return resolved
+
+
+def check_bounds(resolved: dict, sources: dict) -> None:
+    """The upper bounds each phase declares in the graph (``PhaseSpec.bounds``), checked when a run is
+    created -- not on resume: a run keeps the values it was created with, lifted bounds included."""
+    for spec in PHASES:
+        if spec.id in resolved:
+            check_upper_bounds(spec.id, resolved[spec.id], spec.bounds, sources.get(spec.id, {}))
 
 
 def absolute_paths(resolved: dict) -> dict:
@@ -109,29 +137,55 @@ def check_writable(root: Path) -> None:
 def create_run(
     resolved: dict, specs: list[PhaseSpec], root: Path, run_id: str | None = None, sources: dict | None = None
 ) -> Path:
-    """A new run directory: its config (hashed into the record: the run's identity) and its record."""
+    """A new run directory, all at once: its config (hashed into the record: the run's identity) and its record.
+
+    The run is written in a hidden staging folder of the runs root and renamed onto its name, so a
+    failure while creating it leaves nothing and ``calib ls`` never sees half a run. ``run_id`` is one
+    folder name (``params.check_name``); by default ``<UTC timestamp>-<config hash>``.
+    """
+    if run_id is not None:
+        check_name(run_id, "--run-id")
+        if (root / run_id).exists():
+            raise run_exists(run_id, root)
     check_writable(root)
     text = yaml.safe_dump({s.id: resolved[s.id] for s in specs}, sort_keys=True)
     config = yaml.safe_load(text)  # the identity is what the file says
     chash = config_hash(config)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1, 1000):
-        name = run_id or (f"{stamp}-{chash[:8]}" if n == 1 else f"{stamp}-{chash[:8]}-{n}")
-        try:
-            (root / name).mkdir()  # atomic: of parallel launches exactly one gets a name
-            break
-        except FileExistsError:
-            if run_id:
-                raise ParamError(
-                    f"run {run_id} already exists under {root}; choose another --run-id, or continue "
-                    f"that run with `calib run --resume {root / run_id}`"
-                ) from None
-    run_dir = root / name
-    (run_dir / "notebooks").mkdir()
-    write_text(run_dir / CONFIG_FILE, text)
-    write_text(run_dir / SOURCES_FILE, sources_yaml(sources or {}))
-    run_record.create(run_dir, name, chash, [s.id for s in specs], config)
-    return run_dir
+    names = [run_id] if run_id else [f"{stamp}-{chash[:8]}", *(f"{stamp}-{chash[:8]}-{n}" for n in range(2, 1000))]
+    staging = root / f".creating-{secrets.token_hex(8)}"  # hidden: never listed as a run
+    staging.mkdir()
+    try:
+        (staging / "notebooks").mkdir()
+        write_text(staging / CONFIG_FILE, text)
+        write_text(staging / SOURCES_FILE, sources_yaml(sources or {}))
+        record = run_record.create(staging, names[0], chash, [s.id for s in specs], config)
+        for name in names:
+            try:
+                (root / name).mkdir()  # atomic: of parallel launches exactly one gets a name ...
+            except FileExistsError:
+                continue
+            try:
+                if name != record["run_id"]:
+                    record["run_id"] = name
+                    run_record.save(staging, record)
+                os.rename(staging, root / name)  # ... and the whole run replaces that empty folder at once
+            except BaseException:
+                (root / name).rmdir()
+                raise
+            return root / name
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; a failed creation leaves nothing
+    if run_id:
+        raise run_exists(run_id, root)
+    raise ParamError(f"runs {names[0]} to {names[-1]} already exist under {root}; wait a second and start again")
+
+
+def run_exists(run_id: str, root: Path) -> ParamError:
+    return ParamError(
+        f"run {run_id} already exists under {root}; choose another --run-id, or continue "
+        f"that run with `calib run --resume {root / run_id}`"
+    )
 
 
 def sources_yaml(sources: dict) -> str:
@@ -176,28 +230,72 @@ def execute(
     """
     outcome: dict[str, str] = {}
     for spec in specs:
-        params = resolved[spec.id]
-        parts = manifest.key_parts(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
-        reran = sorted(u for u in upstream_closure({spec.id}) - {spec.id} if outcome.get(u) == "ran")
-        reason = why_rerun(run_dir, spec.id, parts, reran) if resume else "new run"
-        if reason is None:
-            record_skipped(run_dir, spec.id)
-            outcome[spec.id] = "skipped"
-            log(f"[{spec.id}] up to date (manifest verifies, input key matches): skipped")
-            continue
-        if resume:
-            log(f"[{spec.id}] re-runs: {reason}")
-        log(f"[{spec.id}] {spec.title}")
-        key = manifest.key_of(parts)
-        compute = functools.partial(
-            run_phase, run_dir, spec, params, key, progress=progress, cell_timeout=cell_timeout, log=log, reason=reason
-        )
-        if reuse:
-            outcome[spec.id] = cache.run_once(run_dir, spec.id, key, compute, log=log)
-        else:
-            compute()
-            outcome[spec.id] = "ran"
+        try:  # a full disk anywhere in a phase (its record, its files, a reused copy) fails that phase
+            run_record.reserve(run_dir)
+            params = resolved[spec.id]
+            parts = manifest.key_parts(spec.id, params, spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream)
+            reran = sorted(u for u in upstream_closure({spec.id}) - {spec.id} if outcome.get(u) == "ran")
+            reason = why_rerun(run_dir, spec.id, parts, reran) if resume else "new run"
+            if reason is None:
+                if run_record.load(run_dir)["phases"].get(spec.id, {}).get("status") != "complete":
+                    publish(run_dir, spec, params)  # stopped between its manifest and its record: its last step
+                record_skipped(run_dir, spec.id)
+                outcome[spec.id] = "skipped"
+                log(f"[{spec.id}] up to date (manifest verifies, input key matches): skipped")
+                continue
+            if resume:
+                log(f"[{spec.id}] re-runs: {reason}")
+            log(f"[{spec.id}] {spec.title}")
+            key = manifest.key_of(parts)
+            compute = functools.partial(
+                run_phase,
+                run_dir,
+                spec,
+                params,
+                key,
+                progress=progress,
+                cell_timeout=cell_timeout,
+                log=log,
+                reason=reason,
+            )
+            if reuse:
+                outcome[spec.id] = cache.run_once(run_dir, spec.id, key, compute, log=log)
+            else:
+                compute()
+                outcome[spec.id] = "ran"
+        except OSError as exc:
+            fail(run_dir, spec, disk_full(exc, run_dir), disk_full=True, withdraw=False)  # others propagate
     return outcome
+
+
+def executed_notebook(run_dir: Path, spec: PhaseSpec) -> Path:
+    return run_dir / "notebooks" / f"{spec.id}.ipynb"
+
+
+def fail(
+    run_dir: Path, spec: PhaseSpec, error: str, disk_full: bool = False, withdraw: bool = True, **fields
+) -> NoReturn:
+    """Record ``spec`` failed with ``error`` and raise PhaseFailed. ``withdraw``: its manifest is removed (the
+    phase did not complete; its results stay for debugging) -- not for a failure around the phase's own work
+    (its record, its reserve), where a manifest that verifies still tells ``--resume`` it is done. On a full
+    disk the run's reserve (``run_record.reserve``) leaves room for the record."""
+    manifest.pending_path(run_dir, spec.id).unlink(missing_ok=True)
+    if withdraw:
+        manifest.manifest_path(run_dir, spec.id).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a disk even fuller than the reserve: the row keeps "running"
+        run_record.set_phase(run_dir, spec.id, status="failed", error=error, finished=run_record.now(), **fields)
+    raise PhaseFailed(spec.id, error, executed_notebook(run_dir, spec), disk_full=disk_full)
+
+
+def publish(run_dir: Path, spec: PhaseSpec, params: dict, **fields) -> None:
+    """The phase's last step once its manifest is in place: what it stores outside the run (``PhaseSpec.store``:
+    phase 05's ground-truth store). If that fails, the phase fails (its manifest withdrawn)."""
+    try:
+        spec.store(run_dir, params)
+    except Exception as exc:
+        full = isinstance(exc, OSError) and exc.errno in DISK_FULL
+        error = disk_full(exc, run_dir) if full else f"storing its results failed: {type(exc).__name__}: {exc}"
+        fail(run_dir, spec, error, disk_full=full, **fields)
 
 
 def run_phase(
@@ -225,9 +323,9 @@ def run_phase(
         git=run_record.git_state(),
         disk_free_gib=run_record.disk_free_gib(run_dir),
     )
-    out = run_dir / "notebooks" / f"{spec.id}.ipynb"
+    out = executed_notebook(run_dir, spec)
     start = time.perf_counter()
-    error = None
+    error, full = None, False
     try:
         with atomic_path(out) as tmp, console.EventTail(run_dir / "logs" / f"{spec.id}.jsonl", log):
             try:  # KERNEL_ENV goes to the kernel process only: set here, it would also silence papermill's bar
@@ -244,10 +342,10 @@ def run_phase(
                 )
             except pm.PapermillExecutionError as exc:  # the executed notebook (with the error) is still kept
                 error = f"{exc.ename}: {exc.evalue}"
-                if any(f"[Errno {code}]" in exc.evalue for code in DISK_FULL):  # the kernel hit a full disk
+                if full := any(f"[Errno {code}]" in exc.evalue for code in DISK_FULL):  # the kernel's disk is full
                     error = disk_full_message(error, run_dir)
     except OSError as exc:
-        error = disk_full(exc, run_dir)  # anything but a full disk propagates
+        error, full = disk_full(exc, run_dir), True  # anything but a full disk propagates
     seconds = round(time.perf_counter() - start, 3)
     written = manifest.read_manifest(run_dir, spec.id, pending=True)
     if error is None and (written is None or written.get("input_key") != key):
@@ -257,14 +355,9 @@ def run_phase(
             else "its input key differs from the one computed when it started (were helper sources, the notebook or params edited during the run?)"
         )
     if error is not None:
-        for path in (manifest.manifest_path(run_dir, spec.id), manifest.pending_path(run_dir, spec.id)):
-            path.unlink(missing_ok=True)  # results stay for debugging
-        with contextlib.suppress(OSError):  # on a full disk the record may not be writable either
-            run_record.set_phase(
-                run_dir, spec.id, status="failed", error=error, duration_s=seconds, finished=run_record.now()
-            )
-        raise PhaseFailed(spec.id, error, out)
+        fail(run_dir, spec, error, disk_full=full, duration_s=seconds)
     manifest.promote(run_dir, spec.id)
+    publish(run_dir, spec, params, duration_s=seconds)
     run_record.record_complete(run_dir, spec.id, written, duration_s=seconds, finished=run_record.now())
 
 
@@ -290,6 +383,8 @@ def run(
     log=print,
 ) -> Path:
     """``calib run``: a new run (or ``resume`` an existing one) executed phase by phase."""
+    if run_id is not None:
+        check_name(run_id, "--run-id")  # before the (slower) parameter checks
     if resume:
         run_dir = Path(resume).resolve()
         if param_files or overrides or yaml_layers:
@@ -307,7 +402,7 @@ def run(
         if missing:
             raise ParamError(f"no notebook for phase(s): {', '.join(missing)}")
         run_dir = create_run(resolved, specs, runs_root(root), run_id, sources)
-    with run_lock(run_dir):
+    with run_lock(run_dir), run_record.reserved(run_dir):
         if resume:  # everything is checked before anything is removed or withdrawn
             load_record(run_dir, resolved, log)
             validate_config(resolved)
@@ -326,15 +421,23 @@ def run(
                 log=log,
             )
         except PhaseFailed as failed:
-            report_anyway(run_dir, specs, resolved, failed, progress=progress, cell_timeout=cell_timeout, log=log)
+            if failed.disk_full:  # the report would only fail on it too
+                log(f"{failed.phase_id} failed on a full disk; nothing more runs")
+            else:
+                report_anyway(run_dir, specs, resolved, failed, progress=progress, cell_timeout=cell_timeout, log=log)
             with contextlib.suppress(OSError):  # a full disk: the phase row already says so, if it could
                 finish_run(run_dir, "failed")
             raise
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 finish_run(run_dir, "failed")
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                raise DiskFull(disk_full(exc, run_dir)) from None
             raise
-        finish_run(run_dir, "complete")
+        try:
+            finish_run(run_dir, "complete")
+        except OSError as exc:
+            raise DiskFull(disk_full(exc, run_dir)) from None
     return run_dir
 
 
@@ -370,7 +473,7 @@ def prepare_scratch_run(phase_id: str, notebook_params: dict) -> Path:
         run_dir = root / f"scratch-{config_hash(upstream or {phase_id: resolved[phase_id]})[:12]}"
         if not (run_dir / run_record.FILENAME).exists():
             create_run(resolved, specs, root, run_id=run_dir.name)
-    with run_lock(run_dir):
+    with run_lock(run_dir), run_record.reserved(run_dir):
         extend_scratch_run(run_dir, resolved, specs)
         execute(run_dir, [s for s in specs if s.id != phase_id], resolved, resume=True, progress=False)
     return run_dir

@@ -137,6 +137,10 @@ class Session:
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def run_named(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the model on one float32 NHWC batch, by name (a bundled graph has several)."""
+        raise NotImplementedError
+
     def version(self) -> str:
         raise NotImplementedError
 
@@ -185,6 +189,10 @@ class OnnxRuntimeSession(Session):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {INPUT_NAME: batch})[0]
+
+    def run_named(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._session.get_outputs()]
+        return dict(zip(names, self._session.run(None, {INPUT_NAME: batch})))
 
     def version(self) -> str:
         import onnxruntime as ort
@@ -249,6 +257,10 @@ class OpenVinoSession(Session):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._request.infer({0: batch})[0].copy()
+
+    def run_named(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        result = self._request.infer({0: batch})
+        return {port.get_any_name(): result[port].copy() for port in self._compiled.outputs}
 
     def version(self) -> str:
         import openvino as ov

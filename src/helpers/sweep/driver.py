@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers.run import run_record
-from helpers.run.graph import select
+from helpers.run.graph import select, short_id
 from helpers.run.params import ParamError
 from helpers.run.project import runs_root
 from helpers.run.runner import check_writable, create_run
@@ -62,7 +62,8 @@ def create(
         "varying": p.varying,
         "options": options,
         "git": run_record.git_state(),
-        "members": [{"run_id": m.run_id, "point": m.point, "status": "pending"} for m in p.members],
+        "members": [{"run_id": m.run_id, "point": m.point, "status": "pending", "retries": []} for m in p.members],
+        "lost_workers": [],
     }
     record.save(directory, doc)
     return directory, doc
@@ -99,14 +100,16 @@ def execute(
         specs = select(doc["phases"])
         members = [plan.Member(rid, {}, run_record.load_config(root / rid)) for rid in todo]
         ordered = engine.submission_order(members, specs, n_workers)
-        futures = engine.submit(
-            client, ordered, root, doc["options"].get("cell_timeout"), pin, doc["options"].get("retries", 2)
-        )
+        retries = doc["options"].get("retries", 2)
         bar = _bar(len(todo), progress)
+        say = bar.write if bar else log
+        incidents = engine.Incidents(client, todo, retries, lambda i: say(incident_line(doc["sweep_id"], i)))
+        futures = engine.submit(client, ordered, root, doc["options"].get("cell_timeout"), pin, retries)
         done = [0]
 
         def on_result(run_id: str, outcome: dict) -> None:
             done[0] += 1
+            record_incidents(doc, incidents.drain())
             record.set_member(
                 directory,
                 doc,
@@ -119,20 +122,19 @@ def execute(
                 cpus=outcome.get("cpus"),
                 seconds=outcome.get("seconds"),
             )
-            line = member_line(f"[{done[0]}/{len(todo)}]", run_id, outcome)
+            say(member_line(f"[{done[0]}/{len(todo)}]", run_id, outcome, member_of(doc, run_id)["retries"]))
             if bar:
-                bar.write(line)
                 bar.update()
-            else:
-                log(line)
 
         try:
             engine.gather(futures, on_result)
         except KeyboardInterrupt:
             doc["status"] = "interrupted"
-            record.save(directory, doc)
             raise
         finally:
+            incidents.close()
+            record_incidents(doc, incidents.drain())
+            record.save(directory, doc)
             if bar:
                 bar.close()
     finally:
@@ -143,15 +145,54 @@ def execute(
     return finish(directory, doc, log)
 
 
-def member_line(counter: str, run_id: str, outcome: dict) -> str:
-    """``[2/4] <run>: complete in 35.1 s on tcp://... (ran 02; reused 01)``."""
-    did = {k: [p[:2] for p, o in outcome.get("phases", {}).items() if o == k] for k in ("ran", "reused", "skipped")}
+def member_line(counter: str, run_id: str, outcome: dict, retries: list[dict] = ()) -> str:
+    """``[2/4] <run>: complete in 35.1 s on tcp://... (ran 02,02a; reused 01) after 1 retry (worker lost on ...)``."""
+    did = {
+        k: [short_id(p) for p, o in outcome.get("phases", {}).items() if o == k] for k in ("ran", "reused", "skipped")
+    }
     text = "; ".join(f"{k} {','.join(v)}" for k, v in did.items() if v)
     where = f" in {outcome['seconds']} s on {outcome['worker']}" if outcome.get("worker") else ""
+    again = f" after {len(retries)} {'retry' if len(retries) == 1 else 'retries'} ({record.describe(retries)})"
     return (
-        f"{counter} {run_id}: {outcome['status']}{where}{f' ({text})' if text else ''}"
+        f"{counter} {run_id}: {outcome['status']}{where}{f' ({text})' if text else ''}{again if retries else ''}"
         f"{': ' + outcome['error'] if outcome.get('error') else ''}"
     )
+
+
+def incident_line(sweep_id: str, incident: dict) -> str:
+    """The console line of a lost worker or a member that raised (``engine.Incidents``), as it happens."""
+    if incident["reason"] == "worker lost":
+        running = incident["running"]
+        return (
+            f"sweep {sweep_id}: worker {incident['worker']} lost while running {', '.join(running)}; Dask re-runs "
+            f"{'it' if len(running) == 1 else 'them'} on another worker, resuming from the manifests"
+            if running
+            else f"sweep {sweep_id}: worker {incident['worker']} lost (it was running no member)"
+        )
+    then = (
+        f"Dask retries it (retry {incident['retry']} of {incident['retries']}), resuming from the manifests"
+        if incident["retry"] <= incident["retries"]
+        else "no retries left: the member fails"
+    )
+    return f"sweep {sweep_id}: {incident['run_id']} raised on {incident['worker']}: {incident['error']}; {then}"
+
+
+def record_incidents(doc: dict, incidents: list[dict]) -> None:
+    """Into the sweep record: each lost worker (``lost_workers``), and per member each retry Dask made of it."""
+    for incident in incidents:
+        entry = {"at": incident["at"], "reason": incident["reason"], "worker": incident["worker"]}
+        if incident["reason"] == "worker lost":
+            doc.setdefault("lost_workers", []).append({**entry, "running": incident["running"]})
+            for run_id in incident["running"]:
+                member_of(doc, run_id).setdefault("retries", []).append(entry)
+        elif incident["retry"] <= incident["retries"]:  # raised, and Dask runs it again
+            member_of(doc, incident["run_id"]).setdefault("retries", []).append({**entry, "error": incident["error"]})
+
+
+def member_of(doc: dict, run_id: str) -> dict:
+    member = next(m for m in doc["members"] if m["run_id"] == run_id)
+    member.setdefault("retries", [])  # a record written before retries were recorded
+    return member
 
 
 def finish(directory: Path, doc: dict, log: Callable[[str], None]) -> dict:
@@ -211,4 +252,5 @@ def resume(
     """``calib sweep --resume DIR``: complete the members that are not done (others are left as they are)."""
     path = Path(directory).resolve()
     doc = record.load(path)
+    record.check_names(path, doc)
     return path, execute(path, doc, scheduler, workers, progress=progress, log=log)

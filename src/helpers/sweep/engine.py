@@ -8,6 +8,10 @@ re-submits the tasks of a worker that died, and ``retries`` re-runs a task that 
 from the manifests its earlier attempt left instead of starting from zero. A phase that fails
 (a notebook error) is not retried: the member is reported failed with the error.
 
+Nothing of this is silent: :class:`Incidents` hears from the scheduler when a worker is lost (and
+which members it was running) and from a member task when it raised (before Dask retries it), so
+the driver can say so on the console, in ``sweep.json`` and in the sweep report.
+
 Threads: each worker runs one task at a time (one thread); its kernels get a thread budget of
 ``cores // workers on that host`` through the usual ``*_NUM_THREADS`` variables, and on a
 LocalCluster each worker's kernels are also pinned (CPU affinity) to their own cores, so N
@@ -16,7 +20,9 @@ workers on N cores do not oversubscribe.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +32,7 @@ from helpers.run import manifest, run_record
 from helpers.run.graph import upstream_closure
 from helpers.run.params import config_hash
 
+MEMBER_TOPIC = "calib-sweep"  # the Dask event topic a member task reports on (that it raised)
 THREAD_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -80,6 +87,8 @@ def run_member(run_dir: str, cell_timeout: int | None, workers_on_host: dict[str
     from helpers.run.runner import PhaseFailed, run
 
     worker = get_worker()
+    member = {"run_id": Path(run_dir).name, "worker": worker.address}  # what the client hears (Incidents)
+    worker.log_event(MEMBER_TOPIC, {"action": "member-started", **member})
     threads = max(1, host_cores() // max(1, workers_on_host.get(host_of(worker.address), 1)))
     cpus = pin_threads(threads, worker.name if pin and isinstance(worker.name, int) else None)
     since, start, lines = run_record.now(), time.perf_counter(), []
@@ -88,6 +97,9 @@ def run_member(run_dir: str, cell_timeout: int | None, workers_on_host: dict[str
         status, error = "complete", None
     except PhaseFailed as exc:  # a notebook error: deterministic, so not retried
         status, error = "failed", str(exc)
+    except Exception as exc:  # Dask retries it (or fails the member): the client hears of it first
+        worker.log_event(MEMBER_TOPIC, {"action": "member-raised", **member, "error": f"{type(exc).__name__}: {exc}"})
+        raise
     return {
         "status": status,
         "error": error,
@@ -137,6 +149,10 @@ def start_client(scheduler: str | None, workers: int | None):
     return Client(cluster), {"kind": "LocalCluster", "workers": n}, True
 
 
+def task_key(run_id: str) -> str:
+    return f"calib-{run_id}"
+
+
 def submit(client, members: list, root: Path, cell_timeout: int | None, pin: bool, retries: int) -> dict:
     """Submit every member (in the given order); returns future -> run id."""
     hosts = workers_per_host(client)
@@ -147,7 +163,7 @@ def submit(client, members: list, root: Path, cell_timeout: int | None, pin: boo
             cell_timeout,
             hosts,
             pin,
-            key=f"calib-{m.run_id}",
+            key=task_key(m.run_id),
             pure=False,
             retries=retries,
         ): m.run_id
@@ -166,3 +182,70 @@ def gather(futures: dict, on_result: Callable[[str, dict], None]) -> None:
         except Exception as exc:  # retries exhausted, or the workers running it kept dying (KilledWorker)
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "phases": {}, "log": []}
         on_result(run_id, outcome)
+
+
+class Incidents:
+    """Lost workers and retried members of one execution of a sweep, as Dask and the member tasks report them.
+
+    A member task reports when it starts and when it raised (topic :data:`MEMBER_TOPIC`; Dask then
+    retries it, up to ``retries`` times). The scheduler's ``remove-worker`` event (topic ``all``) names
+    the tasks the lost worker held; those it had started Dask re-runs elsewhere (those only queued there
+    are just sent elsewhere: no news). Each incident is handed to ``on_incident`` as it arrives (in
+    the client's event thread: for the console) and kept for :meth:`drain` (the driver's thread: for
+    the record). An incident is a dict: ``reason`` ("worker lost" or "raised"), ``at``, ``worker``,
+    and ``running`` (the members the lost worker was executing) or ``run_id``, ``error``, ``retry``
+    (the how-many-th time it raised) and ``retries``.
+    """
+
+    def __init__(self, client, run_ids: list[str], retries: int, on_incident: Callable[[dict], None]):
+        self.client, self.retries, self.on_incident = client, retries, on_incident
+        self.members = {task_key(rid): rid for rid in run_ids}
+        self.started_on: dict[str, str] = {}  # run id -> the worker that last started it
+        self.raised: dict[str, int] = {}
+        self.pending: queue.SimpleQueue = queue.SimpleQueue()
+        client.subscribe_topic("all", self._scheduler_event)
+        client.subscribe_topic(MEMBER_TOPIC, self._member_event)
+
+    def _scheduler_event(self, event: tuple) -> None:
+        stamp, msg = event
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
+            return
+        worker, held = (
+            msg.get("worker"),
+            [self.members[k] for k in msg.get("processing-tasks", ()) if k in self.members],
+        )
+        running = sorted(rid for rid in held if self.started_on.get(rid) == worker)
+        if running or not msg.get("expected"):  # a worker that left when told to, running nothing, is no news
+            self._add({"reason": "worker lost", "at": _iso(stamp), "worker": worker, "running": running})
+
+    def _member_event(self, event: tuple) -> None:
+        stamp, msg = event
+        run_id = msg["run_id"]
+        if run_id not in self.members.values():  # another sweep on the same cluster
+            return
+        if msg["action"] == "member-started":
+            self.started_on[run_id] = msg["worker"]
+            return
+        self.raised[run_id] = self.raised.get(run_id, 0) + 1
+        retry = {"retry": self.raised[run_id], "retries": self.retries}
+        self._add(
+            {"reason": "raised", "at": _iso(stamp), **{k: msg[k] for k in ("worker", "run_id", "error")}, **retry}
+        )
+
+    def _add(self, incident: dict) -> None:
+        self.pending.put(incident)
+        self.on_incident(incident)
+
+    def drain(self) -> list[dict]:
+        out = []
+        while not self.pending.empty():
+            out.append(self.pending.get())
+        return out
+
+    def close(self) -> None:
+        for topic in ("all", MEMBER_TOPIC):
+            self.client.unsubscribe_topic(topic)
+
+
+def _iso(stamp: float) -> str:
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(timespec="seconds")

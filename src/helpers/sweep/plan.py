@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from helpers.run.graph import PhaseSpec, select
-from helpers.run.params import ParamError, config_hash, load_yaml
+from helpers.run.params import ParamError, check_name, config_hash, load_yaml
 from helpers.run.runner import resolve_config
 
 SWEEP_KEYS = ("name", "grid", "points", "seeds")
 SEED = "seed"
+MAX_SWEEP_NAME = 41  # + "-<UTC time>-<index>-<slug>": a member id stays a valid run name (params.MAX_NAME)
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,7 @@ def load_sweep_file(path: str | Path) -> dict:
         raise ParamError(f"{where}: seeds must be a list of distinct integers, e.g. seeds: [0, 1, 2]")
     if not (grid or points or seeds):
         raise ParamError(f"{where}: nothing to sweep; give a grid, points and/or seeds")
-    name = str(doc.get("name") or Path(path).stem)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", name):
-        raise ParamError(f"{where}: name {name!r} must be 1-41 letters, digits, '.', '_' or '-'")
+    name = check_name(str(doc.get("name") or Path(path).stem), f"{where}: name", MAX_SWEEP_NAME)
     return {"name": name, "grid": grid, "points": points, "seeds": seeds}
 
 

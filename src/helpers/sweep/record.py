@@ -1,5 +1,8 @@
 """``<runs root>/sweeps/<id>/sweep.json``: a sweep's grid, its member runs and their status.
 
+Besides each member's status, worker and phases it keeps the member's ``retries`` (each re-run Dask
+made of it: a lost worker, or the task raised) and the sweep's ``lost_workers`` (``engine.Incidents``).
+
 Only the sweep's client writes it (workers write their own run directories), every update is one
 atomic rewrite, so a killed client leaves the last complete state; ``calib sweep --resume`` reads
 it and completes the members that are not done.
@@ -10,7 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers.run import atomic, manifest, run_record
+from helpers.run import atomic, integrity, run_record
+from helpers.run.params import check_name
 
 SWEEPS_DIR = "sweeps"
 FILENAME = "sweep.json"
@@ -30,6 +34,15 @@ def load(directory: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def check_names(directory: Path, doc: dict) -> None:
+    """Before a sweep record is acted on: its sweep id and member run ids are names (one folder under the runs
+    root each), so an edited ``sweep.json`` cannot send a worker outside it."""
+    where = Path(directory) / FILENAME
+    check_name(doc.get("sweep_id"), f"{where}: sweep id")
+    for member in doc.get("members", []):
+        check_name(member.get("run_id"), f"{where}: member run id")
+
+
 def save(directory: Path, doc: dict) -> None:
     doc["updated"] = run_record.now()
     atomic.write_json(Path(directory) / FILENAME, doc)
@@ -46,16 +59,22 @@ def list_sweeps(root: Path) -> list[Path]:
 
 
 def member_done(run_dir: Path) -> bool:
-    """Complete: the run finished and every phase it lists has a verifying manifest.
+    """Complete: what ``calib verify`` calls complete and intact (``helpers.run.integrity``), by the same check.
 
-    The manifests decide, as for ``calib run --resume``: a worker killed between a phase's manifest
-    and its run-record update leaves the row "running", and the resumed run skips that phase.
+    A member the sweep left in any other state -- killed inside a phase, or between a phase's manifest and
+    its run-record row (the row says "running" while the manifest exists), or damaged -- is to do: the
+    resumed member run (``calib run --resume``) skips what verifies, records a row that lags its manifest,
+    and re-runs the rest.
     """
     try:
-        record = run_record.load(run_dir)
+        return integrity.check_run(run_dir).exit_code == integrity.COMPLETE
     except FileNotFoundError:
         return False
-    return record.get("status") == "complete" and not any(manifest.verify(run_dir, pid) for pid in record["phases"])
+
+
+def describe(retries: list[dict]) -> str:
+    """A member's retries (``retries`` in its entry): ``worker lost on tcp://...; raised on tcp://...``."""
+    return "; ".join(f"{r['reason']} on {r['worker']}" for r in retries)
 
 
 def counts(doc: dict) -> dict[str, int]:

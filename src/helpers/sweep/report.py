@@ -1,7 +1,8 @@
 """The sweep report: every member's key results in one table (CSV) and one self-contained HTML page.
 
 One row per member run: its status, the parameters that vary across the sweep, which phases it
-reused from another run, and every numeric key result its phases recorded (``<phase>.<key>``,
+reused from another run, how many times Dask re-ran it (a lost worker, a task that raised; the page
+names them and the lost workers), and every numeric key result its phases recorded (``<phase>.<key>``,
 nested keys dotted; for phase 04 also the INT8 accuracy drop per variant). The page has, for every
 varying parameter and every result that varies, the result against that parameter: one line per
 combination of the other varying parameters, the mean over seeds with the seed spread (standard
@@ -19,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from helpers.run import atomic, run_record
+from helpers.run.graph import short_id
+from helpers.sweep import record
 from helpers.sweep.plan import SEED, value_label
 
 CSV_NAME, HTML_NAME = "sweep_results.csv", "sweep_report.html"
@@ -63,7 +66,8 @@ def results_table(doc: dict, root: Path) -> pd.DataFrame:
             phases = run_record.load(root / member["run_id"])["phases"]
         except FileNotFoundError:
             phases = {}
-        row["reused"] = ",".join(pid[:2] for pid, r in phases.items() if r.get("reused_from")) or ""
+        row["reused"] = ",".join(short_id(pid) for pid, r in phases.items() if r.get("reused_from")) or ""
+        row["retries"] = len(member.get("retries", []))
         metrics = {}
         for pid, r in phases.items():
             metrics.update(numeric_leaves(r.get("summary") or {}, pid))
@@ -75,7 +79,7 @@ def results_table(doc: dict, root: Path) -> pd.DataFrame:
 
 def metric_columns(table: pd.DataFrame, doc: dict) -> list[str]:
     """Result columns worth a figure: numeric and not the same in every member."""
-    fixed = {"run", "status", "reused", *doc["varying"]}
+    fixed = {"run", "status", "reused", "retries", *doc["varying"]}
     return [
         c
         for c in table.columns
@@ -151,12 +155,21 @@ def render(table: pd.DataFrame, doc: dict, plots: list[tuple[str, bytes]]) -> st
         "figure{display:inline-block;margin:0.5em}figcaption{font-size:12px}"
     )
     grid = ", ".join(f"{k}: {', '.join(value_label(v) for v in vals)}" for k, vals in doc["spec"]["grid"].items())
+    retried = [m for m in doc["members"] if m.get("retries")]
     facts = [
         f"sweep {doc['sweep_id']}, status {doc['status']}, {len(doc['members'])} run(s), "
         f"phases {', '.join(doc['phases'])}",
         f"grid: {grid or '-'}; explicit points: {len(doc['spec']['points'])}; "
         f"seeds: {', '.join(map(str, doc['spec']['seeds'])) or '-'}",
         f"varying parameters: {', '.join(doc['varying']) or '-'}",
+        "lost workers: "
+        + (
+            ", ".join(f"{w['worker']} (running {', '.join(w['running']) or 'no member'})" for w in doc["lost_workers"])
+            if doc.get("lost_workers")
+            else "none"
+        ),
+        "retried members: "
+        + (", ".join(f"{m['run_id']} ({record.describe(m['retries'])})" for m in retried) if retried else "none"),
     ]
     imgs = (
         "".join(

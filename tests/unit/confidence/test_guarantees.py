@@ -78,6 +78,8 @@ def test_tables_keep_fixed_rows_and_the_test_figures(fitted, split):
     assert list(rules.index)[0].startswith("class-wise") and len(rules) == 2
     fig = guarantees.figure(evaluation, fitted, class_names)
     assert len(fig.axes) == 3
+    doc = json.loads(json.dumps(guarantees.measured(evaluation), allow_nan=False))
+    assert doc["sets"]["LAC"]["coverage"] == sets.loc["LAC", "test_coverage"]
 
 
 def test_resplit_coverage_of_every_method_holds_its_level(fitted, split):

@@ -120,12 +120,12 @@ def populated_store(root: Path) -> list[MeasurementRecord]:
 def test_layout_and_manifest(tmp_path):
     populated_store(tmp_path)
     hw_dir = tmp_path / HW
-    assert (hw_dir / "measurements/fp32/tiny_b1.json").is_file()
-    assert (hw_dir / "measurements/fp32/tiny-torch_b4.npz").is_file()
+    assert (hw_dir / "measurements/fp32/tiny_b1_r00000000.json").is_file()  # named by its run: one file per repeat
+    assert (hw_dir / "measurements/fp32/tiny-torch_b4_r00000000.npz").is_file()
     manifest = json.loads((hw_dir / "manifest.json").read_text())
     assert manifest["summary"] == {"num_models": 2, "num_precisions": 2, "num_batch_sizes": 2, "total_measurements": 5}
     assert manifest["coverage"] == {"models": ["other", "tiny"], "precisions": ["fp32", "int8"], "batch_sizes": [1, 4]}
-    entry = next(e for e in manifest["measurements"] if e["file"] == "measurements/int8/tiny_b4.json")
+    entry = next(e for e in manifest["measurements"] if e["file"] == "measurements/int8/tiny_b4_r00000000.json")
     assert (entry["model"], entry["precision"], entry["batch_size"], entry["num_subgraphs"]) == ("tiny", "int8", 4, 3)
     assert store.manifest_problems(tmp_path, HW) == []
 
@@ -133,10 +133,10 @@ def test_layout_and_manifest(tmp_path):
 def test_manifest_disagreement_is_detected_and_rebuild_fixes_it(tmp_path):
     populated_store(tmp_path)
     loader = GroundTruthLoader(tmp_path)
-    (tmp_path / HW / "measurements/fp32/other_b4.json").unlink()
+    (tmp_path / HW / "measurements/fp32/other_b4_r00000000.json").unlink()
     make_record(model="new", batch_size=2, input_shape=None).save(tmp_path / HW / "measurements/fp32/new_b2.json")
     problems = loader.check_manifest(HW)
-    assert any("other_b4.json: listed but no such record file" in p for p in problems)
+    assert any("other_b4_r00000000.json: listed but no such record file" in p for p in problems)
     assert any("new_b2.json: record file not listed" in p for p in problems)
     with pytest.warns(UserWarning, match="rebuild_manifest"):
         assert "new" in loader.list_models(HW)  # a stale manifest is not trusted
@@ -203,13 +203,13 @@ def legacy_sources(base: Path) -> list[Path]:
 def test_migration_writes_the_canonical_layout(tmp_path):
     sources, dest = legacy_sources(tmp_path), tmp_path / "dest"
     report = migrate(sources, dest)
-    assert len(report.of(store.MIGRATED)) == 5
+    assert len(report.of(store.MIGRATED)) == 6  # the older mobilenet measurement too: a repeat, kept
     (failed,) = report.failed
     assert (Path(failed.source).name, failed.hardware_id) == ("broken_b1.json", "other-hw")
     assert "not valid JSON" in failed.detail  # fails alone: another hardware id
-    (older,) = report.of(store.OLDER)
-    assert older.source.endswith("b/test-cpu-2c/fp32/mobilenet_b2_b32.json") and "older than" in older.detail
     loader = GroundTruthLoader(dest)
+    repeats = loader.repeats(HW, "mobilenet_b2", "fp32", 32)
+    assert [r.measurement_date[:10] for r in repeats] == ["2023-01-01", "2023-03-01"]
     assert loader.list_configurations(HW) == [
         ("efficientnet_b0", "onnxruntime", "fp32", 1),
         ("efficientnet_b1", "onnxruntime", "fp32", 4),
@@ -218,8 +218,9 @@ def test_migration_writes_the_canonical_layout(tmp_path):
         ("tiny", "onnxruntime", "fp32", 4),
     ]
     assert loader.load(HW, "mobilenet_b2", "fp32", 32).measurement_date == "2023-03-01T08:00:00+00:00"
-    assert (dest / HW / "measurements/fp32/tiny_b4.npz").read_bytes() == b"samples"
-    assert json.loads((dest / HW / "measurements/int8/resnet_b16_b1.json").read_text())["schema_version"] == "2.0"
+    assert (dest / HW / "measurements/fp32/tiny_b4_r00000000.npz").read_bytes() == b"samples"
+    (resnet,) = (dest / HW / "measurements/int8").glob("resnet_b16_b1_r*.json")
+    assert json.loads(resnet.read_text())["schema_version"] == "2.0"
     assert loader.check_manifest(HW) == []
 
 
@@ -228,7 +229,7 @@ def test_migrating_twice_changes_nothing(tmp_path):
     migrate(sources, dest)
     before = tree_bytes(dest / HW / "measurements")
     again = migrate(sources, dest)
-    assert again.of(store.MIGRATED) == [] and len(again.of(store.IN_STORE)) == 5
+    assert again.of(store.MIGRATED) == [] and len(again.of(store.IN_STORE)) == 6
     assert tree_bytes(dest / HW / "measurements") == before
 
 
@@ -237,7 +238,7 @@ def test_dry_run_leaves_the_destination_untouched(tmp_path):
     populated_store(dest)
     before = tree_bytes(dest)
     report = migrate(sources, dest, dry_run=True)
-    assert report.dry_run and len(report.of(store.MIGRATED)) == 4  # the destination already holds tiny fp32 b4
+    assert report.dry_run and len(report.of(store.MIGRATED)) == 5  # the destination already holds tiny fp32 b4
     assert len(report.of(store.IN_STORE)) == 1
     assert tree_bytes(dest) == before
     migrate(sources, tmp_path / "fresh", dry_run=True)
@@ -254,5 +255,18 @@ def test_cli_migrate_dry_run_prints_the_report(tmp_path, capsys):
     code = cli_main(["migrate", *map(str, sources), "--dest", str(dest), "--dry-run"])
     out = capsys.readouterr().out
     assert code == 1  # one file failed
-    assert "would write 5 records" in out and "1 failed" in out and "FAILED" in out and "broken_b1.json" in out
+    assert "would write 6 records" in out and "1 failed" in out and "FAILED" in out and "broken_b1.json" in out
     assert not dest.exists()
+
+
+def test_migration_never_replaces_a_measurement_in_the_store(tmp_path):
+    """A store file under a record's name that holds another measurement stays ("name taken"); an older
+    measurement of a configuration the store holds is added beside it, as a repeat."""
+    sources, dest = legacy_sources(tmp_path), tmp_path / "dest"
+    other = make_record(model="tiny", measurement_date="2025-01-01T00:00:00+00:00")  # same run id, another date
+    taken = store.record_path(dest, other)
+    other.save(taken)
+    report = migrate(sources, dest)
+    (kept,) = report.of(store.CONFLICT)
+    assert kept.source.endswith("tiny_b4.json") and "holds another measurement" in kept.detail
+    assert read_measurement(taken) == other

@@ -202,3 +202,35 @@ def test_info_rebuilds_the_architecture_from_a_checkpoint(imported, tmp_path):
     )
     images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(predict_logits(rebuilt, images), predict_logits(model, images))
+
+
+def keras_h5_params(h5_path) -> dict:
+    from helpers.run.runner import resolve_config
+
+    params = resolve_config()["02_train"]
+    return {**params, "model_source": "keras_h5", "h5_path": str(h5_path), "dataset": "cifar10", "val_source": "test"}
+
+
+def test_the_precheck_refuses_an_h5_path_that_is_not_a_keras_model(tmp_path):
+    """Issue 29.9: a non-HDF5 h5_path passed the precheck (only existence was checked) and failed inside 02."""
+    from helpers.models.artifact import check_params
+
+    text = tmp_path / "model.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(ValueError, match=rf"h5_path: {text} is not an HDF5 file"):
+        check_params(keras_h5_params(text))
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(ValueError, match="h5_path: .* is HDF5 but not a saved Keras model"):
+        check_params(keras_h5_params(bare))
+
+
+def test_the_precheck_accepts_the_mlperf_model_and_refuses_another_architecture(keras_h5, tmp_path):
+    from helpers.models.artifact import check_params
+
+    check_params(keras_h5_params(keras_h5))
+    path = tmp_path / "valid_padding.h5"
+    _edit_config(keras_h5, path, lambda layers: layers["conv2d_3"]["config"].update(padding="valid"))
+    with pytest.raises(ValueError, match=r"h5_path: .*'conv2d_3' has padding='valid'"):
+        check_params(keras_h5_params(path))

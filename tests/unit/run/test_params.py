@@ -2,7 +2,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers.run.params import ParamError, notebook_parameters, parse_overrides, resolve
+from helpers.run.params import MAX_NAME, ParamError, check_name, notebook_parameters, parse_overrides, resolve
 from helpers.run.runner import all_defaults
 
 DEFAULTS = {
@@ -81,3 +81,37 @@ def test_every_project_notebook_has_parameters_and_shared_keys_agree():
         assert params["run_dir"] == "" and params["seed"] == 0, phase_id
         for name, value in params.items():
             assert seen.setdefault(name, value) == value, f"{phase_id} disagrees on the default of {name}"
+
+
+@pytest.mark.parametrize("raw", [".nan", ".inf", "-.inf"])
+def test_nan_and_infinity_are_refused_naming_the_key(raw):
+    """Issue 29.3: `-p 02_train.lr=.nan` passed validation and failed writing the run record."""
+    with pytest.raises(ParamError, match=r"02_train \(set by -p \(02_train\.lr\)\): parameter 'lr' must be a finite"):
+        resolve(DEFAULTS, [("-p", parse_overrides([f"02_train.lr={raw}"]))])
+    with pytest.raises(ParamError, match=r"parameter 'layers' must hold finite numbers.*got \[1, (nan|inf|-inf)\]"):
+        resolve(DEFAULTS, [("-p", parse_overrides([f"layers=[1, {raw}]"]))])
+
+
+def test_values_a_run_record_cannot_hold_are_refused_naming_the_key():
+    """YAML reads an unquoted 2024-01-01 as a date: it passed as a list entry and failed writing the record."""
+    with pytest.raises(ParamError, match=r"parameter 'layers' holds 2024-01-01, a date.*quote it"):
+        resolve(DEFAULTS, [("-p", parse_overrides(["layers=[2024-01-01]"]))])
+
+
+def test_a_misspelled_phase_section_gets_a_suggestion():
+    with pytest.raises(ParamError, match=r"unknown parameter\(s\) 02_trian in -p \(did you mean 02_train\?\)"):
+        resolve(DEFAULTS, [("-p", parse_overrides(["02_trian.epochs=3"]))])
+
+
+@pytest.mark.parametrize(
+    "bad", ["../../escape", "/abs/path", "..", ".", ".hidden", "a/b", "-rf", "", "a b", "x" * (MAX_NAME + 1)]
+)
+def test_a_run_name_is_one_folder_name(bad):
+    """Issue 29.2: --run-id ../../escape created a directory two levels above the runs root."""
+    with pytest.raises(ParamError, match=r"--run-id .* is not a valid name: use 1-200 letters, digits"):
+        check_name(bad, "--run-id")
+
+
+def test_generated_names_are_valid_names():
+    for good in ("taken", "20261206T200102Z-04a9c828-2", "quant-00-calibration_methods=minmax+entropy_seed=0"):
+        assert check_name(good, "--run-id") == good

@@ -75,3 +75,41 @@ def test_written_csv_and_page(sweep):
     assert page.count("<figure>") == 2  # two varying results x one non-seed parameter
     assert "04_quantize.int8_accuracy_drop.minmax vs samples_per_class" in page
     assert 'src="http' not in page and page.count("data:image/png;base64,") == 2
+
+
+def test_phases_are_named_by_their_ids_02a_and_02b_included(sweep, tmp_path):
+    """Issue 29.9: sweep lines printed 02, 02a and 02b all as `02`."""
+    from helpers.sweep.driver import member_line
+
+    directory, doc = sweep
+    run_record.set_phase(tmp_path / "s-10-0", "02b_adapt", status="complete", reused_from={"run": "x"})
+    table = report.results_table(doc, directory.parent.parent)
+    assert table.set_index("run").loc["s-10-0", "reused"] == "01,02b"
+    outcome = {
+        "status": "complete",
+        "phases": {"01_data": "skipped", "02_train": "ran", "02a_target": "ran", "02b_adapt": "reused"},
+        "worker": "tcp://127.0.0.1:1",
+        "seconds": 3.0,
+    }
+    assert (
+        member_line("[1/2]", "r", outcome)
+        == "[1/2] r: complete in 3.0 s on tcp://127.0.0.1:1 (ran 02,02a; reused 02b; skipped 01)"
+    )
+
+
+def test_lost_workers_and_retries_are_in_the_table_and_on_the_page(sweep):
+    """Issue 29.7: a worker killed under a member was re-run by Dask and nothing said so."""
+    from helpers.sweep.driver import member_line
+
+    directory, doc = sweep
+    lost = {"at": "2026-01-01T00:00:00+00:00", "reason": "worker lost", "worker": "tcp://127.0.0.1:1"}
+    doc["members"][1]["retries"] = [lost]
+    doc["lost_workers"] = [{"at": lost["at"], "worker": lost["worker"], "running": ["s-10-1"]}]
+    table = report.results_table(doc, directory.parent.parent)
+    assert list(table["retries"]) == [0, 1, 0, 0] and "retries" not in report.metric_columns(table, doc)
+    _, html_path = report.write(directory, doc)
+    page = html_path.read_text()
+    assert "lost workers: tcp://127.0.0.1:1 (running s-10-1)" in page
+    assert "retried members: s-10-1 (worker lost on tcp://127.0.0.1:1)" in page
+    line = member_line("[2/4]", "s-10-1", {"status": "complete"}, doc["members"][1]["retries"])
+    assert line == "[2/4] s-10-1: complete after 1 retry (worker lost on tcp://127.0.0.1:1)"
