@@ -1,10 +1,10 @@
 """``calib verify`` and ``run_record.json``: every field that can be checked is checked, on copies of the
 committed reference run (real files, no kernel; runs/reference itself is only read).
 
-The record carries a sha256 over its own content (``run_record.SCHEMA``); the committed reference was
-written before that (a legacy record), so both are tested: a sealed record must report every change of
-its content, a legacy record every change of a field that can be checked (its config against its hash,
-each registry entry against its file, each phase row against its manifest and executed notebook).
+The record carries a sha256 over its own content (``run_record.SCHEMA``); a record written before that is
+a legacy record (neither ``schema`` nor ``sha256``). Both are tested: a sealed record must report every
+change of its content, a legacy record every change of a field that can be checked (its config against
+its hash, each registry entry against its file, each phase row against its manifest and executed notebook).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.run import integrity, run_record
+from helpers.run import atomic, integrity, run_record
 from helpers.run.integrity import COMPLETE, DAMAGED
 from helpers.run.project import project_root
 
@@ -25,9 +25,12 @@ RECORD = run_record.FILENAME
 
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory) -> Path:
-    """A copy of the reference run, its record as committed (no self-hash)."""
+    """A copy of the reference run, its record as a calib-lab before the self-hash wrote it (no schema, no sha256)."""
     dest = tmp_path_factory.mktemp("legacy") / REFERENCE.name
     shutil.copytree(REFERENCE, dest)
+    record = json.loads((dest / RECORD).read_text())
+    record.pop("schema", None), record.pop("sha256", None)
+    (dest / RECORD).write_text(atomic.dumps_json(record))
     return dest
 
 
