@@ -113,10 +113,13 @@ COLUMN_NAMES = {
     "accept_mismatches": "accept mismatches",
     "accepted": "accepted",
     "passed": "passed",
-    "val_cv_nll": "val CV NLL (chooses)",
+    "graph_probability_max_abs_diff": "graph |prob diff|",
+    "graph_accept_mismatches": "graph accept diffs",
+    "graph_set_mismatches": "graph set diffs",
+    "val_cv_nll": "val CV NLL",
     "test_nll": "test NLL",
     "test_ece": "test ECE (%)",
-    "p": "p (ECE vs the null band)",
+    "p": "p",
     "eligible": "selectable",
 }
 PERCENT = {
@@ -350,7 +353,7 @@ def candidate_tables(files: Files, results: Mapping[str, dict]) -> list[str]:
     sentence that says why the chosen one won (the identity winning means no map beat the raw logits on val)."""
     from helpers.confidence.base import CalibrationMap
 
-    parts = ["<h3>Candidate maps: chosen on val, measured on test</h3>"]
+    parts = ["<h3>Candidate maps: chosen on val (CV NLL), measured on test (p: the ECE against its null band)</h3>"]
     for name in sorted(n for n in files if n.endswith("/scaling_params.json")):
         model, doc = name.split("/")[0], _json(files, name)
         chosen, measured = doc["selection"]["chosen"], results[model]["methods"]
@@ -433,11 +436,28 @@ def bundle_section(files: Files, inputs) -> list[str]:
     validation = _json(files, "validation.json")
     doc = _json(files, "bundle/bundle.json")
     status = validation["status"]
-    models = pd.DataFrame(doc["models"]).T
+    checks = validation_table(validation)
+    graph = [c for c in checks.columns if c.startswith("graph_")]
+    models = pd.DataFrame(
+        {
+            precision: {
+                "file": m["file"],
+                "variant": m.get("variant", "-"),
+                "calibration": m.get("calibration", {}).get("method", "temperature_scaling"),
+                "accept threshold": "per class" if isinstance(m["threshold"], list) else m["threshold"],
+                "prediction set": "per class (LAC)" if "set_thresholds" in m else "-",
+                "runtimes": ", ".join(m.get("runtimes", ["onnxruntime"])),
+                "default runtime": m.get("runtime", "onnxruntime"),
+            }
+            for precision, m in doc["models"].items()
+        }
+    ).T
     return [
         f"<p>load-back validation on {validation['n']} test images: "
         f'<span class="{status.lower()}">{html.escape(status)}</span></p>',
-        table(validation_table(validation), index="precision"),
+        table(checks.drop(columns=graph), index="precision"),
+        "<h3>The bundled graphs' own outputs (what any ONNX client gets) against the same rules in Python</h3>",
+        table(checks[graph], index="precision"),
         "<h3>Bundle contents</h3>",
         table(models, index="precision"),
         paragraph(f"source run {doc['source']['run_id']}; schema_version {doc['schema_version']}"),
