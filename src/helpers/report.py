@@ -427,6 +427,37 @@ def selective_section(files: Files, inputs) -> list[str]:
             "(not the classifier MCC of 02); coverage and selective risk as fractions"
         ),
         *figures(files, {"risk_coverage.png": "risk-coverage (test)", "threshold_sweep.png": "threshold sweep (val)"}),
+        *conformal_part(files),
+    ]
+
+
+def conformal_part(files: Files) -> list[str]:
+    """Phase 07's conformal sets and class-wise rejection (test), where the run has them."""
+    if "conformal.json" not in files:
+        return []
+    doc = _json(files, "conformal.json")
+    rules = doc["models"][doc["selective_model"]]
+    sets, rejection = rules["test"]["sets"], rules["test"]["rejection"]
+    frame = pd.DataFrame(
+        {
+            name: {
+                "coverage": m["coverage"],
+                "mean_size": m["mean_size"],
+                "min_class_coverage": min(c for c in m["class_coverage"] if c is not None),
+            }
+            for name, m in sets.items()
+        }
+    ).T
+    return [
+        f"<h3>Conformal prediction sets (alpha = {rules['alpha_sets']:g}, fitted on val, test)</h3>",
+        table(frame, index="set"),
+        paragraph(
+            f"the bundle computes {rules['deployed_set']}; class-wise rejection (risk control at alpha = "
+            f"{rules['alpha_risk']:g}) accepts {100 * rejection['classwise']['coverage']:.1f}% of test images "
+            f"(selective accuracy {100 * rejection['classwise']['selective_accuracy']:.1f}%), the global threshold "
+            f"{100 * rejection['global']['coverage']:.1f}% ({100 * rejection['global']['selective_accuracy']:.1f}%)"
+        ),
+        *figures(files, {"conformal.png": "set size by difficulty, per-class coverage and miss rate (test)"}),
     ]
 
 
