@@ -57,7 +57,7 @@ def test_bad_model_params_fail_before_any_kernel(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_not_a_keras_file_fails_the_phase_with_a_clear_message(tmp_path, cifar10_dir):
+def test_not_a_keras_file_is_refused_before_any_phase_with_a_clear_message(tmp_path, cifar10_dir):
     fake = tmp_path / "weights.h5"
     fake.write_bytes(b"not an hdf5 file at all")
     proc = calib(
@@ -79,8 +79,9 @@ def test_not_a_keras_file_fails_the_phase_with_a_clear_message(tmp_path, cifar10
         "val_source=test",
         check=False,
     )
-    assert proc.returncode == 1 and "weights.h5" in proc.stderr
-    assert not list((tmp_path / "runs").glob("*/manifests/02_train.json"))
+    # refused by 02's precheck, before any phase (00 and 01 included) runs or a run directory exists
+    assert proc.returncode == 2 and "weights.h5" in proc.stderr and "is not an HDF5 file" in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_mlperf_pretrained_import_through_the_phase(tmp_path, cifar10_dir, keras_h5):

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from cli_runner import calib
+from helpers import data
+from helpers.models.onnx_export import onnx_logits
 from helpers.run import manifest
 from helpers.run.atomic import sha256_file
 from helpers.run.graph import get_phase
@@ -46,9 +48,13 @@ def test_default_run_adapts_with_lora_and_every_consumer_gets_the_merged_model(d
     assert len(doc["history"]["loss"]) == doc["config"]["epochs"]
     # the adapted model differs from 02's and is the one the bundle ships
     assert sha256_file(adapt / "model.pt") != sha256_file(default_run / "results/02_train/model.pt")
+    # the bundle ships it with its calibration and rules appended: the same logits, bit for bit
     shipped = default_run / "results/08_bundle/bundle/model_fp32.onnx"
-    assert sha256_file(shipped) == sha256_file(adapt / "model.onnx")
-    assert sha256_file(shipped) != sha256_file(default_run / "results/02_train/model.onnx")
+    images = data.load_dataset("digits").test_images[:64]
+    np.testing.assert_array_equal(onnx_logits(shipped, images), onnx_logits(adapt / "model.onnx", images))
+    assert not np.array_equal(
+        onnx_logits(shipped, images), onnx_logits(default_run / "results/02_train/model.onnx", images)
+    )
     record = json.loads((default_run / "manifests/02b_adapt.json").read_text())
     assert {"model.pt", "adapter.pt", "model.onnx", "adaptation.json"} <= set(record["files"])
     events = [json.loads(line)["event"] for line in (default_run / "logs/02b_adapt.jsonl").read_text().splitlines()]
