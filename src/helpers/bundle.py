@@ -129,10 +129,9 @@ def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
 
 def check_params(params: dict, config: dict | None = None) -> None:
     """Validate phase 08's parameters before any kernel starts."""
-    if params.get("accept_rule", "global") not in ACCEPT_RULE_TEXT:
-        raise ValueError(
-            f"accept_rule must be one of {list(ACCEPT_RULE_TEXT)} (the bundle's accept output), got {params['accept_rule']!r}"
-        )
+    from helpers.confidence.guarantees import check_accept_rule
+
+    check_accept_rule(params.get("accept_rule", "global"))
     if params["runtime_batch"] < 1:
         raise ValueError(
             f"runtime_batch must be >= 1 (the batch of the timing that picks the default runtime), "
@@ -163,28 +162,19 @@ class Rules:
     guarantees: dict
 
 
-def rules_for(
-    conformal_doc: dict, models: Mapping[str, str], accept_rule: str, thresholds: Mapping[str, float]
-) -> Rules:
-    """The rules phase 07 fitted (its conformal.json) for each precision's model: ``accept_rule`` "global" keeps
-    07's thresholds (``thresholds_for``), "classwise" takes its class-wise risk-control thresholds; the
-    prediction set is its per-class LAC set (``guarantees.DEPLOYED_SET``). A model 07 did not fit gets the
-    rules of 07's ``selective_model``."""
+def rules_for(conformal_doc: dict, models: Mapping[str, str], accept_rule: str) -> Rules:
+    """The rules phase 07 fitted (its conformal.json) for each precision's model: ``accept_rule`` "global" is
+    07's threshold, "classwise" its class-wise risk-control thresholds; the prediction set is its per-class LAC
+    set (``guarantees.DEPLOYED_SET``). A model 07 did not fit gets the rules of 07's ``selective_model``."""
     from helpers.confidence import guarantees
 
-    if accept_rule not in ACCEPT_RULE_TEXT:
-        raise ValueError(f"accept_rule must be one of {list(ACCEPT_RULE_TEXT)}, got {accept_rule!r}")
+    guarantees.check_accept_rule(accept_rule)
     docs = conformal_doc["models"]
     fitted = {
         p: guarantees.Guarantees.from_document(docs.get(m, docs[conformal_doc["selective_model"]]))
         for p, m in models.items()
     }
-    accept = {
-        p: float(thresholds[p])
-        if accept_rule == "global"
-        else [None if math.isinf(t) else float(t) for t in g.rejection.thresholds]
-        for p, g in fitted.items()
-    }
+    accept = {p: g.accept_thresholds(accept_rule) for p, g in fitted.items()}
     first = next(iter(fitted.values()))
     words = first.document()["guarantees"]
     return Rules(
@@ -272,7 +262,7 @@ def write_bundle(
     the threads and batch size the offered runtimes' outputs were checked at (and their versions).
     """
     _check_build_args(model_paths, class_names, calibrations, thresholds)
-    if accept_rule not in ACCEPT_RULE_TEXT:
+    if accept_rule not in ACCEPT_RULE_TEXT:  # the rules guarantees.ACCEPT_RULES declares, in words
         raise ValueError(f"accept_rule must be one of {list(ACCEPT_RULE_TEXT)}, got {accept_rule!r}")
     if set_thresholds is not None and any(len(set_thresholds[p]) != len(class_names) for p in PRECISIONS):
         raise ValueError(f"set_thresholds must hold one probability per class ({len(class_names)}) per precision")

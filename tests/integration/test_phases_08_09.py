@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import bundle, data, report
+from helpers.metrics.calibration import softmax
 from helpers.models import parity
 from helpers.run.graph import MODEL_PHASE
 from helpers.run.project import project_root
@@ -100,7 +101,8 @@ def test_an_external_client_reproduces_the_pipeline_from_the_bundle_alone(full_r
     """No import of this project: the bundle's client.py (numpy + onnxruntime), or OpenVINO on the bundle's
     files, in a fresh process on a copy of the bundle. Its calibrated accuracy, accept coverage, selective
     accuracy and prediction-set coverage are the pipeline's (phases 06 and 07) on the same test images, but for
-    images within the graph's float32 tolerance of a threshold (validation.json counts them: none here)."""
+    images within the graph's float32 tolerance of a threshold or of a near tie (counted; on the reference
+    machine none), so the check holds on any CPU."""
     copied = shutil.copytree(full_run / "results/08_bundle/bundle", tmp_path / "bundle")
     ds = data.load_dataset("digits")
     images, labels = data.split_data(ds, data.load_splits(full_run / "results/01_data/splits.npz", ds), "test")
@@ -120,20 +122,27 @@ def test_an_external_client_reproduces_the_pipeline_from_the_bundle_alone(full_r
     conformal = json.loads((full_run / "results/07_selective/conformal.json").read_text())
     doc = json.loads((copied / "bundle.json").read_text())
     models = {"fp32": "fp32", "int8": doc["models"]["int8"]["variant"]}
+    atol = bundle.GRAPH_PROBABILITY_ATOL  # the graph computes in float32, the pipeline in float64
+    rows = np.arange(len(labels))
     for precision, model in models.items():
         got = {k: np.asarray(v) for k, v in out["results"][precision].items()}
         assert set(got) == set(doc["outputs"])
-        pipeline = calibrated[f"{model}_test"]
-        assert np.mean(got["probabilities"].argmax(1) == labels) == np.mean(pipeline.argmax(1) == labels)
-        report = threshold["models"].get(model, threshold["models"][threshold["selective_model"]])
+        probs = softmax(calibrated[f"{model}_test"].astype(np.float64))  # what phases 06 and 07 measured
+        top2 = np.sort(probs, axis=1)[:, -2:]
+        flips = got["probabilities"].argmax(1) != probs.argmax(1)
+        assert not flips[top2[:, 1] - top2[:, 0] > 2 * atol].any()  # the argmax may differ only at a near tie
         if model in threshold["models"]:
-            assert got["accept"].mean() == report["test"]["coverage"], precision
-        correct = got["probabilities"].argmax(1) == labels
-        assert correct[got["accept"]].mean() == pytest.approx(1 - report["test"]["selective_risk"], abs=1e-12)
-        sets = conformal["models"].get(model, conformal["models"][conformal["selective_model"]])
+            report = threshold["models"][model]
+            accept = probs.max(1) >= report["threshold"]
+            near = np.abs(probs.max(1) - report["threshold"]) <= atol  # counted in validation.json; 0 here
+            assert not (got["accept"] != accept)[~near].any(), precision
+            assert abs(got["accept"].mean() - report["test"]["coverage"]) <= near.mean()
         if model in conformal["models"]:
-            covered = got["prediction_set"][np.arange(len(labels)), labels].mean()
-            assert covered == sets["test"]["sets"][sets["deployed_set"]]["coverage"], precision
+            rules = conformal["models"][model]
+            per_class = np.asarray(bundle.threshold_array(doc["models"][precision]["set_thresholds"], probs.shape[1]))
+            truth_near = np.abs(probs[rows, labels] - per_class[labels]) <= atol
+            covered = got["prediction_set"][rows, labels]
+            assert abs(covered.mean() - rules["test"]["sets"][rules["deployed_set"]]["coverage"]) <= truth_near.mean()
 
 
 def test_bundle_describes_every_output_and_rule_and_its_provenance(full_run):

@@ -32,7 +32,12 @@ SET_METHODS = {  # name -> fit_conformal options; every table has exactly these 
     "RAPS": {"score": "raps", "k_reg": 1, "lam": 0.01},
 }
 DEPLOYED_SET = "LAC Mondrian"  # per-class coverage >= 1 - alpha, and a plain probability threshold per class
-ACCEPT_RULES = ("global", "classwise")
+ACCEPT_RULES = ("global", "classwise")  # what the bundle's accept output may compute (phase 08's accept_rule)
+
+
+def check_accept_rule(rule: str) -> None:
+    if rule not in ACCEPT_RULES:
+        raise ValueError(f"accept_rule must be one of {list(ACCEPT_RULES)} (the bundle's accept output), got {rule!r}")
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,13 @@ class Guarantees:
         """:data:`DEPLOYED_SET` as probability thresholds per class: class c is in the set iff p_c >= 1 - q_c."""
         return [1.0 - q for q in self.sets[DEPLOYED_SET].thresholds]
 
-    def accept_thresholds(self, rule: str) -> float | list[float]:
-        if rule not in ACCEPT_RULES:
-            raise ValueError(f"accept_rule must be one of {ACCEPT_RULES}, got {rule!r}")
-        return self.global_threshold if rule == "global" else list(self.rejection.thresholds)
+    def accept_thresholds(self, rule: str) -> float | list[float | None]:
+        """The accept rule ``rule`` as bundle.json holds it: the global threshold, or one per class (None:
+        the class is never accepted)."""
+        check_accept_rule(rule)
+        if rule == "global":
+            return self.global_threshold
+        return [None if np.isinf(t) else float(t) for t in self.rejection.thresholds]
 
     def document(self) -> dict:
         """``conformal.json``: the rules (thresholds inf stored as None) and what each guarantees."""

@@ -49,9 +49,14 @@ def test_deployed_set_thresholds_are_probability_thresholds_that_give_the_same_s
     by_threshold = probs >= np.asarray(fitted.set_thresholds())
     np.testing.assert_array_equal(by_threshold, fitted.sets[guarantees.DEPLOYED_SET].predict_sets(probs))
     assert fitted.accept_thresholds("global") == fitted.global_threshold
-    assert fitted.accept_thresholds("classwise") == list(fitted.rejection.thresholds)
+    classwise = fitted.accept_thresholds("classwise")
+    assert classwise == [None if np.isinf(t) else t for t in fitted.rejection.thresholds]
+    json.dumps(classwise, allow_nan=False)  # what bundle.json holds
     with pytest.raises(ValueError, match="accept_rule must be one of"):
         fitted.accept_thresholds("per_class")
+    from helpers import bundle
+
+    assert set(bundle.ACCEPT_RULE_TEXT) == set(guarantees.ACCEPT_RULES)  # every rule has its words in bundle.json
 
 
 def test_document_round_trips_and_states_each_guarantee(fitted):
