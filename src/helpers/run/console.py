@@ -90,6 +90,9 @@ def _scalars(fields: dict) -> str:
     )
 
 
+SLOW_FIT_S = 1.0  # a calibration fit that takes longer gets a console line
+
+
 def format_event(event: dict) -> str | None:
     """One console line for a ``logs/<phase>.jsonl`` event, or None for events the console skips."""
     phase, kind = event.get("phase", "?"), event.get("event")
@@ -103,6 +106,11 @@ def format_event(event: dict) -> str | None:
         return line
     if kind == "timing":
         return f"{phase} {event.get('name', 'step')} {event.get('seconds', float('nan')):.1f} s"
+    if kind == "calibration_fit":  # one per model and map (the log keeps them all): the console names the slow ones
+        slow = event.get("seconds", 0) >= SLOW_FIT_S
+        return (
+            f"{phase} {event.get('model')} {event.get('method')} fitted in {event['seconds']:.1f} s" if slow else None
+        )
     if kind == "calibration_seconds":
         return f"{phase} {event.get('method')} calibrated {event.get('seconds', float('nan')):.1f} s"
     if kind == "measured":

@@ -69,6 +69,9 @@ def test_event_lines():
         )
         == "04_quantize entropy calibrated 11.5 s"
     )
+    fit = {"phase": "06_confidence", "event": "calibration_fit", "model": "fp32", "method": "dirichlet"}
+    assert console.format_event({**fit, "seconds": 0.04}) is None  # 32 of these per digits run: logged, not shown
+    assert console.format_event({**fit, "seconds": 7.9}) == "06_confidence fp32 dirichlet fitted in 7.9 s"
     assert (
         console.format_event({"phase": "04_quantize", "event": "timing", "name": "pt2e_eager", "seconds": 2.0})
         == "04_quantize pt2e_eager 2.0 s"
