@@ -32,13 +32,21 @@ class RunLocked(RuntimeError):
     """Another live process executes this run."""
 
 
-def holder(run_dir: Path) -> str:
-    """Who holds (or last held) a run's lock, as written in the lock file ("PID 123 on host")."""
-    with contextlib.suppress(OSError):
-        text = (Path(run_dir) / LOCK_FILE).read_text().strip()
-        if text:
-            return text
-    return "another process"
+def holder(run_dir: Path, wait_s: float = 2.0) -> str:
+    """Who holds (or last held) a run's lock, as written in the lock file ("PID 123 on host").
+
+    A new holder empties the file and then writes its PID, so a reader that comes in between
+    sees an empty file: it polls for up to ``wait_s`` before settling for "another process".
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        with contextlib.suppress(OSError):
+            text = (Path(run_dir) / LOCK_FILE).read_text().strip()
+            if text:
+                return text
+        if time.monotonic() > deadline:
+            return "another process"
+        time.sleep(0.02)
 
 
 def is_locked(run_dir: Path) -> bool:

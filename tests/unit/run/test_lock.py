@@ -90,3 +90,20 @@ def test_a_new_executor_waits_for_a_kernel_of_a_killed_execution(tmp_path):
         kernel.wait()
     with run_lock(tmp_path, kernel_wait_s=5):
         pass
+
+
+def test_a_reader_between_the_holders_truncate_and_write_still_gets_the_pid(tmp_path):
+    """CI once caught a second `--resume` reading the lock file after the holder emptied it and
+    before it wrote its PID ("is being executed by another process"): the reader waits for it."""
+    import threading
+    import time
+
+    (tmp_path / lock.LOCK_FILE).write_text("")
+    writer = threading.Timer(0.3, (tmp_path / lock.LOCK_FILE).write_text, args=("PID 4242 on host\n",))
+    writer.start()
+    started = time.monotonic()
+    assert lock.holder(tmp_path) == "PID 4242 on host"
+    assert 0.2 < time.monotonic() - started < 1.5
+    writer.join()
+    (tmp_path / lock.LOCK_FILE).write_text("")
+    assert lock.holder(tmp_path, wait_s=0.1) == "another process"
