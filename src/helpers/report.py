@@ -250,12 +250,23 @@ def adaptation_section(files: Files, inputs) -> list[str]:
     from helpers.adaptation.validation import results_table
 
     doc = _json(files, "adaptation.json")
-    share, parity = doc["trainable_parameters"], doc["merge_parity"]
+    share, parity, guard = doc["trainable_parameters"], doc["merge_parity"], doc.get("collapse_guard")
+    mode = doc["adaptation"] + (
+        f" ({doc['config'].get('objective', 'supervised')})" if doc["adaptation"] == "lora" else ""
+    )
+    mode += ", label-free" if doc.get("label_free") else ""
     return [
         paragraph(
-            f"adaptation: {doc['adaptation']}; trainable parameters {share['count']} of {share['total']} "
+            f"adaptation: {mode}; trainable parameters {share['count']} of {share['total']} "
             f"({share['percent']:.2f}%); merged checkpoint vs adapter model: max |logit diff| "
             f"{parity['max_abs_logit_diff']:.2e} (tolerance {parity['tolerance']:g}), {parity['status']}"
+            + (
+                f"; collapse guard: {guard['after'][-1]['effective_classes']:.2f} effective predicted classes on "
+                f"{guard['images']} target train images after adaptation (before {guard['before']['effective_classes']:.2f}, "
+                f"limit {guard['limit']:.2f})"
+                if guard
+                else ""
+            )
         ),
         table(results_table(doc)),
         *figures(files, {"adaptation.png": "per-class accuracy before/after, learning curve"}),

@@ -1,7 +1,8 @@
-"""Phases 02a/02b end to end: LoRA in the default run, a label-free mode and bad input in real kernels.
+"""Phases 02a/02b end to end: LoRA in the default run, label-free modes and bad input in real kernels.
 
 Cost on 2 idle cores: the default run is shared; the adabn re-run of 02a+02b is two kernels (~40 s);
-the failing LoRA target is one kernel (~20 s, the PEFT import); the prechecks start no kernel.
+the failing LoRA target is one kernel (~20 s, the PEFT import), label-free LoRA and its collapse two
+(~40 s); the prechecks start no kernel.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import nbformat
 import numpy as np
 import pytest
 import yaml
@@ -76,6 +78,27 @@ def test_label_free_adabn_in_a_real_kernel(default_run, tmp_path):
     assert not np.array_equal(logits["test"], np.load(run / "results/02_train/logits.npz")["test"])
 
 
+def test_label_free_lora_in_a_real_kernel_and_a_collapse_that_stops_the_phase(default_run, tmp_path):
+    """lora_objective=shot reads no label file (the graph refuses them) and still gains on the target;
+    an entropy fit at 100x the learning rate collapses, and the phase fails before saving a model."""
+    run = tmp_path / default_run.name
+    shutil.copytree(default_run, run)
+    rerun(run, "02b_adapt", lora_objective="shot")
+    doc = json.loads((run / "results/02b_adapt/adaptation.json").read_text())
+    assert doc["label_free"] and doc["config"]["objective"] == "shot" and doc["status"] == "PASS"
+    assert doc["accuracy"]["target"]["after"]["accuracy"] > doc["accuracy"]["target"]["before"]["accuracy"] + 0.05
+    guard = doc["collapse_guard"]
+    assert len(guard["after"]) == doc["config"]["epochs"] and guard["after"][-1]["effective_classes"] > guard["limit"]
+    assert doc["adapter_load_back"]["status"] == "PASS" and not manifest.verify(run, "02b_adapt")
+    notebook = nbformat.read(run / "notebooks/02b_adapt.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "collapse guard: " in printed and "effective predicted classes after" in printed
+    with pytest.raises(PhaseFailed, match="lora \\(entropy\\) collapsed its predictions after epoch 1"):
+        rerun(run, "02b_adapt", lora_objective="entropy", adapt_lr=1.0)
+    assert manifest.read_manifest(run, "02b_adapt") is None
+    assert not (run / "results/02b_adapt/model.pt").exists()
+
+
 def test_unknown_target_module_fails_the_phase_before_training_and_leaves_no_manifest(default_run, tmp_path):
     run = tmp_path / default_run.name
     shutil.copytree(default_run, run)
@@ -95,6 +118,7 @@ def test_bad_adaptation_params_fail_before_any_run_directory_exists(tmp_path):
         (["-p", "adaptation=finetune"], "unknown adaptation mode 'finetune'; choose one of none, lora, adabn, tent"),
         (["-p", "lora_rank=0"], "lora_rank must be a positive integer, got 0"),
         (["-p", "lora_dropout=1.5"], "lora_dropout must be in [0, 1)"),
+        (["-p", "lora_objective=tent"], "unknown lora_objective 'tent'; choose one of supervised, shot, entropy"),
     ]
     for args, message in cases:
         proc = calib("run", "--no-progress", "--runs-root", str(root), *args, check=False)

@@ -19,6 +19,28 @@ Modes (:data:`MODES`):
   statistics are re-estimated once more at the end so the exported model is a plain eval-mode
   network.
 
+LoRA's objective (``lora_objective``, :data:`LORA_OBJECTIVES`) makes LoRA itself label-free, as
+the unlabeled mode of ExPLoRA-style extended adaptation needs (a target domain with no labels):
+
+* ``supervised``: cross-entropy on the labeled target train images (above);
+* ``shot`` (label-free, Liang et al. 2020, "Do we really need to access the source data?"): the
+  source *hypothesis* (the last ``Linear``, the classifier) stays fixed and LoRA adapts the
+  feature extractor by information maximisation -- mean prediction entropy minus the entropy of
+  the mean prediction (confident *and* diverse predictions) -- plus ``SHOT_BETA`` x cross-entropy
+  on pseudo-labels from SHOT's weighted-centroid clustering of the penultimate features,
+  recomputed at the start of every epoch. It is the method of that paper for exactly this
+  setting (a source-trained small CNN, unlabeled target images), and its diversity term is what
+  keeps entropy minimisation from collapsing onto a few classes;
+* ``entropy``: TENT's loss (mean prediction entropy) trained through the LoRA parameters instead
+  of the batch-norm affine ones: the ablation of ``shot`` without diversity or pseudo-labels.
+
+**Collapse guard** (every label-free mode and objective): the *effective number of predicted
+classes* on the fitting images -- ``exp`` of the entropy of the argmax histogram; K for a uniform
+spread over K classes, 1 when every image gets one class -- is measured with the unadapted model
+and after every epoch (after the re-estimation for ``adabn``). If it falls below
+``COLLAPSE_FRACTION`` of the unadapted model's, :func:`adapt` raises :class:`CollapseError` with
+the numbers, before anything is merged or saved. The mean prediction entropy is recorded beside it.
+
 The label-free modes never take labels: :func:`adapt` refuses them. The phase also never hands
 them any (the graph declares the inputs of each mode; see ``helpers.run.graph``).
 """
@@ -45,6 +67,9 @@ from helpers.models.training import augment_batch, deterministic_cpu
 import_noise.quiet()  # peft imports torchao
 MODES = ("none", "lora", "adabn", "tent")
 LABEL_FREE = ("adabn", "tent")
+LORA_OBJECTIVES = ("supervised", "shot", "entropy")
+SHOT_BETA = 0.3  # weight of the pseudo-label cross-entropy (SHOT's beta for digits and Office)
+COLLAPSE_FRACTION = 0.5  # fail when the effective number of predicted classes halves
 ADAPTABLE = (nn.Conv2d, nn.Linear)  # layer types LoRA adapts
 History = dict[str, list[float]]
 
@@ -55,6 +80,15 @@ class AdaptationError(ValueError):
 
 class MergeParityError(RuntimeError):
     """The merged checkpoint, loaded back, does not reproduce the adapter model."""
+
+
+class CollapseError(RuntimeError):
+    """A label-free adaptation collapsed its predictions onto few classes (raised before any merge)."""
+
+
+def label_free(mode: str, objective: str = "supervised") -> bool:
+    """Whether this adaptation fits without labels (adabn, tent, or LoRA with a label-free objective)."""
+    return mode in LABEL_FREE or (mode == "lora" and objective != "supervised")
 
 
 @dataclass(frozen=True)
@@ -71,6 +105,11 @@ class AdaptConfig:
     augment: bool = False  # LoRA: random flip and crop (CIFAR-10)
     weight_decay: float = 0.0
     max_images: int = 0  # fit on the first this many target train images (0: all of them)
+    objective: str = "supervised"  # LoRA: supervised, or label-free shot / entropy
+
+    @property
+    def label_free(self) -> bool:
+        return label_free(self.mode, self.objective)
 
     @classmethod
     def from_params(cls, params: dict) -> AdaptConfig:
@@ -86,6 +125,7 @@ class AdaptConfig:
             bn_trainable=params["lora_bn_trainable"],
             augment=params["adapt_augment"],
             max_images=params["adapt_images"],
+            objective=params["lora_objective"],
         )
 
 
@@ -100,6 +140,7 @@ class Adapted:
     history: History = field(default_factory=dict)
     trainable: int = 0
     total: int = 0
+    collapse_guard: dict[str, Any] = field(default_factory=dict)  # label-free: the guard's measurements
 
 
 def check_params(params: dict, config: dict | None = None) -> None:
@@ -107,6 +148,11 @@ def check_params(params: dict, config: dict | None = None) -> None:
     mode = params["adaptation"]
     if mode not in MODES:
         raise AdaptationError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
+    if params["lora_objective"] not in LORA_OBJECTIVES:
+        raise AdaptationError(
+            f"unknown lora_objective {params['lora_objective']!r}; choose one of {', '.join(LORA_OBJECTIVES)} "
+            "(supervised reads the target train labels; shot and entropy are label-free)"
+        )
     if mode == "none":
         return
     if (
@@ -169,8 +215,33 @@ def check_model(model: nn.Module, config: AdaptConfig) -> list[str]:
     if config.mode == "lora":
         if config.rank <= 0:
             raise AdaptationError(f"lora_rank must be a positive integer, got {config.rank}")
-        return lora_targets(model, config.target_modules)
+        if config.objective not in LORA_OBJECTIVES:
+            raise AdaptationError(
+                f"unknown lora_objective {config.objective!r}; choose one of {', '.join(LORA_OBJECTIVES)}"
+            )
+        return config_targets(model, config)
     return []
+
+
+def classifier_head(model: nn.Module) -> str:
+    """The name of the model's last ``Linear`` layer: the classifier (SHOT's fixed source hypothesis)."""
+    heads = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise AdaptationError(
+            f"lora_objective=shot keeps the classifier (the last Linear layer) fixed, and "
+            f"{type(model).__name__} has no Linear layer; use lora_objective=entropy"
+        )
+    return heads[-1]
+
+
+def config_targets(model: nn.Module, config: AdaptConfig) -> list[str]:
+    """The layers LoRA adapts: ``target_modules`` (empty: every adaptable layer, but for ``shot`` the
+    classifier head, which SHOT keeps fixed as the source hypothesis)."""
+    targets = lora_targets(model, config.target_modules)
+    if config.objective == "shot" and not config.target_modules:
+        head = classifier_head(model)
+        targets = [name for name in targets if name != head]
+    return targets
 
 
 # -- the label-free modes ---------------------------------------------------------------------
@@ -219,6 +290,7 @@ def _tent(
     generator: torch.Generator,
     progress: bool,
     on_epoch_end,
+    guard: CollapseGuard,
 ) -> History:
     layers = bn_layers(model)
     for p in model.parameters():
@@ -243,11 +315,120 @@ def _tent(
             total += loss.item()
         history["epoch"].append(epoch)
         history["entropy"].append(total / len(batches))
+        guard.check(model, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history, model)
     for p in model.parameters():
         p.requires_grad_(True)
     return history
+
+
+# -- the collapse guard -----------------------------------------------------------------------------
+GUARD_IMAGES = 10_000  # the guard measures on (at most) the first this many fitting images
+
+
+@torch.no_grad()
+def prediction_spread(model: nn.Module, images: np.ndarray, batch_size: int = 500) -> dict[str, float]:
+    """How spread the model's predictions on ``images`` are (eval mode; the model's mode is restored).
+
+    ``effective_classes``: exp of the entropy of the predicted-class histogram (K for predictions
+    spread evenly over K classes, 1 when every image gets one class); ``largest_class_share``: the
+    share of the most predicted class; ``mean_entropy``: mean prediction entropy in nats.
+    """
+    was_training = model.training
+    model.eval()
+    counts, entropy_sum = None, 0.0
+    try:
+        for s in range(0, len(images), batch_size):
+            logits = model(torch.from_numpy(preprocess(images[s : s + batch_size]))).float()
+            entropy_sum += float(entropy(logits)) * len(logits)
+            found = torch.bincount(logits.argmax(1), minlength=logits.shape[1])
+            counts = found if counts is None else counts + found
+    finally:
+        model.train(was_training)
+    share = counts.double() / counts.sum()
+    spread = share[share > 0]
+    return {
+        "effective_classes": float(torch.exp(-(spread * spread.log()).sum())),
+        "largest_class_share": float(share.max()),
+        "mean_entropy": entropy_sum / len(images),
+    }
+
+
+class CollapseGuard:
+    """Measures the prediction spread before adaptation and after each epoch; raises on a collapse."""
+
+    def __init__(self, model: nn.Module, images: np.ndarray, what: str):
+        self.images, self.what = images[:GUARD_IMAGES], what
+        self.before = prediction_spread(model, self.images)
+        self.limit = COLLAPSE_FRACTION * self.before["effective_classes"]
+        self.after: list[dict[str, float]] = []
+
+    def check(self, model: nn.Module, epoch: int) -> None:
+        now = prediction_spread(model, self.images)
+        self.after.append({"epoch": epoch, **now})
+        if now["effective_classes"] < self.limit:
+            raise CollapseError(
+                f"{self.what} collapsed its predictions after epoch {epoch}: on {len(self.images)} target "
+                f"train images it predicts {now['effective_classes']:.2f} effective classes (the unadapted "
+                f"model {self.before['effective_classes']:.2f}; the limit is {COLLAPSE_FRACTION:g} of that, "
+                f"{self.limit:.2f}), the largest class takes {now['largest_class_share']:.1%} of the "
+                f"predictions (before {self.before['largest_class_share']:.1%}), mean entropy "
+                f"{now['mean_entropy']:.3f} nats (before {self.before['mean_entropy']:.3f}); nothing was merged "
+                "or saved. Lower adapt_lr or adapt_epochs"
+                + (
+                    ""
+                    if self.what == "lora (shot)"
+                    else ", or use lora_objective=shot (its diversity term counters collapse)"
+                )
+            )
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "measure": "effective number of predicted classes, exp(entropy of the argmax histogram)",
+            "images": len(self.images),
+            "fraction": COLLAPSE_FRACTION,
+            "limit": self.limit,
+            "before": self.before,
+            "after": self.after,
+        }
+
+
+# -- LoRA's objectives ------------------------------------------------------------------------------
+def information_maximisation(logits: torch.Tensor) -> torch.Tensor:
+    """SHOT's IM loss: mean prediction entropy minus the entropy of the mean prediction (nats)."""
+    p = F.softmax(logits.float(), dim=1)
+    mean = p.mean(0)
+    return entropy(logits) + (mean * torch.log(mean + 1e-5)).sum()
+
+
+@torch.no_grad()
+def shot_pseudo_labels(model: nn.Module, head: nn.Module, images: np.ndarray, batch_size: int = 500) -> torch.Tensor:
+    """SHOT's self-supervised pseudo-labels: the penultimate features (the head's input, with a 1
+    appended, L2-normalised), clustered to class centroids weighted by the predictions, then one
+    round with hard assignments; each image gets its nearest centroid by cosine similarity."""
+    features: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _, args: features.append(args[0].detach().flatten(1).double()))
+    was_training = model.training
+    model.eval()
+    try:
+        probs = torch.cat(
+            [
+                F.softmax(model(torch.from_numpy(preprocess(images[s : s + batch_size]))).double(), dim=1)
+                for s in range(0, len(images), batch_size)
+            ]
+        )
+    finally:
+        hook.remove()
+        model.train(was_training)
+    f = torch.cat(features)
+    f = F.normalize(torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1), dim=1)
+    weights = probs
+    for _ in range(2):  # soft centroids, then one round with hard assignments
+        centroids = F.normalize(weights.T @ f / (weights.sum(0)[:, None] + 1e-8), dim=1)
+        labels = (f @ centroids.T).argmax(1)
+        weights = F.one_hot(labels, probs.shape[1]).double()
+    return labels
 
 
 # -- LoRA ---------------------------------------------------------------------------------------
@@ -258,7 +439,7 @@ def lora_config(model: nn.Module, config: AdaptConfig):
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=lora_targets(model, config.target_modules),
+        target_modules=config_targets(model, config),
         bias="none",
         modules_to_save=sorted(bn_layers(model)) if config.bn_trainable else None,
     )
@@ -318,36 +499,52 @@ def check_adapter_roundtrip(model: nn.Module, config: AdaptConfig, seed: int) ->
 def _lora_fit(
     model: nn.Module,
     images: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     config: AdaptConfig,
     generator: torch.Generator,
     progress: bool,
     on_epoch_end,
+    guard: CollapseGuard | None = None,
+    head: nn.Module | None = None,
 ) -> History:
+    """AdamW under a one-cycle schedule on ``config.objective``: cross-entropy on ``labels``
+    (supervised), or label-free (``labels`` is None): SHOT's IM + pseudo-label loss (``head``: the
+    classifier, whose input are the features SHOT clusters), or entropy."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = len(images) // config.batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps)
-    history: History = {"epoch": [], "loss": [], "train_acc": []}
+    supervised = config.objective == "supervised"
+    history: History = {"epoch": [], "loss": [], ("train_acc" if supervised else "entropy"): []}
     for epoch in range(1, config.epochs + 1):
+        if config.objective == "shot":
+            targets = shot_pseudo_labels(model, head, images.numpy())
         model.train()
         order = torch.randperm(len(images), generator=generator)
-        loss_sum, correct = 0.0, 0
+        loss_sum, tracked = 0.0, 0.0
         for step in tqdm(range(steps), desc=f"lora epoch {epoch}/{config.epochs}", disable=not progress):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = augment_batch(images[idx], generator) if config.augment else images[idx]
             logits = model(torch.from_numpy(preprocess(batch.numpy())))
-            loss = F.cross_entropy(logits, labels[idx])
-            _check_finite(loss, epoch, config.epochs, step + 1, steps, "LoRA training loss")
+            if supervised:
+                loss = F.cross_entropy(logits, labels[idx])
+                tracked += int((logits.argmax(1) == labels[idx]).sum())
+            else:
+                loss = entropy(logits) if config.objective == "entropy" else information_maximisation(logits)
+                if config.objective == "shot":
+                    loss = loss + SHOT_BETA * F.cross_entropy(logits, targets[idx])
+                tracked += float(entropy(logits.detach())) * len(idx)
+            _check_finite(loss, epoch, config.epochs, step + 1, steps, f"LoRA {config.objective} loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             loss_sum += loss.item()
-            correct += int((logits.argmax(1) == labels[idx]).sum())
         history["epoch"].append(epoch)
         history["loss"].append(loss_sum / steps)
-        history["train_acc"].append(correct / (steps * config.batch_size))
+        history["train_acc" if supervised else "entropy"].append(tracked / (steps * config.batch_size))
+        if guard is not None:
+            guard.check(model, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history, model)
     model.eval()
@@ -377,10 +574,11 @@ def adapt(
         if images is not None or labels is not None:
             raise AdaptationError("adaptation=none passes the model through: it takes no target data")
         return Adapted(model, model, {}, {"mode": "none"}, {}, 0, total)
-    if config.mode in LABEL_FREE and labels is not None:
-        raise AdaptationError(f"{config.mode} is label-free: it must not be given labels")
-    if config.mode == "lora" and labels is None:
-        raise AdaptationError("lora trains on labeled target images: pass their labels")
+    if config.label_free and labels is not None:
+        what = config.mode if config.mode in LABEL_FREE else f"lora with lora_objective={config.objective}"
+        raise AdaptationError(f"{what} is label-free: it must not be given labels")
+    if config.mode == "lora" and not config.label_free and labels is None:
+        raise AdaptationError("lora with lora_objective=supervised trains on labeled target images: pass their labels")
     if config.max_images:
         images, labels = images[: config.max_images], None if labels is None else labels[: config.max_images]
     images = np.asarray(images)
@@ -399,13 +597,19 @@ def adapt(
     threads = num_threads or len(os.sched_getaffinity(0))
     generator = torch.Generator().manual_seed(seed)
     with deterministic_cpu(seed, threads):
+        guard = (
+            CollapseGuard(model, images, config.mode if config.mode in LABEL_FREE else f"lora ({config.objective})")
+            if config.label_free
+            else None
+        )
         if config.mode != "lora" or config.bn_trainable:  # LoRA keeps the statistics its adapter cannot carry
             adabn(model, images)
         history: History = {}
         if config.mode == "tent":
-            history = _tent(model, torch.from_numpy(images), config, generator, progress, on_epoch_end)
+            history = _tent(model, torch.from_numpy(images), config, generator, progress, on_epoch_end, guard)
             adabn(model, images)
         if config.mode in LABEL_FREE:
+            guard.check(model, config.epochs if config.mode == "tent" else 0)  # the model handed on
             bn_names = {f"{name}.{key}" for name in bn_layers(model) for key in bn_layers(model)[name].state_dict()}
             state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in bn_names}
             trainable = (
@@ -421,6 +625,7 @@ def adapt(
                 history,
                 trainable,
                 total,
+                guard.record(),
             )
         torch.manual_seed(seed)
         peft_model = lora_model(model, config)
@@ -428,19 +633,29 @@ def adapt(
         history = _lora_fit(
             peft_model,
             torch.from_numpy(images),
-            torch.from_numpy(np.asarray(labels, np.int64)),
+            None if labels is None else torch.from_numpy(np.asarray(labels, np.int64)),
             config,
             generator,
             progress,
             on_epoch_end,
+            guard,
+            peft_model.get_submodule(f"base_model.model.{classifier_head(model)}")
+            if config.objective == "shot"
+            else None,
         )
     from peft import get_peft_model_state_dict
 
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
     merged = copy.deepcopy(peft_model).merge_and_unload().eval()
     peft_config = peft_model.peft_config["default"].to_dict()
-    adapter_cfg = {"mode": "lora", "peft": {k: sorted(v) if isinstance(v, set) else v for k, v in peft_config.items()}}
-    return Adapted(peft_model.eval(), merged, state, adapter_cfg, history, trainable, total)
+    adapter_cfg = {
+        "mode": "lora",
+        "objective": config.objective,
+        "peft": {k: sorted(v) if isinstance(v, set) else v for k, v in peft_config.items()},
+    }
+    return Adapted(
+        peft_model.eval(), merged, state, adapter_cfg, history, trainable, total, guard.record() if guard else {}
+    )
 
 
 def epoch_reporter(log: Callable[..., None]) -> Callable[[int, History, nn.Module], None]:

@@ -113,6 +113,7 @@ def record(
     """The content of ``adaptation.json``."""
     return {
         "adaptation": config.mode,
+        "label_free": config.label_free,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
         "lora_targets": targets,
         "trainable_parameters": trainable_record(adapted),
@@ -120,6 +121,7 @@ def record(
         "adapter_load_back": adapter_check,
         "accuracy": results,
         "history": adapted.history,
+        "collapse_guard": adapted.collapse_guard or None,  # label-free fits: methods.CollapseGuard.record()
         "target_domain": domain,
         "passed_through": config.mode == "none",
         "status": parity["status"],

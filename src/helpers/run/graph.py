@@ -5,8 +5,9 @@ outputs of its declared upstream phases (``Phase.input`` enforces it), and write
 declared outputs (``Phase.out`` enforces it). Output patterns are globs relative to
 ``results/<phase id>/``.
 
-A phase may narrow what it reads per mode: ``mode_param`` names the parameter, ``inputs`` maps
-each of its values to the ``"<phase>/<file>"`` globs readable before ``phase.seal()``, and
+A phase may narrow what it reads per mode: ``mode_params`` names the parameters whose values,
+joined by ``/``, are its mode (02b: ``lora/shot``), ``inputs`` maps mode patterns (globs; the first
+that matches wins) to the ``"<phase>/<file>"`` globs readable before ``phase.seal()``, and
 ``sealed_inputs`` lists what becomes readable once the phase has sealed its fitted outputs
 (evaluation data). Phase 02b uses it so that a label-free adaptation mode is handed target images
 and nothing else. :data:`MODEL_PHASE` is the phase whose model every later phase reads
@@ -37,8 +38,8 @@ class PhaseSpec:
     optional: tuple[str, ...] = ()  # declared outputs a phase may leave out (e.g. no curves for an import)
     soft_upstream: bool = False  # runs on whatever upstream phases exist (the report), naming the missing
     precheck: str = ""  # "module:function" validating the phase's params before any kernel starts
-    mode_param: str = ""  # the parameter whose value selects one of ``inputs``
-    inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (mode, "<phase>/<file>" globs readable before seal)
+    mode_params: tuple[str, ...] = ()  # the parameters whose values, joined by "/", select one of ``inputs``
+    inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (mode glob, "<phase>/<file>" globs readable before seal)
     sealed_inputs: tuple[str, ...] = ()  # "<phase>/<file>" globs readable once the phase has sealed its outputs
     bounds: tuple[tuple[str, int], ...] = ()  # (parameter, upper bound) checked before a run is created
     publish: str = ""  # "module:function" storing results outside the run once the manifest is in place (see store)
@@ -70,13 +71,20 @@ class PhaseSpec:
 
     def readable(self, params: dict, sealed: bool) -> tuple[str, ...] | None:
         """The ``"<phase>/<file>"`` globs this phase may read now (None: every declared upstream output)."""
-        if not self.mode_param:
+        if not self.mode_params:
             return None
-        mode = params[self.mode_param]
-        by_mode = dict(self.inputs)
-        if mode not in by_mode:
-            raise ValueError(f"{self.id}: {self.mode_param}={mode!r} declares no inputs; modes: {', '.join(by_mode)}")
-        return by_mode[mode] + (self.sealed_inputs if sealed else ())
+        mode = "/".join(str(params[name]) for name in self.mode_params)
+        for pattern, globs in self.inputs:
+            if fnmatch.fnmatchcase(mode, pattern):
+                return globs + (self.sealed_inputs if sealed else ())
+        raise ValueError(
+            f"{self.id}: {self.mode(params)} declares no inputs; modes: "
+            + ", ".join(pattern.removesuffix("/*") for pattern, _ in self.inputs)
+        )
+
+    def mode(self, params: dict) -> str:
+        """The mode as its parameters say it ("adaptation='lora', lora_objective='shot'")."""
+        return ", ".join(f"{name}={params[name]!r}" for name in self.mode_params)
 
 
 def _function(name: str):
@@ -149,12 +157,13 @@ PHASES: tuple[PhaseSpec, ...] = (
             ("lora_rank", 1024),
             ("adapt_threads", MAX_THREADS),
         ),
-        mode_param="adaptation",
+        mode_params=("adaptation", "lora_objective"),
         inputs=(
-            ("none", _BASE_MODEL),
-            ("lora", _BASE_MODEL + _TARGET_IMAGES + _TARGET_LABELS),
-            ("adabn", _BASE_MODEL + _TARGET_IMAGES),
-            ("tent", _BASE_MODEL + _TARGET_IMAGES),
+            ("none/*", _BASE_MODEL),
+            ("lora/supervised", _BASE_MODEL + _TARGET_IMAGES + _TARGET_LABELS),
+            ("lora/*", _BASE_MODEL + _TARGET_IMAGES),  # label-free objectives: shot, entropy
+            ("adabn/*", _BASE_MODEL + _TARGET_IMAGES),
+            ("tent/*", _BASE_MODEL + _TARGET_IMAGES),
         ),
         sealed_inputs=("02a_target/*_test_*.npz", "01_data/splits.npz"),
     ),

@@ -129,7 +129,7 @@ class Phase:
             )
         readable = self.spec.readable(self.params, sealed=self._sealed is not None)
         if readable is not None and not any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in readable):
-            mode = f"{self.spec.mode_param}={self.params[self.spec.mode_param]!r}"
+            mode = self.spec.mode(self.params)
             later = any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in self.spec.sealed_inputs)
             raise PermissionError(
                 f"{self.spec.id} with {mode} does not read {phase_id}/{name}"

@@ -150,9 +150,16 @@ def test_bad_input_is_refused_before_any_training(trained, digits):
         "lora_rank": -1,
         "lora_alpha": 8.0,
         "lora_dropout": 0.0,
+        "lora_objective": "supervised",
     }
     with pytest.raises(AdaptationError, match="lora_rank must be a positive integer, got -1"):
         methods.check_params(params)
+    with pytest.raises(AdaptationError, match="unknown lora_objective 'tent'; choose one of supervised, shot, entropy"):
+        methods.check_params({**params, "lora_rank": 4, "lora_objective": "tent"})
+    with pytest.raises(AdaptationError, match="lora with lora_objective=shot is label-free: it must not be given"):
+        methods.adapt(trained, AdaptConfig("lora", objective="shot"), x, y, seed=0)
+    with pytest.raises(AdaptationError, match="lora_objective=shot keeps the classifier .* fixed, and Plain has no"):
+        methods.check_model(Plain(), AdaptConfig("lora", objective="shot", bn_trainable=False))
     saved = methods.adapter_bytes(methods.lora_model(trained, AdaptConfig("lora", target_modules=("fc",))))
     with pytest.raises(AdaptationError, match="does not load back"):
         methods.load_adapter(trained, AdaptConfig("lora", target_modules=("features.0",)), saved)
@@ -161,15 +168,112 @@ def test_bad_input_is_refused_before_any_training(trained, digits):
     assert done.trainable > 0
 
 
+class Plain(torch.nn.Module):
+    """Convolutions only: no Linear classifier for SHOT to keep fixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 10, 8)
+
+    def forward(self, x):
+        return self.conv(x.permute(0, 3, 1, 2)).flatten(1)
+
+
 def test_a_non_finite_loss_stops_naming_epoch_and_step(trained, digits):
     _, _, arrays = digits
     broken = artifact.build(artifact.spec("digits_cnn", 10, (8, 8, 1)))
     broken.load_state_dict(trained.state_dict())
     with torch.no_grad():
         broken.fc.bias[0] = float("nan")
-    for config, what in ((AdaptConfig("lora", epochs=1), "LoRA training loss"), (AdaptConfig("tent"), "TENT entropy")):
+    for config, what in (
+        (AdaptConfig("lora", epochs=1), "LoRA supervised loss"),
+        (AdaptConfig("tent"), "TENT entropy"),
+    ):
         labels = arrays["target_train_labels.npz"] if config.mode == "lora" else None
         with pytest.raises(FloatingPointError, match=f"{what} became nan at epoch 1/{config.epochs}, step 1/"):
             methods.adapt(
                 broken, dataclasses.replace(config), arrays["target_train_images.npz"], labels, seed=0, num_threads=1
             )
+
+
+@pytest.mark.parametrize("objective", ["shot", "entropy"])
+def test_label_free_lora_adapts_without_labels_merges_exactly_and_loads_back(digits, trained, objective):
+    """LoRA's label-free objectives: no labels in, a real gain on the target, the merge and load-back
+    checks of supervised LoRA; SHOT leaves the classifier (the source hypothesis) untouched."""
+    _, _, arrays = digits
+    x = arrays["target_train_images.npz"]
+    test_x, test_y = arrays["target_test_images.npz"], arrays["target_test_labels.npz"]
+    config = AdaptConfig("lora", epochs=3, lr=0.01, objective=objective)
+    adapted = methods.adapt(trained, config, x, None, seed=0, num_threads=1)
+    assert config.label_free and adapted.adapter_config["objective"] == objective
+    # measured on this fixture (AMD EPYC): 0.731 unadapted, shot 0.863, entropy 0.856; 0.05 leaves room for any CPU
+    assert accuracy(adapted.merged, test_x, test_y) > accuracy(trained, test_x, test_y) + 0.05
+    targets = adapted.adapter_config["peft"]["target_modules"]
+    assert ("fc" not in targets) == (objective == "shot") and "features.0" in targets
+    if objective == "shot":
+        assert torch.equal(adapted.merged.fc.weight, trained.fc.weight)
+    guard = adapted.collapse_guard
+    assert [e["epoch"] for e in guard["after"]] == [1, 2, 3] and guard["limit"] == 0.5 * guard["before"][
+        "effective_classes"
+    ]
+    assert all(e["effective_classes"] > guard["limit"] for e in guard["after"])
+    assert adapted.history["entropy"][-1] < adapted.history["entropy"][0]
+    assert validation.merge_parity(adapted.adapter_model, adapted.merged, test_x)["status"] == "PASS"
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(adapted.adapter_state, buffer)
+    assert (
+        validation.adapter_parity(trained, config, buffer.getvalue(), adapted.adapter_model, test_x)["status"] == "PASS"
+    )
+
+
+def test_shot_pseudo_labels_recover_most_true_labels(digits, trained):
+    """SHOT's clustering of the penultimate features agrees with the true labels of the clean digits far
+    above chance, and better than the model's own argmax on the noisy ones it was not trained on."""
+    ds, splits, arrays = digits
+    x, y = data.split_data(ds, splits, "train")
+    pseudo = methods.shot_pseudo_labels(trained, trained.fc, x).numpy()
+    assert (pseudo == y).mean() > 0.9  # measured 0.991 (AMD EPYC)
+    noisy_x, noisy_y = arrays["target_train_images.npz"], arrays["target_train_labels.npz"]
+    noisy = methods.shot_pseudo_labels(trained, trained.fc, noisy_x).numpy()
+    # measured 0.840 against the argmax's 0.753 (AMD EPYC)
+    assert (noisy == noisy_y).mean() > (predict_logits(trained, noisy_x).argmax(1) == noisy_y).mean()
+
+
+def test_prediction_spread_counts_effective_classes(digits, trained):
+    _, _, arrays = digits
+    x = arrays["target_test_images.npz"]
+    spread = methods.prediction_spread(trained, x)
+    share = np.bincount(predict_logits(trained, x).argmax(1), minlength=10) / len(x)
+    nonzero = share[share > 0]
+    assert spread["effective_classes"] == pytest.approx(np.exp(-(nonzero * np.log(nonzero)).sum()), rel=1e-9)
+    assert spread["largest_class_share"] == pytest.approx(share.max())
+    one_class = artifact.build(artifact.spec("digits_cnn", 10, (8, 8, 1)))
+    one_class.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        one_class.fc.bias[3] = 1e4
+    assert methods.prediction_spread(one_class.eval(), x) == {
+        "effective_classes": 1.0,
+        "largest_class_share": 1.0,
+        "mean_entropy": pytest.approx(0.0, abs=1e-6),
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "what"),
+    [
+        (AdaptConfig("lora", epochs=3, lr=1.0, objective="entropy"), "lora \\(entropy\\)"),
+        (AdaptConfig("tent", epochs=3, lr=1.0), "tent"),
+    ],
+)
+def test_a_collapsing_label_free_fit_fails_with_the_numbers_before_any_merge(digits, trained, config, what):
+    """Entropy minimisation at a learning rate 100x too high: every image ends up in one or two classes."""
+    _, _, arrays = digits
+    with pytest.raises(
+        methods.CollapseError,
+        match=f"^{what} collapsed its predictions after epoch 1: on 1131 target train images it predicts "
+        r"[0-9.]+ effective classes \(the unadapted model [0-9.]+; the limit is 0.5 of that, [0-9.]+\), the largest "
+        r"class takes [0-9.]+% .* nothing was merged or saved",
+    ):
+        methods.adapt(trained, config, arrays["target_train_images.npz"], None, seed=0, num_threads=1)

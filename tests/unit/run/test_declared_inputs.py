@@ -36,13 +36,15 @@ def run_dir(tmp_path):
     return tmp_path
 
 
-def adapt_phase(run_dir, mode: str) -> Phase:
-    return Phase(get_phase("02b_adapt"), run_dir, {"adaptation": mode})
+def adapt_phase(run_dir, mode: str, objective: str = "supervised") -> Phase:
+    return Phase(get_phase("02b_adapt"), run_dir, {"adaptation": mode, "lora_objective": objective})
 
 
-@pytest.mark.parametrize("mode", ["adabn", "tent"])
-def test_label_free_modes_are_handed_target_images_only(run_dir, mode):
-    phase = adapt_phase(run_dir, mode)
+@pytest.mark.parametrize(
+    ("mode", "objective"), [("adabn", "supervised"), ("tent", "supervised"), ("lora", "shot"), ("lora", "entropy")]
+)
+def test_label_free_modes_are_handed_target_images_only(run_dir, mode, objective):
+    phase = adapt_phase(run_dir, mode, objective)
     assert phase.input("02a_target", "target_train_images.npz").is_file()
     assert phase.input("02_train", "model.pt").is_file()
     for name in (
@@ -51,7 +53,10 @@ def test_label_free_modes_are_handed_target_images_only(run_dir, mode):
         "source_test_labels.npz",
         "target_test_images.npz",
     ):
-        with pytest.raises(PermissionError, match=f"adaptation='{mode}' does not read 02a_target/{name}"):
+        with pytest.raises(
+            PermissionError,
+            match=f"adaptation='{mode}', lora_objective='{objective}' does not read 02a_target/{name}",
+        ):
             phase.input("02a_target", name)
     with pytest.raises(PermissionError, match="does not read 01_data/splits.npz before phase.seal()"):
         phase.input("01_data", "splits.npz")
@@ -85,12 +90,18 @@ def test_a_sealed_file_changed_afterwards_fails_finish(run_dir):
 
 def test_lora_reads_training_labels_and_none_reads_no_target_data(run_dir):
     assert adapt_phase(run_dir, "lora").input("02a_target", "target_train_labels.npz").is_file()
-    with pytest.raises(PermissionError, match="adaptation='none' does not read 02a_target/target_train_images.npz"):
+    with pytest.raises(
+        PermissionError,
+        match="adaptation='none', lora_objective='supervised' does not read 02a_target/target_train_images.npz",
+    ):
         adapt_phase(run_dir, "none").input("02a_target", "target_train_images.npz")
 
 
 def test_an_undeclared_mode_is_refused_when_the_phase_opens(run_dir):
-    with pytest.raises(ValueError, match="adaptation='magic' declares no inputs; modes: none, lora, adabn, tent"):
+    with pytest.raises(
+        ValueError,
+        match="adaptation='magic', lora_objective='supervised' declares no inputs; modes: none, lora/supervised, lora, adabn, tent",
+    ):
         adapt_phase(run_dir, "magic")
 
 
