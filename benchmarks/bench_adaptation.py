@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from helpers import data  # noqa: E402
 from helpers.adaptation import methods, validation  # noqa: E402
-from helpers.confidence.temperature_scaling import fit_temperature  # noqa: E402
+from helpers.confidence import temperature_scaling  # noqa: E402
 from helpers.metrics.calibration import ece_bootstrap_ci, expected_calibration_error  # noqa: E402
 from helpers.models.architectures import predict_logits  # noqa: E402
 from helpers.models.keras_import import import_resnet8  # noqa: E402
@@ -40,12 +40,73 @@ def accuracy(model, images, labels) -> float:
 def calibration(model, images, labels) -> dict:
     """ECE (15 bins, 95% bootstrap CI) of the odd test images, before and after a temperature fit on the even ones."""
     logits = predict_logits(model, images)
-    fit = fit_temperature(logits[::2], labels[::2])
-    out = {"temperature": fit.temperature}
-    for when, x in (("ece_before_ts", logits[1::2]), ("ece_after_ts", fit.apply(logits[1::2]))):
+    fit = temperature_scaling.fit(logits[::2], labels[::2])
+    out = {"temperature": fit.params["temperature"]}
+    scaled = temperature_scaling.apply(fit.params, logits[1::2])
+    for when, x in (("ece_before_ts", logits[1::2]), ("ece_after_ts", scaled)):
         out[when] = expected_calibration_error(x, labels[1::2])
         out[f"{when}_ci95"] = ece_bootstrap_ci(x, labels[1::2], n_boot=200)
     return out
+
+
+def run_lora(args, ds, base, objective: str, threads, test_x, test_y) -> tuple[dict, object]:
+    """One LoRA adaptation with ``objective`` (supervised reads the train labels; shot/entropy do not)."""
+    config = methods.AdaptConfig(
+        "lora",
+        epochs=args.lora_epochs,
+        batch_size=128,
+        lr=args.lora_lr if objective == "supervised" else args.label_free_lora_lr,
+        rank=args.lora_rank,
+        alpha=2.0 * args.lora_rank,
+        augment=args.lora_augment,
+        objective=objective,
+    )
+    ranks, total = {}, sum(p.numel() for p in base.parameters())
+    for rank in (1, 2, 4, 8, 16):
+        wrapped = methods.lora_model(base, dataclasses.replace(config, rank=rank))
+        ranks[rank] = 100 * sum(p.numel() for p in wrapped.parameters() if p.requires_grad) / total
+    curve, clock = [], {"start": time.perf_counter(), "eval": 0.0}
+
+    def on_epoch_end(epoch, history, model):  # accuracy vs epochs; evaluation time is not training time
+        t = time.perf_counter()
+        curve.append(
+            {
+                "epoch": epoch,
+                "test_accuracy": accuracy(model, test_x, test_y),
+                "train_seconds": t - clock["start"] - clock["eval"],
+                "loss": history["loss"][-1],
+            }
+        )
+        clock["eval"] += time.perf_counter() - t
+        print(f"lora ({objective}) epoch {epoch}: {curve[-1]}", flush=True)
+
+    n = args.lora_images or len(ds.train_images)
+    adapted = methods.adapt(
+        base,
+        config,
+        ds.train_images[:n],
+        ds.train_labels[:n] if objective == "supervised" else None,
+        seed=0,
+        num_threads=threads,
+        progress=False,
+        on_epoch_end=on_epoch_end,
+    )
+    seconds = time.perf_counter() - clock["start"] - clock["eval"]
+    row = {
+        "objective": objective,
+        "seconds": seconds,
+        "test_accuracy": accuracy(adapted.merged, test_x, test_y),
+        "trainable_percent": 100 * adapted.trainable / adapted.total,
+        "rank": args.lora_rank,
+        "lr": config.lr,
+        "epochs": args.lora_epochs,
+        "images": n,
+        "curve": curve,
+        "trainable_percent_by_rank": ranks,
+        "merge_parity": validation.merge_parity(adapted.adapter_model, adapted.merged, test_x),
+        "collapse_guard": adapted.collapse_guard,
+    }
+    return row, adapted.merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-lr", type=float, default=0.002, help="one-cycle peak (0.01 measured worse)")
     parser.add_argument("--lora-augment", action=argparse.BooleanOptionalAction, default=False, help="flip + crop")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every CPU)")
-    parser.add_argument("--modes", default="adabn,tent,lora")
+    parser.add_argument(
+        "--label-free-lora-lr", type=float, default=0.002, help="one-cycle peak for lora-shot / lora-entropy"
+    )
+    parser.add_argument(
+        "--modes", default="adabn,tent,lora-shot,lora", help="adabn, tent, lora (supervised), lora-shot, lora-entropy"
+    )
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -106,70 +172,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         models["tent"] = adapted.merged
         print(f"tent: {rows['tent']}", flush=True)
-    if "lora" in modes:
-        config = methods.AdaptConfig(
-            "lora",
-            epochs=args.lora_epochs,
-            batch_size=128,
-            lr=args.lora_lr,
-            rank=args.lora_rank,
-            alpha=2.0 * args.lora_rank,
-            augment=args.lora_augment,
-        )
-        ranks, total = {}, sum(p.numel() for p in base.parameters())
-        for rank in (1, 2, 4, 8, 16):
-            wrapped = methods.lora_model(base, dataclasses.replace(config, rank=rank))
-            ranks[rank] = 100 * sum(p.numel() for p in wrapped.parameters() if p.requires_grad) / total
-        curve, clock = [], {"start": time.perf_counter(), "eval": 0.0}
-
-        def on_epoch_end(epoch, history, model):  # accuracy vs epochs; evaluation time is not training time
-            t = time.perf_counter()
-            curve.append(
-                {
-                    "epoch": epoch,
-                    "test_accuracy": accuracy(model, test_x, test_y),
-                    "train_seconds": t - clock["start"] - clock["eval"],
-                    "loss": history["loss"][-1],
-                }
-            )
-            clock["eval"] += time.perf_counter() - t
-            print(f"lora epoch {epoch}: {curve[-1]}", flush=True)
-
-        n = args.lora_images or len(ds.train_images)
-        adapted = methods.adapt(
-            base,
-            config,
-            ds.train_images[:n],
-            ds.train_labels[:n],
-            seed=0,
-            num_threads=threads,
-            progress=False,
-            on_epoch_end=on_epoch_end,
-        )
-        seconds = time.perf_counter() - clock["start"] - clock["eval"]
-        parity = validation.merge_parity(adapted.adapter_model, adapted.merged, test_x)
-        rows["lora"] = {
-            "seconds": seconds,
-            "test_accuracy": accuracy(adapted.merged, test_x, test_y),
-            "trainable_percent": 100 * adapted.trainable / adapted.total,
-            "rank": args.lora_rank,
-            "epochs": args.lora_epochs,
-            "images": n,
-            "curve": curve,
-            "trainable_percent_by_rank": ranks,
-            "merge_parity": parity,
-        }
-        models["lora"] = adapted.merged
-        print(f"lora: {rows['lora']}", flush=True)
+    for mode in modes:
+        if mode.startswith("lora"):
+            objective = mode.partition("-")[2] or "supervised"
+            rows[mode], models[mode] = run_lora(args, ds, base, objective, threads, test_x, test_y)
+            print(f"{mode}: {rows[mode]}", flush=True)
     for mode, row in rows.items():
         if mode != "none":
             row["calibration"] = calibration(models[mode], test_x, test_y)
-    print(f"\n{'mode':8} {'test acc':>9} {'seconds':>9} {'trainable %':>12} {'ECE after TS (95% CI), odd half':>34}")
+    print(f"\n{'mode':12} {'test acc':>9} {'seconds':>9} {'trainable %':>12} {'ECE after TS (95% CI), odd half':>34}")
     for mode, row in rows.items():
         cal = row["calibration"]
         ci = "[{:.4f}, {:.4f}]".format(*cal["ece_after_ts_ci95"])
         print(
-            f"{mode:8} {row['test_accuracy']:9.4f} {row['seconds']:9.1f} {row['trainable_percent']:12.2f} "
+            f"{mode:12} {row['test_accuracy']:9.4f} {row['seconds']:9.1f} {row['trainable_percent']:12.2f} "
             f"{cal['ece_after_ts']:10.4f} {ci:>22}"
         )
     if args.out:
