@@ -324,7 +324,10 @@ def quantization_section(files: Files, inputs) -> list[str]:
     if ratios:
         frame["INT8 latency vs FP32 (05)"] = [ratios.get(name, "-") for name in frame.index]
     return [
-        paragraph(f"best INT8 variant (test accuracy): {report['best_variant']}"),
+        paragraph(
+            f"best INT8 variant: {report['best_variant']}, chosen on val "
+            f"({report.get('selection', {}).get('rule', 'older runs: on test accuracy')}); the table shows test"
+        ),
         table(frame, index="model"),
         *figures(files, {"quant.png": "FP32 vs INT8 variants"}),
     ]

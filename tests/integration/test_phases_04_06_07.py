@@ -66,10 +66,10 @@ def test_int8_models_are_close_to_fp32_and_their_logits_are_what_onnxruntime_giv
         np.testing.assert_array_equal(logits, int8[f"{method}_test"])
         assert row["accuracy"] == np.mean(logits.argmax(1) == split_labels["test"])
         assert int8[f"{method}_val"].shape == (len(split_labels["val"]), 10)
-    fp32_test = np.load(results(run, MODEL_PHASE, "logits.npz"))["test"]
-    recomputed = {m: quantize_ort.variant_metrics(int8[f"{m}_test"], split_labels["test"], fp32_test) for m in methods}
-    assert report["best_variant"] == quantize_ort.best_variant(recomputed)
-    assert report["best_variant"] == quantize_ort.best_variant({m: report["variants"][m] for m in methods})
+    fp32_val = np.load(results(run, MODEL_PHASE, "logits.npz"))["val"]
+    recomputed = {m: quantize_ort.variant_metrics(int8[f"{m}_val"], split_labels["val"], fp32_val) for m in methods}
+    assert report["selection"]["split"] == "val" and report["selection"]["rows"] == recomputed  # chosen on val
+    assert report["best_variant"] == report["selection"]["chosen"] == quantize_ort.best_variant(recomputed)
     pt2e = report["variants"]["pt2e"]
     assert abs(pt2e["accuracy"] - fp32["accuracy"]) <= 0.02 and pt2e["backend"] in ("eager", "inductor")
     assert pt2e["backend"] == "inductor" or pt2e["fallback_reason"]  # the path that ran says why

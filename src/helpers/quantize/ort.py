@@ -533,8 +533,8 @@ def variant_metrics(logits: np.ndarray, labels: np.ndarray, fp32_logits: np.ndar
 
 
 BEST_VARIANT_RULE = (
-    "highest test accuracy; ties: highest agreement with FP32 predictions, then lowest mean "
-    "|logit - FP32 logit|, then name in alphabetical order"
+    "highest val accuracy; ties: highest agreement with FP32 predictions, then lowest mean "
+    "|logit - FP32 logit|, then name in alphabetical order (chosen on val, reported on test)"
 )
 
 
@@ -645,11 +645,11 @@ class Variants:
     info: dict[str, dict]
     logits: dict[str, dict[str, np.ndarray]]  # method -> split -> logits (``helpers.models.logits_file``)
 
-    def best(self, test_labels: np.ndarray, fp32_test_logits: np.ndarray) -> str:
-        """:func:`best_variant` over the methods' test numbers."""
-        return best_variant(
-            {m: variant_metrics(by_split["test"], test_labels, fp32_test_logits) for m, by_split in self.logits.items()}
-        )
+    def selection(self, val_labels: np.ndarray, fp32_val_logits: np.ndarray) -> dict:
+        """:func:`best_variant` over the methods' *val* numbers (a choice is never made on the test split it
+        is reported on): ``{"split": "val", "rule", "rows": {method: variant_metrics}, "chosen"}``."""
+        rows = {m: variant_metrics(by_split["val"], val_labels, fp32_val_logits) for m, by_split in self.logits.items()}
+        return {"split": "val", "rule": BEST_VARIANT_RULE, "rows": rows, "chosen": best_variant(rows)}
 
 
 def quantize_variants(phase, prepared: str | Path, stats: CalibrationStatistics, methods, images) -> Variants:
