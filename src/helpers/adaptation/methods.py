@@ -28,11 +28,13 @@ the unlabeled mode of ExPLoRA-style extended adaptation needs (a target domain w
   feature extractor by information maximisation -- mean prediction entropy minus the entropy of
   the mean prediction (confident *and* diverse predictions) -- plus ``SHOT_BETA`` x cross-entropy
   on pseudo-labels from SHOT's weighted-centroid clustering of the penultimate features,
-  recomputed at the start of every epoch. It is the method of that paper for exactly this
+  recomputed at the start of every epoch (the batch-norm statistics are re-estimated on the target
+  images after every epoch, as TENT does at its end). It is the method of that paper for exactly this
   setting (a source-trained small CNN, unlabeled target images), and its diversity term is what
   keeps entropy minimisation from collapsing onto a few classes;
 * ``entropy``: TENT's loss (mean prediction entropy) trained through the LoRA parameters instead
-  of the batch-norm affine ones: the ablation of ``shot`` without diversity or pseudo-labels.
+  of the batch-norm affine ones (statistics re-estimated likewise): the ablation of ``shot`` without
+  diversity or pseudo-labels.
 
 **Collapse guard** (every label-free mode and objective): the *effective number of predicted
 classes* on the fitting images -- ``exp`` of the entropy of the argmax histogram; K for a uniform
@@ -252,8 +254,11 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
 
 @torch.no_grad()
 def adabn(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> nn.Module:
-    """Re-estimate every batch-norm layer's running statistics on ``images`` (one pass, exact average)."""
-    layers = bn_layers(model)
+    """Re-estimate every batch-norm layer's running statistics on ``images`` (one pass, exact average).
+
+    In a PEFT model the frozen ``original_module`` copies of trained batch-norm layers are left alone:
+    the forward pass runs the trained copies (``modules_to_save``), and only those are re-estimated."""
+    layers = {name: m for name, m in bn_layers(model).items() if ".original_module" not in name}
     saved = {name: m.momentum for name, m in layers.items()}
     for m in layers.values():
         m.reset_running_stats()
@@ -543,6 +548,8 @@ def _lora_fit(
         history["epoch"].append(epoch)
         history["loss"].append(loss_sum / steps)
         history["train_acc" if supervised else "entropy"].append(tracked / (steps * config.batch_size))
+        if not supervised and config.bn_trainable:  # as TENT: exact statistics of the model as it now is
+            adabn(model, images.numpy())
         if guard is not None:
             guard.check(model, epoch)
         if on_epoch_end is not None:

@@ -206,7 +206,7 @@ def test_label_free_lora_adapts_without_labels_merges_exactly_and_loads_back(dig
     config = AdaptConfig("lora", epochs=3, lr=0.01, objective=objective)
     adapted = methods.adapt(trained, config, x, None, seed=0, num_threads=1)
     assert config.label_free and adapted.adapter_config["objective"] == objective
-    # measured on this fixture (AMD EPYC): 0.731 unadapted, shot 0.863, entropy 0.856; 0.05 leaves room for any CPU
+    # measured on this fixture (AMD EPYC): 0.731 unadapted, shot 0.874, entropy 0.865; 0.05 leaves room for any CPU
     assert accuracy(adapted.merged, test_x, test_y) > accuracy(trained, test_x, test_y) + 0.05
     targets = adapted.adapter_config["peft"]["target_modules"]
     assert ("fc" not in targets) == (objective == "shot") and "features.0" in targets
