@@ -17,6 +17,7 @@ import yaml
 
 from cli_runner import calib
 from dask_cluster import dask_cluster, signal_group
+from helpers.run.project import project_root
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +51,20 @@ def test_invalid_points_are_refused_before_any_run_is_created(tmp_path):
     assert not root.exists() or not any(root.iterdir())
 
 
+def test_every_parameter_option_of_calib_run_reaches_the_points_and_a_near_miss_is_suggested(tmp_path):
+    """Issue 30.2: calib sweep took neither -f nor -y; its layers are calib run's, checked with every point."""
+    root = tmp_path / "runs"
+    sweep = write_sweep(tmp_path, {"seeds": [0, 1]})
+    params = project_root() / "params"
+    proc = calib("sweep", str(sweep), "-f", str(params / "cifar.yaml"), "--runs-root", str(root), check=False)
+    assert proc.returncode == 2 and f"does not exist (did you mean {params / 'cifar10.yaml'}?)" in proc.stderr
+    args = ["-y", "{02_train: {adapt_epochs: 2}}", "-p", "epochs", "1"]
+    proc = calib("sweep", str(sweep), "--phases", "2", *args, "--runs-root", str(root), check=False)
+    assert proc.returncode == 2 and "2 of 2 sweep point(s) are invalid" in proc.stderr, proc.stderr
+    assert "phase 02_train in -y (did you mean 02b_adapt.adapt_epochs?)" in proc.stderr
+    assert not root.exists() or not any(root.iterdir())
+
+
 @pytest.mark.parametrize("field", ["run_id", "sweep_id"])
 def test_a_member_id_or_sweep_id_that_escapes_the_runs_root_is_refused_on_resume(tmp_path, field):
     """Issue 29.2 for sweeps: sweep.json names the member runs; an edited one must not send a worker elsewhere."""
@@ -69,18 +84,26 @@ def test_a_member_id_or_sweep_id_that_escapes_the_runs_root_is_refused_on_resume
 
 
 def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
-    """2 x 2 over training params, 2 workers: 01 is executed once and hardlinked into the other three."""
+    """2 x 2 over training params, 2 workers: 01 is executed once and hardlinked into the other three. The
+    parameter options are calib run's (issue 30.2): -f, -y and -p in both spellings reach every member."""
     root = tmp_path / "runs"
     sweep = write_sweep(
         tmp_path, {"name": "lr-batch", "grid": {"02_train.lr": [0.05, 0.1], "02_train.batch_size": [64, 128]}}
     )
+    base = tmp_path / "base.yaml"
+    base.write_text("01_data: {val_fraction: 0.2}\n")
     proc = calib(
         "sweep",
         str(sweep),
         "--phases",
-        "02",
+        "2",
+        "-f",
+        str(base),
+        "-y",
+        "{02_train: {label_smoothing: 0.05}}",
         "-p",
-        "02_train.epochs=1",
+        "02_train.epochs",
+        "1",
         "--workers",
         "2",
         "--runs-root",
@@ -97,6 +120,10 @@ def test_two_by_two_sweep_on_a_local_cluster_trains_on_one_data_phase(tmp_path):
     cpus = {m["worker"]: tuple(m["cpus"]) for m in doc["members"]}
     assert len(set(cpus.values())) == 2 and not set(cpus[min(cpus)]) & set(cpus[max(cpus)])  # pinned apart
     recs = records(root, doc)
+    assert doc["param_files"] == [str(base)] and doc["yaml_layers"] == [{"02_train": {"label_smoothing": 0.05}}]
+    for r in recs.values():
+        assert r["config"]["01_data"]["val_fraction"] == 0.2
+        assert (r["config"]["02_train"]["label_smoothing"], r["config"]["02_train"]["epochs"]) == (0.05, 1)
     data_rows = {rid: r["phases"]["01_data"] for rid, r in recs.items()}
     computed = [rid for rid, row in data_rows.items() if "reused_from" not in row]
     assert len(computed) == 1  # the shared upstream phase ran once ...

@@ -85,13 +85,14 @@ def cmd_ground_truth(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from helpers.cli.browse import FORMATS
-    from helpers.cli.options import add_param_options, run_epilog, version
+    from helpers.cli.options import RUNS_ROOT_HELP, execution_options, run_epilog, version
 
     parser = argparse.ArgumentParser(prog="calib", description="calib-lab: the reproducible calibration pipeline")
     parser.add_argument("--version", action="version", version=f"calib-lab {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    root_opt = {"metavar": "DIR", "help": "where run directories are (default: runs/ or $CALIB_RUNS_ROOT)"}
+    root_opt = {"metavar": "DIR", "help": RUNS_ROOT_HELP}
     a_run = "a run: its name under the runs root (as `calib ls` prints it), a unique prefix of one, or a path"
+    shared = execution_options()  # calib run's and calib sweep's parameter and execution options, one definition
 
     run = sub.add_parser(
         "run",
@@ -100,16 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         "read from) in a new run directory.",
         epilog=run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[shared],
     )
-    add_param_options(run)
-    run.add_argument("--phases", help="comma-separated phase ids or numbers, e.g. 00,01 (upstream added)")
     run.add_argument("--resume", metavar="RUN", help="complete an existing run, skipping verified phases; " + a_run)
-    run.add_argument("--runs-root", **root_opt)
     run.add_argument("--run-id", help="name the run directory (default: <UTC timestamp>-<config hash>)")
-    run.add_argument("--cell-timeout", type=int, default=3600, help="seconds per notebook cell (default 3600)")
-    run.add_argument(
-        "--no-progress", action="store_true", help="no cell progress bar (it shows only when stderr is a terminal)"
-    )
     run.add_argument(
         "--reuse",
         action="store_true",
@@ -152,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from helpers.cli.sweep import add_parser as add_sweep_parser
 
-    add_sweep_parser(sub)
+    add_sweep_parser(sub, shared)
 
     truth = sub.add_parser("ground-truth", add_help=False, help="latency ground truth: measure, migrate (see --help)")
     truth.add_argument("rest", nargs=argparse.REMAINDER)

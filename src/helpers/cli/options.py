@@ -1,10 +1,12 @@
-"""``calib run``'s parameter options in papermill's spellings, its help epilog, ``--version``.
+"""The options ``calib run`` and ``calib sweep`` share, defined once (papermill's spellings), the help
+epilogs, ``--version``.
 
     -p KEY VALUE   or  -p KEY=VALUE      (papermill's -p, and the original key=value form)
     -f FILE.yaml   (= --params FILE.yaml, repeatable)
     -y 'YAML'      (papermill's --parameters_yaml: a mapping, as a params file would hold)
+    --phases, --runs-root, --cell-timeout, --no-progress
 
-Layers, later wins: notebook defaults < params/default.yaml < -f files < -y < -p.
+Layers, later wins: notebook defaults < params/default.yaml < -f files < -y < -p (< a sweep point).
 """
 
 from __future__ import annotations
@@ -44,7 +46,41 @@ phases:
 parameters: notebook defaults < params/default.yaml < -f files < -y < -p (later wins)."""
 
 
+RUNS_ROOT_HELP = "where run directories are (default: runs/ or $CALIB_RUNS_ROOT)"
+
+
+def sweep_epilog() -> str:
+    return """examples:
+  calib sweep params/sweeps/quant_methods.yaml --phases 04 -p 02_train.epochs=5
+  calib sweep SWEEP.yaml -f params/cifar10.yaml -p data_dir .cache/cifar-10-batches-py --workers 2
+  calib sweep SWEEP.yaml -y '{epochs: 3}' --scheduler tcp://head-node:8786 --runs-root /shared/runs
+  calib sweep --resume runs/sweeps/<sweep id>   finish the members that are not done
+
+parameters of every member: notebook defaults < params/default.yaml < -f files < -y < -p < the point."""
+
+
+def execution_options() -> argparse.ArgumentParser:
+    """The options of ``calib run`` and ``calib sweep`` (its every member), one definition for both:
+    parameters (``add_param_options``), ``--phases``, ``--runs-root``, ``--cell-timeout``, ``--no-progress``.
+    A parent parser (``parents=[...]``): both commands spell and explain them alike."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_param_options(parser)
+    parser.add_argument(
+        "--phases", help="comma-separated phase ids or numbers, e.g. 00,01 or 4 or 02b (upstream phases added)"
+    )
+    parser.add_argument("--runs-root", metavar="DIR", help=RUNS_ROOT_HELP)
+    parser.add_argument("--cell-timeout", type=int, default=3600, help="seconds per notebook cell (default 3600)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (calib run: papermill's cell bar, shown only when stderr is a terminal; "
+        "calib sweep: the bar over the members)",
+    )
+    return parser
+
+
 def add_param_options(parser: argparse.ArgumentParser) -> None:
+    """``-f``/``--params``, ``-y``/``--params-yaml``, ``-p``: the parameter layers, papermill's spellings."""
     parser.add_argument(
         "-f",
         "--params",

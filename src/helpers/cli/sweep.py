@@ -1,8 +1,11 @@
 """``calib sweep``: many isolated runs over a grid of parameters, executed on Dask.
 
-calib sweep SWEEP.yaml [--params F.yaml] [-p key=value] [--phases 04] [--runs-root DIR]
+calib sweep SWEEP.yaml [-f F.yaml] [-y YAML] [-p KEY VALUE] [--phases 04] [--runs-root DIR]
             [--scheduler tcp://host:8786 | --workers N] [--cell-timeout S] [--retries N] [--no-progress]
 calib sweep --resume <runs root>/sweeps/<id> [--scheduler ADDRESS | --workers N]
+
+The parameter and execution options are ``calib run``'s own (``options.execution_options``): they apply
+to every member.
 """
 
 from __future__ import annotations
@@ -13,24 +16,29 @@ from pathlib import Path
 from helpers.run.params import ParamError
 
 
-def add_parser(sub) -> None:
-    sweep = sub.add_parser("sweep", help="a grid of isolated runs executed on Dask (a LocalCluster or --scheduler)")
+def add_parser(sub, shared: argparse.ArgumentParser) -> None:
+    """``calib sweep``'s parser: ``shared`` (the options of ``calib run``, for every member) and its own."""
+    from helpers.cli.options import sweep_epilog
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="a grid of isolated runs executed on Dask (a LocalCluster or --scheduler)",
+        description="Validate every point of the sweep file, create one run per member, execute them on Dask.",
+        epilog=sweep_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[shared],
+    )
     sweep.add_argument("sweep_file", nargs="?", metavar="SWEEP.yaml", help="grid / points / seeds (docs/SWEEPS.md)")
-    sweep.add_argument("--params", action="append", metavar="FILE.yaml", help="a params file for every member")
-    sweep.add_argument("-p", action="append", metavar="KEY=VALUE", help="override one parameter for every member")
-    sweep.add_argument("--phases", help="phases of every member, e.g. 04 (upstream added)")
-    sweep.add_argument("--runs-root", help="where member runs and sweeps/ go (default: runs/ or $CALIB_RUNS_ROOT)")
     engine = sweep.add_mutually_exclusive_group()
     engine.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
     engine.add_argument("--workers", type=int, help="LocalCluster worker processes (default: the machine's cores)")
     sweep.add_argument("--resume", metavar="SWEEP_DIR", help="complete the unfinished members of a sweep")
-    sweep.add_argument("--cell-timeout", type=int, default=3600, help="seconds per notebook cell (default 3600)")
     sweep.add_argument("--retries", type=int, default=2, help="Dask retries of a member task that raised (default 2)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar over the members")
     sweep.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from helpers.cli.options import p_overrides, yaml_layers
     from helpers.sweep import driver
 
     if args.workers is not None and args.workers < 1:
@@ -42,7 +50,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             name
             for name, value in (
                 ("SWEEP.yaml", args.sweep_file),
-                ("--params", args.params),
+                ("-f/--params", args.params),
+                ("-y", args.params_yaml),
                 ("-p", args.p),
                 ("--phases", args.phases),
                 ("--runs-root", args.runs_root),
@@ -58,7 +67,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _, doc = driver.start(
             args.sweep_file,
             args.params or [],
-            args.p or [],
+            p_overrides(args.p),
+            yaml_layers(args.params_yaml),
             phases=args.phases,
             root=args.runs_root,
             scheduler=args.scheduler,

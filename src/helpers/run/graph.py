@@ -273,16 +273,22 @@ def get_phase(phase_id: str) -> PhaseSpec:
 def select(selection: str | list[str] | None) -> list[PhaseSpec]:
     """Phases to run, in dependency order, upstream phases included.
 
-    ``selection`` is None (all), or ids/prefixes like ``"00,01"`` or ``["02_train"]``.
+    ``selection`` is None (all), or ids or numbers like ``"00,01"``, ``"4,2b"`` or ``["02_train"]``; a
+    number may drop its leading zero (``4`` is ``04``). An unknown one is an error naming the nearest phase.
     """
+    from helpers.run.params import did_you_mean
+
     if selection is None:
         return list(PHASES)
     items = selection.split(",") if isinstance(selection, str) else list(selection)
     wanted: set[str] = set()
     for item in (s.strip() for s in items if s.strip()):
-        matches = [p.id for p in PHASES if item in (p.id, p.short_id)]
+        digits = len(item) - len(item.lstrip("0123456789"))
+        number = "0" + item if digits == 1 else item  # 4 -> 04, 2b -> 02b
+        matches = [p.id for p in PHASES if number in (p.id, p.short_id)]
         if not matches:
-            raise ValueError(f"unknown phase {item!r}; phases are: {', '.join(_BY_ID)}")
+            hint = did_you_mean([item], [*_BY_ID, *(p.short_id for p in PHASES)])
+            raise ValueError(f"unknown phase {item!r}{hint}; phases are: {', '.join(_BY_ID)}")
         wanted.update(matches)
     if not wanted:
         raise ValueError(

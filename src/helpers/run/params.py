@@ -86,13 +86,40 @@ def parameter_comments(path: Path) -> dict[str, str]:
     return out
 
 
+NEAR = 0.6  # difflib's similarity ratio from which a valid name counts as meant
+
+
 def did_you_mean(names: Iterable[str], valid: Iterable[str]) -> str:
-    """`` (did you mean epochs?)`` for names close to a valid one, else ``""``."""
+    """`` (did you mean epochs?)`` for names close to a valid one, else ``""``: for keys, phase ids, values
+    of a choice parameter (``-p methods=temprature_scaling``) alike."""
     import difflib
 
     valid = list(valid)
-    hints = [m[0] for n in names if (m := difflib.get_close_matches(n, valid, n=1, cutoff=0.6))]
+    return hint_text([m[0] for n in names if (m := difflib.get_close_matches(n, valid, n=1, cutoff=NEAR))])
+
+
+def hint_text(hints: list[str]) -> str:
+    """`` (did you mean a, b?)``, or ``""`` for no hint."""
     return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+def near_phase_key(name: str, phase_id: str, defaults: dict[str, dict[str, Any]]) -> str | None:
+    """The key meant by ``name``, unknown in ``phase_id``'s section: the closest parameter of any phase.
+
+    A parameter of ``phase_id`` itself is named bare (``epochs``), one of another phase with its phase
+    id (``02b_adapt.adapt_epochs`` for ``02_train.adapt_epochs``); a tie goes to ``phase_id``. None when
+    nothing is close (``NEAR``).
+    """
+    import difflib
+
+    scored = [
+        (difflib.SequenceMatcher(None, name, key).ratio(), pid == phase_id, key if pid == phase_id else f"{pid}.{key}")
+        for pid, params in defaults.items()
+        for key in params
+        if key != RUN_DIR_PARAM
+    ]
+    ratio, _, key = max(scored, default=(0.0, False, None))
+    return key if ratio >= NEAR else None
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
@@ -112,10 +139,20 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     return params
 
 
+def near_file(path: Path) -> str:
+    """`` (did you mean params/cifar10.yaml?)`` for a missing file with a near namesake in its folder, else ``""``."""
+    import difflib
+
+    folder = path.parent
+    names = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=NEAR)
+    return f" (did you mean {folder / close[0]}?)" if close else ""
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ParamError(f"params file {path} does not exist")
+        raise ParamError(f"params file {path} does not exist{near_file(path)}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -260,9 +297,10 @@ def resolve(
                 raise ParamError(f"section {phase_id!r} in {layer_name} must be a mapping of that phase's parameters")
             bad = sorted(set(section) - set(valid))
             if bad:
+                hints = [key for name in bad if (key := near_phase_key(name, phase_id, defaults))]
                 raise ParamError(
                     f"unknown parameter(s) {', '.join(bad)} for phase {phase_id} in {layer_name}"
-                    f"{did_you_mean(bad, valid)}; valid: {', '.join(valid)}"
+                    f"{hint_text(hints)}; valid: {', '.join(valid)}"
                 )
             for name in valid:
                 for key, scope in ((name, layer), (f"{phase_id}.{name}", section)):  # shared first: the phase key wins

@@ -1,6 +1,6 @@
 """``calib sweep``: plan, create the member runs, execute them on Dask, record, report.
 
-calib sweep SWEEP.yaml [--params F] [-p k=v] [--phases 02] [--scheduler ADDRESS | --workers N]
+calib sweep SWEEP.yaml [-f F.yaml] [-y YAML] [-p k=v] [--phases 02] [--scheduler ADDRESS | --workers N]
 calib sweep --resume <runs root>/sweeps/<id>
 """
 
@@ -34,9 +34,12 @@ def create(
     root: Path,
     options: dict,
     log: Callable[[str], None] = print,
+    yaml_layers: list[dict] = (),
 ) -> tuple[Path, dict]:
-    """Validate every point, create every member run and the sweep record; nothing is executed yet."""
-    p = plan.plan(sweep_file, param_files, overrides, phases)
+    """Validate every point, create every member run and the sweep record; nothing is executed yet.
+
+    ``param_files`` (``-f``), ``yaml_layers`` (``-y``) and ``overrides`` (``-p``) are ``calib run``'s layers."""
+    p = plan.plan(sweep_file, param_files, overrides, phases, yaml_layers=yaml_layers)
     check_writable(root)
     taken = [m.run_id for m in p.members if (root / m.run_id).exists()]
     if taken or record.sweep_dir(root, p.sweep_id).exists():
@@ -57,6 +60,7 @@ def create(
         "sweep_file": str(Path(sweep_file).resolve()),
         "spec": p.spec,
         "param_files": list(param_files),
+        "yaml_layers": list(yaml_layers),
         "overrides": list(overrides),
         "phases": [s.id for s in p.specs],
         "varying": p.varying,
@@ -220,6 +224,7 @@ def start(
     sweep_file: str,
     param_files: list[str] = (),
     overrides: list[str] = (),
+    yaml_layers: list[dict] = (),
     phases: str | None = None,
     root: str | None = None,
     scheduler: str | None = None,
@@ -238,6 +243,7 @@ def start(
         runs_root(root),
         {"cell_timeout": cell_timeout, "retries": retries},
         log=log,
+        yaml_layers=list(yaml_layers),
     )
     return directory, execute(directory, doc, scheduler, workers, progress=progress, log=log)
 

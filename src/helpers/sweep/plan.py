@@ -11,7 +11,7 @@ A sweep file (YAML)::
     seeds: [0, 1, 2]             # an axis over the shared `seed` parameter
 
 Members are (grid combinations + points) x seeds. Each member's parameters are resolved like
-``calib run``'s -- notebook defaults < params/default.yaml < ``--params`` < ``-p`` < the point --
+``calib run``'s -- notebook defaults < params/default.yaml < ``-f`` files < ``-y`` < ``-p`` < the point --
 and validated (unknown keys, types, the phase prechecks) before anything starts; two members
 that resolve to the same configuration of the selected phases are an error.
 """
@@ -136,6 +136,7 @@ def plan(
     overrides: list[str] = (),
     phases: str | None = None,
     sweep_id: str | None = None,
+    yaml_layers: list[dict] = (),
 ) -> Plan:
     """Expand and validate every point; raises ParamError listing every bad point before anything starts."""
     doc = load_sweep_file(sweep_file)
@@ -145,7 +146,9 @@ def plan(
     for index, point in enumerate(points):
         label = ", ".join(f"{k}={value_label(v)}" for k, v in point.items()) or "base"
         try:
-            resolved = resolve_config(list(param_files), list(overrides), extra=nest(point))
+            resolved = resolve_config(
+                list(param_files), list(overrides), extra=nest(point), yaml_layers=list(yaml_layers)
+            )
             missing = [s.id for s in specs if s.id not in resolved]
             if missing:
                 raise ParamError(f"no notebook for phase(s) {', '.join(missing)}")

@@ -2,7 +2,15 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers.run.params import MAX_NAME, ParamError, check_name, notebook_parameters, parse_overrides, resolve
+from helpers.run.params import (
+    MAX_NAME,
+    ParamError,
+    check_name,
+    load_yaml,
+    notebook_parameters,
+    parse_overrides,
+    resolve,
+)
 from helpers.run.runner import all_defaults
 
 DEFAULTS = {
@@ -51,7 +59,10 @@ def test_layers_later_wins_and_sections_beat_shared_keys():
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ParamError, match=r"unknown parameter\(s\) epoch\b.*valid shared keys: dataset, epochs"):
         resolve(DEFAULTS, [("-p", {"epoch": 3})])
-    with pytest.raises(ParamError, match="for phase 01_data in -p; valid: dataset, seed, val_fraction"):
+    with pytest.raises(
+        ParamError,
+        match=r"for phase 01_data in -p \(did you mean 02_train.epochs\?\); valid: dataset, seed, val_fraction",
+    ):
         resolve(DEFAULTS, [("-p", {"01_data": {"epochs": 3}})])
 
 
@@ -101,6 +112,37 @@ def test_values_a_run_record_cannot_hold_are_refused_naming_the_key():
 def test_a_misspelled_phase_section_gets_a_suggestion():
     with pytest.raises(ParamError, match=r"unknown parameter\(s\) 02_trian in -p \(did you mean 02_train\?\)"):
         resolve(DEFAULTS, [("-p", parse_overrides(["02_trian.epochs=3"]))])
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("02_train.adapt_epochs=5", "02b_adapt.adapt_epochs"),  # issue 30.1: it suggested epochs (02_train's own)
+        ("02_train.adapt_epoch=5", "02b_adapt.adapt_epochs"),  # near, in another phase
+        ("02_train.epoch=5", "epochs"),  # near in its own phase: named bare
+        ("02_train.calibration_method=[minmax]", "04_quantize.calibration_methods"),
+    ],
+)
+def test_a_misspelled_phase_key_gets_the_nearest_key_of_any_phase(override, hint):
+    """Across the project's real phases: a key of another phase is named with its phase id."""
+    name = override.split("=")[0].split(".")[1]
+    with pytest.raises(
+        ParamError, match=rf"unknown parameter\(s\) {name} for phase 02_train in -p \(did you mean {hint}\?\)"
+    ):
+        resolve(all_defaults(), [("-p", parse_overrides([override]))])
+
+
+def test_a_missing_params_file_names_its_near_namesake(tmp_path):
+    (tmp_path / "cifar10.yaml").write_text("epochs: 3\n")
+    with pytest.raises(
+        ParamError,
+        match=rf"params file {tmp_path}/cifar.yaml does not exist \(did you mean {tmp_path}/cifar10.yaml\?\)$",
+    ):
+        load_yaml(tmp_path / "cifar.yaml")
+    with pytest.raises(ParamError, match=r"params file .*/nothing_alike.yaml does not exist$"):
+        load_yaml(tmp_path / "nothing_alike.yaml")
+    with pytest.raises(ParamError, match=r"params file .*/no_such_dir/cifar.yaml does not exist$"):
+        load_yaml(tmp_path / "no_such_dir" / "cifar.yaml")
 
 
 @pytest.mark.parametrize(

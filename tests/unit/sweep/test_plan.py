@@ -42,9 +42,11 @@ def test_command_line_layers_apply_to_every_member_and_the_point_wins(tmp_path):
         sweep_file(tmp_path, {"grid": {"02_train.lr": [0.05, 0.2]}}),
         overrides=["02_train.lr=0.3", "epochs=1"],
         phases="02",
+        yaml_layers=[{"epochs": 4, "02_train": {"batch_size": 32}}],  # -y: below -p, above the files
     )
     assert [m.resolved["02_train"]["lr"] for m in p.members] == [0.05, 0.2]
     assert {m.resolved["02_train"]["epochs"] for m in p.members} == {1}
+    assert {m.resolved["02_train"]["batch_size"] for m in p.members} == {32}
 
 
 @pytest.mark.parametrize(
