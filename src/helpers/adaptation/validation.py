@@ -7,6 +7,7 @@ import pandas as pd
 from torch import nn
 
 from helpers.adaptation.methods import AdaptConfig, Adapted, MergeParityError, load_adapter
+from helpers.metrics.calibration import ece_bootstrap_ci, expected_calibration_error
 from helpers.metrics.classification import accuracy_with_ci, per_class_accuracy
 from helpers.models import parity
 from helpers.models.architectures import predict_logits
@@ -59,15 +60,19 @@ def evaluation_logits(
 
 
 def before_after(logits: dict[str, dict[str, np.ndarray]], num_classes: int) -> dict:
-    """Per test set of ``evaluation_logits``: accuracy with 95% Wilson CI and per-class accuracy, before and after."""
+    """Per test set of ``evaluation_logits``, before and after: accuracy with its 95% Wilson CI, per-class
+    accuracy, and the ECE (15 bins) with its 95% percentile-bootstrap CI (1000 resamples, seed 0)."""
     out = {}
     for name, by_when in logits.items():
         out[name] = {}
         for when in ("before", "after"):
             preds = by_when[when].argmax(1)
+            low, high = ece_bootstrap_ci(by_when[when], by_when["labels"], n_boot=1000, seed=0)
             out[name][when] = {
                 **accuracy_with_ci(by_when["labels"], preds),
                 "per_class": per_class_accuracy(by_when["labels"], preds, num_classes).tolist(),
+                "ece": expected_calibration_error(by_when[when], by_when["labels"]),
+                "ece_ci": [low, high],
             }
     return out
 
@@ -129,16 +134,20 @@ def record(
 
 
 def results_table(doc: dict) -> pd.DataFrame:
-    """One row per test set: accuracy before, after (95% CI), the gain; trainable share and merge parity below."""
+    """The 2x2 table: one row per test set (source, target), accuracy and ECE before and after adaptation,
+    each with its 95% CI, and the accuracy gain."""
     rows = {}
     for name, r in doc["accuracy"].items():
-        rows[f"{name} test"] = {
-            "n": r["before"]["n"],
-            "accuracy before": r["before"]["accuracy"],
-            "accuracy after": r["after"]["accuracy"],
-            "after 95% CI": f"[{r['after']['ci_low']:.4f}, {r['after']['ci_high']:.4f}]",
-            "gain": r["after"]["accuracy"] - r["before"]["accuracy"],
-        }
+        row = {"n": r["before"]["n"]}
+        for when in ("before", "after"):
+            row[f"accuracy {when}"] = r[when]["accuracy"]
+            row[f"accuracy {when} 95% CI"] = f"[{r[when]['ci_low']:.4f}, {r[when]['ci_high']:.4f}]"
+        row["gain"] = r["after"]["accuracy"] - r["before"]["accuracy"]
+        for when in ("before", "after"):
+            if "ece" in r[when]:  # runs recorded before the ECE was added have accuracy only
+                row[f"ECE {when}"] = r[when]["ece"]
+                row[f"ECE {when} 95% CI"] = "[{:.4f}, {:.4f}]".format(*r[when]["ece_ci"])
+        rows[f"{name} test"] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.attrs["trainable"] = doc["trainable_parameters"]
     return frame

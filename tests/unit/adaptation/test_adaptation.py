@@ -277,3 +277,24 @@ def test_a_collapsing_label_free_fit_fails_with_the_numbers_before_any_merge(dig
         r"class takes [0-9.]+% .* nothing was merged or saved",
     ):
         methods.adapt(trained, config, arrays["target_train_images.npz"], None, seed=0, num_threads=1)
+
+
+def test_the_two_by_two_table_has_accuracy_and_ece_with_intervals_for_both_domains(digits, trained):
+    _, _, arrays = digits
+    adapted = methods.adapt(trained, AdaptConfig("adabn"), arrays["target_train_images.npz"], seed=0, num_threads=1)
+    sets = {d: (arrays[f"{d}_test_images.npz"], arrays[f"{d}_test_labels.npz"]) for d in ("source", "target")}
+    logits = validation.evaluation_logits(trained, adapted.merged, sets)
+    results = validation.before_after(logits, 10)
+    from helpers.metrics.calibration import expected_calibration_error
+
+    for d in ("source", "target"):
+        for when in ("before", "after"):
+            r = results[d][when]
+            assert r["ece"] == expected_calibration_error(logits[d][when], sets[d][1])
+            assert 0 <= r["ece_ci"][0] < r["ece_ci"][1] <= 1 and r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+    table = validation.results_table(
+        {"accuracy": results, "trainable_parameters": validation.trainable_record(adapted)}
+    )
+    assert list(table.index) == ["source test", "target test"]
+    assert {f"{m} {w}" for m in ("accuracy", "ECE") for w in ("before", "after")} <= set(table.columns)
+    assert table.loc["target test", "accuracy after 95% CI"].startswith("[")
