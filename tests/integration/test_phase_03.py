@@ -24,7 +24,8 @@ from helpers.run.runner import kernel_environment
 
 PHASE = "03_activation_stats"
 NOTEBOOK = project_root() / "notebooks" / f"{PHASE}.ipynb"
-ROLES = ("trained", "init")
+ROLES = ("base", "adapted")  # the default pair
+MINILM_ROLES = ("trained", "init")
 FILES = ("calibration_stats.npz", "rate_targets.json")
 
 
@@ -42,9 +43,9 @@ def load_role(run: Path, role: str, base: str = "") -> tuple[dict, dict]:
 
 
 def role_model(run: Path, role: str) -> torch.nn.Module:
-    """The model of a role rebuilt independently: the checkpoint phase 03 reads (02b's, the adapted model), or
-    its spec seeded with seed 0."""
-    results = run / "results" / MODEL_PHASE
+    """The model of a role rebuilt independently: 02's checkpoint (base), 02b's (adapted, the model later phases
+    read), or the spec seeded with seed 0 (init)."""
+    results = run / "results" / ("02_train" if role == "base" else MODEL_PHASE)
     model, spec = model_artifact.load(results / "model.json", results / "model.pt")
     if role == "init":
         torch.manual_seed(0)
@@ -96,16 +97,17 @@ def test_layout_of_statistics_and_targets(run_dir):
     assert '"clamp_counts"' in log and '"finite": true' in log
 
 
-def test_trained_and_init_rates_differ(run_dir):
-    (trained, trained_targets), (init, init_targets) = (load_role(run_dir, role) for role in ROLES)
-    assert not np.allclose(trained["mu"], init["mu"])
+def test_base_and_adapted_rates_differ(run_dir):
+    """The default run adapts with LoRA: the pair shows what adaptation changed in the activations."""
+    (base, base_targets), (adapted, adapted_targets) = (load_role(run_dir, role) for role in ROLES)
+    assert not np.allclose(base["mu"], adapted["mu"])
     for definition in ("zscore", "positive"):
-        assert trained_targets["r_star"][definition] != init_targets["r_star"][definition]
+        assert base_targets["r_star"][definition] != adapted_targets["r_star"][definition]
 
 
-@pytest.mark.parametrize("role, layer", [("trained", "features.4"), ("init", "features.8")])
-def test_mu_sigma_and_rates_match_a_direct_recomputation(run_dir, role, layer):
-    arrays, targets = load_role(run_dir, role)
+@pytest.mark.parametrize("role, layer", [("base", "features.4"), ("adapted", "features.8"), ("init", "features.1")])
+def test_mu_sigma_and_rates_match_a_direct_recomputation(run_dir, role, layer, init_run):
+    arrays, targets = load_role(init_run if role == "init" else run_dir, role)
     rows = hooked_rows(role_model(run_dir, role), layer, slice_images(run_dir))
     l = arrays["layer_names"].tolist().index(layer)
     w = arrays["widths"][l]
@@ -144,13 +146,19 @@ def execute_copy(run_dir: Path, tmp_path: Path, **params) -> Path:
     return copy
 
 
+@pytest.fixture(scope="module")
+def init_run(run_dir, tmp_path_factory) -> Path:
+    """A copy of the run whose phase 03 also computed the optional `init` control."""
+    return execute_copy(run_dir, tmp_path_factory.mktemp("init"), model_roles=["base", "adapted", "init"])
+
+
 def test_unknown_role_is_an_error_listing_the_declared_roles(run_dir, tmp_path):
     with pytest.raises(
         pm.PapermillExecutionError,
         match=r"unknown model role\(s\) \['best'\]; declared roles: "
-        r"'trained', 'init'",
+        r"'base', 'adapted', 'init'",
     ):
-        execute_copy(run_dir, tmp_path, model_roles=["trained", "best"])
+        execute_copy(run_dir, tmp_path, model_roles=["base", "best"])
 
 
 @pytest.mark.skipif(
@@ -161,11 +169,11 @@ def test_transformer_option_writes_minilm_statistics_per_role(run_dir, tmp_path)
     from helpers.data.text_slice import text_slice
 
     copy = execute_copy(run_dir, tmp_path, transformer_sentences=6)
-    (trained, trained_targets), (init, init_targets) = (load_role(copy, role, "transformer") for role in ROLES)
+    (trained, trained_targets), (init, init_targets) = (load_role(copy, role, "transformer") for role in MINILM_ROLES)
     for arrays, targets in ((trained, trained_targets), (init, init_targets)):
         assert arrays["layer_names"].tolist() == [f"encoder.layer.{i}.intermediate" for i in range(6)]
         assert arrays["mu"].shape == (6, 1536) and arrays["mask"].all()
         assert targets["slice_sha256"] == text_slice(6, seed=0).sha256
     assert trained_targets["r_star"] != init_targets["r_star"]
     manifest = json.loads((copy / "manifests" / f"{PHASE}.json").read_text())
-    assert {f"transformer/{role}/{name}" for role in ROLES for name in FILES} <= set(manifest["files"])
+    assert {f"transformer/{role}/{name}" for role in MINILM_ROLES for name in FILES} <= set(manifest["files"])

@@ -61,7 +61,10 @@ TARGETS_FILE = "rate_targets.json"
 DEFAULT_EPS = 1e-6
 DEFAULT_THETA = 1.0
 _CHUNK_ELEMENTS = 1 << 18  # 2 MiB of float64 per reduction step
-MODEL_ROLES = ("trained", "init")
+# The pair compares a tuned model with its base, as the design's instruction-tuned / base pair does:
+# ``base`` is the model before adaptation (phase 02's), ``adapted`` the one later phases read (02b's;
+# the same weights with adaptation=none); ``init`` (the architecture seeded, never trained) is a control.
+MODEL_ROLES = ("base", "adapted", "init")
 
 
 @dataclass(frozen=True)
@@ -454,8 +457,10 @@ def default_layers(model: nn.Module) -> list[str]:
     return linears[:-1]
 
 
-def role_models(trained: nn.Module, model_spec: Mapping[str, Any], seed: int) -> dict[str, nn.Module]:
-    """The declared roles of a phase-02 model: ``trained`` as loaded, ``init`` its architecture seeded anew."""
+def role_models(
+    base: nn.Module, adapted: nn.Module, model_spec: Mapping[str, Any], seed: int
+) -> dict[str, nn.Module]:
+    """The declared roles (:data:`MODEL_ROLES`): phase 02's model, phase 02b's, and the architecture seeded anew."""
     init = init_model(
         model_spec["name"],
         model_spec["num_classes"],
@@ -463,7 +468,7 @@ def role_models(trained: nn.Module, model_spec: Mapping[str, Any], seed: int) ->
         input_shape=tuple(model_spec["input_shape"]),
         **model_spec.get("kwargs", {}),
     )
-    return {"trained": trained.eval(), "init": init}
+    return {"base": base.eval(), "adapted": adapted.eval(), "init": init}
 
 
 def check_params(params: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:

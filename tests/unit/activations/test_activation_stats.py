@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 
 from helpers.activations import stats as activation_stats
 from helpers.activations.stats import (
+    MODEL_ROLES,
     STATS_FILE,
     TARGETS_FILE,
     Batch,
@@ -391,22 +392,23 @@ def test_default_layers_are_the_pre_activations(name, expected):
         default_layers(nn.Sequential(nn.Linear(3, 2)))
 
 
-def test_role_models_rebuild_the_spec_untrained_and_seeded():
+def test_role_models_pair_base_and_adapted_and_rebuild_the_spec_untrained_and_seeded():
     from helpers.models import artifact as model_artifact
 
     spec = model_artifact.spec("resnet8", 10, (32, 32, 3), widths=[8, 16, 32], input_scale=1.0)
-    trained = model_artifact.build(spec)
-    models = role_models(trained, spec, seed=4)
-    assert list(models) == ["trained", "init"] and models["trained"] is trained
+    base, adapted = model_artifact.build(spec), model_artifact.build(spec)
+    models = role_models(base, adapted, spec, seed=4)
+    assert list(models) == list(MODEL_ROLES) == ["base", "adapted", "init"]
+    assert models["base"] is base and models["adapted"] is adapted
     init = models["init"]
     assert init.stacks[2].conv2.out_channels == 32 and float(init.input_scale.factor) == 1.0
-    again = role_models(trained, spec, seed=4)["init"]
+    again = role_models(base, adapted, spec, seed=4)["init"]
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in init.state_dict().items())
-    assert not torch.equal(init.fc.weight, role_models(trained, spec, seed=5)["init"].fc.weight)
+    assert not torch.equal(init.fc.weight, role_models(base, adapted, spec, seed=5)["init"].fc.weight)
 
 
 PHASE_PARAMS = {
-    "model_roles": ["trained", "init"],
+    "model_roles": ["base", "adapted"],
     "layers": [],
     "eps": 1e-6,
     "theta": 1.0,
@@ -419,8 +421,8 @@ PHASE_PARAMS = {
     "override, message",
     [
         (
-            {"model_roles": ["trained", "best"]},
-            r"unknown model role\(s\) \['best'\]; declared roles: 'trained', 'init'",
+            {"model_roles": ["base", "best"]},
+            r"unknown model role\(s\) \['best'\]; declared roles: 'base', 'adapted', 'init'",
         ),
         ({"model_roles": []}, "non-empty list of distinct roles"),
         ({"model_roles": ["init", "init"]}, "non-empty list of distinct roles"),

@@ -108,8 +108,9 @@ def test_an_undeclared_mode_is_refused_when_the_phase_opens(run_dir):
 def test_every_consumer_of_the_model_reads_it_from_the_adaptation_phase():
     for phase_id in ("03_activation_stats", "04_quantize", "05_latency", "06_confidence", "08_bundle", "09_report"):
         assert MODEL_PHASE in get_phase(phase_id).upstream, phase_id
-    for phase_id in ("03_activation_stats", "04_quantize", "05_latency", "06_confidence", "08_bundle"):
+    for phase_id in ("04_quantize", "05_latency", "06_confidence", "08_bundle"):
         assert "02_train" not in get_phase(phase_id).upstream, f"{phase_id} would read the unadapted model"
+    assert "02_train" in get_phase("03_activation_stats").upstream  # its `base` role, beside `adapted`
 
 
 def test_phase_prefixes_select_the_adaptation_phase_and_its_upstream():
