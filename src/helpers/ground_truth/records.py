@@ -16,9 +16,11 @@ A :class:`MeasurementRecord` is one (model, runtime, precision, batch size) on o
 * the v2.0 additions to v1.0: ``batch_size``, ``input_shape``, ``model_summary``,
   ``system_state``, ``run_id`` (one UUID per measurement session) and ``run_index`` (the
   record's position within that session, in measuring order);
-* ``runtime`` -- ``onnxruntime``, ``torch`` or ``openvino``. Optional in files (absent means onnxruntime); a
-  torch measurement is stored under the model key ``<model>-torch`` so both runtimes of one
-  precision can sit side by side (:attr:`MeasurementRecord.key`).
+* ``runtime`` -- ``onnxruntime``, ``torch`` or ``openvino``, or ``unknown`` for another tool's file that does
+  not say and does not show which (the store's reader infers it from what a file says: see
+  ``helpers.ground_truth.store.infer_runtime``); a measurement of any runtime but onnxruntime is stored
+  under the model key ``<model>-<runtime>`` so several runtimes of one precision can sit side by side
+  (:attr:`MeasurementRecord.key`).
 
 Latencies are milliseconds; confidence intervals are two-sided 95% Student-t intervals of the
 mean. Unknown keys in a file are ignored (newer writers may add fields); missing required keys,
@@ -54,6 +56,7 @@ SCHEMA_VERSION = "2.0"
 MEASUREMENT_TYPE = "efficiency"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RUNTIMES = ("onnxruntime", "torch", "openvino")
+UNKNOWN_RUNTIME = "unknown"  # a file that does not say, and does not show, which runtime measured it
 CONFIDENCE = 0.95
 
 T = TypeVar("T")
@@ -343,8 +346,10 @@ class MeasurementRecord:
         if self.measurement_type != MEASUREMENT_TYPE:
             raise SchemaError("measurement_type", f"is {self.measurement_type!r}, expected {MEASUREMENT_TYPE!r}")
         validate_precision(self.precision)
-        if self.runtime not in RUNTIMES:
-            raise SchemaError("runtime", f"is {self.runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+        if self.runtime not in (*RUNTIMES, UNKNOWN_RUNTIME):
+            raise SchemaError(
+                "runtime", f"is {self.runtime!r}; valid runtimes: {', '.join(RUNTIMES)} (or {UNKNOWN_RUNTIME!r})"
+            )
         for name in ("model", "hardware_id"):
             if not getattr(self, name) or "/" in getattr(self, name):
                 raise SchemaError(name, f"must be a non-empty name without '/', got {getattr(self, name)!r}")

@@ -32,7 +32,9 @@ import pandas as pd
 from helpers.ground_truth.hardware import HardwareProfile
 from helpers.ground_truth.records import (
     PRECISIONS,
+    RUNTIMES,
     SCHEMA_VERSION,
+    UNKNOWN_RUNTIME,
     MeasurementRecord,
     ModelSummary,
     SchemaError,
@@ -215,6 +217,42 @@ def _note(notes: list[str], text: str) -> None:
         notes.append(text)
 
 
+GRAPHS_TOOL = "measure_efficiency.py"  # the graphs tool's measurement script: PyTorch, torch.fx, on cuda or cpu
+GRAPHS_TOOL_DEVICES = ("cuda", "cpu")
+_OWN_TOOL_VERSION = re.compile(r"calib-lab [^;]*; (\S+) \S+")  # helpers.ground_truth.latency's tool_version
+
+
+def infer_runtime(data: dict) -> tuple[str, str]:
+    """(runtime, normalization note) of a document that does not name its runtime, from what it says.
+
+    The project's own writer names the runtime in ``tool_version`` (``calib-lab 0.1; onnxruntime 1.17``);
+    the graphs tool's ``measure_efficiency.py`` (any version, migrated or not) runs every subgraph with
+    PyTorch -- a torch.fx interpreter -- on its ``device``, ``cuda`` or ``cpu``. Anything else is
+    ``unknown``: a file is never labelled with a runtime nothing in it names.
+    """
+    tool, device = data.get("tool_version"), data.get("device")
+    if isinstance(tool, str):
+        own = _OWN_TOOL_VERSION.fullmatch(tool)
+        if own and own.group(1) in RUNTIMES:
+            return own.group(1), f"runtime: absent, read as {own.group(1)!r}, which tool_version {tool!r} names"
+        if tool.split(" ", 1)[0] == GRAPHS_TOOL and device in GRAPHS_TOOL_DEVICES:
+            return "torch", (
+                f"runtime: absent, read as 'torch': tool_version {tool!r} is the graphs tool's {GRAPHS_TOOL}, "
+                f"which runs the subgraphs with PyTorch (a torch.fx interpreter) on device {device!r}"
+            )
+    return UNKNOWN_RUNTIME, (
+        f"runtime: absent, read as {UNKNOWN_RUNTIME!r}: neither tool_version {tool!r} nor device {device!r} "
+        "says which runtime measured it"
+    )
+
+
+def name_key(data: dict, model: str) -> str:
+    """The model key a document's file name starts with: the record's key (:attr:`MeasurementRecord.key`) when
+    the document names its runtime, else the bare model (a writer without runtimes names files by model)."""
+    runtime = data.get("runtime", "onnxruntime")
+    return model if runtime == "onnxruntime" else f"{model}-{runtime}"
+
+
 def normalize(data: dict, stem: str) -> tuple[dict, str]:
     """A v1.0 or v2.0 document (any writer) as a v2.0 document, and the schema version as written.
 
@@ -222,7 +260,7 @@ def normalize(data: dict, stem: str) -> tuple[dict, str]:
     precision case-folded, integer subgraph ids as strings, a naive date kept with its zone
     flagged unknown, and the fields older writers lack -- batch size (from the file name),
     model summary (computed from the subgraphs), input shape and system state (null), run id
-    (derived, so reading twice gives the same record), run index 0, runtime (schema default).
+    (derived, so reading twice gives the same record), run index 0, runtime (:func:`infer_runtime`).
     Types are not coerced otherwise: a wrong type stays an error naming the field.
     """
     version = data.get("schema_version")
@@ -259,14 +297,13 @@ def normalize(data: dict, stem: str) -> tuple[dict, str]:
             "kept as written, zone unknown",
         )
     if "runtime" not in doc:
-        doc["runtime"] = "onnxruntime"
-        _note(notes, "runtime: absent, read as the schema default 'onnxruntime'")
+        doc["runtime"], note = infer_runtime(doc)
+        _note(notes, note)
     if version == "1.0":
         doc["schema_version"] = SCHEMA_VERSION
         _note(notes, f"schema_version: '1.0' read as {SCHEMA_VERSION!r}")
-    key = read_value(str, doc["model"], "model") + ("" if doc["runtime"] == "onnxruntime" else f"-{doc['runtime']}")
     if "batch_size" not in doc:
-        named = split_batch_suffix(stem, key)
+        named = split_batch_suffix(stem, name_key(data, read_value(str, doc["model"], "model")))
         doc["batch_size"] = named or 1
         _note(
             notes,
@@ -306,7 +343,7 @@ def _read(path: Path) -> tuple[MeasurementRecord, str]:
     try:
         doc, version = normalize(data, path.stem)
         record = MeasurementRecord.from_dict(doc)
-        named_batch, named_run = stem_parts(path.stem, record.key)
+        named_batch, named_run = stem_parts(path.stem, name_key(data, record.model))
     except SchemaError as error:
         raise error.in_file(path) from None
     except ValueError as error:

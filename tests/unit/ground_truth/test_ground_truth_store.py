@@ -28,7 +28,7 @@ def v1_document(model: str, date: str = "2023-03-01T08:00:00+00:00", precision: 
         sub["source_model"] = model
         for name in ("p50", "p90", "p99"):
             sub["measured_latency"].pop(name)
-    return data | {"schema_version": "1.0"}
+    return data | {"schema_version": "1.0", "tool_version": "calib-lab 0.1.0; onnxruntime 1.17.0"}
 
 
 def write_json(path: Path, data: dict) -> Path:

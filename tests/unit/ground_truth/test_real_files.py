@@ -124,6 +124,36 @@ def test_normalization_is_explicit_and_loses_nothing(sample, in_place):
     assert any(s.flops == 0 and s.efficiency.samples == 0 for i in in_place.values() for s in i.record.subgraphs)
 
 
+def test_the_runtime_is_read_from_what_each_file_says_never_from_the_schema_default(sample, in_place):
+    """None of the sample's files names its runtime; every one was written by the graphs tool's
+    measure_efficiency.py, which runs the subgraphs with PyTorch (torch.fx) on its device: cuda on the Jetson,
+    cpu on the Ryzen. The reader says so, and says how it knows."""
+    raw = raw_documents(sample)
+    assert not any("runtime" in d for d in raw.values())
+    devices = {}
+    for path, item in in_place.items():
+        record, data = item.record, raw[path]
+        assert data["tool_version"].startswith("measure_efficiency.py")
+        assert record.runtime == "torch" and record.key == f"{record.model}-torch"
+        (note,) = [n for n in record.normalization if n.startswith("runtime:")]
+        assert f"read as 'torch': tool_version {data['tool_version']!r}" in note
+        assert f"on device {data['device']!r}" in note
+        devices.setdefault(record.hardware_id, set()).add(record.device)
+    assert devices == {JETSON: {"cuda"}, RYZEN: {"cpu"}}
+
+
+def test_a_foreign_file_that_does_not_show_its_runtime_is_unknown(sample, tmp_path):
+    """The same real file with a tool_version nothing recognizes: labelled unknown, never guessed."""
+    source = sample / "calibration_data" / JETSON / "measurements" / "fp16" / "resnet18_b4.json"
+    data = json.loads(source.read_text()) | {"tool_version": "some_profiler 3.1"}
+    path = tmp_path / JETSON / "measurements" / "fp16" / "resnet18_b4.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(data))
+    record = store.read_measurement(path)
+    assert record.runtime == "unknown" and record.key == "resnet18-unknown"
+    assert "runtime: absent, read as 'unknown'" in " ".join(record.normalization)
+
+
 def test_one_record_per_configuration_is_used_and_the_rest_are_named_duplicates(sample, in_place):
     loader = GroundTruthLoader(sample / "calibration_data")
     with pytest.warns(UserWarning, match="does not agree"):
@@ -132,7 +162,7 @@ def test_one_record_per_configuration_is_used_and_the_rest_are_named_duplicates(
     assert set(table.loc[table["used"], "layout"]) == {CANONICAL}  # same measurement: the canonical file wins
     assert table.loc[~table["used"], "note"].str.startswith("same measurement as").all()
     assert len(loader.list_models(RYZEN, "FP32")) == 15
-    record = loader.load(RYZEN, "vit_b_16", "fp32", 1)
+    record = loader.load(RYZEN, "vit_b_16", "fp32", 1, runtime="torch")
     assert record.model_summary.total_latency_ms == pytest.approx(93.36, abs=0.01)
 
 
@@ -149,7 +179,7 @@ def test_foreign_manifests_are_used_only_when_they_agree_and_the_loader_writes_n
 
     written = loader.rebuild_manifest(RYZEN)[0]
     assert written["schema_version"] == "2.0" and len(written["measurements"]) == 30
-    assert all(e["runtime"] == "onnxruntime" for e in written["measurements"])
+    assert all(e["runtime"] == "torch" for e in written["measurements"])
     assert loader.check_manifest(RYZEN) == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")
