@@ -10,7 +10,9 @@
                                [--precisions ...] [--batch-sizes ...] [--repeats N]
                                [--scheduler tcp://host:8786 --hardware NAME]   (on that hardware's Dask worker)
 
-``--store`` defaults to ``calibration_data/`` at the project root; every command but ``migrate``,
+``--store`` defaults to the one default store, ``calibration_data/`` in the runs root (``--runs-root``, else
+``$CALIB_RUNS_ROOT``, else ``runs/``), where phase 05 stores; each command prints the store it reads first.
+Every command but ``migrate``,
 ``alias``, ``curves`` and ``measure`` only reads. ``measure`` reads the sweep profile (default
 ``params/ground_truth.yaml``); the options narrow it (``--models``, ``--precisions``,
 ``--batch-sizes``) or override it (``--store``, ``--repeats``), and afterwards it refreshes the
@@ -30,13 +32,21 @@ from pathlib import Path
 from helpers.ground_truth.records import PRECISIONS
 from helpers.run.project import project_root
 
+STORE_HELP = (
+    "store root (default: calibration_data/ in the runs root -- --runs-root, $CALIB_RUNS_ROOT or runs/ -- "
+    "where phase 05 stores)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calib ground-truth", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_store(command: argparse.ArgumentParser, hardware: bool = False) -> argparse.ArgumentParser:
-        command.add_argument("--store", type=Path, help="store root (default: calibration_data/ at the project root)")
+        command.add_argument("--store", type=Path, help=STORE_HELP)
+        command.add_argument(
+            "--runs-root", metavar="DIR", help="the runs root whose calibration_data/ is the default store"
+        )
         if hardware:
             command.add_argument("--hardware", nargs="+", metavar="ID", help="only these hardware ids (default: all)")
         return command
@@ -72,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     meas.add_argument(
         "--params", type=Path, default=None, help="sweep profile (YAML; default params/ground_truth.yaml)"
     )
-    meas.add_argument("--store", type=Path, help="store root (default: the profile's, else calibration_data/)")
+    meas.add_argument("--store", type=Path, help="store root (default: the profile's, else the default store)")
     meas.add_argument("--models", nargs="+", help="only these model names of the profile")
     meas.add_argument("--precisions", nargs="+", choices=PRECISIONS, help="only these precisions")
     meas.add_argument("--batch-sizes", nargs="+", type=int, help="these batch sizes instead of the profile's")
@@ -111,9 +121,11 @@ def narrowed_config(args: argparse.Namespace):
 
 
 def _loader(args: argparse.Namespace):
-    from helpers.ground_truth.store import GroundTruthLoader
+    """The loader of the store a command reads (``--store``, else the default store), announced on one line."""
+    from helpers.ground_truth.store import GroundTruthLoader, default_data_dir
 
-    loader = GroundTruthLoader(args.store)
+    loader = GroundTruthLoader(args.store or default_data_dir(args.runs_root))
+    print(f"store: {loader.root}" + ("" if args.store else " (the default: calibration_data/ in the runs root)"))
     if not loader.root.is_dir():
         raise FileNotFoundError(f"store {loader.root} does not exist; give --store DIR")
     return loader
@@ -132,6 +144,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     loader = _loader(args)
     columns = [
         "model",
+        "runtime",
         "precision",
         "batch_size",
         "num_subgraphs",

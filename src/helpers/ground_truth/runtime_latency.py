@@ -218,8 +218,9 @@ def records_with(result: latency.SweepResult) -> list[MeasurementRecord]:
 
 
 def store_root(store_dir: str, run_dir: str | Path) -> Path:
-    """Phase 05's store: ``store_dir``, else ``calibration_data/`` in the runs root, beside the run."""
-    return Path(store_dir) if store_dir else Path(run_dir).parent / "calibration_data"
+    """Phase 05's store: ``store_dir``, else the default store (:func:`default_data_dir`) of the runs root the run
+    is in -- the store ``GroundTruthLoader()`` and ``calib ground-truth`` read by default."""
+    return Path(store_dir) if store_dir else default_data_dir(Path(run_dir).parent)
 
 
 def stage(result: latency.SweepResult, out: Callable[[str], Path]) -> list[Path]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import logging
 import os
 import re
 import uuid
@@ -44,9 +45,10 @@ from helpers.ground_truth.records import (
     validate_precision,
 )
 from helpers.run import atomic
-from helpers.run.project import project_root
+from helpers.run.project import runs_root
 from helpers.run.run_record import now as utc_now
 
+STORE_DIR_NAME = "calibration_data"  # the default store's folder in the runs root (:func:`default_data_dir`)
 MANIFEST = "manifest.json"
 WRITE_LOCK = ".write.lock"  # at the store root: one writer at a time (:func:`write_lock`)
 HARDWARE_PROFILE = "hardware.json"
@@ -83,15 +85,19 @@ USED, REPEAT, DUPLICATE = "used", "repeat", "duplicate"  # a record file: the de
 RUN_SUFFIX_DIGITS = 8  # the run id's hex digits in a record's file name (``_r<run>``): one file per repeat
 DERIVED_RUN_ID = "run_id: absent, derived from hardware, precision, model, date and batch (uuid5)"
 _V1_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "calib-lab/ground-truth/v1.0")
+logger = logging.getLogger(__name__)
 
 
-def default_data_dir() -> Path:
-    """``calibration_data/`` at the project root when the package sits in a checkout, else in the cwd."""
+def default_data_dir(runs_root_dir: str | Path | None = None) -> Path:
+    """The one default ground-truth store: ``calibration_data/`` in the runs root -- ``runs_root_dir``, else
+    ``$CALIB_RUNS_ROOT``, else ``<project>/runs`` (``helpers.run.project.runs_root``); outside a checkout, in the
+    cwd. Phase 05 stores there (its ``store_dir`` empty: ``runtime_latency.store_root``, in its run's runs root),
+    and ``GroundTruthLoader()``, ``calib ground-truth`` and ``calib ground-truth measure`` read and write there."""
     try:
-        root = project_root()
+        root = runs_root(runs_root_dir)
     except RuntimeError:
         root = Path.cwd()
-    return root / "calibration_data"
+    return root / STORE_DIR_NAME
 
 
 def measurement_path(
@@ -673,7 +679,7 @@ def _choose(items: list[StoredRecord]) -> list[StoredRecord]:
 
 
 class GroundTruthLoader:
-    """Read access to a ground-truth store (default: ``calibration_data/`` at the project root), in place.
+    """Read access to a ground-truth store (default: :func:`default_data_dir`, where phase 05 stores), in place.
 
     Reads every layout and writer (:func:`normalize`); never writes unless asked (:meth:`rebuild_manifest`).
     Hardware ids are canonical (``hardware_aliases.json``); one id may gather several directories.
@@ -681,9 +687,13 @@ class GroundTruthLoader:
 
     def __init__(self, data_dir: str | Path | None = None):
         self.root = Path(data_dir) if data_dir is not None else default_data_dir()
+        logger.info("ground-truth store: %s%s", self.root, "" if data_dir is not None else " (the default)")
         self.aliases = HardwareAliases.load(self.root) if self.root.is_dir() else HardwareAliases()
         self._cache: dict[Path, tuple[tuple[int, int], tuple[MeasurementRecord, str]]] = {}
         self.manifest_status: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"GroundTruthLoader({str(self.root)!r})"
 
     def _directories(self) -> dict[str, list[Path]]:
         if not self.root.is_dir():

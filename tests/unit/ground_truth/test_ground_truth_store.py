@@ -179,10 +179,30 @@ def test_loader_errors_say_what_was_looked_for_and_what_exists(tmp_path):
     assert loader.list_models(HW, precision="INT8") == ["tiny"]  # precision names are case-folded
 
 
-def test_default_data_dir_is_under_the_checkout(tmp_path, monkeypatch):
-    checkout = project_root()
+def test_one_default_store_for_phase_05_the_loader_and_the_cli(tmp_path, monkeypatch, capsys):
+    """Phase 05 with an empty store_dir stores where GroundTruthLoader() and `calib ground-truth` read by default:
+    calibration_data/ in the runs root (the checkout's runs/, $CALIB_RUNS_ROOT, or --runs-root)."""
+    from helpers.ground_truth.runtime_latency import store_root
+
     monkeypatch.chdir(tmp_path)
-    assert GroundTruthLoader().root == checkout / "calibration_data"
+    monkeypatch.delenv("CALIB_RUNS_ROOT", raising=False)
+    checkout_store = project_root() / "runs" / "calibration_data"
+    assert GroundTruthLoader().root == store.default_data_dir() == checkout_store
+    assert store_root("", project_root() / "runs" / "some-run") == checkout_store
+    assert repr(GroundTruthLoader()) == f"GroundTruthLoader({str(checkout_store)!r})"
+
+    runs = tmp_path / "elsewhere"
+    monkeypatch.setenv("CALIB_RUNS_ROOT", str(runs))
+    assert GroundTruthLoader().root == store_root("", runs / "a-run") == runs / "calibration_data"
+    assert store_root(str(tmp_path / "mine"), runs / "a-run") == tmp_path / "mine"  # -p store_dir=DIR
+
+    populated_store(runs / "calibration_data")
+    assert cli_main(["list"]) == 0
+    assert capsys.readouterr().out.startswith(f"store: {runs / 'calibration_data'} (the default")
+    other = tmp_path / "other-runs"
+    populated_store(other / "calibration_data")
+    assert cli_main(["list", "--runs-root", str(other)]) == 0
+    assert capsys.readouterr().out.startswith(f"store: {other / 'calibration_data'} (the default")
 
 
 def legacy_sources(base: Path) -> list[Path]:

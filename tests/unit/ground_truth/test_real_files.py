@@ -25,6 +25,7 @@ from helpers.cli.ground_truth import main as cli_main
 from helpers.ground_truth import estimator as le
 from helpers.ground_truth import store
 from helpers.ground_truth.store import CANONICAL, LEGACY_BATCH, LEGACY_PER_MODEL, GroundTruthLoader, migrate
+from helpers.run.project import project_root
 
 # the sample's manifests disagree with its files (Ryzen) or are missing (second tree): warned, tested below
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not agree with the record files:UserWarning")
@@ -402,7 +403,7 @@ def test_phase05_publishes_into_the_real_store_where_this_machine_is_an_alias_of
     profile.save(store.hardware_profile_path(root, profile.hardware_id))
     store.HardwareAliases.load(root).with_alias(profile.hardware_id, RYZEN).save(root)
     foreign = {p: p.read_bytes() for p in (root / RYZEN).rglob("*.json") if "efficiency_curves" not in p.parts}
-    model = store.project_root() / "runs/reference/results/02_train/model.onnx"
+    model = project_root() / "runs/reference/results/02_train/model.onnx"
     result = runtime_latency.measure_runtimes(
         "ref_cnn",
         {"fp32": model},
