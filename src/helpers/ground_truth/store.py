@@ -50,6 +50,7 @@ from helpers.run.run_record import now as utc_now
 
 STORE_DIR_NAME = "calibration_data"  # the default store's folder in the runs root (:func:`default_data_dir`)
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT_VERSION = 2  # 2: entries carry file stamps, the used flag and model_summary (1: unversioned)
 WRITE_LOCK = ".write.lock"  # at the store root: one writer at a time (:func:`write_lock`)
 HARDWARE_PROFILE = "hardware.json"
 ALIASES = "hardware_aliases.json"
@@ -484,15 +485,31 @@ def _checked_record(hw_dir: Path, path: Path, layout: str, aliases: HardwareAlia
     return record, version
 
 
+def file_stamp(path: Path) -> dict:
+    """What the manifest records of a file to tell, by one ``stat``, that it is unchanged: size and mtime."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def build_manifest(root: str | Path, hardware_id: str) -> dict:
-    """The project's manifest of directory ``<root>/<hardware_id>`` computed from its record files (not written)."""
+    """The project's manifest (format :data:`MANIFEST_FORMAT_VERSION`) of directory ``<root>/<hardware_id>``
+    computed from its record files (not written). Beside what every manifest lists, each entry has the file's
+    stamp (:func:`file_stamp`), its full ``model_summary`` and whether it is the configuration's ``used`` file within
+    the directory: the loader answers :meth:`GroundTruthLoader.load_model_summary` from these while the stamps
+    agree with the files."""
     hw_dir = Path(root) / hardware_id
     aliases = HardwareAliases.load(root)
-    entries, devices = [], set()
+    items = []
     for path, layout in _record_files(hw_dir):
-        record, _ = _checked_record(hw_dir, path, layout, aliases)
-        entries.append(_manifest_entry(hw_dir, path, record))
-        devices.add(record.device)
+        record, version = _checked_record(hw_dir, path, layout, aliases)
+        items.append(StoredRecord(path, hw_dir.name, layout, version, record))
+    entries = [
+        _manifest_entry(hw_dir, i.path, i.record)
+        | file_stamp(i.path)
+        | {"used": i.used, "model_summary": i.record.model_summary.to_dict()}
+        for i in _choose(items)
+    ]
+    devices = {i.record.device for i in items}
     entries.sort(key=lambda e: e["file"])
     coverage = {
         "models": sorted({e["model"] for e in entries}),
@@ -501,6 +518,7 @@ def build_manifest(root: str | Path, hardware_id: str) -> dict:
     }
     return {
         "schema_version": SCHEMA_VERSION,
+        "manifest_format_version": MANIFEST_FORMAT_VERSION,
         "hardware_id": hardware_id,
         "device": ", ".join(sorted(devices)),
         "generated_date": utc_now(),
@@ -586,10 +604,23 @@ def manifest_problems(root: str | Path, hardware_id: str, actual: dict | None = 
 
 
 class Configuration(NamedTuple):
+    """One (model, runtime, precision, batch size): a tuple, with attributes (``c.model``) and keys (``c["model"]``,
+    ``dict(c)``) of the same names."""
+
     model: str
     runtime: str
     precision: str
     batch_size: int
+
+    def __getitem__(self, index):
+        if isinstance(index, str):
+            if index not in self._fields:
+                raise KeyError(index)
+            return getattr(self, index)
+        return tuple.__getitem__(self, index)
+
+    def keys(self) -> tuple[str, ...]:
+        return self._fields
 
     @classmethod
     def of(cls, record: MeasurementRecord) -> Configuration:
@@ -759,6 +790,7 @@ class GroundTruthLoader:
         return {i.configuration: i for i in self.records(hardware_id) if i.used}
 
     def list_configurations(self, hardware_id: str) -> list[Configuration]:
+        """Every configuration measured on ``hardware_id``, sorted; each one indexable as ``c.model`` or ``c["model"]``."""
         return sorted(self._used(hardware_id))
 
     def list_models(self, hardware_id: str, precision: str | None = None) -> list[str]:
@@ -854,7 +886,47 @@ class GroundTruthLoader:
     def load_model_summary(
         self, hardware_id: str, model: str, precision: str, batch_size: int, runtime: str = "onnxruntime"
     ) -> ModelSummary:
+        """The default repeat's model summary: from the manifest when it vouches for the files
+        (:meth:`manifest_summaries`), else from the record file (:meth:`load`)."""
+        config = Configuration(model, runtime, validate_precision(precision.lower()), batch_size)
+        listed = self.manifest_summaries(hardware_id)
+        if listed is not None and config in listed:
+            return listed[config]
         return self.load(hardware_id, model, precision, batch_size, runtime).model_summary
+
+    def manifest_summaries(self, hardware_id: str) -> dict[Configuration, ModelSummary] | None:
+        """The used model summary per configuration as the manifest lists it, without reading a record, when the
+        manifest may be trusted: the project's format (:data:`MANIFEST_FORMAT_VERSION`), one directory for the
+        hardware id, and its entries naming exactly the record files, each with the file's size and mtime
+        (:func:`file_stamp`); else None."""
+        directories = self.directories(hardware_id)
+        if len(directories) != 1:
+            return None
+        hw_dir = directories[0]
+        try:
+            manifest = read_json_document(hw_dir / MANIFEST)
+        except (OSError, ValueError):
+            return None
+        if manifest.get("manifest_format_version") != MANIFEST_FORMAT_VERSION:
+            return None
+        entries = {e.get("file"): e for e in manifest.get("measurements", []) if isinstance(e, dict)}
+        files = {path.relative_to(hw_dir).as_posix(): path for path, _ in _record_files(hw_dir)}
+        if set(entries) != set(files):
+            return None
+        for name, path in files.items():
+            entry, stamp = entries[name], file_stamp(path)
+            if any(entry.get(k) != v for k, v in stamp.items()):
+                return None
+        try:
+            return {
+                Configuration(e["model"], e["runtime"], e["precision"], e["batch_size"]): ModelSummary.from_dict(
+                    e["model_summary"]
+                )
+                for e in entries.values()
+                if e["used"]
+            }
+        except (KeyError, SchemaError):
+            return None
 
     def load_samples(
         self,

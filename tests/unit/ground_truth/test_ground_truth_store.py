@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -163,6 +164,49 @@ def test_loader_lists_and_loads(tmp_path):
     assert loader.load_model_summary(HW, "tiny", "int8", 4) == records[2].model_summary
     assert len(loader.load_all(HW)) == 5 and len(loader.load_all(HW, precision="int8")) == 1
     np.testing.assert_array_equal(loader.load_samples(HW, "tiny", "fp32", 1)["end_to_end_ms"], np.arange(5.0))
+
+
+def test_configurations_are_indexable_by_key_and_by_attribute(tmp_path):
+    populated_store(tmp_path)
+    (first, *_) = GroundTruthLoader(tmp_path).list_configurations(HW)
+    assert first["model"] == first.model == first[0] == "other"
+    assert dict(first) == {"model": "other", "runtime": "onnxruntime", "precision": "fp32", "batch_size": 4}
+    with pytest.raises(KeyError):
+        first["date"]
+
+
+def test_model_summary_comes_from_the_manifest_while_its_stamps_agree_with_the_files(tmp_path):
+    """The manifest (format 2) carries each file's size and mtime: while they match, load_model_summary answers
+    from it without reading a record -- shown by a record overwritten with same-sized garbage, mtime restored."""
+    import os
+
+    records = populated_store(tmp_path)
+    manifest = json.loads((tmp_path / HW / "manifest.json").read_text())
+    assert manifest["manifest_format_version"] == store.MANIFEST_FORMAT_VERSION
+    path = tmp_path / HW / "measurements/int8/tiny_b4_r00000000.json"
+    stat = path.stat()
+    path.write_bytes(b" " * stat.st_size)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert GroundTruthLoader(tmp_path).load_model_summary(HW, "tiny", "int8", 4) == records[2].model_summary
+
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # changed since the manifest: read the file
+    with pytest.raises(ValueError, match="not valid JSON"):
+        GroundTruthLoader(tmp_path).load_model_summary(HW, "tiny", "int8", 4)
+    summary = dataclasses.replace(records[2].model_summary, throughput_fps=1.0)
+    newer = dataclasses.replace(records[2], model_summary=summary)
+    newer.save(path)
+    assert GroundTruthLoader(tmp_path).load_model_summary(HW, "tiny", "int8", 4) == summary
+
+
+def test_a_manifest_without_the_format_version_is_not_used_for_summaries(tmp_path):
+    populated_store(tmp_path)
+    path = tmp_path / HW / "manifest.json"
+    path.write_text(
+        json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "manifest_format_version"})
+    )
+    loader = GroundTruthLoader(tmp_path)
+    assert loader.manifest_summaries(HW) is None
+    assert loader.load_model_summary(HW, "tiny", "int8", 4) == loader.load(HW, "tiny", "int8", 4).model_summary
 
 
 def test_loader_errors_say_what_was_looked_for_and_what_exists(tmp_path):

@@ -187,6 +187,32 @@ def test_foreign_manifests_are_used_only_when_they_agree_and_the_loader_writes_n
         assert len(GroundTruthLoader(tree).load_all(RYZEN)) == 15
 
 
+def test_model_summaries_from_the_migrated_stores_manifest_equal_the_files(sample, tmp_path):
+    """After migration the store's manifests are the project's (format 2): load_model_summary answers from them,
+    and what they say is what the record files say, for every configuration of both machines."""
+    import time
+
+    migrate([sample], tmp_path / "store")
+    loader = GroundTruthLoader(tmp_path / "store")
+    for hardware_id in (JETSON, RYZEN):
+        start = time.perf_counter()
+        listed = loader.manifest_summaries(hardware_id)
+        fast = time.perf_counter() - start
+        configurations = loader.list_configurations(hardware_id)
+        assert listed is not None and sorted(listed) == configurations
+        for c in configurations:
+            assert (
+                listed[c]
+                == loader.load(hardware_id, c["model"], c["precision"], c["batch_size"], c["runtime"]).model_summary
+            )
+        start = time.perf_counter()
+        GroundTruthLoader(tmp_path / "store").load_all(hardware_id)
+        print(
+            f"{hardware_id}: {len(listed)} summaries from the manifest in {fast * 1e3:.1f} ms, "
+            f"all records read in {(time.perf_counter() - start) * 1e3:.0f} ms"
+        )
+
+
 def test_a_foreign_manifest_that_disagrees_with_a_file_is_not_used(sample, tmp_path):
     tree = shutil.copytree(sample / "calibration_data" / JETSON, tmp_path / JETSON)
     manifest = json.loads((tree / "manifest.json").read_text())
