@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import struct
 import sys
 import termios
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import calib, only_run
+from helpers.run import console
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +31,9 @@ def test_full_run_console(default_run):
     for noise in NOISE:
         assert noise not in out + err, noise
     assert "\r" not in out + err, "no progress bars when piped"
+    phases = list(json.loads((default_run / "run_record.json").read_text())["phases"])
+    announced = re.findall(r"^\[(\w+)\] .+ \(phase (\d+)/(\d+)\)$", out, re.M)  # the first run of its root: no ETA
+    assert announced == [(pid, str(k), str(len(phases))) for k, pid in enumerate(phases, 1)], announced
     epochs = re.findall(r"^02_train epoch (\d+)/(\d+) loss [\d.e-]+ train_acc [\d.e-]+ val_acc [\d.e-]+$", out, re.M)
     assert epochs and epochs[-1][0] == epochs[-1][1] and len(epochs) == int(epochs[-1][1])
     assert re.search(r"^04_quantize minmax calibrated \d+\.\d s$", out, re.M)
@@ -47,6 +52,18 @@ def test_full_run_console(default_run):
     ), headline
     assert f"report: {default_run / 'results/09_report/report.html'}" in out
     assert f"latency store: {(default_run.parent.parent / 'store').resolve()}" in out  # conftest's -p store_dir
+
+
+def test_a_later_run_gets_an_eta_from_the_history_and_a_reused_phase_says_so(default_run, tmp_path):
+    """Issue 30.3: the ETA is what the phases took in the runs root's earlier runs with the same parameters; a
+    phase materialized from another run is 'reused' in the table, not 'complete 0.0'."""
+    root = tmp_path / "runs"
+    shutil.copytree(default_run, root / default_run.name)
+    before = json.loads((default_run / "run_record.json").read_text())["phases"]["01_data"]["duration_s"]
+    out = calib("run", "--phases", "1", "--reuse", "--no-progress", "--runs-root", str(root)).stdout
+    eta = console.duration_text(before)
+    assert f"[01_data] Data and calibration slice (phase 1/1, ETA {eta})" in out, out
+    assert re.search(r"^01_data\s+reused\s+-$", out, re.M), out
 
 
 def test_failed_phase_gets_a_report_with_a_banner_and_exit_1(tmp_path):
