@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,34 +15,44 @@ from pathlib import Path
 import pytest
 
 from cli_runner import calib
+from helpers.cli import browse
+from helpers.run import headline, run_record
 from helpers.run.project import project_root
 
 pytestmark = pytest.mark.integration
 
 
+def one_run(root: Path, run_id: str, phases: str, *params: str) -> None:
+    """A real ``calib run`` of ``phases`` named ``run_id`` under ``root`` (``params``: ``-p`` values)."""
+    options = [arg for param in params for arg in ("-p", param)]
+    calib("run", "--phases", phases, "--no-progress", "--runs-root", str(root), "--run-id", run_id, *options)
+
+
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A runs root with two small runs: phases 00+01 with defaults, and 01 alone with 10 images per class."""
+def small_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A runs root with three small runs: phases 00+01 with defaults (``base``), 01 alone with 10 images
+    per class (``small-slice``), and 01 alone with a validation fraction a hair above the default's
+    (``fine-fraction``, 0.10001 against 0.1)."""
     root = tmp_path_factory.mktemp("browse") / "runs"
-    calib("run", "--phases", "00,01", "--no-progress", "--runs-root", str(root), "--run-id", "base")
-    calib(
-        "run",
-        "--phases",
-        "01",
-        "--no-progress",
-        "--runs-root",
-        str(root),
-        "--run-id",
-        "small-slice",
-        "-p",
-        "samples_per_class",
-        "10",
-    )
+    one_run(root, "base", "00,01")
+    one_run(root, "small-slice", "01", "samples_per_class=10")
+    one_run(root, "fine-fraction", "01", "val_fraction=0.10001")
     return root, root / "base", root / "small-slice"
 
 
-def test_show_and_verify_take_run_names(two_runs):
-    root, base, _ = two_runs
+def cells(line: str) -> list[str]:
+    """A text table's line as its cells (columns are two or more spaces apart)."""
+    return re.split(r"\s{2,}", line.strip())
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The rows of a printed table, as cells: its lines after the header, up to the notes in parentheses."""
+    lines = text.splitlines()[1:]
+    return [cells(line) for line in lines[: next((i for i, x in enumerate(lines) if x.startswith("(")), len(lines))]]
+
+
+def test_show_and_verify_take_run_names(small_runs):
+    root, base, _ = small_runs
     shown = calib("show", "base", "--runs-root", str(root)).stdout
     assert shown.startswith("run base  status complete")
     assert all(len(line) <= 120 for line in shown.splitlines()), max(shown.splitlines(), key=len)
@@ -53,30 +65,37 @@ def test_show_and_verify_take_run_names(two_runs):
     assert missing.returncode == 2 and "did you mean base?" in missing.stderr
 
 
-def test_resume_takes_a_run_name(two_runs):
-    root, _, _ = two_runs
+def test_resume_takes_a_run_name(small_runs):
+    root, _, _ = small_runs
     out = calib("run", "--resume", "base", "--runs-root", str(root), "--no-progress").stdout
     assert "[00_environment] up to date" in out and "[01_data] up to date" in out
 
 
-def test_diff_shows_what_changed_in_any_format(two_runs):
-    root, _, _ = two_runs
+def test_diff_shows_what_changed_in_any_format(small_runs):
+    root, _, _ = small_runs
     table = calib("diff", "base", "small-slice", "--runs-root", str(root)).stdout
     lines = table.splitlines()
     assert lines[0].split() == ["section", "key", "base", "small-slice"]
-    assert any(line.split() == ["param", "01_data.samples_per_class", "0", "10"] for line in lines), table
-    assert any(line.split() == ["phase", "00_environment.status", "complete", "-"] for line in lines), table
-    assert any(line.split()[:2] == ["result", "01_data.calibration"] for line in lines)
-    assert not any("01_data.seed" in line for line in lines), "unchanged keys are left out by default"
+    rows = table_rows(table)
+    assert ["param", "samples_per_class", "0", "10"] in rows, table  # one key of one value: one row
+    assert ["phase", "phases", "00 01", "01"] in rows, table  # which phases each run holds
+    assert ["result", "01_data.calibration", "200", "100"] in rows, table
+    assert not any("00_environment" in line for line in lines), "a phase a run lacks is no difference"
+    assert not any("seed" in line for line in lines), "unchanged keys are left out by default"
     assert all(len(line) <= 120 for line in lines)
+
     every = calib("diff", "base", "small-slice", "--all", "--runs-root", str(root)).stdout
-    assert "01_data.seed" in every and len(every.splitlines()) > len(lines)
+    every_rows = table_rows(every)
+    assert ["phase", "00_environment.status", "complete", "not run"] in every_rows, every
+    assert [row[1] for row in every_rows].count("seed") == 1 and [row[1] for row in every_rows].count("dataset") == 1
+    assert ["param", "data_dir", "''", "''"] in every_rows  # an empty string is shown, not a blank
+    assert "not run: the run lacks that phase" in every
 
     rows = json.loads(calib("diff", "base", "small-slice", "--format", "json", "--runs-root", str(root)).stdout)
     changed = {row["key"]: row for row in rows}
-    assert changed["01_data.samples_per_class"] == {
+    assert changed["samples_per_class"] == {
         "section": "param",
-        "key": "01_data.samples_per_class",
+        "key": "samples_per_class",
         "base": 0,
         "small-slice": 10,
     }
@@ -93,14 +112,43 @@ def test_diff_shows_what_changed_in_any_format(two_runs):
     assert three.returncode == 0 and str(root / "base") in three.stdout  # N runs (a repeated name: paths)
 
 
-def test_ls_columns_sort_json_and_an_altered_run(two_runs, tmp_path):
-    root, base, _ = two_runs
+def test_diff_prints_values_that_differ_differently(small_runs):
+    """0.10001 against 0.1 (4 significant digits printed both as 0.1): parameters exactly, and every
+    row whose raw values differ has cells that differ."""
+    root, _, _ = small_runs
+    table = calib("diff", "base", "fine-fraction", "--all", "--runs-root", str(root)).stdout
+    rows = {cell[1]: cell for cell in table_rows(table)}
+    assert rows["val_fraction"] == ["param", "val_fraction", "0.1", "0.10001"], table
+    raw = json.loads(
+        calib("diff", "base", "fine-fraction", "--all", "--format", "json", "--runs-root", str(root)).stdout
+    )
+    for row in raw:
+        if row["base"] != row["fine-fraction"]:
+            assert rows[row["key"]][2] != rows[row["key"]][3], (row, rows[row["key"]])
+
+
+def test_ls_columns_sort_json_and_an_altered_run(small_runs, tmp_path):
+    root, base, _ = small_runs
     listing = json.loads(calib("ls", "--json", "--runs-root", str(root)).stdout)
     by_name = {row["run"]: row for row in listing}
     assert by_name["base"]["status"] == "complete" and by_name["base"]["phases"] == "2/2"
     assert by_name["small-slice"]["samples_per_class"] == 10 and by_name["base"]["samples_per_class"] == 0
-    assert "seed" not in by_name["base"], "only parameters that differ between the listed runs"
-    assert {"fp32 acc", "int8 acc", "ece pre", "ece post", "int8 speed-up", "bundle"} <= set(by_name["base"])
+    assert by_name["fine-fraction"]["val_fraction"] == 0.10001 and by_name["base"]["val_fraction"] == 0.1
+    headline_columns = {"fp32 acc", "int8 acc", "ece pre", "ece post", "int8 speed-up", "bundle"}
+    params = set(by_name["base"]) - headline_columns - {"run", "created", "status", "phases"}
+    assert params == {"samples_per_class", "val_fraction"}, "only parameters that differ (not run: no difference)"
+    assert by_name["base"]["fp32 acc"] == "not run"
+
+    text = calib("ls", "--runs-root", str(root)).stdout
+    table = {row[0]: row for row in table_rows(text)}
+    header = cells(text.splitlines()[0])
+    assert table["fine-fraction"][header.index("val_fraction")] == "0.10001"
+    assert table["base"][header.index("val_fraction")] == "0.1"
+    assert table["base"][header.index("fp32 acc")] == "not run"
+
+    by_result = json.loads(calib("ls", "--json", "--sort", "01_data.calibration", "--runs-root", str(root)).stdout)
+    assert [r["run"] for r in by_result][0] == "small-slice"  # any metric, shown as a column
+    assert [r["01_data.calibration"] for r in by_result] == [100, 200, 200]
 
     other = tmp_path / "runs"
     shutil.copytree(root, other)
@@ -109,12 +157,65 @@ def test_ls_columns_sort_json_and_an_altered_run(two_runs, tmp_path):
     blob[len(blob) // 2] ^= 0xFF
     target.write_bytes(bytes(blob))
     rows = json.loads(calib("ls", "--json", "--sort", "run", "--reverse", "--runs-root", str(other)).stdout)
-    assert [r["run"] for r in rows] == ["small-slice", "base"]
-    assert rows[1]["status"] == "altered (verify fails)" and rows[0]["status"] == "complete"
+    assert [r["run"] for r in rows] == ["small-slice", "fine-fraction", "base"]
+    assert rows[2]["status"] == "altered (verify fails)" and rows[0]["status"] == "complete"
     text = calib("ls", "--runs-root", str(other)).stdout
     assert "altered (verify fails)" in text and "samples_per_class" in text
     bad = calib("ls", "--sort", "fp32 accuracy", "--runs-root", str(other), check=False)
-    assert bad.returncode == 2 and "did you mean 'fp32 acc'" in bad.stderr
+    assert bad.returncode == 2 and "did you mean" in bad.stderr and "'fp32 acc'" in bad.stderr
+
+
+def test_diff_sort_and_ls_all(small_runs, capsys):
+    """``diff --sort METRIC`` orders the runs and ``ls --all`` shows every parameter (called directly:
+    ``calib``'s parser does not offer these two options yet)."""
+    root, _, _ = small_runs
+    args = argparse.Namespace(
+        runs=["base", "small-slice", "fine-fraction"], runs_root=str(root), all=False, format="json"
+    )
+    browse.cmd_diff(argparse.Namespace(**vars(args), sort="01_data.calibration", reverse=False))
+    rows = json.loads(capsys.readouterr().out)
+    assert list(rows[0])[2:] == ["small-slice", "base", "fine-fraction"]
+    browse.cmd_ls(
+        argparse.Namespace(runs_root=str(root), sort=None, reverse=False, json=True, no_verify=True, all=True)
+    )
+    every = json.loads(capsys.readouterr().out)
+    assert every[0]["seed"] == 0 and every[0]["dataset"] == "digits"
+
+
+def test_headline_latencies_name_their_runtime_and_batch(default_run, small_runs):
+    """The latency rows come from one runtime at one batch, say which, and agree: the speed-up is the
+    quotient of the two latencies shown beside it."""
+    _, base, _ = small_runs
+    head = headline.for_run(default_run, run_record.load(default_run))
+    latency = json.loads((default_run / headline.LATENCY_FILE).read_text())
+    measured = {
+        m["precision"]: m["contention_free_ms"]
+        for m in latency["measurements"]
+        if (m["runtime"], m["batch_size"]) == (head["latency_runtime"], head["latency_batch"])
+    }
+    assert (head["fp32_latency_ms"], head["int8_latency_ms"]) == (measured["fp32"], measured["int8"])
+    assert head["int8_speedup"] == pytest.approx(measured["fp32"] / measured["int8"])
+    setting = headline.latency_setting(head)
+    assert setting == f"{head['latency_runtime']}, batch {head['latency_batch']}" == "onnxruntime, batch 1"
+
+    every = calib("diff", str(default_run), str(base), "--all").stdout
+    rows = table_rows(every)
+    assert rows[0][0] == "headline" and [r[0] for r in rows].index("param") > 0  # the headline first
+    by_key = {r[1]: r for r in rows}
+    speedup = by_key[f"INT8 vs FP32 latency ({setting})"]
+    assert re.fullmatch(r"\d+\.\dx (faster|slower)", speedup[2]) and speedup[3] == "not run", speedup
+    assert re.fullmatch(r"[\d.e-]+ ms", by_key[f"FP32 latency ({setting})"][2])
+    assert re.fullmatch(r"[\d.e-]+ ms", by_key[f"INT8 latency ({setting})"][2])
+    assert re.fullmatch(r"\d+\.\d\d%", by_key["FP32 test accuracy"][2])
+    assert [r[1] for r in rows].count("dataset") == 1  # shared by nine phases, one value: one row
+
+    changed = calib("diff", str(default_run), str(base)).stdout
+    assert [row[:2] for row in table_rows(changed)] == [["phase", "phases"]], changed
+
+    listing = calib("ls", "--runs-root", str(default_run.parent)).stdout
+    header, row = map(cells, listing.splitlines()[:2])
+    assert re.fullmatch(r"\d+\.\dx (faster|slower)", row[header.index("int8 speed-up")])
+    assert f"int8 speed-up: INT8 vs FP32 latency, {setting}" in listing
 
 
 def test_params_lists_keys_types_defaults_comments_and_phases():

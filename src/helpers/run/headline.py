@@ -1,17 +1,17 @@
 """A run's headline: the few numbers a user looks for first, from the phases' recorded summaries.
 
 FP32 and INT8 test accuracy, ECE before -> after temperature scaling, INT8 vs FP32 latency as a
-speed-up, the bundle's load-back status. One definition for the console's end-of-run line, the
-report's headline card and the ``calib ls`` / ``diff`` columns. Reads JSON only (summaries from
-the run record or the manifests, and phase 05's ``latency.json``); a phase that did not run
-leaves its entries out.
+speed-up beside both latencies (one runtime at one batch size, named by ``latency_runtime`` and
+``latency_batch``), the bundle's load-back status. One definition for the console's end-of-run
+line, the report's headline card and the ``calib ls`` / ``diff`` columns. Reads JSON only
+(summaries from the run record or the manifests, and phase 05's ``latency.json``); a phase that
+did not run leaves its entries out.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,27 +19,39 @@ from typing import Any
 LATENCY_FILE = Path("results") / "05_latency" / "latency.json"
 
 
-def _batch(key: str) -> int:
-    found = re.search(r"/b(\d+)$", key)
-    return int(found.group(1)) if found else 0
+def _setting(key: str) -> tuple[str, str, int]:
+    """``<model>/<runtime>/b<batch>`` (a key of ``int8_over_fp32``) as its model, runtime and batch."""
+    model, runtime, batch = key.rsplit("/", 2)
+    return model, runtime, int(batch[1:])
 
 
 def latency_headline(latency: Mapping | None) -> dict:
-    """INT8 vs FP32 at the smallest batch phase 05 measured: both means (ms), the speed-up, the batch."""
+    """INT8 vs FP32 as phase 05 measured it, all from one runtime at one batch size.
+
+    The smallest batch measured at both precisions (the first runtime by name where several were);
+    ``latency_runtime`` and ``latency_batch`` name it. ``fp32_latency_ms`` and ``int8_latency_ms``
+    are the contention-free end-to-end latencies (``contention_free_ms``) that phase 05 computed its
+    ratio from, so ``int8_speedup`` is exactly their quotient.
+    """
     ratios = (latency or {}).get("int8_over_fp32") or {}
     if not ratios:
         return {}
-    key = min(ratios, key=lambda k: (_batch(k), k))
-    batch = _batch(key)
-    means = {
-        m["precision"]: m["end_to_end_latency_ms"]["mean"]
-        for m in latency.get("measurements", [])
-        if m.get("batch_size") == batch and m.get("precision") in ("fp32", "int8")
-    }
+    key = min(ratios, key=lambda k: (_setting(k)[2], k))
+    model, runtime, batch = _setting(key)
     ratio = ratios[key]
-    out = {"latency_batch": batch, "int8_speedup": 1.0 / ratio if ratio else math.nan}
-    out.update({f"{p}_latency_ms": v for p, v in means.items()})
+    out = {"latency_runtime": runtime, "latency_batch": batch, "int8_speedup": 1.0 / ratio if ratio else math.nan}
+    for m in latency.get("measurements", []):
+        if (m.get("model"), m.get("runtime"), m.get("batch_size")) == (model, runtime, batch):
+            if m.get("precision") in ("fp32", "int8") and m.get("contention_free_ms") is not None:
+                out[f"{m['precision']}_latency_ms"] = m["contention_free_ms"]
     return out
+
+
+def latency_setting(head: Mapping[str, Any]) -> str:
+    """Where the headline's latencies were measured: ``onnxruntime, batch 1`` (empty without them)."""
+    if "latency_runtime" not in head:
+        return ""
+    return f"{head['latency_runtime']}, batch {head['latency_batch']}"
 
 
 def from_summaries(summaries: Mapping[str, Mapping], latency: Mapping | None = None) -> dict[str, Any]:
@@ -98,6 +110,7 @@ def text(head: Mapping[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def speedup_text(speedup: float) -> str:
-    """``1.6x faster`` or ``1.3x slower`` (never a bare ratio a reader may take either way)."""
-    return f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"
+def speedup_text(speedup: float, digits: int = 1) -> str:
+    """``1.6x faster`` or ``1.3x slower`` (never a bare ratio a reader may take either way), with
+    ``digits`` decimals."""
+    return f"{speedup:.{digits}f}x faster" if speedup >= 1 else f"{1 / speedup:.{digits}f}x slower"
