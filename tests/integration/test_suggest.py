@@ -39,3 +39,8 @@ def test_a_phase_number_without_its_leading_zero_is_that_phase_and_a_near_name_i
     assert select("4") == select("04") and select("2b,1") == select("02b,01")
     message = refused(tmp_path / "runs", "--phases", "quantise")
     assert "unknown phase 'quantise' (did you mean 04_quantize?)" in message
+
+
+def test_a_near_value_of_a_choice_parameter_is_suggested(tmp_path):
+    message = refused(tmp_path / "runs", "-p", "methods=temprature_scaling")
+    assert "unknown calibration method(s) ['temprature_scaling'] (did you mean temperature_scaling?)" in message

@@ -9,6 +9,7 @@ The order is the tie-break of the selection: simplest first.
 from __future__ import annotations
 
 from helpers.confidence.base import MODULES, CalibrationMap, method_module
+from helpers.run.params import did_you_mean
 
 METHODS = tuple(MODULES)
 SELECTABLE = (
@@ -29,8 +30,8 @@ def check_methods(methods) -> list[str]:
     unknown = [m for m in methods if m not in MODULES]
     if unknown or not methods:
         raise ValueError(
-            f"unknown calibration method(s) {unknown or methods!r}; pass 'all' or a comma-separated "
-            f"list of {', '.join(METHODS)}"
+            f"unknown calibration method(s) {unknown or methods!r}{did_you_mean(unknown, METHODS)}; pass 'all' "
+            f"or a comma-separated list of {', '.join(METHODS)}"
         )
     always = ("identity", "temperature_scaling")
     return [*always, *[m for m in METHODS if m in methods and m not in always]]
