@@ -9,7 +9,8 @@ Unpacks the archive into a temp dir and migrates it into a fresh temp store (``c
 migrate``: nothing outside the temp dir is written), or reads ``--store`` in place. Then, per
 machine and precision, fits and validates leave-one-model-out (fit on every other model, predict
 the left-out one at each of its batch sizes) and prints, side by side, the median and p90 absolute
-percentage error of
+percentage error, the share of predictions within +-10% and Spearman's rank correlation of predicted with
+measured latency of
 
 * ``naive``: total FLOPs / theoretical peak,
 * ``shared``: one roofline per precision (``RooflineEstimator``'s default),
@@ -57,7 +58,8 @@ def sample_store(archive: Path, work: Path) -> Path:
 
 
 def validate(loader: GroundTruthLoader) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """One row per (machine, precision, estimator): models, predictions, median/p90 APE, LOMO seconds;
+    """One row per (machine, precision, estimator): models, predictions, median/p90 APE, share within +-10%,
+    Spearman, LOMO seconds;
     and the per-record table of the per-type estimator per machine."""
     rows, tables = [], {}
     for hardware_id in loader.list_hardware():
@@ -76,6 +78,8 @@ def validate(loader: GroundTruthLoader) -> tuple[pd.DataFrame, dict[str, pd.Data
                             "estimator": "naive",
                             "median_ape_pct": row["naive_median_ape_pct"],
                             "p90_ape_pct": row["naive_p90_ape_pct"],
+                            "within_10_pct": row["naive_within_10_pct"],
+                            "spearman": row["naive_spearman"],
                             "lomo_s": 0.0,
                         }
                     )
@@ -86,6 +90,8 @@ def validate(loader: GroundTruthLoader) -> tuple[pd.DataFrame, dict[str, pd.Data
                         "estimator": name,
                         "median_ape_pct": row["median_ape_pct"],
                         "p90_ape_pct": row["p90_ape_pct"],
+                        "within_10_pct": row["within_10_pct"],
+                        "spearman": row["spearman"],
                         "lomo_s": seconds,
                     }
                 )
@@ -101,6 +107,8 @@ def validate(loader: GroundTruthLoader) -> tuple[pd.DataFrame, dict[str, pd.Data
                         "estimator": name,
                         "median_ape_pct": pooled["ape_pct"].median(),
                         "p90_ape_pct": pooled["ape_pct"].quantile(0.9),
+                        "within_10_pct": le.within_pct(pooled["ape_pct"]),
+                        "spearman": le.spearman(pooled["predicted_ms"], pooled["measured_ms"]),
                         "lomo_s": seconds,
                     }
                 )
@@ -127,11 +135,15 @@ def main() -> None:
     wide = table.pivot_table(
         index=["hardware_id", "precision", "models", "predictions", "target"],
         columns="estimator",
-        values=["median_ape_pct", "p90_ape_pct"],
+        values=["median_ape_pct", "p90_ape_pct", "within_10_pct", "spearman"],
         sort=False,
     )
-    print("leave-one-model-out absolute percentage error (%); target subgraph_sum = summed subgraph means")
-    print(wide.to_string(float_format=lambda v: f"{v:.1f}"), end="\n\n")
+    print(
+        "leave-one-model-out absolute percentage error (%), share of predictions within +-10% (%), Spearman's rank "
+        "correlation of predicted with measured; target subgraph_sum = summed subgraph means"
+    )
+    rank = {column: "{:.2f}".format for column in wide.columns if column[0] == "spearman"}
+    print(wide.to_string(formatters=rank, float_format=lambda v: f"{v:.1f}"), end="\n\n")
     goal = table[table["estimator"] == "per type"]
     missed = goal[goal["median_ape_pct"] > GOAL_PCT]
     print(

@@ -1,11 +1,12 @@
 """``calib ground-truth ...``: read, migrate, list, validate and measure latency ground truth.
 
-    calib ground-truth list [--store DIR] [--hardware ID ...] [--all]
-    calib ground-truth hardware [--store DIR] [--tolerance 0.01]
-    calib ground-truth alias ALIAS CANONICAL [--store DIR]
+    calib ground-truth list [--store DIR | --runs-root DIR] [--hardware ID ...] [--all]
+    calib ground-truth hardware [--store DIR | --runs-root DIR] [--tolerance 0.01]
+    calib ground-truth alias ALIAS CANONICAL [--store DIR | --runs-root DIR]
     calib ground-truth migrate SRC... --dest DIR [--dry-run]
-    calib ground-truth validate [--store DIR] [--hardware ID ...] [--shared-roofline] [--csv FILE]
-    calib ground-truth curves [--store DIR] [--hardware ID ...]
+    calib ground-truth validate [--store DIR | --runs-root DIR] [--hardware ID ...] [--shared-roofline] [--csv FILE]
+                               (leave one model, batch size, precision out: APE, share within +-10%, Spearman)
+    calib ground-truth curves [--store DIR | --runs-root DIR] [--hardware ID ...]
     calib ground-truth measure [--params params/ground_truth.yaml] [--store DIR] [--models ...]
                                [--precisions ...] [--batch-sizes ...] [--repeats N]
                                [--scheduler tcp://host:8786 --hardware NAME]   (on that hardware's Dask worker)
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--dry-run", action="store_true", help="report what would happen; write nothing")
     validate = with_store(
         commands.add_parser(
-            "validate", help="roofline estimator, leave-one-model-out, per hardware and precision, against FLOPs / peak"
+            "validate",
+            help="roofline estimator, leave one model / batch size / precision out, per hardware and precision, "
+            "against FLOPs / peak",
         ),
         True,
     )
@@ -212,13 +215,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for hardware_id in _hardware_ids(loader, args):
         records = loader.load_all(hardware_id)
         target = le.target_for(records)
-        if len({r.model for r in records}) < 2:
-            print(f"{hardware_id}: one model only, nothing to leave out")
-            continue
-        validation = le.leave_one_model_out(
-            records, target, by_operation_type=not args.shared_roofline, repeats=loader.load_repeats(hardware_id)
-        )
-        tables.append(validation.assign(target=target))
+        for held_out in le.HELD_OUT:
+            if len({getattr(r, held_out) for r in records}) < 2:
+                print(f"{hardware_id}: one {held_out} only, nothing to leave out")
+                continue
+            validation = le.leave_one_out(
+                records,
+                held_out,
+                target,
+                by_operation_type=not args.shared_roofline,
+                repeats=loader.load_repeats(hardware_id),
+            )
+            tables.append(validation.assign(target=target))
     if not tables:
         return 0
     import pandas as pd
@@ -228,7 +236,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         validation.groupby("hardware_id")["target"].first().reset_index(), on="hardware_id"
     )
     roofline = "one roofline per precision" if args.shared_roofline else "one roofline per operation type"
-    print(f"roofline estimator ({roofline}), leave-one-model-out; naive = total FLOPs / theoretical peak.")
+    print(
+        f"roofline estimator ({roofline}), leave-one-out within each machine: held_out model, batch_size or "
+        "precision (a left-out precision is predicted from the nearest fitted one, its peak rescaled); "
+        "naive = total FLOPs / theoretical peak."
+    )
+    print(
+        f"within_10_pct: predictions within +-{le.WITHIN_PCT:.0f}% of the measurement (%); spearman: rank "
+        "correlation of predicted with measured latency over the row's predictions."
+    )
     print(
         "target subgraph_sum = the sum of the subgraphs' mean latencies, what v1.0 and other tools' files "
         "measure (not the model's end-to-end latency)."
@@ -237,7 +253,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "a configuration measured more than once counts as the median of its repeats; median_repeat_spread_pct "
         "((max - min) / median across repeats) is the noise floor of the APE (NaN: no repeats)."
     )
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    rank = {name: "{:.2f}".format for name in ("spearman", "naive_spearman")}
+    print(summary.to_string(index=False, formatters=rank, float_format=lambda v: f"{v:.1f}"))
     if args.csv:
         from helpers.run import atomic
 

@@ -267,33 +267,87 @@ def repeat_spread(
     return median, len(values), (max(values) - min(values)) / median * 100
 
 
-def leave_one_model_out(
+HELD_OUT = ("model", "batch_size", "precision")  # what a leave-one-out validation holds out (:func:`leave_one_out`)
+SUMMARY_METRICS = (
+    "models",
+    "predictions",
+    "median_ape_pct",
+    "p90_ape_pct",
+    "within_10_pct",
+    "spearman",
+    "naive_median_ape_pct",
+    "naive_p90_ape_pct",
+    "naive_within_10_pct",
+    "naive_spearman",
+    "median_repeat_spread_pct",
+)
+WITHIN_PCT = 10.0  # the tolerance of the "within" share: predictions within +-10% of the measurement
+
+
+def transferred(group: GroupParams, theoretical_peak_flops: float) -> GroupParams:
+    """``group``'s parameters for a precision it was not fitted on: every roofline's effective peak rescaled by the
+    ratio of the two precisions' theoretical peaks (the same fraction of the peak); bandwidth and overheads kept."""
+    ratio = theoretical_peak_flops / group.theoretical_peak_flops
+
+    def rescale(roofline: Roofline) -> Roofline:
+        return dataclasses.replace(roofline, peak_flops_per_ms=roofline.peak_flops_per_ms * ratio)
+
+    return dataclasses.replace(
+        group,
+        roofline=rescale(group.roofline),
+        theoretical_peak_flops=theoretical_peak_flops,
+        by_type={kind: rescale(r) for kind, r in group.by_type.items()},
+    )
+
+
+def nearest_precision_params(estimator: RooflineEstimator, record: MeasurementRecord) -> GroupParams | None:
+    """For a record whose precision was left out of the fit: the parameters of the same runtime's fitted precision
+    with the nearest theoretical peak, :func:`transferred` to the record's peak; None when its runtime was not
+    fitted at all."""
+    same_runtime = [g for name, g in sorted(estimator.groups.items()) if name.split("/")[0] == record.runtime]
+    if not same_runtime:
+        return None
+    nearest = min(same_runtime, key=lambda g: abs(np.log(g.theoretical_peak_flops / record.theoretical_peak_flops)))
+    return transferred(nearest, record.theoretical_peak_flops)
+
+
+def leave_one_out(
     records: Sequence[MeasurementRecord],
+    held_out: str = "model",
     target: str = "end_to_end",
     by_operation_type: bool = False,
     repeats: Mapping[Configuration, Sequence[MeasurementRecord]] | None = None,
 ) -> pd.DataFrame:
-    """One row per record with a ``target`` latency: measured vs predicted with its model left out,
-    and the naive baseline (:func:`naive_ms`). Records of one machine (``hardware_id`` is a column),
-    one per configuration (the fit uses them); ``repeats`` (every measurement per configuration) make the
-    measured value the median over the repeats and add their count and spread (:func:`repeat_spread`)."""
-    models = sorted({r.model for r in records})
-    if len(models) < 2:
-        raise ValueError(f"leave-one-model-out needs at least two models, got {models}")
+    """One row per record with a ``target`` latency: measured vs predicted by the estimator fitted on the records
+    whose ``held_out`` (``model``, ``batch_size`` or ``precision``) differs from its own, and the naive baseline
+    (:func:`naive_ms`). A left-out precision is predicted from the nearest fitted one
+    (:func:`nearest_precision_params`).
+    Records of one machine (``hardware_id`` is a column), one per configuration (the fit uses them); ``repeats``
+    (every measurement per configuration) make the measured value the median over the repeats and add their count
+    and spread (:func:`repeat_spread`)."""
+    if held_out not in HELD_OUT:
+        raise ValueError(f"cannot hold out {held_out!r}; one of {', '.join(HELD_OUT)}")
+    values = sorted({getattr(r, held_out) for r in records})
+    if len(values) < 2:
+        raise ValueError(f"leave-one-{held_out}-out needs at least two {held_out}s, got {values}")
     rows = []
-    for model in models:
-        estimator = RooflineEstimator.fit([r for r in records if r.model != model], target, by_operation_type)
+    for value in values:
+        estimator = RooflineEstimator.fit(
+            [r for r in records if getattr(r, held_out) != value], target, by_operation_type
+        )
         for record in records:
             measured, count, spread = repeat_spread(record, target, repeats)
-            if record.model != model or measured is None:
-                continue
-            if group_of(record) not in estimator.groups:
-                continue  # no other model was measured in this group: nothing to predict from
-            predicted, naive = estimator.predict(record), naive_ms(record)
+            params = estimator.groups.get(group_of(record))
+            if params is None and held_out == "precision":
+                params = nearest_precision_params(estimator, record)
+            if getattr(record, held_out) != value or measured is None or params is None:
+                continue  # params None: nothing measured in its group (or runtime) left to predict from
+            predicted, naive = params.predict(record), naive_ms(record)
             rows.append(
                 {
+                    "held_out": held_out,
                     "hardware_id": record.hardware_id,
-                    "model": model,
+                    "model": record.model,
                     "runtime": record.runtime,
                     "precision": record.precision,
                     "batch_size": record.batch_size,
@@ -307,6 +361,7 @@ def leave_one_model_out(
                 }
             )
     columns = [
+        "held_out",
         "hardware_id",
         "model",
         "runtime",
@@ -320,40 +375,55 @@ def leave_one_model_out(
         "repeats",
         "repeat_spread_pct",
     ]
-    return pd.DataFrame(rows, columns=columns).sort_values(columns[:5], ignore_index=True)
+    return pd.DataFrame(rows, columns=columns).sort_values(columns[:6], ignore_index=True)
+
+
+def leave_one_model_out(
+    records: Sequence[MeasurementRecord],
+    target: str = "end_to_end",
+    by_operation_type: bool = False,
+    repeats: Mapping[Configuration, Sequence[MeasurementRecord]] | None = None,
+) -> pd.DataFrame:
+    """:func:`leave_one_out` holding out each model in turn."""
+    return leave_one_out(records, "model", target, by_operation_type, repeats)
+
+
+def spearman(predicted: pd.Series, measured: pd.Series) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the ranks (ties averaged); NaN under 3 pairs."""
+    if len(predicted) < 3:
+        return float("nan")
+    return float(predicted.rank().corr(measured.rank()))
+
+
+def within_pct(ape_pct: pd.Series, tolerance: float = WITHIN_PCT) -> float:
+    """The share (%) of predictions within +-``tolerance`` % of the measurement."""
+    return float((ape_pct <= tolerance).mean() * 100)
 
 
 def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
-    """Per (hardware, runtime, precision): models, predictions, median and p90 APE of the estimator and
-    of the naive baseline, and the median spread across repeats where configurations were measured more
-    than once (NaN where none was)."""
+    """Per (held out, hardware, runtime, precision): models, predictions, median and p90 APE, the share within
+    +-10% and Spearman's rank correlation of predicted with measured latency, the same for the naive baseline, and
+    the median spread across repeats where configurations were measured more than once (NaN where none was)."""
 
-    def row(rows: pd.DataFrame) -> pd.Series:
-        return pd.Series(
-            {
-                "models": rows["model"].nunique(),
-                "predictions": len(rows),
-                "median_ape_pct": rows["ape_pct"].median(),
-                "p90_ape_pct": rows["ape_pct"].quantile(0.9),
-                "naive_median_ape_pct": rows["naive_ape_pct"].median(),
-                "naive_p90_ape_pct": rows["naive_ape_pct"].quantile(0.9),
-                "median_repeat_spread_pct": rows["repeat_spread_pct"].median(),
-            }
-        )
+    def row(rows: pd.DataFrame) -> dict:
+        return {  # keys: SUMMARY_METRICS
+            "models": rows["model"].nunique(),
+            "predictions": len(rows),
+            "median_ape_pct": rows["ape_pct"].median(),
+            "p90_ape_pct": rows["ape_pct"].quantile(0.9),
+            "within_10_pct": within_pct(rows["ape_pct"]),
+            "spearman": spearman(rows["predicted_ms"], rows["measured_ms"]),
+            "naive_median_ape_pct": rows["naive_ape_pct"].median(),
+            "naive_p90_ape_pct": rows["naive_ape_pct"].quantile(0.9),
+            "naive_within_10_pct": within_pct(rows["naive_ape_pct"]),
+            "naive_spearman": spearman(rows["naive_ms"], rows["measured_ms"]),
+            "median_repeat_spread_pct": rows["repeat_spread_pct"].median(),
+        }
 
-    keys = ["hardware_id", "runtime", "precision"]
+    keys = ["held_out", "hardware_id", "runtime", "precision"]
     return pd.DataFrame(
-        [{**dict(zip(keys, key)), **row(rows)} for key, rows in validation.groupby(keys)],
-        columns=[
-            *keys,
-            "models",
-            "predictions",
-            "median_ape_pct",
-            "p90_ape_pct",
-            "naive_median_ape_pct",
-            "naive_p90_ape_pct",
-            "median_repeat_spread_pct",
-        ],
+        [{**dict(zip(keys, key)), **row(rows)} for key, rows in validation.groupby(keys, sort=False)],
+        columns=[*keys, *SUMMARY_METRICS],
     ).astype({"models": int, "predictions": int})
 
 

@@ -387,6 +387,31 @@ def test_validate_beats_the_naive_baseline_leave_one_model_out_on_the_cpu(sample
     assert row["median_ape_pct"] < row["naive_median_ape_pct"] / 4
 
 
+def test_validate_leaves_out_models_batch_sizes_and_precisions_on_the_jetson(sample, tmp_path, capsys):
+    """The Jetson holds 10 models x 3 batch sizes x 3 precisions: each split predicts all 90 records; the printed
+    table has the share within +-10% and Spearman's rank correlation, which scipy's spearmanr confirms, and labels
+    the rows torch (the runtime measure_efficiency.py used), never onnxruntime."""
+    from scipy import stats
+
+    csv = tmp_path / "validation.csv"
+    args = ["validate", "--store", str(sample / "calibration_data"), "--hardware", JETSON, "--csv", str(csv)]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "within_10_pct" in out and "spearman" in out and "onnxruntime" not in out
+    validation = pd.read_csv(csv)
+    assert validation.groupby("held_out").size().to_dict() == {"batch_size": 90, "model": 90, "precision": 90}
+    assert set(validation["runtime"]) == {"torch"}
+    summary = le.lomo_summary(validation)
+    assert len(summary) == 9
+    for row in summary.itertuples():
+        rows = validation[(validation["held_out"] == row.held_out) & (validation["precision"] == row.precision)]
+        assert row.spearman == pytest.approx(stats.spearmanr(rows["predicted_ms"], rows["measured_ms"]).statistic)
+        assert row.within_10_pct == pytest.approx((rows["ape_pct"] <= 10).mean() * 100)
+        assert row.naive_within_10_pct == 0  # FLOPs / peak: the GPU reaches a few % of its peak
+        assert row.spearman > row.naive_spearman  # the roofline ranks the models better than FLOPs do
+        assert any(line.split()[:4] == [row.held_out, JETSON, "torch", row.precision] for line in out.splitlines())
+
+
 @pytest.mark.slow
 def test_the_estimator_meets_its_goal_on_every_machine_and_precision_of_the_sample(migrated):
     _, dest = migrated
@@ -400,7 +425,11 @@ def test_efficiency_curves_and_their_figure_for_a_store_read_in_place(sample, tm
     tree = shutil.copytree(sample / "calibration_data" / RYZEN, tmp_path / RYZEN)
     assert cli_main(["curves", "--store", str(tmp_path)]) == 0
     folder = tree / "efficiency_curves" / "fp32"
-    assert capsys.readouterr().out.split() == [str(folder / "curves.json"), str(folder / "curves.png")]
+    assert capsys.readouterr().out.splitlines() == [
+        f"store: {tmp_path}",
+        str(folder / "curves.json"),
+        str(folder / "curves.png"),
+    ]
     document = json.loads((folder / "curves.json").read_text())
     assert (document["hardware_id"], document["precision"], document["target"]) == (RYZEN, "fp32", "subgraph_sum")
     (curves,) = document["runtimes"].values()
