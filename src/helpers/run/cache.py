@@ -105,7 +105,7 @@ def materialize(source: Path, run_dir: Path, phase_id: str, key: str) -> dict | 
         doc = json.loads(manifest_bytes)
     except (OSError, ValueError):  # withdrawn or rewritten since it was listed
         return None
-    if doc.get("input_key") != key:
+    if doc.get("input_key") != key or doc.get("sha256") != manifest.content_hash(doc):  # altered: not verified
         return None
     manifest.withdraw(run_dir, phase_id)
     src_root, dst_root = manifest.results_dir(source, phase_id), manifest.results_dir(run_dir, phase_id)
@@ -136,30 +136,40 @@ def run_once(
     if phase_id in NOT_REUSED:
         compute()
         return "ran"
-    root = run_dir.parent
-    with claim(root, key, {"run": run_dir.name, "phase": phase_id}, log=log):
-        for source in candidates(root, phase_id, key, exclude=run_dir):
-            started, start = run_record.now(), time.perf_counter()
-            reused = materialize(source, run_dir, phase_id, key)
-            if reused is None:
-                log(f"[{phase_id}] {source.name} holds this input key but its files do not verify: not reused")
-                continue
-            doc = reused.pop("manifest")
-            run_record.record_complete(
-                run_dir,
-                phase_id,
-                doc,
-                started=started,
-                finished=run_record.now(),
-                duration_s=round(time.perf_counter() - start, 3),
-                reused_from=reused,
-            )
-            log(
-                f"[{phase_id}] reused from run {source.name} (same input key; {reused['linked']} hardlinked, "
-                f"{reused['copied']} copied, sha256 verified)"
-            )
+    with claim(run_dir.parent, key, {"run": run_dir.name, "phase": phase_id}, log=log):
+        if reuse(run_dir, phase_id, key, log=log) is not None:
             return "reused"
         if run_record.load(run_dir)["phases"].get(phase_id, {}).get("reused_from"):
             run_record.set_phase(run_dir, phase_id, reused_from=None)  # computed here this time
         compute()
         return "ran"
+
+
+def reuse(run_dir: Path, phase_id: str, key: str, log: Callable[[str], None] = print) -> str | None:
+    """Materialize ``phase_id`` from the first run of the runs root whose phase with input key ``key`` verifies,
+    and record it complete with ``reused_from``; returns that run's name, or None (nothing found, nothing changed).
+    A phase of :data:`NOT_REUSED` never is."""
+    if phase_id in NOT_REUSED:
+        return None
+    for source in candidates(run_dir.parent, phase_id, key, exclude=run_dir):
+        started, start = run_record.now(), time.perf_counter()
+        reused = materialize(source, run_dir, phase_id, key)
+        if reused is None:
+            log(f"[{phase_id}] {source.name} holds this input key but its files do not verify: not reused")
+            continue
+        doc = reused.pop("manifest")
+        run_record.record_complete(
+            run_dir,
+            phase_id,
+            doc,
+            started=started,
+            finished=run_record.now(),
+            duration_s=round(time.perf_counter() - start, 3),
+            reused_from=reused,
+        )
+        log(
+            f"[{phase_id}] reused from run {source.name} (same input key; {reused['linked']} hardlinked, "
+            f"{reused['copied']} copied, sha256 verified)"
+        )
+        return source.name
+    return None

@@ -1,7 +1,12 @@
-"""The executed copy of a notebook run by hand: what JupyterLab saves lands in its scratch run too.
+"""Notebooks run by hand: their upstream phases reused from verified runs, and the executed copy JupyterLab saves.
 
-A phase notebook opened in JupyterLab works in a scratch run (:func:`helpers.run.runner.prepare_scratch_run`);
-:func:`remember` notes which one, per phase, in ``<runs root>/.hand-run/<phase>``. JupyterLab saves the
+A notebook opened with ``run_dir`` empty works in a scratch run whose upstream phases it finds or creates
+(:func:`helpers.run.runner.prepare_scratch_run`). An upstream phase that a verified run of the runs root already
+holds with the same input key -- a ``calib run`` with the same parameters, say -- is not trained again but
+materialized from that run (:func:`reuse_upstream`, the cross-run cache of ``calib run --reuse``); the notebook's
+first output line says which phases came from which run (:func:`scratch_summary`).
+
+:func:`remember` notes which scratch run a notebook works in, per phase, in ``<runs root>/.hand-run/<phase>``. JupyterLab saves the
 notebook, outputs and all, over the source file in ``notebooks/`` (the git filter of
 :mod:`helpers.run.nbclean` keeps those outputs out of git); the Jupyter server hook
 :func:`keep_executed_copy` then copies the saved file to ``<scratch run>/notebooks/<phase>.ipynb``,
@@ -26,8 +31,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.run import cache, manifest
 from helpers.run.atomic import write_text
+from helpers.run.graph import PhaseSpec
 from helpers.run.project import project_root, runs_root
+from helpers.run.resume import why_rerun
 
 POINTERS = ".hand-run"  # under the runs root: one file per phase, holding its scratch run's path
 HOOK = "helpers.run.hand_run.keep_executed_copy"  # an import string: the server imports it
@@ -36,6 +44,38 @@ HOOK = "helpers.run.hand_run.keep_executed_copy"  # an import string: the server
 def remember(phase_id: str, run_dir: Path) -> None:
     """Note that ``phase_id``'s notebook, run by hand, works in the scratch run ``run_dir``."""
     write_text(runs_root() / POINTERS / phase_id, str(run_dir.resolve()))
+
+
+def reuse_upstream(run_dir: Path, specs: list[PhaseSpec], resolved: dict) -> dict[str, str | None]:
+    """Before a hand run computes anything: each phase of ``specs`` (upstream phases, in graph order) that its
+    scratch run ``run_dir`` lacks and a verified run of the same runs root holds with the same input key is
+    materialized from that run, as ``calib run --reuse`` does (``cache.reuse``). Returns phase id -> the run it
+    was reused from, or None for a phase the scratch run already held up to date; phases left out are computed."""
+    found: dict[str, str | None] = {}
+    for spec in specs:
+        try:
+            parts = manifest.key_parts(
+                spec.id, resolved[spec.id], spec.notebook, list(spec.upstream), run_dir, spec.soft_upstream
+            )
+        except FileNotFoundError:
+            continue  # an upstream phase is computed first; the runner's cache looks this one up again then
+        if why_rerun(run_dir, spec.id, parts, []) is None:
+            found[spec.id] = None
+        elif source := cache.reuse(run_dir, spec.id, manifest.key_of(parts), log=lambda _: None):
+            found[spec.id] = source
+    return found
+
+
+def scratch_summary(phase_id: str, run_dir: Path, specs: list[PhaseSpec], found: dict[str, str | None]) -> str:
+    """A hand run's first output line: its scratch run, which upstream phases were reused from which run, which
+    it already held, which are computed now."""
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        where = found.get(spec.id, "")
+        label = f"reused from run {where}" if where else "up to date there" if spec.id in found else "computed now"
+        groups.setdefault(label, []).append(spec.id)
+    parts = [f"{label}: {', '.join(ids)}" for label, ids in groups.items()]
+    return f"{phase_id}: scratch run {run_dir}" + "".join(f"; {part}" for part in parts)
 
 
 def scratch_run_of(phase_id: str) -> Path | None:

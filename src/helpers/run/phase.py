@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,36 @@ class PhaseLogHandler(logging.Handler):
         logger.setLevel(logging.INFO)
 
 
+class MissingUpstream(FileNotFoundError):
+    """A phase executed in a run that lacks it or an upstream phase it reads. The message ends with the one command
+    that adds them, ``calib run --resume RUN --phases NN``; the traceback is that one line, in a papermill-executed
+    notebook and in a JupyterLab cell alike (IPython shows ``_render_traceback_``'s lines instead of the stack)."""
+
+    def __init__(self, spec: PhaseSpec, run_dir: Path, missing: list[str]):
+        if not missing:
+            lacks = f"run {run_dir} does not hold phase {spec.id}"
+        elif len(missing) == 1:
+            lacks = f"upstream phase {missing[0]} has no manifest in run {run_dir}"
+        else:
+            lacks = f"upstream phases {', '.join(missing)} have no manifest in run {run_dir}"
+        super().__init__(
+            f"{lacks}; to add {spec.id} and what it reads to that run: calib run --resume "
+            f"{shlex.quote(str(run_dir))} --phases {spec.short_id}"
+        )
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+def check_in_run(spec: PhaseSpec, run_dir: Path) -> None:
+    """A notebook given a run executes there only if the run's config holds its phase and every upstream phase it
+    reads has a manifest (a report runs on whatever exists); else :class:`MissingUpstream`, before anything is
+    withdrawn."""
+    missing = [] if spec.soft_upstream else [u for u in spec.upstream if manifest.read_manifest(run_dir, u) is None]
+    if missing or spec.id not in run_record.load_config(run_dir):
+        raise MissingUpstream(spec, run_dir, missing)
+
+
 class Phase:
     def __init__(self, spec: PhaseSpec, run_dir: Path, params: dict[str, Any], executed_copy: bool = True):
         self.spec, self.run_dir, self.params = spec, run_dir, params
@@ -99,12 +130,12 @@ class Phase:
                     f"run_dir {run_dir} is not a run directory; leave run_dir empty for a "
                     "scratch run, or create one with `calib run`"
                 )
+            check_in_run(spec, run_dir)
         else:
             from helpers.run.runner import prepare_scratch_run
 
-            run_dir = prepare_scratch_run(phase_id, params)
+            run_dir = prepare_scratch_run(phase_id, params)  # its first output line: the scratch run, what it reused
             hand_run.remember(phase_id, run_dir)  # JupyterLab's saves of this notebook are copied there
-            print(f"{phase_id}: working in scratch run {run_dir}")
         if os.environ.get(run_record.MANAGED_ENV):
             lock.hold_for_kernel(run_dir)  # until this kernel exits: a new executor waits for it
         manifest.withdraw(run_dir, phase_id)
@@ -139,7 +170,7 @@ class Phase:
             )
         doc = manifest.read_manifest(self.run_dir, phase_id)
         if doc is None:
-            raise FileNotFoundError(f"upstream phase {phase_id} has no manifest in {self.run_dir}: run it first")
+            raise MissingUpstream(self.spec, self.run_dir, [phase_id])
         entry = doc["files"].get(name)
         path = manifest.results_dir(self.run_dir, phase_id) / name
         if entry is None or not path.is_file():

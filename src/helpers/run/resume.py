@@ -8,15 +8,21 @@ killed writer removed and phases withdrawn. A damaged or missing record is rebui
 manifests and the config. Every phase that re-runs says why: no manifest yet, a file that no
 longer verifies, its executed notebook missing or altered, an upstream phase that re-ran, or which
 part of its input key changed (params, upstream manifests, its notebook, the helper sources).
+Phases ``--phases`` adds to a run that lacks them take the params the run's own command gave them
+(:func:`added_phase_params`, from ``config_sources.yaml``), or are refused where that cannot be known.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from helpers.run import manifest, run_record
 from helpers.run.integrity import notebook_problem, row_problems
-from helpers.run.params import ParamError
+from helpers.run.params import RUN_DIR_PARAM, ParamError
+
+SOURCES_FILE = "config_sources.yaml"  # which layer (and key) set each non-default value, written at creation
 
 
 def check_identity(run_dir: Path, record: dict, config: dict) -> None:
@@ -46,6 +52,52 @@ def load_record(run_dir: Path, config: dict, log=print) -> dict:
         )
     check_identity(run_dir, record, config)
     return record
+
+
+def added_phase_params(run_dir: Path, config: dict, added: list[str], defaults: dict[str, dict]) -> dict[str, dict]:
+    """The params of phases ``added`` to a run: those the command that created it gave them.
+
+    ``config_sources.yaml``, written at creation for every phase (in the run or not), names the layer and key that
+    set each value differing from its notebook default (``defaults``). A value it does not name is the notebook
+    default; one set through a shared key is the value that same layer and key gave a phase the run holds. Refused
+    (ParamError, naming each value) where the run's config cannot produce them: a value set through a phase-scoped
+    key or a shared key that no phase of the run declares (not kept), or a run whose sources do not name every
+    non-default value of its own phases (a sweep member, an older run).
+    """
+    sources = load_sources(run_dir)
+    unnamed = [
+        f"{pid}.{name}={value!r}"
+        for pid, params in config.items()
+        for name, value in params.items()
+        if value != defaults[pid].get(name) and name not in sources.get(pid, {})
+    ]
+    if unnamed:
+        raise ParamError(
+            f"run {run_dir} cannot take {', '.join(added)}: its {SOURCES_FILE} does not say which layer set "
+            f"{', '.join(unnamed)}, so which values the new phases take is unknown; start a new run with them"
+        )
+    params, lost = {}, []
+    for pid in added:
+        params[pid] = {name: value for name, value in defaults[pid].items() if name != RUN_DIR_PARAM}
+        for name, origin in sources.get(pid, {}).items():
+            kept = [config[other][name] for other in config if sources.get(other, {}).get(name) == origin]
+            if kept:
+                params[pid][name] = kept[0]
+            else:
+                lost.append(f"{pid}.{name} (set by {origin})")
+    if lost:
+        raise ParamError(
+            f"run {run_dir} cannot take {', '.join(added)} with the config it was created with: {', '.join(lost)} "
+            "differed from the notebook default, and no phase of the run keeps that value; start a new run with "
+            "the phases you need (calib run --phases ... and the options that created this run)"
+        )
+    return params
+
+
+def load_sources(run_dir: Path) -> dict:
+    """A run's ``config_sources.yaml`` (phase id -> {parameter: "<layer> (<key>)"}); empty when it has none."""
+    path = Path(run_dir) / SOURCES_FILE
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def remove_leftovers(run_dir: Path, log=print) -> None:

@@ -48,7 +48,7 @@ PHASE_STATUSES = ("pending", "running", "complete", "failed")
 REQUIRED = ("run_id", "status", "config_hash", "config", "phases", "artifacts")
 # Kept for information only, never checked against anything (the self-hash covers them): top-level fields
 # and the fields of a phase row. Everything else is checked by :func:`problems` or ``calib verify``.
-INFORMATIONAL = ("run_id", "created", "updated", "finished", "rebuilt", "git", "versions", "host")
+INFORMATIONAL = ("run_id", "created", "updated", "finished", "rebuilt", "extended", "git", "versions", "host")
 INFORMATIONAL_ROW = ("started", "finished", "duration_s", "reason", "git", "disk_free_gib", "error", "reused_from")
 
 
@@ -277,6 +277,23 @@ def create(run_dir: Path, run_id: str, config_hash: str, phase_ids: list[str], c
         "phases": {pid: {"status": "pending"} for pid in phase_ids},
         "artifacts": {},
     }
+    save(run_dir, record)
+    return record
+
+
+def extend(run_dir: Path, config: dict, added: list[str], by: str | None = None) -> dict:
+    """The record of a run whose config gained the phases ``added`` (pending rows, in the config's order): its
+    config and ``config_hash`` become ``config``, its identity from now on, and the run is running until they
+    complete. ``by``, the command that added them, is kept under ``extended`` with the config hash before (a
+    scratch run, whose config follows its notebooks, passes None)."""
+    record = load(run_dir)
+    if by is not None:
+        entry = {"phases": list(added), "by": by, "at": now(), "config_hash": record["config_hash"]}
+        record.setdefault("extended", []).append(entry)
+    record["config"], record["config_hash"] = config, config_hash(config)
+    record["phases"] = {pid: record["phases"].get(pid, {"status": "pending"}) for pid in config}
+    record["status"] = "running"
+    record["artifacts"] = artifact_registry(run_dir)
     save(run_dir, record)
     return record
 

@@ -6,7 +6,9 @@ order in the current environment's kernel, with the kernel's working directory s
 is skipped on ``--resume`` only when its manifest verifies and its input key matches; a phase
 that re-runs forces everything downstream of it to re-run. A failed phase leaves no manifest,
 is marked failed with its error in ``run_record.json``, and stops the run; the report (a phase
-with ``soft_upstream``) still runs on whatever exists. What the console shows is ``run/console.py``.
+with ``soft_upstream``) still runs on whatever exists. ``--resume RUN --phases NN`` on a run that lacks NN
+(or what it reads) first adds those phases with the run's own config (``extend_run``). A notebook run by
+hand prepares its scratch run here too (``prepare_scratch_run``). What the console shows is ``run/console.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import NoReturn
 
 import yaml
 
-from helpers.run import cache, console, manifest, run_record
+from helpers.run import cache, console, hand_run, manifest, run_record
 from helpers.run.atomic import DISK_FULL, atomic_path, disk_full, disk_full_message, write_text
 from helpers.run.graph import PHASES, PhaseSpec, select, upstream_closure
 from helpers.run.lock import run_lock
@@ -39,10 +41,16 @@ from helpers.run.params import (
     resolve,
 )
 from helpers.run.project import project_root, runs_root
-from helpers.run.resume import load_record, record_skipped, remove_leftovers, why_rerun
+from helpers.run.resume import (
+    SOURCES_FILE,
+    added_phase_params,
+    load_record,
+    record_skipped,
+    remove_leftovers,
+    why_rerun,
+)
 from helpers.run.run_record import CONFIG_FILE, MANAGED_ENV
 
-SOURCES_FILE = "config_sources.yaml"
 KERNEL_ENV = {MANAGED_ENV: "1", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
 
 
@@ -406,8 +414,9 @@ def run(
         if resume:  # everything is checked before anything is removed or withdrawn
             load_record(run_dir, resolved, log)
             validate_config(resolved)
+            specs = select(phases) if phases else [s for s in PHASES if s.id in resolved]
+            resolved = extend_run(run_dir, resolved, [s.id for s in specs if s.id not in resolved], phases, log)
             remove_leftovers(run_dir, log)
-            specs = [s for s in (select(phases) if phases else PHASES) if s.id in resolved]
         log(f"run directory: {run_dir}")
         try:
             execute(
@@ -447,6 +456,30 @@ def validate_config(config: dict) -> None:
     precheck(config)
 
 
+def extend_run(run_dir: Path, config: dict, added: list[str], selection: str | None, log=print) -> dict:
+    """``--resume RUN --phases NN`` where the run lacks NN or what it reads: those phases join the run with the
+    params its own command gave them (``resume.added_phase_params``), checked as a new run's are (types, upper
+    bounds, every phase's precheck on the whole config) before anything is written; then the run's config and
+    record hold them (``run_record.extend``). Returns the run's config, extended."""
+    if not added:
+        return config
+    defaults = all_defaults()
+    params = added_phase_params(run_dir, config, added, defaults)
+    merged = {**config, **params}
+    extended = {spec.id: merged[spec.id] for spec in PHASES if spec.id in merged}
+    try:
+        check_bounds(params, {})
+        validate_config(extended)
+    except ValueError as exc:
+        raise ParamError(f"run {run_dir} cannot take {', '.join(added)} with its config: {exc}") from None
+    text = yaml.safe_dump(extended, sort_keys=True)
+    write_text(run_dir / CONFIG_FILE, text)
+    run_record.extend(run_dir, yaml.safe_load(text), added, by=f"calib run --resume --phases {selection}")
+    taken = [f"{pid}.{k}={v!r}" for pid in added for k, v in params[pid].items() if v != defaults[pid][k]]
+    log(f"adding {', '.join(added)} to the run with its config" + (f" ({', '.join(taken)})" if taken else ""))
+    return extended
+
+
 def report_anyway(run_dir: Path, specs: list[PhaseSpec], resolved: dict, failed: PhaseFailed, **kw) -> None:
     """After ``failed``: the selected phases that run on whatever exists (the report) still run."""
     rest = [s for s in specs if s.soft_upstream and s.id != failed.phase_id]
@@ -458,11 +491,13 @@ def report_anyway(run_dir: Path, specs: list[PhaseSpec], resolved: dict, failed:
             kw["log"](f"[{also.phase_id}] failed too: {also.error}")
 
 
-def prepare_scratch_run(phase_id: str, notebook_params: dict) -> Path:
+def prepare_scratch_run(phase_id: str, notebook_params: dict, log=print) -> Path:
     """For a notebook run by hand: a scratch run holding verified upstream phases for these params.
 
     The scratch run is found by its upstream phases' params only (not the opened phase's own), so
-    notebooks opened one after another (06, then 07) share the upstream phases already built.
+    notebooks opened one after another (06, then 07) share the upstream phases already built. An upstream
+    phase it lacks that a verified run of the runs root holds with the same input key is reused from there
+    (``hand_run.reuse_upstream``, then ``execute``'s cross-run cache); the first line logged says which.
     """
     resolved = resolve_config(extra=notebook_params)
     specs = [s for s in PHASES if s.id in upstream_closure({phase_id})]
@@ -475,7 +510,9 @@ def prepare_scratch_run(phase_id: str, notebook_params: dict) -> Path:
             create_run(resolved, specs, root, run_id=run_dir.name)
     with run_lock(run_dir), run_record.reserved(run_dir):
         extend_scratch_run(run_dir, resolved, specs)
-        execute(run_dir, [s for s in specs if s.id != phase_id], resolved, resume=True, progress=False)
+        before = [s for s in specs if s.id != phase_id]
+        log(hand_run.scratch_summary(phase_id, run_dir, before, hand_run.reuse_upstream(run_dir, before, resolved)))
+        execute(run_dir, before, resolved, resume=True, progress=False, reuse=True, log=log)
     return run_dir
 
 
@@ -499,14 +536,6 @@ def extend_scratch_run(run_dir: Path, resolved: dict, specs: list[PhaseSpec]) ->
     config = run_record.load_config(run_dir) or {}
     wanted = {**config, **{s.id: resolved[s.id] for s in specs}}
     if wanted != config:
-        write_text(
-            run_dir / CONFIG_FILE,
-            yaml.safe_dump({p.id: wanted[p.id] for p in PHASES if p.id in wanted}, sort_keys=True),
-        )
-        record = run_record.load(run_dir)
-        record["config"] = yaml.safe_load(run_dir.joinpath(CONFIG_FILE).read_text())  # the scratch run's identity
-        record["config_hash"] = config_hash(record["config"])
-        for spec in specs:
-            record["phases"].setdefault(spec.id, {"status": "pending"})
-        record["phases"] = {p.id: record["phases"][p.id] for p in PHASES if p.id in record["phases"]}
-        run_record.save(run_dir, record)
+        text = yaml.safe_dump({p.id: wanted[p.id] for p in PHASES if p.id in wanted}, sort_keys=True)
+        write_text(run_dir / CONFIG_FILE, text)
+        run_record.extend(run_dir, yaml.safe_load(text), [s.id for s in specs if s.id not in config])

@@ -1,4 +1,5 @@
-"""helpers.run.hand_run's save hook on a real git checkout with the project's clean filter."""
+"""helpers.run.hand_run: upstream phases reused from verified runs of the runs root (real run directories), and
+the save hook on a real git checkout with the project's clean filter."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import subprocess
 
 import pytest
 
-from helpers.run import hand_run, nbclean
+from helpers.run import atomic, hand_run, manifest, nbclean, run_record
+from helpers.run.graph import get_phase, select
 from helpers.run.project import project_root
+from helpers.run.runner import create_run, resolve_config
 
 
 def git(repo, *args) -> str:
@@ -61,3 +64,55 @@ def test_a_real_edit_stays_unstaged_and_visible(checkout):
     hand_run.keep_executed_copy({"type": "notebook"}, str(path))
     assert git(checkout, "status", "--porcelain").strip() == "M notebooks/06_confidence.ipynb"
     assert git(checkout, "diff", "--cached") == ""
+
+
+def data_phase_done(run_dir, resolved: dict) -> None:
+    """What phase 01 leaves in a run: its declared results, its executed notebook, then its manifest under the key
+    its params, notebook and the helper sources give (the phase's files are small stand-ins)."""
+    spec = get_phase("01_data")
+    results = manifest.results_dir(run_dir, spec.id)
+    for name in spec.outputs:
+        atomic.write_bytes(results / name, f"{name} of {run_dir.name}".encode())
+    atomic.write_text(run_dir / "notebooks" / f"{spec.id}.ipynb", "{}")
+    parts = manifest.key_parts(spec.id, resolved[spec.id], spec.notebook, [], run_dir)
+    manifest.write_manifest(run_dir, spec.id, parts, {}, f"notebooks/{spec.id}.ipynb")
+
+
+def test_a_hand_run_reuses_a_verified_runs_phase_with_its_input_key_and_says_from_which(runs_root):
+    resolved = resolve_config()
+    source = create_run(resolved, select("01"), runs_root, "a-calib-run")
+    data_phase_done(source, resolved)
+    scratch = create_run(resolved, select("02a"), runs_root, "scratch-x")
+    upstream = [get_phase("01_data")]
+
+    found = hand_run.reuse_upstream(scratch, upstream, resolved)
+    assert found == {"01_data": "a-calib-run"}
+    assert manifest.verify(scratch, "01_data") == []
+    assert (
+        manifest.manifest_path(scratch, "01_data").read_bytes()
+        == manifest.manifest_path(source, "01_data").read_bytes()
+    )
+    assert run_record.load(scratch)["phases"]["01_data"]["reused_from"]["run"] == "a-calib-run"
+    assert hand_run.scratch_summary("02a_target", scratch, upstream, found) == (
+        f"02a_target: scratch run {scratch}; reused from run a-calib-run: 01_data"
+    )
+    again = hand_run.reuse_upstream(scratch, upstream, resolved)  # the scratch run holds it now
+    assert again == {"01_data": None}
+    assert hand_run.scratch_summary("02a_target", scratch, upstream, again).endswith("; up to date there: 01_data")
+
+
+def test_a_hand_run_does_not_reuse_an_altered_phase_or_one_with_other_params(runs_root):
+    resolved, other = resolve_config(), resolve_config(overrides=["seed=1"])
+    altered = create_run(resolved, select("01"), runs_root, "a-altered")
+    data_phase_done(altered, resolved)
+    (manifest.results_dir(altered, "01_data") / "splits.npz").write_bytes(b"edited after its manifest")
+    seeded = create_run(other, select("01"), runs_root, "b-seed-1")
+    data_phase_done(seeded, other)
+    scratch = create_run(resolved, select("02a"), runs_root, "scratch-x")
+    upstream = [get_phase("01_data")]
+
+    found = hand_run.reuse_upstream(scratch, upstream, resolved)
+    assert found == {} and manifest.read_manifest(scratch, "01_data") is None
+    assert hand_run.scratch_summary("02a_target", scratch, upstream, found) == (
+        f"02a_target: scratch run {scratch}; computed now: 01_data"
+    )
