@@ -81,6 +81,11 @@ def test_a_notebook_outside_its_run_names_the_command_that_extends_the_run_and_t
     verified = calib("verify", str(data_run))
     assert "complete and intact" in verified.stdout
 
+    (data_run / "run_record.json").write_text("{ lost")  # the run id names the config before the extension
+    rebuilt = calib("run", "--resume", str(data_run), "--no-progress")
+    assert "rebuilt run_record.json: 2 phase(s) complete" in rebuilt.stdout and "re-runs" not in rebuilt.stdout
+    assert "complete and intact" in calib("verify", str(data_run)).stdout
+
 
 def test_a_notebook_whose_upstream_phase_is_missing_fails_in_one_line_naming_the_command(data_run, tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as raised:

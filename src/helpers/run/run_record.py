@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from helpers.run import atomic, manifest
+from helpers.run.graph import upstream_closure
 from helpers.run.lock import LOCK_FILES
 from helpers.run.params import config_hash
 from helpers.run.project import project_root
@@ -332,13 +334,13 @@ _RUN_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})(-\d+)?$")
 def rebuild(run_dir: Path, config: dict) -> dict:
     """A new run_record.json for a run whose record is damaged or missing, from its manifests and config.
 
-    The run id names the config hash it was created with; a config that no longer matches it is
-    refused. Phases whose manifest verifies are complete (their executed notebooks' sha256 taken as
+    The run id names the config hash it was created with; a config that no longer matches it (or the config
+    it was extended to, :func:`created_with`) is refused. Phases whose manifest verifies are complete (their executed notebooks' sha256 taken as
     they are now); times of the lost record are gone (``rebuilt`` says when).
     """
     run_dir, chash = Path(run_dir), config_hash(config)
     match = _RUN_ID.match(run_dir.name)
-    if match and match.group(2) != chash[:8]:
+    if match and not created_with(config, match.group(2)):
         raise ValueError(
             f"{run_dir / FILENAME} is damaged and config_resolved.yaml does not match the config hash in "
             f"the run id ({chash[:8]} vs {match.group(2)}): restore config_resolved.yaml or start a "
@@ -370,6 +372,22 @@ def rebuild(run_dir: Path, config: dict) -> dict:
         if doc is not None and not manifest.verify(run_dir, phase_id):
             record = record_complete(run_dir, phase_id, doc)
     return record
+
+
+def created_with(config: dict, id_hash: str) -> bool:
+    """Whether a run whose id names the config hash ``id_hash`` holds ``config``: the config it was created with,
+    or one ``calib run --resume --phases`` extended it to -- so ``config`` restricted to a set of its phases closed
+    under their upstream phases (what ``--phases`` creates) hashes to it."""
+    if config_hash(config).startswith(id_hash):
+        return True
+    ids = list(config)
+    closed = {
+        frozenset(closure)
+        for n in range(1, len(ids))
+        for chosen in itertools.combinations(ids, n)
+        if (closure := upstream_closure(set(chosen))) <= set(ids)
+    }
+    return any(config_hash({pid: config[pid] for pid in ids if pid in kept}).startswith(id_hash) for kept in closed)
 
 
 def artifact_registry(run_dir: Path) -> dict:
