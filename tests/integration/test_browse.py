@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -15,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from cli_runner import calib
-from helpers.cli import browse
 from helpers.run import headline, run_record
 from helpers.run.project import project_root
 
@@ -165,20 +163,23 @@ def test_ls_columns_sort_json_and_an_altered_run(small_runs, tmp_path):
     assert bad.returncode == 2 and "did you mean" in bad.stderr and "'fp32 acc'" in bad.stderr
 
 
-def test_diff_sort_and_ls_all(small_runs, capsys):
-    """``diff --sort METRIC`` orders the runs and ``ls --all`` shows every parameter (called directly:
-    ``calib``'s parser does not offer these two options yet)."""
+def test_diff_sort_and_ls_all(small_runs):
+    """``calib diff --sort METRIC`` orders the runs and ``calib ls --all`` shows every parameter."""
     root, _, _ = small_runs
-    args = argparse.Namespace(
-        runs=["base", "small-slice", "fine-fraction"], runs_root=str(root), all=False, format="json"
-    )
-    browse.cmd_diff(argparse.Namespace(**vars(args), sort="01_data.calibration", reverse=False))
-    rows = json.loads(capsys.readouterr().out)
-    assert list(rows[0])[2:] == ["small-slice", "base", "fine-fraction"]
-    browse.cmd_ls(
-        argparse.Namespace(runs_root=str(root), sort=None, reverse=False, json=True, no_verify=True, all=True)
-    )
-    every = json.loads(capsys.readouterr().out)
+    out = calib(
+        "diff",
+        "base",
+        "small-slice",
+        "fine-fraction",
+        "--runs-root",
+        str(root),
+        "--format",
+        "json",
+        "--sort",
+        "01_data.calibration",
+    ).stdout
+    assert list(json.loads(out)[0])[2:] == ["small-slice", "base", "fine-fraction"]
+    every = json.loads(calib("ls", "--runs-root", str(root), "--json", "--no-verify", "--all").stdout)
     assert every[0]["seed"] == 0 and every[0]["dataset"] == "digits"
 
 

@@ -450,7 +450,7 @@ def cmd_ls(args) -> int:
     root = runs_root(args.runs_root)
     runs = [load_facts(run_dir, tolerant=True) for run_dir in list_runs(root)]
     rows = [ls_row(run, verify=not args.no_verify) for run in runs]
-    show_all = getattr(args, "all", False)  # `calib ls --all`, where the parser offers it
+    show_all = args.all
     params = [row for row in param_rows(runs) if show_all or changed(row.values)]
     kinds = {column: kind for column, _, kind, _ in LS_HEADLINE}
     for param in params:
@@ -515,8 +515,8 @@ def cmd_diff(args) -> int:
         raise ValueError("calib diff needs at least two runs (names from `calib ls`, or paths)")
     run_dirs = [resolve_run(r, args.runs_root) for r in args.runs]
     runs = [load_facts(d, n) for d, n in zip(run_dirs, diff_names(run_dirs))]
-    if sort := getattr(args, "sort", None):  # `calib diff --sort METRIC`, where the parser offers it
-        order = sort_order(metric(compare(runs), sort).values, getattr(args, "reverse", False))
+    if sort := args.sort:
+        order = sort_order(metric(compare(runs), sort).values, args.reverse)
         runs = [runs[i] for i in order]
     rows = diff_rows(runs, args.all)
     if not rows:

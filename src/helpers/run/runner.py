@@ -75,12 +75,13 @@ def resolve_config(
     extra: dict | None = None,
     sources: dict | None = None,
     yaml_layers: list[dict] = (),
+    extra_layer: str = "notebook",
 ) -> dict:
     """Resolved, validated params of every phase: defaults < params/default.yaml < files < -y < -p < extra.
 
     Validated: known keys, types, plain data (``params.resolve``), the upper bounds of the graph
     (``check_bounds``), each phase's precheck. ``sources`` (when given) receives which layer set each
-    non-default value."""
+    non-default value; ``extra`` is named ``extra_layer`` there (a sweep's point: "sweep point")."""
     layers = []
     default_yaml = project_root() / "params" / "default.yaml"
     if default_yaml.exists():
@@ -89,7 +90,7 @@ def resolve_config(
     layers += [("-y", layer) for layer in yaml_layers]
     layers.append(("-p", parse_overrides(overrides)))
     if extra:
-        layers.append(("notebook", extra))
+        layers.append((extra_layer, extra))
     sources = {} if sources is None else sources
     resolved = absolute_paths(resolve(all_defaults(), layers, sources))
     check_bounds(resolved, sources)

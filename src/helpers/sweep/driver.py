@@ -49,7 +49,7 @@ def create(
         )
     log(describe(p))
     for member in p.members:
-        create_run(member.resolved, p.specs, root, member.run_id)
+        create_run(member.resolved, p.specs, root, member.run_id, member.sources)
     directory = record.sweep_dir(root, p.sweep_id)
     directory.mkdir(parents=True)
     doc = {

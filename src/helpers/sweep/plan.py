@@ -39,6 +39,7 @@ class Member:
     run_id: str
     point: dict[str, Any]  # dotted key -> value: what this member sets
     resolved: dict[str, dict] = field(repr=False)  # resolved params of every phase
+    sources: dict[str, dict] = field(repr=False, default_factory=dict)  # which layer set each value (config_sources)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,12 @@ def plan(
         label = ", ".join(f"{k}={value_label(v)}" for k, v in point.items()) or "base"
         try:
             resolved = resolve_config(
-                list(param_files), list(overrides), extra=nest(point), yaml_layers=list(yaml_layers)
+                list(param_files),
+                list(overrides),
+                extra=nest(point),
+                sources=(sources := {}),
+                yaml_layers=list(yaml_layers),
+                extra_layer="sweep point",
             )
             missing = [s.id for s in specs if s.id not in resolved]
             if missing:
@@ -155,13 +161,13 @@ def plan(
         except (ParamError, ValueError, FileNotFoundError) as exc:
             errors.append(f"point {index} ({label}): {exc}")
             continue
-        resolved_points.append((point, resolved, label))
+        resolved_points.append((point, resolved, label, sources))
     if errors:
         raise ParamError(
             f"{len(errors)} of {len(points)} sweep point(s) are invalid; nothing was started:\n  " + "\n  ".join(errors)
         )
     seen: dict[str, str] = {}
-    for _, resolved, label in resolved_points:
+    for _, resolved, label, _ in resolved_points:
         chash = config_hash({s.id: resolved[s.id] for s in specs})
         if chash in seen:
             raise ParamError(
@@ -174,7 +180,7 @@ def plan(
     sweep_id = sweep_id or sweep_identifier(doc["name"])
     width = max(2, len(str(len(resolved_points) - 1)))
     members = [
-        Member(f"{sweep_id}-{i:0{width}d}-{slug(point, varying)}", point, resolved)
-        for i, (point, resolved, _) in enumerate(resolved_points)
+        Member(f"{sweep_id}-{i:0{width}d}-{slug(point, varying)}", point, resolved, sources)
+        for i, (point, resolved, _, sources) in enumerate(resolved_points)
     ]
     return Plan(sweep_id, doc, specs, varying, members)

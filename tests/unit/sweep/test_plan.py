@@ -47,6 +47,9 @@ def test_command_line_layers_apply_to_every_member_and_the_point_wins(tmp_path):
     assert [m.resolved["02_train"]["lr"] for m in p.members] == [0.05, 0.2]
     assert {m.resolved["02_train"]["epochs"] for m in p.members} == {1}
     assert {m.resolved["02_train"]["batch_size"] for m in p.members} == {32}
+    # each member says which layer set what (its config_sources.yaml, read by `calib run --resume M --phases`)
+    assert [m.sources["02_train"]["lr"] for m in p.members] == ["sweep point (02_train.lr)"] * 2
+    assert {m.sources["02_train"]["epochs"] for m in p.members} == {"-p (epochs)"}
 
 
 @pytest.mark.parametrize(
