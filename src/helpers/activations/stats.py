@@ -457,9 +457,7 @@ def default_layers(model: nn.Module) -> list[str]:
     return linears[:-1]
 
 
-def role_models(
-    base: nn.Module, adapted: nn.Module, model_spec: Mapping[str, Any], seed: int
-) -> dict[str, nn.Module]:
+def role_models(base: nn.Module, adapted: nn.Module, model_spec: Mapping[str, Any], seed: int) -> dict[str, nn.Module]:
     """The declared roles (:data:`MODEL_ROLES`): phase 02's model, phase 02b's, and the architecture seeded anew."""
     init = init_model(
         model_spec["name"],
