@@ -600,10 +600,11 @@ def _cards(head: Mapping) -> str:
     if "int8_accuracy" in head:
         cards.append((f"INT8 ({head['int8_variant']}) test accuracy", pct(head["int8_accuracy"])))
     if "ece_pre" in head and "ece_post" in head:
-        cards.append(("FP32 ECE, before -> after T", f"{pct(head['ece_pre'])} -> {pct(head['ece_post'])}"))
+        chosen = head.get("calibration_map", "the chosen map")
+        cards.append((f"FP32 ECE, before -> after ({chosen})", f"{pct(head['ece_pre'])} -> {pct(head['ece_post'])}"))
     if "int8_speedup" in head:
         cards.append(
-            (f"INT8 vs FP32 latency, batch {head['latency_batch']}", headline.speedup_text(head["int8_speedup"]))
+            (f"INT8 vs FP32 latency, {headline.latency_setting(head)}", headline.speedup_text(head["int8_speedup"]))
         )
     if "bundle" in head:
         cards.append(("bundle load-back", head["bundle"]))

@@ -46,8 +46,8 @@ def test_full_run_console(default_run):
     acc = record["phases"]["04_quantize"]["summary"]["fp32_test_accuracy"]  # the deployed (adapted) FP32 model
     assert f"FP32 acc {100 * acc:.2f}%" in headline
     assert re.search(
-        r"INT8 \(\w+\) acc [\d.]+% \| ECE [\d.]+% -> [\d.]+% \| INT8 [\d.]+x (faster|slower) than FP32 "
-        r"\(batch 1\) \| bundle PASS$",
+        r"INT8 \(\w+\) acc [\d.]+% \| ECE [\d.]+% -> [\d.]+% \(\w+\) \| INT8 [\d.]+x (faster|slower) than FP32 "
+        r"\(onnxruntime, batch 1\) \| bundle PASS$",
         headline,
     ), headline
     assert f"report: {default_run / 'results/09_report/report.html'}" in out

@@ -392,7 +392,7 @@ def test_overview_names_the_run_its_failure_params_and_headline(inputs, overview
     for card in (
         "<b>81.00%</b><span>FP32 test accuracy",
         "<b>80.25%</b><span>INT8 (minmax) test accuracy",
-        "<b>1.2x faster</b><span>INT8 vs FP32 latency, batch 1",
+        "<b>1.2x faster</b><span>INT8 vs FP32 latency, onnxruntime, batch 1",
         '<b class="pass">PASS</b>',
     ):
         assert card in page, card
