@@ -113,6 +113,11 @@ class AdaptConfig:
     def label_free(self) -> bool:
         return label_free(self.mode, self.objective)
 
+    @property
+    def name(self) -> str:
+        """The mode as messages name it: ``tent``, ``lora (shot)``."""
+        return f"lora ({self.objective})" if self.mode == "lora" else self.mode
+
     @classmethod
     def from_params(cls, params: dict) -> AdaptConfig:
         return cls(
@@ -570,7 +575,7 @@ def adapt(
     progress: bool = True,
     on_epoch_end: Callable[[int, History, nn.Module], None] | None = None,
 ) -> Adapted:
-    """Adapt ``model`` (a fresh copy is made) to the target ``images`` (uint8 NHWC); labels for ``lora`` only.
+    """Adapt ``model`` (a fresh copy is made) to the target ``images`` (uint8 NHWC); labels for supervised LoRA only.
 
     ``on_epoch_end(epoch, history, model)`` is called after each LoRA/TENT epoch with the model being trained.
     """
@@ -582,8 +587,7 @@ def adapt(
             raise AdaptationError("adaptation=none passes the model through: it takes no target data")
         return Adapted(model, model, {}, {"mode": "none"}, {}, 0, total)
     if config.label_free and labels is not None:
-        what = config.mode if config.mode in LABEL_FREE else f"lora with lora_objective={config.objective}"
-        raise AdaptationError(f"{what} is label-free: it must not be given labels")
+        raise AdaptationError(f"{config.name} is label-free: it must not be given labels")
     if config.mode == "lora" and not config.label_free and labels is None:
         raise AdaptationError("lora with lora_objective=supervised trains on labeled target images: pass their labels")
     if config.max_images:
@@ -604,11 +608,7 @@ def adapt(
     threads = num_threads or len(os.sched_getaffinity(0))
     generator = torch.Generator().manual_seed(seed)
     with deterministic_cpu(seed, threads):
-        guard = (
-            CollapseGuard(model, images, config.mode if config.mode in LABEL_FREE else f"lora ({config.objective})")
-            if config.label_free
-            else None
-        )
+        guard = CollapseGuard(model, images, config.name) if config.label_free else None
         if config.mode != "lora" or config.bn_trainable:  # LoRA keeps the statistics its adapter cannot carry
             adabn(model, images)
         history: History = {}
