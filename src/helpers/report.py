@@ -603,9 +603,7 @@ def _cards(head: Mapping) -> str:
         chosen = head.get("calibration_map", "the chosen map")
         cards.append((f"FP32 ECE, before -> after ({chosen})", f"{pct(head['ece_pre'])} -> {pct(head['ece_post'])}"))
     if "int8_speedup" in head:
-        cards.append(
-            (f"INT8 vs FP32 latency, {headline.latency_setting(head)}", headline.speedup_text(head["int8_speedup"]))
-        )
+        cards.append((f"INT8 vs FP32 latency, {headline.latency_setting(head)}", headline.speedup_short(head)))
     if "bundle" in head:
         cards.append(("bundle load-back", head["bundle"]))
     items = []

@@ -1,8 +1,9 @@
 """A run's headline: the few numbers a user looks for first, from the phases' recorded summaries.
 
-FP32 and INT8 test accuracy, ECE before -> after temperature scaling, INT8 vs FP32 latency as a
-speed-up beside both latencies (one runtime at one batch size, named by ``latency_runtime`` and
-``latency_batch``), the bundle's load-back status. One definition for the console's end-of-run
+FP32 and INT8 test accuracy, ECE before -> after the calibration map chosen on val (named), INT8
+vs FP32 latency as a speed-up beside both latencies (one runtime at one batch size, named by
+``latency_runtime`` and ``latency_batch``; in words where its range makes it no number), the
+bundle's load-back status. One definition for the console's end-of-run
 line, the report's headline card and the ``calib ls`` / ``diff`` columns. Reads JSON only
 (summaries from the run record or the manifests, and phase 05's ``latency.json``); a phase that
 did not run leaves its entries out.
@@ -40,11 +41,46 @@ def latency_headline(latency: Mapping | None) -> dict:
     model, runtime, batch = _setting(key)
     ratio = ratios[key]
     out = {"latency_runtime": runtime, "latency_batch": batch, "int8_speedup": 1.0 / ratio if ratio else math.nan}
+    calls = {}
     for m in latency.get("measurements", []):
         if (m.get("model"), m.get("runtime"), m.get("batch_size")) == (model, runtime, batch):
             if m.get("precision") in ("fp32", "int8") and m.get("contention_free_ms") is not None:
                 out[f"{m['precision']}_latency_ms"] = m["contention_free_ms"]
+                calls[m["precision"]] = m.get("end_to_end_cpu_time_ms") or m.get("end_to_end_latency_ms") or {}
+    if all(calls.get(p, {}).get("p50") for p in ("fp32", "int8")):
+        fp32, int8 = calls["fp32"], calls["int8"]
+        out["int8_speedup_range"] = [fp32["min"] / int8["p50"], fp32["p50"] / int8["min"]]
     return out
+
+
+UNMEASURABLE_SPREAD = 1.5  # a speed-up whose range spans more than this factor is not reported as a number
+
+
+def speedup_short(head: Mapping[str, Any]) -> str:
+    """The INT8 vs FP32 latency in a few words, from the speed-up and its range.
+
+    The range runs from the fastest FP32 call over the median INT8 call to the median FP32 call over
+    the fastest INT8 call: what the ratio could be if either model's best call were its typical one.
+    One wider than :data:`UNMEASURABLE_SPREAD` reads ``not measurable here, ...`` (the machine was too
+    noisy); one that contains 1 reads ``no measurable difference, ...``; otherwise the speed-up
+    (``1.6x faster``). Runs recorded without the range give the speed-up as before.
+    """
+    low, high = head.get("int8_speedup_range") or (head["int8_speedup"], head["int8_speedup"])
+    span = f"{low:.2f}x to {high:.2f}x"
+    if high / low > UNMEASURABLE_SPREAD:
+        return f"not measurable here, {span} (re-measure on an idle machine)"
+    if low <= 1 <= high:
+        return f"no measurable difference, {span}"
+    return speedup_text(head["int8_speedup"])
+
+
+def speedup_verdict(head: Mapping[str, Any]) -> str:
+    """The headline's latency part: ``INT8 1.6x faster than FP32 (onnxruntime, batch 1)``, or
+    ``INT8 vs FP32 latency (onnxruntime, batch 1): no measurable difference, 0.96x to 1.02x``."""
+    short = speedup_short(head)
+    if short.endswith(("faster", "slower")):
+        return f"INT8 {short} than FP32 ({latency_setting(head)})"
+    return f"INT8 vs FP32 latency ({latency_setting(head)}): {short}"
 
 
 def latency_setting(head: Mapping[str, Any]) -> str:
@@ -108,7 +144,7 @@ def text(head: Mapping[str, Any]) -> str:
         chosen = f" ({head['calibration_map']})" if "calibration_map" in head else ""
         parts.append(f"ECE {_pct(head['ece_pre'])} -> {_pct(head['ece_post'])}{chosen}")
     if "int8_speedup" in head and math.isfinite(head["int8_speedup"]):
-        parts.append(f"INT8 {speedup_text(head['int8_speedup'])} than FP32 ({latency_setting(head)})")
+        parts.append(speedup_verdict(head))
     if "bundle" in head:
         parts.append(f"bundle {head['bundle']}")
     return " | ".join(parts)

@@ -123,4 +123,44 @@ def test_headline_from_summaries():
         "INT8 1.6x faster than FP32 (ort, batch 1) | bundle FAIL"
     )
     assert headline.speedup_text(0.8) == "1.2x slower"
+
+
+def calls(fastest: float, median: float) -> dict:
+    return {"min": fastest, "p50": median}
+
+
+@pytest.mark.parametrize(
+    ("fp32", "int8", "said"),
+    [
+        (calls(1.60, 1.70), calls(1.00, 1.05), "INT8 1.6x faster than FP32 (onnxruntime, batch 1)"),
+        (
+            calls(0.0223, 0.0233),
+            calls(0.0228, 0.0233),  # the reference run's digits CNN on onnxruntime: the same within noise
+            "INT8 vs FP32 latency (onnxruntime, batch 1): no measurable difference, 0.96x to 1.02x",
+        ),
+        (
+            calls(1.0, 2.0),
+            calls(1.0, 1.2),  # a loaded machine: one call in two took twice as long
+            "INT8 vs FP32 latency (onnxruntime, batch 1): not measurable here, 0.83x to 2.00x "
+            "(re-measure on an idle machine)",
+        ),
+    ],
+)
+def test_the_headline_prints_a_speed_up_only_where_its_range_makes_it_one(fp32, int8, said):
+    rows = [
+        {
+            "model": "m",
+            "runtime": "onnxruntime",
+            "batch_size": 1,
+            "precision": p,
+            "contention_free_ms": c["min"],
+            "end_to_end_cpu_time_ms": c,
+        }
+        for p, c in (("fp32", fp32), ("int8", int8))
+    ]
+    head = headline.latency_headline(
+        {"int8_over_fp32": {"m/onnxruntime/b1": int8["min"] / fp32["min"]}, "measurements": rows}
+    )
+    assert head["int8_speedup_range"] == [fp32["min"] / int8["p50"], fp32["p50"] / int8["min"]]
+    assert headline.speedup_verdict(head) == said
     assert headline.from_summaries({}) == {}
