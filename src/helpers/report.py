@@ -306,10 +306,11 @@ def _latency_ratios(inputs) -> dict[str, str]:
     if "05_latency" not in inputs:
         return {}
     latency = _json(inputs["05_latency"], "latency.json")
-    ratios = "; ".join(
-        f"{key.rsplit('/', 1)[-1]}: {headline.speedup_text(1 / value)}"
+    ratios = "; ".join(  # key: <model>/<runtime>/b<batch>
+        f"{runtime} {batch.replace('b', 'batch ', 1)}: {headline.speedup_text(1 / value)}"
         for key, value in latency["int8_over_fp32"].items()
         if value
+        for runtime, batch in [key.rsplit("/", 2)[1:]]
     )
     return {latency["int8_variant"]: ratios} if ratios else {}
 

@@ -1021,12 +1021,14 @@ def latency_figure(records: Sequence[MeasurementRecord]):
             label="mean wall clock, 95% CI",
         )
         ax.plot(x, [end_to_end_ms(r) for r in rows], "kD", ms=5, label="contention-free (min on-CPU)")
-        speedup = "; ".join(speedup_text(1 / v) for k, v in ratios.items() if k.endswith(f"/b{batch}") and v)
+        speedup = "; ".join(  # ratio keys: <model>/<runtime>/b<batch>
+            f"{k.rsplit('/', 2)[1]} {speedup_text(1 / v)}" for k, v in ratios.items() if k.endswith(f"/b{batch}") and v
+        )
         ax.set(
             xticks=x,
             xticklabels=labels,
             ylabel="end-to-end latency per call (ms)",
-            title=f"batch {batch}" + (f"\nINT8 {speedup} than FP32 (contention-free)" if speedup else ""),
+            title=f"batch {batch}" + (f"\nINT8 vs FP32: {speedup} (contention-free)" if speedup else ""),
         )
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()

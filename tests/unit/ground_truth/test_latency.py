@@ -361,11 +361,13 @@ def test_latency_report_and_figure_agree_with_the_store(onnx_models, profile, tm
     assert [ax.get_title().split("\n") for ax in fig.axes] == [
         [
             "batch 1",
-            f"INT8 {speedup_text(1 / report['int8_over_fp32']['run_cnn/onnxruntime/b1'])} than FP32 (contention-free)",
+            f"INT8 vs FP32: onnxruntime {speedup_text(1 / report['int8_over_fp32']['run_cnn/onnxruntime/b1'])} "
+            "(contention-free)",
         ],
         [
             "batch 3",
-            f"INT8 {speedup_text(1 / report['int8_over_fp32']['run_cnn/onnxruntime/b3'])} than FP32 (contention-free)",
+            f"INT8 vs FP32: onnxruntime {speedup_text(1 / report['int8_over_fp32']['run_cnn/onnxruntime/b3'])} "
+            "(contention-free)",
         ],
     ]
     assert all(len(ax.patches) == 2 for ax in fig.axes)
