@@ -5,6 +5,7 @@
     calib ls [--sort COLUMN] [--json]
     calib show RUN
     calib diff RUN RUN [RUN ...] [--all] [--format table|md|json|csv]
+    calib compare RUN RUN [RUN ...] --html OUT
     calib params [PHASE]
     calib sweep SWEEP.yaml [--scheduler ADDRESS | --workers N] | calib sweep --resume SWEEP_DIR
     calib ground-truth {measure,migrate} ...
@@ -142,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     diff.add_argument("--runs-root", **root_opt)
     diff.set_defaults(func=cmd_browse)
+
+    from helpers.cli.compare import cmd_compare
+
+    compare = sub.add_parser("compare", help="one self-contained HTML page: headline, differing params, key plots")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help=a_run + " (two or more)")
+    compare.add_argument("--html", required=True, metavar="OUT", help="the page to write (its directory must exist)")
+    compare.add_argument("--runs-root", **root_opt)
+    compare.set_defaults(func=cmd_compare)
 
     params = sub.add_parser("params", help="every parameter: type, default, comment, the phases sharing it")
     params.add_argument("phase", nargs="?", help="only this phase's parameters (an id or its number, e.g. 02)")
