@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,13 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("CALIB_RUNS_ROOT", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed with apt-get when missing (needs root and the Debian mirror)."""
+    if shutil.which("chromium") is None:
+        install = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True)
+        if install.returncode != 0 or shutil.which("chromium") is None:
+            pytest.skip(f"chromium is not installed and `apt-get install -y chromium` failed: {install.stderr[-300:]}")
+    return shutil.which("chromium")

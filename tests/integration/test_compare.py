@@ -6,17 +6,12 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from browser import images_marker, open_in_chromium
 from cli_runner import calib
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))  # the report tests' headless-Chromium helpers
-import test_report  # noqa: E402
-
-chromium = test_report.chromium  # the session fixture: Debian's chromium (installed with apt-get when missing)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +35,7 @@ def small_run(tmp_path_factory) -> Path:
 
 def loaded_tables(chromium: str, page: Path, tmp_path: Path) -> tuple[str, list[dict]]:
     """The page's DOM after Chromium loaded it, and its tables as laid out (:data:`TABLES_PROBE`)."""
-    dom = test_report.open_in_chromium(chromium, page.read_text().replace("</body>", TABLES_PROBE), tmp_path)
+    dom = open_in_chromium(chromium, page.read_text().replace("</body>", TABLES_PROBE), tmp_path)
     found = re.search(r'data-tables="([^"]*)"', dom)
     assert found, "the tables probe did not run"
     return dom, json.loads(html.unescape(found.group(1)))
@@ -69,7 +64,7 @@ def test_page_puts_the_runs_side_by_side_in_chromium(chromium, default_run, smal
     for table in plots:  # the full run's figure decoded, the small run's cell says why it has none
         header, (figure, missing) = table["rows"]
         assert header == names and re.fullmatch(r"IMG [1-9]\d+", figure) and missing == "not run"
-    assert test_report.images_marker(dom) == "3/3"
+    assert images_marker(dom) == "3/3"
 
 
 def test_bad_input_is_refused_in_one_line_and_nothing_is_written(default_run, small_run, tmp_path):

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from browser import CHROMIUM_FLAGS, images_marker, open_in_chromium  # noqa: E402
 from helpers import environment, report  # noqa: E402
 from helpers.confidence import calibrate, selective
 from helpers.metrics import classification as metrics
@@ -267,53 +268,7 @@ def test_unknown_phase_is_refused(inputs):
         report.render({**inputs, "10_extra": {}})
 
 
-# -- headless Chromium --------------------------------------------------------------------
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--virtual-time-budget=10000",
-]
-IMAGE_PROBE = (
-    '<script>window.addEventListener("load", () => {const imgs = [...document.images];'
-    "const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;"
-    'document.body.setAttribute("data-images", ok + "/" + imgs.length);});</script></body>'
-)
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """Debian's chromium, installed with apt-get when missing (needs root and the Debian mirror)."""
-    if shutil.which("chromium") is None:
-        install = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True)
-        if install.returncode != 0 or shutil.which("chromium") is None:
-            pytest.skip(f"chromium is not installed and `apt-get install -y chromium` failed: {install.stderr[-300:]}")
-    return shutil.which("chromium")
-
-
-def open_in_chromium(chromium, page: str, tmp_path, *extra) -> str:
-    """Load ``page`` (with the image probe) in headless Chromium; return the DOM after load."""
-    path = tmp_path / "page.html"
-    path.write_text(page.replace("</body>", IMAGE_PROBE))
-    proc = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *extra, "--dump-dom", path.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
-def images_marker(dom: str) -> str:
-    found = re.search(r'data-images="([^"]*)"', dom)
-    assert found, "the load handler did not run"
-    return found.group(1)
+# -- headless Chromium (tests/browser.py; the `chromium` fixture is in tests/conftest.py) ----------
 
 
 def test_report_loads_in_chromium_with_every_figure_decoded(chromium, inputs, tmp_path):
