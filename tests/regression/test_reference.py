@@ -455,16 +455,30 @@ def test_key_results_match_the_reference_within_measured_variation(reexecuted, p
     )
 
 
+# A role's name in runs recorded before 03 took the base/adapted pair: they called the model they read
+# (02b's, as `adapted` is now) "trained" -- the Intel run of ../shared among them.
+ROLE_NAMES = {"adapted": ("adapted", "trained"), "base": ("base",)}
+
+
 def test_activation_rates_match_the_reference_within_measured_variation(reexecuted):
-    """r* per hooked layer; measured: 0.0085 (trained model, zscore, first layer, AVX2) -> 0.025 (Xeon: 0.0040)."""
-    for role in ("trained", "init"):
+    """r* per hooked layer, for each role both runs hold; measured on 02b's model (then named `trained`):
+    0.0085 (zscore, first layer, AVX2) -> 0.025 (Xeon: 0.0040). `base` (02's model, which 02b starts
+    from, so it varies no more than 02b's) is held to the same bound."""
+    recorded = summary(reexecuted, "03_activation_stats")["r_star"]
+    compared = []
+    for role, names in ROLE_NAMES.items():
+        name = next((n for n in names if n in recorded), None)
+        if name is None:
+            continue
         for kind in ("zscore", "positive"):
             np.testing.assert_allclose(
-                summary(reexecuted, "03_activation_stats")["r_star"][role][kind],
+                recorded[name][kind],
                 summary(REFERENCE, "03_activation_stats")["r_star"][role][kind],
                 rtol=0,
                 atol=0.025,
             )
+        compared.append(role)
+    assert "adapted" in compared, f"no role to compare: {sorted(recorded)}"
 
 
 def test_threshold_maximizes_val_mcc_on_its_recorded_sweep(reexecuted):
@@ -524,7 +538,10 @@ def test_temperatures_minimize_val_nll(reexecuted):
 def test_best_int8_variant_is_the_documented_choice_given_the_recorded_numbers(reexecuted):
     """Which variant wins differs between machines (minmax here, entropy on a Xeon); the rule does not."""
     report = read_json(reexecuted, "results/04_quantize/quant_report.json")
-    rows = report["selection"]["rows"]  # val figures: the choice is made on val, reported on test
+    if "selection" in report:  # the choice is made on val, reported on test
+        rows = report["selection"]["rows"]
+    else:  # a run recorded before it moved to val (the Intel run of ../shared) chose on test, by the same rule
+        rows = {name: report["variants"][name] for name in report["ort_variants"]}
     assert sorted(rows) == sorted(report["ort_variants"])
     assert (
         report["best_variant"] == quantize_ort.best_variant(rows) == summary(reexecuted, "04_quantize")["best_variant"]
