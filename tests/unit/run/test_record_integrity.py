@@ -312,7 +312,9 @@ def samples(positions: list[int]) -> list[int]:
     return sorted({positions[0], positions[len(positions) // 2], positions[-1]})
 
 
-@pytest.mark.parametrize("variant", ["sealed", "legacy"])
+# every flip of a legacy record is slow-marked (~40 s): CI keeps the sealed record (what every run now
+# writes) and the legacy record's field checks above
+@pytest.mark.parametrize("variant", ["sealed", pytest.param("legacy", marks=pytest.mark.slow)])
 def test_every_json_preserving_flip_of_the_record_is_damage_or_provably_inert(variant, request):
     run_dir = request.getfixturevalue(variant)
     text = (run_dir / RECORD).read_bytes()
