@@ -9,8 +9,8 @@
   only, never set in the runner's process, so papermill's cell bar shows in a terminal.
 * :class:`EventTail` follows ``logs/<phase>.jsonl`` while a phase runs and prints one plain line
   per meaningful event (``02_train epoch 3/15 loss 0.61 val_acc 0.79``).
-* :class:`RunProgress` adds ``(phase 3/12, ETA 2 min 5 s)`` to the line announcing each phase; the
-  ETA comes from this runs root's history (:func:`phase_history`).
+* :func:`position` is the ``(phase 3/12, ETA 2 min 5 s)`` the runner adds to each phase it announces;
+  the ETA comes from this runs root's history (:func:`phase_history`).
 * :func:`summary_lines` is the end-of-run table, headline and report path; :func:`failure_banner`
   the lines naming a failed phase.
 
@@ -171,33 +171,31 @@ class EventTail:
 
 
 def console_writer(tty: bool) -> Callable[[str], None]:
-    """``calib run``'s console: print a line (in a terminal through tqdm so a live progress bar is redrawn
-    below it), the phase announcements with their progress (:class:`RunProgress`)."""
+    """Print a line; in a terminal through tqdm so a live progress bar is redrawn below it."""
     if tty:
         from tqdm import tqdm
 
-        return RunProgress(lambda line: tqdm.write(line, file=sys.stdout))
-    return RunProgress(lambda line: print(line, flush=True))
+        return lambda line: tqdm.write(line, file=sys.stdout)
+    return lambda line: print(line, flush=True)
 
 
 # -- progress -------------------------------------------------------------------------------
 
 
-RUN_DIR_LINE = "run directory: "  # the runner's first line once the run exists (runner.run)
-UP_TO_DATE = "up to date"  # how the runner announces a phase --resume skips: "[<id>] up to date ..."
+def phase_history(run_dir: Path, config: dict) -> dict[str, float]:
+    """Seconds each phase of ``run_dir`` (resolved ``config``) is expected to take: the median of what it took in
+    the other runs of the same runs root, counting only executions (not reused) with the same parameters of that
+    phase. A phase no earlier run executed with its parameters is left out; an unreadable record is no history."""
+    from helpers.run import run_record
 
-
-def phase_history(run_dir: Path) -> dict[str, float]:
-    """Seconds each phase of ``run_dir`` is expected to take: the median of what it took in the other runs of
-    the same runs root, counting only executions (not reused) with the same parameters of that phase. A phase
-    no earlier run executed with its parameters is left out."""
-    config = json.loads((run_dir / "run_record.json").read_text()).get("config") or {}
     seconds: dict[str, list[float]] = defaultdict(list)
-    for path in run_dir.parent.glob("*/run_record.json"):
+    for other in run_dir.parent.iterdir():
+        if other == run_dir or not (other / run_record.FILENAME).is_file():
+            continue
         try:
-            record = json.loads(path.read_text()) if path.parent != run_dir else {}
-        except (OSError, ValueError):
-            continue  # a run being written, or a damaged one: no history
+            record = run_record.load(other)
+        except (OSError, ValueError, run_record.RecordDamaged):
+            continue  # a run being written, or a damaged one
         for pid, row in (record.get("phases") or {}).items():
             executed = row.get("status") == "complete" and not row.get("reused_from")
             same = pid in config and (record.get("config") or {}).get(pid) == config[pid]
@@ -216,54 +214,13 @@ def duration_text(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-class RunProgress:
-    """The console lines of ``calib run``, each phase announcement with where the run is and how long is left.
-
-    The runner announces the run directory (``run directory: DIR``), then each phase it reaches as
-    ``[<id>] <title>`` or ``[<id>] up to date ...`` (a phase ``--resume`` skips); those lines get
-    ``(phase k/N, ETA ...)``: the phase is the k-th of the N phases of the run, the ETA the sum of
-    :func:`phase_history` over it and the ones after it (left out when one of them has no history).
-    ``write`` prints a line.
-    """
-
-    def __init__(self, write: Callable[[str], None]):
-        self.write = write
-        self.phases: list[str] = []
-        self.history: dict[str, float] = {}
-
-    def __call__(self, line: str) -> None:
-        if line.startswith(RUN_DIR_LINE):
-            self.start(Path(line[len(RUN_DIR_LINE) :]))
-        elif phase_id := self.announced(line):
-            line = f"{line} ({self.position(phase_id)})"
-        self.write(line)
-
-    def start(self, run_dir: Path) -> None:
-        """The run's phases (its record's phase table) and their history; none for a record it cannot read."""
-        try:
-            self.phases = list(json.loads((run_dir / "run_record.json").read_text())["phases"])
-            self.history = phase_history(run_dir)
-        except (OSError, ValueError, KeyError, TypeError):
-            self.phases, self.history = [], {}
-
-    def announced(self, line: str) -> str | None:
-        """The phase ``line`` announces (the runner starting it, or skipping it as up to date), else None."""
-        from helpers.run.graph import get_phase
-
-        phase_id, _, rest = line.removeprefix("[").partition("] ")
-        if not line.startswith("[") or phase_id not in self.phases:
-            return None
-        return phase_id if rest == get_phase(phase_id).title or rest.startswith(UP_TO_DATE) else None
-
-    def position(self, phase_id: str) -> str:
-        """``phase 3/12, ETA 2 min 5 s`` for the phase just announced: the ETA sums its history and that of every
-        phase after it (none when one of them has no history)."""
-        k = self.phases.index(phase_id) + 1
-        rest = self.phases[k - 1 :]
-        where = f"phase {k}/{len(self.phases)}"
-        if all(pid in self.history for pid in rest):
-            return f"{where}, ETA {duration_text(sum(self.history[pid] for pid in rest))}"
-        return where
+def position(phase_ids: list[str], k: int, history: dict[str, float]) -> str:
+    """``phase 3/12, ETA 2 min 5 s`` for the k-th (from 1) of ``phase_ids``: the ETA sums the history of it and
+    every phase after it (none when one of them has no history)."""
+    rest, where = phase_ids[k - 1 :], f"phase {k}/{len(phase_ids)}"
+    if all(pid in history for pid in rest):
+        return f"{where}, ETA {duration_text(sum(history[pid] for pid in rest))}"
+    return where
 
 
 # -- end of run -----------------------------------------------------------------------------

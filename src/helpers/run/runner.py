@@ -238,7 +238,9 @@ def execute(
     is materialized from that run instead of executed (``helpers.run.cache``).
     """
     outcome: dict[str, str] = {}
-    for spec in specs:
+    ids, history = [s.id for s in specs], console.phase_history(run_dir, resolved)
+    for k, spec in enumerate(specs, start=1):
+        where = f"({console.position(ids, k, history)})"
         try:  # a full disk anywhere in a phase (its record, its files, a reused copy) fails that phase
             run_record.reserve(run_dir)
             params = resolved[spec.id]
@@ -250,11 +252,11 @@ def execute(
                     publish(run_dir, spec, params)  # stopped between its manifest and its record: its last step
                 record_skipped(run_dir, spec.id)
                 outcome[spec.id] = "skipped"
-                log(f"[{spec.id}] up to date (manifest verifies, input key matches): skipped")
+                log(f"[{spec.id}] up to date (manifest verifies, input key matches): skipped {where}")
                 continue
             if resume:
                 log(f"[{spec.id}] re-runs: {reason}")
-            log(f"[{spec.id}] {spec.title}")
+            log(f"[{spec.id}] {spec.title} {where}")
             key = manifest.key_of(parts)
             compute = functools.partial(
                 run_phase,

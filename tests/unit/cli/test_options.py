@@ -164,3 +164,13 @@ def test_the_headline_prints_a_speed_up_only_where_its_range_makes_it_one(fp32, 
     assert head["int8_speedup_range"] == [fp32["min"] / int8["p50"], fp32["p50"] / int8["min"]]
     assert headline.speedup_verdict(head) == said
     assert headline.from_summaries({}) == {}
+
+
+def test_position_counts_the_phases_and_sums_the_history_of_those_left():
+    from helpers.run import console
+
+    ids = ["01_data", "02_train", "04_quantize"]
+    assert console.position(ids, 1, {}) == "phase 1/3"  # no history: no ETA
+    history = {"01_data": 5.0, "02_train": 60.0, "04_quantize": 70.4}
+    assert console.position(ids, 2, history) == "phase 2/3, ETA 2 min 10 s"
+    assert console.position(ids, 1, {"02_train": 60.0, "04_quantize": 70.4}) == "phase 1/3"  # 01 has none
