@@ -374,12 +374,14 @@ class CollapseGuard:
         self.limit = COLLAPSE_FRACTION * self.before["effective_classes"]
         self.after: list[dict[str, float]] = []
 
-    def check(self, model: nn.Module, epoch: int) -> None:
+    def check(self, model: nn.Module, epoch: int, stage: str = "epoch") -> None:
+        """Measure after ``epoch`` (``stage``: "epoch", or "final" for the model handed on); raise on a collapse."""
         now = prediction_spread(model, self.images)
-        self.after.append({"epoch": epoch, **now})
+        self.after.append({"epoch": epoch, "stage": stage, **now})
         if now["effective_classes"] < self.limit:
+            when = f"epoch {epoch}" if stage == "epoch" else "adaptation (statistics re-estimated)"
             raise CollapseError(
-                f"{self.what} collapsed its predictions after epoch {epoch}: on {len(self.images)} target "
+                f"{self.what} collapsed its predictions after {when}: on {len(self.images)} target "
                 f"train images it predicts {now['effective_classes']:.2f} effective classes (the unadapted "
                 f"model {self.before['effective_classes']:.2f}; the limit is {COLLAPSE_FRACTION:g} of that, "
                 f"{self.limit:.2f}), the largest class takes {now['largest_class_share']:.1%} of the "
@@ -616,7 +618,7 @@ def adapt(
             history = _tent(model, torch.from_numpy(images), config, generator, progress, on_epoch_end, guard)
             adabn(model, images)
         if config.mode in LABEL_FREE:
-            guard.check(model, config.epochs if config.mode == "tent" else 0)  # the model handed on
+            guard.check(model, config.epochs if config.mode == "tent" else 0, "final")  # statistics re-estimated
             bn_names = {f"{name}.{key}" for name in bn_layers(model) for key in bn_layers(model)[name].state_dict()}
             state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in bn_names}
             trainable = (

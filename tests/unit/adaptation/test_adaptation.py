@@ -77,6 +77,8 @@ def test_tent_changes_only_batch_norm_and_lowers_entropy(digits, trained):
     images = arrays["target_train_images.npz"]
     adabn = methods.adapt(trained, AdaptConfig("adabn"), images, seed=0, num_threads=1)
     tent = methods.adapt(trained, AdaptConfig("tent", epochs=2, lr=1e-3), images, seed=0, num_threads=1)
+    stages = [(e["epoch"], e["stage"]) for e in tent.collapse_guard["after"]]
+    assert stages == [(1, "epoch"), (2, "epoch"), (2, "final")]  # the last: the model handed on, re-estimated
     before, after = trained.state_dict(), tent.merged.state_dict()
     bn = set(tent.adapter_state)
     assert all(torch.equal(before[k], after[k]) for k in before if k not in bn)
