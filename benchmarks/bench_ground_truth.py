@@ -38,7 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.ground_truth import estimator as le
-from helpers.ground_truth.store import GroundTruthLoader, migrate
+from helpers.ground_truth.migration import migrate
+from helpers.ground_truth.store import GroundTruthLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = Path(os.environ.get("CALIB_SHARED_DIR", ROOT.parent / "shared")) / "data" / "graphs-sample.tar.xz"

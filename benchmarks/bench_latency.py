@@ -38,9 +38,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from helpers.ground_truth.campaign import SweepConfig, run_sweep  # noqa: E402
 from helpers.ground_truth.estimator import end_to_end_ms, leave_one_model_out, mape_table, predicted_vs_measured_figure  # noqa: E402
 from helpers.ground_truth.hardware import hardware_id  # noqa: E402
-from helpers.ground_truth.latency import SweepConfig, run_sweep  # noqa: E402
 from helpers.run import atomic  # noqa: E402
 
 MAPE_TARGET_PCT, CV_TARGET_PCT = 10.0, 5.0

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def narrowed_config(args: argparse.Namespace):
     """The sweep profile with the command line's selections applied (errors name what is unknown)."""
-    from helpers.ground_truth.latency import SweepConfig
+    from helpers.ground_truth.campaign import SweepConfig
 
     config = SweepConfig.from_yaml(args.params or project_root() / "params" / "ground_truth.yaml")
     changes = {}
@@ -125,7 +125,8 @@ def narrowed_config(args: argparse.Namespace):
 
 def _loader(args: argparse.Namespace):
     """The loader of the store a command reads (``--store``, else the default store), announced on one line."""
-    from helpers.ground_truth.store import GroundTruthLoader, default_data_dir
+    from helpers.ground_truth.layout import default_data_dir
+    from helpers.ground_truth.store import GroundTruthLoader
 
     loader = GroundTruthLoader(args.store or default_data_dir(args.runs_root))
     print(f"store: {loader.root}" + ("" if args.store else " (the default: calibration_data/ in the runs root)"))
@@ -177,7 +178,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_hardware(args: argparse.Namespace) -> int:
-    from helpers.ground_truth.store import ALIASES, hardware_table, likely_duplicates
+    from helpers.ground_truth.layout import ALIASES
+    from helpers.ground_truth.store import hardware_table, likely_duplicates
 
     loader = _loader(args)
     print(hardware_table(loader).to_string(index=False))
@@ -200,7 +202,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from helpers.ground_truth.store import migrate
+    from helpers.ground_truth.migration import migrate
 
     report = migrate(args.sources, args.dest, dry_run=args.dry_run)
     print(report.summary())
@@ -274,8 +276,8 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from helpers.ground_truth.campaign import run_sweep
     from helpers.ground_truth.estimator import write_efficiency_curves
-    from helpers.ground_truth.latency import run_sweep
 
     if bool(args.scheduler) != bool(args.hardware):
         raise SystemExit(

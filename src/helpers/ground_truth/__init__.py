@@ -1,5 +1,7 @@
-"""Latency ground truth: measurement ``records`` (schema v2.0), their ``store`` on disk, ``hardware`` profiles,
-the ``latency`` measurement sweep and the roofline ``estimator``.
+"""Latency ground truth: measurement ``records`` (schema v2.0), their ``store`` on disk (``layout``, ``foreign``
+files, ``migration``), ``hardware`` profiles, the measurement wing (``measurement``, ``measure_onnxruntime``,
+``measure_torch``, ``measure_openvino``, the ``campaign``, phase 05's ``runtime_latency`` and ``latency``
+report) and the latency ``estimator``; ``docs/ground_truth.md`` says what each module owns.
 
 The store's documented API is importable from here (each imported on first use)::
 

@@ -55,8 +55,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from helpers.ground_truth.layout import efficiency_curves_dir
 from helpers.ground_truth.records import LatencyStats, MeasurementRecord, SubgraphMeasurement
-from helpers.ground_truth.store import Configuration, GroundTruthLoader, efficiency_curves_dir
+from helpers.ground_truth.store import Configuration, GroundTruthLoader
 from helpers.run import atomic
 
 TARGETS = ("end_to_end", "subgraph_sum")

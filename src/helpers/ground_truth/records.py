@@ -2,11 +2,11 @@
 
 Owns the record dataclasses, their JSON form (``to_dict`` / ``from_dict``), their validation --
 errors name the file and the field -- and the statistics computed from raw samples. Where the
-files live, and how v1.0 files are read and upgraded, belongs to ``helpers.ground_truth.store``.
+files live is ``layout``'s, how v1.0 and other writers' files are read and upgraded ``foreign``'s.
 
 A :class:`MeasurementRecord` is one (model, runtime, precision, batch size) on one machine:
 
-* ``subgraphs`` -- one :class:`SubgraphMeasurement` per executed subgraph (``helpers.ground_truth.latency``
+* ``subgraphs`` -- one :class:`SubgraphMeasurement` per executed subgraph (``helpers.ground_truth.measure_*``
   defines the decomposition), each with its FLOPs, bytes moved, latency statistics and
   efficiency against the precision's theoretical peak;
 * ``model_summary`` -- totals over the subgraphs, plus the latency of the whole model measured as
@@ -18,7 +18,7 @@ A :class:`MeasurementRecord` is one (model, runtime, precision, batch size) on o
   record's position within that session, in measuring order);
 * ``runtime`` -- ``onnxruntime``, ``torch`` or ``openvino``, or ``unknown`` for another tool's file that does
   not say and does not show which (the store's reader infers it from what a file says: see
-  ``helpers.ground_truth.store.infer_runtime``); a measurement of any runtime but onnxruntime is stored
+  ``helpers.ground_truth.foreign.infer_runtime``); a measurement of any runtime but onnxruntime is stored
   under the model key ``<model>-<runtime>`` so several runtimes of one precision can sit side by side
   (:attr:`MeasurementRecord.key`).
 
@@ -26,7 +26,7 @@ Latencies are milliseconds; confidence intervals are two-sided 95% Student-t int
 mean. Unknown keys in a file are ignored (newer writers may add fields); missing required keys,
 wrong types and invalid values are errors.
 
-Files written by other tools are read through ``helpers.ground_truth.store.read_measurement``,
+Files written by other tools are read through ``helpers.ground_truth.foreign.read_measurement``,
 which normalizes them explicitly (``MeasurementRecord.normalization`` lists every change) -- see
 ``docs/ground_truth.md``. ``measurement_date`` may be naive (no time zone: local time of the
 measuring machine); it is kept as written and :attr:`MeasurementRecord.date_zone_known` is False.
@@ -395,7 +395,7 @@ class MeasurementRecord:
             raise SchemaError(
                 "schema_version",
                 f"is {data.get('schema_version')!r}, this reader takes "
-                f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth.store.read_measurement "
+                f"{SCHEMA_VERSION!r}; read v1.0 files with helpers.ground_truth.foreign.read_measurement "
                 "(it upgrades them) or migrate them with `calib ground-truth migrate`",
             )
         return read_dataclass(cls, data)

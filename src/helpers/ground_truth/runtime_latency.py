@@ -1,10 +1,8 @@
 """Phase 05 across runtimes: model x runtime x precision x batch into the store, and throughput against the peaks.
 
-:func:`measure_openvino` is OpenVINO's counterpart of ``latency.measure_onnx`` (same record, same
-interleaving of plain and profiled calls; subgraphs are the layers OpenVINO executes, from its own
-profiler). :func:`measure_runtimes` measures a run's FP32 and INT8 files on every runtime x
-precision this machine runs (bf16: the FP32 file under OpenVINO's bf16 hint, where the CPU has it)
-and writes nothing: :func:`records_with` is the store as it will be, for the estimator. Phase 05
+:func:`measure_runtimes` measures a run's FP32 and INT8 files on every runtime x precision this
+machine runs (``measure_onnxruntime``, ``measure_openvino``; bf16: the FP32 file under OpenVINO's bf16
+hint, where the CPU has it) and writes nothing: :func:`records_with` is the store as it will be, for the estimator. Phase 05
 stages its records (:func:`stage`: with their raw samples and the machine's profile) among its own
 results, under ``store/`` laid out as in the store, and the runner stores them -- :func:`publish_phase`,
 the graph's ``publish`` hook of phase 05 -- once the phase's manifest is in place: the last thing the
@@ -23,25 +21,30 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import runtime
-from helpers.ground_truth import latency
+from helpers.ground_truth.campaign import QUICK_SETTINGS, SweepResult, fixed_batch_size, store_hardware_profile
 from helpers.ground_truth.estimator import RooflineEstimator, end_to_end_ms, group_of, write_efficiency_curves
-from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement, new_run_id
-from helpers.ground_truth.store import (
+from helpers.ground_truth.layout import (
     HARDWARE_PROFILE,
+    MEASUREMENTS,
+    default_data_dir,
+    hardware_profile_path,
+    record_path,
+    samples_path,
+)
+from helpers.ground_truth.measure_onnxruntime import measure_onnx
+from helpers.ground_truth.measure_openvino import measure_openvino
+from helpers.ground_truth.measurement import MeasurementSettings
+from helpers.ground_truth.records import MeasurementRecord, new_run_id
+from helpers.ground_truth.store import (
     Configuration,
     GroundTruthLoader,
     HardwareAliases,
     apply_alias,
-    default_data_dir,
-    hardware_profile_path,
     rebuild_manifest,
-    record_path,
-    samples_path,
     write_lock,
 )
 from helpers.run import atomic
@@ -62,85 +65,6 @@ def check_params(params: dict, config: dict | None = None) -> None:
         )
 
 
-def measure_openvino(
-    onnx_path: str | Path,
-    *,
-    model: str,
-    precision: str,
-    batch_size: int,
-    hardware,
-    settings: latency.MeasurementSettings | None = None,
-    run_id: str | None = None,
-    run_index: int = 0,
-) -> latency.Measurement:
-    """Measure an ONNX model (fp32, bf16, or int8 QDQ) with OpenVINO on the CPU (``helpers.runtime``).
-
-    Subgraphs: one per layer OpenVINO executes after its fusions, timed by its profiler
-    (``PERF_COUNT``, a second compilation at the measured batch) in calls alternating with the plain
-    timed calls; FLOPs and bytes from ``helpers.runtime.sessions.openvino_layer_work``. A layer
-    faster than the profiler's 1 us resolution is recorded at 1 us.
-    """
-    settings = settings or latency.MeasurementSettings()
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    session = runtime.open_session(
-        onnx_path, "openvino", precision=precision, threads=settings.threads, batch_size=batch_size
-    )
-    shape = (batch_size, *session.input_shape)
-    batch = latency.random_images(shape, settings.seed)
-    profiler = session.profiler(batch)
-    passes = []
-
-    def profiled():
-        profiler.call()
-        passes.append(profiler.last_ms())
-
-    end_to_end = latency._interleaved(lambda: session.run(batch), profiled, settings.warmup, settings.repeats)
-    matrix = np.maximum(np.array(passes[settings.warmup :]).T, latency.PROFILER_RESOLUTION_MS)
-    peak = hardware.theoretical_peak_flops[precision]
-    subgraphs = [
-        SubgraphMeasurement.from_samples(
-            subgraph_id=f"{i:03d}",
-            fusion_pattern=f"{w.layer_type}:{w.kernel}",
-            operation_type=_operation_type(w),
-            flops=w.flops,
-            total_bytes=w.total_bytes,
-            theoretical_peak_flops=peak,
-            latency_ms=matrix[i],
-            node_names=[n for n in w.fused if n] or [w.name],
-            source_model=model,
-        )
-        for i, w in enumerate(profiler.work)
-    ]
-    record = latency._build_record(
-        model=model,
-        runtime="openvino",
-        precision=precision,
-        batch_size=batch_size,
-        input_shape=shape,
-        subgraphs=subgraphs,
-        end_to_end=end_to_end,
-        hardware=hardware,
-        settings=settings,
-        run_id=run_id,
-        run_index=run_index,
-    )
-    return latency._finish(record, end_to_end, matrix, settings)
-
-
-def _operation_type(work) -> str:
-    kind = work.layer_type
-    if "Convolution" in kind:
-        return "conv"
-    if kind.startswith("FullyConnected") or kind == "MatMul":
-        return "matmul"
-    if kind == "Pooling":
-        return "pool"
-    if kind.startswith("Reduce"):
-        return "reduce"
-    return "layout" if work.flops == 0 else "elementwise"
-
-
 def measure_runtimes(
     model: str,
     files: Mapping[str, str | Path],
@@ -149,9 +73,9 @@ def measure_runtimes(
     precisions: Sequence[str] = runtime.PRECISIONS,
     batch_sizes: Sequence[int] = (1,),
     store: str | Path | None = None,
-    settings: latency.MeasurementSettings = latency.QUICK_SETTINGS,
+    settings: MeasurementSettings = QUICK_SETTINGS,
     progress: bool = True,
-) -> latency.SweepResult:
+) -> SweepResult:
     """Measure ``files`` (``{"fp32": path, "int8": path}``) on every runtime x precision x batch size.
 
     bf16 runs the fp32 file. A runtime/precision this machine cannot run, or a batch size the file's
@@ -170,12 +94,12 @@ def measure_runtimes(
     if missing:
         raise FileNotFoundError(f"ONNX models to measure do not exist: {', '.join(missing)}")
     root = Path(store or default_data_dir())
-    hardware = latency.store_hardware_profile(root, save=False)
-    result = latency.SweepResult(store=root, run_id=new_run_id(), hardware=hardware)
+    hardware = store_hardware_profile(root, save=False)
+    result = SweepResult(store=root, run_id=new_run_id(), hardware=hardware)
     jobs = []
     for batch_size in batch_sizes:
         for precision, path in paths.items():
-            fixed = latency.fixed_batch_size(path)
+            fixed = fixed_batch_size(path)
             for name in runtimes:
                 ok, why = runtime.support(name, precision)
                 if not ok:
@@ -186,7 +110,7 @@ def measure_runtimes(
                     jobs.append((name, precision, batch_size))
     result.skipped = list(dict.fromkeys(result.skipped))
     for index, (name, precision, batch_size) in enumerate(tqdm(jobs, desc=f"latency {model}", disable=not progress)):
-        measure = measure_openvino if name == "openvino" else latency.measure_onnx
+        measure = measure_openvino if name == "openvino" else measure_onnx
         measurement = measure(
             paths[precision],
             model=model,
@@ -202,7 +126,7 @@ def measure_runtimes(
     return result
 
 
-def records_with(result: latency.SweepResult) -> list[MeasurementRecord]:
+def records_with(result: SweepResult) -> list[MeasurementRecord]:
     """What ``GroundTruthLoader(result.store).load_all(hardware_id)`` returns once :func:`publish` has stored
     ``result``: the store's records for this machine (its canonical id, where the store aliases it), with the
     sweep's in place of the configurations it measured (the newest record of a configuration is the one used)."""
@@ -223,7 +147,7 @@ def store_root(store_dir: str, run_dir: str | Path) -> Path:
     return Path(store_dir) if store_dir else default_data_dir(Path(run_dir).parent)
 
 
-def stage(result: latency.SweepResult, out: Callable[[str], Path]) -> list[Path]:
+def stage(result: SweepResult, out: Callable[[str], Path]) -> list[Path]:
     """Write what :func:`measure_runtimes` measured -- each record with its raw samples, and the machine's profile --
     through ``out`` (phase 05: ``phase.out``) under ``store/``, laid out as it will lie in the store. Nothing is
     stored: the runner stores it once the phase is complete (:func:`publish_phase`). Returns where the records
@@ -246,7 +170,7 @@ def publish_phase(run_dir: Path, phase_id: str, params: dict) -> list[Path]:
     return store_staged(Path(run_dir) / "results" / phase_id / STAGED, store_root(params["store_dir"], run_dir))
 
 
-def publish(result: latency.SweepResult) -> list[Path]:
+def publish(result: SweepResult) -> list[Path]:
     """Store a sweep of :func:`measure_runtimes` straight away (outside a phase: staged in a temporary folder, then
     :func:`store_staged`); a sweep is stored once (again: nothing to do, returns [])."""
     if not result.pending:
@@ -326,7 +250,7 @@ def _restored_on_error(directories: list[Path]) -> Iterator[None]:
 
 
 def _is_record_file(path: Path) -> bool:
-    return path.parent.parent.name == "measurements" and path.suffix in (".json", ".npz")
+    return path.parent.parent.name == MEASUREMENTS and path.suffix in (".json", ".npz")
 
 
 def peak_table(

@@ -1,14 +1,14 @@
-"""Where latency ground truth lives on disk: layouts, other tools' files, manifests, aliases, loader, migration.
+"""The ground-truth store: writing records, manifests, hardware aliases, and the loader that reads a store in place.
 
-The store is ``<root>/<hardware_id>/measurements/<precision>/<model key>_b<batch>_r<run>.json`` (schema
-v2.0; ``<run>``: the first 8 hex digits of the record's ``run_id``, so a measurement repeated by another
-run is kept beside the first, never replaces it) beside ``hardware.json``, ``manifest.json`` and derived
-``efficiency_curves/<precision>/``; the root holds ``hardware_aliases.json``. :class:`GroundTruthLoader`
-also reads, in place, the two legacy layouts
-(``<hw>/<precision>/measurements/<model>.json``, ``<hw>/<precision>/<model>_b<N>.json``) and v1.0 or
-foreign v2.0 files, normalizing them explicitly (:func:`normalize`). The full rules -- batch sizes in
-file names, normalization, repeats of one configuration and the one used by default, manifests written by
-other tools, aliases, migration -- are in ``docs/ground_truth.md``.
+Owns what a store *holds* and how it is read back: :func:`save_measurement` (a record and its raw
+samples at their place, ``layout.record_path``), each hardware directory's ``manifest.json``
+(:func:`build_manifest`, :func:`rebuild_manifest`, :func:`manifest_problems`), the alias table of
+several ids of one machine (:class:`HardwareAliases`), the one-writer-at-a-time lock
+(:func:`write_lock`), and :class:`GroundTruthLoader`: every record file of every layout and writer
+(read through ``foreign.read_record``), the repeats of one configuration and the one used by default
+(:func:`choose_files`), model summaries answered from a manifest that agrees with the files.
+Where files lie is ``layout``'s; reading other writers' files is ``foreign``'s; copying files into
+a store is ``migration``'s. The full rules are in ``docs/ground_truth.md``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import dataclasses
 import fcntl
 import logging
 import os
-import re
-import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,346 +28,38 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from helpers.ground_truth.foreign import DERIVED_RUN_ID, read_record
+from helpers.ground_truth.foreign import read_measurement as read_measurement
 from helpers.ground_truth.hardware import HardwareProfile
+from helpers.ground_truth.layout import (
+    ALIASES,
+    CANONICAL,
+    LAYOUTS,
+    LEGACY_PER_MODEL,
+    MANIFEST,
+    WRITE_LOCK,
+    default_data_dir,
+    hardware_profile_path,
+    record_files,
+    record_path,
+    samples_path,
+)
 from helpers.ground_truth.records import (
-    PRECISIONS,
-    RUNTIMES,
     SCHEMA_VERSION,
-    UNKNOWN_RUNTIME,
     MeasurementRecord,
     ModelSummary,
     SchemaError,
-    SubgraphMeasurement,
     read_json_document,
     read_value,
     validate_precision,
 )
 from helpers.run import atomic
-from helpers.run.project import runs_root
 from helpers.run.run_record import now as utc_now
 
-STORE_DIR_NAME = "calibration_data"  # the default store's folder in the runs root (:func:`default_data_dir`)
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT_VERSION = 2  # 2: entries carry file stamps, the used flag and model_summary (1: unversioned)
-WRITE_LOCK = ".write.lock"  # at the store root: one writer at a time (:func:`write_lock`)
-HARDWARE_PROFILE = "hardware.json"
-ALIASES = "hardware_aliases.json"
-MEASUREMENTS = "measurements"
-EFFICIENCY_CURVES = "efficiency_curves"
-CANONICAL = "<hw>/measurements/<precision>/<model>_b<N>[_r<run>].json"
-LEGACY_PER_MODEL = "<hw>/<precision>/measurements/<model>.json"
-LEGACY_BATCH = "<hw>/<precision>/<model>_b<N>.json"
-LAYOUTS = (CANONICAL, LEGACY_PER_MODEL, LEGACY_BATCH)  # also the preference among files of one measurement
-V1_FIELDS = (
-    "schema_version",
-    "measurement_type",
-    "model",
-    "hardware_id",
-    "device",
-    "precision",
-    "thermal_profile",
-    "theoretical_peak_flops",
-    "measurement_date",
-    "tool_version",
-    "subgraphs",
-)
-NON_RECORD_NAMES = {
-    MANIFEST: "manifest",
-    HARDWARE_PROFILE: "hardware profile",
-    ALIASES: "hardware alias table",
-    "efficiency_curves.json": "efficiency curves",
-    "calibration_metadata.json": "calibration metadata",
-    WRITE_LOCK: "store lock",
-}
 LATENCY_ROUNDING_MS = 5e-5  # other tools' manifests round total_latency_ms to 4 decimals
 USED, REPEAT, DUPLICATE = "used", "repeat", "duplicate"  # a record file: the default repeat, another, a copy
-RUN_SUFFIX_DIGITS = 8  # the run id's hex digits in a record's file name (``_r<run>``): one file per repeat
-DERIVED_RUN_ID = "run_id: absent, derived from hardware, precision, model, date and batch (uuid5)"
-_V1_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "calib-lab/ground-truth/v1.0")
 logger = logging.getLogger(__name__)
-
-
-def default_data_dir(runs_root_dir: str | Path | None = None) -> Path:
-    """The one default ground-truth store: ``calibration_data/`` in the runs root -- ``runs_root_dir``, else
-    ``$CALIB_RUNS_ROOT``, else ``<project>/runs`` (``helpers.run.project.runs_root``); outside a checkout, in the
-    cwd. Phase 05 stores there (its ``store_dir`` empty: ``runtime_latency.store_root``, in its run's runs root),
-    and ``GroundTruthLoader()``, ``calib ground-truth`` and ``calib ground-truth measure`` read and write there."""
-    try:
-        root = runs_root(runs_root_dir)
-    except RuntimeError:
-        root = Path.cwd()
-    return root / STORE_DIR_NAME
-
-
-def measurement_path(
-    root: str | Path, hardware_id: str, precision: str, key: str, batch_size: int, run_id: str | None = None
-) -> Path:
-    """A record's file; with ``run_id`` (every file the project writes) named by its run: one file per repeat."""
-    suffix = f"_r{run_id.replace('-', '')[:RUN_SUFFIX_DIGITS]}" if run_id else ""
-    precision = validate_precision(precision.lower())
-    return Path(root) / hardware_id / MEASUREMENTS / precision / f"{key}_b{batch_size}{suffix}.json"
-
-
-def record_path(root: str | Path, record: MeasurementRecord) -> Path:
-    """Where :func:`save_measurement` puts ``record`` in the store at ``root`` (named by its run: a repeat of its
-    configuration by another run lies beside it)."""
-    return measurement_path(root, record.hardware_id, record.precision, record.key, record.batch_size, record.run_id)
-
-
-def samples_path(record_path: str | Path) -> Path:
-    """The raw-samples ``.npz`` beside a record file."""
-    return Path(record_path).with_suffix(".npz")
-
-
-def hardware_profile_path(root: str | Path, hardware_id: str) -> Path:
-    return Path(root) / hardware_id / HARDWARE_PROFILE
-
-
-def efficiency_curves_dir(root: str | Path, hardware_id: str, precision: str) -> Path:
-    return Path(root) / hardware_id / EFFICIENCY_CURVES / validate_precision(precision.lower())
-
-
-def stem_parts(stem: str, model_key: str) -> tuple[int | None, str | None]:
-    """(batch size, run) a file stem encodes for ``model_key``: None, None for the bare key.
-
-    The single rule for file names (docs/ground_truth.md): ``model_key``, ``model_key_b<N>`` or
-    ``model_key_b<N>_r<run>`` (the run id's first 8 hex digits); anything else raises ValueError.
-    """
-    if stem == model_key:
-        return None, None
-    match = re.fullmatch(re.escape(model_key) + rf"_b([1-9][0-9]*)(?:_r([0-9a-f]{{{RUN_SUFFIX_DIGITS}}}))?", stem)
-    if match is None:
-        raise ValueError(
-            f"file name {stem!r} does not match its model {model_key!r}: expected "
-            f"{model_key}.json, {model_key}_b<batch>.json or {model_key}_b<batch>_r<run>.json; rename the "
-            "file or fix its 'model' field"
-        )
-    return int(match.group(1)), match.group(2)
-
-
-def split_batch_suffix(stem: str, model_key: str) -> int | None:
-    """The batch size a file stem encodes for ``model_key``, or None when the stem is the bare key (:func:`stem_parts`)."""
-    return stem_parts(stem, model_key)[0]
-
-
-# ---------------------------------------------------------------------------------------------- files and kinds
-
-
-def _is_precision(name: str) -> bool:
-    return name.lower() in PRECISIONS
-
-
-def record_layout(parts: tuple[str, ...]) -> str | None:
-    """Which layout a JSON file's path relative to its hardware directory is in (None: not a record's place; hidden
-    files never are: a writer's ``.tmp-*`` file (``helpers.run.atomic``) is not a record until it is renamed)."""
-    if not parts or not parts[-1].endswith(".json") or parts[-1] in NON_RECORD_NAMES or parts[-1].startswith("."):
-        return None
-    if len(parts) == 3 and parts[0] == MEASUREMENTS and _is_precision(parts[1]):
-        return CANONICAL
-    if len(parts) == 3 and _is_precision(parts[0]) and parts[1] == MEASUREMENTS:
-        return LEGACY_PER_MODEL
-    if len(parts) == 2 and _is_precision(parts[0]):
-        return LEGACY_BATCH
-    return None
-
-
-def _hardware_dir_of(path: Path) -> tuple[Path, str] | None:
-    """(hardware directory, layout) of a file in a record's place of any layout, else None."""
-    for depth in (3, 2):
-        if len(path.parts) > depth:
-            hw_dir = Path(*path.parts[:-depth])
-            layout = record_layout(path.parts[-depth:])
-            if layout is not None:
-                return hw_dir, layout
-    return None
-
-
-def file_kind(path: Path) -> str:
-    """What a file that is not a measurement record is, by name (``record`` for a record candidate)."""
-    if path.name in NON_RECORD_NAMES:
-        return NON_RECORD_NAMES[path.name]
-    if path.name.startswith(".tmp-"):
-        return "unfinished temporary file"
-    if EFFICIENCY_CURVES in path.parts[:-1]:
-        return "efficiency curves"
-    if path.suffix == ".json":
-        return "record"
-    if path.suffix == ".npz":
-        return "raw samples"
-    if path.suffix == ".md":
-        return "markdown report"
-    return f"other file ({path.suffix or 'no suffix'})"
-
-
-def _record_files(hw_dir: Path) -> list[tuple[Path, str]]:
-    """Every record candidate of one hardware directory with its layout, canonical layout first."""
-    found = []
-    for pattern in ("*/*/*.json", "*/*.json"):
-        for path in hw_dir.glob(pattern):
-            layout = record_layout(path.relative_to(hw_dir).parts)
-            if layout is not None and path.is_file():
-                found.append((path, layout))
-    return sorted(found, key=lambda item: (LAYOUTS.index(item[1]), item[0]))
-
-
-def _is_record_document(data: dict) -> bool:
-    return "subgraphs" in data or "measurement_type" in data
-
-
-# ---------------------------------------------------------------------------------------------- normalization
-
-
-def _note(notes: list[str], text: str) -> None:
-    if text not in notes:
-        notes.append(text)
-
-
-GRAPHS_TOOL = "measure_efficiency.py"  # the graphs tool's measurement script: PyTorch, torch.fx, on cuda or cpu
-GRAPHS_TOOL_DEVICES = ("cuda", "cpu")
-_OWN_TOOL_VERSION = re.compile(r"calib-lab [^;]*; (\S+) \S+")  # helpers.ground_truth.latency's tool_version
-
-
-def infer_runtime(data: dict) -> tuple[str, str]:
-    """(runtime, normalization note) of a document that does not name its runtime, from what it says.
-
-    The project's own writer names the runtime in ``tool_version`` (``calib-lab 0.1; onnxruntime 1.17``);
-    the graphs tool's ``measure_efficiency.py`` (any version, migrated or not) runs every subgraph with
-    PyTorch -- a torch.fx interpreter -- on its ``device``, ``cuda`` or ``cpu``. Anything else is
-    ``unknown``: a file is never labelled with a runtime nothing in it names.
-    """
-    tool, device = data.get("tool_version"), data.get("device")
-    if isinstance(tool, str):
-        own = _OWN_TOOL_VERSION.fullmatch(tool)
-        if own and own.group(1) in RUNTIMES:
-            return own.group(1), f"runtime: absent, read as {own.group(1)!r}, which tool_version {tool!r} names"
-        if tool.split(" ", 1)[0] == GRAPHS_TOOL and device in GRAPHS_TOOL_DEVICES:
-            return "torch", (
-                f"runtime: absent, read as 'torch': tool_version {tool!r} is the graphs tool's {GRAPHS_TOOL}, "
-                f"which runs the subgraphs with PyTorch (a torch.fx interpreter) on device {device!r}"
-            )
-    return UNKNOWN_RUNTIME, (
-        f"runtime: absent, read as {UNKNOWN_RUNTIME!r}: neither tool_version {tool!r} nor device {device!r} "
-        "says which runtime measured it"
-    )
-
-
-def name_key(data: dict, model: str) -> str:
-    """The model key a document's file name starts with: the record's key (:attr:`MeasurementRecord.key`) when
-    the document names its runtime, else the bare model (a writer without runtimes names files by model)."""
-    runtime = data.get("runtime", "onnxruntime")
-    return model if runtime == "onnxruntime" else f"{model}-{runtime}"
-
-
-def normalize(data: dict, stem: str) -> tuple[dict, str]:
-    """A v1.0 or v2.0 document (any writer) as a v2.0 document, and the schema version as written.
-
-    Every change is appended to the document's ``normalization`` list (docs/ground_truth.md):
-    precision case-folded, integer subgraph ids as strings, a naive date kept with its zone
-    flagged unknown, and the fields older writers lack -- batch size (from the file name),
-    model summary (computed from the subgraphs), input shape and system state (null), run id
-    (derived, so reading twice gives the same record), run index 0, runtime (:func:`infer_runtime`).
-    Types are not coerced otherwise: a wrong type stays an error naming the field.
-    """
-    version = data.get("schema_version")
-    if version not in ("1.0", SCHEMA_VERSION):
-        raise SchemaError("schema_version", f"is {version!r}; readable versions: '1.0', {SCHEMA_VERSION!r}")
-    missing = [name for name in V1_FIELDS if name not in data]
-    if missing:
-        raise SchemaError(", ".join(missing), "is missing" if len(missing) == 1 else "are missing")
-    doc = dict(data)
-    notes = list(read_value(list[str], doc.get("normalization", []), "normalization"))
-    precision = doc["precision"]
-    if isinstance(precision, str) and precision != precision.lower():
-        doc["precision"] = precision.lower()
-        _note(notes, f"precision: {precision!r} case-folded to {precision.lower()!r}")
-    if isinstance(doc["subgraphs"], list):
-        integer = [
-            i for i, s in enumerate(doc["subgraphs"]) if isinstance(s, dict) and type(s.get("subgraph_id")) is int
-        ]
-        if integer:
-            doc["subgraphs"] = [
-                {**s, "subgraph_id": str(s["subgraph_id"])} if i in set(integer) else s
-                for i, s in enumerate(doc["subgraphs"])
-            ]
-            _note(notes, f"subgraph_id: {len(integer)} integer ids read as strings")
-    date = doc["measurement_date"]
-    try:
-        naive = isinstance(date, str) and datetime.fromisoformat(date).tzinfo is None
-    except ValueError:
-        naive = False  # the record's validation names the field
-    if naive:
-        _note(
-            notes,
-            "measurement_date: no time zone in the file (local time of the measuring machine); "
-            "kept as written, zone unknown",
-        )
-    if "runtime" not in doc:
-        doc["runtime"], note = infer_runtime(doc)
-        _note(notes, note)
-    if version == "1.0":
-        doc["schema_version"] = SCHEMA_VERSION
-        _note(notes, f"schema_version: '1.0' read as {SCHEMA_VERSION!r}")
-    if "batch_size" not in doc:
-        named = split_batch_suffix(stem, name_key(data, read_value(str, doc["model"], "model")))
-        doc["batch_size"] = named or 1
-        _note(
-            notes,
-            f"batch_size: {doc['batch_size']} from the file name"
-            if named
-            else "batch_size: 1, the file has none and its name no _b<N> (v1.0 predates batching)",
-        )
-    if "model_summary" not in doc:
-        subgraphs = read_value(list[SubgraphMeasurement], doc["subgraphs"], "subgraphs")
-        if not subgraphs:
-            raise SchemaError("subgraphs", "is empty; a measurement needs at least one subgraph")
-        batch = read_value(int, doc["batch_size"], "batch_size")
-        doc["model_summary"] = ModelSummary.from_subgraphs(subgraphs, batch).to_dict()
-        _note(
-            notes,
-            "model_summary: computed from the subgraphs (total_latency_ms = sum of subgraph means); "
-            "no end-to-end latency",
-        )
-    for name in ("input_shape", "system_state"):
-        if name not in doc:
-            doc[name] = None
-            _note(notes, f"{name}: absent, null")
-    if "run_id" not in doc:
-        identity = "/".join(str(doc[k]) for k in ("hardware_id", "precision", "model", "measurement_date"))
-        doc["run_id"] = str(uuid.uuid5(_V1_RUN_NAMESPACE, f"{identity}/b{doc['batch_size']}"))
-        _note(notes, DERIVED_RUN_ID)
-    if "run_index" not in doc:
-        doc["run_index"] = 0
-        _note(notes, "run_index: absent, 0")
-    doc["normalization"] = notes
-    return doc, version
-
-
-def _read(path: Path) -> tuple[MeasurementRecord, str]:
-    """(record, schema version as written) of a record file; errors name the file and the field."""
-    data = read_json_document(path)
-    try:
-        doc, version = normalize(data, path.stem)
-        record = MeasurementRecord.from_dict(doc)
-        named_batch, named_run = stem_parts(path.stem, name_key(data, record.model))
-    except SchemaError as error:
-        raise error.in_file(path) from None
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    if named_batch not in (None, record.batch_size):
-        raise ValueError(
-            f"{path}: the name says batch {named_batch} but batch_size is {record.batch_size}; "
-            "rename the file or fix its batch_size"
-        )
-    if named_run is not None and not record.run_id.replace("-", "").startswith(named_run):
-        raise ValueError(
-            f"{path}: the name says run {named_run} but run_id is {record.run_id}; rename the file or fix its run_id"
-        )
-    return record, version
-
-
-def read_measurement(path: str | Path) -> MeasurementRecord:
-    """A v1.0 or v2.0 record file, from any writer, as a normalized v2.0 record (:func:`normalize`)."""
-    return _read(Path(path))[0]
 
 
 def save_measurement(
@@ -471,7 +161,7 @@ def _manifest_entry(hw_dir: Path, path: Path, record: MeasurementRecord) -> dict
 
 
 def _checked_record(hw_dir: Path, path: Path, layout: str, aliases: HardwareAliases) -> tuple[MeasurementRecord, str]:
-    record, version = _read(path)
+    record, version = read_record(path)
     precision_dir = path.parent.name if layout == CANONICAL else path.parts[-3 if layout == LEGACY_PER_MODEL else -2]
     if (
         aliases.canonical(record.hardware_id) != aliases.canonical(hw_dir.name)
@@ -500,14 +190,14 @@ def build_manifest(root: str | Path, hardware_id: str) -> dict:
     hw_dir = Path(root) / hardware_id
     aliases = HardwareAliases.load(root)
     items = []
-    for path, layout in _record_files(hw_dir):
+    for path, layout in record_files(hw_dir):
         record, version = _checked_record(hw_dir, path, layout, aliases)
         items.append(StoredRecord(path, hw_dir.name, layout, version, record))
     entries = [
         _manifest_entry(hw_dir, i.path, i.record)
         | file_stamp(i.path)
         | {"used": i.used, "model_summary": i.record.model_summary.to_dict()}
-        for i in _choose(items)
+        for i in choose_files(items)
     ]
     devices = {i.record.device for i in items}
     entries.sort(key=lambda e: e["file"])
@@ -682,7 +372,7 @@ def same_measurement(a: MeasurementRecord, b: MeasurementRecord) -> bool:
     )
 
 
-def _choose(items: list[StoredRecord]) -> list[StoredRecord]:
+def choose_files(items: list[StoredRecord]) -> list[StoredRecord]:
     """Per configuration: its measurements (repeats, numbered oldest first), the newest one used by default, and
     for each measurement held by several files, which file is used (:func:`_preference`) and which duplicate it."""
     by_config: dict[Configuration, list[StoredRecord]] = {}
@@ -731,7 +421,7 @@ class GroundTruthLoader:
             return {}
         found: dict[str, list[Path]] = {}
         for child in sorted(self.root.iterdir()):
-            if child.is_dir() and _record_files(child):
+            if child.is_dir() and record_files(child):
                 found.setdefault(self.aliases.canonical(child.name), []).append(child)
         return found
 
@@ -769,7 +459,7 @@ class GroundTruthLoader:
         items = []
         for hw_dir in self.directories(hardware_id):
             found = []
-            for path, layout in _record_files(hw_dir):
+            for path, layout in record_files(hw_dir):
                 record, version = self._read_cached(hw_dir, path, layout)
                 found.append(StoredRecord(path, hw_dir.name, layout, version, apply_alias(record, self.aliases)))
             actual = {"measurements": [_manifest_entry(hw_dir, i.path, i.record) for i in found]}
@@ -784,7 +474,7 @@ class GroundTruthLoader:
                 )
             self.manifest_status[hw_dir.name] = problems
             items += found
-        return _choose(items)
+        return choose_files(items)
 
     def _used(self, hardware_id: str) -> dict[Configuration, StoredRecord]:
         return {i.configuration: i for i in self.records(hardware_id) if i.used}
@@ -910,7 +600,7 @@ class GroundTruthLoader:
         if manifest.get("manifest_format_version") != MANIFEST_FORMAT_VERSION:
             return None
         entries = {e.get("file"): e for e in manifest.get("measurements", []) if isinstance(e, dict)}
-        files = {path.relative_to(hw_dir).as_posix(): path for path, _ in _record_files(hw_dir)}
+        files = {path.relative_to(hw_dir).as_posix(): path for path, _ in record_files(hw_dir)}
         if set(entries) != set(files):
             return None
         for name, path in files.items():
@@ -1069,182 +759,3 @@ def likely_duplicates(loader: GroundTruthLoader, tolerance: float = 0.01) -> pd.
     return pd.DataFrame(
         rows, columns=["hardware_id", "same_as", "device", "shared", "median_latency_diff_pct", "max_latency_diff_pct"]
     )
-
-
-# ---------------------------------------------------------------------------------------------- migration
-
-MIGRATED, IN_STORE, CONFLICT, FAILED, HELD_BACK = (
-    "migrated",
-    "already in store",
-    "name taken",
-    "failed",
-    "held back",
-)
-OUTCOMES = (MIGRATED, DUPLICATE, IN_STORE, CONFLICT, FAILED, HELD_BACK)
-
-
-@dataclass(frozen=True)
-class MigrationEntry:
-    source: str
-    hardware_id: str
-    outcome: str
-    detail: str
-
-
-@dataclass
-class MigrationReport:
-    """What :func:`migrate` did (or would do, on a dry run), file by file, and the files that are not records."""
-
-    dry_run: bool
-    dest: str
-    entries: list[MigrationEntry] = field(default_factory=list)
-    non_records: list[tuple[str, str]] = field(default_factory=list)
-
-    def of(self, outcome: str) -> list[MigrationEntry]:
-        return [e for e in self.entries if e.outcome == outcome]
-
-    @property
-    def failed(self) -> list[MigrationEntry]:
-        return self.of(FAILED)
-
-    def counts(self) -> pd.DataFrame:
-        """Files per hardware id (rows) and outcome (columns), with totals."""
-        table = pd.DataFrame([(e.hardware_id, e.outcome) for e in self.entries], columns=["hardware_id", "outcome"])
-        counts = pd.crosstab(table["hardware_id"], table["outcome"], margins=True, margins_name="total")
-        return counts.reindex(columns=[o for o in (*OUTCOMES, "total") if o in counts.columns])
-
-    def summary(self) -> str:
-        verb = "would write" if self.dry_run else "wrote"
-        written = sorted({e.hardware_id for e in self.of(MIGRATED)})
-        lines = [
-            f"{verb} {len(self.of(MIGRATED))} records into {self.dest} "
-            f"(hardware: {', '.join(written) or 'none'}); {len(self.failed)} failed; "
-            f"{len(self.non_records)} files are not records"
-        ]
-        if self.entries:
-            lines += ["", self.counts().to_string()]
-        kinds: dict[str, list[str]] = {}
-        for source, kind in self.non_records:
-            kinds.setdefault(kind, []).append(source)
-        if kinds:
-            lines += ["", "not records (skipped):"]
-            lines += [f"  {kind} ({len(files)}): {', '.join(files)}" for kind, files in sorted(kinds.items())]
-        problems = [e for e in self.entries if e.outcome in (FAILED, HELD_BACK)]
-        if problems:
-            lines += [""] + [f"{e.outcome.upper()}: {e.source}: {e.detail}" for e in problems]
-        return "\n".join(lines)
-
-
-def _source_files(sources: list[Path]) -> list[Path]:
-    found = set()
-    for source in sources:
-        found |= {source} if source.is_file() else {p for p in source.rglob("*") if p.is_file()}
-    return sorted(found)
-
-
-def _hardware_of_unreadable(path: Path) -> str:
-    located = _hardware_dir_of(path)
-    return located[0].name if located else "(unknown)"
-
-
-def migrate(sources: Iterable[str | Path], dest: str | Path, dry_run: bool = False) -> MigrationReport:
-    """Copy the records found under ``sources`` into ``dest``'s canonical layout as v2.0, then rebuild manifests.
-
-    Records are normalized (:func:`normalize`) and their hardware id mapped through ``dest``'s
-    alias table. One file per measurement is written, named by its run (:func:`record_path`): every
-    repeat of a configuration is kept; among files of one measurement (:func:`same_measurement`)
-    the rest are ``duplicate``s; a measurement the store holds already is ``already in store``, and
-    a store file under the name that holds another one stays (``name taken``). A file that cannot be read ``failed``; every record of its hardware id is then ``held back``
-    (all or nothing per hardware id) while other hardware ids are written. Files that are not
-    records are listed by kind. Raw-sample ``.npz`` files travel with their record. ``dry_run``
-    reads everything and writes nothing.
-    """
-    sources = [Path(s) for s in sources]
-    absent = [str(s) for s in sources if not s.exists()]
-    if absent or not sources:
-        raise FileNotFoundError(f"migration source does not exist: {', '.join(absent) or '(none given)'}")
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise NotADirectoryError(f"migration destination {dest} is a file; give a store directory")
-    aliases = HardwareAliases.load(dest) if dest.is_dir() else HardwareAliases()
-    report = MigrationReport(dry_run=dry_run, dest=str(dest))
-    found: list[StoredRecord] = []
-    for path in _source_files(sources):
-        kind = file_kind(path)
-        if kind == "raw samples" and path.with_suffix(".json").is_file():
-            continue  # travels with its record
-        if kind != "record":
-            report.non_records.append((str(path), kind))
-            continue
-        try:
-            data = read_json_document(path)
-            if not _is_record_document(data):
-                report.non_records.append((str(path), "JSON without measurements"))
-                continue
-            record, version = _read(path)
-        except (OSError, ValueError) as error:
-            hardware_id = aliases.canonical(_hardware_of_unreadable(path))
-            report.entries.append(MigrationEntry(str(path), hardware_id, FAILED, str(error)))
-            continue
-        located = _hardware_dir_of(path)
-        found.append(
-            StoredRecord(
-                path,
-                located[0].name if located else "",
-                located[1] if located else CANONICAL,
-                version,
-                apply_alias(record, aliases),
-            )
-        )
-    blocked = {e.hardware_id for e in report.failed}
-    writes = []
-    in_dest = GroundTruthLoader(dest)
-    for hardware_id in sorted({item.record.hardware_id for item in found}):
-        with warnings.catch_warnings():  # a destination manifest that disagrees is rebuilt below
-            warnings.simplefilter("ignore", UserWarning)
-            stored = in_dest.records(hardware_id) if hardware_id in in_dest.list_hardware() else []
-        for item in _choose([i for i in found if i.record.hardware_id == hardware_id]):
-            record = item.record
-            target = record_path(dest, record)
-            outcome, detail = (
-                (DUPLICATE, item.note) if item.status == DUPLICATE else _destination_outcome(target, record, stored)
-            )
-            if outcome is None and hardware_id in blocked:
-                outcome, detail = (
-                    HELD_BACK,
-                    (
-                        f"not written: a file of hardware {hardware_id} failed (all or "
-                        "nothing per hardware id); fix it and migrate again"
-                    ),
-                )
-            if outcome is None:
-                outcome, detail = MIGRATED, str(target)
-                writes.append((item.path, target, record))
-            report.entries.append(MigrationEntry(str(item.path), hardware_id, outcome, detail))
-    if not dry_run and writes:
-        with write_lock(dest):
-            for source, target, record in writes:
-                if samples_path(source).is_file():
-                    atomic.write_bytes(samples_path(target), samples_path(source).read_bytes())
-                record.save(target)
-            for hardware_id in sorted({r.hardware_id for _, _, r in writes}):
-                rebuild_manifest(dest, hardware_id)
-    report.entries.sort(key=lambda e: (e.hardware_id, e.source))
-    return report
-
-
-def _destination_outcome(target: Path, record: MeasurementRecord, stored: list[StoredRecord]) -> tuple[str | None, str]:
-    """Why ``record`` is not written to ``target`` (None: write it). The store never replaces a measurement:
-    one it holds already (in any file) is ``already in store``; another record under the name is kept."""
-    held = next(
-        (i for i in stored if i.configuration == Configuration.of(record) and same_measurement(i.record, record)), None
-    )
-    if held is not None:
-        return IN_STORE, str(held.path)
-    if not target.is_file():
-        return None, ""
-    try:
-        existing = read_measurement(target)
-    except (OSError, ValueError):
-        return None, ""  # an unreadable destination file is replaced (a repair: it held no measurement)
-    return CONFLICT, f"{target} holds another measurement ({existing.run_id}, {existing.measurement_date}); kept"

@@ -11,9 +11,11 @@ import pytest
 from test_ground_truth import make_record
 
 from helpers.cli.ground_truth import main as cli_main
-from helpers.ground_truth import store
+from helpers.ground_truth import layout, migration, store
+from helpers.ground_truth.layout import split_batch_suffix
+from helpers.ground_truth.migration import migrate
 from helpers.ground_truth.records import MeasurementRecord, SchemaError
-from helpers.ground_truth.store import GroundTruthLoader, migrate, read_measurement, split_batch_suffix
+from helpers.ground_truth.store import GroundTruthLoader, read_measurement
 from helpers.run.project import project_root
 
 HW = "test-cpu-2c"
@@ -231,7 +233,7 @@ def test_one_default_store_for_phase_05_the_loader_and_the_cli(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CALIB_RUNS_ROOT", raising=False)
     checkout_store = project_root() / "runs" / "calibration_data"
-    assert GroundTruthLoader().root == store.default_data_dir() == checkout_store
+    assert GroundTruthLoader().root == layout.default_data_dir() == checkout_store
     assert store_root("", project_root() / "runs" / "some-run") == checkout_store
     assert repr(GroundTruthLoader()) == f"GroundTruthLoader({str(checkout_store)!r})"
 
@@ -267,7 +269,7 @@ def legacy_sources(base: Path) -> list[Path]:
 def test_migration_writes_the_canonical_layout(tmp_path):
     sources, dest = legacy_sources(tmp_path), tmp_path / "dest"
     report = migrate(sources, dest)
-    assert len(report.of(store.MIGRATED)) == 6  # the older mobilenet measurement too: a repeat, kept
+    assert len(report.of(migration.MIGRATED)) == 6  # the older mobilenet measurement too: a repeat, kept
     (failed,) = report.failed
     assert (Path(failed.source).name, failed.hardware_id) == ("broken_b1.json", "other-hw")
     assert "not valid JSON" in failed.detail  # fails alone: another hardware id
@@ -293,7 +295,7 @@ def test_migrating_twice_changes_nothing(tmp_path):
     migrate(sources, dest)
     before = tree_bytes(dest / HW / "measurements")
     again = migrate(sources, dest)
-    assert again.of(store.MIGRATED) == [] and len(again.of(store.IN_STORE)) == 6
+    assert again.of(migration.MIGRATED) == [] and len(again.of(migration.IN_STORE)) == 6
     assert tree_bytes(dest / HW / "measurements") == before
 
 
@@ -302,8 +304,8 @@ def test_dry_run_leaves_the_destination_untouched(tmp_path):
     populated_store(dest)
     before = tree_bytes(dest)
     report = migrate(sources, dest, dry_run=True)
-    assert report.dry_run and len(report.of(store.MIGRATED)) == 5  # the destination already holds tiny fp32 b4
-    assert len(report.of(store.IN_STORE)) == 1
+    assert report.dry_run and len(report.of(migration.MIGRATED)) == 5  # the destination already holds tiny fp32 b4
+    assert len(report.of(migration.IN_STORE)) == 1
     assert tree_bytes(dest) == before
     migrate(sources, tmp_path / "fresh", dry_run=True)
     assert not (tmp_path / "fresh").exists()
@@ -328,9 +330,9 @@ def test_migration_never_replaces_a_measurement_in_the_store(tmp_path):
     measurement of a configuration the store holds is added beside it, as a repeat."""
     sources, dest = legacy_sources(tmp_path), tmp_path / "dest"
     other = make_record(model="tiny", measurement_date="2025-01-01T00:00:00+00:00")  # same run id, another date
-    taken = store.record_path(dest, other)
+    taken = layout.record_path(dest, other)
     other.save(taken)
     report = migrate(sources, dest)
-    (kept,) = report.of(store.CONFLICT)
+    (kept,) = report.of(migration.CONFLICT)
     assert kept.source.endswith("tiny_b4.json") and "holds another measurement" in kept.detail
     assert read_measurement(taken) == other

@@ -12,9 +12,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.cli.ground_truth import main as cli_main
-from helpers.ground_truth import hardware, latency, runtime_latency
+from helpers.ground_truth import campaign, hardware, latency, runtime_latency
+from helpers.ground_truth.layout import efficiency_curves_dir, hardware_profile_path
+from helpers.ground_truth.measure_onnxruntime import measure_onnx
+from helpers.ground_truth.measure_torch import bf16_support, measure_torch
+from helpers.ground_truth.measurement import Measurement, MeasurementSettings
 from helpers.ground_truth.records import MeasurementRecord
-from helpers.ground_truth.store import GroundTruthLoader, efficiency_curves_dir, hardware_profile_path
+from helpers.ground_truth.store import GroundTruthLoader
 from helpers.models.architectures import build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.run.headline import speedup_text
@@ -22,7 +26,7 @@ from helpers.run.project import project_root
 
 BATCH = 2
 SHAPE = (8, 8, 1)
-FAST = latency.MeasurementSettings(repeats=3, warmup=1)
+FAST = MeasurementSettings(repeats=3, warmup=1)
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +44,13 @@ def digits_cnn() -> torch.nn.Module:
 def onnx_models(tmp_path_factory, digits_cnn) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     fp32 = export_onnx(digits_cnn, root / "digits_cnn.onnx", SHAPE)
-    return {"fp32": fp32, "int8": latency.quantize_int8(fp32, root / "digits_cnn_int8.onnx", SHAPE, images=8)}
+    return {"fp32": fp32, "int8": campaign.quantize_int8(fp32, root / "digits_cnn_int8.onnx", SHAPE, images=8)}
 
 
 @pytest.fixture(scope="module")
-def measured(onnx_models, profile) -> dict[str, latency.Measurement]:
+def measured(onnx_models, profile) -> dict[str, Measurement]:
     return {
-        p: latency.measure_onnx(
-            path, model="digits_cnn", precision=p, batch_size=BATCH, hardware=profile, settings=FAST
-        )
+        p: measure_onnx(path, model="digits_cnn", precision=p, batch_size=BATCH, hardware=profile, settings=FAST)
         for p, path in onnx_models.items()
     }
 
@@ -96,13 +98,13 @@ def test_cpu_time_is_kept_for_single_threaded_runs_only(measured, onnx_models, p
     wall, cpu = m.samples["end_to_end_ms"], m.samples["end_to_end_cpu_ms"]
     assert np.all(cpu <= wall * 1.01 + 0.01)  # one thread cannot be on the CPU longer than the call lasted
     assert m.record.model_summary.end_to_end_cpu_time.mean == pytest.approx(cpu.mean())
-    two = latency.measure_onnx(
+    two = measure_onnx(
         onnx_models["fp32"],
         model="d",
         precision="fp32",
         batch_size=1,
         hardware=profile,
-        settings=latency.MeasurementSettings(repeats=2, warmup=0, threads=2),
+        settings=MeasurementSettings(repeats=2, warmup=0, threads=2),
     )
     assert two.record.model_summary.end_to_end_cpu_time is None and "end_to_end_cpu_ms" not in two.samples
 
@@ -134,7 +136,7 @@ def test_record_is_complete_and_valid(measured, profile, tmp_path):
 
 
 def test_torch_subgraphs_are_leaf_module_calls(digits_cnn, profile):
-    m = latency.measure_torch(
+    m = measure_torch(
         digits_cnn,
         model="digits_cnn",
         precision="fp32",
@@ -154,10 +156,10 @@ def test_torch_subgraphs_are_leaf_module_calls(digits_cnn, profile):
 
 
 def test_bf16_runs_at_two_bytes_or_is_refused(digits_cnn, profile):
-    supported, reason = latency.bf16_support()
+    supported, reason = bf16_support()
     if not supported:
         with pytest.raises(RuntimeError, match="bf16"):
-            latency.measure_torch(
+            measure_torch(
                 digits_cnn,
                 model="d",
                 precision="bf16",
@@ -167,7 +169,7 @@ def test_bf16_runs_at_two_bytes_or_is_refused(digits_cnn, profile):
                 settings=FAST,
             )
         return
-    m = latency.measure_torch(
+    m = measure_torch(
         digits_cnn, model="d", precision="bf16", batch_size=BATCH, image_shape=SHAPE, hardware=profile, settings=FAST
     )
     conv = next(s for s in m.record.subgraphs if s.fusion_pattern == "Conv2d")
@@ -175,28 +177,26 @@ def test_bf16_runs_at_two_bytes_or_is_refused(digits_cnn, profile):
 
 
 def test_high_variation_is_flagged(onnx_models, profile):
-    strict = latency.MeasurementSettings(repeats=3, warmup=1, cv_warning=1e-9)
-    m = latency.measure_onnx(
-        onnx_models["fp32"], model="d", precision="fp32", batch_size=1, hardware=profile, settings=strict
-    )
+    strict = MeasurementSettings(repeats=3, warmup=1, cv_warning=1e-9)
+    m = measure_onnx(onnx_models["fp32"], model="d", precision="fp32", batch_size=1, hardware=profile, settings=strict)
     assert any("CV" in w and "another heavy process" in w for w in m.warnings)
 
 
 def test_bad_inputs_fail_before_measuring(onnx_models, profile, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        latency.measure_onnx(tmp_path / "missing.onnx", model="d", precision="fp32", batch_size=1, hardware=profile)
+        measure_onnx(tmp_path / "missing.onnx", model="d", precision="fp32", batch_size=1, hardware=profile)
     with pytest.raises(ValueError, match="fp32 or int8"):
-        latency.measure_onnx(onnx_models["fp32"], model="d", precision="bf16", batch_size=1, hardware=profile)
+        measure_onnx(onnx_models["fp32"], model="d", precision="bf16", batch_size=1, hardware=profile)
     with pytest.raises(ValueError, match="repeats >= 2"):
-        latency.MeasurementSettings(repeats=1)
+        MeasurementSettings(repeats=1)
 
 
 def test_fixed_batch_models_are_refused_or_skipped(digits_cnn, profile, tmp_path):
     path = tmp_path / "fixed.onnx"
     torch.onnx.export(digits_cnn, (torch.zeros(1, *SHAPE),), str(path), input_names=["images"], dynamo=False)
-    assert latency.fixed_batch_size(path) == 1
+    assert campaign.fixed_batch_size(path) == 1
     with pytest.raises(ValueError, match="fixed at 1"):
-        latency.measure_onnx(path, model="d", precision="fp32", batch_size=4, hardware=profile, settings=FAST)
+        measure_onnx(path, model="d", precision="fp32", batch_size=4, hardware=profile, settings=FAST)
     profile.save(hardware_profile_path(tmp_path / "store", profile.hardware_id))  # no GEMM/bandwidth run
     result = measure_on_onnxruntime("fixed", {"fp32": path}, tmp_path / "store", (1, 4))
     assert [r.batch_size for r in result.records] == [1]
@@ -276,11 +276,11 @@ def test_cli_measure_narrows_the_profile(tmp_path):
 
 
 def test_the_shipped_sweep_profile():
-    config = latency.SweepConfig.from_yaml(project_root() / "params" / "ground_truth.yaml")
+    config = campaign.SweepConfig.from_yaml(project_root() / "params" / "ground_truth.yaml")
     assert len(config.models) >= 5 and config.batch_sizes == (1, 8, 32)
-    assert set(config.variants) == set(latency.VARIANTS)
+    assert set(config.variants) == set(campaign.VARIANTS)
     with pytest.raises(ValueError, match="unknown sweep keys \\['repaets'\\]"):
-        latency.SweepConfig.from_mapping({"models": ["mlp"], "repaets": 3})
+        campaign.SweepConfig.from_mapping({"models": ["mlp"], "repaets": 3})
 
 
 # ---------------------------------------------------------------- hardware

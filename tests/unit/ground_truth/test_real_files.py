@@ -23,8 +23,10 @@ import pytest
 import helpers.ground_truth
 from helpers.cli.ground_truth import main as cli_main
 from helpers.ground_truth import estimator as le
-from helpers.ground_truth import store
-from helpers.ground_truth.store import CANONICAL, LEGACY_BATCH, LEGACY_PER_MODEL, GroundTruthLoader, migrate
+from helpers.ground_truth import layout, migration, store
+from helpers.ground_truth.layout import CANONICAL, LEGACY_BATCH, LEGACY_PER_MODEL
+from helpers.ground_truth.migration import migrate
+from helpers.ground_truth.store import GroundTruthLoader
 from helpers.run.project import project_root
 
 # the sample's manifests disagree with its files (Ryzen) or are missing (second tree): warned, tested below
@@ -234,8 +236,8 @@ def test_migrating_the_sample_writes_each_measurement_once_and_lists_what_is_not
     report, dest = migrated
     assert report.failed == []
     counts = report.counts()
-    assert counts.loc[JETSON, store.MIGRATED] == 90 and counts.loc[JETSON, store.DUPLICATE] == 90
-    assert counts.loc[RYZEN, store.MIGRATED] == 15 and counts.loc[RYZEN, store.DUPLICATE] == 15
+    assert counts.loc[JETSON, migration.MIGRATED] == 90 and counts.loc[JETSON, store.DUPLICATE] == 90
+    assert counts.loc[RYZEN, migration.MIGRATED] == 15 and counts.loc[RYZEN, store.DUPLICATE] == 15
     kinds = {}
     for _, kind in report.non_records:
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -279,11 +281,11 @@ def test_migrating_again_and_dry_runs_write_nothing(sample, migrated, tmp_path):
     _, dest = migrated
     before = {p: p.stat().st_mtime_ns for p in dest.rglob("*")}
     again = migrate([sample / "calibration_data" / RYZEN], dest)
-    assert [e.outcome for e in again.entries].count(store.IN_STORE) == 15 and not again.of(store.MIGRATED)
+    assert [e.outcome for e in again.entries].count(migration.IN_STORE) == 15 and not again.of(migration.MIGRATED)
     assert {p: p.stat().st_mtime_ns for p in dest.rglob("*")} == before
     fresh = tmp_path / "fresh"
     dry = migrate([sample / "calibration_data" / RYZEN], fresh, dry_run=True)
-    assert len(dry.of(store.MIGRATED)) == 15 and not fresh.exists()
+    assert len(dry.of(migration.MIGRATED)) == 15 and not fresh.exists()
     assert "would write 15 records" in dry.summary()
 
 
@@ -304,8 +306,8 @@ def test_a_bad_file_fails_alone_and_holds_back_only_its_hardware(sample, tmp_pat
     assert set(failures) == {"vgg16_b1.json", "resnet18_b4.json"}
     assert "not valid JSON" in failures["vgg16_b1.json"] and "vgg16_b1.json" in failures["vgg16_b1.json"]
     assert "'subgraphs[3].flops' must be an integer" in failures["resnet18_b4.json"]
-    assert [Path(e.source).name for e in report.of(store.HELD_BACK)] == ["resnet18_b1.json"]
-    assert len(report.of(store.MIGRATED)) == 15 and not (tmp_path / "dest" / JETSON).exists()
+    assert [Path(e.source).name for e in report.of(migration.HELD_BACK)] == ["resnet18_b1.json"]
+    assert len(report.of(migration.MIGRATED)) == 15 and not (tmp_path / "dest" / JETSON).exists()
 
     assert cli_main(["migrate", str(source), "--dest", str(tmp_path / "dest2")]) == 1
     out = capsys.readouterr().out
@@ -347,7 +349,7 @@ def test_two_ids_of_one_machine_are_flagged_and_merged_by_an_alias(sample, tmp_p
     assert pairs["median_latency_diff_pct"].iloc[0] == pytest.approx(0.05, abs=0.01)
 
     assert cli_main(["alias", RYZEN, "amd_ryzen_9_8945hs", "--store", str(store_dir)]) == 0
-    assert json.loads((store_dir / store.ALIASES).read_text()) == {"aliases": {RYZEN: "amd_ryzen_9_8945hs"}}
+    assert json.loads((store_dir / layout.ALIASES).read_text()) == {"aliases": {RYZEN: "amd_ryzen_9_8945hs"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         loader = GroundTruthLoader(store_dir)
@@ -356,14 +358,14 @@ def test_two_ids_of_one_machine_are_flagged_and_merged_by_an_alias(sample, tmp_p
         items = loader.records("amd_ryzen_9_8945hs")
         assert len(items) == 8 and len(loader.load_all("amd_ryzen_9_8945hs")) == 4
         assert {i.record.hardware_id for i in items} == {"amd_ryzen_9_8945hs"}
-        note = f"hardware_id: {RYZEN!r} mapped to 'amd_ryzen_9_8945hs' by {store.ALIASES}"
+        note = f"hardware_id: {RYZEN!r} mapped to 'amd_ryzen_9_8945hs' by {layout.ALIASES}"
         assert [note in i.record.normalization for i in items] == [i.directory == RYZEN for i in items]
 
     dest = tmp_path / "dest"
     dest.mkdir()
-    shutil.copy(store_dir / store.ALIASES, dest)
+    shutil.copy(store_dir / layout.ALIASES, dest)
     report = migrate([store_dir], dest)
-    assert report.failed == [] and len(report.of(store.MIGRATED)) == 4 and len(report.of(store.DUPLICATE)) == 4
+    assert report.failed == [] and len(report.of(migration.MIGRATED)) == 4 and len(report.of(store.DUPLICATE)) == 4
     assert sorted(p.name for p in dest.iterdir() if p.is_dir()) == ["amd_ryzen_9_8945hs"]
     assert GroundTruthLoader(dest).list_models("amd_ryzen_9_8945hs") == sorted(models)
 
@@ -455,7 +457,7 @@ def test_phase05_publishes_into_the_real_store_where_this_machine_is_an_alias_of
 
     root = Path(shutil.copytree(sample / "calibration_data", tmp_path / "store"))
     profile = hardware.profile_hardware(measure=False)
-    profile.save(store.hardware_profile_path(root, profile.hardware_id))
+    profile.save(layout.hardware_profile_path(root, profile.hardware_id))
     store.HardwareAliases.load(root).with_alias(profile.hardware_id, RYZEN).save(root)
     foreign = {p: p.read_bytes() for p in (root / RYZEN).rglob("*.json") if "efficiency_curves" not in p.parts}
     model = project_root() / "runs/reference/results/02_train/model.onnx"
@@ -476,4 +478,4 @@ def test_phase05_publishes_into_the_real_store_where_this_machine_is_an_alias_of
         runtime_latency.publish(result)
         assert GroundTruthLoader(root).load_all(RYZEN) == expected
     assert {p: p.read_bytes() for p in foreign} == foreign
-    assert (store.efficiency_curves_dir(root, RYZEN, "fp32") / "curves.json").is_file()
+    assert (layout.efficiency_curves_dir(root, RYZEN, "fp32") / "curves.json").is_file()

@@ -20,7 +20,8 @@ from test_latency import digits_cnn, measure_on_onnxruntime, onnx_models, profil
 
 from helpers.cli.ground_truth import main as cli_main
 from helpers.ground_truth import estimator, runtime_latency
-from helpers.ground_truth.store import GroundTruthLoader, hardware_profile_path
+from helpers.ground_truth.layout import hardware_profile_path
+from helpers.ground_truth.store import GroundTruthLoader
 
 MODEL = "run_cnn"
 

@@ -11,8 +11,9 @@ import pytest
 from helpers import runtime
 from helpers.ground_truth import hardware, latency, runtime_latency
 from helpers.ground_truth.estimator import RooflineEstimator
+from helpers.ground_truth.layout import hardware_profile_path
 from helpers.ground_truth.records import MeasurementRecord
-from helpers.ground_truth.store import GroundTruthLoader, hardware_profile_path
+from helpers.ground_truth.store import GroundTruthLoader
 from helpers.run.runner import resolve_config
 
 pytest.importorskip("openvino")
