@@ -6,7 +6,7 @@
 Runs the sweep of the profile twice, into two fresh stores (the project's calibration_data/ is
 not touched), then prints
 
-(a) the roofline estimator's leave-one-model-out error on end-to-end latency, fitted and
+(a) the latency estimator's leave-one-model-out error on end-to-end latency, fitted and
     validated on the first sweep: median APE over every (model, runtime, precision, batch)
     (target <= 10%), with the per-model/precision/batch MAPE table. The latency predicted and
     compared is the estimator's: the contention-free end-to-end latency
@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from helpers.ground_truth.campaign import SweepConfig, run_sweep  # noqa: E402
-from helpers.ground_truth.estimator import end_to_end_ms, leave_one_model_out, mape_table, predicted_vs_measured_figure  # noqa: E402
+from helpers.ground_truth.estimator import leave_one_model_out, mape_table, predicted_vs_measured_figure  # noqa: E402
 from helpers.ground_truth.hardware import hardware_id  # noqa: E402
+from helpers.ground_truth.targets import end_to_end_ms  # noqa: E402
 from helpers.run import atomic  # noqa: E402
 
 MAPE_TARGET_PCT, CV_TARGET_PCT = 10.0, 5.0

@@ -71,13 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate = with_store(
         commands.add_parser(
             "validate",
-            help="roofline estimator, leave one model / batch size / precision out, per hardware and precision, "
-            "against FLOPs / peak",
+            help="latency estimator, leave one model / batch size / precision out, per hardware and precision, "
+            "against the roofline and FLOPs / peak",
         ),
         True,
     )
     validate.add_argument(
-        "--shared-roofline", action="store_true", help="one roofline per precision instead of one per operation type"
+        "--shared-roofline",
+        action="store_true",
+        help="the roofline baseline with one roofline per precision instead of one per operation type",
     )
     validate.add_argument("--csv", type=Path, help="also write the per-record validation table here")
     with_store(commands.add_parser("curves", help="write efficiency_curves/<precision>/curves.json and .png"), True)
@@ -211,12 +213,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from helpers.ground_truth import estimator as le
+    from helpers.ground_truth.targets import target_for
 
     loader = _loader(args)
     tables = []
     for hardware_id in _hardware_ids(loader, args):
         records = loader.load_all(hardware_id)
-        target = le.target_for(records)
+        target = target_for(records)
         for held_out in le.HELD_OUT:
             if len({getattr(r, held_out) for r in records}) < 2:
                 print(f"{hardware_id}: one {held_out} only, nothing to leave out")
@@ -237,11 +240,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     summary = le.lomo_summary(validation).merge(
         validation.groupby("hardware_id")["target"].first().reset_index(), on="hardware_id"
     )
-    roofline = "one roofline per precision" if args.shared_roofline else "one roofline per operation type"
+    roofline = "one per precision" if args.shared_roofline else "one per operation type"
     print(
-        f"roofline estimator ({roofline}), leave-one-out within each machine: held_out model, batch_size or "
-        "precision (a left-out precision is predicted from the nearest fitted one, its peak rescaled); "
-        "naive = total FLOPs / theoretical peak."
+        "latency estimator (per-type and per-node overheads, bandwidth, efficiency curve over arithmetic intensity; "
+        "docs/ground_truth.md), leave-one-out within each machine: held_out model, batch_size or precision (a "
+        "left-out precision is predicted from the nearest fitted one, by the transfer rule fitted on the others); "
+        f"roofline_* = the roofline estimator ({roofline}); naive = total FLOPs / theoretical peak."
     )
     print(
         f"within_10_pct: predictions within +-{le.WITHIN_PCT:.0f}% of the measurement (%); spearman: rank "
@@ -255,7 +259,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "a configuration measured more than once counts as the median of its repeats; median_repeat_spread_pct "
         "((max - min) / median across repeats) is the noise floor of the APE (NaN: no repeats)."
     )
-    rank = {name: "{:.2f}".format for name in ("spearman", "naive_spearman")}
+    rank = {name: "{:.2f}".format for name in ("spearman", "roofline_spearman", "naive_spearman")}
     print(summary.to_string(index=False, formatters=rank, float_format=lambda v: f"{v:.1f}"))
     if args.csv:
         from helpers.run import atomic
@@ -266,7 +270,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from helpers.ground_truth.estimator import write_efficiency_curves
+    from helpers.ground_truth.curves import write_efficiency_curves
 
     loader = _loader(args)
     for hardware_id in _hardware_ids(loader, args):
@@ -277,7 +281,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from helpers.ground_truth.campaign import run_sweep
-    from helpers.ground_truth.estimator import write_efficiency_curves
+    from helpers.ground_truth.curves import write_efficiency_curves
 
     if bool(args.scheduler) != bool(args.hardware):
         raise SystemExit(

@@ -1,7 +1,8 @@
 """Latency ground truth: measurement ``records`` (schema v2.0), their ``store`` on disk (``layout``, ``foreign``
 files, ``migration``), ``hardware`` profiles, the measurement wing (``measurement``, ``measure_onnxruntime``,
 ``measure_torch``, ``measure_openvino``, the ``campaign``, phase 05's ``runtime_latency`` and ``latency``
-report) and the latency ``estimator``; ``docs/ground_truth.md`` says what each module owns.
+report), the latency ``estimator`` (with its ``targets``, the ``roofline`` baseline and efficiency ``curves``);
+``docs/ground_truth.md`` says what each module owns.
 
 The store's documented API is importable from here (each imported on first use)::
 

@@ -1,149 +1,208 @@
-"""A roofline latency estimator fitted on the ground truth, and its leave-one-model-out validation.
+"""The latency estimator fitted on the ground truth, and its validation against the FLOPs baseline and the roofline.
 
-Model, per group = (runtime, precision)::
+Model, per group = (runtime, precision), per executed subgraph::
 
-    subgraph_ms = max(FLOPs / P, bytes / B) + c         P effective peak (FLOP/ms), B effective
-                                                        bandwidth (byte/ms), c overhead per subgraph
-                                                        (one (P, B, c) per operation type with
-                                                        ``by_operation_type``)
-    end_to_end_ms = a * sum(subgraph_ms) + b * n + C    n subgraphs; a, b, C: the runtime's work
-                                                        between kernels and per call, net of the
-                                                        profiler's own cost per node
+    subgraph_ms = o[type] + k * (nodes - 1) + bytes / B + FLOPs * e(log10(FLOPs / bytes))
 
-Target (``target``): ``end_to_end`` -- the model's latency measured as one call, what the project's
-own sweep records -- or ``subgraph_sum`` -- the sum of the subgraphs' mean latencies
-(``model_summary.total_latency_ms``), which is all that v1.0 files and other tools' files measure:
-then the estimator predicts that sum (``a=1, b=C=0``) and its subgraph statistic is the mean, the
-statistic the target sums. :func:`target_for` picks ``end_to_end`` when every record has it.
+* ``o[type]`` -- the launch/framework overhead of one subgraph of its operation type (a type seen in
+  fewer than ``MIN_TYPE_MODELS`` training models shares one ``other`` overhead);
+* ``k`` -- the overhead of every further node fused into the subgraph (a framework that runs a fused
+  subgraph node by node pays per node: 0.2 ms for one node, 1.5-3.4 ms for 2-6 on the sample's Jetson);
+* ``B`` -- the effective bandwidth;
+* ``e`` -- milliseconds per FLOP as a function of arithmetic intensity, piecewise linear in
+  ``log10(FLOP/byte)`` between knots at quantiles of the training subgraphs' intensities (flat beyond
+  them): the efficiency curve, ``1 / (e * peak)`` at each knot. With the overhead terms it is also a
+  curve in work size: a subgraph's efficiency ``FLOPs / (subgraph_ms * peak)`` rises with its FLOPs
+  towards the curve's value, as the store's efficiency curves show.
 
-Fit, per group (and operation type): ``P, B, c`` by robust least squares
-(``scipy.optimize.least_squares``, soft-L1 loss, parameters in log space so they stay positive,
-``P`` at most the theoretical peak, the best of a few starting points: ``max`` makes the cost
-non-convex) of every stored subgraph's error as a fraction of its record's subgraph total -- the
-subgraphs that make up a model's latency weigh most. Then ``a, b, C`` by least squares of the
-*relative* error of the end-to-end latency (latencies span three decades), given at least 4 timed records. One roofline
-per group by default: with a handful of models, per-type fits did not carry over to a left-out
-model (leave-one-model-out error 29-35% against 22-27% on the project's own small sweeps). With
-10-15 models per machine (the real files of ``../shared``) per-type fits win (median 10-12% against
-8-16%, ``benchmarks/bench_ground_truth.py``); an operation type seen in fewer than
-``MIN_TYPE_MODELS`` training models uses the group's shared roofline.
+With the ``end_to_end`` target the subgraph sum is calibrated to the measured call
+(``targets.fit_end_to_end``). Every coefficient is >= 0 (a cost), fitted together by non-negative
+least squares (``scipy.optimize.nnls``: convex, one solution, no starting points) of each subgraph's
+error as a fraction of its record's measured subgraph total, so the subgraphs that make up a model's
+latency weigh most and every record alike.
 
-What a measurement "is": the minimum of its samples (:func:`typical_ms`), and for the end-to-end
-latency the on-CPU time when the record has it (:func:`end_to_end_ms`). Both remove the time
-other processes took from a shared CPU, which is not a property of the model or the machine;
-on an idle machine they equal the wall-clock latency.
+Fitted choices, each by a stated procedure on the training records only:
 
-Validation (:func:`leave_one_model_out`): for each model, fit on every other model's records and
-predict its target latencies; the table holds one row per (model, runtime, precision, batch)
-with the absolute percentage error, beside the naive baseline total FLOPs / theoretical peak.
-With ``end_to_end``, records without one (v1.0) take part in fitting the subgraph parameters only.
-Given the store's repeats (``GroundTruthLoader.load_repeats``), the measured value of a configuration
-measured more than once is the median over its repeats, and the row says how far they spread
-(``repeat_spread_pct``: (max - min) / median): the noise floor below which no estimator error means
-anything.
+* the number of knots, from :data:`KNOT_CHOICES` (1: one FLOP rate for every intensity), by
+  leave-one-model-out *within* the training records: the count whose held-out predictions have the
+  least mean absolute log error (with fewer than ``MIN_SELECTION_MODELS`` models: 1);
+* how a precision the estimator was not fitted on is predicted (:data:`TRANSFER_RULES`): from the same
+  runtime's fitted precision of the nearest theoretical peak, either at the same fraction of its own
+  peak (``peak``: the FLOP rate scaled by the ratio of the peaks, as for a precision the device runs
+  natively) or at the same speed (``same``: as for a precision the device emulates, or a runtime whose
+  subgraphs are launch-bound), the rule that predicts the fitted precisions from each other best (with
+  one fitted precision: ``peak``). Each fitted precision has its own group, so a precision the device
+  emulates is fitted at the efficiency it reaches, never assumed to reach its theoretical peak.
+
+No constant is tuned by hand per machine; :data:`KNOT_CHOICES` and the rules are the same everywhere.
+
+Validation (:func:`leave_one_out`): hold out each model (or batch size, or precision) in turn, fit on the
+rest, predict its records; one row per record with the absolute percentage error of the estimator, of
+the roofline (``roofline.RooflineEstimator``, the earlier estimator) and of the naive baseline (total
+FLOPs / theoretical peak). With ``end_to_end``, records without one (v1.0) take part in fitting the
+subgraph costs only. Given the store's repeats (``GroundTruthLoader.load_repeats``), the measured value
+of a configuration measured more than once is the median over its repeats, and the row says how far they
+spread (``repeat_spread_pct``: (max - min) / median): the noise floor below which no estimator error
+means anything. :func:`lomo_summary` adds the share within +-10% and Spearman's rank correlation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
+from scipy.optimize import nnls
 
-from helpers.ground_truth.layout import efficiency_curves_dir
-from helpers.ground_truth.records import LatencyStats, MeasurementRecord, SubgraphMeasurement
-from helpers.ground_truth.store import Configuration, GroundTruthLoader
-from helpers.run import atomic
+from helpers.ground_truth.curves import write_efficiency_curves as write_efficiency_curves
+from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement
+from helpers.ground_truth.roofline import RooflineEstimator as RooflineEstimator
+from helpers.ground_truth.store import Configuration
+from helpers.ground_truth.targets import (
+    MIN_TIMED_RECORDS,
+    check_target,
+    end_to_end_ms,
+    fit_end_to_end,
+    group_of,
+    measured_ms,
+    naive_ms,
+    subgraph_ms,
+)
 
-TARGETS = ("end_to_end", "subgraph_sum")
-# (fraction of the theoretical peak, byte/ms, ms per subgraph): a compute-bound and a memory/overhead-bound
-# start; on the real files of ../shared six more starts changed no LOMO figure
-STARTS = ((0.02, 1e6, 1e-1), (0.2, 1e8, 1e-3))
-MIN_TYPE_MODELS = 2
-
-
-def typical_ms(stats: LatencyStats) -> float:
-    """The latency a sample stands for: its minimum (best of N, as ``timeit`` argues: slower calls
-    measure other processes interfering, not the model)."""
-    return stats.min
-
-
-def end_to_end_ms(record: MeasurementRecord) -> float | None:
-    """A record's contention-free end-to-end latency: the on-CPU time when recorded, else wall clock."""
-    summary = record.model_summary
-    stats = summary.end_to_end_cpu_time or summary.end_to_end_latency
-    return typical_ms(stats) if stats is not None else None
+KNOT_CHOICES = (1, 2, 3, 4, 6)  # knots of the efficiency curve the fit chooses among
+MIN_TYPE_MODELS = 2  # an operation type has its own overhead when seen in this many training models
+MIN_SELECTION_MODELS = 3  # models needed to choose the knots by leave-one-model-out within the training records
+TRANSFER_RULES = ("peak", "same")  # how a precision that was not fitted is predicted (module docstring)
+OTHER = "other"  # the overhead shared by operation types seen in too few training models
 
 
-def _check_target(target: str) -> str:
-    if target not in TARGETS:
-        raise ValueError(f"target is {target!r}; valid targets: {', '.join(TARGETS)}")
-    return target
-
-
-def target_for(records: Sequence[MeasurementRecord]) -> str:
-    """``end_to_end`` when every record has an end-to-end latency, else ``subgraph_sum``."""
-    return "end_to_end" if all(end_to_end_ms(r) is not None for r in records) else "subgraph_sum"
-
-
-def measured_ms(record: MeasurementRecord, target: str) -> float | None:
-    """What the estimator predicts for a record: its end-to-end latency, or its summed subgraph means."""
-    if _check_target(target) == "end_to_end":
-        return end_to_end_ms(record)
-    return record.model_summary.total_latency_ms
-
-
-def subgraph_ms(stats: LatencyStats, target: str) -> float:
-    """A subgraph's latency as the fit sees it: typical (minimum) for ``end_to_end``, mean for ``subgraph_sum``."""
-    return typical_ms(stats) if target == "end_to_end" else stats.mean
-
-
-def naive_ms(record: MeasurementRecord) -> float:
-    """The naive baseline: total FLOPs at the theoretical peak, in ms."""
-    return record.model_summary.total_flops / record.theoretical_peak_flops * 1e3
-
-
-def group_of(record: MeasurementRecord) -> str:
-    return f"{record.runtime}/{record.precision}"
+# ---------------------------------------------------------------------------------------------- subgraph cost
 
 
 @dataclass(frozen=True)
-class Roofline:
-    """One roofline: effective peak (FLOP/ms), effective bandwidth (byte/ms), overhead per subgraph (ms)."""
+class SubgraphCost:
+    """One group's cost of a subgraph (ms): overheads per operation type and per fused node, bytes, FLOPs."""
 
-    peak_flops_per_ms: float
-    bandwidth_bytes_per_ms: float
-    overhead_ms: float
+    overhead_ms: dict[str, float]  # per operation type; OTHER for the types seen in too few training models
+    node_overhead_ms: float
+    ms_per_byte: float
+    knots: tuple[float, ...]  # log10(FLOP/byte)
+    ms_per_flop: tuple[float, ...]  # at each knot; linear in between, flat beyond
 
-    def predict(self, flops: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-        return np.maximum(flops / self.peak_flops_per_ms, nbytes / self.bandwidth_bytes_per_ms) + self.overhead_ms
+    def predict(self, flops: np.ndarray, nbytes: np.ndarray, nodes: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+        """Cost of each subgraph of the given FLOPs, bytes, fused nodes and operation types."""
+        fallback = self.overhead_ms.get(OTHER, float(np.median(list(self.overhead_ms.values()))))
+        overhead = np.array([self.overhead_ms.get(kind, fallback) for kind in kinds], dtype=np.float64)
+        rate = _hats(_log_intensity(flops, nbytes, self.knots[0]), self.knots) @ np.array(self.ms_per_flop)
+        return overhead + self.node_overhead_ms * (nodes - 1) + self.ms_per_byte * nbytes + rate * flops
+
+    def at_flop_rate(self, factor: float) -> SubgraphCost:
+        """The same cost with every FLOP ``factor`` times as fast."""
+        return dataclasses.replace(self, ms_per_flop=tuple(v / factor for v in self.ms_per_flop))
+
+
+def _log_intensity(flops: np.ndarray, nbytes: np.ndarray, default: float) -> np.ndarray:
+    """log10(FLOP/byte) per subgraph; ``default`` where there are no FLOPs (their FLOP cost is 0 anyway)."""
+    safe = np.where(flops > 0, flops, 1.0) / np.maximum(nbytes, 1.0)
+    return np.where(flops > 0, np.log10(safe), default)
+
+
+def _hats(x: np.ndarray, knots: Sequence[float]) -> np.ndarray:
+    """Linear-interpolation weights of ``x`` on ``knots`` (rows sum to 1; flat beyond the outer knots)."""
+    knots = np.asarray(knots, dtype=np.float64)
+    if len(knots) == 1:
+        return np.ones((len(x), 1))
+    x = np.clip(x, knots[0], knots[-1])
+    right = np.clip(np.searchsorted(knots, x, side="right"), 1, len(knots) - 1)
+    fraction = (x - knots[right - 1]) / (knots[right] - knots[right - 1])
+    weights = np.zeros((len(x), len(knots)))
+    weights[np.arange(len(x)), right - 1] = 1 - fraction
+    weights[np.arange(len(x)), right] += fraction
+    return weights
+
+
+class _Subgraphs:
+    """A group's records as arrays, one row per subgraph, for fitting on subsets of records (cross-validation)."""
+
+    def __init__(self, records: Sequence[MeasurementRecord], target: str):
+        self.records = list(records)
+        subgraphs = [(i, s) for i, r in enumerate(self.records) for s in r.subgraphs]
+        self.record = np.array([i for i, _ in subgraphs], dtype=np.int64)
+        self.flops = np.array([s.flops for _, s in subgraphs], dtype=np.float64)
+        self.nbytes = np.array([s.total_bytes for _, s in subgraphs], dtype=np.float64)
+        self.nodes = np.array([max(len(s.node_names), 1) for _, s in subgraphs], dtype=np.float64)
+        self.kinds = np.array([s.operation_type for _, s in subgraphs], dtype=object)
+        self.ms = np.array([subgraph_ms(s.measured_latency, target) for _, s in subgraphs], dtype=np.float64)
+        self.total = np.bincount(self.record, weights=self.ms, minlength=len(self.records))
+        self.models = np.array([r.model for r in self.records], dtype=object)
+
+    def fit(self, use: np.ndarray, knot_count: int) -> SubgraphCost:
+        """The cost fitted on the records ``use`` (a mask over records) with ``knot_count`` knots."""
+        rows = use[self.record]
+        flops, nbytes, nodes, kinds = self.flops[rows], self.nbytes[rows], self.nodes[rows], self.kinds[rows]
+        models_of = self.models[self.record[rows]]
+        seen = {k: len(set(models_of[kinds == k])) for k in sorted(set(kinds))}
+        own = [k for k, count in seen.items() if count >= MIN_TYPE_MODELS]
+        labels = np.where(np.isin(kinds, own), kinds, OTHER)
+        types = own + ([OTHER] if (labels == OTHER).any() else [])
+        computing = flops > 0
+        intensity = _log_intensity(flops, nbytes, 0.0)
+        quantiles = np.quantile(intensity[computing], np.linspace(0, 1, knot_count)) if computing.any() else [0.0]
+        knots = tuple(float(v) for v in np.unique(quantiles))
+        design = np.column_stack(
+            [
+                *[(labels == k).astype(np.float64) for k in types],
+                nodes - 1,
+                nbytes,
+                _hats(_log_intensity(flops, nbytes, knots[0]), knots) * flops[:, None],
+            ]
+        )
+        weight = 1 / self.total[self.record[rows]]
+        weighted = design * weight[:, None]
+        scale = np.abs(weighted).max(axis=0)
+        scale[scale == 0] = 1.0
+        coef, _ = nnls(weighted / scale, self.ms[rows] * weight)
+        coef = coef / scale
+        n = len(types)
+        return SubgraphCost(
+            overhead_ms={k: float(c) for k, c in zip(types, coef[:n])},
+            node_overhead_ms=float(coef[n]),
+            ms_per_byte=float(coef[n + 1]),
+            knots=knots,
+            ms_per_flop=tuple(float(c) for c in coef[n + 2 :]),
+        )
+
+    def predicted_sums(self, cost: SubgraphCost, which: np.ndarray) -> np.ndarray:
+        """Predicted subgraph sum of each record of ``which`` (a mask over records), in record order."""
+        rows = which[self.record]
+        each = cost.predict(self.flops[rows], self.nbytes[rows], self.nodes[rows], self.kinds[rows])
+        return np.bincount(self.record[rows], weights=each, minlength=len(self.records))[which]
+
+
+# ---------------------------------------------------------------------------------------------- one group
 
 
 @dataclass(frozen=True)
-class GroupParams:
-    """A (runtime, precision) group: its subgraph roofline(s) and its end-to-end calibration."""
+class LatencyGroup:
+    """A (runtime, precision) group: its subgraph cost, its end-to-end calibration, and how its knots were chosen."""
 
-    roofline: Roofline
+    cost: SubgraphCost
     scale: float
     per_subgraph_ms: float
     call_overhead_ms: float
     theoretical_peak_flops: float
-    by_type: dict[str, Roofline] = dataclasses.field(default_factory=dict)
+    knots_chosen_by: str
 
     def predict_subgraphs(self, subgraphs: Sequence[SubgraphMeasurement]) -> np.ndarray:
-        flops = np.array([s.flops for s in subgraphs], dtype=np.float64)
-        nbytes = np.array([s.total_bytes for s in subgraphs], dtype=np.float64)
-        predicted = self.roofline.predict(flops, nbytes)
-        kinds = np.array([s.operation_type for s in subgraphs])
-        for kind, roofline in self.by_type.items():
-            mask = kinds == kind
-            predicted[mask] = roofline.predict(flops[mask], nbytes[mask])
-        return predicted
+        return self.cost.predict(
+            np.array([s.flops for s in subgraphs], dtype=np.float64),
+            np.array([s.total_bytes for s in subgraphs], dtype=np.float64),
+            np.array([max(len(s.node_names), 1) for s in subgraphs], dtype=np.float64),
+            np.array([s.operation_type for s in subgraphs], dtype=object),
+        )
 
     def predict(self, record: MeasurementRecord) -> float:
         return (
@@ -153,107 +212,156 @@ class GroupParams:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: overheads, bandwidth (None: bytes cost nothing), and the efficiency curve as fractions of
+        the theoretical peak at each knot (None: FLOPs cost nothing there)."""
+        cost = self.cost
         return {
-            **dataclasses.asdict(self.roofline),
-            "peak_fraction": self.roofline.peak_flops_per_ms * 1e3 / self.theoretical_peak_flops,
+            "operation_overhead_ms": dict(sorted(cost.overhead_ms.items())),
+            "node_overhead_ms": cost.node_overhead_ms,
+            "bandwidth_bytes_per_ms": 1 / cost.ms_per_byte if cost.ms_per_byte > 0 else None,
+            "efficiency_curve": {
+                "log10_flops_per_byte": list(cost.knots),
+                "peak_fraction": [1e3 / (v * self.theoretical_peak_flops) if v > 0 else None for v in cost.ms_per_flop],
+            },
+            "knots_chosen_by": self.knots_chosen_by,
             "scale": self.scale,
             "per_subgraph_ms": self.per_subgraph_ms,
             "call_overhead_ms": self.call_overhead_ms,
-            "by_operation_type": {kind: dataclasses.asdict(r) for kind, r in sorted(self.by_type.items())},
         }
 
 
-def _subgraph_table(records: Sequence[MeasurementRecord], target: str) -> pd.DataFrame:
-    """FLOPs, bytes, ms (:func:`subgraph_ms`), the record's subgraph total, operation type and model per subgraph."""
-    rows = []
-    for record in records:
-        measured = [subgraph_ms(s.measured_latency, target) for s in record.subgraphs]
-        rows += [
-            (s.flops, s.total_bytes, ms, sum(measured), s.operation_type, record.model)
-            for s, ms in zip(record.subgraphs, measured)
-        ]
-    return pd.DataFrame(rows, columns=["flops", "bytes", "ms", "total", "operation_type", "model"])
+def _fit_at(table: _Subgraphs, use: np.ndarray, target: str, knot_count: int, chosen_by: str) -> LatencyGroup:
+    """A group fitted on the records ``use`` of ``table`` with ``knot_count`` knots (and its end-to-end calibration
+    when ``target`` is ``end_to_end`` and at least ``MIN_TIMED_RECORDS`` of them have one)."""
+    cost = table.fit(use, knot_count)
+    peak = table.records[int(np.flatnonzero(use)[0])].theoretical_peak_flops
+    group = LatencyGroup(cost, 1.0, 0.0, 0.0, peak, chosen_by)
+    timed = use & np.array([end_to_end_ms(r) is not None for r in table.records])
+    if target == "subgraph_sum" or timed.sum() < MIN_TIMED_RECORDS:
+        return group
+    records = [r for r, t in zip(table.records, timed) if t]
+    scale, per_subgraph, call = fit_end_to_end(
+        table.predicted_sums(cost, timed),
+        np.array([len(r.subgraphs) for r in records], dtype=np.float64),
+        np.array([end_to_end_ms(r) for r in records]),
+    )
+    return dataclasses.replace(group, scale=scale, per_subgraph_ms=per_subgraph, call_overhead_ms=call)
 
 
-def _fit_roofline(table: pd.DataFrame, peak_flops_per_ms: float) -> Roofline:
-    """Robust least squares over the subgraphs of ``table``; the effective peak stays <= the theoretical.
-
-    Each subgraph's error counts as a fraction of its record's measured subgraph total, so the
-    subgraphs that make up most of a model's latency weigh most, and every record alike. The best
-    of :data:`STARTS` is kept (the ``max`` makes the cost non-convex).
-    """
-    flops, nbytes, measured, total = (table[c].to_numpy(np.float64) for c in ("flops", "bytes", "ms", "total"))
-
-    def residuals(theta):
-        return (Roofline(*np.exp(theta)).predict(flops, nbytes) - measured) / total
-
-    upper = [np.log(peak_flops_per_ms), np.inf, np.inf]
-    fits = [
-        least_squares(
-            residuals,
-            np.log([fraction * peak_flops_per_ms, bandwidth, overhead]),
-            bounds=(-np.inf, upper),
-            loss="soft_l1",
-            f_scale=0.02,
-            method="trf",
-        )
-        for fraction, bandwidth, overhead in STARTS
-    ]
-    best = min(fits, key=lambda fit: fit.cost)
-    return Roofline(*(float(v) for v in np.exp(best.x)))
+def _log_errors(group: LatencyGroup, records: Sequence[MeasurementRecord], target: str) -> list[float]:
+    """|log(predicted / measured)| of each record with a ``target`` latency: the score of the fitted choices."""
+    return [abs(np.log(group.predict(r) / m)) for r in records if (m := measured_ms(r, target))]
 
 
-def _fit_group(records: list[MeasurementRecord], target: str, by_operation_type: bool) -> GroupParams:
-    peak = records[0].theoretical_peak_flops
-    table = _subgraph_table(records, target)
-    by_type = {}
-    if by_operation_type:
-        for kind, rows in table.groupby("operation_type"):
-            if rows["model"].nunique() >= MIN_TYPE_MODELS:
-                by_type[kind] = _fit_roofline(rows, peak / 1e3)
-    partial = GroupParams(_fit_roofline(table, peak / 1e3), 1.0, 0.0, 0.0, peak, by_type)
-    timed = [r for r in records if end_to_end_ms(r) is not None]
-    if target == "subgraph_sum" or len(timed) < 4:
-        return partial
-    x = np.array([partial.predict(r) for r in timed])
-    n = np.array([len(r.subgraphs) for r in timed], dtype=np.float64)
-    y = np.array([end_to_end_ms(r) for r in timed])
-    design = np.column_stack([x, n, np.ones_like(x)]) / y[:, None]  # relative errors: weight 1/y
-    (scale, per_subgraph, call), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
+def _choose_knots(table: _Subgraphs, use: np.ndarray, target: str) -> tuple[int, str]:
+    """(knot count, how it was chosen) for the records ``use``: the count of :data:`KNOT_CHOICES` whose
+    leave-one-model-out predictions *within those records* have the least mean absolute log error."""
+    models = sorted(set(table.models[use]))
+    if len(models) < MIN_SELECTION_MODELS:
+        return 1, f"default: {len(models)} model(s), fewer than {MIN_SELECTION_MODELS} to choose by"
+    scores = {}
+    for count in KNOT_CHOICES:
+        errors = []
+        for model in models:
+            held = use & (table.models == model)
+            group = _fit_at(table, use & ~held, target, count, "")
+            errors += _log_errors(group, [r for r, h in zip(table.records, held) if h], target)
+        scores[count] = float(np.mean(errors)) if errors else np.inf
+    best = min(KNOT_CHOICES, key=lambda c: (scores[c], c))
+    return best, f"leave-one-model-out over {len(models)} training models: {best} of {list(KNOT_CHOICES)}"
+
+
+def fit_group(records: Sequence[MeasurementRecord], target: str, knots: int | None = None) -> LatencyGroup:
+    """One group's estimator on ``records``: with ``knots`` given, that many knots; else :func:`_choose_knots`."""
+    table = _Subgraphs(records, target)
+    use = np.ones(len(table.records), dtype=bool)
+    count, chosen_by = (knots, "given") if knots is not None else _choose_knots(table, use, target)
+    return _fit_at(table, use, target, count, chosen_by)
+
+
+# ---------------------------------------------------------------------------------------------- the estimator
+
+
+def transfer(group: LatencyGroup, theoretical_peak_flops: float, rule: str) -> LatencyGroup:
+    """``group`` for a precision of another theoretical peak: at the same fraction of the peak (``peak``) or at the
+    same speed (``same``); overheads, bandwidth and calibration kept."""
+    if rule not in TRANSFER_RULES:
+        raise ValueError(f"transfer rule {rule!r}; valid: {', '.join(TRANSFER_RULES)}")
+    factor = theoretical_peak_flops / group.theoretical_peak_flops if rule == "peak" else 1.0
     return dataclasses.replace(
-        partial, scale=float(scale), per_subgraph_ms=float(per_subgraph), call_overhead_ms=float(call)
+        group, cost=group.cost.at_flop_rate(factor), theoretical_peak_flops=theoretical_peak_flops
     )
 
 
-@dataclass(frozen=True)
-class RooflineEstimator:
-    """Fitted roofline parameters per (runtime, precision) group, for one target."""
+def choose_transfer(
+    groups: Mapping[str, LatencyGroup], records: Sequence[MeasurementRecord], target: str
+) -> dict[str, tuple[str, str]]:
+    """Per runtime: (rule, how it was chosen) -- the rule of :data:`TRANSFER_RULES` that predicts each fitted
+    precision's records from every other fitted precision's group with the least mean absolute log error."""
+    chosen = {}
+    for runtime in sorted({name.split("/")[0] for name in groups}):
+        names = [name for name in sorted(groups) if name.split("/")[0] == runtime]
+        if len(names) < 2:
+            chosen[runtime] = ("peak", "default: one fitted precision")
+            continue
+        scores = {}
+        for rule in TRANSFER_RULES:
+            errors = []
+            for source in names:
+                for target_name in names:
+                    if source != target_name:
+                        own = [r for r in records if group_of(r) == target_name]
+                        moved = transfer(groups[source], own[0].theoretical_peak_flops, rule)
+                        errors += _log_errors(moved, own, target)
+            scores[rule] = float(np.mean(errors)) if errors else np.inf
+        best = min(TRANSFER_RULES, key=lambda r: scores[r])
+        chosen[runtime] = (best, f"predicts {', '.join(names)} from each other best")
+    return chosen
 
-    groups: dict[str, GroupParams]
+
+@dataclass(frozen=True)
+class LatencyEstimator:
+    """Fitted subgraph costs per (runtime, precision) group, for one target, and the transfer rule per runtime."""
+
+    groups: dict[str, LatencyGroup]
     target: str = "end_to_end"
+    transfer_rules: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def fit(
-        cls, records: Sequence[MeasurementRecord], target: str = "end_to_end", by_operation_type: bool = False
-    ) -> RooflineEstimator:
+        cls, records: Sequence[MeasurementRecord], target: str = "end_to_end", knots: int | None = None
+    ) -> LatencyEstimator:
+        """Fit every group of ``records``; ``knots`` fixes the knot count (default: chosen per group)."""
         if not records:
             raise ValueError("cannot fit an estimator on no records; measure some with `calib ground-truth measure`")
-        _check_target(target)
+        check_target(target)
         by_group: dict[str, list[MeasurementRecord]] = {}
         for record in records:
             by_group.setdefault(group_of(record), []).append(record)
-        return cls({group: _fit_group(rs, target, by_operation_type) for group, rs in sorted(by_group.items())}, target)
+        groups = {name: fit_group(rs, target, knots) for name, rs in sorted(by_group.items())}
+        return cls(groups, target, choose_transfer(groups, records, target))
 
     def predict(self, record: MeasurementRecord) -> float:
-        """Predicted target latency (ms) of a record's model, from its subgraphs' FLOPs, bytes (and types)."""
+        """Predicted target latency (ms) of a record's model, from its subgraphs' work, nodes and types."""
         group = group_of(record)
         if group not in self.groups:
             raise KeyError(f"the estimator was fitted without {group} measurements; fitted: {', '.join(self.groups)}")
         return self.groups[group].predict(record)
 
+    def transferred(self, name: str, theoretical_peak_flops: float) -> LatencyGroup:
+        """Group ``name`` for a precision of another theoretical peak, by its runtime's fitted rule."""
+        rule = self.transfer_rules.get(name.split("/")[0], ("peak", ""))[0]
+        return transfer(self.groups[name], theoretical_peak_flops, rule)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready parameters per group; the effective peak also as a fraction of the theoretical one."""
-        return {name: group.to_dict() for name, group in self.groups.items()}
+        """JSON-ready parameters per group, each with the transfer rule of its runtime."""
+        return {
+            name: {**group.to_dict(), "transfer_rule": self.transfer_rules[name.split("/")[0]][0]}
+            for name, group in self.groups.items()
+        }
+
+
+# ---------------------------------------------------------------------------------------------- validation
 
 
 def repeat_spread(
@@ -276,6 +384,10 @@ SUMMARY_METRICS = (
     "p90_ape_pct",
     "within_10_pct",
     "spearman",
+    "roofline_median_ape_pct",
+    "roofline_p90_ape_pct",
+    "roofline_within_10_pct",
+    "roofline_spearman",
     "naive_median_ape_pct",
     "naive_p90_ape_pct",
     "naive_within_10_pct",
@@ -283,33 +395,35 @@ SUMMARY_METRICS = (
     "median_repeat_spread_pct",
 )
 WITHIN_PCT = 10.0  # the tolerance of the "within" share: predictions within +-10% of the measurement
+COLUMNS = (
+    "held_out",
+    "hardware_id",
+    "model",
+    "runtime",
+    "precision",
+    "batch_size",
+    "measured_ms",
+    "predicted_ms",
+    "ape_pct",
+    "roofline_ms",
+    "roofline_ape_pct",
+    "naive_ms",
+    "naive_ape_pct",
+    "repeats",
+    "repeat_spread_pct",
+)
 
 
-def transferred(group: GroupParams, theoretical_peak_flops: float) -> GroupParams:
-    """``group``'s parameters for a precision it was not fitted on: every roofline's effective peak rescaled by the
-    ratio of the two precisions' theoretical peaks (the same fraction of the peak); bandwidth and overheads kept."""
-    ratio = theoretical_peak_flops / group.theoretical_peak_flops
-
-    def rescale(roofline: Roofline) -> Roofline:
-        return dataclasses.replace(roofline, peak_flops_per_ms=roofline.peak_flops_per_ms * ratio)
-
-    return dataclasses.replace(
-        group,
-        roofline=rescale(group.roofline),
-        theoretical_peak_flops=theoretical_peak_flops,
-        by_type={kind: rescale(r) for kind, r in group.by_type.items()},
-    )
-
-
-def nearest_precision_params(estimator: RooflineEstimator, record: MeasurementRecord) -> GroupParams | None:
-    """For a record whose precision was left out of the fit: the parameters of the same runtime's fitted precision
-    with the nearest theoretical peak, :func:`transferred` to the record's peak; None when its runtime was not
-    fitted at all."""
-    same_runtime = [g for name, g in sorted(estimator.groups.items()) if name.split("/")[0] == record.runtime]
+def nearest_precision_params(estimator, record: MeasurementRecord):
+    """For a record whose precision was left out of the fit: the group of the same runtime's fitted precision with
+    the nearest theoretical peak, transferred to the record's peak by ``estimator.transferred`` (a
+    :class:`LatencyEstimator` or ``RooflineEstimator``); None when its runtime was not fitted at all."""
+    same_runtime = [name for name in sorted(estimator.groups) if name.split("/")[0] == record.runtime]
     if not same_runtime:
         return None
-    nearest = min(same_runtime, key=lambda g: abs(np.log(g.theoretical_peak_flops / record.theoretical_peak_flops)))
-    return transferred(nearest, record.theoretical_peak_flops)
+    peak = record.theoretical_peak_flops
+    nearest = min(same_runtime, key=lambda n: abs(np.log(estimator.groups[n].theoretical_peak_flops / peak)))
+    return estimator.transferred(nearest, peak)
 
 
 def leave_one_out(
@@ -319,10 +433,11 @@ def leave_one_out(
     by_operation_type: bool = False,
     repeats: Mapping[Configuration, Sequence[MeasurementRecord]] | None = None,
 ) -> pd.DataFrame:
-    """One row per record with a ``target`` latency: measured vs predicted by the estimator fitted on the records
-    whose ``held_out`` (``model``, ``batch_size`` or ``precision``) differs from its own, and the naive baseline
-    (:func:`naive_ms`). A left-out precision is predicted from the nearest fitted one
-    (:func:`nearest_precision_params`).
+    """One row per record with a ``target`` latency: measured vs predicted by the :class:`LatencyEstimator` fitted on
+    the records whose ``held_out`` (``model``, ``batch_size`` or ``precision``) differs from its own, beside the
+    roofline fitted on the same records (``by_operation_type``: one roofline per operation type) and the naive
+    baseline (``targets.naive_ms``). A left-out precision is predicted from the nearest fitted one
+    (:func:`nearest_precision_params`). Nothing of a held-out record reaches the fit, its fitted choices included.
     Records of one machine (``hardware_id`` is a column), one per configuration (the fit uses them); ``repeats``
     (every measurement per configuration) make the measured value the median over the repeats and add their count
     and spread (:func:`repeat_spread`)."""
@@ -333,17 +448,21 @@ def leave_one_out(
         raise ValueError(f"leave-one-{held_out}-out needs at least two {held_out}s, got {values}")
     rows = []
     for value in values:
-        estimator = RooflineEstimator.fit(
-            [r for r in records if getattr(r, held_out) != value], target, by_operation_type
+        training = [r for r in records if getattr(r, held_out) != value]
+        estimators = (
+            LatencyEstimator.fit(training, target),
+            RooflineEstimator.fit(training, target, by_operation_type),
         )
         for record in records:
+            if getattr(record, held_out) != value:
+                continue
             measured, count, spread = repeat_spread(record, target, repeats)
-            params = estimator.groups.get(group_of(record))
-            if params is None and held_out == "precision":
-                params = nearest_precision_params(estimator, record)
-            if getattr(record, held_out) != value or measured is None or params is None:
-                continue  # params None: nothing measured in its group (or runtime) left to predict from
-            predicted, naive = params.predict(record), naive_ms(record)
+            params = [e.groups.get(group_of(record)) for e in estimators]
+            if held_out == "precision":
+                params = [nearest_precision_params(e, record) for e in estimators]
+            if measured is None or None in params:
+                continue  # None: nothing measured in its group (or runtime) left to predict from
+            (predicted, roofline), naive = (p.predict(record) for p in params), naive_ms(record)
             rows.append(
                 {
                     "held_out": held_out,
@@ -355,28 +474,15 @@ def leave_one_out(
                     "measured_ms": measured,
                     "predicted_ms": predicted,
                     "ape_pct": abs(predicted - measured) / measured * 100,
+                    "roofline_ms": roofline,
+                    "roofline_ape_pct": abs(roofline - measured) / measured * 100,
                     "naive_ms": naive,
                     "naive_ape_pct": abs(naive - measured) / measured * 100,
                     "repeats": count,
                     "repeat_spread_pct": spread,
                 }
             )
-    columns = [
-        "held_out",
-        "hardware_id",
-        "model",
-        "runtime",
-        "precision",
-        "batch_size",
-        "measured_ms",
-        "predicted_ms",
-        "ape_pct",
-        "naive_ms",
-        "naive_ape_pct",
-        "repeats",
-        "repeat_spread_pct",
-    ]
-    return pd.DataFrame(rows, columns=columns).sort_values(columns[:6], ignore_index=True)
+    return pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(list(COLUMNS[:6]), ignore_index=True)
 
 
 def leave_one_model_out(
@@ -403,21 +509,26 @@ def within_pct(ape_pct: pd.Series, tolerance: float = WITHIN_PCT) -> float:
 
 def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
     """Per (held out, hardware, runtime, precision): models, predictions, median and p90 APE, the share within
-    +-10% and Spearman's rank correlation of predicted with measured latency, the same for the naive baseline, and
-    the median spread across repeats where configurations were measured more than once (NaN where none was)."""
+    +-10% and Spearman's rank correlation of predicted with measured latency, the same for the roofline and the
+    naive baseline, and the median spread across repeats where configurations were measured more than once
+    (NaN where none was)."""
+
+    def metrics(rows: pd.DataFrame, prefix: str, predicted: str) -> dict:
+        ape = rows[f"{prefix}ape_pct"]
+        return {
+            f"{prefix}median_ape_pct": ape.median(),
+            f"{prefix}p90_ape_pct": ape.quantile(0.9),
+            f"{prefix}within_10_pct": within_pct(ape),
+            f"{prefix}spearman": spearman(rows[predicted], rows["measured_ms"]),
+        }
 
     def row(rows: pd.DataFrame) -> dict:
         return {  # keys: SUMMARY_METRICS
             "models": rows["model"].nunique(),
             "predictions": len(rows),
-            "median_ape_pct": rows["ape_pct"].median(),
-            "p90_ape_pct": rows["ape_pct"].quantile(0.9),
-            "within_10_pct": within_pct(rows["ape_pct"]),
-            "spearman": spearman(rows["predicted_ms"], rows["measured_ms"]),
-            "naive_median_ape_pct": rows["naive_ape_pct"].median(),
-            "naive_p90_ape_pct": rows["naive_ape_pct"].quantile(0.9),
-            "naive_within_10_pct": within_pct(rows["naive_ape_pct"]),
-            "naive_spearman": spearman(rows["naive_ms"], rows["measured_ms"]),
+            **metrics(rows, "", "predicted_ms"),
+            **metrics(rows, "roofline_", "roofline_ms"),
+            **metrics(rows, "naive_", "naive_ms"),
             "median_repeat_spread_pct": rows["repeat_spread_pct"].median(),
         }
 
@@ -431,15 +542,15 @@ def lomo_summary(validation: pd.DataFrame) -> pd.DataFrame:
 def estimator_report(records: Sequence[MeasurementRecord]) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """estimator.json content and the LOMO validation table (None when it cannot be computed).
 
-    The estimator is fitted on all ``records``; the leave-one-model-out summary (median APE, MAPE
-    per model and per runtime/precision/batch) needs two models sharing a runtime/precision group,
-    and otherwise says why it is absent instead of failing.
+    The estimator (:class:`LatencyEstimator`) is fitted on all ``records``; the leave-one-model-out summary
+    (median APE, MAPE per model and per runtime/precision/batch) needs two models sharing a runtime/precision
+    group, and otherwise says why it is absent instead of failing.
     """
     models = sorted({r.model for r in records})
     report: dict[str, Any] = {
         "models": models,
         "records": len(records),
-        "groups": RooflineEstimator.fit(records).to_dict(),
+        "groups": LatencyEstimator.fit(records).to_dict(),
     }
     validation = leave_one_model_out(records) if len(models) >= 2 else None
     if validation is None or validation.empty:
@@ -467,7 +578,7 @@ def mape_table(validation: pd.DataFrame) -> pd.DataFrame:
 
 
 def predicted_vs_measured_figure(validation: pd.DataFrame):
-    """Log-log scatter of predicted against measured end-to-end latency, one marker per group."""
+    """Log-log scatter of predicted against measured latency, one marker per group."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -483,107 +594,8 @@ def predicted_vs_measured_figure(validation: pd.DataFrame):
         ylim=(lo, hi),
         xlabel="measured end-to-end latency (ms)",
         ylabel="predicted (ms), model left out",
-        title=f"roofline estimator, LOMO: median APE {validation['ape_pct'].median():.1f}%",
+        title=f"latency estimator, LOMO: median APE {validation['ape_pct'].median():.1f}%",
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def efficiency_curves(records: Sequence[MeasurementRecord], bins_per_decade: int = 4) -> pd.DataFrame:
-    """Median subgraph efficiency per (runtime, precision, operation type, arithmetic-intensity bin).
-
-    A subgraph's efficiency is its FLOPs over its typical latency (:func:`typical_ms`), over the
-    theoretical peak. Bins are ``bins_per_decade`` per decade of FLOP/byte, labelled by their
-    geometric centre; subgraphs without FLOPs (layout) are left out.
-    """
-    rows = [
-        {
-            "runtime": r.runtime,
-            "precision": r.precision,
-            "operation_type": s.operation_type,
-            "log_intensity": np.log10(s.arithmetic_intensity),
-            "efficiency": s.flops / (typical_ms(s.measured_latency) / 1e3) / s.theoretical_peak_flops,
-        }
-        for r in records
-        for s in r.subgraphs
-        if s.flops > 0 and s.arithmetic_intensity > 0
-    ]
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return pd.DataFrame(
-            columns=["runtime", "precision", "operation_type", "arithmetic_intensity", "efficiency_median", "count"]
-        )
-    table["bin"] = np.floor(table["log_intensity"] * bins_per_decade)
-    curves = (
-        table.groupby(["runtime", "precision", "operation_type", "bin"])["efficiency"]
-        .agg(efficiency_median="median", count="size")
-        .reset_index()
-    )
-    curves["arithmetic_intensity"] = 10 ** ((curves.pop("bin") + 0.5) / bins_per_decade)
-    return curves
-
-
-def efficiency_curves_figure(curves: pd.DataFrame, title: str):
-    """Median efficiency against arithmetic intensity, one line per (runtime, operation type), log-log."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for (runtime, kind), rows in curves.groupby(["runtime", "operation_type"]):
-        ax.plot(
-            rows["arithmetic_intensity"],
-            rows["efficiency_median"] * 100,
-            marker="o",
-            ms=3,
-            label=kind if curves["runtime"].nunique() == 1 else f"{runtime} {kind}",
-        )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="arithmetic intensity (FLOP/byte)",
-        ylabel="median efficiency (% of theoretical peak)",
-        title=title,
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def write_efficiency_curves(root: str | Path, hardware_id: str) -> list[Path]:
-    """Rewrite ``efficiency_curves/<precision>/curves.json`` and ``curves.png`` of a machine from its records.
-
-    Each ``curves.json`` holds, per runtime, the efficiency curves per operation type and the roofline
-    fitted on the machine's records of that runtime and precision (target :func:`target_for`). Any
-    hardware id of the store works, its files read in place; nothing else is written. Call it after
-    adding measurements.
-    """
-    import matplotlib.pyplot as plt
-
-    records = GroundTruthLoader(root).load_all(hardware_id)
-    target = target_for(records)
-    estimator = RooflineEstimator.fit(records, target).to_dict()
-    curves = efficiency_curves(records)
-    written = []
-    for precision, rows in curves.groupby("precision"):
-        folder = efficiency_curves_dir(root, hardware_id, precision)
-        document = {
-            "hardware_id": hardware_id,
-            "precision": precision,
-            "target": target,
-            "statistic": "median over subgraphs of FLOPs / minimum latency / theoretical peak",
-            "runtimes": {
-                runtime: {
-                    "roofline": estimator[f"{runtime}/{precision}"],
-                    "curves": {
-                        kind: part[["arithmetic_intensity", "efficiency_median", "count"]].to_dict(orient="list")
-                        for kind, part in by_runtime.groupby("operation_type")
-                    },
-                }
-                for runtime, by_runtime in rows.groupby("runtime")
-            },
-        }
-        written.append(atomic.write_json(folder / "curves.json", document))
-        figure = efficiency_curves_figure(rows, f"{hardware_id} {precision}: efficiency per operation type")
-        written.append(atomic.save_figure(figure, folder / "curves.png"))
-        plt.close(figure)
-    return written

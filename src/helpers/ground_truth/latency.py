@@ -31,9 +31,9 @@ import numpy as np
 from helpers.ground_truth.campaign import SweepConfig as SweepConfig
 from helpers.ground_truth.campaign import SweepResult
 from helpers.ground_truth.campaign import run_sweep as run_sweep
-from helpers.ground_truth.estimator import end_to_end_ms
 from helpers.ground_truth.measurement import MeasurementSettings as MeasurementSettings
 from helpers.ground_truth.records import MeasurementRecord
+from helpers.ground_truth.targets import end_to_end_ms
 from helpers.run.headline import speedup_text
 
 
@@ -74,7 +74,7 @@ def latency_report(result: SweepResult) -> dict:
 
 
 def int8_over_fp32(records: Sequence[MeasurementRecord]) -> dict[str, float]:
-    """INT8 latency as a fraction of FP32 (contention-free, ``latency_estimator.end_to_end_ms``), per
+    """INT8 latency as a fraction of FP32 (contention-free, ``targets.end_to_end_ms``), per
     ``<model>/<runtime>/b<batch>`` measured at both precisions."""
     by_config = {(r.model, r.runtime, r.batch_size, r.precision): end_to_end_ms(r) for r in records}
     return {

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from helpers import runtime
 from helpers.ground_truth.campaign import QUICK_SETTINGS, SweepResult, fixed_batch_size, store_hardware_profile
-from helpers.ground_truth.estimator import RooflineEstimator, end_to_end_ms, group_of, write_efficiency_curves
+from helpers.ground_truth.curves import write_efficiency_curves
 from helpers.ground_truth.layout import (
     HARDWARE_PROFILE,
     MEASUREMENTS,
@@ -39,6 +39,7 @@ from helpers.ground_truth.measure_onnxruntime import measure_onnx
 from helpers.ground_truth.measure_openvino import measure_openvino
 from helpers.ground_truth.measurement import MeasurementSettings
 from helpers.ground_truth.records import MeasurementRecord, new_run_id
+from helpers.ground_truth.roofline import RooflineEstimator
 from helpers.ground_truth.store import (
     Configuration,
     GroundTruthLoader,
@@ -47,6 +48,7 @@ from helpers.ground_truth.store import (
     rebuild_manifest,
     write_lock,
 )
+from helpers.ground_truth.targets import end_to_end_ms, group_of
 from helpers.run import atomic
 
 STAGED = "store"  # phase 05's results: the files it stores, laid out as in the store

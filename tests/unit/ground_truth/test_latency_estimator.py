@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from test_ground_truth import PEAK, make_record, make_subgraph
 
+from helpers.ground_truth import curves, roofline, store
 from helpers.ground_truth import estimator as le
-from helpers.ground_truth import store
 from helpers.ground_truth.records import LatencyStats, ModelSummary
 from helpers.ground_truth.store import GroundTruthLoader
 
 # A machine whose subgraphs follow one roofline exactly (FLOP/ms, byte/ms, ms per subgraph), and whose
 # runtime adds a known cost per subgraph and per call.
-TRUE_ROOFLINE = le.Roofline(2e7, 4e6, 0.004)
+TRUE_ROOFLINE = roofline.Roofline(2e7, 4e6, 0.004)
 SCALE, PER_SUBGRAPH_MS, CALL_OVERHEAD_MS = 1.1, 0.001, 0.02
 
 
@@ -111,7 +111,7 @@ def test_figure_plots_every_validated_record(stored):
 
 def test_efficiency_curves_are_written_per_precision_with_a_figure(stored):
     root, hw = stored.root, "test-cpu-2c"
-    paths = le.write_efficiency_curves(root, hw)
+    paths = curves.write_efficiency_curves(root, hw)
     assert [p.relative_to(root / hw).as_posix() for p in paths] == [
         "efficiency_curves/fp32/curves.json",
         "efficiency_curves/fp32/curves.png",
@@ -124,7 +124,7 @@ def test_efficiency_curves_are_written_per_precision_with_a_figure(stored):
     assert sum(conv["count"]) == sum(s.flops > 0 for r in stored.load_all(hw) for s in r.subgraphs)
     assert all(0 < e for e in conv["efficiency_median"])
     first = paths[0].read_bytes()
-    le.write_efficiency_curves(root, hw)
+    curves.write_efficiency_curves(root, hw)
     assert paths[0].read_bytes() == first  # derived data is deterministic
 
 

@@ -12,6 +12,7 @@ from scipy import stats
 from test_latency_estimator import synthetic_record
 
 from helpers.ground_truth import estimator as le
+from helpers.ground_truth import roofline
 
 
 def test_spearman_is_scipys_rank_correlation_ties_included():
@@ -31,7 +32,7 @@ def test_a_left_out_precision_is_predicted_at_the_same_fraction_of_its_own_peak(
     rng = np.random.default_rng(2)
     fp32 = [synthetic_record(f"m{i}", b, rng) for i in range(3) for b in (1, 8)]
     group = le.RooflineEstimator.fit(fp32).groups["onnxruntime/fp32"]
-    doubled = le.transferred(group, 2 * group.theoretical_peak_flops)
+    doubled = roofline.transferred(group, 2 * group.theoretical_peak_flops)
     assert doubled.roofline.peak_flops_per_ms == pytest.approx(2 * group.roofline.peak_flops_per_ms)
     assert (doubled.roofline.bandwidth_bytes_per_ms, doubled.scale) == (
         group.roofline.bandwidth_bytes_per_ms,
@@ -42,7 +43,8 @@ def test_a_left_out_precision_is_predicted_at_the_same_fraction_of_its_own_peak(
 
 def test_leave_one_batch_size_and_one_precision_out_on_an_exact_roofline():
     """Latencies that follow one roofline at every batch size and, scaled by the peak, at both precisions: each
-    split predicts every record, and nearly exactly (the fit is exact up to the optimizer)."""
+    split predicts every record, the roofline baseline nearly exactly (its fit is exact up to the optimizer), the
+    latency estimator (another law: additive terms, not a max) within a few percent."""
     rng = np.random.default_rng(4)
     fp32 = [synthetic_record(f"m{i}", b, rng, end_to_end=False) for i in range(3) for b in (1, 8)]
     fp16 = [dataclasses.replace(r, precision="fp16") for r in fp32]  # same peak: the transfer is the identity
@@ -52,8 +54,9 @@ def test_leave_one_batch_size_and_one_precision_out_on_an_exact_roofline():
         assert len(validation) == len(records) and set(validation["held_out"]) == {held_out}
         summary = le.lomo_summary(validation)
         assert list(summary.columns) == ["held_out", "hardware_id", "runtime", "precision", *le.SUMMARY_METRICS]
-        assert (summary["median_ape_pct"] < 1).all() and (summary["within_10_pct"] == 100).all(), summary
-        assert (summary["spearman"] > 0.99).all()
+        assert (summary["roofline_median_ape_pct"] < 1).all(), summary
+        assert (summary["roofline_within_10_pct"] == 100).all() and (summary["roofline_spearman"] > 0.99).all()
+        assert (summary["median_ape_pct"] < 5).all() and (summary["spearman"] > 0.95).all(), summary
 
 
 def test_a_split_needs_two_values_and_a_known_name():
