@@ -4,8 +4,8 @@ A bundle is a directory holding only relative names::
 
     model_fp32.onnx     the deployed model, its calibration map and decision rules inside the graph
     model_int8.onnx     the most accurate INT8 variant of phase 04 (named in bundle.json), likewise
-    bundle.json         schema_version, class names, the input contract, the outputs (name, dtype, shape,
-                        meaning), per precision the model file, calibration map, accept rule and set
+    bundle.json         schema_version, class names, the deployment domain, the input contract, the outputs
+                        (name, dtype, shape, meaning), per precision the model file, calibration map, accept rule and set
                         thresholds with each rule in words, the guarantees they come with, the source
                         run (run id, git commit and dirty flag, sha256 of the upstream manifests), versions
     README.md, client.py  how to serve it; a client that needs only numpy and onnxruntime
@@ -247,6 +247,7 @@ def write_bundle(
     set_thresholds: Mapping[str, Sequence[float]] | None = None,
     accept_rule: str = "global",
     guarantees: Mapping | None = None,
+    domain: Mapping | None = None,
 ) -> dict:
     """Write the bundle into ``bundle_dir`` (models, bundle.json, README.md, client.py, then checksums.json);
     returns bundle.json.
@@ -260,6 +261,8 @@ def write_bundle(
     ``runtimes``: per precision the runtimes offered (default: onnxruntime only); ``default_runtimes``:
     per precision the one ``predict`` uses unless told (one of those offered); ``runtime_settings``:
     the threads and batch size the offered runtimes' outputs were checked at (and their versions).
+    ``domain``: the domain the bundle is deployed to (``{"name", "description"}``, ``helpers.data.deployment``):
+    its val split fitted the map and the rules, its test split validates the bundle.
     """
     _check_build_args(model_paths, class_names, calibrations, thresholds)
     if accept_rule not in ACCEPT_RULE_TEXT:  # the rules guarantees.ACCEPT_RULES declares, in words
@@ -290,6 +293,7 @@ def write_bundle(
     doc = {
         "schema_version": SCHEMA_VERSION,
         "class_names": list(class_names),
+        **({"domain": dict(domain)} if domain else {}),
         "input": input_contract(input_shape),
         "outputs": outputs,
         "models": {
@@ -387,6 +391,15 @@ if __name__ == "__main__":
 '''
 
 
+def _domain_line(doc: dict) -> str:
+    if "domain" not in doc:
+        return ""
+    return (
+        f"\nDeployed to the {doc['domain']['name']} domain ({doc['domain']['description']}): its calibration map and "
+        "rules were fitted on that domain's val split and the bundle was validated on its test split."
+    )
+
+
 def guide_text(doc: dict) -> str:
     """The bundle's README.md: what it holds, its input and outputs, how to serve it anywhere."""
     shape = " x ".join("N" if d is None else str(d) for d in doc["input"]["shape"])
@@ -400,7 +413,7 @@ def guide_text(doc: dict) -> str:
     )
     return f"""# A calib-lab deployment bundle
 
-Classes: {", ".join(map(str, doc["class_names"]))}. Source run: `{doc["source"].get("run_id")}`.
+Classes: {", ".join(map(str, doc["class_names"]))}. Source run: `{doc["source"].get("run_id")}`.{_domain_line(doc)}
 
 Every model here is a self-contained ONNX graph: feed it uint8 pixels cast to float32, NHWC, shape
 `{shape}` (input `{doc["input"]["name"]}`, no scaling, no normalization), and it returns:

@@ -419,10 +419,30 @@ def calibration_section(files: Files, inputs) -> list[str]:
     return [
         *tables,
         *candidate_tables(files, results),
+        *shift_tables(files),
         *figures(files, {"reliability.png": "reliability diagrams (test)"}),
         *figures(
             files, {n: n.removesuffix(".png") for n in sorted(files) if n.endswith(".png") and n != "reliability.png"}
         ),
+    ]
+
+
+def shift_tables(files: Files) -> list[str]:
+    """Phase 06's calibration under shift: which val split a map is fitted on, measured on each test split."""
+    from helpers.confidence.shift import METHOD, shift_table
+
+    if "calibration_under_shift.json" not in files:
+        return []
+    rows = _json(files, "calibration_under_shift.json")
+    if not isinstance(rows, list):  # runs recorded before the fitted-on rows: one map, no split to compare
+        return []
+    return [
+        "<h3>calibration under shift (test)</h3>",
+        paragraph(
+            f"{METHOD} fitted on each domain's val split, for the model before and after adaptation; the target test "
+            "rows compare the map fitted on the target's own val split with one fitted on the source's."
+        ),
+        table(shift_table(rows).reset_index(), index=None),
     ]
 
 
@@ -596,7 +616,14 @@ def overview(
 def _cards(head: Mapping) -> str:
     pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
     cards = []
-    if "fp32_accuracy" in head:
+    if "domain" in head:
+        cards.append(("deployment domain (every figure here is on its test split)", head["domain"]))
+    if "adaptation" in head:
+        gain = f"{pct(head['accuracy_before_adaptation'])} -> {pct(head['accuracy_after_adaptation'])}"
+        cards.append((f"test accuracy, before -> after adaptation ({head['adaptation']})", gain))
+    if "deployed_accuracy" in head:
+        cards.append((f"deployed FP32 test accuracy ({head['calibration_map']})", pct(head["deployed_accuracy"])))
+    elif "fp32_accuracy" in head:
         cards.append(("FP32 test accuracy", pct(head["fp32_accuracy"])))
     if "int8_accuracy" in head:
         cards.append((f"INT8 ({head['int8_variant']}) test accuracy", pct(head["int8_accuracy"])))

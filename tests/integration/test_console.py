@@ -41,10 +41,17 @@ def test_full_run_console(default_run):
     table = re.findall(r"^(\d\d[a-z]?_\w+)\s+(complete|failed|skipped|not run)\s+([\d.]+|-)$", out, re.M)
     assert [row[0] for row in table] == list(json.loads((default_run / "run_record.json").read_text())["phases"])
     assert {row[1] for row in table} == {"complete"}
-    headline = next(line for line in out.splitlines() if line.startswith("FP32 acc "))
-    record = json.loads((default_run / "run_record.json").read_text())
-    acc = record["phases"]["04_quantize"]["summary"]["fp32_test_accuracy"]  # the deployed (adapted) FP32 model
-    assert f"FP32 acc {100 * acc:.2f}%" in headline
+    headline = next(line for line in out.splitlines() if line.startswith("target domain, adaptation (lora) "))
+    summaries = {
+        pid: row["summary"] for pid, row in json.loads((default_run / "run_record.json").read_text())["phases"].items()
+    }
+    gain = summaries["02b_adapt"]["accuracy"]["target"]  # the story: the gain where the model is deployed
+    assert headline.startswith(
+        f"target domain, adaptation (lora) {100 * gain['before']:.2f}% -> {100 * gain['after']:.2f}% | "
+    )
+    deployed = summaries["06_confidence"]["accuracy_post"]["fp32"]  # after the chosen map, on target test
+    chosen = summaries["06_confidence"]["chosen"]["fp32"]
+    assert f"| deployed FP32 acc {100 * deployed:.2f}% ({chosen}) |" in headline
     latency = (  # a speed-up, or the words that replace it when its range says it is no number (headline.py)
         r"(INT8 [\d.]+x (faster|slower) than FP32 \(onnxruntime, batch 1\)"
         r"|INT8 vs FP32 latency \(onnxruntime, batch 1\): (no measurable difference|not measurable here), "

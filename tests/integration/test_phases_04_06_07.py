@@ -210,12 +210,13 @@ def test_rerunning_the_three_phases_gives_byte_identical_results(run, tmp_path):
 def test_calibration_tensors_are_bit_identical_to_evaluation_preprocessing(run):
     """What the ORT calibrator is fed (phase 01's slice through the reader) is exactly what evaluation feeds."""
     from helpers import data
+    from helpers.data.deployment import load_calibration_slice
     from helpers.quantize import guard as calibration_guard
     from helpers.quantize import ort as quantize_ort
 
     ds = data.load_dataset("digits")
     slice_path = run / "results/01_data/calibration_slice.npz"
-    images, labels = calibration_guard.load_calibration_slice(slice_path, ds.train_images, ds.train_labels)
+    images, labels = load_calibration_slice(slice_path, ds.train_images, ds.train_labels)
     reader = quantize_ort.SliceReader(data.preprocess(images), batch_size=64)
     calibration = np.concatenate([batch["images"] for batch in iter(reader.get_next, None)])
     indices = np.load(slice_path)["indices"]

@@ -12,24 +12,26 @@
   split])``. The model is trained on clean digits (phase 02); the clean test split is the
   source-like test set.
 
-Images and labels are separate files (``target_train_images.npz`` / ``target_train_labels.npz``,
-one array each) so that the graph can hand a label-free mode the images alone.
+Phase 02a writes every set of the domains it describes through ``helpers.data.deployment``'s files (images
+and labels apart, so that the graph can hand a label-free mode the images alone): the target's val and test
+sets always; with adaptation, its train images (what adaptation fits on) and its calibration slice (phase
+01's PTQ slice carried into the target domain: the same images, so the same stratification, drawn from the
+train split); for digits, the source's val and test sets beside them. Target val is what phases 04-07 fit
+and choose on when the run deploys to the target; it never reaches adaptation (the graph gives 02b val and
+test files only once its model is sealed). ``record["deployment"]`` names the domain the run deploys to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from helpers.data.datasets import Dataset, split_data
-from helpers.run import atomic
+from helpers.data.deployment import FILE, load_array, save_array
 
 DIGITS_NOISE_STD = 0.26 * 255.0  # Hendrycks & Dietterich's gaussian_noise, severity 4, on the 0-255 scale
-_SPLIT_SEED = {"train": 0, "test": 1}
-FILE = "{domain}_{split}_{kind}.npz"  # e.g. target_train_images.npz
+_SPLIT_SEED = {"train": 0, "test": 1, "val": 2}  # the noise of a split; calibration reuses train's
 
 
 def gaussian_noise(images: np.ndarray, std: float, seed: int | list[int]) -> np.ndarray:
@@ -41,33 +43,45 @@ def gaussian_noise(images: np.ndarray, std: float, seed: int | list[int]) -> np.
 @dataclass
 class TargetDomain:
     arrays: dict[str, np.ndarray]  # file name -> array (images and labels in separate files)
-    record: dict  # what the target domain is, and which sets exist
+    record: dict  # what the target domain is, which sets exist, and the domain the run deploys to
 
 
 def target_domain(ds: Dataset, splits: dict, seed: int, with_train: bool) -> TargetDomain:
-    """The target-domain sets for ``ds`` (``with_train=False``: no training images, for adaptation=none)."""
-    wanted = ("train", "test") if with_train else ("test",)
+    """The domain sets for ``ds``; ``with_train`` (the run adapts): also the target train images and
+    calibration slice, and the run deploys to the target (else to the source)."""
+    wanted = ("train", "val", "test") if with_train else ("val", "test")
     parts = {split: split_data(ds, splits, split) for split in wanted}
-    arrays: dict[str, np.ndarray] = {}
     if ds.name == "digits":
-        for split, (images, labels) in parts.items():
-            arrays[FILE.format(domain="target", split=split, kind="images")] = gaussian_noise(
-                images, DIGITS_NOISE_STD, [seed, _SPLIT_SEED[split]]
-            )
-            arrays[FILE.format(domain="target", split=split, kind="labels")] = labels
-        arrays[FILE.format(domain="source", split="test", kind="images")] = parts["test"][0]
-        arrays[FILE.format(domain="source", split="test", kind="labels")] = parts["test"][1]
+        target = {
+            split: gaussian_noise(images, DIGITS_NOISE_STD, [seed, _SPLIT_SEED[split]])
+            for split, (images, _) in parts.items()
+        }
         description = (
             f"digits with Gaussian noise, std {DIGITS_NOISE_STD:.2f} on 0-255 (common-corruption "
             "gaussian_noise, severity 4), seeded per split"
         )
+        source_description = "clean digits, as loaded"
         sets = ["source", "target"]
     else:
-        for split, (images, labels) in parts.items():
-            arrays[FILE.format(domain="target", split=split, kind="images")] = images
-            arrays[FILE.format(domain="target", split=split, kind="labels")] = labels
+        target = {split: images for split, (images, _) in parts.items()}
         description = f"{ds.name} as loaded (the JPEG re-encoded CIFAR-10 in ../shared is itself the target domain)"
+        source_description = f"{ds.name} as loaded"
         sets = ["target"]
+    arrays: dict[str, np.ndarray] = {}
+    for split, (_, labels) in parts.items():
+        arrays[FILE.format(domain="target", split=split, kind="images")] = target[split]
+        arrays[FILE.format(domain="target", split=split, kind="labels")] = labels
+        if "source" in sets and split != "train":
+            arrays[FILE.format(domain="source", split=split, kind="images")] = parts[split][0]
+            arrays[FILE.format(domain="source", split=split, kind="labels")] = labels
+    if with_train:  # phase 01's slice: indices into the training images, all within the train split
+        train, calibration = np.asarray(splits["train"]), np.asarray(splits["calibration"])
+        positions = np.searchsorted(train, calibration)
+        if positions.max(initial=0) >= len(train) or not np.array_equal(train[positions], calibration):
+            raise ValueError("the calibration slice is not drawn from the train split; re-run phase 01_data")
+        arrays[FILE.format(domain="target", split="calibration", kind="images")] = target["train"][positions]
+        arrays[FILE.format(domain="target", split="calibration", kind="labels")] = parts["train"][1][positions]
+    deployment = "target" if with_train else "source"
     record = {
         "dataset": ds.name,
         "description": description,
@@ -75,30 +89,29 @@ def target_domain(ds: Dataset, splits: dict, seed: int, with_train: bool) -> Tar
         "seed": seed,
         "noise_std": DIGITS_NOISE_STD if ds.name == "digits" else None,
         "sizes": {name: len(a) for name, a in sorted(arrays.items()) if name.endswith("_labels.npz")},
+        "deployment": deployment,
+        "deployment_description": description if with_train else source_description,
     }
     return TargetDomain(arrays, record)
 
 
-def save(domain: TargetDomain, out: Callable[[str], Path]) -> None:
+def save(domain: TargetDomain, out) -> None:
     """Write each array to its own declared file (``out`` is ``phase.out``)."""
     for name, array in domain.arrays.items():
-        atomic.save_npz(out(name), **{name.rsplit("_", 1)[1].removesuffix(".npz"): array})
+        save_array(out(name), array)
 
 
-def load_array(path: Path) -> np.ndarray:
-    """The one array of a file :func:`save` wrote."""
-    with np.load(path, allow_pickle=False) as f:
-        (key,) = f.files
-        return f[key]
-
-
-def evaluation_sets(read: Callable[[str], Path], sets: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"source"/"target": (test images, test labels)}; ``read`` is ``lambda name: phase.input("02a_target", name)``."""
+def evaluation_sets(read, sets: list[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``{"source"/"target": {"val"/"test": (images, labels)}}``; ``read`` is ``lambda name:
+    phase.input("02a_target", name)``."""
     return {
-        domain: (
-            load_array(read(FILE.format(domain=domain, split="test", kind="images"))),
-            load_array(read(FILE.format(domain=domain, split="test", kind="labels"))),
-        )
+        domain: {
+            split: (
+                load_array(read(FILE.format(domain=domain, split=split, kind="images"))),
+                load_array(read(FILE.format(domain=domain, split=split, kind="labels"))),
+            )
+            for split in ("val", "test")
+        }
         for domain in sets
     }
 

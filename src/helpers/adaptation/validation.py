@@ -50,52 +50,63 @@ def _parity(expected: np.ndarray, actual: np.ndarray, what: str) -> dict:
 
 
 def evaluation_logits(
-    before: nn.Module, after: nn.Module, sets: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> dict[str, dict[str, np.ndarray]]:
-    """Per test set ("source", "target"): the logits before and after adaptation, and the labels (one pass each)."""
+    before: nn.Module, after: nn.Module, sets: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``{domain: {split: {"before", "after", "labels"}}}`` for ``domain.evaluation_sets`` (one pass per model and set)."""
     return {
-        name: {"before": predict_logits(before, images), "after": predict_logits(after, images), "labels": labels}
-        for name, (images, labels) in sets.items()
+        name: {
+            split: {"before": predict_logits(before, images), "after": predict_logits(after, images), "labels": labels}
+            for split, (images, labels) in by_split.items()
+        }
+        for name, by_split in sets.items()
     }
 
 
-def before_after(logits: dict[str, dict[str, np.ndarray]], num_classes: int) -> dict:
-    """Per test set of ``evaluation_logits``, before and after: accuracy with its 95% Wilson CI, per-class
-    accuracy, and the ECE (15 bins) with its 95% percentile-bootstrap CI (1000 resamples, seed 0)."""
+def before_after(logits: dict[str, dict[str, dict[str, np.ndarray]]], num_classes: int) -> dict:
+    """Per domain of ``evaluation_logits``, on its TEST split, before and after: accuracy with its 95% Wilson CI,
+    per-class accuracy, and the ECE (15 bins) with its 95% percentile-bootstrap CI (1000 resamples, seed 0)."""
     out = {}
-    for name, by_when in logits.items():
+    for name, by_split in logits.items():
+        test = by_split["test"]
         out[name] = {}
         for when in ("before", "after"):
-            preds = by_when[when].argmax(1)
-            low, high = ece_bootstrap_ci(by_when[when], by_when["labels"], n_boot=1000, seed=0)
+            preds = test[when].argmax(1)
+            low, high = ece_bootstrap_ci(test[when], test["labels"], n_boot=1000, seed=0)
             out[name][when] = {
-                **accuracy_with_ci(by_when["labels"], preds),
-                "per_class": per_class_accuracy(by_when["labels"], preds, num_classes).tolist(),
-                "ece": expected_calibration_error(by_when[when], by_when["labels"]),
+                **accuracy_with_ci(test["labels"], preds),
+                "per_class": per_class_accuracy(test["labels"], preds, num_classes).tolist(),
+                "ece": expected_calibration_error(test[when], test["labels"]),
                 "ece_ci": [low, high],
             }
     return out
 
 
-SHIFT_FILE = "shift_logits.npz"
+SHIFT_FILE = "shift_logits.npz"  # keys "<domain>.<split>.<before|after|labels>", e.g. "target.val.after"
 
 
-def save_shift_logits(path, logits: dict[str, dict[str, np.ndarray]]) -> None:
+def save_shift_logits(path, logits: dict[str, dict[str, dict[str, np.ndarray]]]) -> None:
     """``evaluation_logits`` as one npz: what phase 06 measures calibration under shift on (``load_shift_logits``)."""
     from helpers.run import atomic
 
-    atomic.save_npz(path, **{f"{name}.{key}": np.asarray(v) for name, by in logits.items() for key, v in by.items()})
+    atomic.save_npz(
+        path,
+        **{
+            f"{name}.{split}.{key}": np.asarray(v)
+            for name, by_split in logits.items()
+            for split, by in by_split.items()
+            for key, v in by.items()
+        },
+    )
 
 
-def load_shift_logits(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"<set> test, <before|after> adaptation": (logits, labels)}`` from ``save_shift_logits``'s file."""
-    with np.load(path) as npz:
-        names = sorted({key.split(".")[0] for key in npz.files})
-        return {
-            f"{name} test, {when} adaptation": (npz[f"{name}.{when}"], npz[f"{name}.labels"])
-            for name in names
-            for when in ("before", "after")
-        }
+def load_shift_logits(path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``{domain: {split: {"before", "after", "labels"}}}`` from ``save_shift_logits``'s file."""
+    out: dict = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            name, split, what = key.split(".")
+            out.setdefault(name, {}).setdefault(split, {})[what] = npz[key]
+    return out
 
 
 def trainable_record(adapted: Adapted) -> dict:

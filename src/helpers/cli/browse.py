@@ -311,7 +311,12 @@ def result_rows(runs: list[RunFacts]) -> list[Row]:
 
 # (headline key, label, how it prints, the phase it comes from)
 HEADLINE = (
+    ("domain", "deployment domain", "text", "02a_target"),
+    ("adaptation", "adaptation", "text", "02b_adapt"),
+    ("accuracy_before_adaptation", "test accuracy before adaptation", "percent", "02b_adapt"),
+    ("accuracy_after_adaptation", "test accuracy after adaptation", "percent", "02b_adapt"),
     ("fp32_accuracy", "FP32 test accuracy", "percent", "02_train"),
+    ("deployed_accuracy", "deployed FP32 test accuracy (after the chosen map)", "percent", "06_confidence"),
     ("int8_variant", "INT8 best variant", "text", "04_quantize"),
     ("int8_accuracy", "INT8 test accuracy (best variant)", "percent", "04_quantize"),
     ("ece_pre", "FP32 ECE before calibration", "percent", "06_confidence"),

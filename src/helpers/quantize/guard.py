@@ -5,8 +5,8 @@ tensors were preprocessed differently from evaluation (pixels divided by 255, me
 normalized, channels reversed, NCHW instead of NHWC) the ranges are wrong by the same factor and
 accuracy collapses after quantization while the FP32 model looks fine. This module owns:
 
-* ``check_calibration_slice`` / ``load_calibration_slice`` -- the slice (phase 01's indices into
-  the training images) exists, matches the dataset and is uint8 NHWC images with labels;
+* ``check_calibration_slice`` -- the slice (read by ``helpers.data.deployment`` from the deployment
+  domain) is uint8 NHWC images with labels;
 * ``channel_stats`` -- per-channel min, max, mean, std of an NHWC tensor;
 * ``check_calibration_inputs`` -- compares the calibration tensors with
   ``helpers.data.preprocess`` of the *same* images and names the likely mistake. ``mode="raise"``
@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from helpers.data.datasets import check_indices, preprocess, slice_hash
+from helpers.data.datasets import preprocess
 
 MODES = ("raise", "warn")
 STATS = ("min", "max", "mean", "std")
-SLICE_KEYS = ("indices", "labels")
 
 
 class CalibrationMismatchError(ValueError):
@@ -88,49 +86,6 @@ def check_calibration_slice(
         )
     if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"calibration labels must lie in [0, {num_classes}), found {labels.min()}..{labels.max()}")
-
-
-def load_calibration_slice(
-    path: str | Path, train_images: np.ndarray, train_labels: np.ndarray, expected_hash: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, labels)`` of the slice phase 01 stored as ``indices`` into the training images.
-
-    Checks the file, its keys, that the indices fit ``train_images``, that the stored labels are
-    the dataset's labels at those indices and, given ``expected_hash`` (distribution.json's
-    ``slice_hash``), that the slice is the one phase 01 drew.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"calibration slice {path} does not exist; run phase 01_data first "
-            "(it writes results/01_data/calibration_slice.npz)"
-        )
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [k for k in SLICE_KEYS if k not in npz.files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks {', '.join(missing)}; it holds {sorted(npz.files)} "
-                f"and a calibration slice needs {', '.join(SLICE_KEYS)}"
-            )
-        indices, labels = npz["indices"], npz["labels"]
-    check_indices(
-        indices, len(train_images), str(path), "the slice was drawn from another dataset than this training set"
-    )
-    if len(indices) != len(labels):
-        raise ValueError(f"{path}: {len(indices)} indices but {len(labels)} labels; a slice holds one label per index")
-    if not np.array_equal(labels, np.asarray(train_labels)[indices]):
-        raise ValueError(
-            f"{path}: the stored labels differ from the dataset's labels at the slice indices; "
-            "the slice was drawn from another dataset -- rerun phase 01_data"
-        )
-    if expected_hash is not None and slice_hash(indices, train_images) != expected_hash:
-        raise ValueError(
-            f"{path}: slice hash differs from {expected_hash[:12]}... (distribution.json); the images "
-            "at these indices are not the ones phase 01 chose -- load the same dataset"
-        )
-    images = train_images[indices]
-    check_calibration_slice(images, labels)
-    return images, labels.astype(np.int64)
 
 
 def channel_stats(x: np.ndarray) -> dict[str, np.ndarray]:

@@ -127,13 +127,8 @@ PHASES: tuple[PhaseSpec, ...] = (
         "02a_target",
         "Target domain",
         ("01_data",),
-        ("target.json", "target_test_images.npz", "target_test_labels.npz", "target.png"),
-        optional=(
-            "target_train_images.npz",
-            "target_train_labels.npz",
-            "source_test_images.npz",
-            "source_test_labels.npz",
-        ),
+        ("target.json", "target_val_*.npz", "target_test_*.npz", "target.png"),
+        optional=("target_train_*.npz", "target_calibration_*.npz", "source_val_*.npz", "source_test_*.npz"),
     ),
     PhaseSpec(
         "02b_adapt",
@@ -165,12 +160,12 @@ PHASES: tuple[PhaseSpec, ...] = (
             ("adabn/*", _BASE_MODEL + _TARGET_IMAGES),
             ("tent/*", _BASE_MODEL + _TARGET_IMAGES),
         ),
-        sealed_inputs=("02a_target/*_test_*.npz", "01_data/splits.npz"),
+        sealed_inputs=("02a_target/*_val_*.npz", "02a_target/*_test_*.npz", "01_data/splits.npz"),
     ),
     PhaseSpec(
         "03_activation_stats",
         "Activation statistics",
-        ("01_data", "02_train", MODEL_PHASE),  # 02's model is the `base` role beside the adapted one
+        ("01_data", "02_train", "02a_target", MODEL_PHASE),  # 02's model is the `base` role beside the adapted one
         ("*/calibration_stats.npz", "*/rate_targets.json", "rates.png", "sigma.png"),
         precheck="helpers.activations.stats:check_params",
         bounds=(("stats_batch_size", 65_536), ("transformer_sentences", 100_000)),
@@ -178,7 +173,7 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec(
         "04_quantize",
         "Post-training quantization",
-        ("01_data", MODEL_PHASE),
+        ("01_data", "02a_target", MODEL_PHASE),
         ("model_int8_*.onnx", "quant_report.json", "int8_logits.npz", "runtime_logits.npz", "quant.png"),
         precheck="helpers.quantize.ort:check_params",
         bounds=(("num_bins", 16_384), ("size_sweep", 10_000), ("runtime_threads", MAX_THREADS)),
@@ -196,7 +191,7 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec(
         "06_confidence",
         "Confidence calibration",
-        ("01_data", MODEL_PHASE, "04_quantize"),
+        ("01_data", "02a_target", MODEL_PHASE, "04_quantize"),
         (
             "*/scaling_params.json",
             "calibration_metrics.json",
@@ -211,7 +206,7 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec(
         "07_selective",
         "Selective-prediction threshold",
-        ("01_data", "06_confidence"),
+        ("01_data", "02a_target", "06_confidence"),
         (
             "threshold.json",
             "threshold_sweep.csv",
@@ -226,7 +221,7 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec(
         "08_bundle",
         "Deployment bundle",
-        ("01_data", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
+        ("01_data", "02a_target", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
         (
             "bundle/model_fp32.onnx",
             "bundle/model_int8.onnx",

@@ -1,12 +1,14 @@
 """A run's headline: the few numbers a user looks for first, from the phases' recorded summaries.
 
-FP32 and INT8 test accuracy, ECE before -> after the calibration map chosen on val (named), INT8
-vs FP32 latency as a speed-up beside both latencies (one runtime at one batch size, named by
-``latency_runtime`` and ``latency_batch``; in words where its range makes it no number), the
-bundle's load-back status. One definition for the console's end-of-run
-line, the report's headline card and the ``calib ls`` / ``diff`` columns. Reads JSON only
-(summaries from the run record or the manifests, and phase 05's ``latency.json``); a phase that
-did not run leaves its entries out.
+The story of the run, each figure named: the domain it deploys to (phase 02a), adaptation's gain there
+(the unadapted model's test accuracy beside the adapted one's, phase 02b), the deployed FP32 accuracy
+(after the calibration map chosen on val, which may change the argmax) with the map's name, INT8's test
+accuracy, ECE before -> after the map, INT8 vs FP32 latency as a speed-up beside both latencies (one
+runtime at one batch size, named by ``latency_runtime`` and ``latency_batch``; in words where its range
+makes it no number), the bundle's load-back status. Every accuracy and ECE is on the deployment domain's
+test split. One definition for the console's end-of-run line, the report's headline card and the
+``calib ls`` / ``diff`` columns. Reads JSON only (summaries from the run record or the manifests, and
+phase 05's ``latency.json``); a phase that did not run leaves its entries out.
 """
 
 from __future__ import annotations
@@ -94,7 +96,15 @@ def from_summaries(summaries: Mapping[str, Mapping], latency: Mapping | None = N
     """Headline numbers from ``{phase id: summary}`` (the dicts phases pass to ``phase.finish``)."""
     train, quant = summaries.get("02_train") or {}, summaries.get("04_quantize") or {}
     conf, bundle = summaries.get("06_confidence") or {}, summaries.get("08_bundle") or {}
+    target, adapt = summaries.get("02a_target") or {}, summaries.get("02b_adapt") or {}
     out: dict[str, Any] = {}
+    if target.get("deployment"):
+        out["domain"] = target["deployment"]
+    gain = (adapt.get("accuracy") or {}).get(out.get("domain"))
+    if adapt.get("adaptation") not in (None, "none") and gain:
+        out["adaptation"] = adapt["adaptation"]
+        out["accuracy_before_adaptation"] = gain["before"]
+        out["accuracy_after_adaptation"] = gain["after"]
     if "fp32_test_accuracy" in quant:  # the deployed FP32 model (the adapted one, when 02b adapts)
         out["fp32_accuracy"] = quant["fp32_test_accuracy"]
     elif "test_accuracy" in train:
@@ -109,6 +119,8 @@ def from_summaries(summaries: Mapping[str, Mapping], latency: Mapping | None = N
             out[f"ece_{when}"] = value
     if (conf.get("chosen") or {}).get("fp32"):
         out["calibration_map"] = conf["chosen"]["fp32"]  # the map the ECE after is measured with
+    if (conf.get("accuracy_post") or {}).get("fp32") is not None:
+        out["deployed_accuracy"] = conf["accuracy_post"]["fp32"]  # after the map (it may change the argmax)
     out.update(latency_headline(latency))
     if "status" in bundle:
         out["bundle"] = bundle["status"]
@@ -133,10 +145,20 @@ def _pct(x: Any) -> str:
 
 
 def text(head: Mapping[str, Any]) -> str:
-    """``FP32 acc 97.41% | INT8 (minmax) acc 97.22% | ECE 4.12% -> 1.03% (temperature_scaling) | INT8 1.6x
-    faster than FP32 (onnxruntime, batch 1) | bundle PASS``."""
+    """``target domain, adaptation (lora) 76.48% -> 90.19% | deployed FP32 acc 90.37% (temperature_scaling) |
+    INT8 (minmax) acc 90.19% | ECE 4.12% -> 1.03% (temperature_scaling) | INT8 1.6x faster than FP32
+    (onnxruntime, batch 1) | bundle PASS``: the domain and adaptation's gain there first, then what is
+    deployed (the FP32 accuracy after the chosen map, or the raw one for a run without phase 06)."""
     parts = []
-    if "fp32_accuracy" in head:
+    if "domain" in head:
+        gain = ""
+        if "adaptation" in head:
+            before, after = _pct(head["accuracy_before_adaptation"]), _pct(head["accuracy_after_adaptation"])
+            gain = f", adaptation ({head['adaptation']}) {before} -> {after}"
+        parts.append(f"{head['domain']} domain{gain}")
+    if "deployed_accuracy" in head:
+        parts.append(f"deployed FP32 acc {_pct(head['deployed_accuracy'])} ({head['calibration_map']})")
+    elif "fp32_accuracy" in head:
         parts.append(f"FP32 acc {_pct(head['fp32_accuracy'])}")
     if "int8_accuracy" in head:
         parts.append(f"INT8 ({head['int8_variant']}) acc {_pct(head['int8_accuracy'])}")

@@ -284,15 +284,19 @@ def test_a_collapsing_label_free_fit_fails_with_the_numbers_before_any_merge(dig
 def test_the_two_by_two_table_has_accuracy_and_ece_with_intervals_for_both_domains(digits, trained):
     _, _, arrays = digits
     adapted = methods.adapt(trained, AdaptConfig("adabn"), arrays["target_train_images.npz"], seed=0, num_threads=1)
-    sets = {d: (arrays[f"{d}_test_images.npz"], arrays[f"{d}_test_labels.npz"]) for d in ("source", "target")}
+    sets = {
+        d: {s: (arrays[f"{d}_{s}_images.npz"], arrays[f"{d}_{s}_labels.npz"]) for s in ("val", "test")}
+        for d in ("source", "target")
+    }
     logits = validation.evaluation_logits(trained, adapted.merged, sets)
     results = validation.before_after(logits, 10)
     from helpers.metrics.calibration import expected_calibration_error
 
     for d in ("source", "target"):
+        assert np.array_equal(logits[d]["val"]["labels"], sets[d]["val"][1])  # val logits too, for phase 06
         for when in ("before", "after"):
             r = results[d][when]
-            assert r["ece"] == expected_calibration_error(logits[d][when], sets[d][1])
+            assert r["ece"] == expected_calibration_error(logits[d]["test"][when], sets[d]["test"][1])
             assert 0 <= r["ece_ci"][0] < r["ece_ci"][1] <= 1 and r["ci_low"] <= r["accuracy"] <= r["ci_high"]
     table = validation.results_table(
         {"accuracy": results, "trainable_parameters": validation.trainable_record(adapted)}

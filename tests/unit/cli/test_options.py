@@ -125,6 +125,30 @@ def test_headline_from_summaries():
     assert headline.speedup_text(0.8) == "1.2x slower"
 
 
+def test_the_headline_tells_the_story_on_the_deployment_domain():
+    summaries = {
+        "02a_target": {"deployment": "target"},
+        "02b_adapt": {
+            "adaptation": "lora",
+            "accuracy": {"source": {"before": 0.99, "after": 0.96}, "target": {"before": 0.7648, "after": 0.9019}},
+        },
+        "04_quantize": {"fp32_test_accuracy": 0.9019, "best_variant": "minmax", "int8_test_accuracy": {"minmax": 0.9}},
+        "06_confidence": {
+            "ece_pre": {"fp32": 0.05},
+            "ece_post": {"fp32": 0.02},
+            "chosen": {"fp32": "matrix_scaling"},
+            "accuracy_post": {"fp32": 0.9111},
+        },
+    }
+    assert headline.text(headline.from_summaries(summaries)) == (
+        "target domain, adaptation (lora) 76.48% -> 90.19% | deployed FP32 acc 91.11% (matrix_scaling) | "
+        "INT8 (minmax) acc 90.00% | ECE 5.00% -> 2.00% (matrix_scaling)"
+    )
+    summaries["02a_target"]["deployment"] = "source"  # adaptation=none: no gain to tell, the source's own figures
+    summaries["02b_adapt"] = {"adaptation": "none", "accuracy": summaries["02b_adapt"]["accuracy"]}
+    assert headline.text(headline.from_summaries(summaries)).startswith("source domain | deployed FP32 acc 91.11%")
+
+
 def calls(fastest: float, median: float) -> dict:
     return {"min": fastest, "p50": median}
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.data.datasets import load_dataset, preprocess, slice_hash, stratified_slice
+from helpers.data.datasets import load_dataset, preprocess
 from helpers.quantize.guard import (
     CalibrationMismatchError,
     channel_stats,
     check_calibration_inputs,
     check_calibration_slice,
-    load_calibration_slice,
 )
-from helpers.run import atomic
 
 
 @pytest.fixture(scope="module")
@@ -105,38 +103,3 @@ def test_slice_validation_checks_labels_and_model_shape(digits_images):
         check_calibration_slice(digits_images, np.full(len(digits_images), 12), num_classes=10)
     with pytest.raises(ValueError, match="model takes"):
         check_calibration_slice(digits_images, image_shape=(32, 32, 3))
-
-
-def test_load_calibration_slice_as_phase_01_writes_it(tmp_path):
-    ds = load_dataset("digits")
-    indices = stratified_slice(ds.train_labels, 5, seed=0)
-    path = atomic.save_npz(tmp_path / "calibration_slice.npz", indices=indices, labels=ds.train_labels[indices])
-    images, labels = load_calibration_slice(
-        path, ds.train_images, ds.train_labels, expected_hash=slice_hash(indices, ds.train_images)
-    )
-    np.testing.assert_array_equal(images, ds.train_images[indices])
-    assert labels.dtype == np.int64 and np.array_equal(labels, ds.train_labels[indices])
-
-
-def test_load_calibration_slice_refuses_wrong_files(tmp_path):
-    ds = load_dataset("digits")
-    indices = stratified_slice(ds.train_labels, 5, seed=0)
-    with pytest.raises(FileNotFoundError, match="run phase 01_data"):
-        load_calibration_slice(tmp_path / "missing.npz", ds.train_images, ds.train_labels)
-    atomic.save_npz(tmp_path / "no_labels.npz", indices=indices)
-    with pytest.raises(ValueError, match="lacks labels"):
-        load_calibration_slice(tmp_path / "no_labels.npz", ds.train_images, ds.train_labels)
-    atomic.save_npz(tmp_path / "shifted.npz", indices=indices + 1, labels=ds.train_labels[indices])
-    with pytest.raises(ValueError, match="differ from the dataset's labels"):
-        load_calibration_slice(tmp_path / "shifted.npz", ds.train_images, ds.train_labels)
-    atomic.save_npz(tmp_path / "big.npz", indices=indices + len(ds.train_images), labels=ds.train_labels[indices])
-    with pytest.raises(ValueError, match="another dataset"):
-        load_calibration_slice(tmp_path / "big.npz", ds.train_images, ds.train_labels)
-    good = atomic.save_npz(tmp_path / "good.npz", indices=indices, labels=ds.train_labels[indices])
-    with pytest.raises(ValueError, match="slice hash differs"):
-        load_calibration_slice(
-            good,
-            255 - ds.train_images,
-            ds.train_labels,  # same labels, other pixels
-            expected_hash=slice_hash(indices, ds.train_images),
-        )
