@@ -59,6 +59,7 @@ from scipy.optimize import nnls
 
 from helpers.ground_truth.curves import write_efficiency_curves as write_efficiency_curves
 from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement
+from helpers.ground_truth.roofline import MIN_TYPE_MODELS
 from helpers.ground_truth.roofline import RooflineEstimator as RooflineEstimator
 from helpers.ground_truth.store import Configuration
 from helpers.ground_truth.targets import (
@@ -73,7 +74,6 @@ from helpers.ground_truth.targets import (
 )
 
 KNOT_CHOICES = (1, 2, 3, 4, 6)  # knots of the efficiency curve the fit chooses among
-MIN_TYPE_MODELS = 2  # an operation type has its own overhead when seen in this many training models
 MIN_SELECTION_MODELS = 3  # models needed to choose the knots by leave-one-model-out within the training records
 TRANSFER_RULES = ("peak", "same")  # how a precision that was not fitted is predicted (module docstring)
 OTHER = "other"  # the overhead shared by operation types seen in too few training models

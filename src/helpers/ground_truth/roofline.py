@@ -44,7 +44,9 @@ from helpers.ground_truth.targets import (
 # (fraction of the theoretical peak, byte/ms, ms per subgraph): a compute-bound and a memory/overhead-bound
 # start; on the real files of ../shared six more starts changed no LOMO figure
 STARTS = ((0.02, 1e6, 1e-1), (0.2, 1e8, 1e-3))
-MIN_TYPE_MODELS = 2
+MIN_TYPE_MODELS = (
+    2  # an operation type has parameters of its own when seen in this many training models (both estimators)
+)
 
 
 @dataclass(frozen=True)
