@@ -209,6 +209,11 @@ def reexecuted(tmp_path_factory, machine) -> Path:
             )
         ]
         assert not found, f"{machine}'s run differs from runs/reference where nbval looks:\n" + "\n".join(found)
+        if "01_data" not in comparable:  # another data configuration: none of its numbers is the reference's
+            pytest.skip(
+                f"{machine}'s run was recorded with other phase-01 parameters than runs/reference, so its numbers "
+                f"belong to other splits; compared offline: {', '.join(comparable)} (no differences)"
+            )
         return run
     copy = copy_reference(tmp_path_factory, machine)
     notebooks = sorted((copy / "notebooks").glob("*.ipynb"))
