@@ -493,6 +493,23 @@ def conformal_part(files: Files) -> list[str]:
             f"{100 * rejection['global']['coverage']:.1f}% ({100 * rejection['global']['selective_accuracy']:.1f}%)"
         ),
         *figures(files, {"conformal.png": "set size by difficulty, per-class coverage and miss rate (test)"}),
+        *conformal_shift_part(files),
+    ]
+
+
+def conformal_shift_part(files: Files) -> list[str]:
+    """Phase 07's coverage under shift: sets fitted on each domain's val split, measured on each test split."""
+    from helpers.confidence.guarantees import shift_table
+
+    if "conformal_under_shift.json" not in files:
+        return []
+    doc = _json(files, "conformal_under_shift.json")
+    return [
+        f"<h3>Coverage under shift (FP32, {doc['calibration']}, alpha = {doc['alpha_sets']:g})</h3>",
+        paragraph(
+            "the guarantee holds where val and test come from one domain; the other rows show what is left of it"
+        ),
+        table(shift_table(doc["rows"]).reset_index(), index=None),
     ]
 
 

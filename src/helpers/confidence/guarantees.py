@@ -6,7 +6,8 @@ class-wise rejection rule of conformal risk control at ``alpha_risk`` (per predi
 P(accepted and wrong | predicted j) <= alpha_risk); :func:`evaluate` measures them on TEST beside the
 global max-MCC threshold; :func:`spread` repeats fit-and-measure over random re-splits of val + test
 pooled, the spread the guarantees speak of (they hold on average over calibration draws). The maths and
-their exact statements are in :mod:`helpers.confidence.conformal`.
+their exact statements are in :mod:`helpers.confidence.conformal`. :func:`under_shift` fits the sets on
+each domain's val split and measures them on each domain's test split (coverage under shift).
 
 The bundle's ``prediction_set`` output is :data:`DEPLOYED_SET` (a probability threshold per class, so it
 is a comparison in the ONNX graph: :mod:`helpers.confidence.onnx_graph`); its ``accept`` output is the
@@ -155,6 +156,45 @@ def spread(guarantees: Guarantees, logits: dict, labels: dict, *, n_splits: int 
 
         out[name] = conformal.resplit(len(y), once, n_splits=n_splits, cal_fraction=fraction, seed=seed, strata=y)
     return out
+
+
+def under_shift(shift_logits: dict, calibration, *, alpha_sets: float = 0.1) -> list[dict]:
+    """Coverage under shift: every set method fitted on each domain's val split and measured on each domain's
+    test split, for the deployed FP32 model (after adaptation) calibrated by ``calibration`` (phase 06's chosen
+    map, a ``CalibrationMap``). ``shift_logits``: ``{domain: {"val"|"test": {"after", "labels", ...}}}`` (phase
+    02b). The guarantee holds where val and test are exchangeable (the same domain); the other rows show what is
+    left of it across domains. One row per (fitted on, measured on, method), in that order."""
+    rows = []
+    probs = {
+        (domain, split): (softmax(calibration.apply(sets[split]["after"])), sets[split]["labels"])
+        for domain, sets in shift_logits.items()
+        for split in ("val", "test")
+    }
+    for fitted_on in shift_logits:
+        val_probs, val_labels = probs[(fitted_on, "val")]
+        predictors = {
+            n: conformal.fit_conformal(val_probs, val_labels, alpha_sets, **o) for n, o in SET_METHODS.items()
+        }
+        for measured_on in shift_logits:
+            test_probs, test_labels = probs[(measured_on, "test")]
+            for name, predictor in predictors.items():
+                m = conformal.set_metrics(predictor.predict_sets(test_probs), test_labels, test_probs)
+                rows.append(
+                    {
+                        "fitted on": f"{fitted_on} val",
+                        "measured on": f"{measured_on} test",
+                        "set": name,
+                        "coverage": m["coverage"],
+                        "mean_size": m["mean_size"],
+                        "min_class_coverage": float(np.nanmin(m["class_coverage"])),
+                    }
+                )
+    return rows
+
+
+def shift_table(rows: list[dict]) -> pd.DataFrame:
+    """:func:`under_shift`'s rows as a table indexed by (fitted on, measured on, set)."""
+    return pd.DataFrame(rows).set_index(["fitted on", "measured on", "set"]).round(4)
 
 
 def sets_table(evaluation: dict, spreads: dict, alpha: float) -> pd.DataFrame:

@@ -206,7 +206,7 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec(
         "07_selective",
         "Selective-prediction threshold",
-        ("01_data", "02a_target", "06_confidence"),
+        ("01_data", "02a_target", MODEL_PHASE, "06_confidence"),  # 02b: both domains' logits (coverage under shift)
         (
             "threshold.json",
             "threshold_sweep.csv",
@@ -214,6 +214,7 @@ PHASES: tuple[PhaseSpec, ...] = (
             "threshold_sweep.png",
             "conformal.json",
             "conformal.png",
+            "conformal_under_shift.json",
         ),
         precheck="helpers.confidence.selective:check_params",
         bounds=(N_BOOT_BOUND, ("resplits", 10000)),

@@ -98,3 +98,35 @@ def test_resplit_coverage_of_every_method_holds_its_level(fitted, split):
     for name, s in spreads.items():
         assert s["coverage"]["mean"] >= 0.9 - 0.01, (name, s["coverage"])
     assert spreads["LAC"]["coverage"]["mean"] <= 0.9 + 1 / 127 + 0.01, spreads["LAC"]["coverage"]
+
+
+def test_coverage_under_shift_holds_within_a_domain_and_is_lost_across():
+    """Source logits are calibrated; target logits are 3x overconfident with noise: sets fitted on source val
+    under-cover target test, sets fitted on target val cover it at the level."""
+    from helpers.confidence.base import CalibrationMap
+
+    rng = np.random.default_rng(0)
+
+    def split(n: int, scale: float, noise: float):
+        z = rng.normal(0, 2.0, (n, 10))
+        labels = np.minimum((rng.random((n, 1)) > np.cumsum(softmax(z), axis=1)).sum(axis=1), 9)
+        logits = z * scale + rng.normal(0, noise, z.shape)
+        return {"after": logits, "before": logits, "labels": labels}
+
+    shift = {
+        "source": {"val": split(3000, 1.0, 0.0), "test": split(3000, 1.0, 0.0)},
+        "target": {"val": split(3000, 3.0, 2.0), "test": split(3000, 3.0, 2.0)},
+    }
+    rows = guarantees.under_shift(shift, CalibrationMap("identity", {}), alpha_sets=0.1)
+    by = {(r["fitted on"], r["measured on"], r["set"]): r for r in rows}
+    for method in guarantees.SET_METHODS:
+        for domain in ("source", "target"):
+            assert by[(f"{domain} val", f"{domain} test", method)]["coverage"] >= 0.88, (domain, method)
+    assert by[("source val", "target test", "LAC")]["coverage"] < 0.85  # the guarantee does not travel
+    table = guarantees.shift_table(rows)
+    assert list(table.index) == [
+        (f"{a} val", f"{b} test", m)
+        for a in ("source", "target")
+        for b in ("source", "target")
+        for m in guarantees.SET_METHODS
+    ]
