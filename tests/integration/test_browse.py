@@ -30,11 +30,11 @@ def one_run(root: Path, run_id: str, phases: str, *params: str) -> None:
 def small_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A runs root with three small runs: phases 00+01 with defaults (``base``), 01 alone with 10 images
     per class (``small-slice``), and 01 alone with a validation fraction a hair above the default's
-    (``fine-fraction``, 0.10001 against 0.1)."""
+    (``fine-fraction``, 0.30001 against 0.3)."""
     root = tmp_path_factory.mktemp("browse") / "runs"
     one_run(root, "base", "00,01")
     one_run(root, "small-slice", "01", "samples_per_class=10")
-    one_run(root, "fine-fraction", "01", "val_fraction=0.10001")
+    one_run(root, "fine-fraction", "01", "val_fraction=0.30001")
     return root, root / "base", root / "small-slice"
 
 
@@ -111,12 +111,12 @@ def test_diff_shows_what_changed_in_any_format(small_runs):
 
 
 def test_diff_prints_values_that_differ_differently(small_runs):
-    """0.10001 against 0.1 (4 significant digits printed both as 0.1): parameters exactly, and every
+    """0.30001 against 0.3 (4 significant digits printed both as 0.3): parameters exactly, and every
     row whose raw values differ has cells that differ."""
     root, _, _ = small_runs
     table = calib("diff", "base", "fine-fraction", "--all", "--runs-root", str(root)).stdout
     rows = {cell[1]: cell for cell in table_rows(table)}
-    assert rows["val_fraction"] == ["param", "val_fraction", "0.1", "0.10001"], table
+    assert rows["val_fraction"] == ["param", "val_fraction", "0.3", "0.30001"], table
     raw = json.loads(
         calib("diff", "base", "fine-fraction", "--all", "--format", "json", "--runs-root", str(root)).stdout
     )
@@ -131,7 +131,7 @@ def test_ls_columns_sort_json_and_an_altered_run(small_runs, tmp_path):
     by_name = {row["run"]: row for row in listing}
     assert by_name["base"]["status"] == "complete" and by_name["base"]["phases"] == "2/2"
     assert by_name["small-slice"]["samples_per_class"] == 10 and by_name["base"]["samples_per_class"] == 0
-    assert by_name["fine-fraction"]["val_fraction"] == 0.10001 and by_name["base"]["val_fraction"] == 0.1
+    assert by_name["fine-fraction"]["val_fraction"] == 0.30001 and by_name["base"]["val_fraction"] == 0.3
     headline_columns = {"fp32 acc", "int8 acc", "ece pre", "ece post", "int8 speed-up", "bundle"}
     params = set(by_name["base"]) - headline_columns - {"run", "created", "status", "phases"}
     assert params == {"samples_per_class", "val_fraction"}, "only parameters that differ (not run: no difference)"
@@ -140,8 +140,8 @@ def test_ls_columns_sort_json_and_an_altered_run(small_runs, tmp_path):
     text = calib("ls", "--runs-root", str(root)).stdout
     table = {row[0]: row for row in table_rows(text)}
     header = cells(text.splitlines()[0])
-    assert table["fine-fraction"][header.index("val_fraction")] == "0.10001"
-    assert table["base"][header.index("val_fraction")] == "0.1"
+    assert table["fine-fraction"][header.index("val_fraction")] == "0.30001"
+    assert table["base"][header.index("val_fraction")] == "0.3"
     assert table["base"][header.index("fp32 acc")] == "not run"
 
     by_result = json.loads(calib("ls", "--json", "--sort", "01_data.calibration", "--runs-root", str(root)).stdout)

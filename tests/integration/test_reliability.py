@@ -56,9 +56,9 @@ def verify(run: Path):
 def test_config_is_the_run_identity_and_edits_are_refused_before_anything_is_withdrawn(run):
     manifest_bytes = (run / "manifests/01_data.json").read_bytes()
     for key, value, shown in [
-        ("val_fraction", 0.2, "01_data.val_fraction: 0.1 -> 0.2"),
+        ("val_fraction", 0.2, "01_data.val_fraction: 0.3 -> 0.2"),
         ("seed", 1, "01_data.seed: 0 -> 1"),
-        ("val_fraction", "abc", "01_data.val_fraction: 0.1 -> 'abc'"),
+        ("val_fraction", "abc", "01_data.val_fraction: 0.3 -> 'abc'"),
         ("bogus_key", 7, "01_data.bogus_key added (7)"),
     ]:
         original = (run / "config_resolved.yaml").read_bytes()

@@ -432,25 +432,31 @@ def lookup(tree: dict, dotted: str):
 # variation of two equally good trainings, not of float rounding alone. Phases 04-07 evaluate the
 # deployed model, 02b's adapted one: LoRA fine-tuning on the noisy target domain amplifies 02's
 # difference (measured AVX2-capped, and on the shared Intel Xeon (AMX) run of 2ee9d69, whose figures
-# stand after "Xeon:"; every one is inside its tolerance, so none changed).
+# stand after "Xeon:"; every one is inside its tolerance, so none changed). Since the run deploys to the
+# target domain (issue 24: phases 04-07 on the noisy digits' 540 test images, val 378 images), the
+# AVX2-capped re-execution of that reference measured, after "deployed:", a change inside every tolerance.
 @pytest.mark.parametrize(
     "phase, key, tolerance",
     [
-        # 540 test images; measured 1 image (0.0019) on all three other machines -> 3 images (Xeon: 1)
+        # 540 test images; measured 1 image (0.0019) on all three other machines -> 3 images (Xeon: 1;
+        # deployed: 2 images, 879 training images now)
         ("02_train", "test_accuracy", 3 / 540),
-        # 126 val images; measured 1 image (0.0079, SSE4.1) -> 3 images (Xeon: 1)
+        # derived on 126 val images: measured 1 image (0.0079, SSE4.1) -> 3 images (Xeon: 1); on today's 378,
+        # 0.0238 is 9 images (deployed: 0)
         ("02_train", "val_accuracy", 3 / 126),
-        # measured 0.0021 (AVX2 and SSE4.1) -> 0.0065 (Xeon: 0.0020)
+        # measured 0.0021 (AVX2 and SSE4.1) -> 0.0065 (Xeon: 0.0020; deployed: 0.0041)
         ("02_train", "test_mcc", 0.0065),
-        # the adapted model on the same 540 images; measured 4 images (0.0074, AVX2) -> 12 images (Xeon: 1)
+        # the adapted model on the same 540 images; measured 4 images (0.0074, AVX2) -> 12 images (Xeon: 1;
+        # deployed, on the noisy test images: 0)
         ("04_quantize", "fp32_test_accuracy", 12 / 540),
         # its INT8 variants; measured 4 images (minmax, percentile), 3 (entropy, pt2e), AVX2 -> 12 images
-        # (Xeon: 2 minmax and pt2e, 1 entropy and percentile)
+        # (Xeon: 2 minmax and pt2e, 1 entropy and percentile; deployed: 3 entropy and percentile, 0 minmax, pt2e)
         ("04_quantize", "int8_test_accuracy.minmax", 12 / 540),
         ("04_quantize", "int8_test_accuracy.entropy", 12 / 540),
         ("04_quantize", "int8_test_accuracy.percentile", 12 / 540),
         ("04_quantize", "int8_test_accuracy.pt2e", 12 / 540),
-        # ECE after the chosen map; measured, any model: 0.0076 (entropy, AVX2) -> 0.025 (Xeon: 0.0033, fp32)
+        # ECE after the chosen map; measured, any model: 0.0076 (entropy, AVX2) -> 0.025 (Xeon: 0.0033, fp32;
+        # deployed: 0.0001)
         ("06_confidence", "ece_post.fp32", 0.025),
     ],
 )
@@ -467,7 +473,8 @@ ROLE_NAMES = {"adapted": ("adapted", "trained"), "base": ("base",)}
 
 def test_activation_rates_match_the_reference_within_measured_variation(reexecuted):
     """r* per hooked layer, for each role both runs hold; measured on 02b's model (then named `trained`):
-    0.0085 (zscore, first layer, AVX2) -> 0.025 (Xeon: 0.0040). `base` (02's model, which 02b starts
+    0.0085 (zscore, first layer, AVX2) -> 0.025 (Xeon: 0.0040; on the target-domain slice, AVX2-capped: 0.0041,
+    base 0.0005). `base` (02's model, which 02b starts
     from, so it varies no more than 02b's) is held to the same bound."""
     recorded = summary(reexecuted, "03_activation_stats")["r_star"]
     compared = []
@@ -487,7 +494,8 @@ def test_activation_rates_match_the_reference_within_measured_variation(reexecut
 
 
 def test_threshold_maximizes_val_mcc_on_its_recorded_sweep(reexecuted):
-    """Unstable by value (126 val images, one or two errors: 0.9813 here, 0.9174 on a Xeon, 0.9387 AVX2-capped):
+    """Unstable by value (0.9813 here, 0.9174 on a Xeon, 0.9387 AVX2-capped on the 126 clean val images of an older
+    reference; 0.719 -> 0.603 AVX2-capped on today's 378 noisy ones):
     asserted by what defines it -- no threshold of the recorded sweep reaches a higher val MCC."""
     doc = read_json(reexecuted, "results/07_selective/threshold.json")
     sweep = pd.read_csv(reexecuted / "results/07_selective/threshold_sweep.csv")
