@@ -43,6 +43,26 @@ def test_samples_per_class_beyond_a_class_is_caught_before_any_run_directory(tmp
     assert no_run_dirs(tmp_path / "runs")
 
 
+def test_a_val_split_too_small_for_the_confidence_bins_is_refused_before_any_run_directory(tmp_path):
+    """Issue 24: 126 val images (val_fraction 0.1 of digits) cannot calibrate against 15 ECE bins."""
+    message = refused(tmp_path / "runs", "--phases", "06", "-p", "val_fraction=0.1")
+    assert "val holds 126 images" in message and "15 confidence bins" in message and "raise val_fraction" in message
+    assert no_run_dirs(tmp_path / "runs")
+    fewer_bins = calib(  # 126 images hold 10 per bin of 10 bins: accepted
+        "run",
+        "--phases",
+        "01",
+        "--no-progress",
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "-p",
+        "val_fraction=0.1",
+        "-p",
+        "06_confidence.n_bins=10",
+    )
+    assert fewer_bins.returncode == 0
+
+
 def cifar_copy(cifar10_dir: Path, tmp_path: Path) -> Path:
     """A cifar-10-batches-py folder whose files link to the real ones (replace one to damage it)."""
     copy = tmp_path / "cifar-10-batches-py"

@@ -30,6 +30,8 @@ DATASETS = ("digits", "cifar10")
 VAL_SOURCES = ("train", "test")
 DEFAULT_SAMPLES_PER_CLASS = {"digits": 20, "cifar10": 100}
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+MIN_VAL_PER_BIN = 10  # val images per confidence bin below which phase 06 is refused (a 15-bin ECE on 126
+# images has a null band of several points: no map can be told from the identity)
 DIGITS_TEST_FRACTION = 0.3  # digits ships no test split: a fixed stratified 30% (seed 0) is ours
 _SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3)}
 
@@ -116,13 +118,21 @@ def check_params(params: dict, config: dict | None = None) -> None:
     # the kernel's own first steps, so what would fail in phase 01 fails here, before any run directory exists:
     # every batch is read (a truncated one or an unsafe pickle is refused) and the slice must fit every class
     ds = load_dataset(params["dataset"], params["data_dir"] or None)
-    make_splits(
+    splits = make_splits(
         ds,
         params["val_fraction"],
         params["samples_per_class"] or DEFAULT_SAMPLES_PER_CLASS[params["dataset"]],
         params["seed"],
         params["val_source"],
     )
+    n_bins = config.get("06_confidence", {}).get("n_bins")
+    if n_bins is not None and len(splits["val"]) < MIN_VAL_PER_BIN * n_bins:
+        raise ValueError(
+            f"val holds {len(splits['val'])} images (val_fraction {params['val_fraction']} of the {params['val_source']} "
+            f"data), too few for phase 06's {n_bins} confidence bins: calibration needs at least {MIN_VAL_PER_BIN} "
+            f"images per bin ({MIN_VAL_PER_BIN * n_bins}); raise val_fraction (digits: 0.3 gives 378) or lower "
+            "06_confidence.n_bins"
+        )
 
 
 def check_cifar10_dir(data_dir: Path) -> None:
