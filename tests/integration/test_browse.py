@@ -222,6 +222,19 @@ def test_headline_latencies_name_their_runtime_and_batch(default_run, small_runs
     assert f"int8 speed-up: INT8 vs FP32 latency, {setting}" in listing
 
 
+def test_show_puts_the_source_metrics_beside_the_deployment_ones(default_run):
+    """Issue 24: calib show carries 02b's 2x2 table and 06's calibration under shift, numbers from the run's files."""
+    out = calib("show", str(default_run)).stdout
+    doc = json.loads((default_run / "results/02b_adapt/adaptation.json").read_text())
+    two_by_two = out.split("accuracy and ECE before -> after adaptation (test):\n")[1].split("\n\n")[0]
+    for domain in ("source", "target"):
+        row = next(line for line in two_by_two.splitlines() if line.startswith(f"{domain} test"))
+        assert f"{doc['accuracy'][domain]['after']['accuracy']:.4f}" in row, row
+    shift = out.split("calibration under shift (temperature_scaling fitted on each domain's val split, test):\n")[1]
+    assert "fitted on" in shift.splitlines()[1] and "target val" in shift and "source val" in shift
+    assert out.index("target val") < out.index("report: ")  # the tables sit under the headline, before the paths
+
+
 def test_params_lists_keys_types_defaults_comments_and_phases():
     out = calib("params", "02").stdout
     rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}

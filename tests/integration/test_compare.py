@@ -57,8 +57,10 @@ def test_page_puts_the_runs_side_by_side_in_chromium(chromium, default_run, smal
     for table in (runs, head, params):
         assert table["rows"][0][1:] == names and all(len(row) == 3 for row in table["rows"])  # key + a column per run
     assert ["status", "complete", "complete"] in runs["rows"]
-    fp32 = head["rows"][1]
-    assert fp32[0] == "FP32 test accuracy" and fp32[1].endswith("%") and fp32[2] == "not run"
+    headline = {row[0]: row[1:] for row in head["rows"][1:]}
+    assert headline["deployment domain"] == ["target", "not run"]  # the story's first row: where figures are from
+    fp32 = headline["FP32 test accuracy"]
+    assert fp32[0].endswith("%") and fp32[1] == "not run"
     assert ["samples_per_class", "0", "10"] in params["rows"]
     assert len(plots) == 3 and all(table["cls"] == "plots" for table in plots)
     for table in plots:  # the full run's figure decoded, the small run's cell says why it has none

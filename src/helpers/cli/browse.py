@@ -534,6 +534,30 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def domain_tables(run_dir: Path, record: Mapping) -> list[tuple[str, str]]:
+    """The source metrics beside the deployment ones: 02b's 2x2 table (source / target x before / after
+    adaptation, accuracy and ECE with CIs) and 06's calibration under shift, as text, where the run has them."""
+    from helpers.adaptation.validation import results_table
+    from helpers.confidence.shift import METHOD, shift_table
+
+    def complete(pid: str, rel: str) -> Path | None:
+        path = run_dir / "results" / pid / rel
+        return path if record["phases"].get(pid, {}).get("status") == "complete" and path.is_file() else None
+
+    tables = []
+    if path := complete("02b_adapt", "adaptation.json"):
+        frame = results_table(json.loads(path.read_text()))
+        tables.append(("accuracy and ECE before -> after adaptation (test):", frame.round(4).to_string()))
+    if (path := complete("06_confidence", "calibration_under_shift.json")) and isinstance(
+        rows := json.loads(path.read_text()), list
+    ):
+        frame = shift_table(rows)[["n", "accuracy", "ece", "ece_ci95", "p", "verdict"]]
+        tables.append(
+            (f"calibration under shift ({METHOD} fitted on each domain's val split, test):", frame.to_string())
+        )
+    return tables
+
+
 def cmd_show(args) -> int:
     run_dir = resolve_run(args.run, args.runs_root)
     record = run_record.load(run_dir)
@@ -556,6 +580,8 @@ def cmd_show(args) -> int:
     head = headline.text(headline.for_run(run_dir, record))
     if head:
         print(f"\n{head}")
+    for title, text in domain_tables(run_dir, record):
+        print(f"\n{title}\n{text}")
     for label, pid, rel in (
         ("report", "09_report", "results/09_report/report.html"),
         ("bundle", "08_bundle", "results/08_bundle/bundle"),
