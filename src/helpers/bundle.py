@@ -42,7 +42,6 @@ that field (and hence in checksums.json) only.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -456,15 +455,15 @@ def calibration_map(model_doc: dict) -> CalibrationMap:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise BundleError(
-            f"{path} is missing: a bundle directory holds {BUNDLE_FILE}, {CHECKSUMS_FILE} and "
-            "the two models; rebuild it with phase 08 (calib run --phases 08)"
-        )
+    """``atomic.read_json``, its errors as :class:`BundleError`."""
     try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged, rebuild it") from exc
+        return atomic.read_json(
+            path,
+            f"a bundle directory holds {BUNDLE_FILE}, {CHECKSUMS_FILE} and the two models intact; rebuild it "
+            "with phase 08 (calib run --phases 08)",
+        )
+    except (OSError, ValueError) as exc:
+        raise BundleError(str(exc)) from None
 
 
 def _check_schema(doc: dict, path: Path) -> None:

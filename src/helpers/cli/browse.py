@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.cli.sweep import sweeps_table
-from helpers.run import headline, run_record
+from helpers.run import atomic, headline, run_record
 from helpers.run.graph import PHASES, short_id
 from helpers.run.integrity import check_run
 from helpers.run.params import LIFT_BOUNDS_ENV, RUN_DIR_PARAM, notebook_parameters, parameter_comments
@@ -546,10 +546,10 @@ def domain_tables(run_dir: Path, record: Mapping) -> list[tuple[str, str]]:
 
     tables = []
     if path := complete("02b_adapt", "adaptation.json"):
-        frame = results_table(json.loads(path.read_text()))
+        frame = results_table(atomic.read_json(path, f"`calib run --resume {run_dir}` re-runs 02b_adapt"))
         tables.append(("accuracy and ECE before -> after adaptation (test):", frame.round(4).to_string()))
     if (path := complete("06_confidence", "calibration_under_shift.json")) and isinstance(
-        rows := json.loads(path.read_text()), list
+        rows := atomic.read_json(path, f"`calib run --resume {run_dir}` re-runs 06_confidence"), list
     ):
         frame = shift_table(rows)[["n", "accuracy", "ece", "ece_ci95", "p", "verdict"]]
         tables.append(

@@ -9,7 +9,6 @@ wrong architecture silently.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
@@ -121,8 +120,6 @@ def save(model: nn.Module, model_spec: dict, spec_path: Path, checkpoint_path: P
 
 def load(spec_path: Path, checkpoint_path: Path) -> tuple[nn.Module, dict]:
     """Rebuild the architecture from ``model.json`` and load ``model.pt`` into it (eval mode)."""
-    if not Path(spec_path).is_file():
-        raise FileNotFoundError(f"model spec {spec_path} is missing: run phase 02 first")
-    model_spec = json.loads(Path(spec_path).read_text())
+    model_spec = atomic.read_json(spec_path, "the model spec is written by phase 02 (or 02b): run it first")
     model = load_checkpoint(build(model_spec), checkpoint_path)
     return model.eval(), model_spec

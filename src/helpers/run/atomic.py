@@ -7,6 +7,9 @@ never half of one, and a crash leaves at most a ``.tmp-*`` file that nothing rea
 The writers are also *deterministic*: the same content gives the same bytes (sorted JSON keys,
 fixed zip timestamps in ``.npz``, no date metadata in PNGs), which is what lets two runs of the
 same configuration produce byte-identical results files.
+
+:func:`read_json` is the one reader of the JSON files: a missing or broken file is an error that names
+the file and says what to do about it.
 """
 
 from __future__ import annotations
@@ -131,6 +134,34 @@ def dumps_json(obj: Any) -> str:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, dumps_json(obj))
+
+
+class InvalidJSON(ValueError):
+    """A file that is not valid JSON (or not UTF-8 text); ``reason`` is the parser's own words."""
+
+    def __init__(self, path: Path, reason: str, fix: str):
+        super().__init__(f"{path} is not valid JSON ({reason}); {fix}")
+        self.path, self.reason = path, reason
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON value in ``path`` (UTF-8 text, as :func:`write_json` writes it).
+
+    ``fix`` says what to do when the file cannot be read (e.g. ``"re-run 02_train"``): a missing file is a
+    ``FileNotFoundError`` (``"<path> is missing: <fix>"``), one that is not valid JSON an :class:`InvalidJSON`
+    (a ``ValueError``: ``"<path> is not valid JSON (<reason>); <fix>"``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidJSON(path, str(exc), fix) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidJSON(path, str(exc), fix) from None
 
 
 def npz_bytes(arrays: dict[str, Any]) -> bytes:

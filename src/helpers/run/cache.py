@@ -61,7 +61,7 @@ def claim(root: Path, key: str, holder: dict, log: Callable[[str], None] = print
             except BlockingIOError:
                 if not waited:
                     with contextlib.suppress(OSError, ValueError):
-                        other = json.loads(owner.read_text())
+                        other = atomic.read_json(owner, "nothing to do: it only names the holder")
                         log(
                             f"[{holder.get('phase')}] waiting: run {other.get('run')} on {other.get('host')} "
                             f"(pid {other.get('pid')}) is computing this phase with the same input key"

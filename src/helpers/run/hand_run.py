@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from helpers.run import cache, manifest
-from helpers.run.atomic import write_text
+from helpers.run.atomic import read_json, write_text
 from helpers.run.graph import PhaseSpec
 from helpers.run.project import project_root, runs_root
 from helpers.run.resume import why_rerun
@@ -133,7 +133,7 @@ def install(prefix: Path = Path(sys.prefix)) -> Path:
     """Enable :func:`keep_executed_copy` for the Jupyter server of the environment at ``prefix`` (other settings
     in its config are kept)."""
     path = config_path(prefix)
-    config = json.loads(path.read_text()) if path.is_file() else {}
+    config = read_json(path, "fix its JSON (or remove it), then install again") if path.is_file() else {}
     config.setdefault("FileContentsManager", {})["post_save_hook"] = HOOK
     write_text(path, json.dumps(config, indent=2) + "\n")
     return path

@@ -13,11 +13,12 @@ phase 05's ``latency.json``); a phase that did not run leaves its entries out.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from helpers.run.atomic import read_json
 
 LATENCY_FILE = Path("results") / "05_latency" / "latency.json"
 
@@ -136,7 +137,7 @@ def for_run(run_dir: Path, record: Mapping) -> dict[str, Any]:
     }
     latency = None
     if "05_latency" in summaries and (Path(run_dir) / LATENCY_FILE).is_file():
-        latency = json.loads((Path(run_dir) / LATENCY_FILE).read_text())
+        latency = read_json(Path(run_dir) / LATENCY_FILE, f"`calib run --resume {run_dir}` re-runs 05_latency")
     return from_summaries(summaries, latency)
 
 

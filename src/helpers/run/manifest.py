@@ -16,7 +16,6 @@ when its manifest verifies and its input key matches.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -161,8 +160,8 @@ def read_manifest(run_dir: Path, phase_id: str, pending: bool = False) -> dict |
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return atomic.read_json(path, f"`calib run --resume {run_dir}` recomputes {phase_id}")
+    except atomic.InvalidJSON:
         return {"files": {}, "input_key": None, "corrupt": True}
 
 

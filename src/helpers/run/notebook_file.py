@@ -7,9 +7,10 @@ kernel's first import. The sources are exactly what ``nbformat.read(...).cells[i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.run.atomic import InvalidJSON, read_json
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,10 @@ class CodeCell:
 def code_cells(path: Path) -> list[CodeCell]:
     """The notebook's code cells, in order; a file that is not a v4 notebook is a ValueError naming it."""
     try:
-        nb = json.loads(Path(path).read_text(encoding="utf-8"))
-        cells = nb["cells"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        cells = read_json(path, "the phases' notebooks live in notebooks/ (restore it from git)")["cells"]
+    except InvalidJSON as exc:
+        raise ValueError(f"{path} is not a Jupyter notebook (nbformat 4): {exc.reason}") from None
+    except (KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a Jupyter notebook (nbformat 4): {exc}") from None
     out = []
     for cell in cells:

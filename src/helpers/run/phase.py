@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from helpers.run import hand_run, lock, manifest, run_record
-from helpers.run.atomic import sha256_file, to_jsonable
+from helpers.run.atomic import read_json, sha256_file, to_jsonable
 from helpers.run.graph import MODEL_PHASE, PhaseSpec, get_phase
 from helpers.run.params import RUN_DIR_PARAM, check_value, notebook_parameters
 
@@ -189,11 +189,7 @@ class Phase:
 
     def read_json(self, phase_id: str, name: str) -> Any:
         """A declared JSON output of a declared upstream phase, verified (see ``input``) and parsed."""
-        path = self.input(phase_id, name)
-        try:
-            return json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}); re-run {phase_id}") from None
+        return read_json(self.input(phase_id, name), f"re-run {phase_id}")
 
     def load_npz(self, phase_id: str, name: str) -> dict[str, np.ndarray]:
         """The arrays of a declared npz output of a declared upstream phase, verified; the file is closed."""

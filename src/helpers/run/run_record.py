@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
-import json
 import os
 import platform
 import re
@@ -108,11 +107,12 @@ class RecordDamaged(ValueError):
     """A run_record.json that cannot be read, or does not hold together (:func:`problems`)."""
 
 
+def rebuilt_by(run_dir: Path) -> str:
+    return f"`calib run --resume {run_dir}` rebuilds it from the manifests and config_resolved.yaml"
+
+
 def damaged(run_dir: Path, why: str) -> str:
-    return (
-        f"{Path(run_dir) / FILENAME} is damaged ({why}); `calib run --resume {run_dir}` rebuilds it from the "
-        "manifests and config_resolved.yaml"
-    )
+    return f"{Path(run_dir) / FILENAME} is damaged ({why}); {rebuilt_by(run_dir)}"
 
 
 def parse(run_dir: Path) -> dict:
@@ -121,9 +121,9 @@ def parse(run_dir: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {FILENAME})")
     try:
-        record = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordDamaged(damaged(run_dir, str(exc))) from None
+        record = atomic.read_json(path, rebuilt_by(run_dir))
+    except atomic.InvalidJSON as exc:
+        raise RecordDamaged(damaged(run_dir, exc.reason)) from None
     if not isinstance(record, dict) or not isinstance(record.get("phases"), dict):
         raise RecordDamaged(damaged(run_dir, "no phase table"))
     return record

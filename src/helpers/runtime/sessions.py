@@ -35,7 +35,6 @@ ran (``brgconv_avx512_I8``...), its precision and its time.
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import onnx
 
 from helpers.models.inference import batched_logits
 from helpers.models.onnx_export import INPUT_NAME
+from helpers.run import atomic
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -206,7 +206,7 @@ class OnnxRuntimeSession(Session):
             session.run(None, {INPUT_NAME: batch})  # warm-up; its events are dropped below
             for _ in range(calls):
                 session.run(None, {INPUT_NAME: batch})
-            events = json.loads(Path(session.end_profiling()).read_text())
+            events = atomic.read_json(session.end_profiling(), "onnxruntime's profile of this session: run it again")
         nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
         names = list(dict.fromkeys(e["name"] for e in nodes))
         rows = []

@@ -10,7 +10,6 @@ it and completes the members that are not done.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from helpers.run import atomic, integrity, run_record
@@ -31,7 +30,7 @@ def load(directory: Path) -> dict:
         raise FileNotFoundError(
             f"{directory} is not a sweep directory (no {FILENAME}); sweeps live under <runs root>/{SWEEPS_DIR}/"
         )
-    return json.loads(path.read_text())
+    return atomic.read_json(path, "the sweep cannot be resumed from it: start the sweep again")
 
 
 def check_names(directory: Path, doc: dict) -> None:

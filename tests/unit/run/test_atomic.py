@@ -55,3 +55,23 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     atomic.write_text(tmp_path / "a.txt", "x")
     (tmp_path / "b.txt").write_text("x")
     assert os.stat(tmp_path / "a.txt").st_mode == os.stat(tmp_path / "b.txt").st_mode
+
+
+def test_read_json_returns_what_write_json_wrote(tmp_path):
+    doc = {"b": [1, 2.5, None], "a": {"nested": "é"}}
+    atomic.write_json(tmp_path / "doc.json", doc)
+    assert atomic.read_json(tmp_path / "doc.json", "re-run 01_data") == doc
+
+
+def test_read_json_names_the_file_and_the_fix_when_missing_or_broken(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"gone\.json is missing: re-run 01_data$"):
+        atomic.read_json(tmp_path / "gone.json", "re-run 01_data")
+    (tmp_path / "broken.json").write_text('{"a": ')
+    with pytest.raises(
+        atomic.InvalidJSON, match=r"broken\.json is not valid JSON \(Expecting value.*\); re-run 01_data$"
+    ) as caught:
+        atomic.read_json(tmp_path / "broken.json", "re-run 01_data")
+    assert caught.value.path == tmp_path / "broken.json" and caught.value.reason.startswith("Expecting value")
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    with pytest.raises(ValueError, match=r"latin1\.json is not valid JSON \('utf-8' codec can't decode"):
+        atomic.read_json(tmp_path / "latin1.json", "re-run 01_data")
