@@ -64,7 +64,7 @@ from tqdm.auto import tqdm
 
 from helpers.data.datasets import preprocess
 from helpers.models import import_noise
-from helpers.models.training import augment_batch, deterministic_cpu
+from helpers.models.training import BatchProgress, augment_batch, deterministic_cpu
 
 import_noise.quiet()  # peft imports torchao
 MODES = ("none", "lora", "adabn", "tent")
@@ -311,6 +311,7 @@ def _tent(
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     history: History = {"epoch": [], "entropy": []}
     model.train()  # batch statistics in the forward pass, as TENT does
+    report = BatchProgress("tent", config.epochs, len(images) // config.batch_size)  # _batches' count
     for epoch in range(1, config.epochs + 1):
         batches = _batches(len(images), config.batch_size, generator)
         total = 0.0
@@ -323,6 +324,7 @@ def _tent(
             loss.backward()
             optimizer.step()
             total += loss.item()
+            report(epoch, step, total / step)
         history["epoch"].append(epoch)
         history["entropy"].append(total / len(batches))
         guard.check(model, epoch)
@@ -528,6 +530,7 @@ def _lora_fit(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps)
     supervised = config.objective == "supervised"
     history: History = {"epoch": [], "loss": [], ("train_acc" if supervised else "entropy"): []}
+    report = BatchProgress(f"lora {config.objective}", config.epochs, steps)
     for epoch in range(1, config.epochs + 1):
         if config.objective == "shot":
             targets = shot_pseudo_labels(model, head, images.numpy())
@@ -552,6 +555,7 @@ def _lora_fit(
             optimizer.step()
             schedule.step()
             loss_sum += loss.item()
+            report(epoch, step + 1, loss_sum / (step + 1))
         history["epoch"].append(epoch)
         history["loss"].append(loss_sum / steps)
         history["train_acc" if supervised else "entropy"].append(tracked / (steps * config.batch_size))

@@ -19,12 +19,19 @@ is returned contiguous, in eval mode.
 A non-finite loss stops training with ``FloatingPointError`` naming the epoch and the step.
 Checkpoints are plain state dicts written atomically (``save_checkpoint``) and read with
 ``torch.load(weights_only=True)`` (``load_checkpoint``), which names mismatching keys.
+
+Progress shows two ways while a step runs: a tqdm bar per epoch in the kernel (``progress=True``: a text bar
+on stderr, redrawn in place in JupyterLab), and :class:`BatchProgress`'s ``progress`` events in the phase's
+log (every :data:`PROGRESS_EVERY_S` seconds and at each epoch's end), from which ``calib run`` draws its
+own bar in the terminal, under papermill's cell bar (``helpers.run.console``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,6 +49,23 @@ from helpers.run import atomic
 CROP_PADDING = 4
 PRECISIONS = ("fp32", "bf16")
 History = dict[str, list[float]]
+PROGRESS_EVERY_S = 2.0  # at most one progress event per this many seconds within an epoch
+log = logging.getLogger(__name__)  # progress events go to the open phase's log (helpers.run.phase)
+
+
+class BatchProgress:
+    """Where a long loop over batches is, for the phase's log: a ``progress`` event (``step``, with ``epoch`` of
+    ``epochs``, ``steps`` batches per epoch and the epoch's mean ``loss`` so far) on the first batch, then at most
+    every ``every`` seconds, and on each epoch's last batch, so that a reader of the log sees a long epoch move."""
+
+    def __init__(self, step: str, epochs: int, steps: int, every: float = PROGRESS_EVERY_S):
+        self.fields, self.every, self.last = {"step": step, "epochs": epochs, "steps": steps}, every, None
+
+    def __call__(self, epoch: int, batch: int, loss: float) -> None:
+        now = time.monotonic()
+        if self.last is None or now - self.last >= self.every or batch == self.fields["steps"]:
+            self.last = now
+            log.info("progress", extra={"fields": {**self.fields, "epoch": epoch, "batch": batch, "loss": loss}})
 
 
 @contextlib.contextmanager
@@ -124,6 +148,7 @@ def train(
     history)`` is called after each epoch (for progress reporting; keep timings out of results).
     ``num_threads`` defaults to the CPUs this process may use; on a machine whose cores are busy
     with other work, ``num_threads=1`` is much faster (OpenMP threads spin while waiting).
+    ``progress`` shows a tqdm bar per epoch; the phase's log gets :class:`BatchProgress` events either way.
     """
     _check_images(train_images, "train")
     _check_images(val_images, "val")
@@ -218,6 +243,7 @@ def _fit(
     optimizer = _optimizer(model, lr, weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
     history: History = {"epoch": [], "loss": [], "train_acc": [], "val_acc": []}
+    report = BatchProgress("training", epochs, steps)
     model.to(memory_format=torch.channels_last)
     try:
         for epoch in range(1, epochs + 1):
@@ -236,6 +262,7 @@ def _fit(
                 label_smoothing=label_smoothing,
                 precision=precision,
                 progress=progress,
+                report=report,
             )
             history["epoch"].append(epoch)
             history["loss"].append(loss)
@@ -265,6 +292,7 @@ def _train_epoch(
     label_smoothing,
     precision,
     progress,
+    report,
 ) -> tuple[float, float]:
     """One pass over a fresh shuffle; returns (mean loss, accuracy on the batches as trained)."""
     model.train()
@@ -291,6 +319,7 @@ def _train_epoch(
         loss_sum += loss.item()
         correct += int((logits.argmax(1) == labels[idx]).sum())
         bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}", refresh=False)
+        report(epoch, step + 1, loss_sum / (step + 1))
     return loss_sum / steps, correct / (steps * batch_size)
 
 

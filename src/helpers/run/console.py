@@ -8,7 +8,10 @@
 * The phase kernels' own environment (``TQDM_DISABLE`` ...) is handed to the kernel process
   only, never set in the runner's process, so papermill's cell bar shows in a terminal.
 * :class:`EventTail` follows ``logs/<phase>.jsonl`` while a phase runs and prints one plain line
-  per meaningful event (``02_train epoch 3/15 loss 0.61 val_acc 0.79``).
+  per meaningful event (``02_train epoch 3/15 loss 0.61 val_acc 0.79``). A step that runs for minutes in
+  one cell (training, adaptation) logs ``progress`` events as it goes; in a terminal with papermill's
+  cell bar open (:class:`TerminalLines`), they move a bar of their own under it
+  (``02_train training  45%|... 87/195 [epoch 7/15, loss 0.031]``); elsewhere they print nothing.
 * :func:`position` is the ``(phase 3/12, ETA 2 min 5 s)`` the runner adds to each phase it announces;
   the ETA comes from this runs root's history (:func:`phase_history`).
 * :func:`summary_lines` is the end-of-run table, headline and report path; :func:`failure_banner`
@@ -102,6 +105,8 @@ def format_event(event: dict) -> str | None:
     phase, kind = event.get("phase", "?"), event.get("event")
     if kind in ("phase_started", "phase_finished"):
         return None  # the runner's own lines say when a phase starts and ends
+    if kind == "progress":
+        return None  # a bar in a terminal (TerminalLines.progress), no line: the epoch lines say as much
     if kind == "epoch":
         line = f"{phase} epoch {event['epoch']}/{event['epochs']}"
         for key in ("loss", "train_acc", "val_acc"):
@@ -150,8 +155,11 @@ class EventTail:
         *lines, self._partial = (self._partial + chunk).split(b"\n")
         for raw in lines:
             try:
-                line = format_event(json.loads(raw))
-            except (ValueError, KeyError, TypeError):
+                event = json.loads(raw)
+                if event.get("event") == "progress" and isinstance(self.emit, TerminalLines):
+                    self.emit.progress(event)
+                line = format_event(event)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a line the console cannot read is no reason to disturb the run
             if line:
                 self.emit(line)
@@ -168,15 +176,55 @@ class EventTail:
         self._stop.set()
         self._thread.join()
         self.poll()
+        if isinstance(self.emit, TerminalLines):
+            self.emit.close()
+
+
+class TerminalLines:
+    """The console in a terminal: each line through ``tqdm.write`` (open bars are redrawn below it), and a bar
+    for the step a phase is in (``progress`` events: training's batches) under papermill's cell bar, which sits
+    on one cell for the whole of such a step. The step bar is drawn only while a cell bar is open (``calib run``
+    with progress on), so ``--no-progress`` turns both off."""
+
+    def __init__(self):
+        self.bar, self.step = None, None
+
+    def __call__(self, line: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stdout)
+
+    def progress(self, event: dict) -> None:
+        """Move the step bar to ``event``'s batch (``batch`` of ``steps`` in ``epoch`` of ``epochs``): the bar
+        counts the step's batches over all its epochs, so its rate and ETA are the whole step's."""
+        from tqdm import tqdm
+
+        step, done = (event["phase"], event["step"]), (event["epoch"] - 1) * event["steps"] + event["batch"]
+        if step != self.step:
+            self.close()
+            if not any(not bar.disable for bar in list(tqdm._instances)):  # no cell bar: no terminal bar either
+                return
+            self.step = step
+            total = event["epochs"] * event["steps"]
+            self.bar = tqdm(total=total, initial=done, desc=" ".join(step), unit="batch", leave=False, file=sys.stderr)
+        if self.bar is None:
+            return
+        self.bar.set_postfix_str(f"epoch {event['epoch']}/{event['epochs']}, loss {event['loss']:.3g}", refresh=False)
+        self.bar.update(done - self.bar.n)
+        self.bar.refresh()
+        if done >= self.bar.total:
+            self.close()
+
+    def close(self) -> None:
+        """Take the step bar off the screen (its step is done, or its phase ended)."""
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.step = None, None
 
 
 def console_writer(tty: bool) -> Callable[[str], None]:
-    """Print a line; in a terminal through tqdm so a live progress bar is redrawn below it."""
-    if tty:
-        from tqdm import tqdm
-
-        return lambda line: tqdm.write(line, file=sys.stdout)
-    return lambda line: print(line, flush=True)
+    """Print a line; in a terminal through tqdm (:class:`TerminalLines`) so live progress bars are redrawn below it."""
+    return TerminalLines() if tty else lambda line: print(line, flush=True)
 
 
 # -- progress -------------------------------------------------------------------------------
