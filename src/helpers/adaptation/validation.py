@@ -9,7 +9,7 @@ from torch import nn
 from helpers.adaptation.methods import AdaptConfig, Adapted, MergeParityError, load_adapter
 from helpers.metrics.calibration import ece_bootstrap_ci, expected_calibration_error
 from helpers.metrics.classification import accuracy_with_ci, per_class_accuracy
-from helpers.models import parity
+from helpers.models import logits_file, parity
 from helpers.models.architectures import predict_logits
 
 
@@ -81,32 +81,11 @@ def before_after(logits: dict[str, dict[str, dict[str, np.ndarray]]], num_classe
     return out
 
 
-SHIFT_FILE = "shift_logits.npz"  # keys "<domain>.<split>.<before|after|labels>", e.g. "target.val.after"
-
-
-def save_shift_logits(path, logits: dict[str, dict[str, dict[str, np.ndarray]]]) -> None:
-    """``evaluation_logits`` as one npz: what phase 06 measures calibration under shift on (``load_shift_logits``)."""
-    from helpers.run import atomic
-
-    atomic.save_npz(
-        path,
-        **{
-            f"{name}.{split}.{key}": np.asarray(v)
-            for name, by_split in logits.items()
-            for split, by in by_split.items()
-            for key, v in by.items()
-        },
-    )
-
-
-def load_shift_logits(path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """``{domain: {split: {"before", "after", "labels"}}}`` from ``save_shift_logits``'s file."""
-    out: dict = {}
-    with np.load(path, allow_pickle=False) as npz:
-        for key in npz.files:
-            name, split, what = key.split(".")
-            out.setdefault(name, {}).setdefault(split, {})[what] = npz[key]
-    return out
+# ``evaluation_logits`` as one npz, what phase 06 measures calibration under shift on (its file kind and key
+# grammar are helpers.models.logits_file's; the phases' notebooks use these names)
+SHIFT_FILE = logits_file.SHIFT_FILE
+save_shift_logits = logits_file.save_shift
+load_shift_logits = logits_file.load_shift
 
 
 def trainable_record(adapted: Adapted) -> dict:

@@ -21,6 +21,7 @@ from helpers.confidence.base import CalibrationMap, one_thread
 from helpers.confidence.methods import check_methods, fit_calibration
 from helpers.confidence.selection import select
 from helpers.metrics.calibration import calibration_summary, improvement
+from helpers.models import logits_file
 from helpers.run import atomic
 
 log = logging.getLogger(__name__)  # each map's fit time goes to the phase's log (helpers.run.phase)
@@ -109,10 +110,7 @@ def write_outputs(results: Mapping[str, Calibration], out: Callable[[str], objec
     for model, result in results.items():
         atomic.write_json(out(f"{model}/scaling_params.json"), result.params_doc())
     atomic.write_json(out("calibration_metrics.json"), {m: r.metrics_doc() for m, r in results.items()})
-    atomic.save_npz(
-        out("calibrated_logits.npz"),
-        **{f"{model}_{split}": x for model, r in results.items() for split, x in r.calibrated.items()},
-    )
+    logits_file.save(out("calibrated_logits.npz"), {model: r.calibrated for model, r in results.items()})
 
 
 def fit_report(results: Mapping[str, Calibration]):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.models import parity
+from helpers.models import logits_file, parity
 from helpers.runtime.sessions import RUNTIMES, open_session, paired_timings, random_batch, support
 
 REFERENCE_RUNTIME = "onnxruntime"
@@ -100,9 +100,7 @@ def fastest(seconds: Mapping[str, np.ndarray], candidates: list[str], margin: fl
     return best
 
 
-def logits_key(runtime: str, model: str, split: str) -> str:
-    """The key of one runtime's logits of one model on one split in phase 04's runtime_logits.npz."""
-    return f"{runtime}__{model}__{split}"
+logits_key = logits_file.runtime_key  # phase 04's runtime_logits.npz: read it with logits_file.load_runtimes
 
 
 def evaluate_models(
