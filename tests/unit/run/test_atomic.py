@@ -75,3 +75,19 @@ def test_read_json_names_the_file_and_the_fix_when_missing_or_broken(tmp_path):
     (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
     with pytest.raises(ValueError, match=r"latin1\.json is not valid JSON \('utf-8' codec can't decode"):
         atomic.read_json(tmp_path / "latin1.json", "re-run 01_data")
+
+
+def test_readers_with_their_own_verdict_on_broken_json_keep_it(tmp_path):
+    from helpers.run import manifest, notebook_file, run_record
+
+    (tmp_path / run_record.FILENAME).write_text("{")
+    with pytest.raises(
+        run_record.RecordDamaged, match=r"run_record\.json is damaged \(Expecting .*\); `calib run --resume"
+    ):
+        run_record.parse(tmp_path)
+    manifest.manifest_path(tmp_path, "01_data").parent.mkdir(parents=True)
+    manifest.manifest_path(tmp_path, "01_data").write_text("{")
+    assert manifest.read_manifest(tmp_path, "01_data")["corrupt"] is True
+    (tmp_path / "nb.ipynb").write_text("{")
+    with pytest.raises(ValueError, match=r"nb\.ipynb is not a Jupyter notebook \(nbformat 4\): Expecting"):
+        notebook_file.code_cells(tmp_path / "nb.ipynb")
