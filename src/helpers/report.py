@@ -12,6 +12,10 @@ headline card, the resolved parameters with non-defaults highlighted); these com
 record and ``config_resolved.yaml``, so that part differs between two runs of one configuration
 (as phase 05's latency does). Without an overview the page holds only what the results hold: the
 same results give the same bytes.
+
+Every label says what it shows and of what: which model (``FP32``, ``INT8 <variant>``), which split of which
+domain (phases 03-08 work on the deployment domain that phase 02a recorded, :func:`deployment`: ``target test``,
+not "test"), the runtime and batch of a latency, and the unit (%, ms, KiB).
 """
 
 from __future__ import annotations
@@ -88,12 +92,12 @@ COLUMN_NAMES = {
     "size_bytes": "size (KiB)",
     "accuracy_drop_points": "accuracy drop (points)",
     "threshold": "threshold",
-    "met": "target met",
+    "met": "criterion met",
     "val_coverage": "val coverage (%)",
     "val_risk": "val selective risk (%)",
     "val_mcc": "val accept/reject MCC",
-    "test_coverage": "test coverage [95% CI]",
-    "test_risk": "test selective risk [95% CI]",
+    "test_coverage": "test coverage (%) [95% CI]",
+    "test_risk": "test selective risk (%) [95% CI]",
     "test_mcc": "test accept/reject MCC [95% CI]",
     "test_aurc": "test AURC",
     "test_e_aurc": "test E-AURC",
@@ -106,21 +110,31 @@ COLUMN_NAMES = {
     "nll_post": "NLL after",
     "brier_pre": "Brier before",
     "brier_post": "Brier after",
-    "logit_max_abs_diff": "max |logit diff|",
+    "logit_max_abs_diff": "max |logit diff| vs Python",
     "argmax_mismatches": "argmax mismatches",
-    "probability_max_abs_diff": "max |probability diff|",
+    "probability_max_abs_diff": "max |probability diff| vs Python",
     "probability_atol": "probability tolerance",
     "accept_mismatches": "accept mismatches",
     "accepted": "accepted",
     "passed": "passed",
-    "graph_probability_max_abs_diff": "graph |prob diff|",
-    "graph_accept_mismatches": "graph accept diffs",
-    "graph_set_mismatches": "graph set diffs",
-    "val_cv_nll": "val CV NLL",
+    "graph_probability_max_abs_diff": "graph max |probability diff| vs Python",
+    "graph_accept_mismatches": "graph accept mismatches",
+    "graph_set_mismatches": "graph prediction-set mismatches",
+    "val_cv_nll": "val CV NLL (5-fold)",
     "test_nll": "test NLL",
     "test_ece": "test ECE (%)",
-    "p": "p",
+    "p": "p (ECE vs its null band)",
     "eligible": "selectable",
+    "ece": "ECE (%)",
+    "ece_ci95": "ECE 95% CI (%)",
+    "ece_debiased": "debiased ECE (%)",
+    "null_p95": "null-band ECE, 95th pct (%)",
+    "nll": "NLL",
+    "brier": "Brier score",
+    "map": "calibration map",
+    "coverage": "coverage (%)",
+    "mean_size": "mean set size (classes)",
+    "min_class_coverage": "lowest class coverage (%)",
 }
 PERCENT = {
     "accuracy",
@@ -135,6 +149,8 @@ PERCENT = {
     "ece_debiased",
     "null_p95",
     "test_ece",
+    "coverage",
+    "min_class_coverage",
 }
 
 
@@ -151,10 +167,11 @@ def number(value) -> str:
     return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
-def table(frame: pd.DataFrame, index: str | None = None) -> str:
+def table(frame: pd.DataFrame, index: str | None = None, domain: str | None = None) -> str:
     """An HTML table: human column names with units, fractions in %, KiB, 4 significant digits.
 
-    ``index`` names the row labels' column (e.g. ``model``); without it the index is not shown.
+    ``index`` names the row labels' column (e.g. ``model``); without it the index is not shown. With ``domain``,
+    a column of a split (``val ...``, ``test ...``) names the domain too (``target val coverage (%)``).
     """
     frame = frame.copy()
     for column in frame.columns:
@@ -164,6 +181,8 @@ def table(frame: pd.DataFrame, index: str | None = None) -> str:
         elif column == "size_bytes" and numeric.notna().all():
             frame[column] = numeric / 1024
     frame = frame.rename(columns=lambda c: COLUMN_NAMES.get(c, str(c).replace("_", " ")))
+    if domain:
+        frame = frame.rename(columns=lambda c: f"{domain} {c}" if c.split(" ")[0] in ("val", "test") else c)
     if index is not None:
         frame = frame.rename_axis(index).reset_index()
     body = frame.to_html(border=0, na_rep="-", index=False, formatters={c: number for c in frame.columns})
@@ -172,6 +191,28 @@ def table(frame: pd.DataFrame, index: str | None = None) -> str:
 
 def paragraph(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
+
+
+def percent_ci(bounds, value=None) -> str:
+    """``[1.66, 2.87]`` (or ``84.39 [81.2, 87.3]`` with ``value``) for fractions, in %; a missing bound is nan."""
+    low, high = ("nan" if b is None else f"{100 * b:.2f}" for b in bounds)
+    return (f"{100 * value:.2f} " if value is not None else "") + f"[{low}, {high}]"
+
+
+def deployment(inputs: Mapping[str, Files]) -> str:
+    """The domain phases 03-08 work on: the one phase 02a recorded (``source`` in a run without 02a)."""
+    if "02a_target" not in inputs:
+        return "source"
+    return _json(inputs["02a_target"], "target.json").get("deployment", "source")
+
+
+def model_label(name: str) -> str:
+    """``FP32``, ``INT8`` or ``INT8 <variant>`` for a result's model key (``fp32``, ``int8``, ``minmax``)."""
+    return {"fp32": "FP32", "int8": "INT8"}.get(name, f"INT8 {name}")
+
+
+def _models(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(index=lambda name: model_label(str(name)))
 
 
 # -- one function per phase -----------------------------------------------------------------
@@ -192,22 +233,22 @@ def data_section(files: Files, inputs) -> list[str]:
     facts = pd.DataFrame(
         {
             "value": {
-                "dataset": dist["dataset"],
-                **{f"{k} images": v for k, v in sizes.items()},
-                "calibration slice": sum(dist["distribution"].values()),
-                "slice sha256": dist["slice_hash"],
-                "input dtype": dist["inputs"]["dtype"],
-                "input shape": str(dist["inputs"]["shape"]),
-                "pixel range": f"[{dist['inputs']['min']:g}, {dist['inputs']['max']:g}]",
+                "dataset (the source domain)": dist["dataset"],
+                **{f"source {k} images": v for k, v in sizes.items()},
+                "calibration slice (source train images)": sum(dist["distribution"].values()),
+                "calibration slice sha256": dist["slice_hash"],
+                "calibration slice dtype": dist["inputs"]["dtype"],
+                "calibration slice shape (N, H, W, C)": str(dist["inputs"]["shape"]),
+                "calibration slice pixel range": f"[{dist['inputs']['min']:g}, {dist['inputs']['max']:g}]",
             }
         }
     )
-    per_class = pd.DataFrame({"calibration slice": dist["distribution"]}).T
+    per_class = pd.DataFrame({"calibration slice images": dist["distribution"]}).T
     return [
         table(facts, index="item"),
-        "<h3>Calibration slice per class</h3>",
-        table(per_class, index="images"),
-        *figures(files, {"samples.png": "calibration slice samples"}),
+        "<h3>Calibration slice: images per class</h3>",
+        table(per_class, index="class"),
+        *figures(files, {"samples.png": "calibration slice samples (source train images)"}),
     ]
 
 
@@ -216,9 +257,13 @@ def training_section(files: Files, inputs) -> list[str]:
 
     report = _json(files, "metrics.json")
     model = _json(files, "model.json")
+    splits = summary_table({split: report[split] for split in ("val", "test")})
     parts = [
-        paragraph(f"model: {model['name']}, {model['num_classes']} classes, input {model['input_shape']}"),
-        table(summary_table({split: report[split] for split in ("val", "test")}), index="split"),
+        paragraph(
+            f"model: {model['name']}, {model['num_classes']} classes, input shape (H, W, C) {model['input_shape']}; "
+            "the FP32 base model (before any adaptation) on the source domain's splits"
+        ),
+        table(splits.rename(index=lambda split: f"source {split}"), index="split (FP32 base model)"),
         paragraph(
             "classifier MCC: Matthews correlation of the predicted class over all classes (not the "
             "accept/reject MCC of selective prediction, 07)"
@@ -228,27 +273,39 @@ def training_section(files: Files, inputs) -> list[str]:
         onnx = report["onnx"]["parity"]
         parts.append(
             paragraph(
-                f"ONNX export: max |logit diff| vs torch {onnx['max_abs_diff']:.2e} "
+                f"ONNX export of the FP32 base model, on source test: max |logit diff| vs torch {onnx['max_abs_diff']:.2e} "
                 f"({onnx['max_tolerance_used']:.2g} of the parity tolerance), "
                 f"{onnx['argmax_mismatches']} argmax differ(s) ({onnx['near_tie_mismatches']} at near ties)"
             )
         )
-    return parts + figures(files, {"curves.png": "training curves", "confusion.png": "test confusion matrix"})
+    return parts + figures(
+        files,
+        {
+            "curves.png": "training curves: loss per epoch; accuracy on the augmented train batches and on source val",
+            "confusion.png": "confusion matrix: FP32 base model on source test",
+        },
+    )
 
 
 def target_section(files: Files, inputs) -> list[str]:
     doc = _json(files, "target.json")
-    sizes = pd.DataFrame({"images": doc["sizes"]}).rename_axis("labels file")
+    sizes = pd.DataFrame({"images": doc["sizes"]})
+    sizes.index = [name.removesuffix("_labels.npz").replace("_", " ") for name in sizes.index]
+    domain = doc.get("deployment")
     return [
-        paragraph(doc["description"]),
-        table(sizes),
-        *figures(files, {"target.png": "test images: as loaded, target"}),
+        paragraph(
+            f"target domain: {doc['description']}"
+            + (f"; the run deploys to the {domain} domain (phases 03-08 use its splits)" if domain else "")
+        ),
+        table(sizes, index="set (domain and split)"),
+        *figures(
+            files,
+            {"target.png": "the first source test images as loaded (top row) and in the target domain (bottom row)"},
+        ),
     ]
 
 
 def adaptation_section(files: Files, inputs) -> list[str]:
-    from helpers.adaptation.validation import results_table
-
     doc = _json(files, "adaptation.json")
     share, parity, guard = doc["trainable_parameters"], doc["merge_parity"], doc.get("collapse_guard")
     mode = doc["adaptation"] + (
@@ -258,7 +315,9 @@ def adaptation_section(files: Files, inputs) -> list[str]:
     return [
         paragraph(
             f"adaptation: {mode}; trainable parameters {share['count']} of {share['total']} "
-            f"({share['percent']:.2f}%); merged checkpoint vs adapter model: max |logit diff| "
+            f"({share['percent']:.2f}%); merged checkpoint vs adapter model"
+            + (f" on {parity['n']} target test images" if "n" in parity else "")
+            + ": max |logit diff| "
             f"{parity['max_abs_logit_diff']:.2e} (tolerance {parity['tolerance']:g}), {parity['status']}"
             + (
                 f"; collapse guard: {guard['after'][-1]['effective_classes']:.2f} effective predicted classes on "
@@ -268,22 +327,52 @@ def adaptation_section(files: Files, inputs) -> list[str]:
                 else ""
             )
         ),
-        table(results_table(doc)),
-        *figures(files, {"adaptation.png": "per-class accuracy before/after, learning curve"}),
+        paragraph("before: the FP32 base model (02); after: the adapted FP32 model (02b); gain in percentage points"),
+        table(_adaptation_table(doc, deployment(inputs)), index="test set (FP32 model)"),
+        *figures(
+            files,
+            {
+                "adaptation.png": "per-class accuracy on each domain's test split before and after adaptation; "
+                "learning curve on the target train images"
+            },
+        ),
     ]
+
+
+def _adaptation_table(doc: Mapping, domain: str):
+    """02b's 2x2 table with the page's units (accuracy and ECE in %, the gain in points), the deployed domain named."""
+    from helpers.adaptation.validation import results_table
+
+    frame = results_table(doc)
+    for name, r in doc["accuracy"].items():
+        for when in ("before", "after"):
+            frame.loc[f"{name} test", f"accuracy {when} 95% CI"] = percent_ci((r[when]["ci_low"], r[when]["ci_high"]))
+            if "ece" in r[when]:
+                frame.loc[f"{name} test", f"ECE {when} 95% CI"] = percent_ci(r[when]["ece_ci"])
+    values = [c for c in frame.columns if c != "n" and not c.endswith("CI")]
+    frame[values] = 100 * frame[values].astype(float)
+    frame = frame.rename(columns=lambda c: c if c == "n" else f"{c} ({'points' if c == 'gain' else '%'})")
+    return frame.rename(index=lambda row: f"{row} (deployment domain)" if row == f"{domain} test" else row)
+
+
+SPIKE_DEFINITIONS = {"positive": "a > 0", "zscore": "z-score > theta"}  # 03's r_star keys, as the caption says
+ROLES = {"base": "base (FP32, 02)", "adapted": "adapted (FP32, 02b)"}
 
 
 def activation_section(files: Files, inputs) -> list[str]:
     rows = {}
     for name in sorted(n for n in files if n.endswith("/rate_targets.json") and n.count("/") == 1):
         targets = _json(files, name)
+        role = ROLES.get(targets["role"], targets["role"])
         for definition, rates in targets["r_star"].items():
+            column = f"r* ({SPIKE_DEFINITIONS.get(definition, definition)})"
             for layer, rate in zip(targets["layer_names"], rates):
-                rows[(targets["role"], layer)] = {**rows.get((targets["role"], layer), {}), f"r* {definition}": rate}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index.names = ["role", "layer"]
+                rows[(role, layer)] = {**rows.get((role, layer), {}), column: rate}
+    frame, domain = pd.DataFrame.from_dict(rows, orient="index"), deployment(inputs)
+    frame.index.names = ["model", "layer"]
     caption = (
-        "rate target r*: the fraction of a layer's unit-positions that spike over the calibration slice, "
+        f"rate target r*: the fraction of a layer's unit-positions that spike over the {domain} "
+        "calibration slice, "
         "per spike definition: 'a > 0' (the activation is positive) and 'z-score > theta' (the activation "
         "exceeds the unit's mean by theta of its standard deviations; mean and std per unit over the slice)"
     )
@@ -293,9 +382,10 @@ def activation_section(files: Files, inputs) -> list[str]:
         *figures(
             files,
             {
-                "rates.png": "spike-rate targets r* per layer, per spike definition (see above)",
-                "sigma.png": "per-unit standard deviation per layer (log scale; dashed: the eps floor "
-                "that smaller ones are raised to)",
+                "rates.png": f"spike-rate targets r* per layer and model, per spike definition (see above), over the "
+                f"{domain} calibration slice",
+                "sigma.png": f"per-unit standard deviation per layer over the {domain} calibration slice (log scale; "
+                "dashed: the eps floor that smaller ones are raised to)",
             },
         ),
     ]
@@ -318,19 +408,20 @@ def _latency_ratios(inputs) -> dict[str, str]:
 def quantization_section(files: Files, inputs) -> list[str]:
     from helpers.quantize.ort import report_table
 
-    report = _json(files, "quant_report.json")
+    report, domain = _json(files, "quant_report.json"), deployment(inputs)
     frame = report_table(report)
-    frame["accuracy_ci95"] = [f"[{100 * low:.2f}, {100 * high:.2f}]" for low, high in frame["accuracy_ci95"]]
+    frame["accuracy_ci95"] = [percent_ci(bounds) for bounds in frame["accuracy_ci95"]]
     ratios = _latency_ratios(inputs)
     if ratios:
-        frame["INT8 latency vs FP32 (05)"] = [ratios.get(name, "-") for name in frame.index]
+        frame["INT8 vs FP32 latency (05: runtime, batch)"] = [ratios.get(name, "-") for name in frame.index]
     return [
         paragraph(
-            f"best INT8 variant: {report['best_variant']}, chosen on val "
-            f"({report.get('selection', {}).get('rule', 'older runs: on test accuracy')}); the table shows test"
+            f"best INT8 variant: {report['best_variant']}, chosen on {domain} val "
+            f"({report.get('selection', {}).get('rule', 'older runs: on test accuracy')})"
         ),
-        table(frame, index="model"),
-        *figures(files, {"quant.png": "FP32 vs INT8 variants"}),
+        f"<h3>FP32 and every INT8 variant on {domain} test</h3>",
+        table(_models(frame), index="model"),
+        *figures(files, {"quant.png": f"FP32 vs INT8 variants: accuracy on {domain} test (95% CI), model size (KiB)"}),
     ]
 
 
@@ -338,12 +429,12 @@ def latency_section(files: Files, inputs) -> list[str]:
     latency = _json(files, "latency.json")
     rows = [
         {
-            "model": m["model"],
+            "model (latency store name)": m["model"],
             "runtime": m["runtime"],
             "precision": m["precision"],
             "batch": m["batch_size"],
-            "mean latency (ms)": m["end_to_end_latency_ms"]["mean"],
-            "contention-free (ms)": m["contention_free_ms"],
+            "mean end-to-end latency (ms)": m["end_to_end_latency_ms"]["mean"],
+            "contention-free latency (ms)": m["contention_free_ms"],
             "throughput (images/s)": m["throughput_fps"],
         }
         for m in latency["measurements"]
@@ -356,19 +447,26 @@ def latency_section(files: Files, inputs) -> list[str]:
         else f"estimator MAPE not available: {lomo['reason']}"
     )
     return [
-        paragraph(f"hardware {latency['hardware_id']}, INT8 variant {latency['int8_variant']}"),
+        paragraph(f"hardware {latency['hardware_id']}; the INT8 model measured: {latency['int8_variant']}"),
         table(pd.DataFrame(rows)),
         paragraph(mape),
-        *figures(files, {"latency.png": "end-to-end latency", "estimator.png": "estimator: predicted vs measured"}),
+        *figures(
+            files,
+            {
+                "latency.png": "end-to-end latency per call (ms) per runtime and precision, one panel per batch size",
+                "estimator.png": "latency estimator: predicted vs measured end-to-end latency (ms), leave-one-model-out",
+            },
+        ),
     ]
 
 
-def candidate_tables(files: Files, results: Mapping[str, dict]) -> list[str]:
+def candidate_tables(files: Files, results: Mapping[str, dict], domain: str) -> list[str]:
     """Per model, every candidate map: how its fit went, its val CV NLL (what chose), its test figures, and the
-    sentence that says why the chosen one won (the identity winning means no map beat the raw logits on val)."""
+    sentence that says why the chosen one won (the identity winning means no map beat the raw logits on val);
+    val and test are the ``domain``'s."""
     from helpers.confidence.base import CalibrationMap
 
-    parts = ["<h3>Candidate maps: chosen on val (CV NLL), measured on test (p: the ECE against its null band)</h3>"]
+    parts = [f"<h3>Candidate maps: chosen on {domain} val (CV NLL), measured on {domain} test</h3>"]
     for name in sorted(n for n in files if n.endswith("/scaling_params.json")):
         model, doc = name.split("/")[0], _json(files, name)
         chosen, measured = doc["selection"]["chosen"], results[model]["methods"]
@@ -387,8 +485,9 @@ def candidate_tables(files: Files, results: Mapping[str, dict]) -> list[str]:
                 for method, fit in doc["candidates"].items()
             }
         ).T.sort_values("val_cv_nll", kind="stable")
-        parts += [f"<h4>{html.escape(model)}</h4>", table(frame.set_index("map"), index="map")]
-        parts.append(paragraph(f"{model}: {chosen} chosen: {doc['selection']['reason']}"))
+        label = model_label(model)
+        parts += [f"<h4>{html.escape(label)}</h4>", table(frame.set_index("map"), index="candidate map", domain=domain)]
+        parts.append(paragraph(f"{label}: {chosen} chosen: {doc['selection']['reason']}"))
     return parts
 
 
@@ -396,7 +495,7 @@ def calibration_section(files: Files, inputs) -> list[str]:
     from helpers.confidence.base import CalibrationMap
     from helpers.metrics.calibration import before_after_table
 
-    results = _json(files, "calibration_metrics.json")
+    results, domain = _json(files, "calibration_metrics.json"), deployment(inputs)
     maps = {
         name.split("/")[0]: CalibrationMap.from_dict(_json(files, name)).label()
         for name in sorted(files)
@@ -410,20 +509,28 @@ def calibration_section(files: Files, inputs) -> list[str]:
             for m in frame.index
         ]
     tables = []
-    for when, title in (("pre", "before calibration (test)"), ("post", "after calibration (test)")):
+    titles = (
+        ("pre", f"Before calibration: {domain} test"),
+        ("post", f"After calibration (each model's chosen map, fitted on {domain} val): {domain} test"),
+    )
+    for when, title in titles:
         part = frame[[c for c in frame.columns if when in c.split("_")] + (["map"] if when == "post" else [])]
         part = part.rename(
             columns=lambda c, when=when: c if c == "map" else "_".join(w for w in c.split("_") if w != when)
         )
-        tables.append(f"<h3>{title}</h3>" + table(part, index="model"))
+        tables.append(f"<h3>{title}</h3>" + table(_models(part), index="model"))
+    named = {
+        "reliability.png": f"reliability diagrams on {domain} test: FP32 and the best INT8 variant, before and after "
+        "calibration",
+        "confidence.png": f"confidence histograms on {domain} test: FP32 and the best INT8 variant, before and after "
+        "calibration",
+    }
     return [
         *tables,
-        *candidate_tables(files, results),
+        *candidate_tables(files, results, domain),
         *shift_tables(files),
-        *figures(files, {"reliability.png": "reliability diagrams (test)"}),
-        *figures(
-            files, {n: n.removesuffix(".png") for n in sorted(files) if n.endswith(".png") and n != "reliability.png"}
-        ),
+        *figures(files, named),
+        *figures(files, {n: n.removesuffix(".png") for n in sorted(files) if n.endswith(".png") and n not in named}),
     ]
 
 
@@ -436,38 +543,56 @@ def shift_tables(files: Files) -> list[str]:
     rows = _json(files, "calibration_under_shift.json")
     if not isinstance(rows, list):  # runs recorded before the fitted-on rows: one map, no split to compare
         return []
+    frame = shift_table(rows)
+    frame["ece_ci95"] = [percent_ci(r["summary"]["ece_ci95"]) for r in rows]  # in % like the ECE beside it
     return [
-        "<h3>calibration under shift (test)</h3>",
+        f"<h3>Calibration under shift: FP32, {METHOD} fitted on each domain's val split, on each domain's test "
+        "split</h3>",
         paragraph(
             f"{METHOD} fitted on each domain's val split, for the model before and after adaptation; the target test "
             "rows compare the map fitted on the target's own val split with one fitted on the source's."
         ),
-        table(shift_table(rows).reset_index(), index=None),
+        table(frame.reset_index(), index=None),
     ]
 
 
 def selective_section(files: Files, inputs) -> list[str]:
     from helpers.confidence.selective import report_table
 
-    doc = _json(files, "threshold.json")
-    primary = doc["models"][doc["selective_model"]]
+    doc, domain = _json(files, "threshold.json"), deployment(inputs)
+    primary, selective_model = doc["models"][doc["selective_model"]], model_label(doc["selective_model"])
+    frame = report_table(doc["models"])
+    for name, key in (("coverage", "coverage"), ("risk", "selective_risk")):  # in % like the val columns
+        frame[f"test_{name}"] = [
+            "undefined (nothing accepted)"
+            if r["test"][key] is None
+            else percent_ci(r["test"]["ci"][key], r["test"][key])
+            for r in doc["models"].values()
+        ]
     return [
         paragraph(
-            f"threshold set on {doc['selective_model']} by {primary['criterion']}: "
+            f"threshold set on {selective_model} by {primary['criterion']} on {domain} val: "
             f"{primary['threshold']:.6g} ({'met' if primary['met'] else 'NOT met'}): {primary['message']}"
         ),
-        table(report_table(doc["models"]), index="model"),
+        table(_models(frame), index="model", domain=domain),
         paragraph(
             "accept/reject MCC: Matthews correlation between accepting a prediction and it being correct "
-            "(not the classifier MCC of 02); coverage and selective risk as fractions"
+            "(not the classifier MCC of 02); AURC and E-AURC: area under the risk-coverage curve, and its excess "
+            "over the best possible ordering (fractions)"
         ),
-        *figures(files, {"risk_coverage.png": "risk-coverage (test)", "threshold_sweep.png": "threshold sweep (val)"}),
-        *conformal_part(files),
+        *figures(
+            files,
+            {
+                "risk_coverage.png": f"risk-coverage curves on {domain} test",
+                "threshold_sweep.png": f"threshold sweep on {domain} val ({selective_model})",
+            },
+        ),
+        *conformal_part(files, domain),
     ]
 
 
-def conformal_part(files: Files) -> list[str]:
-    """Phase 07's conformal sets and class-wise rejection (test), where the run has them."""
+def conformal_part(files: Files, domain: str) -> list[str]:
+    """Phase 07's conformal sets and class-wise rejection (on the ``domain``'s test split), where the run has them."""
     if "conformal.json" not in files:
         return []
     doc = _json(files, "conformal.json")
@@ -483,16 +608,21 @@ def conformal_part(files: Files) -> list[str]:
             for name, m in sets.items()
         }
     ).T
+    model = model_label(doc["selective_model"])
     return [
-        f"<h3>Conformal prediction sets (alpha = {rules['alpha_sets']:g}, fitted on val, test)</h3>",
-        table(frame, index="set"),
+        f"<h3>Conformal prediction sets ({model}, alpha = {rules['alpha_sets']:g}): fitted on {domain} val, "
+        f"measured on {domain} test</h3>",
+        table(frame, index="set rule"),
         paragraph(
             f"the bundle computes {rules['deployed_set']}; class-wise rejection (risk control at alpha = "
-            f"{rules['alpha_risk']:g}) accepts {100 * rejection['classwise']['coverage']:.1f}% of test images "
+            f"{rules['alpha_risk']:g}) accepts {100 * rejection['classwise']['coverage']:.1f}% of {domain} test images "
             f"(selective accuracy {100 * rejection['classwise']['selective_accuracy']:.1f}%), the global threshold "
             f"{100 * rejection['global']['coverage']:.1f}% ({100 * rejection['global']['selective_accuracy']:.1f}%)"
         ),
-        *figures(files, {"conformal.png": "set size by difficulty, per-class coverage and miss rate (test)"}),
+        *figures(
+            files,
+            {"conformal.png": f"{model}: set size by difficulty, per-class coverage and miss rate on {domain} test"},
+        ),
         *conformal_shift_part(files),
     ]
 
@@ -505,7 +635,8 @@ def conformal_shift_part(files: Files) -> list[str]:
         return []
     doc = _json(files, "conformal_under_shift.json")
     return [
-        f"<h3>Coverage under shift (FP32, {doc['calibration']}, alpha = {doc['alpha_sets']:g})</h3>",
+        f"<h3>Coverage under shift (FP32, {doc['calibration']}, alpha = {doc['alpha_sets']:g}): sets fitted on each "
+        "domain's val split, measured on each domain's test split</h3>",
         paragraph(
             "the guarantee holds where val and test come from one domain; the other rows show what is left of it"
         ),
@@ -516,10 +647,15 @@ def conformal_shift_part(files: Files) -> list[str]:
 def bundle_section(files: Files, inputs) -> list[str]:
     from helpers.bundle import validation_table
 
-    validation = _json(files, "validation.json")
+    validation, domain = _json(files, "validation.json"), deployment(inputs)
     doc = _json(files, "bundle/bundle.json")
     status = validation["status"]
     checks = validation_table(validation)
+    variants = {precision: m.get("variant") for precision, m in doc["models"].items()}
+    checks.index = [  # "int8 openvino": the INT8 model on openvino; a bare precision ran on onnxruntime
+        f"{model_label(variants.get(precision) or precision)}, {runtime[0] if runtime else 'onnxruntime'}"
+        for precision, *runtime in (name.split(" ", 1) for name in checks.index)
+    ]
     graph = [c for c in checks.columns if c.startswith("graph_")]
     models = pd.DataFrame(
         {
@@ -536,15 +672,21 @@ def bundle_section(files: Files, inputs) -> list[str]:
         }
     ).T
     return [
-        f"<p>load-back validation on {validation['n']} test images: "
+        f"<p>load-back validation on {validation['n']} {html.escape(domain)} test images: "
         f'<span class="{status.lower()}">{html.escape(status)}</span></p>',
-        table(checks.drop(columns=graph), index="precision"),
+        table(checks.drop(columns=graph), index="model, runtime"),
         "<h3>The bundled graphs' own outputs (what any ONNX client gets) against the same rules in Python</h3>",
-        table(checks[graph], index="precision"),
+        table(checks[graph], index="model, runtime"),
         "<h3>Bundle contents</h3>",
-        table(models, index="precision"),
+        table(_models(models), index="model"),
         paragraph(f"source run {doc['source']['run_id']}; schema_version {doc['schema_version']}"),
-        *figures(files, {"predictions.png": "bundle predictions on test images"}),
+        *figures(
+            files,
+            {
+                "predictions.png": f"the bundle's INT8 predictions on the {domain} test images it is least confident "
+                "about: label, calibrated confidence, accepted or rejected"
+            },
+        ),
     ]
 
 
@@ -632,25 +774,40 @@ def overview(
 
 def _cards(head: Mapping) -> str:
     pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
+    test = f"{head['domain']} test" if "domain" in head else "test"  # runs before 02a: their one domain
     cards = []
     if "domain" in head:
-        cards.append(("deployment domain (every figure here is on its test split)", head["domain"]))
+        cards.append(
+            ("deployment domain (phases 03-08 choose on its val split, report on its test split)", head["domain"])
+        )
     if "adaptation" in head:
         gain = f"{pct(head['accuracy_before_adaptation'])} -> {pct(head['accuracy_after_adaptation'])}"
-        cards.append((f"test accuracy, before -> after adaptation ({head['adaptation']})", gain))
+        cards.append((f"FP32 accuracy on {test}, before -> after adaptation ({head['adaptation']})", gain))
     if "deployed_accuracy" in head:
-        cards.append((f"deployed FP32 test accuracy ({head['calibration_map']})", pct(head["deployed_accuracy"])))
+        cards.append(
+            (
+                f"deployed FP32 accuracy on {test} (calibration map: {head['calibration_map']})",
+                pct(head["deployed_accuracy"]),
+            )
+        )
     elif "fp32_accuracy" in head:
-        cards.append(("FP32 test accuracy", pct(head["fp32_accuracy"])))
+        cards.append((f"FP32 accuracy on {test}", pct(head["fp32_accuracy"])))
     if "int8_accuracy" in head:
-        cards.append((f"INT8 ({head['int8_variant']}) test accuracy", pct(head["int8_accuracy"])))
+        cards.append((f"INT8 ({head['int8_variant']}) accuracy on {test}", pct(head["int8_accuracy"])))
     if "ece_pre" in head and "ece_post" in head:
         chosen = head.get("calibration_map", "the chosen map")
-        cards.append((f"FP32 ECE, before -> after ({chosen})", f"{pct(head['ece_pre'])} -> {pct(head['ece_post'])}"))
+        cards.append(
+            (
+                f"FP32 ECE on {test}, before -> after calibration ({chosen})",
+                f"{pct(head['ece_pre'])} -> {pct(head['ece_post'])}",
+            )
+        )
     if "int8_speedup" in head:
-        cards.append((f"INT8 vs FP32 latency, {headline.latency_setting(head)}", headline.speedup_short(head)))
+        cards.append(
+            (f"INT8 vs FP32 end-to-end latency, {headline.latency_setting(head)}", headline.speedup_short(head))
+        )
     if "bundle" in head:
-        cards.append(("bundle load-back", head["bundle"]))
+        cards.append((f"bundle load-back validation on {test}", head["bundle"]))
     items = []
     for label, value in cards:
         cls = f' class="{value.lower()}"' if label.startswith("bundle") else ""
@@ -677,7 +834,7 @@ def _params_table(overview: Mapping) -> str:
             f"<td>{','.join(row['phases'])}</td></tr>"
         )
     changed = sum(r["changed"] for r in rows.values())
-    head = '<table class="params"><thead><tr><th>parameter</th><th>value</th><th></th><th>phases</th></tr></thead>'
+    head = '<table class="params"><thead><tr><th>parameter</th><th>value</th><th>vs notebook default</th><th>phases</th></tr></thead>'
     shown = f"{head}<tbody>{''.join(body[:changed])}</tbody></table>" if changed else ""
     return (
         f"<h3>Parameters: {changed} changed from the notebooks' defaults</h3>{shown}"

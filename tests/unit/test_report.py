@@ -140,7 +140,11 @@ def inputs(tmp_path_factory):
             "confusion.png": "png",
         },
         "02a_target": {
-            "target.json": {"description": "digits with Gaussian noise", "sizes": {"target_test_labels.npz": 400}},
+            "target.json": {
+                "description": "digits with Gaussian noise",
+                "deployment": "target",
+                "sizes": {"target_test_labels.npz": 400},
+            },
             "target.png": "png",
         },
         "02b_adapt": {"adaptation.json": adaptation_doc(test_y, test_logits, int8_logits), "adaptation.png": "png"},
@@ -202,7 +206,7 @@ def test_full_report_has_every_section_table_and_figure(inputs):
     assert page.count("<table") >= 10
     assert "minmax" in page and "run-7" in page and 'class="pass">PASS' in page
     assert (
-        "INT8 latency vs FP32 (05)" in page and "onnxruntime batch 1: 1.2x faster" in page
+        "INT8 vs FP32 latency (05: runtime, batch)" in page and "onnxruntime batch 1: 1.2x faster" in page
     )  # 05's ratio, runtime named, joined into 04's table
     assert "<th>model</th>" in page and "<th>accuracy (%)</th>" in page and "accuracy_drop_points" not in page
 
@@ -213,11 +217,12 @@ def test_calibration_section_shows_every_candidate_and_why_the_chosen_one_won():
     results = Path(report.__file__).resolve().parents[2] / "runs/reference/results/06_confidence"
     files = {p.relative_to(results).as_posix(): p for p in results.rglob("*") if p.is_file()}
     html_text = "\n".join(
-        report.candidate_tables(files, json.loads((results / "calibration_metrics.json").read_text()))
+        report.candidate_tables(files, json.loads((results / "calibration_metrics.json").read_text()), "target")
     )
+    assert "chosen on target val (CV NLL), measured on target test" in html_text
     for name in (n for n in files if n.endswith("/scaling_params.json")):
         doc = json.loads(files[name].read_text())
-        model = name.split("/")[0]
+        model = report.model_label(name.split("/")[0])  # FP32, INT8 minmax, ...
         assert f"<h4>{model}</h4>" in html_text
         assert f"{model}: {doc['selection']['chosen']} chosen: {doc['selection']['reason']}" in html_text
     assert html_text.count("<td>chosen</td>") == len([n for n in files if n.endswith("/scaling_params.json")])
@@ -347,9 +352,9 @@ def test_overview_names_the_run_its_failure_params_and_headline(inputs, overview
     assert "Parameters: 2 changed from the notebooks' defaults" in page
     assert f"all {len(distinct_keys)} resolved parameters" in page  # a key shared by several phases: one row
     for card in (
-        "<b>81.00%</b><span>FP32 test accuracy",
-        "<b>80.25%</b><span>INT8 (minmax) test accuracy",
-        "<b>1.2x faster</b><span>INT8 vs FP32 latency, onnxruntime, batch 1",
+        "<b>81.00%</b><span>FP32 accuracy on test",  # no 02a in these summaries: the run's one domain
+        "<b>80.25%</b><span>INT8 (minmax) accuracy on test",
+        "<b>1.2x faster</b><span>INT8 vs FP32 end-to-end latency, onnxruntime, batch 1",
         '<b class="pass">PASS</b>',
     ):
         assert card in page, card
@@ -389,3 +394,68 @@ def test_overview_in_chromium_fits_the_page(chromium, inputs, overview_run, tmp_
     shot = tmp_path / "overview.png"
     subprocess.run([chromium, *flags, f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
+
+
+# -- labels, on the committed reference run's real results ------------------------------------------
+
+
+def reference_page() -> str:
+    """The report of runs/reference rendered from its own results (every phase's manifest files) and record."""
+    from helpers.run import manifest
+
+    run = Path(report.__file__).resolve().parents[2] / "runs/reference"
+    inputs, summaries = {}, {}
+    for pid in report.SECTIONS:
+        doc = manifest.read_manifest(run, pid)
+        inputs[pid] = {name: run / "results" / pid / name for name in sorted(doc["files"])}
+        summaries[pid] = doc.get("summary") or {}
+    latency = json.loads(inputs["05_latency"]["latency.json"].read_text())
+    return report.render(inputs, overview=report.overview(run, summaries, latency, exclude="09_report"))
+
+
+def section_of(page: str, pid: str) -> str:
+    start = page.index(f'<section id="{pid}">')
+    return page[start : page.index("</section>", start)]
+
+
+def test_every_label_names_its_model_split_domain_and_unit():
+    """Issue 30: no internal key as a column name, no bare "test" where the deployment domain's test split is
+    meant, row labels that say which model and which domain's split."""
+    page = reference_page()
+    domain = json.loads(
+        (Path(report.__file__).resolve().parents[2] / "runs/reference/results/02a_target/target.json").read_text()
+    )["deployment"]
+    headers = [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", page, re.S)]
+    internal = [h for h in headers if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+|ece|nll|brier|p|r\* \w+", h)]
+    assert not internal, internal
+    for table_html in re.findall(r"<table.*?</table>", page, re.S):  # the row labels' column is named
+        assert re.search(r"<th[^>]*>\s*\S", re.search(r"<tr.*?</tr>", table_html, re.S).group()), table_html[:300]
+    # the deployment domain in every heading, caption and split column of phases 03-08
+    for pid in ("04_quantize", "06_confidence", "07_selective", "08_bundle"):
+        body = section_of(page, pid)
+        for caption in re.findall(r"<(?:h3|figcaption)>(.*?)</", body):
+            if "test" in caption or "val" in caption:
+                assert f"{domain} test" in caption or f"{domain} val" in caption or "each domain" in caption, caption
+        assert not re.search(r"\((test|val)\)", body), re.search(r".{80}\((test|val)\).{20}", body).group()
+    assert f"<th>{domain} val coverage (%)</th>" in section_of(page, "07_selective")
+    assert f"<th>{domain} test coverage (%) [95% CI]</th>" in section_of(page, "07_selective")
+    assert f"<h3>FP32 and every INT8 variant on {domain} test</h3>" in section_of(page, "04_quantize")
+    # which model each row is, and which domain's split
+    assert "<td>FP32</td>" in section_of(page, "04_quantize") and "<td>INT8 minmax</td>" in section_of(
+        page, "04_quantize"
+    )
+    adaptation = section_of(page, "02b_adapt")
+    assert "<td>source test</td>" in adaptation and f"<td>{domain} test (deployment domain)</td>" in adaptation
+    assert "<th>accuracy before (%)</th>" in adaptation and "<th>gain (points)</th>" in adaptation
+    assert "<td>source val</td>" in section_of(page, "02_train") and "<td>source test</td>" in section_of(
+        page, "02_train"
+    )
+    assert f"<td>{domain} test</td>" in section_of(page, "02a_target")  # 02a's sets, named (the index was hidden)
+    bundle_rows = re.findall(r"<tr>\s*<td>([^<]*, (?:onnxruntime|openvino))</td>", section_of(page, "08_bundle"))
+    assert "FP32, onnxruntime" in bundle_rows and any(r.startswith("INT8 ") for r in bundle_rows), bundle_rows
+    # one unit per quantity: an ECE interval in % beside an ECE in % (the shift table held fractions)
+    shift = section_of(page, "06_confidence")[section_of(page, "06_confidence").index("Calibration under shift") :]
+    assert not re.search(r"<td>\[0\.0\d+, 0\.\d+\]</td>", shift)
+    # the cards at the top
+    for card in (f"FP32 accuracy on {domain} test, before -&gt; after adaptation", f"FP32 ECE on {domain} test"):
+        assert card in page, card
