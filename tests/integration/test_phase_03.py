@@ -15,6 +15,8 @@ import torch
 
 from cli_runner import calib
 from helpers.data.datasets import load_dataset, preprocess
+from helpers.data.datasets import slice_hash as data_slice_hash
+from helpers.data.deployment import open_run_deployment
 from helpers.models import artifact as model_artifact
 from helpers.run.atomic import sha256_file
 from helpers.run.graph import MODEL_PHASE
@@ -65,13 +67,15 @@ def hooked_rows(model: torch.nn.Module, layer: str, images: np.ndarray) -> np.nd
 
 
 def slice_images(run: Path) -> np.ndarray:
-    indices = np.load(run / "results" / "01_data" / "calibration_slice.npz")["indices"]
-    return load_dataset("digits").train_images[indices]
+    """The deployment domain's calibration slice (the default run adapts: phase 01's slice in the target domain)."""
+    return open_run_deployment(run, load_dataset("digits")).split("calibration")[0]
 
 
 def test_layout_of_statistics_and_targets(run_dir):
-    slice_hash = json.loads((run_dir / "manifests" / "01_data.json").read_text())["summary"]["slice_hash"]
     images = slice_images(run_dir)
+    slice_hash = data_slice_hash(np.arange(len(images)), images)  # of the images the statistics ran over
+    clean = load_dataset("digits").train_images[np.load(run_dir / "results/01_data/calibration_slice.npz")["indices"]]
+    assert images.shape == clean.shape and np.abs(images.astype(float) - clean).mean() > 20  # the noisy slice
     for role in ROLES:
         arrays, targets = load_role(run_dir, role)
         assert sorted(arrays) == sorted(

@@ -19,6 +19,7 @@ from helpers import data, runtime
 from helpers.confidence import selective
 from helpers.confidence.base import CalibrationMap
 from helpers.confidence.methods import METHODS
+from helpers.data.deployment import open_run_deployment
 from helpers.metrics import calibration as calibration_metrics
 from helpers.models.onnx_export import onnx_logits
 from helpers.quantize import ort as quantize_ort
@@ -34,9 +35,8 @@ def run(default_run) -> Path:
 
 @pytest.fixture(scope="module")
 def split_labels(run) -> dict:
-    ds = data.load_dataset("digits")
-    splits = data.load_splits(run / "results/01_data/splits.npz", ds)
-    images, labels = data.eval_splits(ds, splits)
+    """Val and test of the deployment domain (the default run adapts: the noisy digits), as phases 04-07 read them."""
+    images, labels = open_run_deployment(run, data.load_dataset("digits")).eval_splits()
     return {**labels, "test_images": images["test"]}
 
 
@@ -208,21 +208,15 @@ def test_rerunning_the_three_phases_gives_byte_identical_results(run, tmp_path):
 
 
 def test_calibration_tensors_are_bit_identical_to_evaluation_preprocessing(run):
-    """What the ORT calibrator is fed (phase 01's slice through the reader) is exactly what evaluation feeds."""
-    from helpers import data
-    from helpers.data.deployment import load_calibration_slice
+    """What the ORT calibrator is fed (the deployment domain's slice through the reader) is exactly what evaluation
+    feeds: the same images, preprocessed in evaluation-sized batches."""
     from helpers.quantize import guard as calibration_guard
     from helpers.quantize import ort as quantize_ort
 
-    ds = data.load_dataset("digits")
-    slice_path = run / "results/01_data/calibration_slice.npz"
-    images, labels = load_calibration_slice(slice_path, ds.train_images, ds.train_labels)
+    images, _ = open_run_deployment(run, data.load_dataset("digits")).split("calibration")
     reader = quantize_ort.SliceReader(data.preprocess(images), batch_size=64)
     calibration = np.concatenate([batch["images"] for batch in iter(reader.get_next, None)])
-    indices = np.load(slice_path)["indices"]
-    evaluation = np.concatenate(
-        [data.preprocess(ds.train_images[indices][s : s + 500]) for s in range(0, len(indices), 500)]
-    )
+    evaluation = np.concatenate([data.preprocess(images[s : s + 500]) for s in range(0, len(images), 500)])
     assert calibration.dtype == evaluation.dtype == np.float32
     assert calibration.tobytes() == evaluation.tobytes()
     assert calibration_guard.check_calibration_inputs(calibration, images).ok

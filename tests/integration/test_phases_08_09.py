@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import bundle, data, report
+from helpers.data.deployment import open_run_deployment
 from helpers.metrics.calibration import softmax
 from helpers.models import parity
 from helpers.run.graph import MODEL_PHASE
@@ -36,8 +37,10 @@ def test_validation_passed_and_bundle_is_complete(full_run):
     quant = json.loads((full_run / "results/04_quantize/quant_report.json").read_text())
     assert doc["models"]["int8"]["variant"] == quant["best_variant"]
     assert doc["source"]["run_id"] == full_run.name
+    assert doc["domain"]["name"] == "target" and "Gaussian noise" in doc["domain"]["description"]  # deployed to
     assert set(doc["source"]["manifests_sha256"]) == {
         "01_data",
+        "02a_target",
         MODEL_PHASE,
         "04_quantize",
         "06_confidence",
@@ -52,18 +55,19 @@ def test_validation_passed_and_bundle_is_complete(full_run):
 
 
 def test_bundle_predicts_digits_from_a_copy(full_run, tmp_path):
+    """On the domain it is deployed to (the default run adapts: the noisy digits' test split)."""
     copied = shutil.copytree(full_run / "results/08_bundle/bundle", tmp_path / "bundle")  # relocatable
-    ds = data.load_dataset("digits")
+    images, labels = open_run_deployment(full_run, data.load_dataset("digits")).split("test")
     loaded = bundle.load(copied)
     for precision in bundle.PRECISIONS:
         for other in loaded.runtimes(precision)[1:]:  # every runtime offered besides the default
-            assert np.mean(loaded.predict(ds.test_images, precision, runtime=other).labels == ds.test_labels) > 0.95
-        prediction = loaded.predict(ds.test_images, precision)
-        assert np.mean(prediction.labels == ds.test_labels) > 0.95
+            assert np.mean(loaded.predict(images, precision, runtime=other).labels == labels) > 0.85
+        prediction = loaded.predict(images, precision)
+        assert np.mean(prediction.labels == labels) > 0.85
         accepted = prediction.accept
         assert 0.5 < accepted.mean() <= 1.0
-        assert np.mean(prediction.labels[accepted] == ds.test_labels[accepted]) >= np.mean(
-            prediction.labels == ds.test_labels
+        assert np.mean(prediction.labels[accepted] == labels[accepted]) >= np.mean(
+            prediction.labels == labels
         )  # accepting by confidence does not lower accuracy
 
 
@@ -104,8 +108,7 @@ def test_an_external_client_reproduces_the_pipeline_from_the_bundle_alone(full_r
     images within the graph's float32 tolerance of a threshold or of a near tie (counted; on the reference
     machine none), so the check holds on any CPU."""
     copied = shutil.copytree(full_run / "results/08_bundle/bundle", tmp_path / "bundle")
-    ds = data.load_dataset("digits")
-    images, labels = data.split_data(ds, data.load_splits(full_run / "results/01_data/splits.npz", ds), "test")
+    images, labels = open_run_deployment(full_run, data.load_dataset("digits")).split("test")
     np.save(tmp_path / "images.npy", images)
     proc = subprocess.run(
         [sys.executable, "-c", EXTERNAL_CLIENT, str(copied), str(tmp_path / "images.npy"), runtime],

@@ -17,7 +17,8 @@ The target sets are the source sets carried into the target domain image by imag
 .domain``), so they are disjoint exactly as phase 01's splits are: adaptation fits on the target train
 images, choices and fits are made on val, figures are reported on test. Phases 03 (activation statistics),
 04 (PTQ slice, INT8 choice, INT8 accuracy), 06 (maps), 07 (threshold and conformal rules) and 08 (bundle
-validation) read their data only through :func:`open_deployment`.
+validation) read their data only through :func:`open_deployment`; :func:`open_run_deployment` reads a finished
+run's (tests, benchmarks, analyses outside a phase).
 
 This module also owns the two file formats these sets travel in: phase 01's calibration slice (indices
 into the training images, :func:`load_calibration_slice`) and one array per file for phase 02a's domain
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.data.datasets import Dataset, check_indices, load_splits, slice_hash, split_data
-from helpers.run import atomic
+from helpers.run import atomic, manifest
 
 DOMAINS = ("source", "target")
 SETS = ("calibration", "val", "test")
@@ -144,3 +145,21 @@ def open_deployment(phase, ds: Dataset) -> Deployment:
         )
     source_hash = phase.upstream_summary("01_data").get("slice_hash")
     return Deployment(domain, target["deployment_description"], phase.input, ds, source_hash)
+
+
+class _RunFiles:
+    """A finished run's results as a phase reads them: declared files by path, summaries from the manifests."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+
+    def input(self, phase_id: str, name: str) -> Path:
+        return manifest.results_dir(self.run_dir, phase_id) / name
+
+    def upstream_summary(self, phase_id: str) -> dict:
+        return (manifest.read_manifest(self.run_dir, phase_id) or {}).get("summary", {})
+
+
+def open_run_deployment(run_dir: Path, ds: Dataset) -> Deployment:
+    """The deployment domain of the run in ``run_dir`` (its phases 01 and 02a complete), read from its files."""
+    return open_deployment(_RunFiles(run_dir), ds)

@@ -74,6 +74,7 @@ def test_load_npz_returns_arrays_and_closes_the_file(run_dir, tmp_path):
 def test_out_refuses_an_undeclared_output(run_dir):
     finished_phase(run_dir, "01_data", {"splits.npz": b"x"})
     finished_phase(run_dir, "02a_target", {"target.json": b"{}"})
+    finished_phase(run_dir, "02b_adapt", {"shift_logits.npz": b"x"})
     finished_phase(run_dir, "06_confidence", {"calibrated_logits.npz": b"x"})
     writer = phase(run_dir, "07_selective")
     assert writer.out("threshold.json").name == "threshold.json"
