@@ -446,9 +446,16 @@ def latency_section(files: Files, inputs) -> list[str]:
         if lomo["available"]
         else f"estimator MAPE not available: {lomo['reason']}"
     )
+    warnings = latency.get("warnings") or []
+    noisy = (
+        [paragraph(f"{len(warnings)} measurement warning(s), their ratios not to be trusted: " + "; ".join(warnings))]
+        if warnings
+        else []
+    )
     return [
         paragraph(f"hardware {latency['hardware_id']}; the INT8 model measured: {latency['int8_variant']}"),
         table(pd.DataFrame(rows)),
+        *noisy,
         paragraph(mape),
         *figures(
             files,

@@ -3,6 +3,7 @@ and opened in a real headless Chromium."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -459,3 +460,16 @@ def test_every_label_names_its_model_split_domain_and_unit():
     # the cards at the top
     for card in (f"FP32 accuracy on {domain} test, before -&gt; after adaptation", f"FP32 ECE on {domain} test"):
         assert card in page, card
+
+
+def test_latency_section_carries_the_measurement_warnings():
+    """Issue 24: phase 05's warnings (a noisy machine) reach the report, each one, beside the table they qualify."""
+    page = reference_page()
+    run = Path(report.__file__).resolve().parents[2] / "runs/reference"
+    warnings = json.loads((run / "results/05_latency/latency.json").read_text())["warnings"]
+    latency = section_of(page, "05_latency")
+    if not warnings:  # an idle machine: nothing to say, and nothing said
+        assert "measurement warning" not in latency
+        return
+    assert f"{len(warnings)} measurement warning(s)" in latency
+    assert all(html.escape(w) in latency for w in warnings)

@@ -122,12 +122,15 @@ def format_event(event: dict) -> str | None:
         )
     if kind == "calibration_seconds":
         return f"{phase} {event.get('method')} calibrated {event.get('seconds', float('nan')):.1f} s"
-    if kind == "measured":
+    if kind == "measured":  # the measurement warnings (a noisy machine) each on a line of their own
         notes = len(event.get("skipped") or []) + len(event.get("warnings") or [])
-        return (
-            f"{phase} measured {event.get('records')} latency records"
-            + (f" ({notes} notes)" if notes else "")
-            + (f" for {event['store']} (stored when the phase completes)" if event.get("store") else "")
+        return "\n".join(
+            [
+                f"{phase} measured {event.get('records')} latency records"
+                + (f" ({notes} notes)" if notes else "")
+                + (f" for {event['store']} (stored when the phase completes)" if event.get("store") else ""),
+                *(f"{phase} warning: {warning}" for warning in event.get("warnings") or []),
+            ]
         )
     if kind in ("activation_stats", "transformer_stats"):
         return f"{phase} statistics of the {event.get('role')} model done"

@@ -82,6 +82,11 @@ def test_event_lines():
         )
         == "05_latency measured 10 latency records (1 notes) for S (stored when the phase completes)"
     )
+    noisy = {"phase": "05_latency", "event": "measured", "records": 4, "warnings": ["m int8 b1: CV 22% exceeds 10%"]}
+    assert console.format_event(noisy).splitlines() == [  # issue 24: the warnings reach the console
+        "05_latency measured 4 latency records (1 notes)",
+        "05_latency warning: m int8 b1: CV 22% exceeds 10%",
+    ]
     assert console.format_event({"phase": "01_data", "event": "phase_started", "params": {}}) is None
     assert (
         console.format_event({"phase": "03_x", "event": "custom", "n": 4, "names": ["a"], "time": "t"})
