@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 from helpers.run.project import project_root
 
 pytestmark = pytest.mark.integration
+KERNEL_TEARDOWN = r"ERROR:tornado\.general:Uncaught exception in ZMQStream callback\nTraceback.*?zmq\.error\.ZMQError: [^\n]*\n"
 
 # $1 mount point, $2 project, $3 python, $4 the run to reuse from, $5 store, $6 watcher trigger
 SCRIPT = r"""
@@ -89,7 +91,9 @@ def test_a_full_disk_names_the_run_records_the_failure_and_leaves_the_store_alon
         timeout=1500,
         env={**os.environ, "WATCHER": WATCHER},
     )
-    out = proc.stdout + proc.stderr
+    # A dying kernel on a full disk may log ipykernel's own teardown error (a ZMQ socket gone, seen once in CI):
+    # the kernel's stderr, not calib's. It is cut out; any other traceback still fails the test.
+    out = re.sub(KERNEL_TEARDOWN, "", proc.stdout + proc.stderr, flags=re.S)
     print("\n".join(line for line in out.splitlines() if "no space left" in line or "full disk" in line))
     run_dir = mnt / "runs" / "victim"
     assert "WATCHER filled the disk" in out, out[-4000:]
