@@ -23,7 +23,9 @@ import pytest
 from helpers.run.project import project_root
 
 pytestmark = pytest.mark.integration
-KERNEL_TEARDOWN = r"ERROR:tornado\.general:Uncaught exception in ZMQStream callback\nTraceback.*?zmq\.error\.ZMQError: [^\n]*\n"
+KERNEL_TEARDOWN = (
+    r"ERROR:tornado\.general:Uncaught exception in ZMQStream callback\nTraceback.*?zmq\.error\.ZMQError: [^\n]*\n"
+)
 
 # $1 mount point, $2 project, $3 python, $4 the run to reuse from, $5 store, $6 watcher trigger
 SCRIPT = r"""
