@@ -59,7 +59,7 @@ from scipy.optimize import nnls
 
 from helpers.ground_truth.curves import write_efficiency_curves as write_efficiency_curves
 from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement
-from helpers.ground_truth.roofline import MIN_TYPE_MODELS
+from helpers.ground_truth.roofline import MIN_TYPE_MODELS, EndToEnd
 from helpers.ground_truth.roofline import RooflineEstimator as RooflineEstimator
 from helpers.ground_truth.store import Configuration
 from helpers.ground_truth.targets import (
@@ -186,7 +186,7 @@ class _Subgraphs:
 
 
 @dataclass(frozen=True)
-class LatencyGroup:
+class LatencyGroup(EndToEnd):
     """A (runtime, precision) group: its subgraph cost, its end-to-end calibration, and how its knots were chosen."""
 
     cost: SubgraphCost
@@ -202,13 +202,6 @@ class LatencyGroup:
             np.array([s.total_bytes for s in subgraphs], dtype=np.float64),
             np.array([max(len(s.node_names), 1) for s in subgraphs], dtype=np.float64),
             np.array([s.operation_type for s in subgraphs], dtype=object),
-        )
-
-    def predict(self, record: MeasurementRecord) -> float:
-        return (
-            self.scale * float(self.predict_subgraphs(record.subgraphs).sum())
-            + self.per_subgraph_ms * len(record.subgraphs)
-            + self.call_overhead_ms
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -61,8 +61,20 @@ class Roofline:
         return np.maximum(flops / self.peak_flops_per_ms, nbytes / self.bandwidth_bytes_per_ms) + self.overhead_ms
 
 
+class EndToEnd:
+    """The end-to-end calibration both estimators share: ``scale`` x the sum of the subgraphs' predictions
+    (``predict_subgraphs``), plus ``per_subgraph_ms`` per subgraph and ``call_overhead_ms`` per call."""
+
+    def predict(self, record: MeasurementRecord) -> float:
+        return (
+            self.scale * float(self.predict_subgraphs(record.subgraphs).sum())
+            + self.per_subgraph_ms * len(record.subgraphs)
+            + self.call_overhead_ms
+        )
+
+
 @dataclass(frozen=True)
-class GroupParams:
+class GroupParams(EndToEnd):
     """A (runtime, precision) group: its subgraph roofline(s) and its end-to-end calibration."""
 
     roofline: Roofline
@@ -81,13 +93,6 @@ class GroupParams:
             mask = kinds == kind
             predicted[mask] = roofline.predict(flops[mask], nbytes[mask])
         return predicted
-
-    def predict(self, record: MeasurementRecord) -> float:
-        return (
-            self.scale * float(self.predict_subgraphs(record.subgraphs).sum())
-            + self.per_subgraph_ms * len(record.subgraphs)
-            + self.call_overhead_ms
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
