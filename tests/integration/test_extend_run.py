@@ -99,7 +99,8 @@ def test_a_notebook_whose_upstream_phase_is_missing_fails_in_one_line_naming_the
         )
     assert raised.value.ename == "MissingUpstream"
     assert raised.value.traceback == [
-        f"MissingUpstream: upstream phase 06_confidence has no manifest in run {data_run}; to add 07_selective "
+        f"MissingUpstream: upstream phases 02a_target, 02b_adapt, 06_confidence have no manifest in run {data_run}; "
+        "to add 07_selective "
         f"and what it reads to that run: calib run --resume {data_run} --phases 07"
     ]
 
