@@ -64,9 +64,9 @@ from helpers.ground_truth.roofline import RooflineEstimator as RooflineEstimator
 from helpers.ground_truth.store import Configuration
 from helpers.ground_truth.targets import (
     MIN_TIMED_RECORDS,
-    check_target,
     end_to_end_ms,
     fit_end_to_end,
+    fitting_groups,
     group_of,
     measured_ms,
     naive_ms,
@@ -325,13 +325,7 @@ class LatencyEstimator:
         cls, records: Sequence[MeasurementRecord], target: str = "end_to_end", knots: int | None = None
     ) -> LatencyEstimator:
         """Fit every group of ``records``; ``knots`` fixes the knot count (default: chosen per group)."""
-        if not records:
-            raise ValueError("cannot fit an estimator on no records; measure some with `calib ground-truth measure`")
-        check_target(target)
-        by_group: dict[str, list[MeasurementRecord]] = {}
-        for record in records:
-            by_group.setdefault(group_of(record), []).append(record)
-        groups = {name: fit_group(rs, target, knots) for name, rs in sorted(by_group.items())}
+        groups = {name: fit_group(rs, target, knots) for name, rs in fitting_groups(records, target).items()}
         return cls(groups, target, choose_transfer(groups, records, target))
 
     def predict(self, record: MeasurementRecord) -> float:

@@ -34,9 +34,9 @@ from scipy.optimize import least_squares
 from helpers.ground_truth.records import MeasurementRecord, SubgraphMeasurement
 from helpers.ground_truth.targets import (
     MIN_TIMED_RECORDS,
-    check_target,
     end_to_end_ms,
     fit_end_to_end,
+    fitting_groups,
     group_of,
     subgraph_ms,
 )
@@ -176,13 +176,8 @@ class RooflineEstimator:
     def fit(
         cls, records: Sequence[MeasurementRecord], target: str = "end_to_end", by_operation_type: bool = False
     ) -> RooflineEstimator:
-        if not records:
-            raise ValueError("cannot fit an estimator on no records; measure some with `calib ground-truth measure`")
-        check_target(target)
-        by_group: dict[str, list[MeasurementRecord]] = {}
-        for record in records:
-            by_group.setdefault(group_of(record), []).append(record)
-        return cls({group: _fit_group(rs, target, by_operation_type) for group, rs in sorted(by_group.items())}, target)
+        groups = fitting_groups(records, target)
+        return cls({group: _fit_group(rs, target, by_operation_type) for group, rs in groups.items()}, target)
 
     def predict(self, record: MeasurementRecord) -> float:
         """Predicted target latency (ms) of a record's model, from its subgraphs' FLOPs, bytes (and types)."""

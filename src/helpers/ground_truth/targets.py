@@ -77,6 +77,18 @@ def group_of(record: MeasurementRecord) -> str:
     return f"{record.runtime}/{record.precision}"
 
 
+def fitting_groups(records: Sequence[MeasurementRecord], target: str) -> dict[str, list[MeasurementRecord]]:
+    """``records`` by their :func:`group_of`, sorted by group: what every estimator fits one model per group on
+    (refuses no records and an unknown ``target`` first)."""
+    if not records:
+        raise ValueError("cannot fit an estimator on no records; measure some with `calib ground-truth measure`")
+    check_target(target)
+    by_group: dict[str, list[MeasurementRecord]] = {}
+    for record in records:
+        by_group.setdefault(group_of(record), []).append(record)
+    return dict(sorted(by_group.items()))
+
+
 def fit_end_to_end(
     subgraph_sums: np.ndarray, subgraph_counts: np.ndarray, measured: np.ndarray
 ) -> tuple[float, float, float]:
