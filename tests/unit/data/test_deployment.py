@@ -56,7 +56,7 @@ def test_an_adapting_run_deploys_to_the_target_sets_carried_image_by_image(digit
     deployed = open_deployment(write_run(tmp_path, ds, splits, with_train=True), ds)
     assert deployed.domain == "target" and "Gaussian noise" in deployed.headline()
     clean_slice, slice_labels = split_data(ds, splits, "calibration")
-    target_train = domain.load_array(tmp_path / "02a_target/target_train_images.npz")
+    target_train = deployment.load_array(tmp_path / "02a_target/target_train_images.npz")
     images, labels = deployed.split("calibration")
     positions = np.searchsorted(splits["train"], splits["calibration"])
     np.testing.assert_array_equal(images, target_train[positions])  # the slice's own images, in the target domain
