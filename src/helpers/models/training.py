@@ -17,6 +17,10 @@ size (convolutions, then a global pool). The model trains in channels-last memor
 is returned contiguous, in eval mode.
 
 A non-finite loss stops training with ``FloatingPointError`` naming the epoch and the step.
+The loop itself (shuffle, batches, optimizer step, non-finite check, progress) is :func:`fit_epochs`, the one
+every training in the project runs through: phase 02's here and phase 02b's LoRA and TENT
+(``helpers.adaptation.methods``) each give it their own batch loss.
+
 Checkpoints are plain state dicts written atomically (``save_checkpoint``) and read with
 ``torch.load(weights_only=True)`` (``load_checkpoint``), which names mismatching keys.
 
@@ -219,6 +223,65 @@ def epoch_logger(log: Callable[..., None], epochs: int) -> Callable[[int, Histor
     return on_epoch_end
 
 
+Step = Callable[[torch.Tensor], tuple[torch.Tensor, float]]  # batch indices -> (loss, what the epoch tracks)
+
+
+def fit_epochs(
+    model: nn.Module,
+    n: int,
+    step: Step,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+    generator: torch.Generator,
+    *,
+    epochs: int,
+    batch_size: int,
+    name: str,
+    bar: str = "",
+    progress: bool = True,
+    hint: str,
+    before_epoch: Callable[[int], None] | None = None,
+    after_epoch: Callable[[int, float, float], None] | None = None,
+) -> None:
+    """The one training loop: ``epochs`` passes over a fresh shuffle of ``n`` items in full batches of ``batch_size``
+    (the last partial batch dropped), the model in train mode, every batch one optimizer step.
+
+    ``step(indices)`` computes a batch's loss (and what the epoch sums beside it: correct predictions, an entropy);
+    a non-finite loss stops with ``FloatingPointError`` naming ``name``, the epoch, the step and the learning rate,
+    then ``hint``. ``schedule`` (if any) steps after each optimizer step. The shuffles, and whatever ``step`` draws,
+    come from ``generator`` in this order, so one seed gives one result. ``before_epoch(epoch)`` runs before the
+    model is put in train mode; ``after_epoch(epoch, mean loss, tracked sum)`` after the epoch's last batch. The
+    tqdm bar (``progress``) reads ``"<bar>epoch e/E"``; :class:`BatchProgress` logs ``name`` either way.
+    """
+    steps = n // batch_size
+    report = BatchProgress(name, epochs, steps)
+    for epoch in range(1, epochs + 1):
+        if before_epoch is not None:
+            before_epoch(epoch)
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        loss_sum, tracked = 0.0, 0.0
+        progress_bar = tqdm(range(steps), desc=f"{bar}epoch {epoch}/{epochs}", disable=not progress)
+        for index in progress_bar:
+            loss, seen = step(order[index * batch_size : (index + 1) * batch_size])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{name} loss became {loss.item()} at epoch {epoch}/{epochs}, step {index + 1}/{steps} "
+                    f"(learning rate {optimizer.param_groups[0]['lr']:.3g}); {hint}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            loss_sum += loss.item()
+            tracked += seen
+            progress_bar.set_postfix(loss=f"{loss_sum / (index + 1):.4f}", refresh=False)
+            report(epoch, index + 1, loss_sum / (index + 1))
+        if after_epoch is not None:
+            after_epoch(epoch, loss_sum / steps, tracked)
+
+
 def _fit(
     model,
     images,
@@ -239,88 +302,53 @@ def _fit(
     on_epoch_end,
 ) -> History:
     generator = torch.Generator().manual_seed(seed)
-    steps = len(images) // batch_size
     optimizer = _optimizer(model, lr, weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * (len(images) // batch_size)
+    )
     history: History = {"epoch": [], "loss": [], "train_acc": [], "val_acc": []}
-    report = BatchProgress("training", epochs, steps)
-    model.to(memory_format=torch.channels_last)
-    try:
-        for epoch in range(1, epochs + 1):
-            loss, train_acc = _train_epoch(
-                model,
-                images,
-                labels,
-                optimizer,
-                schedule,
-                generator,
-                epoch=epoch,
-                epochs=epochs,
-                batch_size=batch_size,
-                augment=augment,
-                crop=low_res[0] if epoch <= low_res[1] else None,
-                label_smoothing=label_smoothing,
-                precision=precision,
-                progress=progress,
-                report=report,
-            )
-            history["epoch"].append(epoch)
-            history["loss"].append(loss)
-            history["train_acc"].append(train_acc)
-            history["val_acc"].append(accuracy(val_labels, predict_logits(model, val_images).argmax(1)))
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, history)
-    finally:
-        model.to(memory_format=torch.contiguous_format)
-        model.eval()
-    return history
+    crop = None
 
+    def before_epoch(epoch: int) -> None:
+        nonlocal crop
+        crop = low_res[0] if epoch <= low_res[1] else None
 
-def _train_epoch(
-    model,
-    images,
-    labels,
-    optimizer,
-    schedule,
-    generator,
-    *,
-    epoch,
-    epochs,
-    batch_size,
-    augment,
-    crop,
-    label_smoothing,
-    precision,
-    progress,
-    report,
-) -> tuple[float, float]:
-    """One pass over a fresh shuffle; returns (mean loss, accuracy on the batches as trained)."""
-    model.train()
-    steps = len(images) // batch_size
-    order = torch.randperm(len(images), generator=generator)
-    loss_sum, correct = 0.0, 0
-    bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress)
-    for step in bar:
-        idx = order[step * batch_size : (step + 1) * batch_size]
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, float]:
         batch = augment_batch(images[idx], generator, crop) if augment else images[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(torch.from_numpy(preprocess(batch.numpy())))
         loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {loss.item()} at epoch {epoch}/{epochs}, step "
-                f"{step + 1}/{steps} (learning rate {schedule.get_last_lr()[0]:.3g}); "
-                "lower lr, or check the model's weights and inputs"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        loss_sum += loss.item()
-        correct += int((logits.argmax(1) == labels[idx]).sum())
-        bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}", refresh=False)
-        report(epoch, step + 1, loss_sum / (step + 1))
-    return loss_sum / steps, correct / (steps * batch_size)
+        return loss, int((logits.argmax(1) == labels[idx]).sum())
+
+    def after_epoch(epoch: int, loss: float, correct: float) -> None:
+        history["epoch"].append(epoch)
+        history["loss"].append(loss)
+        history["train_acc"].append(correct / ((len(images) // batch_size) * batch_size))
+        history["val_acc"].append(accuracy(val_labels, predict_logits(model, val_images).argmax(1)))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+
+    model.to(memory_format=torch.channels_last)
+    try:
+        fit_epochs(
+            model,
+            len(images),
+            step,
+            optimizer,
+            schedule,
+            generator,
+            epochs=epochs,
+            batch_size=batch_size,
+            name="training",
+            progress=progress,
+            hint="lower lr, or check the model's weights and inputs",
+            before_epoch=before_epoch,
+            after_epoch=after_epoch,
+        )
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+        model.eval()
+    return history
 
 
 def learning_curves_figure(history: History):
