@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
+
 from helpers import data  # noqa: E402
 from helpers.adaptation import methods, validation  # noqa: E402
 from helpers.confidence import temperature_scaling  # noqa: E402
@@ -196,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    figures.run(main)

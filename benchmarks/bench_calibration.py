@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
 import numpy as np
 
 from helpers.confidence.calibrate import calibrate, calibrate_models
@@ -262,4 +263,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

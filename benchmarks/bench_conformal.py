@@ -24,6 +24,7 @@ import itertools
 import math
 from pathlib import Path
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
 import numpy as np
 from bench_calibration import ROOT, model_logits
 from sklearn.model_selection import train_test_split
@@ -242,4 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

@@ -38,6 +38,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import figures  # noqa: E402  (sibling: docs/FIGURES.md, regenerated from this run's output)
+
 from helpers.ground_truth.campaign import SweepConfig, run_sweep  # noqa: E402
 from helpers.ground_truth.estimator import leave_one_model_out, mape_table, predicted_vs_measured_figure  # noqa: E402
 from helpers.ground_truth.hardware import hardware_id  # noqa: E402
@@ -145,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

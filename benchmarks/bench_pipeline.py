@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
 import nbformat
 import papermill as pm
 from nbformat.v4 import new_code_cell, new_notebook
@@ -117,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

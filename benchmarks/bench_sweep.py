@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
 import yaml
 
 from helpers.sweep import driver
@@ -93,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

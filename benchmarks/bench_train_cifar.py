@@ -38,6 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import figures  # noqa: E402  (sibling: docs/FIGURES.md, regenerated from this run's output)
+
 from helpers.data.datasets import load_dataset  # noqa: E402
 from helpers.models.architectures import build_model, count_parameters, predict_logits  # noqa: E402
 from helpers.models.keras_import import import_resnet8  # noqa: E402
@@ -150,4 +152,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    figures.run(main)

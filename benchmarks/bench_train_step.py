@@ -30,6 +30,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import figures  # noqa: E402  (sibling: docs/FIGURES.md, regenerated from this run's output)
+
 from helpers.data.datasets import preprocess  # noqa: E402
 from helpers.models.architectures import build_model  # noqa: E402
 from helpers.models.training import _optimizer, augment_batch  # noqa: E402
@@ -138,4 +140,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    figures.run(main)
