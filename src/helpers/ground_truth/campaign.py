@@ -4,7 +4,8 @@ Owns the sweep of ``params/ground_truth.yaml`` (:class:`SweepConfig`: models, pr
 variants, batch sizes, measurement settings), behind ``calib ground-truth measure``:
 :func:`run_sweep` builds each model (``helpers.models``, untrained: latency does not depend on the
 weights), exports it to ONNX, quantizes it to int8 (:func:`quantize_int8`, calibrated on seeded
-random images), measures every variant (``measure_onnxruntime``, ``measure_torch``), stores each
+random images), measures every variant (``measure_onnxruntime``, ``measure_torch``, ``measure_openvino``:
+bf16 on OpenVINO is the fp32 file under its bf16 hint, int8 the QDQ file), stores each
 record with its raw samples and rebuilds the machine's manifest. The machine's profile is measured
 into the store first (:func:`store_hardware_profile`). :class:`SweepResult` is what a campaign
 stored, skipped and warned about; phase 05's own campaign over a run's files is
@@ -26,9 +27,11 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from helpers import runtime as runtimes
 from helpers.ground_truth.hardware import HardwareProfile, hardware_id, profile_hardware, system_state
 from helpers.ground_truth.layout import default_data_dir, hardware_profile_path
 from helpers.ground_truth.measure_onnxruntime import measure_onnx
+from helpers.ground_truth.measure_openvino import measure_openvino
 from helpers.ground_truth.measure_torch import bf16_support, measure_torch
 from helpers.ground_truth.measurement import Measurement, MeasurementSettings
 from helpers.ground_truth.records import MeasurementRecord, new_run_id
@@ -37,7 +40,15 @@ from helpers.models.architectures import ARCHITECTURES, build_model
 from helpers.models.onnx_export import export_onnx
 from helpers.quantize import ort as quantize_ort
 
-VARIANTS = (("fp32", "onnxruntime"), ("fp32", "torch"), ("int8", "onnxruntime"), ("bf16", "torch"))
+VARIANTS = (
+    ("fp32", "onnxruntime"),
+    ("fp32", "torch"),
+    ("int8", "onnxruntime"),
+    ("bf16", "torch"),
+    ("fp32", "openvino"),
+    ("bf16", "openvino"),
+    ("int8", "openvino"),
+)
 QUICK_SETTINGS = MeasurementSettings(repeats=20, warmup=3)
 
 
@@ -199,7 +210,25 @@ def _measure_variant(
             image_shape=spec.image_shape(),
             **common,
         )
-    return measure_onnx(onnx_paths[precision], model=spec.name, precision=precision, batch_size=batch_size, **common)
+    measure = measure_openvino if runtime == "openvino" else measure_onnx
+    path = onnx_paths["int8" if precision == "int8" else "fp32"]  # bf16: the fp32 file under OpenVINO's hint
+    return measure(path, model=spec.name, precision=precision, batch_size=batch_size, **common)
+
+
+def supported_variants(variants: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(the variants this machine runs natively, one line per skipped variant with why): torch's bf16 needs
+    ``measure_torch.bf16_support``, the ONNX runtimes ``helpers.runtime.support`` (installed, bf16 native)."""
+    kept, skipped = [], []
+    for precision, name in variants:
+        if name == "torch":
+            ok, why = bf16_support() if precision == "bf16" else (True, "")
+        else:
+            ok, why = runtimes.support(name, precision)
+        if ok:
+            kept.append((precision, name))
+        else:
+            skipped.append(f"{precision}/{name}: {why}")
+    return kept, skipped
 
 
 def run_sweep(config: SweepConfig, store: str | Path | None = None, progress: bool = True) -> SweepResult:
@@ -207,10 +236,7 @@ def run_sweep(config: SweepConfig, store: str | Path | None = None, progress: bo
     root = Path(store or config.store or default_data_dir())
     hardware = store_hardware_profile(root, remeasure=True)
     result = SweepResult(store=root, run_id=new_run_id())
-    variants = list(config.variants)
-    if ("bf16", "torch") in variants and not (support := bf16_support())[0]:
-        variants.remove(("bf16", "torch"))
-        result.skipped.append(f"bf16/torch: {support[1]}")
+    variants, result.skipped = supported_variants(config.variants)
     jobs = [(spec, b, v) for spec in config.models for b in config.batch_sizes for v in variants]
     with tempfile.TemporaryDirectory(prefix="calib-sweep-") as work:
         built: dict[str, tuple[nn.Module, dict[str, Path]]] = {}
@@ -246,7 +272,7 @@ def _prepare_model(
 ) -> tuple[nn.Module, dict[str, Path]]:
     module = spec.build(config.num_classes, config.settings.seed)
     paths = {"fp32": export_onnx(module, work / f"{spec.name}.onnx", spec.image_shape())}
-    if ("int8", "onnxruntime") in variants:
+    if any(precision == "int8" for precision, _ in variants):
         paths["int8"] = quantize_int8(
             paths["fp32"],
             work / f"{spec.name}_int8.onnx",

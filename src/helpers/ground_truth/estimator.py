@@ -92,12 +92,19 @@ class SubgraphCost:
     knots: tuple[float, ...]  # log10(FLOP/byte)
     ms_per_flop: tuple[float, ...]  # at each knot; linear in between, flat beyond
 
-    def predict(self, flops: np.ndarray, nbytes: np.ndarray, nodes: np.ndarray, kinds: np.ndarray) -> np.ndarray:
-        """Cost of each subgraph of the given FLOPs, bytes, fused nodes and operation types."""
+    def parts(self, flops: np.ndarray, nbytes: np.ndarray, nodes: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+        """One row per subgraph of the given FLOPs, bytes, fused nodes and operation types: what its overheads (per
+        type and per fused node), its bytes and its FLOPs cost (ms); a row sums to :meth:`predict`."""
         fallback = self.overhead_ms.get(OTHER, float(np.median(list(self.overhead_ms.values()))))
         overhead = np.array([self.overhead_ms.get(kind, fallback) for kind in kinds], dtype=np.float64)
         rate = _hats(_log_intensity(flops, nbytes, self.knots[0]), self.knots) @ np.array(self.ms_per_flop)
-        return overhead + self.node_overhead_ms * (nodes - 1) + self.ms_per_byte * nbytes + rate * flops
+        return np.column_stack(
+            [overhead + self.node_overhead_ms * (nodes - 1), self.ms_per_byte * nbytes, rate * flops]
+        )
+
+    def predict(self, flops: np.ndarray, nbytes: np.ndarray, nodes: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+        """Cost of each subgraph of the given FLOPs, bytes, fused nodes and operation types."""
+        return self.parts(flops, nbytes, nodes, kinds).sum(axis=1)
 
     def at_flop_rate(self, factor: float) -> SubgraphCost:
         """The same cost with every FLOP ``factor`` times as fast."""
@@ -197,12 +204,14 @@ class LatencyGroup(EndToEnd):
     knots_chosen_by: str
 
     def predict_subgraphs(self, subgraphs: Sequence[SubgraphMeasurement]) -> np.ndarray:
-        return self.cost.predict(
-            np.array([s.flops for s in subgraphs], dtype=np.float64),
-            np.array([s.total_bytes for s in subgraphs], dtype=np.float64),
-            np.array([max(len(s.node_names), 1) for s in subgraphs], dtype=np.float64),
-            np.array([s.operation_type for s in subgraphs], dtype=object),
-        )
+        return self.cost.predict(*_work(subgraphs))
+
+    def record_parts(self, record: MeasurementRecord) -> np.ndarray:
+        """A record's predicted latency split into what its overheads, bytes and FLOPs cost (ms, summing to
+        :meth:`predict`); the end-to-end calibration's terms per subgraph and per call count as overhead."""
+        parts = self.scale * self.cost.parts(*_work(record.subgraphs)).sum(axis=0)
+        parts[0] += self.per_subgraph_ms * len(record.subgraphs) + self.call_overhead_ms
+        return parts
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: overheads, bandwidth (None: bytes cost nothing), and the efficiency curve as fractions of
@@ -221,6 +230,16 @@ class LatencyGroup(EndToEnd):
             "per_subgraph_ms": self.per_subgraph_ms,
             "call_overhead_ms": self.call_overhead_ms,
         }
+
+
+def _work(subgraphs: Sequence[SubgraphMeasurement]) -> tuple[np.ndarray, ...]:
+    """(FLOPs, bytes, fused nodes, operation types) of each subgraph: what a subgraph cost is a function of."""
+    return (
+        np.array([s.flops for s in subgraphs], dtype=np.float64),
+        np.array([s.total_bytes for s in subgraphs], dtype=np.float64),
+        np.array([max(len(s.node_names), 1) for s in subgraphs], dtype=np.float64),
+        np.array([s.operation_type for s in subgraphs], dtype=object),
+    )
 
 
 def _fit_at(table: _Subgraphs, use: np.ndarray, target: str, knot_count: int, chosen_by: str) -> LatencyGroup:

@@ -268,6 +268,7 @@ def test_cli_measure_narrows_the_profile(tmp_path):
     hw = hardware.hardware_id()
     assert GroundTruthLoader(store).list_configurations(hw) == [
         ("mlp_digits", "onnxruntime", "fp32", 1),
+        ("mlp_digits", "openvino", "fp32", 1),
         ("mlp_digits", "torch", "fp32", 1),
     ]
     saved = hardware.HardwareProfile.load(hardware_profile_path(store, hw))
@@ -281,6 +282,14 @@ def test_the_shipped_sweep_profile():
     assert set(config.variants) == set(campaign.VARIANTS)
     with pytest.raises(ValueError, match="unknown sweep keys \\['repaets'\\]"):
         campaign.SweepConfig.from_mapping({"models": ["mlp"], "repaets": 3})
+
+
+def test_a_variant_this_machine_cannot_run_natively_is_skipped_with_why():
+    kept, skipped = campaign.supported_variants([("fp32", "openvino"), ("bf16", "onnxruntime")])
+    assert kept == [("fp32", "openvino")]
+    assert skipped == [
+        "bf16/onnxruntime: onnxruntime's CPU provider has no bf16 kernels; run bf16 with runtime='openvino'"
+    ]
 
 
 # ---------------------------------------------------------------- hardware

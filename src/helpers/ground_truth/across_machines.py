@@ -1,0 +1,224 @@
+"""Across machines: predict one machine's latencies from the other machines' measurements plus what is taken from it.
+
+What the estimator takes from the target machine, and nothing else:
+
+* its **theoretical peak** per precision (``theoretical_peak_flops``, which every record carries; the sample's
+  files hold no measured bandwidth, so bytes are never rescaled by a peak);
+* with ``k > 0``: the **measured latencies of k calibration records** per (runtime, precision) group
+  (:data:`CALIBRATION_RECORDS` = 10, the handful HELP adapts a new device from), drawn at random
+  (seeded; :data:`DRAWS` draws, each validated on the group's other records);
+* of every record it predicts, only what any prediction takes: its subgraphs' FLOPs, bytes, fused nodes
+  and operation types (the model's graph as the runtime runs it), never a latency.
+
+The procedure, per (runtime, precision) group of the target machine (:func:`across_machines`):
+
+1. each other machine's records fit a :class:`~helpers.ground_truth.estimator.LatencyEstimator` by its own
+   stated procedure (knots, transfer rule); each of its (runtime, precision) groups is a candidate
+   *source* (:func:`fit_sources`);
+2. a source predicts a target record in three parts -- overheads (per subgraph, per fused node, per
+   call), bytes, FLOPs (``LatencyGroup.record_parts``) -- with the FLOP part moved to the target's peak
+   (source peak / target peak: the same fraction of the peak);
+3. ``k = 0`` (peaks only): the three parts summed, from the first source by (same runtime and precision,
+   same precision, same runtime, any), then the nearest theoretical peak (:func:`nearest_source`);
+4. ``k > 0``: each candidate's three parts get non-negative weights fitted on the calibration records
+   (:func:`calibrate`: non-negative least squares of the relative error -- a machine's overheads,
+   bandwidth and compute scale apart), and the candidate whose leave-one-out error *within the
+   calibration records* is least (mean absolute log error) predicts the rest (:func:`choose_source`).
+
+Nothing is tuned per machine: ``k``, the draws and the seed are the same everywhere. Baselines in the
+same rows: ``naive`` (total FLOPs at the target's peak) and ``roofline`` -- with ``k > 0`` the
+``roofline.RooflineEstimator`` fitted on the k calibration records alone (what the target's own
+measurements give without the other machines), with ``k = 0`` the chosen source's roofline moved to
+the target's peak (``roofline.transferred``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from helpers.ground_truth.estimator import COLUMNS, LatencyEstimator, LatencyGroup
+from helpers.ground_truth.records import MeasurementRecord
+from helpers.ground_truth.roofline import GroupParams, RooflineEstimator, transferred
+from helpers.ground_truth.targets import fitting_groups, measured_ms, naive_ms, target_for
+
+CALIBRATION_RECORDS = 10  # k: measured records per target group the estimator may use (HELP adapts from 10)
+DRAWS = 20  # random calibration sets per target group (seeded), each validated on the group's other records
+CALIBRATIONS = (0, CALIBRATION_RECORDS)  # what `calib ground-truth validate` reports: peaks only, and k records
+ACROSS_COLUMNS = (*COLUMNS, "source", "draw")
+PARTS = ("overhead", "bytes", "flops")  # what a source's prediction is split into (LatencyGroup.record_parts)
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """A (runtime, precision) group of another machine: its fitted estimator group and roofline (hashed by identity)."""
+
+    hardware_id: str
+    name: str  # <runtime>/<precision>
+    group: LatencyGroup
+    roofline: GroupParams
+
+    def parts(self, records: Sequence[MeasurementRecord], peak: float) -> np.ndarray:
+        """(records, 3): each record's predicted overheads, bytes and FLOPs (ms), the FLOPs at ``peak``."""
+        rows = np.array([self.group.record_parts(r) for r in records], dtype=np.float64).reshape(-1, len(PARTS))
+        rows[:, 2] *= self.group.theoretical_peak_flops / peak
+        return rows
+
+    @property
+    def label(self) -> str:
+        return f"{self.hardware_id}:{self.name}"
+
+
+def fit_sources(machines: Mapping[str, Sequence[MeasurementRecord]], by_operation_type: bool = True) -> list[Source]:
+    """Every (machine, runtime, precision) group of ``machines``, fitted on all of that machine's records (its own
+    target: ``targets.target_for``)."""
+    sources = []
+    for hardware_id, records in sorted(machines.items()):
+        target = target_for(records)
+        estimator = LatencyEstimator.fit(records, target)
+        rooflines = RooflineEstimator.fit(records, target, by_operation_type)
+        sources += [Source(hardware_id, n, g, rooflines.groups[n]) for n, g in estimator.groups.items()]
+    return sources
+
+
+def nearest_source(sources: Sequence[Source], runtime: str, precision: str, peak: float) -> Source:
+    """The source a target group takes without calibration: same runtime and precision, else same precision, else
+    same runtime, else any; among those the nearest theoretical peak (then by name, for a stable choice)."""
+
+    def key(source: Source):
+        own_runtime, own_precision = source.name.split("/")
+        kinship = [(True, True), (False, True), (True, False), (False, False)].index(
+            (own_runtime == runtime, own_precision == precision)
+        )
+        return kinship, abs(np.log(source.group.theoretical_peak_flops / peak)), source.label
+
+    return min(sources, key=key)
+
+
+def calibrate(parts: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Non-negative weights of the three parts that best fit ``measured`` (least squares of the relative error)."""
+    weights, _ = nnls(parts / measured[:, None], np.ones(len(measured)))
+    return weights
+
+
+def _leave_one_out_error(parts: np.ndarray, measured: np.ndarray) -> float:
+    """Mean |log(predicted / measured)| of each calibration record predicted by the weights fitted on the others."""
+    errors = []
+    for i in range(len(measured)):
+        keep = np.arange(len(measured)) != i
+        predicted = float(parts[i] @ calibrate(parts[keep], measured[keep]))
+        errors.append(abs(np.log(predicted / measured[i])) if predicted > 0 else np.inf)
+    return float(np.mean(errors))
+
+
+def choose_source(candidates: Mapping[Source, np.ndarray], measured: np.ndarray) -> Source:
+    """The source whose calibrated parts (``candidates``: source -> the calibration records' parts) predict the
+    calibration records ``measured`` best, each left out in turn; ties by name."""
+    return min(candidates, key=lambda s: (_leave_one_out_error(candidates[s], measured), s.label))
+
+
+def across_machines(
+    machines: Mapping[str, Sequence[MeasurementRecord]],
+    target_id: str,
+    calibration: int = CALIBRATION_RECORDS,
+    draws: int = DRAWS,
+    seed: int = 0,
+    by_operation_type: bool = True,
+    sources: Sequence[Source] | None = None,
+) -> pd.DataFrame:
+    """Predict machine ``target_id``'s records from the other ``machines`` (hardware id -> records) plus its peaks
+    and, per group, ``calibration`` measured records (module docstring). One row per (draw, predicted record):
+    ``estimator.COLUMNS`` (``held_out`` = ``machine, k=<calibration>``) plus the ``source`` used and the ``draw``;
+    ``estimator.lomo_summary`` summarises it. A group with no more than ``calibration`` records is skipped (nothing
+    left to predict). ``sources``: the other machines' fitted groups, when the caller has them already."""
+    if target_id not in machines:
+        raise ValueError(f"no records of {target_id!r}; machines: {', '.join(sorted(machines))}")
+    if calibration < 0 or draws < 1:
+        raise ValueError(f"calibration must be >= 0 and draws >= 1, got {calibration} and {draws}")
+    others = {h: r for h, r in machines.items() if h != target_id}
+    if sources is None:
+        if not others:
+            raise ValueError(f"predicting {target_id} across machines needs another machine's records")
+        sources = fit_sources(others, by_operation_type)
+    if not sources or any(s.hardware_id == target_id for s in sources):
+        raise ValueError(f"the sources must be other machines' groups than {target_id}'s, got {len(sources)}")
+    target = target_for(machines[target_id])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, group in fitting_groups(machines[target_id], target).items():
+        group = [r for r in group if measured_ms(r, target) is not None]
+        if len(group) <= calibration:
+            continue
+        peak = group[0].theoretical_peak_flops
+        parts = {s: s.parts(group, peak) for s in sources}
+        runtime, precision = name.split("/")
+        for draw in range(draws if calibration else 1):
+            used = np.zeros(len(group), dtype=bool)
+            used[rng.choice(len(group), calibration, replace=False)] = True
+            calibration_records = [r for r, u in zip(group, used) if u]
+            if calibration:
+                measured = np.array([measured_ms(r, target) for r in calibration_records])  # the only latencies read
+                source = choose_source({s: p[used] for s, p in parts.items()}, measured)
+                weights = calibrate(parts[source][used], measured)
+                roofline = RooflineEstimator.fit(calibration_records, target, by_operation_type).groups[name]
+            else:
+                source = nearest_source(sources, runtime, precision, peak)
+                weights = np.ones(len(PARTS))
+                roofline = transferred(source.roofline, peak)
+            predicted = parts[source] @ weights
+            for record, estimate in zip([r for r, u in zip(group, used) if not u], predicted[~used]):
+                rows.append(_row(record, target, calibration, float(estimate), roofline.predict(record), source, draw))
+    return pd.DataFrame(rows, columns=list(ACROSS_COLUMNS))
+
+
+def _row(
+    record: MeasurementRecord,
+    target: str,
+    calibration: int,
+    predicted: float,
+    roofline: float,
+    source: Source,
+    draw: int,
+) -> dict:
+    measured, naive = measured_ms(record, target), naive_ms(record)
+    return {
+        "held_out": f"machine, k={calibration}",
+        "hardware_id": record.hardware_id,
+        "model": record.model,
+        "runtime": record.runtime,
+        "precision": record.precision,
+        "batch_size": record.batch_size,
+        "measured_ms": measured,
+        "predicted_ms": predicted,
+        "ape_pct": abs(predicted - measured) / measured * 100,
+        "roofline_ms": roofline,
+        "roofline_ape_pct": abs(roofline - measured) / measured * 100,
+        "naive_ms": naive,
+        "naive_ape_pct": abs(naive - measured) / measured * 100,
+        "repeats": 1,
+        "repeat_spread_pct": float("nan"),
+        "source": source.label,
+        "draw": draw,
+    }
+
+
+def validate_across(
+    machines: Mapping[str, Sequence[MeasurementRecord]],
+    calibrations: Sequence[int] = CALIBRATIONS,
+    by_operation_type: bool = True,
+) -> pd.DataFrame:
+    """:func:`across_machines` for every machine of ``machines`` in turn and every ``calibrations`` k, one table
+    (empty with fewer than two machines); each machine's sources are fitted once."""
+    tables = []
+    if len(machines) < 2:
+        return pd.DataFrame(columns=list(ACROSS_COLUMNS))
+    fitted = fit_sources(machines, by_operation_type)
+    for target_id in sorted(machines):
+        sources = [s for s in fitted if s.hardware_id != target_id]
+        for k in calibrations:
+            tables.append(across_machines(machines, target_id, k, by_operation_type=by_operation_type, sources=sources))
+    return pd.concat(tables, ignore_index=True)

@@ -1,0 +1,103 @@
+"""The across-machines protocol on synthetic machines that follow one cost law: a machine that differs by a known
+scale is recovered from k calibration records, one whose FLOPs follow its peak from its peak alone, and no
+latency of the target machine but its calibration records' reaches a prediction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from test_ground_truth import PEAK
+from test_subgraph_cost import _slowed, law_records, ms_per_flop
+
+from helpers.ground_truth import across_machines as am
+from helpers.ground_truth import estimator as le
+from helpers.ground_truth.records import LatencyStats, ModelSummary
+
+
+def machine(records, hardware_id: str) -> list:
+    return [dataclasses.replace(r, hardware_id=hardware_id) for r in records]
+
+
+def without_end_to_end(records) -> list:
+    """The records as another tool's files hold them: subgraph means only (target ``subgraph_sum``)."""
+    return [
+        dataclasses.replace(r, model_summary=ModelSummary.from_subgraphs(r.subgraphs, r.batch_size, None))
+        for r in records
+    ]
+
+
+def at_peak(record, factor: float):
+    """``record`` on a machine of ``factor`` times the peak whose FLOPs run ``factor`` times as fast."""
+    subgraphs = []
+    for s in record.subgraphs:
+        saved = float(ms_per_flop(np.array(np.log10(s.flops / s.total_bytes)))) * s.flops * (1 - 1 / factor)
+        ms = s.measured_latency.mean - saved
+        subgraphs.append(dataclasses.replace(s, measured_latency=LatencyStats.from_samples([ms, ms])))
+    summary = ModelSummary.from_subgraphs(subgraphs, record.batch_size, None)
+    return dataclasses.replace(record, theoretical_peak_flops=factor * PEAK, subgraphs=subgraphs, model_summary=summary)
+
+
+@pytest.fixture(scope="module")
+def law():
+    return law_records(10)  # 20 records: 10 calibrate, 10 are predicted
+
+
+def test_a_machine_three_times_slower_is_recovered_from_ten_calibration_records(law):
+    machines = {"a": machine(law, "a"), "b": machine([_slowed(r, 3) for r in law], "b")}
+    calibrated = am.across_machines(machines, "b", calibration=10, draws=3)
+    assert len(calibrated) == 3 * 10 and set(calibrated["source"]) == {"a:onnxruntime/fp32"}
+    assert calibrated["ape_pct"].max() < 2.0, calibrated
+    peaks_only = am.across_machines(machines, "b", calibration=0)
+    assert len(peaks_only) == 20 and peaks_only["ape_pct"].median() == pytest.approx(100 * 2 / 3, abs=2.0)
+
+
+def test_a_machine_whose_flops_follow_its_peak_is_predicted_from_the_peak_alone(law):
+    source = without_end_to_end(law)
+    machines = {"a": machine(source, "a"), "b": machine([at_peak(r, 2.0) for r in source], "b")}
+    validation = am.across_machines(machines, "b", calibration=0)
+    assert len(validation) == 20 and validation["ape_pct"].max() < 2.0, validation
+    naive_is_off = validation["naive_ape_pct"].median()
+    assert naive_is_off > 20, validation
+
+
+def test_no_latency_of_the_target_but_its_calibration_records_reaches_a_prediction(law):
+    """Multiplying the predicted records' latencies tenfold changes no prediction; changing one calibration record
+    changes them (it is used)."""
+    machines = {"a": machine(law, "a"), "b": machine([_slowed(r, 3) for r in law], "b")}
+    before = am.across_machines(machines, "b", calibration=10, draws=1).set_index(["model", "batch_size"])
+    predicted = set(before.index)
+    changed = [_slowed(r, 10) if (r.model, r.batch_size) in predicted else r for r in machines["b"]]
+    after = am.across_machines({**machines, "b": changed}, "b", calibration=10, draws=1)
+    after = after.set_index(["model", "batch_size"]).loc[before.index]
+    assert after["predicted_ms"].tolist() == before["predicted_ms"].tolist()
+    assert after["roofline_ms"].tolist() == before["roofline_ms"].tolist()
+    assert after["measured_ms"].tolist() == pytest.approx((10 * before["measured_ms"]).tolist())
+    one = next(r for r in machines["b"] if (r.model, r.batch_size) not in predicted)
+    moved = [_slowed(r, 2) if r is one else r for r in machines["b"]]
+    again = am.across_machines({**machines, "b": moved}, "b", calibration=10, draws=1)
+    assert not np.allclose(
+        again.set_index(["model", "batch_size"]).loc[before.index, "predicted_ms"], before["predicted_ms"]
+    )
+
+
+def test_every_machine_is_predicted_from_the_others_and_summarised_like_the_other_protocols(law):
+    machines = {"a": machine(law, "a"), "b": machine([_slowed(r, 3) for r in law], "b")}
+    validation = am.validate_across(machines)
+    summary = le.lomo_summary(validation)
+    assert set(zip(summary["held_out"], summary["hardware_id"])) == {
+        (f"machine, k={k}", h) for k in am.CALIBRATIONS for h in "ab"
+    }
+    assert (summary.loc[summary["held_out"] == "machine, k=10", "median_ape_pct"] < 2.0).all(), summary
+    assert am.validate_across({"a": machines["a"]}).empty
+
+
+def test_the_choice_of_source_without_calibration_and_the_errors():
+    law = law_records(3)
+    sources = am.fit_sources({"a": machine(law, "a")})
+    assert am.nearest_source(sources, "torch", "fp32", PEAK).label == "a:onnxruntime/fp32"  # same precision
+    with pytest.raises(ValueError, match="another machine"):
+        am.across_machines({"a": machine(law, "a")}, "a")
+    with pytest.raises(ValueError, match="no records of 'c'"):
+        am.across_machines({"a": machine(law, "a")}, "c")
