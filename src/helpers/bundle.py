@@ -4,6 +4,7 @@ A bundle is a directory holding only relative names::
 
     model_fp32.onnx     the deployed model, its calibration map and decision rules inside the graph
     model_int8.onnx     the most accurate INT8 variant of phase 04 (named in bundle.json), likewise
+                        (bf16, where offered, is model_fp32.onnx run by OpenVINO with its bf16 hint: no file of its own)
     bundle.json         schema_version, class names, the deployment domain, the input contract, the outputs
                         (name, dtype, shape, meaning), per precision the model file, calibration map, accept rule and set
                         thresholds with each rule in words, the guarantees they come with, the source
@@ -30,11 +31,16 @@ outputs on the same images by ``helpers.models.parity`` (the definition phase 02
 too); phase 08 fails unless every check passes, on every runtime the bundle offers.
 
 Runtimes: per precision bundle.json lists the runtimes offered (``models.<p>.runtimes``: those that
-passed phase 04's accuracy and parity checks, ``helpers.runtime.checks``) and the default
-(``models.<p>.runtime``: the fastest of them on the machine that built the bundle), with the settings
-their outputs were checked at (``runtime_settings``: threads, batch size). onnxruntime runs through
-``helpers.onnx_export.onnx_logits`` as before; OpenVINO through ``helpers.runtime.open_session``. A
-bundle written without these keys offers onnxruntime only.
+passed phase 04's accuracy and parity checks, ``helpers.runtime.checks``), the default
+(``models.<p>.runtime``: phase 05's decision, ``helpers.runtime.decision``) and what each runtime is set
+to (``models.<p>.settings``), with the threads and batch size their outputs were checked at
+(``runtime_settings``). onnxruntime runs through ``helpers.onnx_export.onnx_logits`` as before; OpenVINO
+through ``helpers.runtime.open_session``. A bundle written without these keys offers onnxruntime only.
+
+Precisions (schema 4): ``fp32`` and ``int8`` always; ``bf16`` where the CPU that built the bundle runs bf16
+natively and it passed phase 04's gates: ``models.bf16`` is the calibrated FP32 graph (``model_fp32.onnx``,
+its map and rules) run by OpenVINO with ``INFERENCE_PRECISION_HINT=bf16`` (onnxruntime has no bf16 CPU
+kernels). Where it is not offered, ``absent.bf16`` says why.
 
 bundle.json holds the source run id, so two runs of one configuration give bundles that differ in
 that field (and hence in checksums.json) only.
@@ -57,10 +63,21 @@ from helpers.metrics.calibration import softmax
 from helpers.models import parity
 from helpers.models.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
 from helpers.run import atomic
+from helpers.runtime.sessions import RUNTIMES
+from helpers.runtime.sessions import settings as runtime_settings_of
 
-SCHEMA_VERSION = 3  # 3: the map and rules inside each graph, per-class thresholds, sets (2: a map; 1: a temperature)
-PRECISIONS = ("fp32", "int8")
-MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
+# 4: bf16 (the FP32 graph under OpenVINO's bf16 hint) where offered, `absent` where not, per-runtime settings;
+# 3: the map and rules inside each graph, per-class thresholds, sets (2: a map; 1: a temperature)
+SCHEMA_VERSION = 4
+PRECISIONS = ("fp32", "bf16", "int8")  # what a bundle may offer; fp32 and int8 always (REQUIRED)
+REQUIRED = ("fp32", "int8")
+MODEL_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}  # the graph files, by the precision they hold
+GRAPH = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}  # precision -> the graph (MODEL_FILES key) it runs
+BF16_RUNS_AS = (
+    "the calibrated FP32 graph (model_fp32.onnx, its calibration map and rules) run by OpenVINO with "
+    "INFERENCE_PRECISION_HINT=bf16: bf16 arithmetic on CPUs with native bf16 (AVX512-BF16 or AMX); onnxruntime has "
+    "no bf16 CPU kernels, so client.py (onnxruntime) does not serve it"
+)
 BUNDLE_FILE = "bundle.json"
 CHECKSUMS_FILE = "checksums.json"
 GUIDE_FILES = ("README.md", "client.py")  # written beside the models: how to serve the bundle without calib-lab
@@ -131,11 +148,6 @@ def check_params(params: dict, config: dict | None = None) -> None:
     from helpers.confidence.guarantees import check_accept_rule
 
     check_accept_rule(params.get("accept_rule", "global"))
-    if params["runtime_batch"] < 1:
-        raise ValueError(
-            f"runtime_batch must be >= 1 (the batch of the timing that picks the default runtime), "
-            f"got {params['runtime_batch']}"
-        )
 
 
 def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict[str, float], str]:
@@ -190,7 +202,7 @@ def rules_for(conformal_doc: dict, models: Mapping[str, str], accept_rule: str) 
 
 
 def _check_build_args(model_paths, class_names, calibrations, thresholds) -> None:
-    for precision in PRECISIONS:
+    for precision in REQUIRED:
         path = Path(model_paths.get(precision, ""))
         if not path.is_file():
             raise FileNotFoundError(
@@ -202,7 +214,7 @@ def _check_build_args(model_paths, class_names, calibrations, thresholds) -> Non
 
 def _check_values(class_names, calibrations, thresholds) -> None:
     """The contract's values (what write_bundle refuses to write, load refuses to read)."""
-    for precision in PRECISIONS:
+    for precision in calibrations:
         calibration = CalibrationMap.from_dict(calibrations.get(precision, {"method": None, "params": None}))
         if calibration.probability_lipschitz() is None:
             raise ValueError(
@@ -247,6 +259,7 @@ def write_bundle(
     accept_rule: str = "global",
     guarantees: Mapping | None = None,
     domain: Mapping | None = None,
+    absent: Mapping[str, str] | None = None,
 ) -> dict:
     """Write the bundle into ``bundle_dir`` (models, bundle.json, README.md, client.py, then checksums.json);
     returns bundle.json.
@@ -257,28 +270,40 @@ def write_bundle(
     threshold: one probability (``accept_rule`` "global") or one per class (None: never accepted; "classwise").
     ``set_thresholds[precision]``: the per-class LAC set thresholds (phase 07's conformal.json), or None for
     no ``prediction_set`` output; ``guarantees``: what the rules guarantee, in words (copied into bundle.json).
-    ``runtimes``: per precision the runtimes offered (default: onnxruntime only); ``default_runtimes``:
-    per precision the one ``predict`` uses unless told (one of those offered); ``runtime_settings``:
-    the threads and batch size the offered runtimes' outputs were checked at (and their versions).
+    All of these are fp32's and int8's (:data:`REQUIRED`): bf16 runs the FP32 graph, its map and rules.
+    ``runtimes``: per precision the runtimes offered (default: onnxruntime only; bf16 is offered when listed
+    here with at least one runtime, OpenVINO); ``default_runtimes``: per precision the one ``predict`` uses
+    unless told (one of those offered); ``runtime_settings``: the threads and batch size the offered runtimes'
+    outputs were checked at (and their versions); ``absent``: per precision not offered, why (bundle.json
+    ``absent``; bf16 needs a reason when it is not offered).
     ``domain``: the domain the bundle is deployed to (``{"name", "description"}``, ``helpers.data.deployment``):
     its val split fitted the map and the rules, its test split validates the bundle.
     """
     _check_build_args(model_paths, class_names, calibrations, thresholds)
     if accept_rule not in ACCEPT_RULE_TEXT:  # the rules guarantees.ACCEPT_RULES declares, in words
         raise ValueError(f"accept_rule must be one of {list(ACCEPT_RULE_TEXT)}, got {accept_rule!r}")
-    if set_thresholds is not None and any(len(set_thresholds[p]) != len(class_names) for p in PRECISIONS):
+    if set_thresholds is not None and any(len(set_thresholds[p]) != len(class_names) for p in REQUIRED):
         raise ValueError(f"set_thresholds must hold one probability per class ({len(class_names)}) per precision")
-    runtimes = {p: list((runtimes or {}).get(p, ["onnxruntime"])) for p in PRECISIONS}
-    defaults = {p: (default_runtimes or {}).get(p, runtimes[p][0]) for p in PRECISIONS}
-    for precision in PRECISIONS:
+    offered = [p for p in PRECISIONS if p in REQUIRED or (runtimes or {}).get(p)]
+    default_reason = "" if runtimes else "the bundle was written for onnxruntime only (no runtimes given)"
+    absent = {p: str((absent or {}).get(p, default_reason)) for p in PRECISIONS if p not in offered}
+    if not all(absent.values()):
+        raise ValueError(
+            f"{', '.join(p for p, why in absent.items() if not why)} is offered on no runtime: pass why in absent= "
+            "(phase 05's runtime_decision.json says it)"
+        )
+    runtimes = {p: list((runtimes or {}).get(p, ["onnxruntime"])) for p in offered}
+    defaults = {p: (default_runtimes or {}).get(p, runtimes[p][0]) for p in offered}
+    for precision in offered:
         if not runtimes[precision] or defaults[precision] not in runtimes[precision]:
             raise ValueError(
                 f"{precision}: the default runtime {defaults[precision]!r} must be one of the runtimes "
                 f"offered, {runtimes[precision]}; pass those that passed phase 04's checks"
             )
+    settings = dict(runtime_settings or {"threads": 1, "batch_size": 500})
     bundle_dir = Path(bundle_dir)
-    sets = {p: (None if set_thresholds is None else [float(t) for t in set_thresholds[p]]) for p in PRECISIONS}
-    for precision in PRECISIONS:
+    sets = {p: (None if set_thresholds is None else [float(t) for t in set_thresholds[p]]) for p in REQUIRED}
+    for precision in REQUIRED:
         graph = onnx_graph.calibrated_model(
             onnx.load(str(model_paths[precision])),
             calibrations[precision],
@@ -289,22 +314,30 @@ def write_bundle(
         )
         atomic.write_bytes(bundle_dir / MODEL_FILES[precision], graph.SerializeToString())
     outputs = {name: spec for name, spec in onnx_graph.OUTPUTS.items() if name != "prediction_set" or sets["fp32"]}
+    models = {}
+    for p in offered:
+        graph = GRAPH[p]
+        threshold = thresholds[graph]
+        models[p] = {
+            "file": MODEL_FILES[graph],
+            "calibration": _map_doc(calibrations[graph]),
+            "threshold": threshold if isinstance(threshold, (list, tuple)) else float(threshold),
+            **({"set_thresholds": sets[graph]} if sets[graph] is not None else {}),
+            "rules": _rules_doc(calibrations[graph], accept_rule, sets[graph] is not None),
+            **({"variant": int8_variant} if p == "int8" else {}),
+            **({"runs_as": BF16_RUNS_AS} if p == "bf16" else {}),
+            "runtimes": runtimes[p],
+            "runtime": defaults[p],
+            "settings": {r: runtime_settings_of(r, p, settings.get("threads", 1)) for r in runtimes[p]},
+        }
     doc = {
         "schema_version": SCHEMA_VERSION,
         "class_names": list(class_names),
         **({"domain": dict(domain)} if domain else {}),
         "input": input_contract(input_shape),
         "outputs": outputs,
-        "models": {
-            p: {
-                "file": MODEL_FILES[p],
-                "calibration": _map_doc(calibrations[p]),
-                "threshold": thresholds[p] if isinstance(thresholds[p], (list, tuple)) else float(thresholds[p]),
-                **({"set_thresholds": sets[p]} if sets[p] is not None else {}),
-                "rules": _rules_doc(calibrations[p], accept_rule, sets[p] is not None),
-            }
-            for p in PRECISIONS
-        },
+        "models": models,
+        **({"absent": absent} if absent else {}),
         "selective": {
             "criterion": criterion,
             "accept_rule": accept_rule,
@@ -313,11 +346,8 @@ def write_bundle(
         **({"guarantees": dict(guarantees)} if guarantees else {}),
         "source": source,
         "versions": versions,
+        "runtime_settings": settings,
     }
-    doc["models"]["int8"]["variant"] = int8_variant
-    for precision in PRECISIONS:
-        doc["models"][precision] |= {"runtimes": runtimes[precision], "runtime": defaults[precision]}
-    doc["runtime_settings"] = dict(runtime_settings or {"threads": 1, "batch_size": 500})
     atomic.write_json(bundle_dir / BUNDLE_FILE, doc)
     atomic.write_text(bundle_dir / "README.md", guide_text(doc))
     atomic.write_text(bundle_dir / "client.py", CLIENT)
@@ -353,6 +383,7 @@ CLIENT = '''"""Serve this bundle with numpy and onnxruntime only:  python client
 
 IMAGES.npy holds uint8 images, N x H x W x C as bundle.json's "input" says. Every output is computed inside
 the ONNX graph (calibrated probabilities, the accept rule, the conformal prediction set): nothing else to apply.
+bf16, where the bundle has it, runs on OpenVINO only (onnxruntime has no bf16 CPU kernels): README.md shows how.
 """
 
 import json
@@ -367,8 +398,12 @@ HERE = Path(__file__).resolve().parent
 
 def load(precision="fp32"):
     doc = json.loads((HERE / "bundle.json").read_text())
-    model = HERE / doc["models"][precision]["file"]
-    return doc, ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    if precision not in doc["models"]:
+        raise SystemExit(f"this bundle has no {precision}: {doc.get('absent', {}).get(precision, 'not written')}")
+    model = doc["models"][precision]
+    if "onnxruntime" not in model.get("runtimes", ["onnxruntime"]):
+        raise SystemExit(f"{precision} is {model.get('runs_as', 'not served by onnxruntime')}; README.md shows how")
+    return doc, ort.InferenceSession(str(HERE / model["file"]), providers=["CPUExecutionProvider"])
 
 
 def predict(doc, session, images):
@@ -429,8 +464,25 @@ Serve it with any ONNX runtime (onnxruntime in Python, C++, Java or C#, onnxrunt
 
     python client.py images.npy fp32
 
+{_bf16_text(doc)}
 `bundle.json` holds the calibration map's parameters, the thresholds and where they come from;
 `checksums.json` the sha256 of every file.
+"""
+
+
+def _bf16_text(doc: dict) -> str:
+    """README.md's bf16 paragraph: how to serve it with OpenVINO, or why the bundle has none."""
+    if "bf16" not in doc["models"]:
+        why = doc.get("absent", {}).get("bf16")
+        return f"No bf16 in this bundle: {why}.\n" if why else ""
+    config = doc["models"]["bf16"]["settings"]["openvino"]["config"]
+    return f"""bf16 (`models.bf16`): {doc["models"]["bf16"]["runs_as"]}. Serve it with OpenVINO
+(`pip install openvino`), with the settings it was validated with (`models.bf16.settings.openvino`):
+
+    import numpy as np, openvino as ov
+    compiled = ov.Core().compile_model("model_fp32.onnx", "CPU", {config})
+    out = compiled(images.astype(np.float32))  # images: uint8 N x H x W x C
+    probabilities, accept = out["probabilities"], out["accept"]
 """
 
 
@@ -541,8 +593,13 @@ class Bundle:
         self.directory, self.doc = directory, doc
         self.class_names: list[str] = doc["class_names"]
         self.image_shape = tuple(doc["input"]["shape"][1:])
-        self._sessions = {(p, "onnxruntime"): onnx_session(directory / doc["models"][p]["file"]) for p in PRECISIONS}
-        self.calibration = {p: calibration_map(doc["models"][p]) for p in PRECISIONS}
+        self.precisions = [p for p in PRECISIONS if p in doc["models"]]  # fp32 and int8, bf16 where offered
+        self._sessions = {
+            (p, "onnxruntime"): onnx_session(directory / doc["models"][p]["file"])
+            for p in self.precisions
+            if "onnxruntime" in self.runtimes(p)
+        }
+        self.calibration = {p: calibration_map(doc["models"][p]) for p in self.precisions}
 
     def runtimes(self, precision: str) -> list[str]:
         """The runtimes this bundle offers for ``precision`` (the default first)."""
@@ -575,6 +632,9 @@ class Bundle:
     def _model(self, precision: str) -> dict:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in self.doc["models"]:
+            why = self.doc.get("absent", {}).get(precision, "the bundle was written without it")
+            raise ValueError(f"this bundle has no {precision}: {why}")
         return self.doc["models"][precision]
 
     def logits(self, images, precision: str = "fp32", runtime: str | None = None) -> np.ndarray:
@@ -637,7 +697,9 @@ def load(path: str | Path) -> Bundle:
 def _check_contract(doc: dict, path: Path) -> None:
     """Validate the values a checksum cannot vouch for (checksums.json can be recomputed after an edit)."""
     try:
-        models = {p: doc["models"][p] for p in PRECISIONS}
+        models = {p: doc["models"][p] for p in (*REQUIRED, *(p for p in doc["models"] if p not in REQUIRED))}
+        if not set(models) <= set(PRECISIONS):
+            raise ValueError(f"precisions {sorted(models)} beyond {PRECISIONS}")
         _check_values(
             doc["class_names"],
             {p: calibration_doc(m) for p, m in models.items()},
@@ -649,11 +711,11 @@ def _check_contract(doc: dict, path: Path) -> None:
             f"{path} does not hold a valid bundle contract ({type(exc).__name__}: {exc}); "
             "rebuild the bundle with phase 08 (calib run --phases 08)"
         ) from None
-    if any(m["file"] != MODEL_FILES[p] for p, m in models.items()) or not (
+    if any(m["file"] != MODEL_FILES[GRAPH[p]] for p, m in models.items()) or not (
         isinstance(shape, list) and shape[:1] == [None] and all(isinstance(d, int) and d > 0 for d in shape[1:])
     ):
         raise BundleError(
-            f"{path}: model files must be {MODEL_FILES} and the input shape [null, H, W, C] with "
+            f"{path}: model files must be {MODEL_FILES} (bf16: fp32's) and the input shape [null, H, W, C] with "
             f"positive sizes, got {[m['file'] for m in models.values()]} and {shape}; rebuild the bundle"
         )
 
@@ -769,18 +831,19 @@ def validate(
 ) -> dict:
     """Compare the bundle with the pipeline on the same images: validation.json content.
 
-    ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits`` (onnxruntime);
-    ``thresholds[precision]`` its accept threshold. Checks, per precision: the logits by
-    ``parity.compare_logits`` (argmax flips only at near ties), the calibrated argmax (flips only at near
-    ties of the calibrated probabilities), calibrated probabilities within ``probability_tolerance``,
-    accept flags identical except within that tolerance of the threshold. Every other runtime the
-    bundle offers is checked the same way (``runtimes.<runtime>.<precision>``) against
-    ``runtime_logits[runtime][precision]``, the pipeline's logits on that runtime (phase 04's
-    ``runtime_logits.npz``), calibrated with the bundle's map.
+    ``reference[precision]`` holds the pipeline's raw ``logits`` and ``calibrated_logits`` (onnxruntime) of fp32
+    and int8; ``thresholds[precision]`` their accept thresholds (bf16 runs the FP32 graph: fp32's). Checks, per
+    precision: the logits by ``parity.compare_logits`` (argmax flips only at near ties), the calibrated argmax
+    (flips only at near ties of the calibrated probabilities), calibrated probabilities within
+    ``probability_tolerance``, accept flags identical except within that tolerance of the threshold. Every
+    other runtime the bundle offers, and every precision onnxruntime does not run (bf16), is checked the same
+    way (``runtimes.<runtime>.<precision>``) against ``runtime_logits[runtime][precision]``, the pipeline's
+    logits of that precision on that runtime (phase 04's ``runtime_logits.npz``), calibrated with the bundle's
+    map.
     """
-    checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in PRECISIONS}
+    checks = {p: _compare(bundle, images, p, reference[p], thresholds[p]) for p in REQUIRED}
     others: dict[str, dict] = {}
-    for precision in PRECISIONS:
+    for precision in bundle.precisions:
         for runtime in bundle.runtimes(precision):
             if runtime == "onnxruntime":
                 continue
@@ -795,7 +858,7 @@ def validate(
                 "calibrated_logits": bundle.calibration[precision].apply(np.asarray(logits)).astype(np.float32),
             }
             others.setdefault(runtime, {})[precision] = _compare(
-                bundle, images, precision, ref, thresholds[precision], runtime
+                bundle, images, precision, ref, thresholds[GRAPH[precision]], runtime
             )
     passed = all(c["passed"] for c in checks.values()) and all(c["passed"] for r in others.values() for c in r.values())
     return {
@@ -804,20 +867,23 @@ def validate(
         "parity_tolerance": {"rel": parity.REL_TOL, "abs": parity.ABS_TOL},
         **checks,
         "runtimes": others,
+        **({"absent": dict(bundle.doc["absent"])} if bundle.doc.get("absent") else {}),
     }
+
+
+def _checks(validation: dict) -> dict[tuple[str, str], dict]:
+    """Every check of a ``validate`` result by (precision, runtime)."""
+    found = {(p, "onnxruntime"): validation[p] for p in REQUIRED if p in validation}
+    for runtime, checks in validation.get("runtimes", {}).items():
+        found |= {(p, runtime): check for p, check in checks.items()}
+    return found
 
 
 def raise_on_failure(validation: dict) -> None:
     """Raise RuntimeError listing every failed check of a ``validate`` result."""
     if validation["status"] != "PASS":
         failures = "; ".join(
-            [f"{p}: {', '.join(validation[p]['failures'])}" for p in PRECISIONS if validation[p]["failures"]]
-            + [
-                f"{r} {p}: {', '.join(c['failures'])}"
-                for r, checks in validation.get("runtimes", {}).items()
-                for p, c in checks.items()
-                if c["failures"]
-            ]
+            f"{r} {p}: {', '.join(c['failures'])}" for (p, r), c in _checks(validation).items() if c["failures"]
         )
         raise RuntimeError(
             f"bundle load-back validation FAILED on {validation['n']} images ({failures}); the bundle "
@@ -826,7 +892,9 @@ def raise_on_failure(validation: dict) -> None:
 
 
 def validation_table(validation: dict):
-    """One row per precision and runtime: the differences measured and whether the checks passed."""
+    """One row per precision and runtime that could run it (bf16: OpenVINO only), whatever this bundle offers:
+    the differences measured and whether the checks passed; a pair the bundle does not offer keeps its row,
+    empty, with ``validated`` False (so the table's rows do not depend on the machine that built it)."""
     import pandas as pd
 
     columns = [
@@ -844,9 +912,14 @@ def validation_table(validation: dict):
         "graph_set_mismatches",
         "passed",
     ]
-    rows = {p: validation[p] for p in PRECISIONS}  # onnxruntime; other runtimes: "<precision> <runtime>"
-    rows |= {f"{p} {r}": c for r, checks in validation.get("runtimes", {}).items() for p, c in checks.items()}
-    return pd.DataFrame({name: {c: row.get(c) for c in columns} for name, row in rows.items()}).T
+    checks = _checks(validation)
+    rows = {
+        (p, r): {"validated": (p, r) in checks, **{c: checks.get((p, r), {}).get(c) for c in columns}}
+        for p in PRECISIONS
+        for r in RUNTIMES
+        if not (p == "bf16" and r == "onnxruntime")
+    }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["precision", "runtime"])
 
 
 def prediction_grid_figure(

@@ -73,7 +73,7 @@ def plain_ort_logits(path, x):
     return session.run(["logits"], {"images": x.astype(np.float32)})[0]
 
 
-@pytest.mark.parametrize("precision", bundle.PRECISIONS)
+@pytest.mark.parametrize("precision", bundle.REQUIRED)
 def test_predict_matches_plain_onnxruntime_and_scipy_softmax(bundle_dir, models, precision):
     x = images()
     prediction = bundle.load(bundle_dir).predict(x, precision)
@@ -286,7 +286,9 @@ def test_validate_passes_on_the_pipelines_own_outputs(bundle_dir, models):
     assert result["status"] == "PASS" and result["n"] == 200
     assert result["fp32"]["logit_max_abs_diff"] == 0 and result["int8"]["probability_max_abs_diff"] == 0
     bundle.raise_on_failure(result)
-    assert list(bundle.validation_table(result).index) == ["fp32", "int8"]
+    table = bundle.validation_table(result)
+    assert list(table.index[table["validated"]]) == [("fp32", "onnxruntime"), ("int8", "onnxruntime")]
+    assert len(table) == 5  # every precision x runtime that could run it, offered or not: rows fixed per machine
 
 
 def test_fp32_probability_tolerance_is_what_the_logit_tolerance_allows(bundle_dir, models):
@@ -344,6 +346,7 @@ def openvino_bundle(tmp_path, models):
         runtimes=offered,
         default_runtimes={"fp32": "openvino", "int8": "onnxruntime"},
         runtime_settings={"threads": 1, "batch_size": 16},
+        absent={"bf16": "not offered in this test"},
     )
     return bundle.load(tmp_path / "ov")
 
@@ -351,7 +354,7 @@ def openvino_bundle(tmp_path, models):
 def openvino_logits(models, x):
     return {
         p: runtime.open_session(models[p], "openvino", precision=p, threads=1, batch_size=16).logits(x)
-        for p in bundle.PRECISIONS
+        for p in bundle.REQUIRED
     }
 
 
@@ -375,7 +378,7 @@ def test_validation_runs_on_every_runtime_offered(openvino_bundle, models):
     validation = bundle.validate(openvino_bundle, x, ref, THRESHOLDS, {"openvino": on_openvino})
     assert validation["status"] == "PASS", bundle.validation_table(validation)
     assert sorted(validation["runtimes"]["openvino"]) == ["fp32", "int8"]
-    assert len(bundle.validation_table(validation)) == 4
+    assert bundle.validation_table(validation)["validated"].sum() == 4
     drifted = {p: v + np.float32(1e-3) * (np.arange(v.shape[1]) == 0) for p, v in on_openvino.items()}
     failed = bundle.validate(openvino_bundle, x, ref, THRESHOLDS, {"openvino": drifted})
     assert failed["status"] == "FAIL" and failed["fp32"]["passed"]
@@ -441,3 +444,99 @@ def test_a_schema_1_bundle_with_a_bare_temperature_still_predicts(bundle_dir):
     x = images()
     expected = scipy_softmax(plain_ort_logits(loaded.directory / "model_fp32.onnx", x) / TEMPERATURES["fp32"], axis=1)
     np.testing.assert_allclose(loaded.predict(x).probabilities, expected, rtol=0, atol=1e-6)
+
+
+# bf16: the FP32 graph under OpenVINO's bf16 hint, offered where phase 04's gates passed it on a CPU with native
+# bf16, absent elsewhere with the reason. The whole chain on real sessions: 04's evaluation
+# (runtime.evaluate_models), 05's decision (runtime.decision), the bundle and its load-back validation.
+
+
+def bf16_chain(tmp_path, models, native_bf16=None):
+    """04's cross-runtime evaluation (with bf16) of the two models on ``images(200)``, 05's decision, the bundle."""
+    from helpers.runtime import decision
+
+    x = images(200)
+    labels = plain_ort_logits(models["fp32"], x).argmax(1)  # the FP32 model's own predictions as labels
+    names = {"fp32": (models["fp32"], "fp32"), "bf16": (models["fp32"], "bf16"), "minmax": (models["int8"], "int8")}
+    report, logits = runtime.evaluate_models(
+        names, {"test": x}, labels, threads=1, batch_size=64, native_bf16=native_bf16
+    )
+    precisions = {"fp32": "fp32", "bf16": "bf16", "int8": "minmax"}
+    checks = decision.offered_by_checks(report, precisions)
+    paths = {"fp32": models["fp32"], "bf16": models["fp32"], "int8": models["int8"]}
+    chosen = decision.decide(paths, checks, precisions, threads=1, batch_size=8, rounds=2, calls=2)
+    build(
+        tmp_path / "b",
+        models,
+        runtimes=chosen.offered(),
+        default_runtimes=chosen.defaults(),
+        absent=chosen.absent(),
+        runtime_settings={"threads": 1, "batch_size": 64},
+    )
+    on_runtimes = {
+        r: {p: logits[key] for p, m in precisions.items() if (key := runtime.logits_key(r, m, "test")) in logits}
+        for r in runtime.RUNTIMES
+    }
+    return bundle.load(tmp_path / "b"), x, on_runtimes, report
+
+
+@pytest.mark.skipif(not runtime.cpu_bf16()[0], reason="this CPU has no native bf16 (the absent path is tested below)")
+def test_bf16_is_offered_validated_and_served_where_the_cpu_has_it(tmp_path, models, monkeypatch):
+    loaded, x, on_runtimes, report = bf16_chain(tmp_path, models)
+    assert report["models"]["bf16"]["passed"] == ["openvino"], report["models"]["bf16"]
+    doc = loaded.doc
+    assert "absent" not in doc and loaded.precisions == ["fp32", "bf16", "int8"]
+    bf16 = doc["models"]["bf16"]
+    assert bf16["file"] == "model_fp32.onnx" and bf16["runtimes"] == ["openvino"] and bf16["runtime"] == "openvino"
+    assert (
+        bf16["settings"]["openvino"]["config"]["INFERENCE_PRECISION_HINT"] == "bf16" and "OpenVINO" in bf16["runs_as"]
+    )
+    assert bf16["calibration"] == doc["models"]["fp32"]["calibration"] and bf16["threshold"] == THRESHOLDS["fp32"]
+    expected = runtime.open_session(models["fp32"], "openvino", precision="bf16", threads=1, batch_size=64).logits(x)
+    np.testing.assert_array_equal(loaded.logits(x, "bf16"), expected)  # the bf16 hint really runs: not fp32's
+    assert np.abs(expected - plain_ort_logits(models["fp32"], x)).max() > 1e-4
+    validation = bundle.validate(loaded, x, reference(models, x), THRESHOLDS, on_runtimes)
+    assert validation["status"] == "PASS" and validation["runtimes"]["openvino"]["bf16"]["passed"]
+    assert bundle.validation_table(validation).loc[("bf16", "openvino"), "validated"]
+    drifted = {**on_runtimes["openvino"], "bf16": on_runtimes["openvino"]["bf16"] + np.float32(1e-3)}
+    failed = bundle.validate(loaded, x, reference(models, x), THRESHOLDS, {"openvino": drifted})
+    assert failed["status"] == "FAIL" and not failed["runtimes"]["openvino"]["bf16"]["passed"]
+    readme = (loaded.directory / "README.md").read_text()
+    snippet = readme.split("    import numpy as np, openvino as ov\n")[1].split("\n\n")[0]
+    scope = {"images": x}
+    monkeypatch.chdir(loaded.directory)  # the README's snippet runs beside the bundle's files
+    exec("import numpy as np, openvino as ov\n" + "\n".join(line[4:] for line in snippet.splitlines()), scope)
+    np.testing.assert_allclose(scope["probabilities"], loaded.predict(x, "bf16").probabilities, atol=1e-6)
+
+
+def test_bf16_is_absent_and_says_why_where_the_cpu_lacks_it(tmp_path, models, monkeypatch):
+    """The capability check answers False (its parameter, as on a CPU without AVX512-BF16 or AMX): 04 keeps bf16's
+    row without a runtime, 05's decision and the bundle say why, and nothing serves bf16."""
+    loaded, x, on_runtimes, report = bf16_chain(tmp_path, models, native_bf16=False)
+    assert report["models"]["bf16"]["passed"] == [] and report["models"]["bf16"]["absent"] == runtime.NO_NATIVE_BF16
+    assert list(runtime.runtime_table(report).index) == [
+        ("fp32", "onnxruntime"),
+        ("fp32", "openvino"),
+        ("bf16", "openvino"),  # its row stays, empty: the table's rows do not depend on the CPU
+        ("minmax", "onnxruntime"),
+        ("minmax", "openvino"),
+    ]
+    assert loaded.doc["absent"] == {"bf16": runtime.NO_NATIVE_BF16} and "bf16" not in loaded.doc["models"]
+    assert loaded.precisions == ["fp32", "int8"]
+    with pytest.raises(ValueError, match="this bundle has no bf16: OpenVINO reports no native bf16"):
+        loaded.predict(x, "bf16")
+    assert f"No bf16 in this bundle: {runtime.NO_NATIVE_BF16}" in (loaded.directory / "README.md").read_text()
+    validation = bundle.validate(loaded, x, reference(models, x), THRESHOLDS, on_runtimes)
+    assert validation["status"] == "PASS" and validation["absent"] == {"bf16": runtime.NO_NATIVE_BF16}
+    assert not bundle.validation_table(validation).loc[("bf16", "openvino"), "validated"]
+    monkeypatch.syspath_prepend(str(loaded.directory))
+    import client  # the bundle's own numpy + onnxruntime client
+
+    with pytest.raises(SystemExit, match="this bundle has no bf16: OpenVINO reports no native bf16"):
+        client.load("bf16")
+
+
+def test_write_refuses_a_precision_offered_nowhere_without_a_reason(tmp_path, models):
+    with pytest.raises(ValueError, match="bf16 is offered on no runtime: pass why in absent="):
+        build(tmp_path / "b", models, runtimes={"fp32": ["onnxruntime"], "int8": ["onnxruntime"]})
+    assert not (tmp_path / "b").exists()

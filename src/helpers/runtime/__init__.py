@@ -1,26 +1,32 @@
 """The runtime layer: one interface (``open_session``) over onnxruntime and OpenVINO, the cross-runtime
-accuracy and parity gates, and this machine's measured GEMM peaks per precision."""
+accuracy and parity gates (FP32, bf16, INT8), the runtime decision phase 05 writes and phase 08 reads
+(``helpers.runtime.decision``), and this machine's measured GEMM peaks per precision."""
 
+from helpers.runtime import decision
 from helpers.runtime.checks import (
     ACCURACY_MARGIN,
+    BF16_ABS_TOL,
+    BF16_REL_TOL,
     REFERENCE_RUNTIME,
     accuracy_gate,
-    choose_fastest,
+    bf16_parity,
     compare_runtimes,
     cross_runtime_parity,
     evaluate_models,
-    fastest,
     logits_key,
     passing_runtimes,
     runtime_table,
+    save_logits,
 )
 from helpers.runtime.sessions import (
+    NO_NATIVE_BF16,
     PRECISIONS,
     RUNTIMES,
     LayerTime,
     RuntimeUnavailable,
     Session,
     available,
+    cpu_bf16,
     is_qdq,
     open_session,
     paired_timings,
@@ -30,6 +36,9 @@ from helpers.runtime.sessions import (
 
 __all__ = [
     "ACCURACY_MARGIN",
+    "BF16_ABS_TOL",
+    "BF16_REL_TOL",
+    "NO_NATIVE_BF16",
     "PRECISIONS",
     "REFERENCE_RUNTIME",
     "RUNTIMES",
@@ -38,11 +47,12 @@ __all__ = [
     "Session",
     "accuracy_gate",
     "available",
-    "choose_fastest",
+    "bf16_parity",
     "compare_runtimes",
+    "cpu_bf16",
     "cross_runtime_parity",
+    "decision",
     "evaluate_models",
-    "fastest",
     "is_qdq",
     "logits_key",
     "open_session",
@@ -50,5 +60,6 @@ __all__ = [
     "passing_runtimes",
     "random_batch",
     "runtime_table",
+    "save_logits",
     "support",
 ]

@@ -57,8 +57,15 @@ class RuntimeUnavailable(RuntimeError):
     """A runtime/precision pair this machine or this install cannot run, with the reason."""
 
 
-def support(runtime: str, precision: str) -> tuple[bool, str]:
-    """(whether ``runtime`` can run ``precision`` here, why). Checks names first, then the install and CPU."""
+NO_NATIVE_BF16 = "OpenVINO reports no native bf16 on this CPU (no avx512_bf16 / AMX): it is not offered"
+
+
+def support(runtime: str, precision: str, *, native_bf16: bool | None = None) -> tuple[bool, str]:
+    """(whether ``runtime`` can run ``precision`` here, why). Checks names first, then the install and CPU.
+
+    ``native_bf16`` is the answer of the CPU capability check for bf16 (:func:`cpu_bf16`): None asks this
+    machine; True or False states it (a caller deciding for another CPU, or a test of the path without bf16).
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if precision not in PRECISIONS:
@@ -72,10 +79,17 @@ def support(runtime: str, precision: str) -> tuple[bool, str]:
         return True, "supported"
     if runtime == "onnxruntime":
         return False, "onnxruntime's CPU provider has no bf16 kernels; run bf16 with runtime='openvino'"
+    if native_bf16 is None:
+        return cpu_bf16()
+    return (True, "native bf16 (stated by the caller)") if native_bf16 else (False, NO_NATIVE_BF16)
+
+
+def cpu_bf16() -> tuple[bool, str]:
+    """The CPU capability check for bf16: (whether OpenVINO runs bf16 natively here, why)."""
     import openvino as ov
 
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        return False, "OpenVINO reports no native bf16 on this CPU (no avx512_bf16 / AMX): it is not offered"
+        return False, NO_NATIVE_BF16
     failure = openvino_bf16_build_failure()
     if failure:
         return False, f"OpenVINO lists BF16 (from CPUID) but cannot build bf16 kernels here: {failure}"
@@ -230,14 +244,29 @@ def _ort_precision(args: dict) -> str:
     return "int8" if any(t in ("int8", "uint8") for t in types) else (types[0] if types else "")
 
 
-def openvino_config(session: Session, perf_count: bool = False) -> dict:
-    """The CPU plugin's settings for a session: its threads, one stream, its precision hint, no pinning."""
+def openvino_config(precision: str, threads: int, perf_count: bool = False) -> dict:
+    """The CPU plugin's settings for ``precision`` at ``threads``: one stream, the precision hint, no pinning."""
     return {
-        "INFERENCE_NUM_THREADS": session.threads,
+        "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[session.precision],
+        "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision],
         "ENABLE_CPU_PINNING": False,
         "PERF_COUNT": perf_count,
+    }
+
+
+def settings(runtime: str, precision: str, threads: int) -> dict:
+    """What a client sets to run a file at ``precision`` on ``runtime`` as :func:`open_session` does (data for
+    bundle.json): onnxruntime's session options and provider, or OpenVINO's CPU plugin config."""
+    if runtime == "openvino":
+        config = openvino_config(precision, threads)
+        del config["PERF_COUNT"]
+        return {"device": "CPU", "config": config}
+    return {
+        "providers": ["CPUExecutionProvider"],
+        "intra_op_num_threads": threads,
+        "inter_op_num_threads": 1,
+        "execution_mode": "ORT_SEQUENTIAL",
     }
 
 
@@ -253,7 +282,9 @@ class OpenVinoSession(Session):
         import openvino as ov
 
         core = ov.Core()
-        return core.compile_model(core.read_model(str(self.path)), "CPU", openvino_config(self, perf_count))
+        return core.compile_model(
+            core.read_model(str(self.path)), "CPU", openvino_config(self.precision, self.threads, perf_count)
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._request.infer({0: batch})[0].copy()
@@ -311,7 +342,7 @@ class OpenVinoProfiler:
         core = ov.Core()
         model = core.read_model(str(session.path))
         model.reshape({0: list(batch.shape)})
-        self._compiled = core.compile_model(model, "CPU", openvino_config(session, perf_count=True))
+        self._compiled = core.compile_model(model, "CPU", openvino_config(session.precision, session.threads, True))
         self._request = self._compiled.create_infer_request()
         self._batch = batch
         self.call()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from helpers import data
 from helpers import runtime as rt
-from helpers.runtime import peak
+from helpers.runtime import decision, peak
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "runs" / "reference" / "results"
@@ -93,12 +94,12 @@ def test_fp32_parity_fails_on_a_flipped_prediction():
 
 def test_fastest_needs_a_clear_margin_and_keeps_the_first_on_ties():
     seconds = {"onnxruntime": np.array([1.0, 1.0]), "openvino": np.array([0.97, 0.97])}
-    assert rt.fastest(seconds, ["onnxruntime", "openvino"]) == "onnxruntime"
+    assert decision.fastest(seconds, ["onnxruntime", "openvino"]) == "onnxruntime"
     seconds["openvino"] = np.array([0.5, 0.6])
-    assert rt.fastest(seconds, ["onnxruntime", "openvino"]) == "openvino"
-    assert rt.fastest(seconds, ["onnxruntime"]) == "onnxruntime"
+    assert decision.fastest(seconds, ["onnxruntime", "openvino"]) == "openvino"
+    assert decision.fastest(seconds, ["onnxruntime"]) == "onnxruntime"
     with pytest.raises(ValueError, match="no runtime passed"):
-        rt.fastest(seconds, [])
+        decision.fastest(seconds, [])
 
 
 @pytest.mark.parametrize("runtime", rt.RUNTIMES)
@@ -165,16 +166,90 @@ def test_evaluate_models_reports_both_gates_and_keeps_every_runtimes_logits():
     assert logits[rt.logits_key("openvino", "minmax", "val")].shape == (len(labels["val"]), 10)
 
 
-def test_choose_fastest_times_every_candidate_and_picks_one_of_them():
-    choice, medians = rt.choose_fastest(
-        {"fp32": FP32, "int8": INT8},
-        {"fp32": ["onnxruntime", "openvino"], "int8": ["onnxruntime"]},
-        threads=1,
-        batch_size=8,
-        rounds=2,
-        calls=2,
+@pytest.mark.skipif(not rt.cpu_bf16()[0], reason="no native bf16 on this CPU")
+def test_bf16_is_gated_against_fp32_on_onnxruntime_with_its_measured_tolerance(test_split):
+    """bf16 vs FP32 on the reference's digits model (the BF16_REL_TOL measurement): within the tolerance, the
+    accuracy gate passed; a logit moved by twice the tolerance fails parity."""
+    images, labels = test_split
+    report, logits = rt.evaluate_models(
+        {"fp32": (FP32, "fp32"), "bf16": (FP32, "bf16")}, {"test": images}, labels, threads=1, batch_size=256
     )
-    assert choice["int8"] == "onnxruntime" and choice["fp32"] in ("onnxruntime", "openvino")
-    assert set(medians["fp32"]) == {"onnxruntime", "openvino"} and all(v > 0 for v in medians["fp32"].values())
-    with pytest.raises(ValueError, match="no runtime passed the checks for int8"):
-        rt.choose_fastest({"int8": INT8}, {"int8": []}, threads=1)
+    bf16 = report["models"]["bf16"]
+    assert (
+        list(bf16["runtimes"]) == ["openvino"]
+        and bf16["passed"] == ["openvino"]
+        and "fp32 on onnxruntime" in (bf16["reference"])
+    )
+    fp32, values = (
+        logits[rt.logits_key("onnxruntime", "fp32", "test")],
+        logits[rt.logits_key("openvino", "bf16", "test")],
+    )
+    assert 1e-4 < bf16["runtimes"]["openvino"]["max_abs_logit_diff"] == np.abs(values.astype(np.float64) - fp32).max()
+    assert rt.bf16_parity(fp32, values)[0]
+    allowed = np.maximum(rt.BF16_ABS_TOL, rt.BF16_REL_TOL * np.abs(fp32).max(1))
+    moved = values.copy()
+    moved[0, 0] += 2 * allowed[0]
+    passed, why = rt.bf16_parity(fp32, moved)
+    assert not passed and "of the tolerance" in why
+    with pytest.raises(ValueError, match="list .* as fp32 too"):
+        rt.evaluate_models({"bf16": (FP32, "bf16")}, {"test": images}, labels)
+
+
+def test_without_native_bf16_the_bf16_model_is_absent_and_keeps_its_table_row(test_split):
+    """The capability check's answer through its parameter (a CPU without AVX512-BF16 / AMX), no OpenVINO mocked."""
+    images, labels = test_split
+    models = {"fp32": (FP32, "fp32"), "bf16": (FP32, "bf16")}
+    report, logits = rt.evaluate_models(models, {"test": images}, labels, threads=1, native_bf16=False)
+    assert report["models"]["bf16"] == {
+        "precision": "bf16",
+        "runtimes": {},
+        "passed": [],
+        "reference": "fp32 on onnxruntime (model 'fp32', the same file)",
+        "absent": rt.NO_NATIVE_BF16,
+    }
+    assert not any("bf16" in key for key in logits)
+    table = rt.runtime_table(report)
+    assert list(table.index) == [("fp32", "onnxruntime"), ("fp32", "openvino"), ("bf16", "openvino")]
+    assert not table.loc[("bf16", "openvino"), "passed"] and np.isnan(table.loc[("bf16", "openvino"), "accuracy"])
+
+
+def test_decision_times_every_offered_runtime_and_round_trips(tmp_path):
+    checks = {"fp32": (["onnxruntime", "openvino"], ""), "bf16": ([], rt.NO_NATIVE_BF16), "int8": (["onnxruntime"], "")}
+    models = {"fp32": "fp32", "bf16": "bf16", "int8": "minmax"}
+    chosen = decision.decide(
+        {"fp32": FP32, "bf16": FP32, "int8": INT8}, checks, models, threads=1, batch_size=8, rounds=2, calls=2
+    )
+    assert chosen.defaults()["int8"] == "onnxruntime" and chosen.defaults()["fp32"] in ("onnxruntime", "openvino")
+    assert chosen.offered() == {"fp32": ["onnxruntime", "openvino"], "int8": ["onnxruntime"]}
+    assert chosen.absent() == {"bf16": rt.NO_NATIVE_BF16}
+    assert set(chosen.precisions["fp32"].median_ms) == {"onnxruntime", "openvino"}
+    assert all(v > 0 for v in chosen.precisions["fp32"].median_ms.values())
+    assert (chosen.batch_size, chosen.threads, chosen.rounds, chosen.calls) == (8, 1, 2, 2) and "10 %" in chosen.rule
+    path = decision.write(tmp_path / decision.FILE, chosen)
+    assert decision.read(path) == chosen
+    assert list(decision.table(chosen).index) == list(rt.PRECISIONS)
+    doc = json.loads(path.read_text())
+    doc["precisions"]["int8"]["default"] = "openvino"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="int8's default 'openvino' is not offered"):
+        decision.read(path)
+    doc["schema_version"] = 0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="re-run phase 05"):
+        decision.read(path)
+
+
+def test_offered_by_checks_says_why_a_precision_has_no_runtime():
+    report = {
+        "models": {
+            "fp32": {"passed": ["onnxruntime"], "runtimes": {}},
+            "bf16": {
+                "passed": [],
+                "runtimes": {"openvino": {"accuracy_check": "accuracy 0.9 is 1.0 points below", "parity": "p"}},
+            },
+        }
+    }
+    checks = decision.offered_by_checks(report, {"fp32": "fp32", "bf16": "bf16", "int8": "minmax"})
+    assert checks["fp32"] == (["onnxruntime"], "")
+    assert checks["bf16"][0] == [] and "no runtime passed phase 04's accuracy" in checks["bf16"][1]
+    assert checks["int8"] == ([], "phase 04 did not evaluate 'minmax' on the runtimes")
