@@ -4,8 +4,10 @@
     calib ground-truth hardware [--store DIR | --runs-root DIR] [--tolerance 0.01]
     calib ground-truth alias ALIAS CANONICAL [--store DIR | --runs-root DIR]
     calib ground-truth migrate SRC... --dest DIR [--dry-run]
-    calib ground-truth validate [--store DIR | --runs-root DIR] [--hardware ID ...] [--shared-roofline] [--csv FILE]
-                               (leave one model, batch size, precision out: APE, share within +-10%, Spearman)
+    calib ground-truth validate [--store DIR | --runs-root DIR] [--with-store DIR ...] [--hardware ID ...]
+                               [--calibration K] [--shared-roofline] [--csv FILE]
+                               (leave one model, batch size, precision out; across machines from the others
+                               plus the target's peaks and K calibration records: APE, within +-10%, Spearman)
     calib ground-truth curves [--store DIR | --runs-root DIR] [--hardware ID ...]
     calib ground-truth measure [--params params/ground_truth.yaml] [--store DIR] [--models ...]
                                [--precisions ...] [--batch-sizes ...] [--repeats N]
@@ -75,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
             "against the roofline and FLOPs / peak",
         ),
         True,
+    )
+    validate.add_argument(
+        "--with-store",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="more stores whose machines join (e.g. an unpacked data/ground_truth archive): each machine is "
+        "also predicted from all the others",
+    )
+    validate.add_argument(
+        "--calibration",
+        type=int,
+        default=10,
+        metavar="K",
+        help="measured records per group the across-machines protocol takes from the target (besides k=0: "
+        "its peaks only; default 10, as HELP)",
     )
     validate.add_argument(
         "--shared-roofline",
@@ -213,39 +232,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from helpers.ground_truth import estimator as le
-    from helpers.ground_truth.targets import target_for
+    from helpers.ground_truth.store import GroundTruthLoader
+    from helpers.ground_truth.validation import Machines, every_protocol
 
-    loader = _loader(args)
-    tables = []
-    for hardware_id in _hardware_ids(loader, args):
-        records = loader.load_all(hardware_id)
-        target = target_for(records)
-        for held_out in le.HELD_OUT:
-            if len({getattr(r, held_out) for r in records}) < 2:
-                print(f"{hardware_id}: one {held_out} only, nothing to leave out")
-                continue
-            validation = le.leave_one_out(
-                records,
-                held_out,
-                target,
-                by_operation_type=not args.shared_roofline,
-                repeats=loader.load_repeats(hardware_id),
-            )
-            tables.append(validation.assign(target=target))
-    if not tables:
+    loaders = [_loader(args)]
+    for root in args.with_store:
+        loaders.append(GroundTruthLoader(root))
+        print(f"with store: {loaders[-1].root}")
+        if not loaders[-1].root.is_dir():
+            raise FileNotFoundError(f"store {root} does not exist")
+    machines = Machines.load(loaders)
+    targets = _hardware_ids(loaders[0], args) if args.hardware or len(loaders) == 1 else list(machines.records)
+    summary, validation, notes = every_protocol(machines, targets, not args.shared_roofline, args.calibration)
+    for note in notes:
+        print(note)
+    if summary.empty:
         return 0
-    import pandas as pd
-
-    validation = pd.concat(tables, ignore_index=True)
-    summary = le.lomo_summary(validation).merge(
-        validation.groupby("hardware_id")["target"].first().reset_index(), on="hardware_id"
-    )
     roofline = "one per precision" if args.shared_roofline else "one per operation type"
     print(
         "latency estimator (per-type and per-node overheads, bandwidth, efficiency curve over arithmetic intensity; "
         "docs/ground_truth.md), leave-one-out within each machine: held_out model, batch_size or precision (a "
         "left-out precision is predicted from the nearest fitted one, by the transfer rule fitted on the others); "
         f"roofline_* = the roofline estimator ({roofline}); naive = total FLOPs / theoretical peak."
+    )
+    print(
+        "across machines (held_out machine, k=K): the machine predicted from the other machines' estimators, taking "
+        "from it only its theoretical peaks and, with k > 0, the measured latencies of k random calibration records "
+        "per runtime/precision (20 seeded draws, each predicting the rest; the rows pool the draws); roofline_* "
+        "there = the roofline fitted on the k calibration records alone (k=0: the chosen source's, moved to the "
+        "target's peak)."
     )
     print(
         f"within_10_pct: predictions within +-{le.WITHIN_PCT:.0f}% of the measurement (%); spearman: rank "
@@ -260,7 +275,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "((max - min) / median across repeats) is the noise floor of the APE (NaN: no repeats)."
     )
     rank = {name: "{:.2f}".format for name in ("spearman", "roofline_spearman", "naive_spearman")}
-    print(summary.to_string(index=False, formatters=rank, float_format=lambda v: f"{v:.1f}"))
+    shown = summary.drop(columns=["seconds"])
+    print(shown.to_string(index=False, formatters=rank, float_format=lambda v: f"{v:.1f}"))
     if args.csv:
         from helpers.run import atomic
 

@@ -22,8 +22,10 @@ The procedure, per (runtime, precision) group of the target machine (:func:`acro
    same precision, same runtime, any), then the nearest theoretical peak (:func:`nearest_source`);
 4. ``k > 0``: each candidate's three parts get non-negative weights fitted on the calibration records
    (:func:`calibrate`: non-negative least squares of the relative error -- a machine's overheads,
-   bandwidth and compute scale apart), and the candidate whose leave-one-out error *within the
-   calibration records* is least (mean absolute log error) predicts the rest (:func:`choose_source`).
+   bandwidth and compute scale apart). One more candidate is the estimator fitted on the k calibration
+   records alone (:data:`OWN_KNOTS` knots: k records cannot place a curve). The candidate whose
+   leave-one-out error *within the calibration records* is least (mean absolute log error; the own
+   candidate refitted without the left-out record) predicts the rest.
 
 Nothing is tuned per machine: ``k``, the draws and the seed are the same everywhere. Baselines in the
 same rows: ``naive`` (total FLOPs at the target's peak) and ``roofline`` -- with ``k > 0`` the
@@ -41,15 +43,15 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from helpers.ground_truth.estimator import COLUMNS, LatencyEstimator, LatencyGroup
+from helpers.ground_truth.estimator import COLUMNS, LatencyEstimator, LatencyGroup, fit_group
 from helpers.ground_truth.records import MeasurementRecord
 from helpers.ground_truth.roofline import GroupParams, RooflineEstimator, transferred
 from helpers.ground_truth.targets import fitting_groups, measured_ms, naive_ms, target_for
 
 CALIBRATION_RECORDS = 10  # k: measured records per target group the estimator may use (HELP adapts from 10)
 DRAWS = 20  # random calibration sets per target group (seeded), each validated on the group's other records
-CALIBRATIONS = (0, CALIBRATION_RECORDS)  # what `calib ground-truth validate` reports: peaks only, and k records
 ACROSS_COLUMNS = (*COLUMNS, "source", "draw")
+OWN_KNOTS = 1  # knots of the estimator fitted on the k calibration records alone (one FLOP rate)
 PARTS = ("overhead", "bytes", "flops")  # what a source's prediction is split into (LatencyGroup.record_parts)
 
 
@@ -115,10 +117,36 @@ def _leave_one_out_error(parts: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(errors))
 
 
-def choose_source(candidates: Mapping[Source, np.ndarray], measured: np.ndarray) -> Source:
-    """The source whose calibrated parts (``candidates``: source -> the calibration records' parts) predict the
-    calibration records ``measured`` best, each left out in turn; ties by name."""
-    return min(candidates, key=lambda s: (_leave_one_out_error(candidates[s], measured), s.label))
+def _own_leave_one_out_error(records: Sequence[MeasurementRecord], measured: np.ndarray, target: str) -> float:
+    """Mean |log(predicted / measured)| of each calibration record predicted by the estimator fitted on the others."""
+    errors = []
+    for i, record in enumerate(records):
+        predicted = fit_group(records[:i] + records[i + 1 :], target, OWN_KNOTS).predict(record)
+        errors.append(abs(np.log(predicted / measured[i])) if predicted > 0 else np.inf)
+    return float(np.mean(errors))
+
+
+def calibrated_predictions(
+    parts: Mapping[Source, np.ndarray],
+    records: Sequence[MeasurementRecord],
+    used: np.ndarray,
+    measured: np.ndarray,
+    target: str,
+    own_label: str,
+) -> tuple[str, np.ndarray]:
+    """(label of the chosen candidate, its prediction of every record of ``records``) given the calibration records
+    ``used`` (a mask) and their ``measured`` latencies: each source's parts weighted by :func:`calibrate`, or the
+    estimator fitted on the calibration records alone (``own_label``), whichever predicts the calibration
+    records best, each left out in turn; ties by label."""
+    calibration_records = [r for r, u in zip(records, used) if u]
+    scores = {own_label: _own_leave_one_out_error(calibration_records, measured, target)}
+    scores.update({s.label: _leave_one_out_error(p[used], measured) for s, p in parts.items()})
+    best = min(scores, key=lambda label: (scores[label], label))
+    if best == own_label:
+        own = fit_group(calibration_records, target, OWN_KNOTS)
+        return best, np.array([own.predict(r) for r in records])
+    source = next(s for s in parts if s.label == best)
+    return best, parts[source] @ calibrate(parts[source][used], measured)
 
 
 def across_machines(
@@ -162,16 +190,16 @@ def across_machines(
             calibration_records = [r for r, u in zip(group, used) if u]
             if calibration:
                 measured = np.array([measured_ms(r, target) for r in calibration_records])  # the only latencies read
-                source = choose_source({s: p[used] for s, p in parts.items()}, measured)
-                weights = calibrate(parts[source][used], measured)
+                label, predicted = calibrated_predictions(
+                    parts, group, used, measured, target, f"{target_id}:{calibration} calibration records"
+                )
                 roofline = RooflineEstimator.fit(calibration_records, target, by_operation_type).groups[name]
             else:
                 source = nearest_source(sources, runtime, precision, peak)
-                weights = np.ones(len(PARTS))
+                label, predicted = source.label, parts[source].sum(axis=1)
                 roofline = transferred(source.roofline, peak)
-            predicted = parts[source] @ weights
             for record, estimate in zip([r for r, u in zip(group, used) if not u], predicted[~used]):
-                rows.append(_row(record, target, calibration, float(estimate), roofline.predict(record), source, draw))
+                rows.append(_row(record, target, calibration, float(estimate), roofline.predict(record), label, draw))
     return pd.DataFrame(rows, columns=list(ACROSS_COLUMNS))
 
 
@@ -181,7 +209,7 @@ def _row(
     calibration: int,
     predicted: float,
     roofline: float,
-    source: Source,
+    source: str,
     draw: int,
 ) -> dict:
     measured, naive = measured_ms(record, target), naive_ms(record)
@@ -201,24 +229,6 @@ def _row(
         "naive_ape_pct": abs(naive - measured) / measured * 100,
         "repeats": 1,
         "repeat_spread_pct": float("nan"),
-        "source": source.label,
+        "source": source,
         "draw": draw,
     }
-
-
-def validate_across(
-    machines: Mapping[str, Sequence[MeasurementRecord]],
-    calibrations: Sequence[int] = CALIBRATIONS,
-    by_operation_type: bool = True,
-) -> pd.DataFrame:
-    """:func:`across_machines` for every machine of ``machines`` in turn and every ``calibrations`` k, one table
-    (empty with fewer than two machines); each machine's sources are fitted once."""
-    tables = []
-    if len(machines) < 2:
-        return pd.DataFrame(columns=list(ACROSS_COLUMNS))
-    fitted = fit_sources(machines, by_operation_type)
-    for target_id in sorted(machines):
-        sources = [s for s in fitted if s.hardware_id != target_id]
-        for k in calibrations:
-            tables.append(across_machines(machines, target_id, k, by_operation_type=by_operation_type, sources=sources))
-    return pd.concat(tables, ignore_index=True)

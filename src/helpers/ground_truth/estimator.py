@@ -261,8 +261,14 @@ def _fit_at(table: _Subgraphs, use: np.ndarray, target: str, knot_count: int, ch
 
 
 def _log_errors(group: LatencyGroup, records: Sequence[MeasurementRecord], target: str) -> list[float]:
-    """|log(predicted / measured)| of each record with a ``target`` latency: the score of the fitted choices."""
-    return [abs(np.log(group.predict(r) / m)) for r in records if (m := measured_ms(r, target))]
+    """|log(predicted / measured)| of each record with a ``target`` latency: the score of the fitted choices (infinite
+    for a prediction <= 0, which an end-to-end calibration with a negative term can give)."""
+    errors = []
+    for record in records:
+        if measured := measured_ms(record, target):
+            predicted = group.predict(record)
+            errors.append(abs(np.log(predicted / measured)) if predicted > 0 else np.inf)
+    return errors
 
 
 def _choose_knots(table: _Subgraphs, use: np.ndarray, target: str) -> tuple[int, str]:

@@ -12,8 +12,8 @@ from test_ground_truth import PEAK
 from test_subgraph_cost import _slowed, law_records, ms_per_flop
 
 from helpers.ground_truth import across_machines as am
-from helpers.ground_truth import estimator as le
 from helpers.ground_truth.records import LatencyStats, ModelSummary
+from helpers.ground_truth.validation import Machines, every_protocol
 
 
 def machine(records, hardware_id: str) -> list:
@@ -83,14 +83,17 @@ def test_no_latency_of_the_target_but_its_calibration_records_reaches_a_predicti
 
 
 def test_every_machine_is_predicted_from_the_others_and_summarised_like_the_other_protocols(law):
-    machines = {"a": machine(law, "a"), "b": machine([_slowed(r, 3) for r in law], "b")}
-    validation = am.validate_across(machines)
-    summary = le.lomo_summary(validation)
-    assert set(zip(summary["held_out"], summary["hardware_id"])) == {
-        (f"machine, k={k}", h) for k in am.CALIBRATIONS for h in "ab"
+    machines = Machines({"a": machine(law, "a"), "b": machine([_slowed(r, 3) for r in law], "b")})
+    summary, table, notes = every_protocol(machines)
+    across = summary[summary["held_out"].str.startswith("machine")]
+    assert set(zip(across["held_out"], across["hardware_id"])) == {
+        (f"machine, k={k}", h) for k in (0, am.CALIBRATION_RECORDS) for h in "ab"
     }
-    assert (summary.loc[summary["held_out"] == "machine, k=10", "median_ape_pct"] < 2.0).all(), summary
-    assert am.validate_across({"a": machines["a"]}).empty
+    assert (across.loc[across["held_out"] == "machine, k=10", "median_ape_pct"] < 2.0).all(), across
+    assert set(summary["held_out"]) == {"model", "batch_size", "machine, k=0", "machine, k=10"}
+    assert notes == ["a: one precision only, nothing to leave out", "b: one precision only, nothing to leave out"]
+    alone = every_protocol(Machines({"a": machines.records["a"]}))[2]
+    assert alone[-1].startswith("a: the only machine, nothing to predict it from")
 
 
 def test_the_choice_of_source_without_calibration_and_the_errors():
