@@ -4,6 +4,8 @@
     calib ground-truth hardware [--store DIR | --runs-root DIR] [--tolerance 0.01]
     calib ground-truth alias ALIAS CANONICAL [--store DIR | --runs-root DIR]
     calib ground-truth migrate SRC... --dest DIR [--dry-run]
+    calib ground-truth pack HARDWARE_ID --dest FILE.tar.xz [--store DIR | --runs-root DIR]
+                               (one machine's records, portable: see data/ground_truth/README.md)
     calib ground-truth validate [--store DIR | --runs-root DIR] [--with-store DIR ...] [--hardware ID ...]
                                [--calibration K] [--shared-roofline] [--csv FILE]
                                (leave one model, batch size, precision out; across machines from the others
@@ -16,7 +18,7 @@
 ``--store`` defaults to the one default store, ``calibration_data/`` in the runs root (``--runs-root``, else
 ``$CALIB_RUNS_ROOT``, else ``runs/``), where phase 05 stores; each command prints the store it reads first.
 Every command but ``migrate``,
-``alias``, ``curves`` and ``measure`` only reads. ``measure`` reads the sweep profile (default
+``alias``, ``pack``, ``curves`` and ``measure`` only reads (``pack`` rebuilds the manifest it packs). ``measure`` reads the sweep profile (default
 ``params/ground_truth.yaml``); the options narrow it (``--models``, ``--precisions``,
 ``--batch-sizes``) or override it (``--store``, ``--repeats``), and afterwards it refreshes the
 machine's efficiency curves. ``main(argv)`` returns the exit status: 0; 1 when a migration had
@@ -70,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="files or directories to migrate from")
     mig.add_argument("--dest", type=Path, required=True, help="store root to write into")
     mig.add_argument("--dry-run", action="store_true", help="report what would happen; write nothing")
+    packing = with_store(
+        commands.add_parser("pack", help="one machine's profile, manifest and records as a .tar.xz to commit")
+    )
+    packing.add_argument("hardware_id")
+    packing.add_argument("--dest", type=Path, required=True, help="the archive to write (.tar.xz)")
     validate = with_store(
         commands.add_parser(
             "validate",
@@ -230,6 +237,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from helpers.ground_truth.migration import pack
+
+    loader = _loader(args)
+    path = pack(loader.root, args.hardware_id, args.dest)
+    print(f"{args.hardware_id}: {len(loader.load_all(args.hardware_id))} records packed into {path}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from helpers.ground_truth import estimator as le
     from helpers.ground_truth.store import GroundTruthLoader
@@ -329,6 +345,7 @@ COMMANDS = {
     "hardware": cmd_hardware,
     "alias": cmd_alias,
     "migrate": cmd_migrate,
+    "pack": cmd_pack,
     "validate": cmd_validate,
     "curves": cmd_curves,
     "measure": cmd_measure,

@@ -6,10 +6,17 @@ measurement, already in the store, a name taken by another measurement, failed, 
 another file of its hardware id failed: all or nothing per hardware id), and which files are not
 records. Files are read by ``foreign`` (normalized), placed by ``layout``, written and indexed by
 ``store``.
+
+Also the store's portable copy of one machine (:func:`pack`, behind ``calib ground-truth pack``, and
+its reader :func:`unpack`): a ``.tar.xz`` of the machine's profile, manifest and record files in the
+canonical layout (no raw samples, no figures), small enough to commit -- ``data/ground_truth/`` holds
+them -- so that the across-machines protocol can predict a machine no session has.
 """
 
 from __future__ import annotations
 
+import io
+import tarfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,7 +25,15 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.ground_truth.foreign import is_record_document, read_measurement, read_record
-from helpers.ground_truth.layout import CANONICAL, file_kind, hardware_dir_of, record_path, samples_path
+from helpers.ground_truth.layout import (
+    CANONICAL,
+    file_kind,
+    hardware_dir_of,
+    hardware_profile_path,
+    record_files,
+    record_path,
+    samples_path,
+)
 from helpers.ground_truth.records import MeasurementRecord, read_json_document
 from helpers.ground_truth.store import (
     DUPLICATE,
@@ -209,3 +224,32 @@ def _destination_outcome(target: Path, record: MeasurementRecord, stored: list[S
     except (OSError, ValueError):
         return None, ""  # an unreadable destination file is replaced (a repair: it held no measurement)
     return CONFLICT, f"{target} holds another measurement ({existing.run_id}, {existing.measurement_date}); kept"
+
+
+def pack(root: str | Path, hardware_id: str, archive: str | Path) -> Path:
+    """Write ``archive`` (``.tar.xz``): ``hardware_id``'s profile (when measured), manifest (rebuilt first) and record
+    files of the store ``root``, paths relative to the store root, without owners or times."""
+    loader = GroundTruthLoader(root)
+    hw_dir = loader.directories(hardware_id)[0]  # an unknown id is an error naming the known ones
+    with write_lock(root):
+        rebuild_manifest(root, hardware_id)
+    files = [hardware_profile_path(root, hardware_id), hw_dir / "manifest.json"]
+    files = [f for f in files if f.is_file()] + sorted(path for path, _ in record_files(hw_dir))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
+        for path in files:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(str(path.relative_to(root)))
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return atomic.write_bytes(archive, buffer.getvalue())
+
+
+def unpack(archive: str | Path, dest: str | Path) -> GroundTruthLoader:
+    """The store ``dest`` with the machine of ``archive`` (written by :func:`pack`) unpacked into it."""
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} does not exist; pack one with `calib ground-truth pack HARDWARE_ID`")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    return GroundTruthLoader(dest)

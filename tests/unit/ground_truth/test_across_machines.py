@@ -12,8 +12,11 @@ from test_ground_truth import PEAK
 from test_subgraph_cost import _slowed, law_records, ms_per_flop
 
 from helpers.ground_truth import across_machines as am
+from helpers.ground_truth.migration import pack, unpack
 from helpers.ground_truth.records import LatencyStats, ModelSummary
+from helpers.ground_truth.store import GroundTruthLoader, save_measurement
 from helpers.ground_truth.validation import Machines, every_protocol
+from helpers.run.project import project_root
 
 
 def machine(records, hardware_id: str) -> list:
@@ -104,3 +107,31 @@ def test_the_choice_of_source_without_calibration_and_the_errors():
         am.across_machines({"a": machine(law, "a")}, "a")
     with pytest.raises(ValueError, match="no records of 'c'"):
         am.across_machines({"a": machine(law, "a")}, "c")
+
+
+def test_the_committed_machine_unpacks_into_a_store_the_loader_reads(tmp_path):
+    archive = project_root() / "data" / "ground_truth" / "amd-epyc-2c.tar.xz"
+    assert archive.stat().st_size < 2_000_000
+    loader = unpack(archive, tmp_path)
+    records = loader.load_all("amd-epyc-2c")
+    assert len(records) == 126 and loader.manifest_status == {"amd-epyc-2c": []}
+    assert {(r.runtime, r.precision) for r in records} == {
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("torch", "fp32"),
+        ("torch", "bf16"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("openvino", "int8"),
+    }
+    assert loader.load_hardware_profile("amd-epyc-2c").measured_gemm_flops > 0
+
+
+def test_a_store_packs_into_an_archive_that_unpacks_to_the_same_records(law, tmp_path):
+    for record in machine(law, "packed-cpu"):
+        save_measurement(record, tmp_path / "store", update_manifest=False)
+    archive = pack(tmp_path / "store", "packed-cpu", tmp_path / "packed.tar.xz")
+    loader = unpack(archive, tmp_path / "unpacked")
+    assert loader.load_all("packed-cpu") == GroundTruthLoader(tmp_path / "store").load_all("packed-cpu")
+    with pytest.raises(FileNotFoundError, match="calib ground-truth pack"):
+        unpack(tmp_path / "missing.tar.xz", tmp_path)
