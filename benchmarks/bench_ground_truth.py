@@ -6,7 +6,8 @@ and FLOPs / peak, in one table.
         [--archive ../shared/data/graphs-sample.tar.xz | --store DIR] [--machines data/ground_truth/*.tar.xz]
         [--shared-roofline] [--out DIR]
 
-(``../shared`` is ``$CALIB_SHARED_DIR`` when set, as in the tests.)
+(``../shared`` is ``$CALIB_SHARED_DIR`` when set, as in the tests.) A run replaces this benchmark's block of
+docs/FIGURES.md (``figures.run``; ``--no-figures`` leaves it).
 
 Unpacks the archive into a temp dir and migrates it into a fresh temp store (``calib ground-truth
 migrate``: nothing outside the temp dir is written), or reads ``--store`` in place; every archive of
@@ -44,6 +45,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
 import pandas as pd
 
 from helpers.ground_truth.migration import migrate, unpack
@@ -144,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)
