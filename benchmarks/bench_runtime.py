@@ -13,8 +13,9 @@ class, seed 0), evaluated on the 10,000 JPEG CIFAR-10 test images (``.cache/cifa
 built from ../shared when missing).
 
 1. Accuracy: every runtime x precision (fp32, bf16 where this CPU has it, int8) on the test split,
-   with agreement and max |logit diff| vs onnxruntime on the same file and both gates of
-   ``helpers.runtime.checks`` (a runtime > 0.3 points below onnxruntime's INT8 accuracy fails).
+   with agreement and max |logit diff| vs onnxruntime on the same file (bf16: vs onnxruntime FP32, with the
+   bf16 parity tolerance) and both gates of ``helpers.runtime.checks`` (a runtime > 0.3 points below
+   onnxruntime's accuracy fails).
 2. Throughput: per batch size, paired A/B rounds -- every session timed in turn within a round, so a
    load change hits all of them alike -- ``--rounds`` rounds of ``--calls`` calls; medians; images/s
    and the ratio to onnxruntime FP32. The load average is printed before and after.
@@ -25,7 +26,10 @@ built from ../shared when missing).
    shared machine), share of the call and fraction of the INT8 peak at the minimum.
 
 Targets (ResNet-8, batch 32, ``--threads`` 2): best INT8 >= 4x onnxruntime FP32 and >= 2x the best
-FP32; INT8 accuracy drop vs FP32 <= 0.3 points with the chosen runtime.
+FP32; INT8 accuracy drop vs FP32 <= 0.3 points with the chosen runtime. The summary puts bf16 beside them and
+says what a bundle built here would offer: per precision the runtimes that passed the gates, the default by
+phase 05's rule (``helpers.runtime.decision``: another runtime replaces onnxruntime only when > 10 % faster,
+on the paired medians at that batch), whether bf16 is offered (or why not), and the fastest precision offered.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import pandas as pd
 
 from helpers import runtime as rt
 from helpers.data import load_dataset, load_splits, make_splits, split_data
-from helpers.runtime import peak
+from helpers.runtime import decision, peak
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CALIB_SHARED_DIR", ROOT.parent / "shared"))
@@ -94,6 +98,7 @@ def model_file(paths: dict, precision: str) -> Path:
 
 def accuracy_table(paths: dict, images: np.ndarray, labels: np.ndarray, threads: int) -> pd.DataFrame:
     rows = []
+    fp32 = rt.open_session(paths["fp32"], "onnxruntime", threads=threads, batch_size=250).logits(images)
     for precision in ("fp32", "bf16", "int8"):
         logits = {
             r: rt.open_session(
@@ -102,26 +107,22 @@ def accuracy_table(paths: dict, images: np.ndarray, labels: np.ndarray, threads:
             for r, p in configurations()
             if p == precision
         }
-        reference = "onnxruntime" if "onnxruntime" in logits else None
-        if reference is None:  # bf16: compare with onnxruntime FP32 on the same float file
-            logits["onnxruntime"] = rt.open_session(
-                paths["fp32"], "onnxruntime", threads=threads, batch_size=250
-            ).logits(images)
-        for runtime, row in rt.compare_runtimes(labels, logits, precision).items():
-            if reference or runtime != "onnxruntime":
-                rows.append(
-                    {
-                        "runtime": runtime,
-                        "precision": precision,
-                        **{
-                            k: row[k]
-                            for k in ("accuracy", "agreement", "max_abs_logit_diff", "accuracy_drop_points", "passed")
-                        },
-                    }
-                )
+        if not logits:  # bf16 without native bf16
+            continue
+        against = fp32 if precision == "bf16" else None  # bf16: against onnxruntime FP32 on the same float file
+        for runtime, row in rt.compare_runtimes(labels, logits, precision, against=against).items():
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "precision": precision,
+                    **{
+                        k: row[k]
+                        for k in ("accuracy", "agreement", "max_abs_logit_diff", "accuracy_drop_points", "passed")
+                    },
+                }
+            )
     table = pd.DataFrame(rows)
-    fp32 = table.query("runtime == 'onnxruntime' and precision == 'fp32'")["accuracy"].iloc[0]
-    table["drop_vs_ort_fp32_points"] = 100 * (fp32 - table["accuracy"])
+    table["drop_vs_ort_fp32_points"] = 100 * (float(np.mean(fp32.argmax(1) == labels)) - table["accuracy"])
     return table
 
 
@@ -247,7 +248,8 @@ def main(argv=None) -> int:
 
 
 def summarize(name: str, accuracy: pd.DataFrame, table: pd.DataFrame) -> dict:
-    """The targets at batch 32: best INT8 (among runtimes passing the accuracy gate) vs ORT FP32 and best FP32."""
+    """The targets at batch 32: best INT8 (among runtimes passing the accuracy gate) vs ORT FP32 and best FP32;
+    bf16 beside them; what a bundle built here would offer and default to (phase 05's rule)."""
     passed = accuracy.query("precision == 'int8' and passed")["runtime"].tolist()
     batch = 32 if (table["batch"] == 32).any() else table["batch"].max()
     at32 = table[table["batch"] == batch]
@@ -263,6 +265,8 @@ def summarize(name: str, accuracy: pd.DataFrame, table: pd.DataFrame) -> dict:
         "best_fp32_runtime": fp32["runtime"],
         "int8_accuracy_drop_points": float(drop),
         "int8_fraction_of_peak": float(int8["fraction_of_peak"]),
+        "bf16": bf16_summary(accuracy, at32, fp32),
+        "bundle": bundle_choice(accuracy, at32),
         "targets": {
             f">= {TARGET_OVER_ORT_FP32}x ort fp32": bool(int8["x_ort_fp32"] >= TARGET_OVER_ORT_FP32),
             f">= {TARGET_OVER_BEST_FP32}x best fp32": bool(
@@ -271,6 +275,43 @@ def summarize(name: str, accuracy: pd.DataFrame, table: pd.DataFrame) -> dict:
             f"drop <= {TARGET_DROP_POINTS} points": bool(drop <= TARGET_DROP_POINTS),
         },
         "int8_rejected_by_accuracy_gate": accuracy.query("precision == 'int8' and not passed")["runtime"].tolist(),
+    }
+
+
+def bf16_summary(accuracy: pd.DataFrame, at_batch: pd.DataFrame, best_fp32: pd.Series) -> dict:
+    """bf16 (OpenVINO's bf16 hint) at the summary's batch, or why it did not run here."""
+    row = accuracy.query("precision == 'bf16'")
+    if row.empty:
+        return {"ran": False, "why": rt.support("openvino", "bf16")[1]}
+    speed = at_batch[at_batch["precision"] == "bf16"].iloc[0]
+    return {
+        "ran": True,
+        "x_ort_fp32": float(speed["x_ort_fp32"]),
+        "x_best_fp32": float(speed["images_per_s"] / best_fp32["images_per_s"]),
+        "accuracy_drop_points": float(row["drop_vs_ort_fp32_points"].iloc[0]),
+        "max_abs_logit_diff_vs_fp32": float(row["max_abs_logit_diff"].iloc[0]),
+        "passed_gates": bool(row["passed"].iloc[0]),
+    }
+
+
+def bundle_choice(accuracy: pd.DataFrame, at_batch: pd.DataFrame) -> dict:
+    """What phase 05 would decide and a bundle offer here: per precision the runtimes that passed, the default by
+    the decision's rule on these paired medians, and the fastest precision offered (images/s of its default)."""
+    offered, defaults, speed = {}, {}, {}
+    for precision in ("fp32", "bf16", "int8"):
+        runtimes = accuracy.query("precision == @precision and passed")["runtime"].tolist()
+        if not runtimes:
+            continue
+        rows = at_batch[at_batch["precision"] == precision].set_index("runtime")
+        offered[precision] = runtimes
+        defaults[precision] = decision.fastest({r: np.array([rows.loc[r, "ms_per_call"]]) for r in runtimes}, runtimes)
+        speed[precision] = float(rows.loc[defaults[precision], "images_per_s"])
+    return {
+        "offered": offered,
+        "defaults": defaults,
+        "bf16_offered": "bf16" in offered,
+        "fastest_precision": max(speed, key=speed.get),
+        "images_per_s": speed,
     }
 
 

@@ -240,6 +240,30 @@ def _check_values(class_names, calibrations, thresholds) -> None:
         raise ValueError(f"class_names must be >= 2 distinct names, got {list(class_names)!r}")
 
 
+def runtime_arguments(decision, runtime_report: Mapping) -> dict:
+    """:func:`write_bundle`'s runtime arguments from phase 05's decision (``helpers.runtime.decision``) and phase
+    04's runtime checks (``quant_report.json`` ``runtimes``: the threads, batch size and versions they ran at)."""
+    return {
+        "runtimes": decision.offered(),
+        "default_runtimes": decision.defaults(),
+        "absent": decision.absent(),
+        "runtime_settings": {k: runtime_report[k] for k in ("threads", "batch_size", "versions")},
+    }
+
+
+def pipeline_runtime_logits(on_runtimes: Mapping, decision, split: str = "test") -> dict[str, dict[str, np.ndarray]]:
+    """:func:`validate`'s ``runtime_logits``: per runtime and offered precision, the pipeline's logits of that
+    precision's phase-04 model on ``split`` (``on_runtimes``: ``logits_file.load_runtimes`` of 04's
+    runtime_logits.npz)."""
+    offered = decision.offered()
+    return {
+        runtime: {
+            p: on_runtimes[runtime][decision.precisions[p].model][split] for p in offered if runtime in offered[p]
+        }
+        for runtime in RUNTIMES
+    }
+
+
 def write_bundle(
     bundle_dir: str | Path,
     *,
@@ -892,9 +916,10 @@ def raise_on_failure(validation: dict) -> None:
 
 
 def validation_table(validation: dict):
-    """One row per precision and runtime that could run it (bf16: OpenVINO only), whatever this bundle offers:
-    the differences measured and whether the checks passed; a pair the bundle does not offer keeps its row,
-    empty, with ``validated`` False (so the table's rows do not depend on the machine that built it)."""
+    """One row per precision and runtime that could run it (bf16: OpenVINO only), whatever this bundle offers --
+    ``fp32`` (onnxruntime), ``fp32 openvino``, ``bf16 openvino``, ``int8``, ``int8 openvino`` --: the differences
+    measured and whether the checks passed; a pair the bundle does not offer keeps its row, empty, with
+    ``validated`` False (so the table's rows do not depend on the machine that built it)."""
     import pandas as pd
 
     columns = [
@@ -914,12 +939,15 @@ def validation_table(validation: dict):
     ]
     checks = _checks(validation)
     rows = {
-        (p, r): {"validated": (p, r) in checks, **{c: checks.get((p, r), {}).get(c) for c in columns}}
+        p if r == "onnxruntime" else f"{p} {r}": {
+            "validated": (p, r) in checks,
+            **{c: checks.get((p, r), {}).get(c) for c in columns},
+        }
         for p in PRECISIONS
         for r in RUNTIMES
         if not (p == "bf16" and r == "onnxruntime")
     }
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["precision", "runtime"])
+    return pd.DataFrame(rows).T
 
 
 def prediction_grid_figure(

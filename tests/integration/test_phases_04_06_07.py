@@ -76,15 +76,17 @@ def test_int8_models_are_close_to_fp32_and_their_logits_are_what_onnxruntime_giv
 
 
 def test_every_onnx_model_is_checked_on_every_runtime(run, split_labels):
-    """Phase 04's cross-runtime report: real sessions of each runtime re-derive its logits and accuracies."""
+    """Phase 04's cross-runtime report: real sessions of each runtime re-derive its logits and accuracies; bf16 (the
+    FP32 file under OpenVINO's bf16 hint) is gated against onnxruntime FP32 where this CPU has native bf16, and is
+    absent with the reason where it has not."""
     report = read_json(run, "04_quantize", "quant_report.json")
     checked = report["runtimes"]
     on_runtimes = np.load(results(run, "04_quantize", "runtime_logits.npz"))
-    assert sorted(checked["models"]) == sorted(["fp32", *report["ort_variants"]])
+    assert list(checked["models"]) == ["fp32", "bf16", *report["ort_variants"]]
     for name, entry in checked["models"].items():
         path = (
             results(run, MODEL_PHASE, "model.onnx")
-            if name == "fp32"
+            if name in ("fp32", "bf16")
             else results(run, "04_quantize", f"model_int8_{name}.onnx")
         )
         for backend in runtime.available(entry["precision"]):
@@ -100,7 +102,21 @@ def test_every_onnx_model_is_checked_on_every_runtime(run, split_labels):
             row = entry["runtimes"][backend]
             assert row["accuracy"] == np.mean(logits.argmax(1) == split_labels["test"])
         assert entry["passed"] == runtime.passing_runtimes(entry["runtimes"])
-        assert "onnxruntime" in entry["passed"]
+        assert ("onnxruntime" in entry["passed"]) == (name != "bf16")
+    bf16 = checked["models"]["bf16"]
+    if runtime.cpu_bf16()[0]:
+        fp32 = on_runtimes[runtime.logits_key("onnxruntime", "fp32", "test")]
+        row = bf16["runtimes"]["openvino"]
+        assert row["passed"] == runtime.bf16_parity(fp32, on_runtimes[runtime.logits_key("openvino", "bf16", "test")])[
+            0
+        ] and (row["accuracy_drop_points"] <= 100 * runtime.ACCURACY_MARGIN)
+        assert summary_of(run)["bf16_offered"] == bool(bf16["passed"])
+    else:
+        assert bf16["runtimes"] == {} and bf16["absent"] and not summary_of(run)["bf16_offered"]
+
+
+def summary_of(run: Path) -> dict:
+    return json.loads((run / "manifests" / "04_quantize.json").read_text())["summary"]
 
 
 def test_calibration_guard_passes_and_the_divided_by_255_ablation_collapses_accuracy(run):

@@ -18,6 +18,7 @@ from helpers.metrics.calibration import softmax
 from helpers.models import parity
 from helpers.run.graph import MODEL_PHASE
 from helpers.run.project import project_root
+from helpers.runtime import decision as runtime_decision
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +44,24 @@ def test_validation_passed_and_bundle_is_complete(full_run):
         "02a_target",
         MODEL_PHASE,
         "04_quantize",
+        "05_latency",
         "06_confidence",
         "07_selective",
     }
     assert (full_run / "manifests/08_bundle.json").is_file()
-    for precision, model in (("fp32", "fp32"), ("int8", quant["best_variant"])):
+    decision = runtime_decision.read(full_run / "results/05_latency/runtime_decision.json")  # 05's, read by 08
+    for precision, model in (("fp32", "fp32"), ("bf16", "bf16"), ("int8", quant["best_variant"])):
         offered = quant["runtimes"]["models"][model]["passed"]  # what passed phase 04's accuracy and parity checks
-        assert doc["models"][precision]["runtimes"] == offered and doc["models"][precision]["runtime"] in offered
+        assert list(decision.precisions[precision].offered) == offered
+        if not offered:  # bf16 on a CPU without native bf16 (or outside its gates): absent, and why
+            assert precision == "bf16" and doc["absent"]["bf16"] == decision.precisions["bf16"].absent != ""
+            continue
+        assert doc["models"][precision]["runtimes"] == offered
+        assert doc["models"][precision]["runtime"] == decision.precisions[precision].default
         for other in set(offered) - {"onnxruntime"}:
             assert validation["runtimes"][other][precision]["passed"], validation["runtimes"][other][precision]
+    events = [json.loads(line) for line in (full_run / "logs/08_bundle.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["event"] in ("timing", "runtime_choice")]  # 08 times nothing
 
 
 def test_bundle_predicts_digits_from_a_copy(full_run, tmp_path):
@@ -59,7 +69,7 @@ def test_bundle_predicts_digits_from_a_copy(full_run, tmp_path):
     copied = shutil.copytree(full_run / "results/08_bundle/bundle", tmp_path / "bundle")  # relocatable
     images, labels = open_run_deployment(full_run, data.load_dataset("digits")).split("test")
     loaded = bundle.load(copied)
-    for precision in bundle.PRECISIONS:
+    for precision in loaded.precisions:  # fp32, int8 and bf16 where this CPU offers it
         for other in loaded.runtimes(precision)[1:]:  # every runtime offered besides the default
             assert np.mean(loaded.predict(images, precision, runtime=other).labels == labels) > 0.85
         prediction = loaded.predict(images, precision)

@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,8 @@ from helpers.models.onnx_export import INPUT_NAME, onnx_logits
 from helpers.quantize import exact_input
 from helpers.quantize.guard import GuardFinding, check_calibration_inputs, check_calibration_slice
 from helpers.run import atomic
+
+log = logging.getLogger("helpers.quantize.ort")
 
 METHODS = ("minmax", "entropy", "percentile")
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
@@ -607,8 +611,9 @@ def report_table(report: dict, timings: dict[str, float] | None = None):
     return table
 
 
-def report_figure(report: dict):
-    """Bars: accuracy with 95% CI error bars, and model size, for FP32 and every INT8 variant."""
+def report_figure(report: dict, split: str = "test"):
+    """Bars: accuracy with 95% CI error bars, and model size, for FP32 and every INT8 variant. ``split`` names the
+    images the accuracy is measured on, with their domain (phase 04: "target test" when the run adapts)."""
     import matplotlib.pyplot as plt
 
     rows = {"fp32": report["fp32"], **report["variants"]}
@@ -621,12 +626,12 @@ def report_figure(report: dict):
     fig, (ax_acc, ax_size) = plt.subplots(1, 2, figsize=(max(8.0, 1.4 * len(names) + 4), 3.8))
     ax_acc.bar(names, 100 * acc, yerr=100 * np.abs(ci.T - acc), capsize=4, color=colors)
     low = max(0.0, 100 * ci[:, 0].min() - 5)
-    ax_acc.set(ylabel="test accuracy (%), 95% CI", ylim=(low, 100), title="accuracy")
+    ax_acc.set(ylabel=f"{split} accuracy (%), 95% CI", ylim=(low, 100), title=f"accuracy on {split}")
     ax_size.bar(names, [rows[n]["size_bytes"] / 1024 for n in names], color=colors)
     ax_size.set(ylabel="model size (KiB)", title="size")
     for ax in (ax_acc, ax_size):
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(f"FP32 vs INT8 (default: {report['default_variant']})")
+    fig.suptitle(f"FP32 vs INT8 on {split} (default: {report['default_variant']})")
     fig.tight_layout()
     return fig
 
@@ -652,15 +657,153 @@ class Variants:
         return {"split": "val", "rule": BEST_VARIANT_RULE, "rows": rows, "chosen": best_variant(rows)}
 
 
-def quantize_variants(phase, prepared: str | Path, stats: CalibrationStatistics, methods, images) -> Variants:
-    """Phase 04's step: one INT8 model per calibration method (same statistics), its logits on every split of
-    ``images``, each method's calibration time logged; the logits saved as ``int8_logits.npz``."""
+INT8_LOGITS = "int8_logits.npz"  # phase 04's val/test logits of every ORT INT8 model (logits_file.load reads it)
+
+
+def quantize_variants(
+    prepared: str | Path, stats: CalibrationStatistics, methods, images: Mapping[str, np.ndarray], out_dir: Path
+) -> Variants:
+    """One INT8 model per calibration method (same statistics) written to ``out_dir`` (:func:`int8_model_name`),
+    its logits on every split of ``images`` (saved there as :data:`INT8_LOGITS`); each method's calibration
+    time goes to the log (``helpers.quantize.ort``)."""
     variants = Variants({}, {}, {})
     for method in methods:
-        path = phase.out(int8_model_name(method))
+        path = Path(out_dir) / int8_model_name(method)
         variants.paths[method] = path
         variants.info[method] = quantize_model(prepared, path, stats, method)
         variants.logits[method] = {split: onnx_logits(path, x) for split, x in images.items()}
-        phase.log("calibration_seconds", method=method, seconds=stats.calibration_seconds(method))
-    logits_file.save(phase.out("int8_logits.npz"), variants.logits)
+        log.info(
+            "calibration_seconds", extra={"fields": {"method": method, "seconds": stats.calibration_seconds(method)}}
+        )
+    logits_file.save(Path(out_dir) / INT8_LOGITS, variants.logits)
     return variants
+
+
+def calibrate_and_quantize(
+    model_path: str | Path,
+    calibration_images: np.ndarray,
+    images: Mapping[str, np.ndarray],
+    out_dir: Path,
+    *,
+    methods,
+    num_bins: int,
+    percentile: float,
+) -> tuple[CalibrationStatistics, Variants]:
+    """Phase 04's ORT step: the FP32 model prepared in a scratch folder (removed on return), one calibration pass
+    over the slice (guard strict: it raises before any activation is computed if the tensors are not
+    ``preprocess()`` of the slice), then :func:`quantize_variants` into ``out_dir``."""
+    with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
+        prepared = prepare_model(model_path, Path(tmp) / "prepared.onnx")
+        stats = collect_calibration_statistics(
+            prepared, calibration_images, guard="raise", num_bins=num_bins, percentile=percentile
+        )
+        return stats, quantize_variants(prepared, stats, methods, images, out_dir)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Phase 04's diagnostics of one calibration method: the /255 ablation (on test), the calibration-size sweep
+    and the per-layer sensitivity (both on val)."""
+
+    ablation: dict
+    size_sweep: list[dict]
+    sensitivity: list[dict]
+
+    def sections(self) -> dict:
+        """Their quant_report.json sections."""
+        return {
+            "wrong_preprocessing_ablation": self.ablation,
+            "calibration_size_sweep": self.size_sweep,
+            "layer_sensitivity": self.sensitivity,
+        }
+
+
+def diagnose(
+    model_path: str | Path,
+    stats: CalibrationStatistics,
+    calibration: tuple[np.ndarray, np.ndarray],
+    images: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    *,
+    method: str,
+    size_sweep,
+    sensitivity: bool,
+    seed: int,
+) -> Diagnostics:
+    """The diagnostics of ``method`` on the model :func:`calibrate_and_quantize` calibrated (prepared again in a
+    scratch folder: ``quant_pre_process`` is deterministic, and :func:`quantize_model` checks the prepared file is
+    the one ``stats`` was collected on). The guard's warning on the /255 slice is expected: its finding is in the
+    ablation."""
+    options = {"num_bins": stats.num_bins, "percentile": stats.percentile}
+    with tempfile.TemporaryDirectory(prefix="diagnose-") as tmp:
+        prepared = prepare_model(model_path, Path(tmp) / "prepared.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ablation = wrong_preprocessing_ablation(
+                prepared, calibration[0], images["test"], labels["test"], method=method, stats=stats, **options
+            )
+        sizes = (
+            calibration_size_sweep(
+                prepared, *calibration, size_sweep, images["val"], labels["val"], method=method, seed=seed, **options
+            )
+            if size_sweep
+            else []
+        )
+        layers = layer_sensitivity(prepared, stats, images["val"], labels["val"], method=method) if sensitivity else []
+    return Diagnostics(ablation, sizes, layers)
+
+
+def runtime_models(fp32_path: str | Path, variants: Variants) -> dict[str, tuple[Path, str]]:
+    """What phase 04 evaluates on every runtime (``runtime.evaluate_models``): the FP32 file as ``fp32`` and as
+    ``bf16`` (OpenVINO's bf16 hint, where the CPU has it), and every ORT INT8 model."""
+    return {
+        "fp32": (Path(fp32_path), "fp32"),
+        "bf16": (Path(fp32_path), "bf16"),
+        **{method: (path, "int8") for method, path in variants.paths.items()},
+    }
+
+
+def phase_report(
+    test_labels: np.ndarray,
+    fp32_test_logits: np.ndarray,
+    fp32_path: str | Path,
+    variants: Variants,
+    selection: dict,
+    stats: CalibrationStatistics,
+    diagnostics: Diagnostics,
+    runtimes: dict,
+    others: Mapping[str, object | None] = (),
+) -> dict:
+    """quant_report.json of phase 04 (:func:`build_quant_report`): FP32, every ORT variant and ``others`` (a name
+    -> an object with ``logits`` on test and ``describe()``, e.g. the PT2E variant; None: not run) on the test
+    split; the variant :func:`Variants.selection` chose on val; the calibration, diagnostics and runtime checks."""
+    rows = {m: (variants.logits[m]["test"], variants.info[m]) for m in variants.paths}
+    rows |= {name: (other.logits, other.describe()) for name, other in dict(others).items() if other is not None}
+    return build_quant_report(
+        test_labels,
+        fp32_test_logits,
+        Path(fp32_path).stat().st_size,
+        rows,
+        selection["chosen"],
+        best_variant=selection["chosen"],
+        selection=selection,
+        ort_variants=list(variants.paths),
+        calibration=stats.describe(),
+        **diagnostics.sections(),
+        runtimes=runtimes,
+    )
+
+
+def phase_summary(report: dict) -> dict:
+    """Phase 04's manifest summary from its report. ``bf16_offered`` is a flag (what passed depends on the CPU);
+    ``runtimes_passed`` lists the FP32 and INT8 models' runtimes."""
+    models = report["runtimes"]["models"]
+    return {
+        "best_variant": report["best_variant"],
+        "fp32_test_accuracy": report["fp32"]["accuracy"],
+        "int8_test_accuracy": {name: row["accuracy"] for name, row in report["variants"].items()},
+        "divided_by_255_test_accuracy": report["wrong_preprocessing_ablation"]["divided_by_255"]["accuracy"],
+        "pt2e_backend": report["variants"].get("pt2e", {}).get("backend"),
+        "runtimes_passed": {m: r["passed"] for m, r in models.items() if r["precision"] != "bf16"},
+        "bf16_offered": bool(models.get("bf16", {}).get("passed")),
+    }

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import logging
 import re
 import time
 import warnings
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.models import import_noise
+from helpers.models import artifact, import_noise
 
 import_noise.quiet()  # before torchao is imported
 
@@ -276,3 +277,53 @@ def predict_logits(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarra
             desc="PT2E predict_logits",
             pad_last=True,
         )
+
+
+EAGER_REASON = "pt2e_compile is off (the fast default): eager converted model, same int8 rounding, float kernels"
+
+
+@dataclass
+class Pt2eVariant:
+    """Phase 04's PT2E model: the conversion, the runner that ran it and its logits on the evaluated images."""
+
+    result: PT2EResult
+    runner: Int8Runner
+    logits: np.ndarray
+
+    def describe(self) -> dict:
+        """Its quant_report.json info: the conversion's checks and the path that ran (no timings)."""
+        return {**self.result.describe(), **self.runner.describe()}
+
+    def line(self) -> str:
+        """One line: the path that ran, why, and the layers quantized."""
+        reason = f" ({self.runner.reason})" if self.runner.reason else ""
+        return f"PT2E path: {self.runner.backend}{reason}; layers quantized: {', '.join(self.result.layers)}"
+
+
+def pt2e_variant(
+    model_files: tuple[Path, Path], calibration_images: np.ndarray, images: np.ndarray, *, enabled: bool, compile: bool
+) -> Pt2eVariant | None:
+    """Phase 04's PT2E step (None when not ``enabled``): the model of ``model_files`` (model.json, model.pt)
+    quantized with PT2E on the slice and run on ``images``, through Inductor's int8 kernels (``compile``), else
+    the eager converted model (same int8 rounding; accuracy is representative, latency is not). Each step's wall
+    time goes to the log (``helpers.quantize.pt2e``)."""
+    if not enabled:
+        return None
+    model, _ = artifact.load(*model_files)
+    log = logging.getLogger("helpers.quantize.pt2e")
+    start = time.perf_counter()
+    result = quantize_pt2e(model, calibration_images)
+    log.info("timing", extra={"fields": {"name": "pt2e_quantize", "seconds": time.perf_counter() - start}})
+    start = time.perf_counter()
+    runner = (
+        compile_int8(result.module, images[:256]) if compile else Int8Runner(result.module, "eager", EAGER_REASON, [])
+    )
+    logits = predict_logits(runner, images)
+    name = "pt2e_compile" if compile else "pt2e_eager"
+    log.info("timing", extra={"fields": {"name": name, "seconds": time.perf_counter() - start}})
+    return Pt2eVariant(result, runner, logits)
+
+
+def path_line(variant: Pt2eVariant | None) -> str:
+    """One line for the notebook: the path PT2E ran, or that it is off."""
+    return variant.line() if variant else "PT2E path: off (torch_pt2e is False)"

@@ -190,6 +190,27 @@ def decide(
     return RuntimeDecision(choices, batch_size=batch_size, threads=threads, rounds=rounds, calls=calls)
 
 
+def decide_from_report(
+    runtime_report: Mapping,
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    int8_model: str,
+    *,
+    batch_size: int = 32,
+    rounds: int = 5,
+    calls: int = 5,
+) -> RuntimeDecision:
+    """Phase 05's decision: FP32 (``fp32_path``), bf16 (the same file) and INT8 (``int8_path``, phase 04's model
+    ``int8_model``) offered on what passed phase 04's checks (``quant_report.json`` ``runtimes``), each default
+    timed at 04's threads -- the threads the bundle records its runtimes at."""
+    models = {"fp32": "fp32", "bf16": "bf16", "int8": int8_model}
+    paths = {"fp32": fp32_path, "bf16": fp32_path, "int8": int8_path}
+    checks = offered_by_checks(runtime_report, models)
+    return decide(
+        paths, checks, models, threads=runtime_report["threads"], batch_size=batch_size, rounds=rounds, calls=calls
+    )
+
+
 def table(decision: RuntimeDecision):
     """One row per precision (all of :data:`PRECISIONS`, whatever this machine offers): the runtimes offered, the
     default, each runtime's median ms per call, and why a precision is absent."""

@@ -349,3 +349,84 @@ def test_int8_model_name_is_built_in_one_place_and_refuses_unknown_methods():
     assert q.int8_model_name("entropy") == "model_int8_entropy.onnx"
     with pytest.raises(ValueError, match="calibration method"):
         q.int8_model_name("kl")
+
+
+def test_phase_steps_take_plain_values_and_keep_no_scratch(tmp_path, digits, caplog, monkeypatch):
+    """Phase 04's steps without a Phase: the FP32 model prepared in a scratch folder that is gone on return, the
+    INT8 models and int8_logits.npz in the given folder, calibration times in the helpers log; the diagnostics
+    prepare the model again (deterministic: the statistics' sha256 check passes) and keep nothing either."""
+    import logging
+    import tempfile
+
+    ds = load_dataset("digits")
+    torch.manual_seed(0)
+    model = export_onnx(build_model("digits_cnn", 10).eval(), tmp_path / "model.onnx", (8, 8, 1))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where TemporaryDirectory creates its folders
+    images = {"val": ds.test_images[:60], "test": ds.test_images[60:160]}
+    labels = {"val": ds.test_labels[:60], "test": ds.test_labels[60:160]}
+    out = tmp_path / "results"
+    out.mkdir()
+    with caplog.at_level(logging.INFO, logger="helpers.quantize.ort"):
+        stats, variants = q.calibrate_and_quantize(
+            model, digits["calib_images"], images, out, methods=["minmax", "entropy"], num_bins=BINS, percentile=99.9
+        )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "int8_logits.npz",
+        "model_int8_entropy.onnx",
+        "model_int8_minmax.onnx",
+    ]
+    assert [r.fields["method"] for r in caplog.records if r.getMessage() == "calibration_seconds"] == [
+        "minmax",
+        "entropy",
+    ]
+    assert list(scratch.iterdir()) == []
+    np.testing.assert_array_equal(
+        variants.logits["minmax"]["test"], onnx_logits(out / "model_int8_minmax.onnx", images["test"])
+    )
+    diagnostics = q.diagnose(
+        model,
+        stats,
+        (digits["calib_images"], digits["calib_labels"]),
+        images,
+        labels,
+        method="minmax",
+        size_sweep=[1],
+        sensitivity=True,
+        seed=0,
+    )
+    assert diagnostics.ablation["guard_finding"]["diagnosis"] == "divided_by_255"
+    assert [r["samples_per_class"] for r in diagnostics.size_sweep] == [1] and diagnostics.sensitivity
+    assert set(diagnostics.sections()) == {
+        "wrong_preprocessing_ablation",
+        "calibration_size_sweep",
+        "layer_sensitivity",
+    }
+    assert list(scratch.iterdir()) == []
+    selection = variants.selection(labels["val"], onnx_logits(model, images["val"]))
+    runtimes = {
+        "models": {
+            "fp32": {"precision": "fp32", "passed": ["onnxruntime"]},
+            "bf16": {"precision": "bf16", "passed": []},
+        }
+    }
+    report = q.phase_report(
+        labels["test"],
+        onnx_logits(model, images["test"]),
+        model,
+        variants,
+        selection,
+        stats,
+        diagnostics,
+        runtimes,
+        others={"pt2e": None},
+    )
+    assert sorted(report["variants"]) == ["entropy", "minmax"] and report["best_variant"] == selection["chosen"]
+    summary = q.phase_summary(report)
+    assert summary["bf16_offered"] is False and summary["runtimes_passed"] == {"fp32": ["onnxruntime"]}
+    assert summary["pt2e_backend"] is None
+    assert list(q.runtime_models(model, variants)) == ["fp32", "bf16", "minmax", "entropy"]
+    fig = q.report_figure(report, "target test")
+    assert fig.axes[0].get_title() == "accuracy on target test" and "target test" in fig.axes[0].get_ylabel()
+    assert "on target test" in fig._suptitle.get_text()
