@@ -1,8 +1,8 @@
 """The run report: one self-contained HTML page rendered from every phase's RESULTS files.
 
-``gather(phase)`` collects, for each upstream phase that is present (manifest written and
-verifying), its declared result files through ``phase.input`` (sha256-checked); phases that did
-not run are simply absent. ``render(inputs)`` turns that into one HTML page: one section per
+Its input is ``{phase id: {file name: path}}`` for each upstream phase that is present (manifest written and
+verifying; ``Phase.present_inputs`` in phase 09, sha256-checked); phases that did not run are simply absent.
+``render(inputs)`` turns that into one HTML page: one section per
 phase (tables through pandas ``to_html``, figures embedded as base64 PNG), and a notice naming
 the missing phases instead of failing. The page has no scripts and no external references.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.run import headline, manifest
+from helpers.run import headline
 from helpers.run.graph import get_phase
 
 Files = Mapping[str, Path]  # result file name (relative to results/<phase>/) -> path
@@ -44,16 +44,6 @@ th{background:#f2f2f2}figure{margin:1em 0}img{max-width:100%}figcaption{font-siz
 .card{border:1px solid #ccc;border-radius:6px;padding:0.5em 0.9em;min-width:9em}
 .card b{display:block;font-size:1.4em}.card span{font-size:0.8em;color:#555}
 tr.changed td{background:#e8f0fe;font-weight:bold}.params td{text-align:left}"""
-
-
-def gather(phase) -> dict[str, dict[str, Path]]:
-    """{phase id: {file name: verified path}} for every upstream phase of ``phase`` that is present."""
-    inputs = {}
-    for pid in phase.spec.upstream:
-        if phase.has(pid):
-            names = manifest.read_manifest(phase.run_dir, pid)["files"]
-            inputs[pid] = {name: phase.input(pid, name) for name in sorted(names)}
-    return inputs
 
 
 # -- building blocks ----------------------------------------------------------------------
@@ -739,11 +729,14 @@ def _section(pid: str, inputs: Mapping[str, Files]) -> str:
 # -- the top of the page: the run itself ------------------------------------------------------
 
 
-def run_overview(phase, inputs: Mapping[str, Files]) -> dict:
-    """:func:`overview` of the run ``phase`` (the report) is in: the present phases' summaries and latency."""
-    summaries = {pid: phase.upstream_summary(pid) for pid in inputs}
+def run_overview(
+    run_dir: Path, inputs: Mapping[str, Files], summary: Callable[[str], Mapping], exclude: str | None = None
+) -> dict:
+    """:func:`overview` of the run in ``run_dir`` from its present phases (``inputs``, as ``Phase.present_inputs``
+    gives them): their manifest summaries (``summary(phase id)``, e.g. ``phase.upstream_summary``) and 05's latency;
+    ``exclude``: the report's own phase."""
     latency = _json(inputs["05_latency"], "latency.json") if "05_latency" in inputs else None
-    return overview(phase.run_dir, summaries, latency, exclude=phase.spec.id)
+    return overview(run_dir, {pid: summary(pid) for pid in inputs}, latency, exclude=exclude)
 
 
 def overview(

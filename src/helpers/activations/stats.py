@@ -39,6 +39,7 @@ Layout of layers of different widths (fields of :class:`ActivationStats`, and th
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ from tqdm import tqdm
 from helpers.data.datasets import check_image_batch, check_indices, preprocess, slice_hash
 from helpers.models.architectures import build_model
 from helpers.run import atomic
+
+log = logging.getLogger(__name__)  # each role's statistics event goes to the open phase's log (helpers.run.phase)
 
 SPIKE_DEFINITIONS = ("zscore", "positive")
 STATS_FILE = "calibration_stats.npz"
@@ -533,7 +536,7 @@ def save_stats(stats: ActivationStats, out_dir: str | Path) -> tuple[Path, Path]
 
 
 def stats_for_roles(
-    phase,
+    out: Callable[[str], Path],
     roles: Mapping[str, nn.Module],
     layers: Sequence[str],
     images: np.ndarray,
@@ -544,26 +547,22 @@ def stats_for_roles(
     theta: float,
     prefix: str = "",
 ) -> dict[str, ActivationStats]:
-    """Phase 03's step: statistics of each role's model over the slice, saved to ``<prefix><role>/`` in the
-    phase's results, each logged with its clamp counts (a NaN/Inf raises naming the layer)."""
-    out = {}
+    """Phase 03's step: statistics of each role's model over the slice, saved to ``<prefix><role>/`` through
+    ``out(name) -> path`` (``phase.out``), each logged with its clamp counts (a NaN/Inf raises naming the layer)."""
+    by_role = {}
     for role, model in roles.items():
         stats = image_activation_stats(
             model, layers, images, indices, role=role, batch_size=batch_size, eps=eps, theta=theta
         )
-        save_stats(stats, phase.out(f"{prefix}{role}/{STATS_FILE}").parent)
+        save_stats(stats, out(f"{prefix}{role}/{STATS_FILE}").parent)
         clamped = dict(zip(layers, stats.clamp_counts.tolist()))
         finite = bool(np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all())
-        phase.log(
-            "activation_stats",
-            role=role,
-            clamp_counts=clamped,
-            finite=finite,
-            sample_counts=dict(zip(layers, stats.sample_counts.tolist())),
-        )
+        samples = dict(zip(layers, stats.sample_counts.tolist()))
+        fields = {"role": role, "clamp_counts": clamped, "finite": finite, "sample_counts": samples}
+        log.info("activation_stats", extra={"fields": fields})
         print(f"{role}: every hooked activation finite; units clamped to eps per layer: {clamped}")
-        out[role] = stats
-    return out
+        by_role[role] = stats
+    return by_role
 
 
 def plot_rates(stats_by_role: Mapping[str, ActivationStats]) -> Figure:

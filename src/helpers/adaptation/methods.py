@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,16 +61,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from helpers.data.datasets import preprocess
+from helpers.data.deployment import FILE, load_array
 from helpers.models import import_noise
-from helpers.models.training import BatchProgress, augment_batch, deterministic_cpu
+from helpers.models.training import augment_batch, deterministic_cpu, fit_epochs
+from helpers.run.params import param, typed_config
 
 import_noise.quiet()  # peft imports torchao
-MODES = ("none", "lora", "adabn", "tent")
-LABEL_FREE = ("adabn", "tent")
-LORA_OBJECTIVES = ("supervised", "shot", "entropy")
+log = logging.getLogger(__name__)  # epoch events go to the open phase's log (helpers.run.phase)
+MODES = ("none", "lora", "adabn", "tent")  # "none" passes the model through and reads no target data
+LABEL_FREE = ("adabn", "tent")  # modes that fit on target images without labels
+LORA_OBJECTIVES = ("supervised", "shot", "entropy")  # "supervised" alone reads the target train labels
 SHOT_BETA = 0.3  # weight of the pseudo-label cross-entropy (SHOT's beta for digits and Office)
 COLLAPSE_FRACTION = 0.5  # fail when the effective number of predicted classes halves
 ADAPTABLE = (nn.Conv2d, nn.Linear)  # layer types LoRA adapts
@@ -88,52 +91,73 @@ class CollapseError(RuntimeError):
     """A label-free adaptation collapsed its predictions onto few classes (raised before any merge)."""
 
 
-def label_free(mode: str, objective: str = "supervised") -> bool:
-    """Whether this adaptation fits without labels (adabn, tent, or LoRA with a label-free objective)."""
-    return mode in LABEL_FREE or (mode == "lora" and objective != "supervised")
-
-
 @dataclass(frozen=True)
 class AdaptConfig:
-    mode: str
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 0.01
-    rank: int = 4
-    alpha: float = 8.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ()  # LoRA: module names (empty: every Conv2d and Linear)
-    bn_trainable: bool = True  # LoRA: train the batch-norm affine parameters too
-    augment: bool = False  # LoRA: random flip and crop (CIFAR-10)
+    """Phase 02b's typed config (``phase.config``): validated when built, so every holder of one has a valid mode.
+
+    What a mode means is derived here and nowhere else: whether it fits at all (``fits``), whether without labels
+    (``label_free``) and so which of the graph's input kinds the phase reads (``reads``: the base model, the
+    target train images, their labels)."""
+
+    mode: str = field(metadata=param("adaptation"))
+    epochs: int = field(default=3, metadata=param("adapt_epochs"))
+    batch_size: int = field(default=64, metadata=param("adapt_batch_size"))
+    lr: float = field(default=0.01, metadata=param("adapt_lr"))
+    rank: int = field(default=4, metadata=param("lora_rank"))
+    alpha: float = field(default=8.0, metadata=param("lora_alpha"))
+    dropout: float = field(default=0.0, metadata=param("lora_dropout"))
+    # LoRA: module names (empty: every Conv2d and Linear)
+    target_modules: tuple[str, ...] = field(default=(), metadata=param("lora_target_modules"))
+    bn_trainable: bool = field(default=True, metadata=param("lora_bn_trainable"))  # LoRA: train the BN affine too
+    augment: bool = field(default=False, metadata=param("adapt_augment"))  # LoRA: random flip and crop (CIFAR-10)
     weight_decay: float = 0.0
-    max_images: int = 0  # fit on the first this many target train images (0: all of them)
-    objective: str = "supervised"  # LoRA: supervised, or label-free shot / entropy
+    max_images: int = field(default=0, metadata=param("adapt_images"))  # fit on the first this many (0: all)
+    objective: str = field(default="supervised", metadata=param("lora_objective"))  # LoRA: or label-free shot / entropy
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise AdaptationError(f"unknown adaptation mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.objective not in LORA_OBJECTIVES:
+            raise AdaptationError(
+                f"unknown lora_objective {self.objective!r}; choose one of {', '.join(LORA_OBJECTIVES)} "
+                "(supervised reads the target train labels; shot and entropy are label-free)"
+            )
+        if not self.fits:
+            return
+        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0 or self.max_images < 0:
+            raise AdaptationError(
+                f"need adapt_epochs >= 1, adapt_batch_size >= 2 (batch statistics), adapt_lr > 0 and "
+                f"adapt_images >= 0; got {self.epochs}, {self.batch_size}, {self.lr}, {self.max_images}"
+            )
+        if self.mode == "lora":
+            if self.rank <= 0:
+                raise AdaptationError(f"lora_rank must be a positive integer, got {self.rank}")
+            if not self.alpha > 0:
+                raise AdaptationError(f"lora_alpha must be > 0, got {self.alpha}")
+            if not 0.0 <= self.dropout < 1.0:
+                raise AdaptationError(f"lora_dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def fits(self) -> bool:
+        """Whether the mode fits anything on the target images (every mode but ``none``)."""
+        return self.mode != "none"
 
     @property
     def label_free(self) -> bool:
-        return label_free(self.mode, self.objective)
+        """Whether the adaptation fits without labels (adabn, tent, or LoRA with a label-free objective)."""
+        return self.mode in LABEL_FREE or (self.mode == "lora" and self.objective != "supervised")
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The kinds of input (``helpers.run.graph``'s 02b ``inputs``) this mode reads before the phase seals."""
+        return (
+            ("model",) + (("images",) if self.fits else ()) + (("labels",) if self.fits and not self.label_free else ())
+        )
 
     @property
     def name(self) -> str:
         """The mode as messages name it: ``tent``, ``lora (shot)``."""
         return f"lora ({self.objective})" if self.mode == "lora" else self.mode
-
-    @classmethod
-    def from_params(cls, params: dict) -> AdaptConfig:
-        return cls(
-            mode=params["adaptation"],
-            epochs=params["adapt_epochs"],
-            batch_size=params["adapt_batch_size"],
-            lr=params["adapt_lr"],
-            rank=params["lora_rank"],
-            alpha=params["lora_alpha"],
-            dropout=params["lora_dropout"],
-            target_modules=tuple(params["lora_target_modules"]),
-            bn_trainable=params["lora_bn_trainable"],
-            augment=params["adapt_augment"],
-            max_images=params["adapt_images"],
-            objective=params["lora_objective"],
-        )
 
 
 @dataclass
@@ -150,36 +174,22 @@ class Adapted:
     collapse_guard: dict[str, Any] = field(default_factory=dict)  # label-free: the guard's measurements
 
 
-def check_params(params: dict, config: dict | None = None) -> None:
-    """Phase 02b's checks that need no model (``calib run`` runs them before any kernel, ``Phase.open`` again)."""
-    mode = params["adaptation"]
-    if mode not in MODES:
-        raise AdaptationError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
-    if params["lora_objective"] not in LORA_OBJECTIVES:
-        raise AdaptationError(
-            f"unknown lora_objective {params['lora_objective']!r}; choose one of {', '.join(LORA_OBJECTIVES)} "
-            "(supervised reads the target train labels; shot and entropy are label-free)"
+def check_params(params: dict, config: dict | None = None) -> AdaptConfig:
+    """Phase 02b's precheck: its typed config (``calib run`` builds it before any kernel, ``Phase.open`` keeps it as
+    ``phase.config``); checks that need the model are :func:`check_model`'s."""
+    return typed_config(AdaptConfig, params)
+
+
+def fitting_data(config: AdaptConfig, read: Callable[[str], Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(images, labels)`` the mode fits on, read from phase 02a's target train files through ``read(name) ->
+    path`` (``phase.input`` of 02a): None for what the mode does not read (``config.reads``)."""
+
+    def load(kind: str) -> np.ndarray | None:
+        return (
+            load_array(read(FILE.format(domain="target", split="train", kind=kind))) if kind in config.reads else None
         )
-    if mode == "none":
-        return
-    if (
-        params["adapt_epochs"] < 1
-        or params["adapt_batch_size"] < 2
-        or not params["adapt_lr"] > 0
-        or params["adapt_images"] < 0
-    ):
-        raise AdaptationError(
-            f"need adapt_epochs >= 1, adapt_batch_size >= 2 (batch statistics), adapt_lr > 0 and "
-            f"adapt_images >= 0; got {params['adapt_epochs']}, {params['adapt_batch_size']}, "
-            f"{params['adapt_lr']}, {params['adapt_images']}"
-        )
-    if mode == "lora":
-        if params["lora_rank"] <= 0:
-            raise AdaptationError(f"lora_rank must be a positive integer, got {params['lora_rank']}")
-        if not params["lora_alpha"] > 0:
-            raise AdaptationError(f"lora_alpha must be > 0, got {params['lora_alpha']}")
-        if not 0.0 <= params["lora_dropout"] < 1.0:
-            raise AdaptationError(f"lora_dropout must be in [0, 1), got {params['lora_dropout']}")
+
+    return load("images"), load("labels")
 
 
 def bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
@@ -210,8 +220,6 @@ def lora_targets(model: nn.Module, target_modules: tuple[str, ...] | list[str]) 
 
 def check_model(model: nn.Module, config: AdaptConfig) -> list[str]:
     """Model-dependent checks before any training; returns the LoRA target layers (empty otherwise)."""
-    if config.mode not in MODES:
-        raise AdaptationError(f"unknown adaptation mode {config.mode!r}; choose one of {', '.join(MODES)}")
     if config.mode in LABEL_FREE or (config.mode == "lora" and config.bn_trainable):
         if not bn_layers(model):
             need = "adaptation=lora with lora_bn_trainable=False" if config.mode == "lora" else "adaptation=lora"
@@ -219,15 +227,7 @@ def check_model(model: nn.Module, config: AdaptConfig) -> list[str]:
                 f"{config.mode} adapts batch-norm layers, and {type(model).__name__} has none; "
                 f"use {need} (or adaptation=none)"
             )
-    if config.mode == "lora":
-        if config.rank <= 0:
-            raise AdaptationError(f"lora_rank must be a positive integer, got {config.rank}")
-        if config.objective not in LORA_OBJECTIVES:
-            raise AdaptationError(
-                f"unknown lora_objective {config.objective!r}; choose one of {', '.join(LORA_OBJECTIVES)}"
-            )
-        return config_targets(model, config)
-    return []
+    return config_targets(model, config) if config.mode == "lora" else []
 
 
 def classifier_head(model: nn.Module) -> str:
@@ -252,11 +252,6 @@ def config_targets(model: nn.Module, config: AdaptConfig) -> list[str]:
 
 
 # -- the label-free modes ---------------------------------------------------------------------
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    return [order[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)] or [order]
-
-
 @torch.no_grad()
 def adabn(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> nn.Module:
     """Re-estimate every batch-norm layer's running statistics on ``images`` (one pass, exact average).
@@ -285,12 +280,37 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(1).mean()
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, epochs: int, step: int, steps: int, what: str) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"{what} became {loss.item()} at epoch {epoch}/{epochs}, step {step}/{steps}; "
-            "lower adapt_lr, or check the model's weights and the target images"
-        )
+def _fit_epochs(
+    model,
+    images,
+    config: AdaptConfig,
+    step,
+    optimizer,
+    generator,
+    progress,
+    after_epoch,
+    before_epoch=None,
+    *,
+    one_cycle: bool,
+) -> None:
+    """``helpers.models.training.fit_epochs`` over the target ``images`` with ``config``'s epochs and batch size;
+    its progress events are named by the mode (``tent``, ``lora shot``)."""
+    fit_epochs(
+        model,
+        len(images),
+        step,
+        optimizer,
+        name=f"lora {config.objective}" if config.mode == "lora" else config.mode,
+        generator=generator,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        one_cycle=one_cycle,
+        bar=f"{config.mode} ",
+        progress=progress,
+        hint="lower adapt_lr, or check the model's weights and the target images",
+        before_epoch=before_epoch,
+        after_epoch=after_epoch,
+    )
 
 
 def _tent(
@@ -310,26 +330,18 @@ def _tent(
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     history: History = {"epoch": [], "entropy": []}
-    model.train()  # batch statistics in the forward pass, as TENT does
-    report = BatchProgress("tent", config.epochs, len(images) // config.batch_size)  # _batches' count
-    for epoch in range(1, config.epochs + 1):
-        batches = _batches(len(images), config.batch_size, generator)
-        total = 0.0
-        for step, idx in enumerate(
-            tqdm(batches, desc=f"tent epoch {epoch}/{config.epochs}", disable=not progress), start=1
-        ):
-            loss = entropy(model(torch.from_numpy(preprocess(images[idx].numpy()))))
-            _check_finite(loss, epoch, config.epochs, step, len(batches), "TENT entropy")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-            report(epoch, step, total / step)
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, float]:  # batch statistics in the forward pass, as TENT does
+        return entropy(model(torch.from_numpy(preprocess(images[idx].numpy())))), 0.0
+
+    def after_epoch(epoch: int, mean_entropy: float, _: float) -> None:
         history["epoch"].append(epoch)
-        history["entropy"].append(total / len(batches))
+        history["entropy"].append(mean_entropy)
         guard.check(model, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history, model)
+
+    _fit_epochs(model, images, config, step, optimizer, generator, progress, after_epoch, one_cycle=False)  # as TENT
     for p in model.parameters():
         p.requires_grad_(True)
     return history
@@ -527,44 +539,38 @@ def _lora_fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = len(images) // config.batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps)
     supervised = config.objective == "supervised"
-    history: History = {"epoch": [], "loss": [], ("train_acc" if supervised else "entropy"): []}
-    report = BatchProgress(f"lora {config.objective}", config.epochs, steps)
-    for epoch in range(1, config.epochs + 1):
+    tracked = "train_acc" if supervised else "entropy"
+    history: History = {"epoch": [], "loss": [], tracked: []}
+    targets = None
+
+    def before_epoch(epoch: int) -> None:
+        nonlocal targets
         if config.objective == "shot":
             targets = shot_pseudo_labels(model, head, images.numpy())
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        loss_sum, tracked = 0.0, 0.0
-        for step in tqdm(range(steps), desc=f"lora epoch {epoch}/{config.epochs}", disable=not progress):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            batch = augment_batch(images[idx], generator) if config.augment else images[idx]
-            logits = model(torch.from_numpy(preprocess(batch.numpy())))
-            if supervised:
-                loss = F.cross_entropy(logits, labels[idx])
-                tracked += int((logits.argmax(1) == labels[idx]).sum())
-            else:
-                loss = entropy(logits) if config.objective == "entropy" else information_maximisation(logits)
-                if config.objective == "shot":
-                    loss = loss + SHOT_BETA * F.cross_entropy(logits, targets[idx])
-                tracked += float(entropy(logits.detach())) * len(idx)
-            _check_finite(loss, epoch, config.epochs, step + 1, steps, f"LoRA {config.objective} loss")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.item()
-            report(epoch, step + 1, loss_sum / (step + 1))
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+        batch = augment_batch(images[idx], generator) if config.augment else images[idx]
+        logits = model(torch.from_numpy(preprocess(batch.numpy())))
+        if supervised:
+            return F.cross_entropy(logits, labels[idx]), int((logits.argmax(1) == labels[idx]).sum())
+        loss = entropy(logits) if config.objective == "entropy" else information_maximisation(logits)
+        if config.objective == "shot":
+            loss = loss + SHOT_BETA * F.cross_entropy(logits, targets[idx])
+        return loss, float(entropy(logits.detach())) * len(idx)
+
+    def after_epoch(epoch: int, loss: float, total: float) -> None:
         history["epoch"].append(epoch)
-        history["loss"].append(loss_sum / steps)
-        history["train_acc" if supervised else "entropy"].append(tracked / (steps * config.batch_size))
+        history["loss"].append(loss)
+        history[tracked].append(total / (steps * config.batch_size))
         if not supervised and config.bn_trainable:  # as TENT: exact statistics of the model as it now is
             adabn(model, images.numpy())
         if guard is not None:
             guard.check(model, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history, model)
+
+    _fit_epochs(model, images, config, step, optimizer, generator, progress, after_epoch, before_epoch, one_cycle=True)
     model.eval()
     return history
 
@@ -588,13 +594,13 @@ def adapt(
     check_model(model, config)
     model = copy.deepcopy(model).eval()
     total = sum(p.numel() for p in model.parameters())
-    if config.mode == "none":
+    if not config.fits:
         if images is not None or labels is not None:
             raise AdaptationError("adaptation=none passes the model through: it takes no target data")
         return Adapted(model, model, {}, {"mode": "none"}, {}, 0, total)
     if config.label_free and labels is not None:
         raise AdaptationError(f"{config.name} is label-free: it must not be given labels")
-    if config.mode == "lora" and not config.label_free and labels is None:
+    if not config.label_free and labels is None:
         raise AdaptationError("lora with lora_objective=supervised trains on labeled target images: pass their labels")
     if config.max_images:
         images, labels = images[: config.max_images], None if labels is None else labels[: config.max_images]
@@ -671,12 +677,13 @@ def adapt(
     )
 
 
-def epoch_reporter(log: Callable[..., None]) -> Callable[[int, History, nn.Module], None]:
-    """An ``on_epoch_end`` callback that prints one line per epoch and logs it (``log`` is ``phase.log``)."""
+def epoch_reporter() -> Callable[[int, History, nn.Module], None]:
+    """An ``on_epoch_end`` callback that prints one line per epoch and logs it (an ``adaptation_epoch`` event in
+    the phase's log)."""
 
     def report(epoch: int, history: History, model: nn.Module) -> None:
         values = {k: v[-1] for k, v in history.items() if k != "epoch"}
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
-        log("adaptation_epoch", epoch=epoch, **values)
+        log.info("adaptation_epoch", extra={"fields": {"epoch": epoch, **values}})
 
     return report

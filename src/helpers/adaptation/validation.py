@@ -25,8 +25,11 @@ def merge_parity(adapter_model: nn.Module, merged: nn.Module, images: np.ndarray
 
 def adapter_parity(
     base: nn.Module, config: AdaptConfig, adapter: bytes, adapter_model: nn.Module, images: np.ndarray
-) -> dict:
-    """LoRA: the saved adapter weights, loaded into a fresh PEFT model on ``base``, reproduce the adapter model."""
+) -> dict | None:
+    """LoRA: the saved adapter weights, loaded into a fresh PEFT model on ``base``, reproduce the adapter model
+    (None for the other modes: their adapter is the merged model's own tensors)."""
+    if config.mode != "lora":
+        return None
     reloaded = load_adapter(base, config, adapter)
     return _parity(predict_logits(adapter_model, images), predict_logits(reloaded, images), "reloaded adapter")
 
@@ -118,7 +121,7 @@ def record(
         "history": adapted.history,
         "collapse_guard": adapted.collapse_guard or None,  # label-free fits: methods.CollapseGuard.record()
         "target_domain": domain,
-        "passed_through": config.mode == "none",
+        "passed_through": not config.fits,
         "status": parity["status"],
     }
 

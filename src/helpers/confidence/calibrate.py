@@ -23,6 +23,7 @@ from helpers.confidence.selection import select
 from helpers.metrics.calibration import calibration_summary, improvement
 from helpers.models import logits_file
 from helpers.run import atomic
+from helpers.run.params import typed_config
 
 log = logging.getLogger(__name__)  # each map's fit time goes to the phase's log (helpers.run.phase)
 
@@ -69,11 +70,16 @@ def calibrate(
     model: str = "",
 ) -> Calibration:
     """One model (named ``model`` in the log): ``logits`` / ``labels`` by split ("val" fits and selects, "test"
-    measures), on one thread."""
-    summary = lambda x: calibration_summary(x, labels["test"], n_bins, n_boot=n_boot, seed=seed)  # noqa: E731
+    measures), on one thread; ``methods`` as :func:`helpers.confidence.methods.check_methods` takes them."""
+    return _calibrate(logits, labels, ConfidenceConfig(methods, n_bins, n_boot, seed), model)
+
+
+def _calibrate(logits, labels, config: ConfidenceConfig, model: str) -> Calibration:
+    seed = config.seed
+    summary = lambda x: calibration_summary(x, labels["test"], config.n_bins, n_boot=config.n_boot, seed=seed)  # noqa: E731
     stored = lambda fit, x: fit.apply(x).astype(np.float32)  # noqa: E731  (measured as 07 and the bundle see them)
     with one_thread():
-        fits = {m: _timed_fit(model, m, logits["val"], labels["val"], seed) for m in check_methods(methods)}
+        fits = {m: _timed_fit(model, m, logits["val"], labels["val"], seed) for m in config.methods}
         selection = select(fits, logits["val"], labels["val"], seed=seed)
         chosen = fits[selection["chosen"]]
         return Calibration(
@@ -95,12 +101,24 @@ def _timed_fit(model: str, method: str, val_logits: np.ndarray, val_labels: np.n
 
 
 def calibrate_models(
-    logits: Mapping[str, Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray], methods="all", **options
+    logits: Mapping[str, Mapping[str, np.ndarray]],
+    labels: Mapping[str, np.ndarray],
+    methods="all",
+    *,
+    seed: int = 0,
+    n_bins: int = 15,
+    n_boot: int = 1000,
 ) -> dict[str, Calibration]:
-    """``calibrate`` for every model of ``{model: {split: logits}}`` (methods validated before any fit)."""
-    check_methods(methods)
+    """``calibrate`` for every model of ``{model: {split: logits}}`` (``methods`` checked once, before any fit)."""
+    return calibrate_phase(logits, labels, ConfidenceConfig(methods, n_bins, n_boot, seed))
+
+
+def calibrate_phase(
+    logits: Mapping[str, Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray], config: ConfidenceConfig
+) -> dict[str, Calibration]:
+    """Phase 06's maps for every model, as its typed config says (its methods parsed once, when it was built)."""
     return {
-        model: calibrate(by_split, labels, methods, model=model, **options)
+        model: _calibrate(by_split, labels, config, model)
         for model, by_split in tqdm(logits.items(), desc="calibration maps", leave=False)
     }
 
@@ -161,10 +179,24 @@ def summary(results: Mapping[str, Calibration]) -> dict:
     }
 
 
-def check_params(params: dict, config: dict | None = None) -> None:
-    """Validate phase 06's parameters before any kernel starts: the methods, bins and bootstrap resamples."""
-    check_methods(params["methods"])
-    if params["n_bins"] < 1:
-        raise ValueError(f"n_bins must be >= 1, got {params['n_bins']}")
-    if params["n_boot"] < 0:
-        raise ValueError(f"n_boot must be >= 0 (0: no bootstrap intervals), got {params['n_boot']}")
+@dataclass(frozen=True)
+class ConfidenceConfig:
+    """Phase 06's typed config (``phase.config``), validated when built: ``methods`` (a string such as "all" or
+    "a,b", or names) becomes the tuple of method names, parsed here once."""
+
+    methods: tuple[str, ...] | str = "all"
+    n_bins: int = 15
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(check_methods(self.methods)))
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
+        if self.n_boot < 0:
+            raise ValueError(f"n_boot must be >= 0 (0: no bootstrap intervals), got {self.n_boot}")
+
+
+def check_params(params: dict, config: dict | None = None) -> ConfidenceConfig:
+    """Phase 06's precheck: its typed config (the methods, bins and bootstrap resamples)."""
+    return typed_config(ConfidenceConfig, params)

@@ -253,8 +253,9 @@ def rules_table(evaluation: dict, guarantees: Guarantees) -> pd.DataFrame:
     return pd.DataFrame(rows).T.rename_axis("accept rule")
 
 
-def figure(evaluation: dict, guarantees: Guarantees, class_names):
-    """Set size by difficulty per method, and per-class coverage and miss rate beside the targets."""
+def figure(evaluation: dict, guarantees: Guarantees, class_names, *, domain: str):
+    """Set size by difficulty per method, and per-class coverage and miss rate beside the targets; the titles name
+    the ``domain`` ("source" or "target") whose test set was measured."""
     import matplotlib.pyplot as plt
 
     fig, (sizes, coverage, misses) = plt.subplots(1, 3, figsize=(15, 3.6))
@@ -268,11 +269,11 @@ def figure(evaluation: dict, guarantees: Guarantees, class_names):
     coverage.axhline(
         1 - guarantees.alpha_sets, color="k", lw=1, ls="--", label=f"1 - alpha = {1 - guarantees.alpha_sets:g}"
     )
-    coverage.set(xticks=x, xticklabels=class_names, ylim=(0, 1.05), title="per-class coverage (test)")
+    coverage.set(xticks=x, xticklabels=class_names, ylim=(0, 1.05), title=f"per-class coverage ({domain} test)")
     coverage.legend(fontsize=7, loc="lower right")
     for offset, rule in ((-0.2, "classwise"), (0.2, "global")):
         misses.bar(x + offset, evaluation["rejection"][rule]["miss_rate"], width=0.4, label=f"{rule} rule")
-    misses.set(xticks=x, xticklabels=class_names, title="per-class miss rate (rejected or wrong, test)")
+    misses.set(xticks=x, xticklabels=class_names, title=f"per-class miss rate (rejected or wrong, {domain} test)")
     misses.legend(fontsize=7)
     fig.tight_layout()
     return fig

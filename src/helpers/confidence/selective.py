@@ -20,6 +20,7 @@ import pandas as pd
 
 from helpers.metrics.calibration import top_label
 from helpers.metrics.classification import bootstrap_ci, mcc_from_confusion
+from helpers.run.params import typed_config
 
 CRITERIA = ("max_mcc", "target_coverage", "target_risk")
 
@@ -92,26 +93,52 @@ def check_criterion(criterion: str, target: float | None = None) -> None:
         raise ValueError(f"criterion {criterion!r} needs a target in [0, 1], got {target!r}")
 
 
-def check_params(params: dict, config: dict | None = None) -> None:
-    """Validate phase 07's parameters before any kernel starts: the criterion and its target, and (given the
-    run's config) that ``selective_model`` is FP32 or one of phase 04's INT8 variants."""
-    check_criterion(params["criterion"], None if params["criterion"] == "max_mcc" else params["target"])
-    if params["n_boot"] < 0:
-        raise ValueError(f"n_boot must be >= 0, got {params['n_boot']}")
-    for key in ("set_alpha", "risk_alpha"):  # the conformal sets' and the class-wise rule's levels
-        if key in params and not 0 < params[key] < 1:
-            raise ValueError(f"{key} must be in (0, 1) (a miscoverage or risk level such as 0.1), got {params[key]}")
-    if params.get("resplits", 1) < 1:
-        raise ValueError(
-            f"resplits must be >= 1 (random val/test re-splits for the conformal spread), got {params['resplits']}"
-        )
+@dataclass(frozen=True)
+class SelectiveConfig:
+    """Phase 07's typed config (``phase.config``), validated when built: the threshold rule (``criterion`` and its
+    ``goal``), whose calibrated logits set it, the conformal levels and the resampling."""
+
+    criterion: str = "max_mcc"
+    target: float = 0.0  # the coverage or risk a target criterion reaches (max_mcc has none: ``goal``)
+    selective_model: str = "fp32"
+    n_boot: int = 1000
+    set_alpha: float = 0.1
+    risk_alpha: float = 0.1
+    resplits: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_criterion(self.criterion, self.goal)
+        if self.n_boot < 0:
+            raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
+        for key in ("set_alpha", "risk_alpha"):  # the conformal sets' and the class-wise rule's levels
+            if not 0 < getattr(self, key) < 1:
+                raise ValueError(
+                    f"{key} must be in (0, 1) (a miscoverage or risk level such as 0.1), got {getattr(self, key)}"
+                )
+        if self.resplits < 1:
+            raise ValueError(
+                f"resplits must be >= 1 (random val/test re-splits for the conformal spread), got {self.resplits}"
+            )
+
+    @property
+    def goal(self) -> float | None:
+        """The target the criterion must reach; None for max_mcc."""
+        return None if self.criterion == "max_mcc" else self.target
+
+
+def check_params(params: dict, config: dict | None = None) -> SelectiveConfig:
+    """Phase 07's precheck: its typed config, and (given the run's config) that ``selective_model`` is FP32 or one
+    of phase 04's INT8 variants."""
+    typed = typed_config(SelectiveConfig, params)
     if config and "04_quantize" in config:
         models = ["fp32", *config["04_quantize"]["calibration_methods"]]
-        if params["selective_model"] not in models:
+        if typed.selective_model not in models:
             raise ValueError(
-                f"selective_model {params['selective_model']!r} is not a model of this run; choose one "
+                f"selective_model {typed.selective_model!r} is not a model of this run; choose one "
                 f"of {models} (fp32 or an entry of 04_quantize.calibration_methods)"
             )
+    return typed
 
 
 def choose_threshold(sweep: pd.DataFrame, criterion: str = "max_mcc", target: float | None = None) -> ThresholdChoice:

@@ -109,24 +109,36 @@ class Deployment:
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images, int64 labels) of ``name``: "calibration", "val" or "test"."""
-        if name not in SETS:
-            raise ValueError(f"the deployment domain has the sets {', '.join(SETS)}, not {name!r}")
         if self.domain == "target":
-            images, labels = (
-                load_array(self.read("02a_target", FILE.format(domain="target", split=name, kind=kind)))
-                for kind in ("images", "labels")
-            )
-            return images, labels.astype(np.int64)
-        if name == "calibration":
+            return self._target(name, "images"), self.labels(name)
+        if self._check(name) == "calibration":
             path = self.read("01_data", "calibration_slice.npz")
             return load_calibration_slice(path, self.ds.train_images, self.ds.train_labels, self.slice_hash)
         images, labels = split_data(self.ds, load_splits(self.read("01_data", "splits.npz"), self.ds), name)
         return images, labels.astype(np.int64)
 
+    def labels(self, name: str) -> np.ndarray:
+        """The int64 labels of ``name`` alone (no image file is read)."""
+        if self.domain == "target":
+            return self._target(name, "labels").astype(np.int64)
+        return self.split(name)[1]  # the source's images are the dataset's, in memory already
+
     def eval_splits(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``({"val": x, "test": x}, {"val": y, "test": y})`` of the deployment domain."""
         pairs = {name: self.split(name) for name in ("val", "test")}
         return {name: x for name, (x, _) in pairs.items()}, {name: y for name, (_, y) in pairs.items()}
+
+    def eval_labels(self) -> dict[str, np.ndarray]:
+        """``{"val": y, "test": y}`` of the deployment domain, without reading its images."""
+        return {name: self.labels(name) for name in ("val", "test")}
+
+    def _check(self, name: str) -> str:
+        if name not in SETS:
+            raise ValueError(f"the deployment domain has the sets {', '.join(SETS)}, not {name!r}")
+        return name
+
+    def _target(self, name: str, kind: str) -> np.ndarray:
+        return load_array(self.read("02a_target", FILE.format(domain="target", split=self._check(name), kind=kind)))
 
     def headline(self) -> str:
         """``target domain (digits with Gaussian noise ...)`` -- what tables and the console say."""
@@ -134,8 +146,11 @@ class Deployment:
 
 
 def open_deployment(phase, ds: Dataset) -> Deployment:
-    """The deployment domain phase 02a recorded, for a phase that declares 01_data and 02a_target upstream
-    (``phase``: anything with ``input(phase_id, name)`` and ``upstream_summary(phase_id)``, as ``Phase``)."""
+    """The deployment domain phase 02a recorded, for a phase that declares 01_data and 02a_target upstream.
+
+    ``phase`` is a *reader* of upstream files, the one protocol a helper may take instead of plain values (see
+    ``helpers.run.phase``): anything with ``input(phase_id, name) -> path`` and ``upstream_summary(phase_id) ->
+    dict``, as ``Phase`` is and :func:`open_run_deployment`'s reader of a finished run is."""
     target = phase.upstream_summary("02a_target")
     domain = target.get("deployment")
     if domain not in DOMAINS:

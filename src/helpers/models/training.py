@@ -214,11 +214,12 @@ def _check_low_res(model: nn.Module, images: np.ndarray, low_res: tuple[int, int
         ) from None
 
 
-def epoch_logger(log: Callable[..., None], epochs: int) -> Callable[[int, History], None]:
-    """An ``on_epoch_end`` that logs each epoch's loss and accuracies (``log`` is ``phase.log``)."""
+def epoch_logger(epochs: int) -> Callable[[int, History], None]:
+    """An ``on_epoch_end`` that logs each epoch's loss and accuracies (an ``epoch`` event in the phase's log)."""
 
     def on_epoch_end(epoch: int, history: History) -> None:
-        log("epoch", epoch=epoch, epochs=epochs, **{k: history[k][-1] for k in ("loss", "train_acc", "val_acc")})
+        fields = {"epoch": epoch, "epochs": epochs, **{k: history[k][-1] for k in ("loss", "train_acc", "val_acc")}}
+        log.info("epoch", extra={"fields": fields})
 
     return on_epoch_end
 
@@ -231,11 +232,11 @@ def fit_epochs(
     n: int,
     step: Step,
     optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler | None,
-    generator: torch.Generator,
     *,
+    generator: torch.Generator,
     epochs: int,
     batch_size: int,
+    one_cycle: bool,
     name: str,
     bar: str = "",
     progress: bool = True,
@@ -248,12 +249,15 @@ def fit_epochs(
 
     ``step(indices)`` computes a batch's loss (and what the epoch sums beside it: correct predictions, an entropy);
     a non-finite loss stops with ``FloatingPointError`` naming ``name``, the epoch, the step and the learning rate,
-    then ``hint``. ``schedule`` (if any) steps after each optimizer step. The shuffles, and whatever ``step`` draws,
+    then ``hint``. With ``one_cycle`` the learning rate follows torch's ``OneCycleLR`` (its defaults) peaking at
+    the optimizer's, stepped after each optimizer step. The shuffles, and whatever ``step`` draws,
     come from ``generator`` in this order, so one seed gives one result. ``before_epoch(epoch)`` runs before the
     model is put in train mode; ``after_epoch(epoch, mean loss, tracked sum)`` after the epoch's last batch. The
     tqdm bar (``progress``) reads ``"<bar>epoch e/E"``; :class:`BatchProgress` logs ``name`` either way.
     """
     steps = n // batch_size
+    peak = optimizer.param_groups[0]["lr"]
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, peak, total_steps=epochs * steps) if one_cycle else None
     report = BatchProgress(name, epochs, steps)
     for epoch in range(1, epochs + 1):
         if before_epoch is not None:
@@ -303,9 +307,6 @@ def _fit(
 ) -> History:
     generator = torch.Generator().manual_seed(seed)
     optimizer = _optimizer(model, lr, weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * (len(images) // batch_size)
-    )
     history: History = {"epoch": [], "loss": [], "train_acc": [], "val_acc": []}
     crop = None
 
@@ -335,10 +336,10 @@ def _fit(
             len(images),
             step,
             optimizer,
-            schedule,
-            generator,
             epochs=epochs,
             batch_size=batch_size,
+            generator=generator,
+            one_cycle=True,
             name="training",
             progress=progress,
             hint="lower lr, or check the model's weights and inputs",

@@ -89,7 +89,7 @@ def _num(value: Any) -> str:
 
 
 def _scalars(fields: dict) -> str:
-    skip = ("time", "phase", "event")
+    skip = ("time", "phase", "event", "source")  # source: the helper module that logged it
     return " ".join(
         f"{k} {_num(v)}"
         for k, v in fields.items()

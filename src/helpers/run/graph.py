@@ -5,13 +5,17 @@ outputs of its declared upstream phases (``Phase.input`` enforces it), and write
 declared outputs (``Phase.out`` enforces it). Output patterns are globs relative to
 ``results/<phase id>/``.
 
-A phase may narrow what it reads per mode: ``mode_params`` names the parameters whose values,
-joined by ``/``, are its mode (02b: ``lora/shot``), ``inputs`` maps mode patterns (globs; the first
-that matches wins) to the ``"<phase>/<file>"`` globs readable before ``phase.seal()``, and
-``sealed_inputs`` lists what becomes readable once the phase has sealed its fitted outputs
-(evaluation data). Phase 02b uses it so that a label-free adaptation mode is handed target images
-and nothing else. :data:`MODEL_PHASE` is the phase whose model every later phase reads
-(``Phase.model_input``).
+Each phase's parameters are validated once, by its ``precheck`` (``"module:function"``, imported by name: this
+layer knows nothing of the domain), which returns the phase's typed config -- a frozen object -- or None for a
+phase without one. ``calib run`` calls it before any kernel starts; ``Phase.open`` calls the same function and
+keeps the result as ``phase.config``, which the notebook passes on to its helpers.
+
+A phase may narrow what it reads per mode: ``inputs`` names kinds of input (``"images"``) and the
+``"<phase>/<file>"`` globs each is; the phase's config says which kinds it reads (its ``reads``, and its ``name``
+for messages), so the meaning of a mode stays with the config that declares the modes. ``sealed_inputs`` lists
+what becomes readable once the phase has sealed its fitted outputs (evaluation data). Phase 02b uses it so that
+a label-free adaptation mode is handed target images and nothing else. :data:`MODEL_PHASE` is the phase whose
+model every later phase reads (``Phase.model_input``).
 
 ``bounds`` are upper bounds of parameters where a typo is plausible and costly (epochs, sizes,
 counts, bins; for a list, of each entry): ``calib run`` and ``calib sweep`` refuse a larger value
@@ -25,6 +29,7 @@ import fnmatch
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from helpers.run.project import project_root
 
@@ -37,9 +42,8 @@ class PhaseSpec:
     outputs: tuple[str, ...]
     optional: tuple[str, ...] = ()  # declared outputs a phase may leave out (e.g. no curves for an import)
     soft_upstream: bool = False  # runs on whatever upstream phases exist (the report), naming the missing
-    precheck: str = ""  # "module:function" validating the phase's params before any kernel starts
-    mode_params: tuple[str, ...] = ()  # the parameters whose values, joined by "/", select one of ``inputs``
-    inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (mode glob, "<phase>/<file>" globs readable before seal)
+    precheck: str = ""  # "module:function": params -> the phase's typed config (or None), before any kernel starts
+    inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (kind, "<phase>/<file>" globs); the config ``reads`` kinds
     sealed_inputs: tuple[str, ...] = ()  # "<phase>/<file>" globs readable once the phase has sealed its outputs
     bounds: tuple[tuple[str, int], ...] = ()  # (parameter, upper bound) checked before a run is created
     publish: str = ""  # "module:function" storing results outside the run once the manifest is in place (see store)
@@ -52,11 +56,11 @@ class PhaseSpec:
     def notebook(self) -> Path:
         return project_root() / "notebooks" / f"{self.id}.ipynb"
 
-    def check(self, params: dict, config: dict | None = None) -> None:
-        """Run the phase's precheck on its params (``config``: every phase's params, for cross-phase rules;
-        None when a notebook runs alone). Called by ``calib run`` before any kernel and by ``Phase.open``."""
-        if self.precheck:
-            _function(self.precheck)(params, config)
+    def check(self, params: dict, config: dict | None = None) -> Any:
+        """The phase's typed config from its params, validated by its precheck (None for a phase without one).
+        ``config``: every phase's params, for cross-phase rules; None when a notebook runs alone. Called by
+        ``calib run`` before any kernel and by ``Phase.open``, which keeps the result as ``phase.config``."""
+        return _function(self.precheck)(params, config) if self.precheck else None
 
     def store(self, run_dir: Path, params: dict) -> None:
         """The phase's last step: its ``publish`` hook, ``function(run_dir, phase_id, params)``, writes what the
@@ -69,22 +73,21 @@ class PhaseSpec:
     def declares(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs + self.optional)
 
-    def readable(self, params: dict, sealed: bool) -> tuple[str, ...] | None:
-        """The ``"<phase>/<file>"`` globs this phase may read now (None: every declared upstream output)."""
-        if not self.mode_params:
+    def readable(self, config: Any, sealed: bool) -> tuple[str, ...] | None:
+        """The ``"<phase>/<file>"`` globs this phase may read now (None: every declared upstream output), from the
+        kinds of input its typed ``config`` reads."""
+        if not self.inputs:
             return None
-        mode = "/".join(str(params[name]) for name in self.mode_params)
-        for pattern, globs in self.inputs:
-            if fnmatch.fnmatchcase(mode, pattern):
-                return globs + (self.sealed_inputs if sealed else ())
-        raise ValueError(
-            f"{self.id}: {self.mode(params)} declares no inputs; modes: "
-            + ", ".join(pattern.removesuffix("/*") for pattern, _ in self.inputs)
+        declared = dict(self.inputs)
+        reads = getattr(config, "reads", None)
+        if reads is None or any(kind not in declared for kind in reads):
+            raise ValueError(
+                f"{self.id} declares its inputs by kind ({', '.join(declared)}); its config must say which it reads "
+                f"(a `reads` tuple of them), got {reads!r} from {type(config).__name__}"
+            )
+        return tuple(g for kind, globs in self.inputs if kind in reads for g in globs) + (
+            self.sealed_inputs if sealed else ()
         )
-
-    def mode(self, params: dict) -> str:
-        """The mode as its parameters say it ("adaptation='lora', lora_objective='shot'")."""
-        return ", ".join(f"{name}={params[name]!r}" for name in self.mode_params)
 
 
 def _function(name: str):
@@ -129,6 +132,7 @@ PHASES: tuple[PhaseSpec, ...] = (
         ("01_data",),
         ("target.json", "target_val_*.npz", "target_test_*.npz", "target.png"),
         optional=("target_train_*.npz", "target_calibration_*.npz", "source_val_*.npz", "source_test_*.npz"),
+        precheck="helpers.adaptation.domain:check_params",
     ),
     PhaseSpec(
         "02b_adapt",
@@ -152,14 +156,7 @@ PHASES: tuple[PhaseSpec, ...] = (
             ("lora_rank", 1024),
             ("adapt_threads", MAX_THREADS),
         ),
-        mode_params=("adaptation", "lora_objective"),
-        inputs=(
-            ("none/*", _BASE_MODEL),
-            ("lora/supervised", _BASE_MODEL + _TARGET_IMAGES + _TARGET_LABELS),
-            ("lora/*", _BASE_MODEL + _TARGET_IMAGES),  # label-free objectives: shot, entropy
-            ("adabn/*", _BASE_MODEL + _TARGET_IMAGES),
-            ("tent/*", _BASE_MODEL + _TARGET_IMAGES),
-        ),
+        inputs=(("model", _BASE_MODEL), ("images", _TARGET_IMAGES), ("labels", _TARGET_LABELS)),  # AdaptConfig.reads
         sealed_inputs=("02a_target/*_val_*.npz", "02a_target/*_test_*.npz", "01_data/splits.npz"),
     ),
     PhaseSpec(
@@ -182,11 +179,17 @@ PHASES: tuple[PhaseSpec, ...] = (
         "05_latency",
         "Latency ground truth",
         (MODEL_PHASE, "04_quantize"),
-        ("latency.json", "estimator.json", "peaks.json", "latency.png"),
+        ("latency.json", "estimator.json", "peaks.json", "runtime_decision.json", "latency.png"),
         optional=("estimator.png", "store/*"),
         precheck="helpers.ground_truth.runtime_latency:check_params",
         publish="helpers.ground_truth.runtime_latency:publish_phase",
-        bounds=(("batch_sizes", 4096), ("repeats", 10_000), ("warmup", 1000), ("threads", MAX_THREADS)),
+        bounds=(
+            ("batch_sizes", 4096),
+            ("repeats", 10_000),
+            ("warmup", 1000),
+            ("threads", MAX_THREADS),
+            ("decision_batch", 4096),
+        ),
     ),
     PhaseSpec(
         "06_confidence",
@@ -222,7 +225,8 @@ PHASES: tuple[PhaseSpec, ...] = (
     PhaseSpec(
         "08_bundle",
         "Deployment bundle",
-        ("01_data", "02a_target", MODEL_PHASE, "04_quantize", "06_confidence", "07_selective"),
+        # 05: the runtime decision (runtime_decision.json), read instead of timing the runtimes again
+        ("01_data", "02a_target", MODEL_PHASE, "04_quantize", "05_latency", "06_confidence", "07_selective"),
         (
             "bundle/model_fp32.onnx",
             "bundle/model_int8.onnx",
@@ -234,7 +238,6 @@ PHASES: tuple[PhaseSpec, ...] = (
             "predictions.png",
         ),
         precheck="helpers.bundle:check_params",
-        bounds=(("runtime_batch", 4096),),
     ),
     PhaseSpec(
         "09_report",

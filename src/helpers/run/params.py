@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -34,12 +35,13 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from helpers.run.notebook_file import code_cells
 
+T = TypeVar("T")
 RUN_DIR_PARAM = "run_dir"  # injected by the runner, never part of the configuration
 LIFT_BOUNDS_ENV = "CALIB_LIFT_BOUNDS"  # comma-separated keys (02_train.epochs, or epochs for every phase)
 MAX_NAME = 200  # characters of a run id (a folder name; the file system allows 255)
@@ -322,6 +324,25 @@ def resolve(
             if changed:
                 sources[phase_id] = changed
     return resolved
+
+
+def typed_config(cls: type[T], params: dict[str, Any]) -> T:
+    """The frozen dataclass ``cls`` built from a phase's ``params``: the one mapping of parameters to a phase's typed
+    config. Each field takes the parameter its metadata names (``field(metadata=param("adaptation"))``), else the
+    one of its own name; a field without a parameter keeps its default; lists become tuples (a frozen config holds
+    no mutable value). The dataclass validates itself (``__post_init__``), so a precheck is
+    ``return typed_config(Config, params)``."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        name = f.metadata.get("param", f.name)
+        if name in params:
+            values[f.name] = tuple(params[name]) if isinstance(params[name], list) else params[name]
+    return cls(**values)
+
+
+def param(name: str) -> dict[str, str]:
+    """A config field's metadata naming the parameter it comes from, where the names differ (see typed_config)."""
+    return {"param": name}
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -14,9 +14,17 @@ first finds or creates its upstream phases there.
 their manifests; ``phase.out(...)`` only this phase's declared outputs; ``phase.finish()`` checks
 that every declared output exists and writes the manifest, last.
 
-Helpers never take the phase: an event a helper wants in the phase's log (a fit's wall time, say) goes to
-``logging.getLogger("helpers....").info(event, extra={"fields": {...}})``, and the open phase appends it
-to ``logs/<phase>.jsonl`` like its own ``phase.log`` events (:class:`PhaseLogHandler`).
+``Phase.open`` validates the parameters once, through the phase's precheck (the function ``calib run`` calls
+before any kernel starts), and keeps what it returns as ``phase.config``: the phase's one typed config, which
+the notebook passes on to helpers (a phase without one has None).
+
+Helpers never take the phase: they take plain values -- paths, a reader function (``name -> path``, from
+``phase.input``), ``phase.config`` or its fields, arrays. A reader of another phase's files may take a *reader*:
+anything with ``input(phase_id, name) -> path`` and ``upstream_summary(phase_id) -> dict``, as ``Phase`` is and
+``helpers.data.deployment``'s finished-run reader is (``open_deployment``). An event a helper wants in the
+phase's log (a fit's wall time, say) goes to ``logging.getLogger("helpers....").info(event, extra={"fields":
+{...}})``, and the open phase appends it to ``logs/<phase>.jsonl`` like its own ``phase.log`` events
+(:class:`PhaseLogHandler`).
 """
 
 from __future__ import annotations
@@ -99,8 +107,11 @@ def check_in_run(spec: PhaseSpec, run_dir: Path) -> None:
 
 
 class Phase:
-    def __init__(self, spec: PhaseSpec, run_dir: Path, params: dict[str, Any], executed_copy: bool = True):
+    def __init__(
+        self, spec: PhaseSpec, run_dir: Path, params: dict[str, Any], config: Any = None, executed_copy: bool = True
+    ):
         self.spec, self.run_dir, self.params = spec, run_dir, params
+        self.config = config  # the phase's typed config, as its precheck returned it (None: the phase has none)
         self.results = manifest.results_dir(run_dir, spec.id)
         self.log_path = run_dir / "logs" / f"{spec.id}.jsonl"
         self.key_parts = manifest.key_parts(
@@ -111,7 +122,7 @@ class Phase:
         self.notebook = f"notebooks/{spec.id}.ipynb" if executed_copy else None
         self._started = time.perf_counter()
         self._sealed: dict[str, str] | None = None  # own output -> sha256, once seal() has run
-        spec.readable(params, sealed=False)  # a mode without declared inputs fails here, before any work
+        spec.readable(config, sealed=False)  # a config that does not say what it reads fails here, before any work
 
     @classmethod
     def open(cls, phase_id: str, namespace: dict[str, Any]) -> Phase:
@@ -122,7 +133,7 @@ class Phase:
             if name != RUN_DIR_PARAM:
                 check_value(name, default, namespace[name], phase_id)
                 params[name] = namespace[name]
-        spec.check(params)
+        config = spec.check(params)  # validated once, by the function calib run called before any kernel
         if namespace.get(RUN_DIR_PARAM):
             run_dir = Path(namespace[RUN_DIR_PARAM]).resolve()
             if not (run_dir / run_record.FILENAME).exists():
@@ -140,7 +151,7 @@ class Phase:
             lock.hold_for_kernel(run_dir)  # until this kernel exits: a new executor waits for it
         manifest.withdraw(run_dir, phase_id)
         seed_everything(int(params.get("seed", 0)))
-        phase = cls(spec, run_dir, params, executed_copy=bool(namespace.get(RUN_DIR_PARAM)))
+        phase = cls(spec, run_dir, params, config, executed_copy=bool(namespace.get(RUN_DIR_PARAM)))
         phase.results.mkdir(parents=True, exist_ok=True)
         phase.log("phase_started", params=params)
         PhaseLogHandler.attach(phase)
@@ -158,9 +169,9 @@ class Phase:
             raise PermissionError(
                 f"{name!r} is not a declared output of {phase_id} (declared: {', '.join(get_phase(phase_id).outputs)})"
             )
-        readable = self.spec.readable(self.params, sealed=self._sealed is not None)
+        readable = self.spec.readable(self.config, sealed=self._sealed is not None)
         if readable is not None and not any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in readable):
-            mode = self.spec.mode(self.params)
+            mode = getattr(self.config, "name", type(self.config).__name__)
             later = any(fnmatch.fnmatchcase(f"{phase_id}/{name}", g) for g in self.spec.sealed_inputs)
             raise PermissionError(
                 f"{self.spec.id} with {mode} does not read {phase_id}/{name}"
@@ -201,6 +212,16 @@ class Phase:
         if phase_id not in self.spec.upstream:
             raise PermissionError(f"{self.spec.id} does not declare {phase_id} upstream")
         return not manifest.verify(self.run_dir, phase_id)
+
+    def present_inputs(self) -> dict[str, dict[str, Path]]:
+        """``{phase id: {file name: verified path}}`` for every declared upstream phase that is present (manifest
+        written and verifying), each with every file its manifest lists: what a phase that runs on whatever
+        exists (``soft_upstream``: the report) reads."""
+        return {
+            pid: {name: self.input(pid, name) for name in sorted(manifest.read_manifest(self.run_dir, pid)["files"])}
+            for pid in self.spec.upstream
+            if self.has(pid)
+        }
 
     def upstream_summary(self, phase_id: str) -> dict:
         """The key results an upstream phase recorded in its manifest."""

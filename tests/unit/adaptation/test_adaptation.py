@@ -132,10 +132,16 @@ def test_bad_input_is_refused_before_any_training(trained, digits):
     _, _, arrays = digits
     x, y = arrays["target_train_images.npz"], arrays["target_train_labels.npz"]
     mlp = build_model("mlp", 10, (8, 8, 1))
+    for bad, message in (
+        ({"mode": "finetune"}, "unknown adaptation mode 'finetune'"),
+        ({"mode": "lora", "rank": 0}, "lora_rank must be a positive integer, got 0"),
+        ({"mode": "tent", "batch_size": 1}, "adapt_batch_size >= 2"),
+    ):
+        with pytest.raises(AdaptationError, match=message):  # the config refuses itself: validated once, when built
+            AdaptConfig(**bad)
+    AdaptConfig("none", epochs=0)  # a pass-through has no fitting settings to check
     cases = [
-        (trained, AdaptConfig("finetune"), "unknown adaptation mode 'finetune'"),
         (trained, AdaptConfig("lora", target_modules=("conv9",)), "unknown LoRA target module.*'conv9'.*features.0"),
-        (trained, AdaptConfig("lora", rank=0), "lora_rank must be a positive integer, got 0"),
         (mlp, AdaptConfig("adabn"), "adabn adapts batch-norm layers, and MLP has none"),
         (mlp, AdaptConfig("tent"), "tent adapts batch-norm layers, and MLP has none"),
         (mlp, AdaptConfig("lora"), "lora_bn_trainable=False"),
@@ -153,7 +159,11 @@ def test_bad_input_is_refused_before_any_training(trained, digits):
         "lora_alpha": 8.0,
         "lora_dropout": 0.0,
         "lora_objective": "supervised",
+        "lora_target_modules": [],
+        "lora_bn_trainable": True,
+        "adapt_augment": False,
     }
+    assert methods.check_params({**params, "lora_rank": 4}) == AdaptConfig("lora", epochs=1)  # phase 02b's config
     with pytest.raises(AdaptationError, match="lora_rank must be a positive integer, got -1"):
         methods.check_params(params)
     with pytest.raises(AdaptationError, match="unknown lora_objective 'tent'; choose one of supervised, shot, entropy"):
@@ -188,8 +198,8 @@ def test_a_non_finite_loss_stops_naming_epoch_and_step(trained, digits):
     with torch.no_grad():
         broken.fc.bias[0] = float("nan")
     for config, what in (
-        (AdaptConfig("lora", epochs=1), "LoRA supervised loss"),
-        (AdaptConfig("tent"), "TENT entropy"),
+        (AdaptConfig("lora", epochs=1), "lora supervised loss"),
+        (AdaptConfig("tent"), "tent loss"),
     ):
         labels = arrays["target_train_labels.npz"] if config.mode == "lora" else None
         with pytest.raises(FloatingPointError, match=f"{what} became nan at epoch 1/{config.epochs}, step 1/"):

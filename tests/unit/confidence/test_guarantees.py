@@ -81,8 +81,12 @@ def test_tables_keep_fixed_rows_and_the_test_figures(fitted, split):
     accepted = probs.max(axis=1) >= fitted.global_threshold
     assert rules.iloc[1]["coverage"] == accepted.mean()
     assert list(rules.index)[0].startswith("class-wise") and len(rules) == 2
-    fig = guarantees.figure(evaluation, fitted, class_names)
+    fig = guarantees.figure(evaluation, fitted, class_names, domain="target")
     assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes[1:]] == [
+        "per-class coverage (target test)",
+        "per-class miss rate (rejected or wrong, target test)",
+    ]
     doc = json.loads(json.dumps(guarantees.measured(evaluation), allow_nan=False))
     assert doc["sets"]["LAC"]["coverage"] == sets.loc["LAC", "test_coverage"]
 

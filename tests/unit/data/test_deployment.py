@@ -72,6 +72,38 @@ def test_an_adapting_run_deploys_to_the_target_sets_carried_image_by_image(digit
         deployed.split("train")
 
 
+class LabelsOnly(Results):
+    """A reader that refuses every image file: what a phase needing only labels (06, 07) may read."""
+
+    def input(self, phase_id: str, name: str) -> Path:
+        assert not name.endswith("_images.npz"), f"{name} read, but only labels were asked for"
+        return super().input(phase_id, name)
+
+
+@pytest.mark.parametrize("with_train", [True, False])
+def test_eval_labels_are_the_eval_splits_labels_without_reading_an_image_file(digits, tmp_path, with_train):
+    ds, splits = digits
+    run = write_run(tmp_path, ds, splits, with_train=with_train)
+    labels = open_deployment(LabelsOnly(run.root, run.summaries), ds).eval_labels()
+    _, expected = open_deployment(run, ds).eval_splits()
+    assert list(labels) == ["val", "test"]
+    for split in labels:
+        np.testing.assert_array_equal(labels[split], expected[split])
+        assert labels[split].dtype == np.int64
+
+
+@pytest.mark.parametrize("with_train", [True, False])
+def test_deployment_images_are_the_evaluation_sets_of_the_deployed_domain(digits, tmp_path, with_train):
+    """Phase 02b reads the domains' val/test files once: the deployment's images come from those sets."""
+    ds, splits = digits
+    run = write_run(tmp_path, ds, splits, with_train=with_train)
+    deployed = open_deployment(run, ds)
+    sets = domain.evaluation_sets(lambda name: run.input("02a_target", name), run.summaries["02a_target"]["sets"])
+    images = domain.deployment_images(sets, deployed)
+    for split, array in deployed.eval_splits()[0].items():
+        np.testing.assert_array_equal(images[split], array)
+
+
 def test_a_run_without_adaptation_deploys_to_phase_01s_source_sets(digits, tmp_path):
     ds, splits = digits
     deployed = open_deployment(write_run(tmp_path, ds, splits, with_train=False), ds)

@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from helpers.adaptation.methods import AdaptationError
 from helpers.run import atomic, manifest, run_record
 from helpers.run.graph import MODEL_PHASE, get_phase
+from helpers.run.params import notebook_parameters
 from helpers.run.phase import Phase
 
 UPSTREAM = {
@@ -37,7 +39,10 @@ def run_dir(tmp_path):
 
 
 def adapt_phase(run_dir, mode: str, objective: str = "supervised") -> Phase:
-    return Phase(get_phase("02b_adapt"), run_dir, {"adaptation": mode, "lora_objective": objective})
+    """Phase 02b as ``Phase.open`` makes it: its params, and the typed config its precheck returns."""
+    spec = get_phase("02b_adapt")
+    params = {**notebook_parameters(spec.notebook), "adaptation": mode, "lora_objective": objective}
+    return Phase(spec, run_dir, params, spec.check(params))
 
 
 @pytest.mark.parametrize(
@@ -55,7 +60,7 @@ def test_label_free_modes_are_handed_target_images_only(run_dir, mode, objective
     ):
         with pytest.raises(
             PermissionError,
-            match=f"adaptation='{mode}', lora_objective='{objective}' does not read 02a_target/{name}",
+            match=f"02b_adapt with {mode}( \\({objective}\\))? does not read 02a_target/{name}",
         ):
             phase.input("02a_target", name)
     with pytest.raises(PermissionError, match="does not read 01_data/splits.npz before phase.seal()"):
@@ -92,17 +97,35 @@ def test_lora_reads_training_labels_and_none_reads_no_target_data(run_dir):
     assert adapt_phase(run_dir, "lora").input("02a_target", "target_train_labels.npz").is_file()
     with pytest.raises(
         PermissionError,
-        match="adaptation='none', lora_objective='supervised' does not read 02a_target/target_train_images.npz",
+        match="02b_adapt with none does not read 02a_target/target_train_images.npz",
     ):
         adapt_phase(run_dir, "none").input("02a_target", "target_train_images.npz")
 
 
 def test_an_undeclared_mode_is_refused_when_the_phase_opens(run_dir):
-    with pytest.raises(
-        ValueError,
-        match="adaptation='magic', lora_objective='supervised' declares no inputs; modes: none, lora/supervised, lora, adabn, tent",
-    ):
+    with pytest.raises(AdaptationError, match="unknown adaptation mode 'magic'; choose one of none, lora, adabn, tent"):
         adapt_phase(run_dir, "magic")
+
+
+def test_a_config_that_does_not_say_what_it_reads_is_refused(run_dir):
+    """The graph declares 02b's inputs by kind; a config without ``reads`` (here: none) cannot open the phase."""
+    with pytest.raises(ValueError, match="02b_adapt declares its inputs by kind .*model, images, labels.*reads"):
+        Phase(get_phase("02b_adapt"), run_dir, {"adaptation": "tent"})
+
+
+def test_each_mode_reads_the_input_kinds_its_config_derives():
+    spec = get_phase("02b_adapt")
+    defaults = notebook_parameters(spec.notebook)
+    reads = {
+        (mode, objective): spec.check({**defaults, "adaptation": mode, "lora_objective": objective}).reads
+        for mode, objective in [("none", "supervised"), ("lora", "supervised"), ("lora", "shot"), ("adabn", "shot")]
+    }
+    assert reads == {
+        ("none", "supervised"): ("model",),
+        ("lora", "supervised"): ("model", "images", "labels"),
+        ("lora", "shot"): ("model", "images"),
+        ("adabn", "shot"): ("model", "images"),
+    }
 
 
 def test_every_consumer_of_the_model_reads_it_from_the_adaptation_phase():
