@@ -127,3 +127,47 @@ def test_every_phase_precheck_runs_before_any_kernel(override, message):
 def test_a_valid_cross_phase_choice_passes_the_precheck():
     resolved = resolve_config(overrides=["07_selective.selective_model=entropy"])
     assert resolved["07_selective"]["selective_model"] == "entropy"
+
+
+def test_each_phase_is_given_its_typed_config_once_validated():
+    """``spec.check`` (what ``calib run`` and ``Phase.open`` both call) returns the phase's frozen typed config: its
+    fields are the resolved params, lists as tuples, and 06's methods string is parsed into names there."""
+    import dataclasses
+
+    resolved = resolve_config(overrides=["06_confidence.methods=dirichlet"])
+    configs = {p.id: p.check(resolved[p.id], resolved) for p in PHASES}
+    assert configs["00_environment"] is None and configs["09_report"] is None  # no precheck: no config
+    for phase_id in ("02_train", "02a_target", "02b_adapt", "06_confidence", "07_selective"):
+        config = configs[phase_id]
+        assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen, phase_id
+    assert configs["02_train"].recipe()["epochs"] == resolved["02_train"]["epochs"]
+    assert configs["02a_target"].with_train and configs["02b_adapt"].reads == ("model", "images", "labels")
+    assert configs["02b_adapt"].target_modules == () and configs["02b_adapt"].rank == resolved["02b_adapt"]["lora_rank"]
+    assert configs["06_confidence"].methods == ("identity", "temperature_scaling", "dirichlet")
+    assert configs["07_selective"].goal is None  # max_mcc reaches for no target
+
+
+def test_typed_config_maps_parameters_by_field_name_or_declared_param():
+    import dataclasses
+
+    from helpers.run.params import param, typed_config
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        mode: str = dataclasses.field(metadata=param("adaptation"))
+        layers: tuple[str, ...] = ()
+        unset: int = 7
+
+    config = typed_config(Config, {"adaptation": "tent", "layers": ["a", "b"], "seed": 0})
+    assert config == Config("tent", ("a", "b"), 7)
+
+
+def test_present_inputs_are_the_verified_files_of_the_upstream_phases_that_ran(run_dir):
+    finished_phase(run_dir, "01_data", {"splits.npz": b"x", "samples.png": b"y"})
+    report = phase(run_dir, "09_report")
+    inputs = report.present_inputs()
+    assert list(inputs) == ["01_data"]
+    assert {name: path.read_bytes() for name, path in inputs["01_data"].items()} == {
+        "samples.png": b"y",
+        "splits.npz": b"x",
+    }
