@@ -1,6 +1,7 @@
 """Phase 06 per model: fit every requested map on VAL, choose one by val CV NLL, measure them all on TEST.
 
-``calibrate_models`` returns a :class:`Calibration` per model: the fitted maps, the selection (chosen
+``calibrate_phase`` (phase 06, from its typed config :class:`ConfidenceConfig`, whose methods are parsed once when
+it is built) and ``calibrate_models`` (the same from plain arguments) return a :class:`Calibration` per model: the fitted maps, the selection (chosen
 method and why), test summaries of the raw logits and of every map (``calibration_summary``: the
 honest statistics), and the chosen map's calibrated val/test logits as float32 -- exactly what the
 bundle computes, so phase 07 and the bundle see the same confidences and the same argmax.
