@@ -42,7 +42,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from tqdm import tqdm
 from helpers.data.datasets import check_image_batch, check_indices, preprocess, slice_hash
 from helpers.models.architectures import build_model
 from helpers.run import atomic
+from helpers.run.params import param, typed_config
 
 log = logging.getLogger(__name__)  # each role's statistics event goes to the open phase's log (helpers.run.phase)
 
@@ -472,27 +473,44 @@ def role_models(base: nn.Module, adapted: nn.Module, model_spec: Mapping[str, An
     return {"base": base.eval(), "adapted": adapted.eval(), "init": init}
 
 
-def check_params(params: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
-    """Validate phase 03's parameters before any forward pass."""
-    roles = params["model_roles"]
-    if isinstance(roles, str) or not roles or len(set(roles)) != len(roles):
-        raise ValueError(
-            f"model_roles must be a non-empty list of distinct roles, got {roles!r}; "
-            f"declared roles: {', '.join(map(repr, MODEL_ROLES))}"
-        )
-    unknown = [r for r in roles if r not in MODEL_ROLES]
-    if unknown:
-        raise ValueError(f"unknown model role(s) {unknown}; declared roles: {', '.join(map(repr, MODEL_ROLES))}")
-    if isinstance(params["layers"], str) or not all(isinstance(n, str) and n for n in params["layers"]):
-        raise ValueError(
-            f"layers must be a list of module names (empty: the architecture's default), got {params['layers']!r}"
-        )
-    _check_eps_theta(params["eps"], params["theta"])
-    if params["stats_batch_size"] < 1 or params["transformer_sentences"] < 0:
-        raise ValueError(
-            f"need stats_batch_size >= 1 and transformer_sentences >= 0 (0: skip), got "
-            f"{params['stats_batch_size']} and {params['transformer_sentences']}"
-        )
+@dataclass(frozen=True)
+class ActivationConfig:
+    """Phase 03's typed config (``phase.config``), validated when built: the model roles, the hooked layers
+    (empty: the architecture's default), the sigma floor and spike threshold, and the batch and sentence counts."""
+
+    roles: tuple[str, ...] = field(default=("base", "adapted"), metadata=param("model_roles"))
+    layers: tuple[str, ...] = ()
+    eps: float = DEFAULT_EPS
+    theta: float = DEFAULT_THETA
+    stats_batch_size: int = 256
+    transformer_sentences: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        roles = self.roles
+        if isinstance(roles, str) or not roles or len(set(roles)) != len(roles):
+            raise ValueError(
+                f"model_roles must be a non-empty list of distinct roles, got {roles!r}; "
+                f"declared roles: {', '.join(map(repr, MODEL_ROLES))}"
+            )
+        unknown = [r for r in roles if r not in MODEL_ROLES]
+        if unknown:
+            raise ValueError(f"unknown model role(s) {unknown}; declared roles: {', '.join(map(repr, MODEL_ROLES))}")
+        if isinstance(self.layers, str) or not all(isinstance(n, str) and n for n in self.layers):
+            raise ValueError(
+                f"layers must be a list of module names (empty: the architecture's default), got {self.layers!r}"
+            )
+        _check_eps_theta(self.eps, self.theta)
+        if self.stats_batch_size < 1 or self.transformer_sentences < 0:
+            raise ValueError(
+                f"need stats_batch_size >= 1 and transformer_sentences >= 0 (0: skip), got "
+                f"{self.stats_batch_size} and {self.transformer_sentences}"
+            )
+
+
+def check_params(params: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> ActivationConfig:
+    """Phase 03's precheck: its typed config, before any forward pass."""
+    return typed_config(ActivationConfig, dict(params))
 
 
 def resolve_role(models: Mapping[str, nn.Module | None], role: str) -> nn.Module:
@@ -541,18 +559,23 @@ def stats_for_roles(
     layers: Sequence[str],
     images: np.ndarray,
     indices: np.ndarray,
-    *,
-    batch_size: int,
-    eps: float,
-    theta: float,
+    config: ActivationConfig,
     prefix: str = "",
 ) -> dict[str, ActivationStats]:
     """Phase 03's step: statistics of each role's model over the slice, saved to ``<prefix><role>/`` through
-    ``out(name) -> path`` (``phase.out``), each logged with its clamp counts (a NaN/Inf raises naming the layer)."""
+    ``out(name) -> path`` (``phase.out``), each logged with its clamp counts (a NaN/Inf raises naming the layer);
+    batch size, eps and theta from phase 03's ``config``."""
     by_role = {}
     for role, model in roles.items():
         stats = image_activation_stats(
-            model, layers, images, indices, role=role, batch_size=batch_size, eps=eps, theta=theta
+            model,
+            layers,
+            images,
+            indices,
+            role=role,
+            batch_size=config.stats_batch_size,
+            eps=config.eps,
+            theta=config.theta,
         )
         save_stats(stats, out(f"{prefix}{role}/{STATS_FILE}").parent)
         clamped = dict(zip(layers, stats.clamp_counts.tolist()))
