@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers.run.params import typed_config
+
 DATASETS = ("digits", "cifar10")
 VAL_SOURCES = ("train", "test")
 DEFAULT_SAMPLES_PER_CLASS = {"digits": 20, "cifar10": 100}
@@ -96,43 +98,64 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
-def check_params(params: dict, config: dict | None = None) -> None:
-    """Validate phase 01's parameters before any kernel starts; with ``config`` (``calib run``, before any run
-    directory exists) the dataset is also loaded and the splits drawn, as the kernel would."""
-    if params["dataset"] not in DATASETS:
-        raise ValueError(f"unknown dataset {params['dataset']!r}; choose one of {', '.join(DATASETS)}")
-    if params["dataset"] == "cifar10":
-        if not params["data_dir"]:
-            raise ValueError("dataset cifar10 needs data_dir (a cifar-10-batches-py folder): -p data_dir=DIR")
-        check_cifar10_dir(Path(params["data_dir"]))
-    if params["val_source"] not in VAL_SOURCES:
-        raise ValueError(f"val_source must be one of {', '.join(VAL_SOURCES)}, got {params['val_source']!r}")
-    if not 0.0 < params["val_fraction"] < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {params['val_fraction']}")
-    if params["samples_per_class"] < 0:
-        raise ValueError(
-            f"samples_per_class must be >= 1 (or 0 for the dataset default), got {params['samples_per_class']}"
-        )
+@dataclass(frozen=True)
+class DataConfig:
+    """Phase 01's typed config (``phase.config``), validated when built: the dataset and how it is split."""
+
+    dataset: str = "digits"
+    data_dir: str = ""
+    val_source: str = "train"
+    val_fraction: float = 0.3
+    samples_per_class: int = 0  # 0: the dataset's DEFAULT_SAMPLES_PER_CLASS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.dataset == "cifar10":
+            if not self.data_dir:
+                raise ValueError("dataset cifar10 needs data_dir (a cifar-10-batches-py folder): -p data_dir=DIR")
+            check_cifar10_dir(Path(self.data_dir))
+        if self.val_source not in VAL_SOURCES:
+            raise ValueError(f"val_source must be one of {', '.join(VAL_SOURCES)}, got {self.val_source!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.samples_per_class < 0:
+            raise ValueError(
+                f"samples_per_class must be >= 1 (or 0 for the dataset default), got {self.samples_per_class}"
+            )
+
+    @property
+    def per_class(self) -> int:
+        """The calibration slice's images per class."""
+        return self.samples_per_class or DEFAULT_SAMPLES_PER_CLASS[self.dataset]
+
+    def load(self) -> Dataset:
+        return load_dataset(self.dataset, self.data_dir or None)
+
+    def splits(self, ds: Dataset) -> dict[str, np.ndarray]:
+        """Phase 01's splits and calibration slice of ``ds`` (:func:`make_splits`)."""
+        return make_splits(ds, self.val_fraction, self.per_class, self.seed, self.val_source)
+
+
+def check_params(params: dict, config: dict | None = None) -> DataConfig:
+    """Phase 01's precheck: its typed config; with ``config`` (``calib run``, before any run directory exists) the
+    dataset is also loaded and the splits drawn, as the kernel would."""
+    typed = typed_config(DataConfig, params)
     if config is None:  # in the kernel (Phase.open): its next cell loads the dataset anyway
-        return
+        return typed
     # the kernel's own first steps, so what would fail in phase 01 fails here, before any run directory exists:
     # every batch is read (a truncated one or an unsafe pickle is refused) and the slice must fit every class
-    ds = load_dataset(params["dataset"], params["data_dir"] or None)
-    splits = make_splits(
-        ds,
-        params["val_fraction"],
-        params["samples_per_class"] or DEFAULT_SAMPLES_PER_CLASS[params["dataset"]],
-        params["seed"],
-        params["val_source"],
-    )
+    splits = typed.splits(typed.load())
     n_bins = config.get("06_confidence", {}).get("n_bins")
     if n_bins is not None and len(splits["val"]) < MIN_VAL_PER_BIN * n_bins:
         raise ValueError(
-            f"val holds {len(splits['val'])} images (val_fraction {params['val_fraction']} of the {params['val_source']} "
+            f"val holds {len(splits['val'])} images (val_fraction {typed.val_fraction} of the {typed.val_source} "
             f"data), too few for phase 06's {n_bins} confidence bins: calibration needs at least {MIN_VAL_PER_BIN} "
             f"images per bin ({MIN_VAL_PER_BIN * n_bins}); raise val_fraction (digits: 0.3 gives 378) or lower "
             "06_confidence.n_bins"
         )
+    return typed
 
 
 def check_cifar10_dir(data_dir: Path) -> None:

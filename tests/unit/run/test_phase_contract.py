@@ -137,10 +137,12 @@ def test_each_phase_is_given_its_typed_config_once_validated():
     resolved = resolve_config(overrides=["06_confidence.methods=dirichlet"])
     configs = {p.id: p.check(resolved[p.id], resolved) for p in PHASES}
     assert configs["00_environment"] is None and configs["09_report"] is None  # no precheck: no config
-    for phase_id in ("02_train", "02a_target", "02b_adapt", "06_confidence", "07_selective"):
+    for phase_id in ("01_data", "02_train", "02a_target", "02b_adapt", "03_activation_stats", "06_confidence"):
         config = configs[phase_id]
         assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen, phase_id
+    assert configs["01_data"].per_class == 20  # samples_per_class 0: the digits default
     assert configs["02_train"].recipe()["epochs"] == resolved["02_train"]["epochs"]
+    assert configs["03_activation_stats"].roles == ("base", "adapted")
     assert configs["02a_target"].with_train and configs["02b_adapt"].reads == ("model", "images", "labels")
     assert configs["02b_adapt"].target_modules == () and configs["02b_adapt"].rank == resolved["02b_adapt"]["lora_rank"]
     assert configs["06_confidence"].methods == ("identity", "temperature_scaling", "dirichlet")
