@@ -102,12 +102,12 @@ def main() -> None:
                     pipeline(tmp / "cifar", args.repeats, ["dataset=cifar10", f"data_dir={cifar}"]),
                 )
             )
+        costs = fixed_costs(tmp / "digits")  # read before the runs' folder goes
     base = statistics.median(rows[0][1])
     print(f"{'what':<34}{'median s':>10}{'min s':>8}{'x kernel start-up':>19}")
     for name, times in rows:
         med = statistics.median(times)
         print(f"{name:<34}{med:>10.2f}{min(times):>8.2f}{med / base:>19.2f}")
-        costs = fixed_costs(tmp / "digits")
     print(f"kernel start-up per phase: {base:.2f} s; 2 phases pay {2 * base:.2f} s of it")
     print(f"per-phase fixed cost (wall - in-kernel), digits runs: median {statistics.median(costs):.2f} s")
     bare = statistics.median(imports["python -c pass"])
