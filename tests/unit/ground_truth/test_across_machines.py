@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_ground_truth import PEAK
 from test_subgraph_cost import _slowed, law_records, ms_per_flop
 
+from helpers.cli.ground_truth import main as cli_main
 from helpers.ground_truth import across_machines as am
 from helpers.ground_truth.migration import pack, unpack
 from helpers.ground_truth.records import LatencyStats, ModelSummary
@@ -135,3 +137,24 @@ def test_a_store_packs_into_an_archive_that_unpacks_to_the_same_records(law, tmp
     assert loader.load_all("packed-cpu") == GroundTruthLoader(tmp_path / "store").load_all("packed-cpu")
     with pytest.raises(FileNotFoundError, match="calib ground-truth pack"):
         unpack(tmp_path / "missing.tar.xz", tmp_path)
+
+
+def test_validate_with_a_second_store_predicts_each_machine_from_the_other(law, tmp_path, capsys):
+    for name, records in (("a", machine(law, "a")), ("b", machine([_slowed(r, 3) for r in law], "b"))):
+        for record in records:
+            save_measurement(record, tmp_path / name, update_manifest=False)
+    csv = tmp_path / "validation.csv"
+    args = ["validate", "--store", str(tmp_path / "a"), "--with-store", str(tmp_path / "b"), "--csv", str(csv)]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert f"with store: {tmp_path / 'b'}" in out and "across machines (held_out machine, k=K)" in out
+    validation = pd.read_csv(csv)
+    assert validation.groupby(["held_out", "hardware_id"]).size().to_dict() == {
+        **{("model", h): 20 for h in "ab"},
+        **{("batch_size", h): 20 for h in "ab"},
+        **{("machine, k=0", h): 20 for h in "ab"},
+        **{("machine, k=10", h): 20 * 10 for h in "ab"},
+    }
+    same = ["validate", "--store", str(tmp_path / "a"), "--with-store", str(tmp_path / "a")]
+    assert cli_main(same) == 2
+    assert "a is in two stores" in capsys.readouterr().err
