@@ -65,6 +65,7 @@ from helpers.models.onnx_export import INPUT_NAME, onnx_logits
 from helpers.quantize import exact_input
 from helpers.quantize.guard import GuardFinding, check_calibration_inputs, check_calibration_slice
 from helpers.run import atomic
+from helpers.run.params import param, typed_config
 
 log = logging.getLogger("helpers.quantize.ort")
 
@@ -88,22 +89,41 @@ TYPES_REASON = (
 )
 
 
-def check_params(params: dict, config: dict | None = None) -> None:
-    """Validate phase 04's parameters before any kernel starts (a bad method must not wait for training)."""
-    methods = params["calibration_methods"]
-    if not methods or isinstance(methods, str) or len(set(methods)) != len(methods):
-        raise ValueError(
-            f"calibration_methods must be a non-empty list of distinct methods from {list(METHODS)}, got {methods!r}"
-        )
-    for method in methods:
-        _check_choice(method, METHODS, "calibration method")
-    if params["num_bins"] < 2:
-        raise ValueError(f"num_bins must be >= 2, got {params['num_bins']}")
-    if not 0 < params["percentile"] <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {params['percentile']}")
-    sizes = params["size_sweep"]
-    if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in sizes):
-        raise ValueError(f"size_sweep must list calibration images per class >= 1, got {sizes!r}")
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Phase 04's typed config (``phase.config``), validated when built: the calibration methods and their options,
+    the diagnostics to run, PT2E, and the threads of the cross-runtime evaluation."""
+
+    methods: tuple[str, ...] = field(default=METHODS, metadata=param("calibration_methods"))
+    num_bins: int = 512
+    percentile: float = 99.999
+    size_sweep: tuple[int, ...] = (1, 5, 20)
+    sensitivity: bool = True
+    torch_pt2e: bool = True
+    pt2e_compile: bool = False
+    runtime_threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        methods = self.methods
+        if not methods or isinstance(methods, str) or len(set(methods)) != len(methods):
+            raise ValueError(
+                f"calibration_methods must be a non-empty list of distinct methods from {list(METHODS)}, "
+                f"got {methods!r}"
+            )
+        for method in methods:
+            _check_choice(method, METHODS, "calibration method")
+        if self.num_bins < 2:
+            raise ValueError(f"num_bins must be >= 2, got {self.num_bins}")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in self.size_sweep):
+            raise ValueError(f"size_sweep must list calibration images per class >= 1, got {list(self.size_sweep)!r}")
+
+
+def check_params(params: dict, config: dict | None = None) -> QuantizeConfig:
+    """Phase 04's precheck: its typed config, before any kernel starts (a bad method must not wait for training)."""
+    return typed_config(QuantizeConfig, dict(params))
 
 
 def _check_choice(value: str, options, what: str) -> str:
@@ -237,6 +257,10 @@ class CalibrationStatistics:
     def range_table(self, method: str) -> dict[str, list[float]]:
         """``{tensor: [lowest, highest]}`` for ``method``, sorted by tensor name (JSON-ready)."""
         return {name: [float(v) for v in self.ranges(method)[name].range_value] for name in sorted(self.histograms)}
+
+    def line(self) -> str:
+        """The guard's finding and what was collected, in one line."""
+        return f"{self.guard.message}; {self.num_samples} slice images, {len(self.histograms)} tensors"
 
     def describe(self) -> dict:
         """The deterministic description that goes into quant_report.json."""
@@ -684,20 +708,17 @@ def calibrate_and_quantize(
     calibration_images: np.ndarray,
     images: Mapping[str, np.ndarray],
     out_dir: Path,
-    *,
-    methods,
-    num_bins: int,
-    percentile: float,
+    config: QuantizeConfig,
 ) -> tuple[CalibrationStatistics, Variants]:
     """Phase 04's ORT step: the FP32 model prepared in a scratch folder (removed on return), one calibration pass
     over the slice (guard strict: it raises before any activation is computed if the tensors are not
-    ``preprocess()`` of the slice), then :func:`quantize_variants` into ``out_dir``."""
+    ``preprocess()`` of the slice), then :func:`quantize_variants` of ``config.methods`` into ``out_dir``."""
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
         prepared = prepare_model(model_path, Path(tmp) / "prepared.onnx")
         stats = collect_calibration_statistics(
-            prepared, calibration_images, guard="raise", num_bins=num_bins, percentile=percentile
+            prepared, calibration_images, guard="raise", num_bins=config.num_bins, percentile=config.percentile
         )
-        return stats, quantize_variants(prepared, stats, methods, images, out_dir)
+        return stats, quantize_variants(prepared, stats, config.methods, images, out_dir)
 
 
 @dataclass(frozen=True)
@@ -708,6 +729,14 @@ class Diagnostics:
     ablation: dict
     size_sweep: list[dict]
     sensitivity: list[dict]
+
+    def lines(self) -> str:
+        """What the notebook prints: the guard's finding on the /255 slice and both test accuracies."""
+        correct, divided = self.ablation["correct"]["accuracy"], self.ablation["divided_by_255"]["accuracy"]
+        return (
+            f"guard (warn-only) on /255 calibration: {self.ablation['guard_finding']['diagnosis']}\n"
+            f"test accuracy, correct calibration {correct:.4f} vs /255 calibration {divided:.4f}"
+        )
 
     def sections(self) -> dict:
         """Their quant_report.json sections."""
@@ -724,16 +753,14 @@ def diagnose(
     calibration: tuple[np.ndarray, np.ndarray],
     images: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
-    *,
     method: str,
-    size_sweep,
-    sensitivity: bool,
-    seed: int,
+    config: QuantizeConfig,
 ) -> Diagnostics:
     """The diagnostics of ``method`` on the model :func:`calibrate_and_quantize` calibrated (prepared again in a
     scratch folder: ``quant_pre_process`` is deterministic, and :func:`quantize_model` checks the prepared file is
-    the one ``stats`` was collected on). The guard's warning on the /255 slice is expected: its finding is in the
-    ablation."""
+    the one ``stats`` was collected on): the /255 ablation on test, and on val ``config.size_sweep`` and (when
+    ``config.sensitivity``) the per-layer sensitivity. The guard's warning on the /255 slice is expected: its
+    finding is in the ablation."""
     options = {"num_bins": stats.num_bins, "percentile": stats.percentile}
     with tempfile.TemporaryDirectory(prefix="diagnose-") as tmp:
         prepared = prepare_model(model_path, Path(tmp) / "prepared.onnx")
@@ -744,12 +771,23 @@ def diagnose(
             )
         sizes = (
             calibration_size_sweep(
-                prepared, *calibration, size_sweep, images["val"], labels["val"], method=method, seed=seed, **options
+                prepared,
+                *calibration,
+                config.size_sweep,
+                images["val"],
+                labels["val"],
+                method=method,
+                seed=config.seed,
+                **options,
             )
-            if size_sweep
+            if config.size_sweep
             else []
         )
-        layers = layer_sensitivity(prepared, stats, images["val"], labels["val"], method=method) if sensitivity else []
+        layers = (
+            layer_sensitivity(prepared, stats, images["val"], labels["val"], method=method)
+            if config.sensitivity
+            else []
+        )
     return Diagnostics(ablation, sizes, layers)
 
 
@@ -764,8 +802,8 @@ def runtime_models(fp32_path: str | Path, variants: Variants) -> dict[str, tuple
 
 
 def phase_report(
-    test_labels: np.ndarray,
-    fp32_test_logits: np.ndarray,
+    labels: Mapping[str, np.ndarray],
+    fp32_logits: Mapping[str, np.ndarray],
     fp32_path: str | Path,
     variants: Variants,
     selection: dict,
@@ -776,12 +814,13 @@ def phase_report(
 ) -> dict:
     """quant_report.json of phase 04 (:func:`build_quant_report`): FP32, every ORT variant and ``others`` (a name
     -> an object with ``logits`` on test and ``describe()``, e.g. the PT2E variant; None: not run) on the test
-    split; the variant :func:`Variants.selection` chose on val; the calibration, diagnostics and runtime checks."""
+    split (``labels`` and ``fp32_logits`` by split); the variant :func:`Variants.selection` chose on val; the
+    calibration, diagnostics and runtime checks."""
     rows = {m: (variants.logits[m]["test"], variants.info[m]) for m in variants.paths}
     rows |= {name: (other.logits, other.describe()) for name, other in dict(others).items() if other is not None}
     return build_quant_report(
-        test_labels,
-        fp32_test_logits,
+        labels["test"],
+        fp32_logits["test"],
         Path(fp32_path).stat().st_size,
         rows,
         selection["chosen"],

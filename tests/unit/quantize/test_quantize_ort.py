@@ -368,10 +368,12 @@ def test_phase_steps_take_plain_values_and_keep_no_scratch(tmp_path, digits, cap
     labels = {"val": ds.test_labels[:60], "test": ds.test_labels[60:160]}
     out = tmp_path / "results"
     out.mkdir()
+    config = q.check_params(
+        {"calibration_methods": ["minmax", "entropy"], "num_bins": BINS, "percentile": 99.9, "size_sweep": [1]}
+    )
+    assert config == q.QuantizeConfig(methods=("minmax", "entropy"), num_bins=BINS, percentile=99.9, size_sweep=(1,))
     with caplog.at_level(logging.INFO, logger="helpers.quantize.ort"):
-        stats, variants = q.calibrate_and_quantize(
-            model, digits["calib_images"], images, out, methods=["minmax", "entropy"], num_bins=BINS, percentile=99.9
-        )
+        stats, variants = q.calibrate_and_quantize(model, digits["calib_images"], images, out, config)
     assert sorted(p.name for p in out.iterdir()) == [
         "int8_logits.npz",
         "model_int8_entropy.onnx",
@@ -385,18 +387,10 @@ def test_phase_steps_take_plain_values_and_keep_no_scratch(tmp_path, digits, cap
     np.testing.assert_array_equal(
         variants.logits["minmax"]["test"], onnx_logits(out / "model_int8_minmax.onnx", images["test"])
     )
-    diagnostics = q.diagnose(
-        model,
-        stats,
-        (digits["calib_images"], digits["calib_labels"]),
-        images,
-        labels,
-        method="minmax",
-        size_sweep=[1],
-        sensitivity=True,
-        seed=0,
-    )
+    calibration = (digits["calib_images"], digits["calib_labels"])
+    diagnostics = q.diagnose(model, stats, calibration, images, labels, "minmax", config)
     assert diagnostics.ablation["guard_finding"]["diagnosis"] == "divided_by_255"
+    assert diagnostics.lines().startswith("guard (warn-only) on /255 calibration: divided_by_255\ntest accuracy")
     assert [r["samples_per_class"] for r in diagnostics.size_sweep] == [1] and diagnostics.sensitivity
     assert set(diagnostics.sections()) == {
         "wrong_preprocessing_ablation",
@@ -412,8 +406,8 @@ def test_phase_steps_take_plain_values_and_keep_no_scratch(tmp_path, digits, cap
         }
     }
     report = q.phase_report(
-        labels["test"],
-        onnx_logits(model, images["test"]),
+        labels,
+        {"test": onnx_logits(model, images["test"])},
         model,
         variants,
         selection,
@@ -430,3 +424,18 @@ def test_phase_steps_take_plain_values_and_keep_no_scratch(tmp_path, digits, cap
     fig = q.report_figure(report, "target test")
     assert fig.axes[0].get_title() == "accuracy on target test" and "target test" in fig.axes[0].get_ylabel()
     assert "on target test" in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"calibration_methods": ["minmax", "kl"]}, "calibration method"),
+        ({"calibration_methods": []}, "non-empty list"),
+        ({"num_bins": 1}, "num_bins must be >= 2"),
+        ({"percentile": 0}, "percentile must be in"),
+        ({"size_sweep": [0]}, "size_sweep"),
+    ],
+)
+def test_the_typed_config_refuses_bad_parameters(params, message):
+    with pytest.raises(ValueError, match=message):
+        q.check_params(params)
