@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.run import atomic
-from helpers.runtime.sessions import PRECISIONS, RUNTIMES, open_session, paired_timings, random_batch
+from helpers.runtime.sessions import PRECISIONS, RUNTIMES, open_session, paired_timings, random_batch, support
 
 FILE = "runtime_decision.json"
 SCHEMA_VERSION = 1
@@ -164,14 +164,22 @@ def decide(
     batch_size: int = 32,
     rounds: int = 5,
     calls: int = 5,
+    native_bf16: bool | None = None,
 ) -> RuntimeDecision:
     """Time every offered runtime of each precision (paired, one ``batch_size`` batch of seeded random inputs)
     and apply :data:`RULE`. ``paths``: per precision the ONNX file (bf16: the FP32 file); ``checks``:
-    :func:`offered_by_checks`; ``models``: per precision phase 04's model name."""
+    :func:`offered_by_checks`; ``models``: per precision phase 04's model name. A runtime phase 04 passed that
+    this machine cannot run (04 reused from a run on another CPU) is not offered, and the reason says so;
+    ``native_bf16``: the CPU capability check's answer (``sessions.support``; None asks this machine)."""
     if batch_size < 1 or threads < 1:
         raise ValueError(f"batch_size and threads must be >= 1, got {batch_size}, {threads}")
     choices = {}
-    for precision, (offered, absent) in checks.items():
+    for precision, (passed, absent) in checks.items():
+        offered = [
+            r for r in passed if support(r, precision, native_bf16=native_bf16)[0]
+        ]  # phase 04 may have run on another CPU (its cache)
+        if passed and not offered:
+            absent = f"phase 04 passed it on {passed}, but this machine cannot run it: {support(passed[0], precision, native_bf16=native_bf16)[1]}"
         if not offered:
             choices[precision] = PrecisionChoice(models[precision], (), None, {}, absent)
             continue

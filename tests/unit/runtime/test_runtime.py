@@ -253,3 +253,24 @@ def test_offered_by_checks_says_why_a_precision_has_no_runtime():
     assert checks["fp32"] == (["onnxruntime"], "")
     assert checks["bf16"][0] == [] and "no runtime passed phase 04's accuracy" in checks["bf16"][1]
     assert checks["int8"] == ([], "phase 04 did not evaluate 'minmax' on the runtimes")
+
+
+def test_a_runtime_phase_04_passed_on_another_cpu_is_not_offered_here():
+    """04 is reused across runs of one runs root: its bf16 may come from a CPU with native bf16. Where this one has
+    none (the capability check's answer, through its parameter), 05 offers no bf16 and says why."""
+    checks = {"fp32": (["onnxruntime"], ""), "bf16": (["openvino"], "")}
+    chosen = decision.decide(
+        {"fp32": FP32, "bf16": FP32},
+        checks,
+        {"fp32": "fp32", "bf16": "bf16"},
+        threads=1,
+        batch_size=4,
+        rounds=1,
+        calls=1,
+        native_bf16=False,
+    )
+    assert chosen.offered() == {"fp32": ["onnxruntime"]}
+    assert (
+        chosen.absent()["bf16"]
+        == f"phase 04 passed it on ['openvino'], but this machine cannot run it: {rt.NO_NATIVE_BF16}"
+    )
