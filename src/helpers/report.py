@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.run import headline
+from helpers.run import atomic, headline
 from helpers.run.graph import get_phase
 
 Files = Mapping[str, Path]  # result file name (relative to results/<phase>/) -> path
@@ -50,7 +50,7 @@ tr.changed td{background:#e8f0fe;font-weight:bold}.params td{text-align:left}"""
 
 
 def _json(files: Files, name: str) -> dict:
-    return json.loads(files[name].read_text())
+    return atomic.read_json(files[name], "re-run the phase that wrote it (calib run --resume RUN --phases NN)")
 
 
 def figure(path: Path, caption: str) -> str:
