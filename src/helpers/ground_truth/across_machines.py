@@ -2,8 +2,10 @@
 
 What the estimator takes from the target machine, and nothing else:
 
-* its **theoretical peak** per precision (``theoretical_peak_flops``, which every record carries; the sample's
-  files hold no measured bandwidth, so bytes are never rescaled by a peak);
+* its **peaks**: the theoretical peak per precision (``theoretical_peak_flops``, which every record carries)
+  and, where its store has its profile (``hardware.json``: ``calib ground-truth measure`` writes it), the
+  measured fp32 GEMM rate and memory bandwidth (:class:`MeasuredPeaks`) -- used only where the source
+  machine has them too (the sample's files have none);
 * with ``k > 0``: the **measured latencies of k calibration records** per (runtime, precision) group
   (:data:`CALIBRATION_RECORDS` = 10, the handful HELP adapts a new device from), drawn at random
   (seeded; :data:`DRAWS` draws, each validated on the group's other records);
@@ -17,7 +19,9 @@ The procedure, per (runtime, precision) group of the target machine (:func:`acro
    *source* (:func:`fit_sources`);
 2. a source predicts a target record in three parts -- overheads (per subgraph, per fused node, per
    call), bytes, FLOPs (``LatencyGroup.record_parts``) -- with the FLOP part moved to the target's peak
-   (source peak / target peak: the same fraction of the peak);
+   (source peak / target peak: the same fraction of the peak; with both machines' measured GEMM rates, the
+   same fraction of the peak times the GEMM's achieved fraction) and, with both machines' measured
+   bandwidths, the bytes part by their ratio (:meth:`MeasuredPeaks.factors`);
 3. ``k = 0`` (peaks only): the three parts summed, from the first source by (same runtime and precision,
    same precision, same runtime, any), then the nearest theoretical peak (:func:`nearest_source`);
 4. ``k > 0``: each candidate's three parts get non-negative weights fitted on the calibration records
@@ -44,6 +48,7 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from helpers.ground_truth.estimator import COLUMNS, LatencyEstimator, LatencyGroup, fit_group
+from helpers.ground_truth.hardware import HardwareProfile
 from helpers.ground_truth.records import MeasurementRecord
 from helpers.ground_truth.roofline import GroupParams, RooflineEstimator, transferred
 from helpers.ground_truth.targets import fitting_groups, measured_ms, naive_ms, target_for
@@ -55,6 +60,38 @@ OWN_KNOTS = 1  # knots of the estimator fitted on the k calibration records alon
 PARTS = ("overhead", "bytes", "flops")  # what a source's prediction is split into (LatencyGroup.record_parts)
 
 
+@dataclass(frozen=True)
+class MeasuredPeaks:
+    """A machine's measured fp32 GEMM rate and memory bandwidth (its ``hardware.json``), beside its theoretical
+    fp32 peak; None where not measured."""
+
+    gemm_flops: float | None = None
+    bandwidth_bytes_per_s: float | None = None
+    theoretical_fp32_flops: float | None = None
+
+    @classmethod
+    def of(cls, profile: HardwareProfile | None) -> MeasuredPeaks:
+        if profile is None:
+            return cls()
+        fp32 = profile.theoretical_peak_flops.get("fp32")
+        return cls(profile.measured_gemm_flops, profile.measured_bandwidth_bytes_per_s, fp32)
+
+    def achieved(self) -> float | None:
+        """The fraction of the theoretical fp32 peak the measured GEMM reaches (None: not measured)."""
+        if self.gemm_flops and self.theoretical_fp32_flops:
+            return self.gemm_flops / self.theoretical_fp32_flops
+        return None
+
+    def factors(self, target: MeasuredPeaks) -> tuple[float, float]:
+        """(FLOP part, bytes part) factors from a source machine with these peaks to ``target``: the ratio of the
+        GEMMs' achieved fractions and of the bandwidths, each 1 unless both machines measured it."""
+        flops = 1.0
+        if (mine := self.achieved()) and (theirs := target.achieved()):
+            flops = mine / theirs
+        both = self.bandwidth_bytes_per_s and target.bandwidth_bytes_per_s
+        return flops, (self.bandwidth_bytes_per_s / target.bandwidth_bytes_per_s if both else 1.0)
+
+
 @dataclass(frozen=True, eq=False)
 class Source:
     """A (runtime, precision) group of another machine: its fitted estimator group and roofline (hashed by identity)."""
@@ -63,11 +100,15 @@ class Source:
     name: str  # <runtime>/<precision>
     group: LatencyGroup
     roofline: GroupParams
+    peaks: MeasuredPeaks = MeasuredPeaks()
 
-    def parts(self, records: Sequence[MeasurementRecord], peak: float) -> np.ndarray:
-        """(records, 3): each record's predicted overheads, bytes and FLOPs (ms), the FLOPs at ``peak``."""
+    def parts(self, records: Sequence[MeasurementRecord], peak: float, target: MeasuredPeaks) -> np.ndarray:
+        """(records, 3): each record's predicted overheads, bytes and FLOPs (ms) on a machine of theoretical ``peak``
+        and measured peaks ``target`` (module docstring, step 2)."""
         rows = np.array([self.group.record_parts(r) for r in records], dtype=np.float64).reshape(-1, len(PARTS))
-        rows[:, 2] *= self.group.theoretical_peak_flops / peak
+        flops, nbytes = self.peaks.factors(target)
+        rows[:, 1] *= nbytes
+        rows[:, 2] *= self.group.theoretical_peak_flops / peak * flops
         return rows
 
     @property
@@ -75,15 +116,20 @@ class Source:
         return f"{self.hardware_id}:{self.name}"
 
 
-def fit_sources(machines: Mapping[str, Sequence[MeasurementRecord]], by_operation_type: bool = True) -> list[Source]:
+def fit_sources(
+    machines: Mapping[str, Sequence[MeasurementRecord]],
+    by_operation_type: bool = True,
+    peaks: Mapping[str, MeasuredPeaks] | None = None,
+) -> list[Source]:
     """Every (machine, runtime, precision) group of ``machines``, fitted on all of that machine's records (its own
-    target: ``targets.target_for``)."""
+    target: ``targets.target_for``), with the machine's measured ``peaks`` where given."""
     sources = []
     for hardware_id, records in sorted(machines.items()):
         target = target_for(records)
         estimator = LatencyEstimator.fit(records, target)
         rooflines = RooflineEstimator.fit(records, target, by_operation_type)
-        sources += [Source(hardware_id, n, g, rooflines.groups[n]) for n, g in estimator.groups.items()]
+        measured = (peaks or {}).get(hardware_id, MeasuredPeaks())
+        sources += [Source(hardware_id, n, g, rooflines.groups[n], measured) for n, g in estimator.groups.items()]
     return sources
 
 
@@ -157,12 +203,14 @@ def across_machines(
     seed: int = 0,
     by_operation_type: bool = True,
     sources: Sequence[Source] | None = None,
+    peaks: Mapping[str, MeasuredPeaks] | None = None,
 ) -> pd.DataFrame:
     """Predict machine ``target_id``'s records from the other ``machines`` (hardware id -> records) plus its peaks
     and, per group, ``calibration`` measured records (module docstring). One row per (draw, predicted record):
     ``estimator.COLUMNS`` (``held_out`` = ``machine, k=<calibration>``) plus the ``source`` used and the ``draw``;
     ``estimator.lomo_summary`` summarises it. A group with no more than ``calibration`` records is skipped (nothing
-    left to predict). ``sources``: the other machines' fitted groups, when the caller has them already."""
+    left to predict). ``peaks``: measured peaks per hardware id (:class:`MeasuredPeaks`; absent: theoretical
+    only); ``sources``: the other machines' fitted groups (:func:`fit_sources`), when the caller has them."""
     if target_id not in machines:
         raise ValueError(f"no records of {target_id!r}; machines: {', '.join(sorted(machines))}")
     if calibration < 0 or draws < 1:
@@ -171,7 +219,7 @@ def across_machines(
     if sources is None:
         if not others:
             raise ValueError(f"predicting {target_id} across machines needs another machine's records")
-        sources = fit_sources(others, by_operation_type)
+        sources = fit_sources(others, by_operation_type, peaks)
     if not sources or any(s.hardware_id == target_id for s in sources):
         raise ValueError(f"the sources must be other machines' groups than {target_id}'s, got {len(sources)}")
     target = target_for(machines[target_id])
@@ -182,7 +230,8 @@ def across_machines(
         if len(group) <= calibration:
             continue
         peak = group[0].theoretical_peak_flops
-        parts = {s: s.parts(group, peak) for s in sources}
+        measured_peaks = (peaks or {}).get(target_id, MeasuredPeaks())
+        parts = {s: s.parts(group, peak, measured_peaks) for s in sources}
         runtime, precision = name.split("/")
         for draw in range(draws if calibration else 1):
             used = np.zeros(len(group), dtype=bool)

@@ -9,6 +9,7 @@ summary (``estimator.lomo_summary``) carries the machine's target and the second
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ from helpers.ground_truth.targets import target_for
 
 @dataclass
 class Machines:
-    """Records per hardware id gathered from one or more stores, with their repeats and where each came from."""
+    """Records per hardware id gathered from one or more stores, with their repeats, measured peaks (from the
+    machine's ``hardware.json``, where its store has one) and where each came from."""
 
     records: dict[str, list[MeasurementRecord]] = field(default_factory=dict)
     repeats: dict[str, Mapping[Configuration, Sequence[MeasurementRecord]]] = field(default_factory=dict)
+    peaks: dict[str, am.MeasuredPeaks] = field(default_factory=dict)
     stores: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -43,6 +46,8 @@ class Machines:
                     )
                 machines.records[hardware_id] = loader.load_all(hardware_id)
                 machines.repeats[hardware_id] = loader.load_repeats(hardware_id)
+                with contextlib.suppress(FileNotFoundError):  # another tool's files: theoretical peaks only
+                    machines.peaks[hardware_id] = am.MeasuredPeaks.of(loader.load_hardware_profile(hardware_id))
                 machines.stores[hardware_id] = str(loader.root)
         return machines
 
@@ -67,7 +72,8 @@ def every_protocol(
             summaries.append(le.lomo_summary(validation).assign(target=target, seconds=seconds))
             tables.append(validation)
 
-    sources = am.fit_sources(machines.records, by_operation_type) if len(machines.records) > 1 else []
+    fitted = len(machines.records) > 1
+    sources = am.fit_sources(machines.records, by_operation_type, machines.peaks) if fitted else []
     for hardware_id in targets:
         records = machines.records[hardware_id]
         target = target_for(records)
@@ -89,7 +95,12 @@ def every_protocol(
         for k in sorted({0, calibration}):
             start = time.perf_counter()
             validation = am.across_machines(
-                machines.records, hardware_id, k, by_operation_type=by_operation_type, sources=others
+                machines.records,
+                hardware_id,
+                k,
+                by_operation_type=by_operation_type,
+                sources=others,
+                peaks=machines.peaks,
             )
             add(validation, target, time.perf_counter() - start)
     if not summaries:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_ground_truth import PEAK
-from test_subgraph_cost import _slowed, law_records, ms_per_flop
+from test_subgraph_cost import MS_PER_BYTE, _slowed, law_records, ms_per_flop
 
 from helpers.cli.ground_truth import main as cli_main
 from helpers.ground_truth import across_machines as am
@@ -44,6 +44,17 @@ def at_peak(record, factor: float):
     return dataclasses.replace(record, theoretical_peak_flops=factor * PEAK, subgraphs=subgraphs, model_summary=summary)
 
 
+def half_bandwidth_and_gemm(record):
+    """``record`` on a machine of the same theoretical peak whose bytes and FLOPs take twice as long."""
+    subgraphs = []
+    for s in record.subgraphs:
+        flop_ms = float(ms_per_flop(np.array(np.log10(s.flops / s.total_bytes)))) * s.flops
+        ms = s.measured_latency.mean + MS_PER_BYTE * s.total_bytes + flop_ms
+        subgraphs.append(dataclasses.replace(s, measured_latency=LatencyStats.from_samples([ms, ms])))
+    summary = ModelSummary.from_subgraphs(subgraphs, record.batch_size, None)
+    return dataclasses.replace(record, subgraphs=subgraphs, model_summary=summary)
+
+
 @pytest.fixture(scope="module")
 def law():
     return law_records(10)  # 20 records: 10 calibrate, 10 are predicted
@@ -65,6 +76,19 @@ def test_a_machine_whose_flops_follow_its_peak_is_predicted_from_the_peak_alone(
     assert len(validation) == 20 and validation["ape_pct"].max() < 2.0, validation
     naive_is_off = validation["naive_ape_pct"].median()
     assert naive_is_off > 20, validation
+
+
+def test_measured_gemm_and_bandwidth_move_a_source_to_a_machine_of_the_same_theoretical_peak(law):
+    """Machine b has a's theoretical peak but half its measured GEMM rate and bandwidth: from the peaks in the
+    machines' profiles the FLOP and byte parts are moved; without them (theoretical peaks only) they are not."""
+    source = without_end_to_end(law)
+    machines = {"a": machine(source, "a"), "b": machine([half_bandwidth_and_gemm(r) for r in source], "b")}
+    peaks = {"a": am.MeasuredPeaks(0.5 * PEAK, 2e10, PEAK), "b": am.MeasuredPeaks(0.25 * PEAK, 1e10, PEAK)}
+    assert peaks["a"].factors(peaks["b"]) == (2.0, 2.0) and peaks["a"].factors(am.MeasuredPeaks()) == (1.0, 1.0)
+    measured = am.across_machines(machines, "b", calibration=0, peaks=peaks)
+    assert measured["ape_pct"].max() < 2.0, measured
+    theoretical = am.across_machines(machines, "b", calibration=0)
+    assert theoretical["ape_pct"].median() > 20, theoretical
 
 
 def test_no_latency_of_the_target_but_its_calibration_records_reaches_a_prediction(law):
