@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers import runtime
 from helpers.cli.ground_truth import main as cli_main
 from helpers.ground_truth import campaign, hardware, latency, runtime_latency
 from helpers.ground_truth.layout import efficiency_curves_dir, hardware_profile_path
@@ -282,6 +283,22 @@ def test_the_shipped_sweep_profile():
     assert set(config.variants) == set(campaign.VARIANTS)
     with pytest.raises(ValueError, match="unknown sweep keys \\['repaets'\\]"):
         campaign.SweepConfig.from_mapping({"models": ["mlp"], "repaets": 3})
+
+
+def test_cli_measures_int8_and_bf16_with_openvino_beside_the_other_runtimes(tmp_path, capsys):
+    """int8: onnxruntime and OpenVINO on the QDQ file; bf16: torch and OpenVINO where this CPU runs it natively,
+    else each skipped with why."""
+    store = tmp_path / "store"
+    args = ["measure", "--store", str(store), "--models", "mlp_digits", "--precisions", "int8", "bf16"]
+    assert cli_main([*args, "--batch-sizes", "1", "--repeats", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    bf16 = [("torch", bf16_support()[0]), ("openvino", runtime.support("openvino", "bf16")[0])]
+    expected = [("onnxruntime", "int8"), ("openvino", "int8")] + [(name, "bf16") for name, ok in bf16 if ok]
+    records = GroundTruthLoader(store).load_all(hardware.hardware_id())
+    assert sorted((r.runtime, r.precision) for r in records) == sorted(expected)
+    for name, ok in bf16:
+        assert (f"note: bf16/{name}: " in out) == (not ok), out
+    assert all(r.batch_size == 1 and r.model == "mlp_digits" for r in records)
 
 
 def test_a_variant_this_machine_cannot_run_natively_is_skipped_with_why():
