@@ -2,7 +2,7 @@
 accuracy and parity gates (FP32, bf16, INT8), the runtime decision phase 05 writes and phase 08 reads
 (``helpers.runtime.decision``), and this machine's measured GEMM peaks per precision."""
 
-from helpers.runtime import decision
+import helpers.runtime.decision as decision
 from helpers.runtime.checks import (
     ACCURACY_MARGIN,
     BF16_ABS_TOL,
