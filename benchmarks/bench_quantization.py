@@ -36,6 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
 import numpy as np
 import pandas as pd
 import torch
@@ -231,6 +232,7 @@ def measure_fresh(kind: str, path: Path, threads: int, batches: list[int], reps:
     command = [
         sys.executable,
         __file__,
+        "--no-figures",  # a measuring child: the parent records the figures
         "--child",
         kind,
         str(path),
@@ -351,4 +353,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

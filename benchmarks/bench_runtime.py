@@ -43,6 +43,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import figures  # sibling: docs/FIGURES.md, regenerated from this run's output
 import numpy as np
 import pandas as pd
 
@@ -316,4 +317,4 @@ def bundle_choice(accuracy: pd.DataFrame, at_batch: pd.DataFrame) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    figures.run(main)

@@ -197,8 +197,9 @@ def deployment(inputs: Mapping[str, Files]) -> str:
 
 
 def model_label(name: str) -> str:
-    """``FP32``, ``INT8`` or ``INT8 <variant>`` for a result's model key (``fp32``, ``int8``, ``minmax``)."""
-    return {"fp32": "FP32", "int8": "INT8"}.get(name, f"INT8 {name}")
+    """``FP32``, ``bf16``, ``INT8`` or ``INT8 <variant>`` for a result's model key (``fp32``, ``bf16``, ``int8``,
+    ``minmax``)."""
+    return {"fp32": "FP32", "bf16": "bf16", "int8": "INT8"}.get(name, f"INT8 {name}")
 
 
 def _models(frame: pd.DataFrame) -> pd.DataFrame:

@@ -473,3 +473,14 @@ def test_latency_section_carries_the_measurement_warnings():
         return
     assert f"{len(warnings)} measurement warning(s)" in latency
     assert all(html.escape(w) in latency for w in warnings)
+
+
+def test_model_label_names_every_bundle_precision_and_int8_variant():
+    labels = {name: report.model_label(name) for name in ("fp32", "bf16", "int8", "minmax", "percentile")}
+    assert labels == {
+        "fp32": "FP32",
+        "bf16": "bf16",  # the FP32 graph under a bf16 hint: not an INT8 variant
+        "int8": "INT8",
+        "minmax": "INT8 minmax",
+        "percentile": "INT8 percentile",
+    }

@@ -65,6 +65,11 @@ def check_params(params: dict, config: dict | None = None) -> None:
             f"threads and every batch size must be >= 1, got threads={params['threads']!r}, "
             f"batch_sizes={params['batch_sizes']!r}"
         )
+    if params["decision_batch"] < 1:
+        raise ValueError(
+            f"decision_batch must be >= 1 (the batch size of the timing that picks each precision's default "
+            f"runtime), got {params['decision_batch']!r}"
+        )
 
 
 def measure_runtimes(

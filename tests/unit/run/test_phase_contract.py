@@ -114,7 +114,7 @@ def test_no_phase_declares_a_catch_all_output():
         ("07_selective.criterion=foo", "unknown criterion"),
         ("06_confidence.methods=platt", "unknown calibration method"),
         ("06_confidence.n_bins=0", "n_bins must be >= 1"),
-        ("08_bundle.runtime_batch=0", "runtime_batch must be >= 1"),
+        ("05_latency.decision_batch=0", "decision_batch must be >= 1"),
         ("07_selective.selective_model=entropy", "selective_model 'entropy' is not a model of this run"),
     ],
 )
