@@ -2,6 +2,7 @@
 
 IMAGES.npy holds uint8 images, N x H x W x C as bundle.json's "input" says. Every output is computed inside
 the ONNX graph (calibrated probabilities, the accept rule, the conformal prediction set): nothing else to apply.
+bf16, where the bundle has it, runs on OpenVINO only (onnxruntime has no bf16 CPU kernels): README.md shows how.
 """
 
 import json
@@ -16,8 +17,12 @@ HERE = Path(__file__).resolve().parent
 
 def load(precision="fp32"):
     doc = json.loads((HERE / "bundle.json").read_text())
-    model = HERE / doc["models"][precision]["file"]
-    return doc, ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    if precision not in doc["models"]:
+        raise SystemExit(f"this bundle has no {precision}: {doc.get('absent', {}).get(precision, 'not written')}")
+    model = doc["models"][precision]
+    if "onnxruntime" not in model.get("runtimes", ["onnxruntime"]):
+        raise SystemExit(f"{precision} is {model.get('runs_as', 'not served by onnxruntime')}; README.md shows how")
+    return doc, ort.InferenceSession(str(HERE / model["file"]), providers=["CPUExecutionProvider"])
 
 
 def predict(doc, session, images):
