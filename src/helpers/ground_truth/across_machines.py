@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from helpers.ground_truth.estimator import COLUMNS, LatencyEstimator, LatencyGroup, fit_group
+from helpers.ground_truth.estimator import COLUMNS, LatencyEstimator, LatencyGroup, fit_group, validation_row
 from helpers.ground_truth.hardware import HardwareProfile
 from helpers.ground_truth.records import MeasurementRecord
 from helpers.ground_truth.roofline import GroupParams, RooflineEstimator, transferred
@@ -261,23 +261,7 @@ def _row(
     source: str,
     draw: int,
 ) -> dict:
-    measured, naive = measured_ms(record, target), naive_ms(record)
-    return {
-        "held_out": f"machine, k={calibration}",
-        "hardware_id": record.hardware_id,
-        "model": record.model,
-        "runtime": record.runtime,
-        "precision": record.precision,
-        "batch_size": record.batch_size,
-        "measured_ms": measured,
-        "predicted_ms": predicted,
-        "ape_pct": abs(predicted - measured) / measured * 100,
-        "roofline_ms": roofline,
-        "roofline_ape_pct": abs(roofline - measured) / measured * 100,
-        "naive_ms": naive,
-        "naive_ape_pct": abs(naive - measured) / measured * 100,
-        "repeats": 1,
-        "repeat_spread_pct": float("nan"),
-        "source": source,
-        "draw": draw,
-    }
+    row = validation_row(
+        f"machine, k={calibration}", record, measured_ms(record, target), predicted, roofline, naive_ms(record)
+    )
+    return {**row, "source": source, "draw": draw}

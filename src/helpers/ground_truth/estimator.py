@@ -426,6 +426,37 @@ COLUMNS = (
 )
 
 
+def validation_row(
+    held_out: str,
+    record: MeasurementRecord,
+    measured: float,
+    predicted: float,
+    roofline: float,
+    naive: float,
+    repeats: int = 1,
+    spread: float = float("nan"),
+) -> dict[str, Any]:
+    """One row of a validation table (:data:`COLUMNS`): a held-out record's measured latency beside the estimator's,
+    the roofline's and the FLOPs/peak prediction, each with its absolute percentage error."""
+    return {
+        "held_out": held_out,
+        "hardware_id": record.hardware_id,
+        "model": record.model,
+        "runtime": record.runtime,
+        "precision": record.precision,
+        "batch_size": record.batch_size,
+        "measured_ms": measured,
+        "predicted_ms": predicted,
+        "ape_pct": abs(predicted - measured) / measured * 100,
+        "roofline_ms": roofline,
+        "roofline_ape_pct": abs(roofline - measured) / measured * 100,
+        "naive_ms": naive,
+        "naive_ape_pct": abs(naive - measured) / measured * 100,
+        "repeats": repeats,
+        "repeat_spread_pct": spread,
+    }
+
+
 def nearest_precision_params(estimator, record: MeasurementRecord):
     """For a record whose precision was left out of the fit: the group of the same runtime's fitted precision with
     the nearest theoretical peak, transferred to the record's peak by ``estimator.transferred`` (a
@@ -474,25 +505,9 @@ def leave_one_out(
                 params = [nearest_precision_params(e, record) for e in estimators]
             if measured is None or None in params:
                 continue  # None: nothing measured in its group (or runtime) left to predict from
-            (predicted, roofline), naive = (p.predict(record) for p in params), naive_ms(record)
+            predicted, roofline = (p.predict(record) for p in params)
             rows.append(
-                {
-                    "held_out": held_out,
-                    "hardware_id": record.hardware_id,
-                    "model": record.model,
-                    "runtime": record.runtime,
-                    "precision": record.precision,
-                    "batch_size": record.batch_size,
-                    "measured_ms": measured,
-                    "predicted_ms": predicted,
-                    "ape_pct": abs(predicted - measured) / measured * 100,
-                    "roofline_ms": roofline,
-                    "roofline_ape_pct": abs(roofline - measured) / measured * 100,
-                    "naive_ms": naive,
-                    "naive_ape_pct": abs(naive - measured) / measured * 100,
-                    "repeats": count,
-                    "repeat_spread_pct": spread,
-                }
+                validation_row(held_out, record, measured, predicted, roofline, naive_ms(record), count, spread)
             )
     return pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(list(COLUMNS[:6]), ignore_index=True)
 
