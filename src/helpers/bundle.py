@@ -63,6 +63,7 @@ from helpers.metrics.calibration import softmax
 from helpers.models import parity
 from helpers.models.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
 from helpers.run import atomic
+from helpers.run.params import typed_config
 from helpers.runtime.sessions import RUNTIMES
 from helpers.runtime.sessions import settings as runtime_settings_of
 
@@ -152,11 +153,22 @@ def source_record(run_dir: Path, phase_ids: Sequence[str]) -> dict:
     }
 
 
-def check_params(params: dict, config: dict | None = None) -> None:
-    """Validate phase 08's parameters before any kernel starts."""
-    from helpers.confidence.guarantees import check_accept_rule
+@dataclass(frozen=True)
+class BundleConfig:
+    """Phase 08's typed config (``phase.config``), validated when built: which of 07's rules the accept output
+    carries."""
 
-    check_accept_rule(params.get("accept_rule", "global"))
+    accept_rule: str = "global"  # "global" (07's threshold) or "classwise" (07's class-wise risk control)
+
+    def __post_init__(self) -> None:
+        from helpers.confidence.guarantees import check_accept_rule
+
+        check_accept_rule(self.accept_rule)
+
+
+def check_params(params: dict, config: dict | None = None) -> BundleConfig:
+    """Phase 08's precheck: its typed config."""
+    return typed_config(BundleConfig, params)
 
 
 def thresholds_for(threshold_doc: dict, models: Mapping[str, str]) -> tuple[dict[str, float], str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -50,26 +51,45 @@ from helpers.ground_truth.store import (
 )
 from helpers.ground_truth.targets import end_to_end_ms, group_of
 from helpers.run import atomic
+from helpers.run.params import typed_config
 
 STAGED = "store"  # phase 05's results: the files it stores, laid out as in the store
 
 
-def check_params(params: dict, config: dict | None = None) -> None:
-    """Validate phase 05's runtime parameters before any kernel starts."""
-    for key, valid in (("runtimes", runtime.RUNTIMES), ("precisions", runtime.PRECISIONS)):
-        chosen = params[key]
-        if not chosen or isinstance(chosen, str) or any(c not in valid for c in chosen):
-            raise ValueError(f"{key} must be a non-empty list from {list(valid)}, got {chosen!r}")
-    if params["threads"] < 1 or any(not isinstance(b, int) or b < 1 for b in params["batch_sizes"]):
-        raise ValueError(
-            f"threads and every batch size must be >= 1, got threads={params['threads']!r}, "
-            f"batch_sizes={params['batch_sizes']!r}"
-        )
-    if params["decision_batch"] < 1:
-        raise ValueError(
-            f"decision_batch must be >= 1 (the batch size of the timing that picks each precision's default "
-            f"runtime), got {params['decision_batch']!r}"
-        )
+@dataclass(frozen=True)
+class LatencyConfig:
+    """Phase 05's typed config (``phase.config``), validated when built: what is measured (runtimes x precisions x
+    batch sizes, at ``threads``), how often, and the batch of the timing that decides each precision's runtime."""
+
+    runtimes: tuple[str, ...] = runtime.RUNTIMES
+    precisions: tuple[str, ...] = runtime.PRECISIONS
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: int = 1
+    repeats: int = 20
+    warmup: int = 3
+    decision_batch: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key, valid in (("runtimes", runtime.RUNTIMES), ("precisions", runtime.PRECISIONS)):
+            chosen = getattr(self, key)
+            if not chosen or isinstance(chosen, str) or any(c not in valid for c in chosen):
+                raise ValueError(f"{key} must be a non-empty list from {list(valid)}, got {list(chosen)!r}")
+        if self.threads < 1 or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise ValueError(
+                f"threads and every batch size must be >= 1, got threads={self.threads!r}, "
+                f"batch_sizes={list(self.batch_sizes)!r}"
+            )
+        if self.decision_batch < 1:
+            raise ValueError(
+                f"decision_batch must be >= 1 (the batch size of the timing that picks each precision's default "
+                f"runtime), got {self.decision_batch!r}"
+            )
+
+
+def check_params(params: dict, config: dict | None = None) -> LatencyConfig:
+    """Phase 05's precheck: its typed config."""
+    return typed_config(LatencyConfig, params)
 
 
 def measure_runtimes(

@@ -137,7 +137,7 @@ def test_each_phase_is_given_its_typed_config_once_validated():
     resolved = resolve_config(overrides=["06_confidence.methods=dirichlet"])
     configs = {p.id: p.check(resolved[p.id], resolved) for p in PHASES}
     assert configs["00_environment"] is None and configs["09_report"] is None  # no precheck: no config
-    for phase_id in ("01_data", "02_train", "02a_target", "02b_adapt", "03_activation_stats", "06_confidence"):
+    for phase_id in [p.id for p in PHASES if p.id not in ("00_environment", "09_report")]:  # every phase with params
         config = configs[phase_id]
         assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen, phase_id
     assert configs["01_data"].per_class == 20  # samples_per_class 0: the digits default
@@ -147,6 +147,9 @@ def test_each_phase_is_given_its_typed_config_once_validated():
     assert configs["02b_adapt"].target_modules == () and configs["02b_adapt"].rank == resolved["02b_adapt"]["lora_rank"]
     assert configs["06_confidence"].methods == ("identity", "temperature_scaling", "dirichlet")
     assert configs["07_selective"].goal is None  # max_mcc reaches for no target
+    assert configs["05_latency"].batch_sizes == tuple(resolved["05_latency"]["batch_sizes"])
+    assert configs["05_latency"].decision_batch == resolved["05_latency"]["decision_batch"]
+    assert configs["08_bundle"].accept_rule == resolved["08_bundle"]["accept_rule"]
 
 
 def test_typed_config_maps_parameters_by_field_name_or_declared_param():
