@@ -118,7 +118,14 @@ def accuracy_table(paths: dict, images: np.ndarray, labels: np.ndarray, threads:
                     "precision": precision,
                     **{
                         k: row[k]
-                        for k in ("accuracy", "agreement", "max_abs_logit_diff", "accuracy_drop_points", "passed")
+                        for k in (
+                            "accuracy",
+                            "agreement",
+                            "max_abs_logit_diff",
+                            "accuracy_drop_points",
+                            "passed",
+                            "parity",
+                        )
                     },
                 }
             )
@@ -213,7 +220,10 @@ def main(argv=None) -> int:
             paths, images, labels = load_digits() if name == "digits" else load_resnet8(Path(tmp))
             shape = images.shape[1:]
             accuracy = accuracy_table(paths, images, labels, args.threads)
-            print(f"\n== {name}: accuracy on {len(images)} test images\n{accuracy.round(4).to_string(index=False)}")
+            table = accuracy.drop(columns="parity").round(4).to_string(index=False)
+            print(f"\n== {name}: accuracy on {len(images)} test images\n{table}")
+            for row in accuracy.query("precision == 'bf16'").itertuples():
+                print(f"{row.runtime} bf16 parity: {row.parity}")
             flops = {
                 p: sum(
                     w.flops
